@@ -1,0 +1,135 @@
+// The operations a client can ask of a Ferry cluster, as plain data. The text protocol, the
+// binary protocol and the client library are three encodings of these same requests and replies;
+// the node executes them (writes through Raft, reads through ReadIndex).
+import type { ErrorCode } from "./errors.js";
+
+// A hybrid logical clock timestamp, encoded as a decimal string on the wire (it exceeds 2^53):
+// (physical milliseconds << 16) | logical counter. Totally ordered; see src/clock.
+export type Timestamp = bigint;
+
+export interface SendRequest {
+  op: "send";
+  recipients: string[]; // one, or several for an atomic fan-out
+  body: Uint8Array;
+  id?: string; // client-supplied message id: makes a retried SEND idempotent (dedupe window)
+  headers?: Record<string, string>;
+  delayMs?: number; // not visible before entry time + delayMs
+  ttlMs?: number; // expires after entry time + ttlMs
+  after?: Timestamp; // causal token: the new timestamp is above it
+  sender?: string; // filled in by the server from the session's identity
+}
+export interface SendReply {
+  ok: true;
+  id: string;
+  timestamp: Timestamp;
+  duplicate: boolean; // true when the id was seen within the dedupe window and nothing was stored
+}
+
+export interface ReceiveRequest {
+  op: "receive";
+  mailbox: string;
+  max: number; // 1..RECEIVE_MAX
+  waitMs?: number; // long poll: wait up to this long for a first message
+  visibilityMs?: number; // lease length; default: the mailbox's visibility timeout
+  after?: Timestamp;
+}
+export interface DeliveredMessage {
+  id: string;
+  sender: string;
+  recipient: string;
+  timestamp: Timestamp;
+  deliveries: number; // including this one
+  body: Uint8Array;
+  headers?: Record<string, string>;
+}
+export interface ReceiveReply {
+  ok: true;
+  messages: DeliveredMessage[];
+}
+
+export interface AckRequest {
+  op: "ack" | "nack";
+  mailbox: string;
+  ids: string[];
+  delayMs?: number; // nack only: visible again after this delay
+}
+export interface AckReply {
+  ok: true;
+  count: number; // leased messages removed (ack) or released (nack); unknown ids are skipped
+}
+
+export interface ExtendRequest {
+  op: "extend";
+  mailbox: string;
+  ids: string[];
+  visibilityMs: number;
+}
+
+export interface ListRequest {
+  op: "list";
+  mailbox: string;
+  limit?: number; // page size, default LIST_PAGE_DEFAULT
+  cursor?: string; // from the previous page's next
+  stale?: boolean; // serve from local state without a ReadIndex round (faster, may lag)
+}
+export type MessageState = "ready" | "leased" | "delayed";
+export interface ListItem {
+  id: string;
+  sender: string;
+  timestamp: Timestamp;
+  state: MessageState;
+  deliveries: number;
+  bytes: number;
+}
+export interface ListReply {
+  ok: true;
+  items: ListItem[];
+  next?: string; // cursor of the next page when there is one
+}
+
+export interface PurgeRequest {
+  op: "purge" | "delete";
+  mailbox: string;
+}
+
+export interface StatusRequest {
+  op: "status";
+}
+export interface NodeStatus {
+  id: number;
+  address: string; // client address
+  role: string;
+  term: number;
+  leader: number;
+  commit: number;
+  applied: number;
+  lag?: number; // leader's view: entries this node is behind
+  clockOffsetMs?: number;
+  healthy: boolean;
+}
+export interface StatusReply {
+  ok: true;
+  nodes: NodeStatus[];
+  self: number;
+}
+
+export type Request =
+  | SendRequest
+  | ReceiveRequest
+  | AckRequest
+  | ExtendRequest
+  | ListRequest
+  | PurgeRequest
+  | StatusRequest;
+
+export interface ErrorReply {
+  ok: false;
+  code: ErrorCode;
+  message: string;
+  leaderHint?: string;
+}
+
+// Defaults and bounds of request arguments; servers enforce them, clients may pre-check.
+export const RECEIVE_MAX = 1000;
+export const LIST_PAGE_DEFAULT = 100;
+export const LIST_PAGE_MAX = 1000;
