@@ -1,0 +1,94 @@
+// The binary client protocol: length-prefixed msgpack frames with request ids.
+//
+// A binary connection opens with the 5-byte preamble BINARY_PREAMBLE (its first byte is 0x00,
+// which no text command starts with, so one port serves both protocols). After it, each frame is
+// a 4-byte big-endian payload length followed by that many bytes of msgpack: a request
+// `{ rid, ...Request }` from the client, a reply `{ rid, ...Reply | ErrorReply }` from the server.
+// Many requests may be in flight on one connection; replies come as soon as each is ready, in any
+// order, matched by rid. Integers beyond 2^53 (timestamps) travel as msgpack int64 and decode as
+// bigint. The decoder is resumable (feed it any split of the byte stream) and enforces the frame
+// size limit before buffering a frame, so a hostile length cannot make it allocate.
+import { Packr } from "msgpackr";
+
+export const BINARY_PREAMBLE = Uint8Array.from([0x00, 0x46, 0x52, 0x59, 0x01]); // \0 F R Y v1
+export const FRAME_HEADER_BYTES = 4;
+export const FRAME_BYTES_MAX_DEFAULT = 4 * 1024 * 1024;
+
+const packr = new Packr({ useRecords: false, int64AsType: "bigint", mapsAsObjects: true });
+
+export function encodePayload(value: unknown): Buffer {
+  return packr.pack(value);
+}
+
+export function decodePayload(payload: Uint8Array): unknown {
+  return packr.unpack(payload);
+}
+
+// Encodes one frame (header + msgpack payload).
+export function encodeFrame(value: unknown): Buffer {
+  const payload = packr.pack(value);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
+  frame.writeUInt32BE(payload.length, 0);
+  payload.copy(frame, FRAME_HEADER_BYTES);
+  return frame;
+}
+
+export class FrameTooLargeError extends Error {
+  override name = "FrameTooLargeError";
+}
+
+// Splits a byte stream into frame payloads. push() returns the complete payloads so far;
+// it throws FrameTooLargeError when a header announces more than frameBytesMax (framing is then
+// lost: the caller must close the connection).
+export class FrameDecoder {
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
+
+  constructor(private readonly frameBytesMax: number = FRAME_BYTES_MAX_DEFAULT) {}
+
+  get pendingBytes(): number {
+    return this.bufferedBytes;
+  }
+
+  push(chunk: Uint8Array): Buffer[] {
+    if (chunk.length > 0) {
+      this.buffered.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      this.bufferedBytes += chunk.length;
+    }
+    const frames: Buffer[] = [];
+    for (;;) {
+      if (this.bufferedBytes < FRAME_HEADER_BYTES) break;
+      const head = this.peek(FRAME_HEADER_BYTES);
+      const length = head.readUInt32BE(0);
+      if (length > this.frameBytesMax) {
+        throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.frameBytesMax}`);
+      }
+      if (this.bufferedBytes < FRAME_HEADER_BYTES + length) break;
+      this.take(FRAME_HEADER_BYTES);
+      frames.push(this.take(length));
+    }
+    return frames;
+  }
+
+  private peek(count: number): Buffer {
+    const first = this.buffered[0]!;
+    if (first.length >= count) return first.subarray(0, count);
+    return Buffer.concat(this.buffered).subarray(0, count);
+  }
+
+  private take(count: number): Buffer {
+    const first = this.buffered[0]!;
+    let out: Buffer;
+    if (first.length >= count) {
+      out = first.subarray(0, count);
+      if (first.length === count) this.buffered.shift();
+      else this.buffered[0] = first.subarray(count);
+    } else {
+      const all = Buffer.concat(this.buffered);
+      out = all.subarray(0, count);
+      this.buffered = all.length > count ? [all.subarray(count)] : [];
+    }
+    this.bufferedBytes -= count;
+    return out;
+  }
+}
