@@ -113,8 +113,24 @@ export interface StatusReply {
   self: number;
 }
 
+// Membership and leadership (admin). add: a new node joins as a learner, catches up, and is
+// promoted to voter; remove: a node leaves the configuration; transfer: hand leadership to nodeId
+// (or to the most up-to-date voter when nodeId is 0).
+export interface ClusterRequest {
+  op: "cluster";
+  action: "add" | "remove" | "transfer";
+  nodeId: number;
+  peerAddress?: string; // add: the new node's peer (Raft) address, host:port
+  clientAddress?: string; // add: the new node's client address, host:port
+}
+export interface ClusterReply {
+  ok: true;
+  message: string;
+}
+
 export type Request =
   | SendRequest
+  | ClusterRequest
   | ReceiveRequest
   | AckRequest
   | ExtendRequest
