@@ -89,7 +89,9 @@ export class RaftNode {
     this.id = config.id;
     this.config = config;
     const { hardState, conf } = storage.initialState();
-    checkConf(conf);
+    // A node joining an existing cluster starts with an empty configuration and learns the real
+    // one from the leader's log or snapshot.
+    if (conf.voters.length > 0) checkConf(conf);
     const applied = config.applied ?? snapshotIndexOf(storage);
     this.log = new RaftLog(storage, applied);
     assert(hardState.commit <= this.log.lastIndex(), `raft: commit ${hardState.commit} beyond last index ${this.log.lastIndex()}`);
@@ -97,7 +99,7 @@ export class RaftNode {
     assert(this.log.committed <= this.log.lastIndex(), "raft: applied beyond the last index");
     this.tracker = new ProgressTracker(conf, config.maxInflightMessages, config.maxInflightBytes);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
-    this.becomeFollower(hardState.term, NONE);
+    this.reset(hardState.term);
     this.vote = hardState.vote;
     this.prevHardState = { ...hardState };
     this.prevSoftState = { leader: this.lead, role: this.role };
