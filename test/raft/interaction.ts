@@ -76,11 +76,14 @@ export class InteractionEnv {
     const ids = c.args.map(Number);
     switch (c.name) {
       case "add-nodes":
-        return this.addNodes(Number(c.args[0]), c.options);
+        this.addNodes(Number(c.args[0]), c.options);
+        return;
       case "campaign":
-        return this.node(ids[0]!).campaign();
+        this.node(ids[0]!).campaign();
+        return;
       case "tick":
-        return this.tick(ids[0]!, Number(c.options.get("n") ?? c.args[1] ?? 1));
+        this.tick(ids[0]!, Number(c.options.get("n") ?? c.args[1] ?? 1));
+        return;
       case "tick-election":
         for (const id of ids) this.tick(id, this.member(id).config.electionTicks);
         return;
@@ -88,9 +91,11 @@ export class InteractionEnv {
         for (const id of ids) this.tick(id, this.member(id).config.heartbeatTicks);
         return;
       case "propose":
-        return this.propose(ids[0]!, c.args.slice(1).join(" "));
+        this.propose(ids[0]!, c.args.slice(1).join(" "));
+        return;
       case "propose-conf-change":
-        return this.proposeConfChange(ids[0]!, c.args.slice(1));
+        this.proposeConfChange(ids[0]!, c.args.slice(1));
+        return;
       case "process-ready":
         for (const id of this.targets(ids)) this.processReady(id);
         return;
@@ -98,34 +103,47 @@ export class InteractionEnv {
         for (const id of this.targets(ids)) this.deliver(id, c.options.get("type"));
         return;
       case "drop-msgs":
-        return this.dropMessages(ids);
+        this.dropMessages(ids);
+        return;
       case "stabilize":
-        return this.stabilize(this.targets(ids));
+        this.stabilize(this.targets(ids));
+        return;
       case "partition":
-        return this.partition(c.args);
+        this.partition(c.args);
+        return;
       case "heal":
         this.groups.clear();
         return;
       case "transfer-leadership":
-        return this.node(Number(c.options.get("from"))).transferLeadership(Number(c.options.get("to")));
+        this.node(Number(c.options.get("from"))).transferLeadership(Number(c.options.get("to")));
+        return;
       case "read-index":
-        return this.node(ids[0]!).readIndex(encoder.encode(c.args[1] ?? ""));
+        this.node(ids[0]!).readIndex(encoder.encode(c.args[1] ?? ""));
+        return;
       case "compact":
-        return this.compact(ids[0]!, ids[1]!);
+        this.compact(ids[0]!, ids[1]!);
+        return;
       case "restart":
-        return this.restart(ids[0]!);
+        this.restart(ids[0]!);
+        return;
       case "report-unreachable":
-        return this.node(ids[0]!).reportUnreachable(ids[1]!);
+        this.node(ids[0]!).reportUnreachable(ids[1]!);
+        return;
       case "report-snapshot":
-        return this.node(ids[0]!).reportSnapshot(ids[1]!, c.args[2] !== "fail");
+        this.node(ids[0]!).reportSnapshot(ids[1]!, c.args[2] !== "fail");
+        return;
       case "status":
-        return this.printStatus(ids[0]!);
+        this.printStatus(ids[0]!);
+        return;
       case "raft-log":
-        return this.printLog(ids[0]!);
+        this.printLog(ids[0]!);
+        return;
       case "raft-state":
-        return this.printState();
+        this.printState();
+        return;
       case "applied":
-        return this.printApplied(ids[0]!);
+        this.printApplied(ids[0]!);
+        return;
       case "log-level":
         this.logging = c.args[0] !== "none";
         return;
