@@ -657,7 +657,7 @@ export class RaftNode {
       throw error;
     }
     progress.becomeSnapshot(snapshot.meta.index);
-    this.logLine(`sending snapshot at ${snapshot.meta.index}/${snapshot.meta.term} to ${to}`);
+    this.logLine(`sending snapshot ${snapshot.meta.term}/${snapshot.meta.index} to ${to}`);
     this.send({ type: "snapshot", to, snapshot });
     return true;
   }
@@ -790,7 +790,7 @@ export class RaftNode {
     const snapshot = m.snapshot;
     assert(snapshot !== undefined, "raft: snapshot message without a snapshot");
     if (this.restore(snapshot)) {
-      this.logLine(`restored snapshot at ${snapshot.meta.index}/${snapshot.meta.term}`);
+      this.logLine(`restored snapshot ${snapshot.meta.term}/${snapshot.meta.index}`);
       this.send({ type: "append-response", to: m.from, index: this.log.lastIndex() });
     } else {
       this.send({ type: "append-response", to: m.from, index: this.log.committed });
