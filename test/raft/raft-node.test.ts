@@ -1,0 +1,91 @@
+// RaftNode driven by a tiny in-test message pump: the driver contract in its simplest form.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
+import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
+import type { Entry, Message, RaftConfig } from "../../src/raft/types.js";
+import { RaftError } from "../../src/raft/types.js";
+
+interface Member {
+  node: RaftNode;
+  storage: MemoryLogStorage;
+  applied: Entry[];
+}
+
+function cluster(ids: number[], overrides: Partial<RaftConfig> = {}): Map<number, Member> {
+  const members = new Map<number, Member>();
+  for (const id of ids) {
+    const storage = MemoryLogStorage.withVoters(ids);
+    const node = new RaftNode(defaultRaftConfig(id, () => 0, overrides), storage);
+    members.set(id, { node, storage, applied: [] });
+  }
+  return members;
+}
+
+// Runs every Ready of every node and delivers every message until the cluster is quiet.
+function pump(members: Map<number, Member>): void {
+  for (let round = 0; round < 1000; round++) {
+    const inbox: Message[] = [];
+    for (const member of members.values()) {
+      while (member.node.hasReady()) {
+        const ready = member.node.ready();
+        inbox.push(...ready.messages);
+        if (ready.snapshot) member.storage.applySnapshot(ready.snapshot);
+        member.storage.append(ready.entries);
+        if (ready.hardState) member.storage.setHardState(ready.hardState);
+        inbox.push(...ready.messagesAfterPersist);
+        member.applied.push(...ready.committedEntries);
+        member.node.advance(ready);
+      }
+    }
+    if (inbox.length === 0) return;
+    for (const message of inbox) members.get(message.to)?.node.step(message);
+  }
+  assert.fail("pump did not settle");
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+const decode = (entry: Entry) => new TextDecoder().decode(entry.data);
+
+test("three nodes elect a leader and commit proposals in order", () => {
+  const members = cluster([1, 2, 3], { preVote: false, checkQuorum: false });
+  members.get(1)!.node.campaign();
+  pump(members);
+  const leader = members.get(1)!.node;
+  assert.equal(leader.status().role, "leader");
+  assert.equal(members.get(2)!.node.status().lead, 1);
+  leader.propose(text("a"));
+  leader.propose(text("b"));
+  pump(members);
+  for (const member of members.values()) {
+    const data = member.applied.filter((e) => e.data.length > 0).map(decode);
+    assert.deepEqual(data, ["a", "b"]);
+    assert.equal(member.node.status().commit, 3); // the leader's empty entry + 2
+  }
+  assert.throws(() => members.get(2)!.node.propose(text("c")), (e: unknown) => e instanceof RaftError && e.code === "NOT_LEADER");
+});
+
+test("an election by ticks alone: the node with the earliest timeout wins", () => {
+  const members = new Map<number, Member>();
+  for (const id of [1, 2, 3]) {
+    const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+    // Node 3 draws the shortest timeout.
+    const random = () => (id === 3 ? 0 : 0.9);
+    members.set(id, { node: new RaftNode(defaultRaftConfig(id, random), storage), storage, applied: [] });
+  }
+  for (let t = 0; t < 10; t++) for (const m of members.values()) m.node.tick();
+  pump(members);
+  assert.equal(members.get(3)!.node.status().role, "leader");
+  assert.equal(members.get(1)!.node.status().lead, 3);
+});
+
+test("a single-node cluster elects itself and commits after persisting", () => {
+  const members = cluster([1]);
+  members.get(1)!.node.campaign();
+  pump(members);
+  const node = members.get(1)!.node;
+  assert.equal(node.status().role, "leader");
+  node.propose(text("x"));
+  pump(members);
+  assert.deepEqual(members.get(1)!.applied.map(decode), ["", "x"]);
+});
