@@ -71,7 +71,11 @@ export class MemoryFileSystem implements FileSystem {
   private locks = new Set<string>();
   private epoch = 0;
   private lastWrite: { inode: Inode; operation: Operation & { kind: "write" } } | undefined;
+  private syncsHeld: Array<() => void> | undefined;
   readonly capacityBytes: number;
+  // Counters for tests (group commit: how many syncs served how many writes).
+  writeCount = 0;
+  syncCount = 0;
 
   constructor(options: MemoryFileSystemOptions = {}) {
     this.capacityBytes = options.capacityBytes ?? Number.POSITIVE_INFINITY;
@@ -120,6 +124,9 @@ export class MemoryFileSystem implements FileSystem {
       },
       datasync: async () => {
         check();
+        await this.syncGate();
+        check();
+        this.syncCount++;
         this.syncInode(inode);
       },
       truncate: async (sizeBytes) => {
@@ -134,7 +141,25 @@ export class MemoryFileSystem implements FileSystem {
     };
   }
 
+  // While held, datasync and fsyncDir wait: a test can crash with a write issued and not synced.
+  holdSyncs(): void {
+    this.syncsHeld ??= [];
+  }
+
+  releaseSyncs(): void {
+    const waiting = this.syncsHeld ?? [];
+    this.syncsHeld = undefined;
+    for (const resume of waiting) resume();
+  }
+
+  private syncGate(): Promise<void> {
+    const held = this.syncsHeld;
+    if (!held) return Promise.resolve();
+    return new Promise((resolve) => held.push(resolve));
+  }
+
   private writeInode(inode: Inode, data: Uint8Array, position: number): void {
+    this.writeCount++;
     const end = position + data.length;
     const growthBytes = Math.max(0, end - inode.sizeBytes);
     if (growthBytes > 0 && this.usedBytes() + growthBytes > this.capacityBytes) {
@@ -205,6 +230,9 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   async fsyncDir(dir: string): Promise<void> {
+    const epoch = this.epoch;
+    await this.syncGate();
+    if (epoch !== this.epoch) throw fsError("EIO", "fsyncDir from before a crash");
     dir = normalize(dir);
     const prefix = dir === "/" ? "/" : `${dir}/`;
     const inDir = (path: string) => path.startsWith(prefix) && !path.slice(prefix.length).includes("/");
@@ -235,6 +263,7 @@ export class MemoryFileSystem implements FileSystem {
     this.lastWrite = undefined;
     this.epoch++;
     this.locks.clear();
+    this.syncsHeld = undefined; // the waiters belong to the dead world and never resume
     this.names = new Map(this.durableNames);
     for (const inode of new Set(this.names.values())) inode.revertToDurable();
     if (!last || !this.names.size || ![...this.names.values()].includes(last.inode)) return;

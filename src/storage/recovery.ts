@@ -91,7 +91,8 @@ export async function recoverLog(fs: FileSystem, dir: string, lenientTail: boole
       await fs.fsyncDir(dir);
       continue;
     }
-    const handle = await fs.open(path, isLast ? "read-write" : "read");
+    // read-write for all: if an empty last segment is removed, the one before it is appended to.
+    const handle = await fs.open(path, "read-write");
     if (isLast && damaged) {
       await handle.truncate(stop.offsetBytes);
       await handle.datasync();
