@@ -52,6 +52,16 @@ interface ReplayState {
 type Stop = { offsetBytes: number; problem: string | undefined }; // problem undefined: clean end (zeros)
 
 export async function recoverLog(fs: FileSystem, dir: string, lenientTail: boolean): Promise<RecoveredLog> {
+  const segments: Segment[] = [];
+  try {
+    return await recoverSegments(fs, dir, lenientTail, segments);
+  } catch (error) {
+    for (const segment of segments) await segment.handle.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function recoverSegments(fs: FileSystem, dir: string, lenientTail: boolean, segments: Segment[]): Promise<RecoveredLog> {
   const sequences = (await fs.readdir(dir))
     .map((name) => parseSegmentFileName(name))
     .filter((sequence): sequence is number => sequence !== undefined)
@@ -70,14 +80,13 @@ export async function recoverLog(fs: FileSystem, dir: string, lenientTail: boole
     segmentsReplayed: 0,
     resetSeen: false,
   };
-  const segments: Segment[] = [];
   let tornTail: RecoveredLog["tornTail"];
   for (const [position, sequence] of sequences.entries()) {
     const isLast = position === sequences.length - 1;
     const path = join(dir, `${String(sequence).padStart(16, "0")}.wal`);
     const buffer = await readWholeFile(fs, path);
     const stop = replaySegment(state, buffer, path, sequence);
-    let endBytes = stop.offsetBytes;
+    const endBytes = stop.offsetBytes;
     const damaged = stop.problem !== undefined || !isAllZero(buffer, stop.offsetBytes);
     if (!isLast && stop.problem !== undefined) throw new StorageCorruptError(path, stop.offsetBytes, stop.problem);
     if (isLast && damaged) {
@@ -93,12 +102,13 @@ export async function recoverLog(fs: FileSystem, dir: string, lenientTail: boole
     }
     // read-write for all: if an empty last segment is removed, the one before it is appended to.
     const handle = await fs.open(path, "read-write");
-    if (isLast && damaged) {
-      await handle.truncate(stop.offsetBytes);
-      await handle.datasync();
-      endBytes = stop.offsetBytes;
-    }
     segments.push({ sequence, path, handle, firstIndex: firstIndexOfSegment(buffer), endBytes, synced: true });
+    if (isLast && damaged) {
+      await handle.truncate(endBytes);
+    }
+    // What recovery found may be only in the page cache (the process died, not the machine). It
+    // becomes durable now, before the node tells anyone it has these entries.
+    if (isLast) await handle.datasync();
   }
   return { segments, index: state.index, hardState: state.hardState, latestMarker: state.latestMarker, markers: state.markers, tornTail };
 }

@@ -14,13 +14,8 @@ interface LogState {
   hardState: HardState;
 }
 
-interface Operation {
-  back: number; // how far before lastIndex + 1 the append starts (a conflicting suffix)
-  count: number;
-  sizeBytes: number;
-  awaited: boolean;
-}
-
+// One persist: `back` is how far before lastIndex + 1 it starts (a conflicting suffix); awaited
+// ones are acknowledged before the next is issued, the others pile up into group commits.
 const operation = fc.record({
   back: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 5 })),
   count: fc.integer({ min: 0, max: 12 }),
