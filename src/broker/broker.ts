@@ -84,7 +84,7 @@ import {
 } from "./validate.js";
 
 export type { BrokerCommand, BrokerConfig, BrokerResult, MailboxConfig } from "./commands.js";
-export { decodeCommands, encodeCommands } from "./commands.js";
+export { BROKER_DEFAULTS, decodeCommands, encodeCommands, MAILBOX_DEFAULTS } from "./commands.js";
 
 export const DEAD_LETTER_REASON_HEADER = "ferry-dead-letter-reason";
 export const DEAD_LETTER_DELIVERIES_HEADER = "ferry-dead-letter-deliveries";
@@ -604,7 +604,9 @@ export class Broker {
       const key = entry.key;
       const mailbox = key.slice(EXPIRY.length + U64_LENGTH, key.length - SEQ_LENGTH - 1);
       const seq = key.slice(key.length - SEQ_LENGTH);
-      this.expire(mailbox, seq, this.load(mailbox, seq));
+      // An earlier expiry in this sweep may have removed it (a dead letter replaces its own id).
+      const value = this.kv.get(messageKey(mailbox, seq));
+      if (value !== undefined) this.expire(mailbox, seq, decodeMessage(value));
     }
   }
 

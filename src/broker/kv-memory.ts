@@ -175,6 +175,10 @@ export class MemoryKv implements OrderedKv {
     for (const key of [...this.values.keys()]) this.delete(key);
   }
 
+  flushed(): Promise<void> {
+    return Promise.resolve();
+  }
+
   size(): number {
     return this.values.size;
   }

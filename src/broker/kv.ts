@@ -32,7 +32,12 @@ export interface OrderedKv extends KvReader {
   readView(): KvReadView;
   // Removes every entry (used by restore, inside a transaction).
   clear(): void;
+  // Resolves when every transaction committed before the call is durable (immediately in memory).
+  flushed(): Promise<void>;
 }
+
+// Sorts above every byte string: the end of a scan over everything.
+export const KEY_END = "\u0100";
 
 // The byte string that sorts after every key starting with `prefix`.
 export function prefixEnd(prefix: string): string {
@@ -42,7 +47,7 @@ export function prefixEnd(prefix: string): string {
     if (last < 0xff) return end.slice(0, -1) + String.fromCharCode(last + 1);
     end = end.slice(0, -1);
   }
-  return "\u0100"; // above every byte string
+  return KEY_END;
 }
 
 export function bytesToKey(bytes: Uint8Array): string {

@@ -7,13 +7,12 @@
 import { assert } from "../util/assert.js";
 import { ByteReader, ByteWriter } from "./bytes.js";
 import { crc32c } from "./checksum.js";
-import { bytesToKey, type KvReadView, keyToBytes } from "./kv.js";
+import { bytesToKey, KEY_END, type KvReadView, keyToBytes } from "./kv.js";
 
 const MAGIC = "FERRYSN1";
 const SNAPSHOT_VERSION = 1;
 const END_MARK = 0xffffffff;
 const CHUNK_ENTRIES_MAX = 1024;
-const KEY_END = "\u0100"; // above every byte string
 
 export class SnapshotError extends Error {
   override name = "SnapshotError";

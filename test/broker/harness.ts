@@ -1,6 +1,6 @@
 // Test helpers: a broker on a KV with an auto-incrementing log index and millisecond clock.
 import { Broker, type BrokerCommand, type BrokerConfig, type BrokerResult, msTimestamp } from "../../src/broker/broker.js";
-import type { OrderedKv } from "../../src/broker/kv.js";
+import { KEY_END, type OrderedKv } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import type { ListReply, ReceiveReply } from "../../src/protocol/api.js";
 
@@ -60,5 +60,5 @@ export class Harness {
 
 // Every entry of a KV in key order, for byte-identity comparisons.
 export function dump(kv: OrderedKv): Array<[string, string]> {
-  return kv.scan("", "\u0100", Number.POSITIVE_INFINITY).map((entry) => [entry.key, Buffer.from(entry.value).toString("hex")]);
+  return kv.scan("", KEY_END, Number.POSITIVE_INFINITY).map((entry) => [entry.key, Buffer.from(entry.value).toString("hex")]);
 }
