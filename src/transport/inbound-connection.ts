@@ -25,10 +25,12 @@ export interface InboundContext {
   frameBytesMax: number;
   snapshotBytesMax: number;
   handshakeTimeoutMs: number;
+  peerIdleTimeoutMs: number;
   now(): number;
   log(event: string, fields: Record<string, unknown>): void;
   onAuthenticated(peer: NodeId, connection: InboundConnection): void;
   onClosed(connection: InboundConnection): void;
+  onSilent(peer: NodeId): void; // an authenticated peer sent nothing for peerIdleTimeoutMs
   onMessages(from: NodeId, messages: Message[]): void;
   onClockSample(from: NodeId, sample: ClockSample): void;
   setEcho(peer: NodeId, echo: [number, number]): void;
@@ -97,6 +99,13 @@ export class InboundConnection {
     clearTimeout(this.handshakeTimer);
     this.state = "ready";
     this.connection.write({ k: "ready" });
+    // A live peer sends at least a clock probe every second; silence means it is stopped or cut
+    // off, and a dead TCP connection would otherwise linger for the OS keepalive (minutes).
+    this.connection.socket.setTimeout(this.context.peerIdleTimeoutMs, () => {
+      this.context.log("peer-silent", { peer: this.peerId, peerIdleTimeoutMs: this.context.peerIdleTimeoutMs });
+      this.connection.destroy(`no frame for ${this.context.peerIdleTimeoutMs} ms`);
+      this.context.onSilent(this.peerId);
+    });
     this.context.onAuthenticated(this.peerId, this);
   }
 

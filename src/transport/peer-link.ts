@@ -85,10 +85,16 @@ export class PeerLink {
         this.context.log("send-queue-full", { peer: this.peerId, queueBytes: this.queueBytes, sendQueueBytesMax: this.context.sendQueueBytesMax });
       }
       this.droppedMessages++;
+      if (message.type === "snapshot") this.context.onSnapshotStatus(this.peerId, false);
       return;
     }
     this.queue.push(message);
     this.queueBytes += bytes;
+  }
+
+  // Drops the current connection (if any); the usual backoff redials.
+  reset(reason: string): void {
+    this.connection?.destroy(reason);
   }
 
   requestPing(): void {
@@ -101,6 +107,7 @@ export class PeerLink {
     clearTimeout(this.handshakeTimer);
     this.connection?.destroy("transport closed");
     this.failStreams("transport closed");
+    this.reportSnapshots(this.queue.filter((message) => message.type === "snapshot").length, false);
     this.queue = [];
     this.queueBytes = 0;
   }
@@ -139,18 +146,26 @@ export class PeerLink {
 
   // One frame for the whole batch; halves it when it would exceed the frame limit.
   private writeMessages(connection: FramedSocket, messages: Message[]): void {
+    // A small snapshot travels inline; its status is known once the frame is written.
+    const snapshots = messages.filter((message) => message.type === "snapshot").length;
+    const onWritten = snapshots === 0 ? undefined : (error?: Error | null) => this.reportSnapshots(snapshots, !error);
     try {
-      connection.write(this.dataFrame({ messages }));
+      connection.write(this.dataFrame({ messages }), onWritten);
     } catch (error) {
       if (!(error instanceof RangeError)) throw error;
       if (messages.length === 1) {
         this.context.log("message-too-large", { peer: this.peerId, type: messages[0]!.type, reason: error.message });
+        this.reportSnapshots(snapshots, false);
         return;
       }
       const half = Math.ceil(messages.length / 2);
       this.writeMessages(connection, messages.slice(0, half));
       this.writeMessages(connection, messages.slice(half));
     }
+  }
+
+  private reportSnapshots(count: number, delivered: boolean): void {
+    for (let index = 0; index < count; index++) this.context.onSnapshotStatus(this.peerId, delivered);
   }
 
   private dataFrame(body: Pick<DataFrame, "messages" | "chunk">): DataFrame {

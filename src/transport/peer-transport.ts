@@ -21,6 +21,7 @@ export const RECONNECT_MIN_MS_DEFAULT = 50;
 export const RECONNECT_MAX_MS_DEFAULT = 2000;
 export const HANDSHAKE_TIMEOUT_MS_DEFAULT = 5000;
 export const CLOCK_PROBE_INTERVAL_MS_DEFAULT = 1000;
+export const PEER_IDLE_TIMEOUT_MS_DEFAULT = 10_000;
 // Room in a frame for the fields around a snapshot chunk.
 const CHUNK_FRAME_OVERHEAD_BYTES = 64 * 1024;
 
@@ -44,6 +45,9 @@ export interface TransportOptions {
   reconnectMaxMs?: number;
   handshakeTimeoutMs?: number;
   clockProbeIntervalMs?: number; // an idle peer still gets a frame this often (clock samples, liveness)
+  // A peer silent this long on its connection to us is presumed stopped or cut off: both
+  // connections with it are dropped and redialed. Must exceed clockProbeIntervalMs comfortably.
+  peerIdleTimeoutMs?: number;
   log?: (event: string, fields: Record<string, unknown>) => void;
   now?: () => number; // the raw physical clock for clock samples (Date.now by default)
 }
@@ -69,6 +73,11 @@ export class PeerTransport {
     if (snapshotChunkBytes + CHUNK_FRAME_OVERHEAD_BYTES > frameBytesMax) {
       throw new RangeError(`snapshotChunkBytes ${snapshotChunkBytes} does not fit in frameBytesMax ${frameBytesMax}`);
     }
+    const probeIntervalMs = options.clockProbeIntervalMs ?? CLOCK_PROBE_INTERVAL_MS_DEFAULT;
+    const peerIdleTimeoutMs = options.peerIdleTimeoutMs ?? PEER_IDLE_TIMEOUT_MS_DEFAULT;
+    if (peerIdleTimeoutMs < 2 * probeIntervalMs) {
+      throw new RangeError(`peerIdleTimeoutMs ${peerIdleTimeoutMs} must be at least twice clockProbeIntervalMs ${probeIntervalMs}`);
+    }
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT;
     const common = { selfId: options.selfId, clusterId: options.clusterId, secret: options.secret, frameBytesMax, handshakeTimeoutMs, now, log };
     this.linkContext = {
@@ -85,13 +94,14 @@ export class PeerTransport {
     this.inboundContext = {
       ...common,
       snapshotBytesMax: options.snapshotBytesMax ?? SNAPSHOT_BYTES_MAX_DEFAULT,
+      peerIdleTimeoutMs,
+      onSilent: (peer) => this.links.get(peer)?.reset("the peer went silent on its connection to us"),
       onAuthenticated: (peer, connection) => this.onAuthenticated(peer, connection),
       onClosed: (connection) => this.inbound.delete(connection),
       onMessages: (from, messages) => options.onMessages(from, messages),
       onClockSample: (from, sample) => options.onClockSample?.(from, sample),
       setEcho: (peer, echo) => this.echoes.set(peer, echo),
     };
-    const probeIntervalMs = options.clockProbeIntervalMs ?? CLOCK_PROBE_INTERVAL_MS_DEFAULT;
     this.probeTimer = setInterval(() => this.probeIdlePeers(probeIntervalMs), probeIntervalMs / 2);
     this.probeTimer.unref();
     server.on("connection", (socket: Socket) => this.accept(socket));

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
 import { test } from "node:test";
+import { measureSample } from "../../src/clock/offset-estimator.js";
 import type { Message } from "../../src/raft/types.js";
 import { addressOf, closeAll, message, messagesFrom, startNode, type TestNode, waitConnected, waitFor, wire } from "./helpers.js";
 
@@ -199,5 +200,78 @@ test("the send queue is bounded: messages to an unreachable peer beyond it are d
     assert.ok(a.logs.some((l) => l.event === "send-queue-full"));
   } finally {
     await a.transport.close();
+  }
+});
+
+test("clock samples measure a skewed peer clock", async () => {
+  const skewMs = 500;
+  const nodes = [await startNode(1), await startNode(2, { now: () => Date.now() + skewMs, clockProbeIntervalMs: 20 })];
+  const [a] = nodes as [TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    await waitFor("a few samples", () => a.samples.length >= 3);
+    for (const { sample } of a.samples) {
+      const { offsetMs, delayMs } = measureSample(sample);
+      // The offset error of one sample is at most half its delay (+1 ms of Date.now rounding).
+      assert.ok(Math.abs(offsetMs - skewMs) <= delayMs / 2 + 1, `offset ${offsetMs} delay ${delayMs}`);
+    }
+  } finally {
+    await closeAll(nodes);
+  }
+});
+
+test("a batch over the frame limit is split; a single message over it is dropped and logged", async () => {
+  const limits = { frameBytesMax: 128 * 1024, snapshotChunkBytes: 16 * 1024 };
+  const nodes = [await startNode(1, limits), await startNode(2, limits)];
+  const [a, b] = nodes as [TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    const withEntry = (index: number, bytes: number) => {
+      const m = message(1, 2, "append", index);
+      m.entries = [{ term: 1, index, type: "normal", data: new Uint8Array(bytes).fill(index) }];
+      return m;
+    };
+    a.transport.send([withEntry(1, 40_000), withEntry(2, 40_000), withEntry(3, 200_000), withEntry(4, 40_000), withEntry(5, 40_000)]);
+    await waitFor("the fitting messages", () => messagesFrom(b, 1).length === 4);
+    assert.deepEqual(messagesFrom(b, 1).map((m) => m.index), [1, 2, 4, 5]);
+    assert.ok(b.received.filter((r) => r.messages.length > 0).length >= 2, "split over several frames");
+    assert.ok(messagesFrom(b, 1).every((m) => m.entries[0]!.data.every((byte) => byte === m.index)));
+    assert.ok(a.logs.some((l) => l.event === "message-too-large"));
+  } finally {
+    await closeAll(nodes);
+  }
+});
+
+test("a peer that goes silent is dropped and redialed", async () => {
+  // Node 2 probes far less often than node 1 tolerates silence.
+  const a = await startNode(1, { clockProbeIntervalMs: 50, peerIdleTimeoutMs: 300 });
+  const b = await startNode(2, { clockProbeIntervalMs: 60_000, peerIdleTimeoutMs: 120_000 });
+  try {
+    wire([a, b]);
+    await waitFor("a notices the silence", () => a.logs.some((l) => l.event === "peer-silent"));
+    await waitConnected([a, b]);
+    a.transport.send([message(1, 2, "append", 3)]);
+    await waitFor("delivery after the redial", () => messagesFrom(b, 1).some((m) => m.index === 3));
+  } finally {
+    await closeAll([a, b]);
+  }
+});
+
+test("a peer removed by setPeers is disconnected and no longer routed to", async () => {
+  const nodes = [await startNode(1), await startNode(2), await startNode(3)];
+  const [a] = nodes as [TestNode, TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    a.transport.setPeers(new Map([[2, addressOf(nodes[1]!)]]));
+    assert.deepEqual(a.transport.connectedPeers(), [2]);
+    a.transport.send([message(1, 3)]);
+    assert.ok(a.logs.some((l) => l.event === "send-no-route" && l.fields.to === 3));
+    assert.throws(() => a.transport.setPeers(new Map([[1, "127.0.0.1:1"]])), RangeError, "self is not a peer");
+    assert.throws(() => a.transport.setPeers(new Map([[4, "nonsense"]])), RangeError);
+  } finally {
+    await closeAll(nodes);
   }
 });
