@@ -7,7 +7,7 @@
 // crashing the node.
 import { Packr } from "msgpackr";
 import { FRAME_HEADER_BYTES } from "../protocol/binary.js";
-import type { Message, NodeId } from "../raft/types.js";
+import type { Message, MessageType, NodeId } from "../raft/types.js";
 
 export const PEER_PROTOCOL_VERSION = 1;
 
@@ -134,11 +134,32 @@ function validateData(frame: Record<string, unknown>): void {
   }
 }
 
+const MESSAGE_TYPES: ReadonlySet<string> = new Set<MessageType>([
+  "append",
+  "append-response",
+  "vote",
+  "vote-response",
+  "prevote",
+  "prevote-response",
+  "heartbeat",
+  "heartbeat-response",
+  "snapshot",
+  "timeout-now",
+  "read-index",
+  "read-index-response",
+  "propose",
+]);
+
 // Enough structure for the Raft core not to trip over a field of the wrong type.
 function validateMessage(value: unknown): void {
   if (typeof value !== "object" || value === null) throw new InvalidFrameError("message is not a map");
   const message = value as Record<string, unknown>;
-  requireString(message, "type");
+  if (typeof message.type !== "string" || !MESSAGE_TYPES.has(message.type)) {
+    throw new InvalidFrameError(`unknown message type ${JSON.stringify(message.type)}`);
+  }
+  if (message.rejectTerm !== undefined) requireNumber(message, "rejectTerm");
+  if (message.context !== undefined) requireBytes(message, "context");
+  if (message.snapshot !== undefined) validateSnapshot(message.snapshot);
   for (const field of ["from", "to", "term", "logTerm", "index", "commit", "rejectHint"]) {
     requireNumber(message, field);
   }
@@ -152,6 +173,23 @@ function validateMessage(value: unknown): void {
     requireString(fields, "type");
     requireBytes(fields, "data");
   }
+}
+
+function validateSnapshot(value: unknown): void {
+  if (typeof value !== "object" || value === null) throw new InvalidFrameError("snapshot is not a map");
+  const snapshot = value as Record<string, unknown>;
+  requireBytes(snapshot, "data");
+  const meta = snapshot.meta as Record<string, unknown>;
+  if (typeof meta !== "object" || meta === null) throw new InvalidFrameError("snapshot.meta is not a map");
+  requireNumber(meta, "index");
+  requireNumber(meta, "term");
+  const conf = meta.conf as Record<string, unknown>;
+  if (typeof conf !== "object" || conf === null) throw new InvalidFrameError("snapshot conf is not a map");
+  for (const field of ["voters", "learners", "votersOutgoing", "learnersNext"]) {
+    const ids = conf[field];
+    if (!Array.isArray(ids) || !ids.every((id) => Number.isSafeInteger(id))) throw new InvalidFrameError(`conf.${field} is not a list of node ids`);
+  }
+  if (typeof conf.autoLeave !== "boolean") throw new InvalidFrameError("conf.autoLeave is not a boolean");
 }
 
 function requireNumber(object: Record<string, unknown>, field: string): void {

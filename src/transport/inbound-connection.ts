@@ -164,10 +164,9 @@ export class InboundConnection {
 
   private onClose(reason: string): void {
     clearTimeout(this.handshakeTimer);
-    if (this.state === "ready") this.context.log("peer-inbound-closed", { peer: this.peerId, reason });
-    else if (reason.startsWith("framing lost") || reason.startsWith("invalid frame")) {
+    if (reason.startsWith("framing lost") || reason.startsWith("invalid frame")) {
       this.context.log("peer-protocol-violation", { peer: this.peerId, reason });
-    }
+    } else if (this.state === "ready") this.context.log("peer-inbound-closed", { peer: this.peerId, reason });
     this.context.onClosed(this);
   }
 }

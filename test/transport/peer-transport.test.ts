@@ -5,7 +5,10 @@ import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
 import { test } from "node:test";
 import { measureSample } from "../../src/clock/offset-estimator.js";
+import { FrameDecoder } from "../../src/protocol/binary.js";
 import type { Message } from "../../src/raft/types.js";
+import { decodePeerFrame, encodePeerFrame, type PeerFrame } from "../../src/transport/frames.js";
+import { computeProof } from "../../src/transport/handshake.js";
 import { addressOf, closeAll, message, messagesFrom, startNode, type TestNode, waitConnected, waitFor, wire } from "./helpers.js";
 
 test("two transports exchange messages both ways and produce clock samples", async () => {
@@ -277,6 +280,50 @@ test("a peer removed by setPeers is disconnected and no longer routed to", async
     assert.ok(a.logs.some((l) => l.event === "send-no-route" && l.fields.to === 3));
     assert.throws(() => a.transport.setPeers(new Map([[1, "127.0.0.1:1"]])), RangeError, "self is not a peer");
     assert.throws(() => a.transport.setPeers(new Map([[4, "nonsense"]])), RangeError);
+  } finally {
+    await closeAll(nodes);
+  }
+});
+
+// Authenticates like a real peer, then misbehaves: returns the socket's close promise.
+async function hostilePeer(target: TestNode, claimedId: number, frames: (nonce: Uint8Array) => PeerFrame[]): Promise<void> {
+  const socket = connect({ host: "127.0.0.1", port: target.transport.address().port });
+  socket.on("error", () => {});
+  const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+  const decoder = new FrameDecoder();
+  const dialerNonce = randomBytes(32);
+  socket.on("data", (chunk: Buffer) => {
+    for (const payload of decoder.push(chunk)) {
+      const frame = decodePeerFrame(payload);
+      if (frame.k === "welcome") {
+        const transcript = { clusterId: "test-cluster", dialerId: claimedId, acceptorId: target.id, dialerNonce, acceptorNonce: frame.nonce };
+        socket.write(encodePeerFrame({ k: "proof", proof: computeProof("test-secret", "dialer", transcript) }));
+      } else if (frame.k === "ready") {
+        for (const out of frames(dialerNonce)) socket.write(encodePeerFrame(out));
+      }
+    }
+  });
+  socket.on("connect", () => socket.write(encodePeerFrame({ k: "hello", version: 1, clusterId: "test-cluster", nodeId: claimedId, nonce: dialerNonce })));
+  await closed;
+}
+
+test("an authenticated peer sending forged or malformed messages loses its connection, nobody else does", async () => {
+  const nodes = [await startNode(1), await startNode(2)];
+  const [a, b] = nodes as [TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    const data = (messages: unknown[]) => [{ k: "data", sentAtMs: Date.now(), messages } as unknown as PeerFrame];
+    await hostilePeer(b, 3, () => data([message(1, 2)])); // claims to be 3, forges 1
+    await hostilePeer(b, 3, () => data([{ ...message(3, 2), type: "launch-missiles" }]));
+    await hostilePeer(b, 3, () => data([{ ...message(3, 2), entries: [{ term: 1, index: 1, type: "normal", data: "not bytes" }] }]));
+    const violations = b.logs.filter((l) => l.event === "peer-protocol-violation").map((l) => String(l.fields.reason));
+    assert.equal(violations.length, 3, violations.join("; "));
+    assert.match(violations[0]!, /message from 1 to 2 on the connection of node 3/);
+    assert.equal(messagesFrom(b, 3).length, 0);
+    assert.equal(messagesFrom(b, 1).length, 0);
+    a.transport.send([message(1, 2, "append", 8)]);
+    await waitFor("the real peer still gets through", () => messagesFrom(b, 1).some((m) => m.index === 8));
   } finally {
     await closeAll(nodes);
   }
