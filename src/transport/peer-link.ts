@@ -26,6 +26,7 @@ export interface LinkContext {
   takeEcho(peer: NodeId): [number, number] | undefined;
   scheduleFlush(): void;
   onSnapshotStatus(peer: NodeId, delivered: boolean): void;
+  onUnreachable(peer: NodeId): void;
 }
 
 type LinkState = "idle" | "connecting" | "handshaking" | "ready" | "closed";
@@ -83,6 +84,7 @@ export class PeerLink {
     if (this.queueBytes + bytes > this.context.sendQueueBytesMax) {
       if (this.droppedMessages === 0) {
         this.context.log("send-queue-full", { peer: this.peerId, queueBytes: this.queueBytes, sendQueueBytesMax: this.context.sendQueueBytesMax });
+        this.context.onUnreachable(this.peerId);
       }
       this.droppedMessages++;
       if (message.type === "snapshot") this.context.onSnapshotStatus(this.peerId, false);
@@ -309,7 +311,10 @@ export class PeerLink {
     if (this.state === "closed") return;
     this.state = "idle";
     this.failStreams(`connection lost: ${reason}`);
-    if (wasReady) this.context.log("peer-disconnected", { peer: this.peerId, reason });
+    if (wasReady) {
+      this.context.log("peer-disconnected", { peer: this.peerId, reason });
+      this.context.onUnreachable(this.peerId);
+    }
     else if (this.failures === 0) this.context.log("peer-connect-failed", { peer: this.peerId, address: this.address, reason });
     this.scheduleReconnect();
   }

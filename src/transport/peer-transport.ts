@@ -36,6 +36,9 @@ export interface TransportOptions {
   // A snapshot message finished streaming (delivered: true) or was abandoned (false); the driver
   // may tell the Raft core (reportSnapshot) so the follower leaves snapshot state on failure.
   onSnapshotStatus?(to: NodeId, delivered: boolean): void;
+  // Messages to this peer were lost (its connection dropped, or its send queue overflowed): the
+  // driver may tell the Raft core (reportUnreachable) so it probes instead of streaming appends.
+  onUnreachable?(peer: NodeId): void;
   frameBytesMax?: number;
   sendQueueBytesMax?: number; // per peer, messages waiting to be written
   socketBufferBytesMax?: number; // per peer, bytes written but not yet taken by the kernel
@@ -90,6 +93,7 @@ export class PeerTransport {
       takeEcho: (peer) => this.takeEcho(peer),
       scheduleFlush: () => this.scheduleFlush(),
       onSnapshotStatus: (peer, delivered) => options.onSnapshotStatus?.(peer, delivered),
+      onUnreachable: (peer) => options.onUnreachable?.(peer),
     };
     this.inboundContext = {
       ...common,

@@ -85,7 +85,8 @@ test("everything sent during one event-loop turn goes out as one frame per peer"
 });
 
 test("reconnects after the peer restarts on the same address", async () => {
-  const a = await startNode(1);
+  const unreachable: number[] = [];
+  const a = await startNode(1, { onUnreachable: (peer) => unreachable.push(peer) });
   let b = await startNode(2);
   try {
     wire([a, b]);
@@ -99,6 +100,7 @@ test("reconnects after the peer restarts on the same address", async () => {
     a.transport.send([message(1, 2, "append", 42)]);
     await waitFor("delivery after restart", () => messagesFrom(b, 1).some((m) => m.index === 42));
     assert.ok(a.logs.some((l) => l.event === "peer-disconnected"));
+    assert.deepEqual(unreachable, [2]);
   } finally {
     await closeAll([a, b]);
   }
@@ -196,11 +198,13 @@ test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () =
 });
 
 test("the send queue is bounded: messages to an unreachable peer beyond it are dropped and logged", async () => {
-  const a = await startNode(1, { sendQueueBytesMax: 10_000 });
+  const unreachable: number[] = [];
+  const a = await startNode(1, { sendQueueBytesMax: 10_000, onUnreachable: (peer) => unreachable.push(peer) });
   try {
     a.transport.setPeers(new Map([[2, "127.0.0.1:1"]])); // nothing listens on port 1
     for (let index = 0; index < 1000; index++) a.transport.send([message(1, 2, "append", index)]);
     assert.ok(a.logs.some((l) => l.event === "send-queue-full"));
+    assert.deepEqual(unreachable, [2], "reported once per overflow episode");
   } finally {
     await a.transport.close();
   }
