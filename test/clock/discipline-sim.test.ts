@@ -89,6 +89,13 @@ class ClockSim {
     return node.clock.disciplined.nowMs() - median(this.nodes.map((other) => other.raw.nowMs()));
   }
 
+  // The error of a node's estimate of (median raw clock - its raw clock), now.
+  estimateErrorMs(node: SimNode): number {
+    const rawMs = node.raw.nowMs();
+    const truthMs = median(this.nodes.map((other) => other.raw.nowMs())) - rawMs;
+    return (node.clock.estimator.clusterOffsetMs(rawMs) ?? Number.NaN) - truthMs;
+  }
+
   private delayMs(): number {
     const base = DELAY_MS_MIN + this.random() * (DELAY_MS_MAX - DELAY_MS_MIN);
     return this.random() < SPIKE_PROBABILITY ? base + this.random() * SPIKE_MS_MAX : base;
@@ -133,11 +140,16 @@ for (const seed of [1, 2, 3]) {
     // 90 ms at 500 ppm slews in 180 s; give it 250 s, then watch 150 s more.
     sim.run(250_000);
     let worstMs = 0;
+    let worstEstimateMs = 0;
     sim.run(150_000, () => {
-      for (const node of sim.nodes) worstMs = Math.max(worstMs, Math.abs(sim.errorFromMedianMs(node)));
+      for (const node of sim.nodes) {
+        worstMs = Math.max(worstMs, Math.abs(sim.errorFromMedianMs(node)));
+        worstEstimateMs = Math.max(worstEstimateMs, Math.abs(sim.estimateErrorMs(node)));
+      }
     });
+    assert.ok(worstEstimateMs <= CONVERGENCE_BOUND_MS, `worst estimate error ${worstEstimateMs.toFixed(2)} ms`);
     assert.ok(worstMs <= CONVERGENCE_BOUND_MS, `worst error ${worstMs.toFixed(2)} ms`);
-    if (process.env.FERRY_SIM_VERBOSE) console.log(`seed ${seed}: worst error ${worstMs.toFixed(3)} ms`);
+    if (process.env.FERRY_SIM_VERBOSE) console.log(`seed ${seed}: worst clock error ${worstMs.toFixed(3)} ms, worst estimate error ${worstEstimateMs.toFixed(3)} ms`);
     for (const node of sim.nodes) {
       assert.deepEqual(node.healthLog, [{ atMs: 1000, healthy: true }], `node ${node.id} stays healthy: offsets below max`);
       assert.ok(node.clock.status().peers.every((peer) => peer.delayMs <= DELAY_MS_MAX * 2));
