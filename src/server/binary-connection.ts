@@ -86,6 +86,7 @@ export class BinaryConnection extends Connection {
 
   // The stream cannot be parsed any further: tell the client why (rid 0) and close.
   private loseFraming(reason: string): void {
+    this.context.stats.framingErrors += 1;
     this.context.log(`server: closing binary connection ${this.session.remoteAddress}: ${reason}`);
     this.queue = [];
     this.sendError(0, "INVALID", `${reason}; closing the connection`);
@@ -122,8 +123,8 @@ export class BinaryConnection extends Connection {
     try {
       request = validateRequest(raw, this.limits);
     } catch (error) {
-      const outcome = outcomeOfError(error, this.context.log);
-      this.sendOutcome(rid, outcome);
+      this.context.stats.requestsRejected += 1;
+      this.sendOutcome(rid, outcomeOfError(error, this.context.log));
       return;
     }
     if (request.op === "hello") {

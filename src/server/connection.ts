@@ -17,6 +17,35 @@ export interface ConnectionContext {
   service: Service;
   limits: ServerLimits;
   log: (line: string) => void;
+  stats: ServerStats;
+}
+
+// Counters since the server started (for metrics, and for tests that check behaviour such as
+// write coalescing without looking at timings).
+export interface ServerStats {
+  connectionsAccepted: number;
+  connectionsRejected: number; // over connectionsMax
+  requestsExecuted: number; // handed to the service
+  requestsRejected: number; // answered with an error before reaching the service
+  framingErrors: number; // binary connections closed because the byte stream broke
+  idleClosed: number;
+  socketWrites: number;
+  bytesWritten: number;
+  readPauses: number; // times a connection stopped reading (backpressure)
+}
+
+export function emptyStats(): ServerStats {
+  return {
+    connectionsAccepted: 0,
+    connectionsRejected: 0,
+    requestsExecuted: 0,
+    requestsRejected: 0,
+    framingErrors: 0,
+    idleClosed: 0,
+    socketWrites: 0,
+    bytesWritten: 0,
+    readPauses: 0,
+  };
 }
 
 export type Outcome = { ok: true; reply: Reply } | { ok: false; code: ErrorCode; message: string; leaderHint?: string };
@@ -62,7 +91,9 @@ export abstract class Connection {
     socket.on("drain", () => this.updateFlow());
     socket.on("end", () => this.shutdown()); // the client is done sending: answer, then close
     socket.on("timeout", () => {
-      if (this.pendingReplies() === 0 && this.outbox.length === 0) this.closeIdle();
+      if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
+      this.context.stats.idleClosed += 1;
+      this.closeIdle();
     });
     socket.on("close", () => {
       this.closed = true;
@@ -98,6 +129,7 @@ export abstract class Connection {
   protected abstract closeIdle(): void;
 
   protected async execute(request: Request): Promise<Outcome> {
+    this.context.stats.requestsExecuted += 1;
     try {
       const reply = await this.context.service.execute(request, this.session, this.signal);
       return { ok: true, reply };
@@ -120,7 +152,11 @@ export abstract class Connection {
     if (this.outbox.length === 0 || this.closed) return;
     const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
     this.outbox = [];
-    if (!this.socket.writableEnded) this.socket.write(bytes);
+    if (!this.socket.writableEnded) {
+      this.context.stats.socketWrites += 1;
+      this.context.stats.bytesWritten += bytes.length;
+      this.socket.write(bytes);
+    }
     this.updateFlow();
   }
 
@@ -135,6 +171,7 @@ export abstract class Connection {
     const pause = this.shuttingDown || this.backlogged() || this.socket.writableLength > this.limits.writeBufferBytesMax;
     if (pause && !this.readPaused) {
       this.readPaused = true;
+      this.context.stats.readPauses += 1;
       this.socket.pause();
     } else if (!pause && this.readPaused) {
       this.readPaused = false;

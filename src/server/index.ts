@@ -2,3 +2,4 @@
 export { FerryServer, type ServerOptions } from "./server.js";
 export type { Service, Session } from "./service.js";
 export * from "./limits.js";
+export type { ServerStats } from "./connection.js";

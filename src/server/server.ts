@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { BINARY_PREAMBLE } from "../protocol/binary.js";
 import { formatError } from "../protocol/text.js";
 import { BinaryConnection } from "./binary-connection.js";
-import type { Connection, ConnectionContext } from "./connection.js";
+import { type Connection, type ConnectionContext, emptyStats, type ServerStats } from "./connection.js";
 import { resolveLimits, type ServerLimits } from "./limits.js";
 import type { Service } from "./service.js";
 import { TextConnection } from "./text-connection.js";
@@ -36,6 +36,7 @@ export class FerryServer {
       service: options.service,
       limits: resolveLimits(options.limits),
       log: options.log ?? ((line) => console.error(line)),
+      stats: emptyStats(),
     };
     const listener = createServer({ allowHalfOpen: true, noDelay: true });
     const server = new FerryServer(listener, context);
@@ -54,6 +55,10 @@ export class FerryServer {
     const address = this.listener.address();
     if (address === null || typeof address === "string") throw new Error("the server is not listening");
     return { host: address.address, port: address.port };
+  }
+
+  get stats(): Readonly<ServerStats> {
+    return this.context.stats;
   }
 
   get limits(): Readonly<ServerLimits> {
@@ -90,6 +95,7 @@ export class FerryServer {
     socket.on("error", () => {}); // a reset before the first byte; 'close' follows
     if (this.closing !== undefined) return void socket.destroy();
     if (this.sockets.size >= limits.connectionsMax) {
+      this.context.stats.connectionsRejected += 1;
       // Text, because the protocol is not known yet; a binary client recognises it because "ERR "
       // read as a frame length is far above any frame limit.
       socket.end(`${formatError("LIMIT", `too many connections (limit ${limits.connectionsMax}); try another node or later`)}\n`);
@@ -97,6 +103,7 @@ export class FerryServer {
       return;
     }
     this.sockets.add(socket);
+    this.context.stats.connectionsAccepted += 1;
     socket.once("close", () => this.sockets.delete(socket));
     socket.setTimeout(limits.idleTimeoutMs);
     const idleBeforeFirstByte = () => socket.destroy();

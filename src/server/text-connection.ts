@@ -91,6 +91,7 @@ export class TextConnection extends Connection {
       }
       request = validateRequest(command.request, this.limits);
     } catch (error) {
+      this.context.stats.requestsRejected += 1;
       const outcome = outcomeOfError(error, this.context.log);
       this.answer([formatError(outcome.code, outcome.message)]);
       return;

@@ -156,3 +156,40 @@ export class BinaryClient {
     this.socket.destroy();
   }
 }
+
+// Waits until the condition holds (the test runner's timeout catches a condition that never does).
+export async function waitUntil(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+// Waits until a counter stops changing for `rounds` consecutive polls: the way to observe that
+// something has stopped (e.g. the server stopped reading) without asserting a duration.
+export async function waitUntilStable(read: () => number, rounds = 10): Promise<number> {
+  let value = read();
+  let stable = 0;
+  while (stable < rounds) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const next = read();
+    stable = next === value ? stable + 1 : 0;
+    value = next;
+  }
+  return value;
+}
+
+// Holds every request the predicate selects until release() is called.
+export function holdRequests(service: FakeService, select: (request: import("../../src/protocol/api.js").Request) => boolean) {
+  const held: Array<() => void> = [];
+  service.gate = (request) => (select(request) ? new Promise<void>((resolve) => held.push(resolve)) : undefined);
+  return {
+    get count() {
+      return held.length;
+    },
+    release() {
+      for (const resolve of held.splice(0)) resolve();
+    },
+    stop() {
+      service.gate = undefined;
+      this.release();
+    },
+  };
+}
