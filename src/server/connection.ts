@@ -1,0 +1,203 @@
+// What text and binary connections share: the session, calling the service, flow control, write
+// coalescing, idle timeout and an orderly shutdown.
+//
+// Flow control: the connection stops reading from its socket (socket.pause) while any of these
+// holds, and resumes when none does: it is shutting down; requests read but not yet answered have
+// reached requestsInFlightMax (the subclass says so through backlogged()); the socket's write
+// buffer holds more than writeBufferBytesMax. TCP then pushes back on the client, so memory per
+// connection stays bounded by the limits whatever the client does.
+// Writes: replies ready in the same turn of the event loop leave in one socket write.
+import type { Socket } from "node:net";
+import type { Reply, Request } from "../protocol/api.js";
+import { type ErrorCode, FerryError } from "../protocol/errors.js";
+import type { ServerLimits } from "./limits.js";
+import type { Service, Session } from "./service.js";
+
+export interface ConnectionContext {
+  service: Service;
+  limits: ServerLimits;
+  log: (line: string) => void;
+  stats: ServerStats;
+}
+
+// Counters since the server started (for metrics, and for tests that check behaviour such as
+// write coalescing without looking at timings).
+export interface ServerStats {
+  connectionsAccepted: number;
+  connectionsRejected: number; // over connectionsMax
+  requestsExecuted: number; // handed to the service
+  requestsRejected: number; // answered with an error before reaching the service
+  framingErrors: number; // binary connections closed because the byte stream broke
+  idleClosed: number;
+  socketWrites: number;
+  bytesWritten: number;
+  readPauses: number; // times a connection stopped reading (backpressure)
+}
+
+export function emptyStats(): ServerStats {
+  return {
+    connectionsAccepted: 0,
+    connectionsRejected: 0,
+    requestsExecuted: 0,
+    requestsRejected: 0,
+    framingErrors: 0,
+    idleClosed: 0,
+    socketWrites: 0,
+    bytesWritten: 0,
+    readPauses: 0,
+  };
+}
+
+export type Outcome = { ok: true; reply: Reply } | { ok: false; code: ErrorCode; message: string; leaderHint?: string };
+
+export function outcomeOfError(error: unknown, log: (line: string) => void): Outcome & { ok: false } {
+  if (error instanceof FerryError) {
+    const outcome: Outcome & { ok: false } = { ok: false, code: error.code, message: error.message };
+    if (error.leaderHint !== undefined) outcome.leaderHint = error.leaderHint;
+    return outcome;
+  }
+  log(`server: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return { ok: false, code: "INTERNAL", message: "internal error (logged on the node)" };
+}
+
+export abstract class Connection {
+  readonly session: Session;
+  protected readonly limits: ServerLimits;
+  protected readonly context: ConnectionContext;
+  protected shuttingDown = false; // read no more requests; close once the in-flight ones are answered
+  private readonly abortController = new AbortController();
+  private outbox: Buffer[] = [];
+  private flushScheduled = false;
+  private readPaused = false;
+  private closed = false;
+  private readonly closedPromise: Promise<void>;
+
+  constructor(
+    readonly socket: Socket,
+    protocol: Session["protocol"],
+    sessionId: number,
+    context: ConnectionContext,
+  ) {
+    this.context = context;
+    this.limits = context.limits;
+    this.session = {
+      id: sessionId,
+      identity: "anonymous",
+      remoteAddress: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`,
+      protocol,
+    };
+    this.closedPromise = new Promise((resolve) => socket.once("close", () => resolve()));
+    socket.on("data", (chunk: Buffer) => this.feed(chunk));
+    socket.on("drain", () => this.updateFlow());
+    socket.on("end", () => this.shutdown()); // the client is done sending: answer, then close
+    socket.on("timeout", () => {
+      if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
+      this.context.stats.idleClosed += 1;
+      this.closeIdle();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      this.abortController.abort(new FerryError("UNAVAILABLE", "the connection closed"));
+    });
+    socket.on("error", () => {}); // 'close' follows; a client's reset is not the server's problem
+  }
+
+  // Bytes read from the socket (the server hands over the first chunk, which chose the protocol).
+  feed(chunk: Buffer): void {
+    if (!this.shuttingDown && !this.closed) this.receive(chunk);
+  }
+
+  get signal(): AbortSignal {
+    return this.abortController.signal;
+  }
+
+  get whenClosed(): Promise<void> {
+    return this.closedPromise;
+  }
+
+  // Bytes the connection holds for input not yet turned into requests (for tests and metrics).
+  abstract get bufferedInputBytes(): number;
+  // Feeds bytes read from the socket.
+  protected abstract receive(chunk: Buffer): void;
+  // Requests read and not yet answered.
+  protected abstract pendingReplies(): number;
+  // True when the connection must not read more (requests queued or at the in-flight limit).
+  protected abstract backlogged(): boolean;
+  // Answers what was read but not started, when shutting down.
+  protected abstract refuseQueued(): void;
+  // Closes a connection that has been idle for idleTimeoutMs.
+  protected abstract closeIdle(): void;
+
+  protected async execute(request: Request): Promise<Outcome> {
+    this.context.stats.requestsExecuted += 1;
+    try {
+      const reply = await this.context.service.execute(request, this.session, this.signal);
+      return { ok: true, reply };
+    } catch (error) {
+      return outcomeOfError(error, this.context.log);
+    }
+  }
+
+  protected write(bytes: Buffer): void {
+    if (this.closed) return;
+    this.outbox.push(bytes);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  protected flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0 || this.closed) return;
+    const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
+    this.outbox = [];
+    if (!this.socket.writableEnded) {
+      this.context.stats.socketWrites += 1;
+      this.context.stats.bytesWritten += bytes.length;
+      this.socket.write(bytes);
+    }
+    this.updateFlow();
+  }
+
+  // Re-evaluates whether the socket should be read; also ends the connection once a shutdown
+  // has answered everything.
+  protected updateFlow(): void {
+    if (this.closed) return;
+    if (this.shuttingDown && this.pendingReplies() === 0) {
+      this.finish();
+      return;
+    }
+    const pause = this.shuttingDown || this.backlogged() || this.socket.writableLength > this.limits.writeBufferBytesMax;
+    if (pause && !this.readPaused) {
+      this.readPaused = true;
+      this.context.stats.readPauses += 1;
+      this.socket.pause();
+    } else if (!pause && this.readPaused) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  // Writes what is queued, then closes the sending side (the client sees EOF after the replies).
+  protected finish(): void {
+    if (this.closed || this.socket.writableEnded) return;
+    this.flush();
+    this.socket.end();
+    this.socket.destroySoon();
+  }
+
+  // Stop reading, answer what was read, close when the in-flight requests are answered.
+  shutdown(): void {
+    if (this.closed || this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.refuseQueued();
+    this.updateFlow();
+  }
+
+  // The end of the grace period: abandon whatever is still running.
+  destroy(): void {
+    this.abortController.abort(new FerryError("SHUTTING_DOWN", "the node is stopping"));
+    this.socket.destroy();
+  }
+}
