@@ -30,7 +30,7 @@ import { backoffDelayMs } from "./backoff.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
-import { mayRetry, type RetryKind, routeAfter } from "./retry.js";
+import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { CallScope, raceSignal, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
 
@@ -255,7 +255,7 @@ export class FerryClient {
     try {
       await this.window.acquire(scope.signal);
       try {
-        return await this.withRetries(scope, kind, (connection) => connection.request(request, scope.signal));
+        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope.signal));
       } finally {
         this.window.release();
       }
@@ -294,6 +294,23 @@ export class FerryClient {
         // The deadline passed while backing off: the last real error says more than TIMEOUT.
         throw scope.timedOut ? failure : reason;
       }
+    }
+  }
+
+  // One request on one connection. Idempotent requests also get the attempt deadline, after
+  // which the retry loop sends them elsewhere; the others wait for the call's deadline.
+  private async attempt(connection: Connection, request: WireRequest, kind: RetryKind, signal: AbortSignal): Promise<ReplyRecord> {
+    if (kind !== "idempotent" || signal.aborted) return connection.request(request, signal);
+    const attemptTimeoutMs = this.options.attemptTimeoutMs;
+    const controller = new AbortController();
+    const onCallAbort = () => controller.abort(signal.reason);
+    signal.addEventListener("abort", onCallAbort, { once: true });
+    const timer = setTimeout(() => controller.abort(new AttemptTimeoutError(connection.address, attemptTimeoutMs)), attemptTimeoutMs);
+    try {
+      return await connection.request(request, controller.signal);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onCallAbort);
     }
   }
 

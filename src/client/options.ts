@@ -10,6 +10,7 @@ export const RECONNECT_MIN_MS_DEFAULT = 50;
 export const RECONNECT_MAX_MS_DEFAULT = 2_000;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 3_000;
 export const RETRIES_MAX_DEFAULT = 64;
+export const ATTEMPT_TIMEOUT_MS_DEFAULT = 3_000;
 
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
@@ -21,6 +22,10 @@ export interface ClientOptions {
   connectTimeoutMs?: number; // one TCP connect + HELLO (default 3 s)
   frameBytesMax?: number; // largest frame sent or accepted (default 4 MiB)
   retriesMax?: number; // retries of one call, on top of its deadline (default 64)
+  // A SEND, LIST or STATUS attempt unanswered this long is sent again to the next node: a
+  // paused or partitioned leader keeps its TCP connection open and would otherwise hold the call
+  // until its deadline (default 3 s; the resend is deduplicated by message id).
+  attemptTimeoutMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -33,6 +38,7 @@ export interface ResolvedOptions {
   connectTimeoutMs: number;
   frameBytesMax: number;
   retriesMax: number;
+  attemptTimeoutMs: number;
 }
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -54,6 +60,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     connectTimeoutMs: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT,
     frameBytesMax: options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT,
     retriesMax: options.retriesMax ?? RETRIES_MAX_DEFAULT,
+    attemptTimeoutMs: options.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS_DEFAULT,
   };
   requirePositive("timeoutMs", resolved.timeoutMs);
   requirePositive("window", resolved.window);
@@ -61,6 +68,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
   requirePositive("connectTimeoutMs", resolved.connectTimeoutMs);
   requirePositive("frameBytesMax", resolved.frameBytesMax);
   requireNonNegative("retriesMax", resolved.retriesMax);
+  requirePositive("attemptTimeoutMs", resolved.attemptTimeoutMs);
   if (resolved.reconnectMaxMs < resolved.reconnectMinMs) {
     throw new FerryError("INVALID", "reconnectMaxMs must be at least reconnectMinMs");
   }

@@ -8,10 +8,17 @@
 // - "unapplied-only": RECEIVE, ACK, NACK, EXTEND, CLUSTER change state in ways a blind repeat
 //   could double (a second lease, a wrong count). They retry only on errors proving that the
 //   request was not applied: NOT_LEADER, OVERLOADED, or a connection that failed before writing.
-import type { FerryError } from "../protocol/errors.js";
+import { FerryError } from "../protocol/errors.js";
 import { ConnectionError } from "./connection.js";
 
 export type RetryKind = "idempotent" | "unapplied-only";
+
+// An idempotent attempt left unanswered for attemptTimeoutMs: the node may be paused or cut off.
+export class AttemptTimeoutError extends FerryError {
+  constructor(address: string, attemptTimeoutMs: number) {
+    super("TIMEOUT", `no answer from ${address} within ${attemptTimeoutMs} ms`);
+  }
+}
 
 export function mayRetry(kind: RetryKind, error: FerryError): boolean {
   if (error instanceof ConnectionError) return kind === "idempotent" || !error.requestSent;
@@ -28,6 +35,7 @@ export function routeAfter(error: FerryError, currentAddress: string | undefined
     // to the same node first; if it is gone the reconnect fails and moves on.
     return error.requestSent ? { action: "stay" } : { action: "next-seed" };
   }
+  if (error instanceof AttemptTimeoutError) return { action: "next-seed" };
   switch (error.code) {
     case "NOT_LEADER":
       if (error.leaderHint !== undefined && error.leaderHint !== currentAddress) {

@@ -142,7 +142,7 @@ describe("window, deadlines and aborts", () => {
 
   test("a call without an answer fails with TIMEOUT and a receive is not repeated", async () => {
     const server = await FakeServer.start();
-    const client = await connect({ seeds: [server.address], ...fast });
+    const client = await connect({ seeds: [server.address], attemptTimeoutMs: 20, ...fast });
     server.faults.push({ op: "receive", kind: "ignore" });
     const error = await rejection(client.receive("bob", { timeoutMs: 100 }));
     assert.ok(error instanceof FerryError);
@@ -268,6 +268,19 @@ describe("failures, reconnects and leaders", () => {
     assert.equal(second.requestsOf("send")[0]!.id, reply.id);
     await client.close();
     await second.close();
+  });
+
+  test("a send unanswered past attemptTimeoutMs goes to the next node with the same id", async () => {
+    const paused = await FakeServer.start();
+    const healthy = await FakeServer.start();
+    const client = await connect({ seeds: [paused.address, healthy.address], attemptTimeoutMs: 100, ...fast });
+    paused.faults.push({ op: "send", kind: "ignore" });
+    const reply = await client.send("bob", "not stuck");
+    assert.equal(paused.requestsOf("send")[0]!.id, reply.id);
+    assert.equal(healthy.requestsOf("send")[0]!.id, reply.id);
+    assert.equal(client.address, healthy.address);
+    await client.close();
+    await Promise.all([paused.close(), healthy.close()]);
   });
 
   test("connect fails with UNAVAILABLE when no seed answers", async () => {
