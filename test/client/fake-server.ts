@@ -149,7 +149,7 @@ export class FakeServer {
       if (fault?.kind === "error") {
         reply = { ok: false, code: fault.code, message: fault.message ?? `injected ${fault.code}`, ...(fault.leaderHint ? { leaderHint: fault.leaderHint } : {}) };
       } else {
-        reply = await this.execute(session, request);
+        reply = await this.execute(session, request, socket);
       }
       if (!socket.destroyed) socket.write(encodeFrame({ rid: request.rid, ...reply }));
     } finally {
@@ -162,7 +162,7 @@ export class FakeServer {
     return index < 0 ? undefined : this.faults.splice(index, 1)[0];
   }
 
-  private async execute(session: { name: string }, request: FakeRequest): Promise<Reply> {
+  private async execute(session: { name: string }, request: FakeRequest, socket: net.Socket): Promise<Reply> {
     if (request.op === "hello") {
       session.name = String(request.name);
       return { ok: true, name: session.name };
@@ -174,7 +174,7 @@ export class FakeServer {
       case "send":
         return this.send(session.name, request);
       case "receive":
-        return this.receive(request);
+        return this.receive(request, socket);
       case "ack":
       case "nack":
       case "extend":
@@ -210,12 +210,12 @@ export class FakeServer {
     return timestamp;
   }
 
-  private async receive(request: FakeRequest): Promise<Reply> {
+  private async receive(request: FakeRequest, socket: net.Socket): Promise<Reply> {
     const deadline = Date.now() + Number(request.waitMs ?? 0);
     const mailbox = this.mailbox(String(request.mailbox));
     for (;;) {
       const ready = mailbox.filter((message) => !message.leased).slice(0, Number(request.max ?? 1));
-      if (ready.length > 0 || Date.now() >= deadline) {
+      if (ready.length > 0 || Date.now() >= deadline || socket.destroyed) {
         for (const message of ready) {
           message.leased = true;
           message.deliveries++;
