@@ -42,7 +42,7 @@ interface Settleable {
 export async function* consumeMailbox(client: FerryClient, mailbox: string, options: ConsumeOptions): AsyncGenerator<ConsumedMessage> {
   const autoAck = options.autoAck ?? true;
   const signal = options.signal;
-  let acks: Array<Promise<void>> = [];
+  let acks: Array<Promise<unknown>> = []; // each settles with undefined or the ack's error
   let failures = 0;
   while (!signal?.aborted && !client.isClosed) {
     let batch: DeliveredMessage[];
@@ -69,7 +69,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
         if (signal?.aborted || client.isClosed) break;
         const entry = entries[index]!;
         yield entry.message;
-        if (autoAck && !entry.settled) acks.push(entry.message.ack());
+        if (autoAck && !entry.settled) acks.push(entry.message.ack().then(noError, (error: unknown) => error ?? new Error("ack failed")));
       }
     } finally {
       // index < length: the loop was left early (or aborted); give the rest back.
@@ -100,11 +100,15 @@ function settleable(client: FerryClient, mailbox: string, delivered: DeliveredMe
   return entry;
 }
 
+function noError(): undefined {
+  return undefined;
+}
+
 // Waits for auto-acks; a retryable failure only means a redelivery later, anything else throws.
-async function awaitAcks(acks: Array<Promise<void>>): Promise<void> {
-  const results = await Promise.allSettled(acks);
-  for (const result of results) {
-    if (result.status === "rejected" && !(result.reason instanceof FerryError && result.reason.retryable)) throw result.reason;
+// (The ack promises carry their errors as values so that none is ever an unhandled rejection.)
+async function awaitAcks(acks: Array<Promise<unknown>>): Promise<void> {
+  for (const error of await Promise.all(acks)) {
+    if (error !== undefined && !(error instanceof FerryError && error.retryable)) throw error;
   }
 }
 

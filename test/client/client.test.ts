@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
+import fc from "fast-check";
 import { connect, type FerryClient } from "../../src/client/index.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import { FakeServer } from "./fake-server.js";
@@ -85,6 +86,27 @@ describe("client against one leader", () => {
     assert.deepEqual(order, ["quick", "slow"]);
     assert.equal(server.connectionsAccepted, 1);
     assert.ok(server.inFlightMax >= 2);
+  });
+
+  test("property: whatever the reply order, each call gets its own reply", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat(20), { minLength: 1, maxLength: 30 }), async (delays) => {
+        const delayOf = new Map<string, number>();
+        server.delayMs = (request) => delayOf.get(String(request.id)) ?? 0;
+        const ids = delays.map((delay, index) => {
+          const id = `prop-${server.requests.length}-${index}`;
+          delayOf.set(id, delay);
+          return id;
+        });
+        const replies = await Promise.all(ids.map((id) => client.send("prop", id, { id })));
+        assert.deepEqual(
+          replies.map((reply) => reply.id),
+          ids,
+        );
+      }),
+      { numRuns: 15 },
+    );
+    server.delayMs = () => 0;
   });
 
   test("list, nack, extend, status and cluster", async () => {

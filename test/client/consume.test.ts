@@ -96,3 +96,19 @@ test("consume rides over a retryable RECEIVE failure", async () => {
   await client.close();
   await server.close();
 });
+
+test("a failed auto-ack: retryable ones are absorbed, others end the loop with the error", async () => {
+  const { server, client } = await setup();
+  for (const body of ["first", "second"]) await client.send("jobs", body);
+  server.faults.push({ op: "ack", kind: "error", code: "TIMEOUT" }, { op: "ack", kind: "error", code: "FORBIDDEN", message: "not yours" });
+  const seen: string[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const message of client.consume("jobs", { max: 1, waitMs: 50 })) seen.push(text(message.body));
+    },
+    (error: Error & { code?: string }) => error.code === "FORBIDDEN",
+  );
+  assert.deepEqual(seen, ["first", "second"]);
+  await client.close();
+  await server.close();
+});
