@@ -31,7 +31,7 @@ import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
 import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
-import { CallScope, raceSignal, sleep } from "./scope.js";
+import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
 
 export interface CallOptions {
@@ -253,9 +253,9 @@ export class FerryClient {
     if (this.closed) throw new ConnectionError("client closed", this.target, false);
     const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
     try {
-      await this.window.acquire(scope.signal);
+      await this.window.acquire(scope);
       try {
-        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope.signal));
+        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope));
       } finally {
         this.window.release();
       }
@@ -273,13 +273,13 @@ export class FerryClient {
       let address: string | undefined;
       let failure: unknown;
       try {
-        const connection = await this.connectionFor(scope.signal);
+        const connection = await this.connectionFor(scope);
         address = connection.address;
         return await attempt(connection);
       } catch (error) {
         failure = error;
       }
-      if (scope.signal.aborted) throw scope.signal.reason;
+      if (scope.aborted) throw scope.reason;
       if (!(failure instanceof FerryError)) throw failure;
       if (failure instanceof ConnectionError) address ??= failure.address;
       const route = this.reroute(failure, address);
@@ -289,7 +289,7 @@ export class FerryClient {
         continue;
       }
       try {
-        await sleep(backoffDelayMs(retry, this.options.reconnectMinMs, this.options.reconnectMaxMs, this.random), scope.signal);
+        await sleep(backoffDelayMs(retry, this.options.reconnectMinMs, this.options.reconnectMaxMs, this.random), scope);
       } catch (reason) {
         // The deadline passed while backing off: the last real error says more than TIMEOUT.
         throw scope.timedOut ? failure : reason;
@@ -299,29 +299,25 @@ export class FerryClient {
 
   // One request on one connection. Idempotent requests also get the attempt deadline, after
   // which the retry loop sends them elsewhere; the others wait for the call's deadline.
-  private async attempt(connection: Connection, request: WireRequest, kind: RetryKind, signal: AbortSignal): Promise<ReplyRecord> {
-    if (kind !== "idempotent" || signal.aborted) return connection.request(request, signal);
+  private async attempt(connection: Connection, request: WireRequest, kind: RetryKind, scope: CallScope): Promise<ReplyRecord> {
+    if (kind !== "idempotent" || scope.aborted) return connection.request(request, scope);
     const attemptTimeoutMs = this.options.attemptTimeoutMs;
-    const controller = new AbortController();
-    const onCallAbort = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onCallAbort, { once: true });
-    const timer = setTimeout(() => controller.abort(new AttemptTimeoutError(connection.address, attemptTimeoutMs)), attemptTimeoutMs);
+    const attemptScope = new ChildScope(scope, attemptTimeoutMs, () => new AttemptTimeoutError(connection.address, attemptTimeoutMs));
     try {
-      return await connection.request(request, controller.signal);
+      return await connection.request(request, attemptScope);
     } finally {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onCallAbort);
+      attemptScope.dispose();
     }
   }
 
-  private connectionFor(signal: AbortSignal): Promise<Connection> {
+  private connectionFor(cancel: Cancel): Promise<Connection> {
     if (this.closed) return Promise.reject(new ConnectionError("client closed", this.target, false));
     const current = this.connection;
     if (current?.isOpen) return Promise.resolve(current);
     this.connecting ??= this.openConnection(this.target).finally(() => {
       this.connecting = undefined;
     });
-    return raceSignal(this.connecting, signal);
+    return raceCancel(this.connecting, cancel);
   }
 
   private async openConnection(address: string): Promise<Connection> {
@@ -349,11 +345,12 @@ export class FerryClient {
 
   private async hello(connection: Connection, name: string): Promise<void> {
     const request: HelloWireRequest = { op: "hello", name };
+    const timeoutMs = this.options.connectTimeoutMs;
+    const scope = new CallScope(timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
     try {
-      await connection.request(request, AbortSignal.timeout(this.options.connectTimeoutMs));
-    } catch (error) {
-      if (error instanceof FerryError) throw error;
-      throw new ConnectionError(`no answer to hello from ${connection.address} within ${this.options.connectTimeoutMs} ms`, connection.address, false);
+      await connection.request(request, scope);
+    } finally {
+      scope.dispose();
     }
   }
 

@@ -9,6 +9,7 @@ import net from "node:net";
 import { BINARY_PREAMBLE, decodePayload, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
+import type { Cancel } from "./scope.js";
 
 // UNAVAILABLE with one more fact: whether the request reached the socket. A request that was
 // never written cannot have been applied, so any request may be retried after one.
@@ -96,9 +97,9 @@ export class Connection {
   }
 
   // Sends one request; resolves with the ok reply (rid removed), rejects with FerryError for an
-  // error reply, ConnectionError when the connection is or gets lost, signal.reason on abort.
-  request(request: object, signal: AbortSignal): Promise<ReplyRecord> {
-    if (signal.aborted) return Promise.reject(signal.reason);
+  // error reply, ConnectionError when the connection is or gets lost, the reason on cancel.
+  request(request: object, cancel: Cancel): Promise<ReplyRecord> {
+    if (cancel.aborted) return Promise.reject(cancel.reason);
     if (this.closed || this.closeWhenIdle) {
       return Promise.reject(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
     }
@@ -110,19 +111,18 @@ export class Connection {
       );
     }
     return new Promise<ReplyRecord>((resolve, reject) => {
-      const onAbort = () => {
+      const unsubscribe = cancel.subscribe((reason) => {
         this.pending.delete(rid); // a late reply is ignored
-        reject(signal.reason);
+        reject(reason);
         this.closeIfIdle();
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
+      });
       this.pending.set(rid, {
         resolve: (reply) => {
-          signal.removeEventListener("abort", onAbort);
+          unsubscribe();
           resolve(reply);
         },
         reject: (error) => {
-          signal.removeEventListener("abort", onAbort);
+          unsubscribe();
           reject(error);
         },
       });

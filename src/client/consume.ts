@@ -16,7 +16,7 @@ import { FerryError } from "../protocol/errors.js";
 import { backoffDelayMs } from "./backoff.js";
 import type { FerryClient } from "./client.js";
 import { RECONNECT_MAX_MS_DEFAULT, RECONNECT_MIN_MS_DEFAULT } from "./options.js";
-import { sleep } from "./scope.js";
+import { sleepUnlessAborted } from "./scope.js";
 
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
@@ -59,7 +59,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
     } catch (error) {
       if (signal?.aborted || client.isClosed) return;
       if (!(error instanceof FerryError) || !error.retryable) throw error;
-      await quietSleep(backoffDelayMs(failures++, RECONNECT_MIN_MS_DEFAULT, RECONNECT_MAX_MS_DEFAULT, Math.random), signal);
+      await sleepUnlessAborted(backoffDelayMs(failures++, RECONNECT_MIN_MS_DEFAULT, RECONNECT_MAX_MS_DEFAULT, Math.random), signal);
       continue;
     }
     const entries = batch.map((delivered) => settleable(client, mailbox, delivered));
@@ -110,8 +110,4 @@ async function awaitAcks(acks: Array<Promise<unknown>>): Promise<void> {
   for (const error of await Promise.all(acks)) {
     if (error !== undefined && !(error instanceof FerryError && error.retryable)) throw error;
   }
-}
-
-async function quietSleep(delayMs: number, signal: AbortSignal | undefined): Promise<void> {
-  await sleep(delayMs, signal).catch(() => undefined);
 }
