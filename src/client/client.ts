@@ -1,0 +1,444 @@
+// FerryClient: the typed client library. It keeps one connection to the node it believes leads
+// (seeds first, then NOT_LEADER's leaderHint), pipelines requests over it within a bounded
+// window, and retries a failed call only when doing so cannot apply it twice (see retry.ts):
+// every SEND carries a message id, generated here when the caller gives none, so a retried SEND
+// is deduplicated by the cluster. Each call has one deadline covering the window wait,
+// connecting, every attempt and every backoff sleep.
+import { randomUUID } from "node:crypto";
+import type {
+  AckRequest,
+  ClusterReply,
+  ClusterRequest,
+  DeliveredMessage,
+  ExtendRequest,
+  ListItem,
+  ListReply,
+  ListRequest,
+  MessageState,
+  NodeStatus,
+  ReceiveRequest,
+  Request,
+  SendReply,
+  SendRequest,
+  StatusReply,
+  Timestamp,
+} from "../protocol/api.js";
+import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
+import { nameProblem } from "../protocol/names.js";
+import { backoffDelayMs } from "./backoff.js";
+import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
+import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
+import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
+import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
+import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
+import { RequestWindow } from "./window.js";
+
+export interface CallOptions {
+  timeoutMs?: number; // this call's deadline, retries included (default: the client's timeoutMs)
+  signal?: AbortSignal; // aborting rejects the call with signal.reason
+}
+export interface SendOptions extends CallOptions {
+  id?: string; // message id; default crypto.randomUUID(). Reusing it makes a resend a no-op.
+  headers?: Record<string, string>;
+  delayMs?: number;
+  ttlMs?: number;
+  after?: Timestamp; // causal token: the new message's timestamp will be above it
+}
+export interface ReceiveOptions extends CallOptions {
+  max?: number; // 1..RECEIVE_MAX, default 1
+  waitMs?: number; // long poll; the default timeoutMs is extended by waitMs
+  visibilityMs?: number;
+  after?: Timestamp;
+}
+export interface NackOptions extends CallOptions {
+  delayMs?: number;
+}
+export interface ListOptions extends CallOptions {
+  limit?: number;
+  cursor?: string;
+  stale?: boolean;
+}
+export interface ClusterAddresses {
+  peerAddress?: string;
+  clientAddress?: string;
+}
+
+// Sent once per connection when the client has a name: the identity its SENDs carry.
+// Mirrors HelloRequest of src/protocol/api.ts.
+interface HelloWireRequest {
+  op: "hello";
+  name: string;
+}
+type WireRequest = Request | HelloWireRequest;
+
+export const RECEIVE_MAX_DEFAULT = 1;
+
+// Connects to the cluster (waits until some seed accepts, up to timeoutMs) and returns the client.
+export async function connect(options: ClientOptions): Promise<FerryClient> {
+  const client = new FerryClient(options);
+  try {
+    await client.ready();
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+  return client;
+}
+
+export class FerryClient {
+  private readonly options: ResolvedOptions;
+  private readonly window: RequestWindow;
+  private readonly random: () => number = Math.random;
+  private target: string;
+  private seedIndex = 0;
+  private connection: Connection | undefined;
+  private connecting: Promise<Connection> | undefined;
+  private readonly retired = new Set<Connection>();
+  private closed = false;
+
+  constructor(options: ClientOptions) {
+    this.options = resolveOptions(options);
+    this.window = new RequestWindow(this.options.window);
+    this.target = this.options.seeds[0]!;
+  }
+
+  // The address requests currently go to (a seed, or the leader a node pointed at).
+  get address(): string {
+    return this.target;
+  }
+
+  // Requests in flight and callers waiting for a slot of the window.
+  get pending(): { inFlight: number; waiting: number } {
+    return { inFlight: this.window.used, waiting: this.window.waiting };
+  }
+
+  // Resolves once a connection is open (retrying seeds with backoff until timeoutMs).
+  async ready(options: CallOptions = {}): Promise<void> {
+    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    try {
+      await this.withRetries(scope, "idempotent", (connection) => Promise.resolve(connection));
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  async send(recipient: string | string[], body: string | Uint8Array, options: SendOptions = {}): Promise<SendReply> {
+    const recipients = Array.isArray(recipient) ? recipient : [recipient];
+    if (recipients.length === 0) throw new FerryError("INVALID", "send: give at least one recipient");
+    for (const name of recipients) requireName("recipient", name);
+    const id = options.id ?? randomUUID();
+    if (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id)) {
+      throw new FerryError("INVALID", "send: id must be a non-empty word of printable ASCII");
+    }
+    const request: SendRequest = { op: "send", recipients, body: toBytes(body), id };
+    if (options.headers !== undefined) request.headers = options.headers;
+    if (options.delayMs !== undefined) request.delayMs = checkedNonNegative("delayMs", options.delayMs);
+    if (options.ttlMs !== undefined) request.ttlMs = checkedPositive("ttlMs", options.ttlMs);
+    if (options.after !== undefined) request.after = options.after;
+    const reply = await this.call(request, "idempotent", options);
+    return { ok: true, id: typeof reply.id === "string" ? reply.id : id, timestamp: toTimestamp(reply.timestamp), duplicate: reply.duplicate === true };
+  }
+
+  async receive(mailbox: string, options: ReceiveOptions = {}): Promise<DeliveredMessage[]> {
+    requireName("mailbox", mailbox);
+    const max = options.max ?? RECEIVE_MAX_DEFAULT;
+    if (!Number.isInteger(max) || max < 1 || max > RECEIVE_MAX) {
+      throw new FerryError("INVALID", `receive: max must be an integer from 1 to ${RECEIVE_MAX}, got ${max}`);
+    }
+    const request: ReceiveRequest = { op: "receive", mailbox, max };
+    if (options.waitMs !== undefined) request.waitMs = checkedNonNegative("waitMs", options.waitMs);
+    if (options.visibilityMs !== undefined) request.visibilityMs = checkedPositive("visibilityMs", options.visibilityMs);
+    if (options.after !== undefined) request.after = options.after;
+    // A long poll legitimately takes waitMs before its answer: the default deadline covers it.
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.waitMs ?? 0);
+    const reply = await this.call(request, "unapplied-only", { ...options, timeoutMs });
+    const messages = Array.isArray(reply.messages) ? reply.messages : [];
+    return messages.map((message) => toDeliveredMessage(message as Record<string, unknown>));
+  }
+
+  async ack(mailbox: string, ids: string[], options: CallOptions = {}): Promise<number> {
+    return this.settle({ op: "ack", mailbox, ids }, options);
+  }
+
+  async nack(mailbox: string, ids: string[], options: NackOptions = {}): Promise<number> {
+    const request: AckRequest = { op: "nack", mailbox, ids };
+    if (options.delayMs !== undefined) request.delayMs = checkedNonNegative("delayMs", options.delayMs);
+    return this.settle(request, options);
+  }
+
+  async extend(mailbox: string, ids: string[], visibilityMs: number, options: CallOptions = {}): Promise<number> {
+    const request: ExtendRequest = { op: "extend", mailbox, ids, visibilityMs: checkedPositive("visibilityMs", visibilityMs) };
+    return this.settle(request, options);
+  }
+
+  async list(mailbox: string, options: ListOptions = {}): Promise<ListReply> {
+    requireName("mailbox", mailbox);
+    const request: ListRequest = { op: "list", mailbox };
+    if (options.limit !== undefined) {
+      if (!Number.isInteger(options.limit) || options.limit < 1 || options.limit > LIST_PAGE_MAX) {
+        throw new FerryError("INVALID", `list: limit must be an integer from 1 to ${LIST_PAGE_MAX}, got ${options.limit}`);
+      }
+      request.limit = options.limit;
+    }
+    if (options.cursor !== undefined) request.cursor = options.cursor;
+    if (options.stale !== undefined) request.stale = options.stale;
+    const reply = await this.call(request, "idempotent", options);
+    const items = Array.isArray(reply.items) ? reply.items.map((item) => toListItem(item as Record<string, unknown>)) : [];
+    const result: ListReply = { ok: true, items };
+    if (typeof reply.next === "string") result.next = reply.next;
+    return result;
+  }
+
+  async status(options: CallOptions = {}): Promise<StatusReply> {
+    const reply = await this.call({ op: "status" }, "idempotent", options);
+    const nodes = Array.isArray(reply.nodes) ? (reply.nodes as NodeStatus[]) : [];
+    return { ok: true, nodes, self: Number(reply.self) };
+  }
+
+  async cluster(action: ClusterRequest["action"], nodeId: number, addresses: ClusterAddresses = {}, options: CallOptions = {}): Promise<ClusterReply> {
+    if (!["add", "remove", "transfer"].includes(action)) throw new FerryError("INVALID", `cluster: unknown action '${action}'`);
+    if (!Number.isInteger(nodeId) || nodeId < 0) throw new FerryError("INVALID", `cluster: node id must be a non-negative integer, got ${nodeId}`);
+    const request: ClusterRequest = { op: "cluster", action, nodeId };
+    if (addresses.peerAddress !== undefined) request.peerAddress = checkedAddress(addresses.peerAddress);
+    if (addresses.clientAddress !== undefined) request.clientAddress = checkedAddress(addresses.clientAddress);
+    if (action === "add" && (request.peerAddress === undefined || request.clientAddress === undefined)) {
+      throw new FerryError("INVALID", "cluster add: give both peerAddress and clientAddress");
+    }
+    const reply = await this.call(request, "unapplied-only", options);
+    return { ok: true, message: typeof reply.message === "string" ? reply.message : "" };
+  }
+
+  // Receives in a loop and yields each message; see consume.ts for the ack rules.
+  consume(mailbox: string, options: ConsumeOptions = {}): AsyncIterable<ConsumedMessage> {
+    requireName("mailbox", mailbox);
+    return consumeMailbox(this, mailbox, options);
+  }
+
+  // Fails calls waiting for the window, closes every connection; calls in flight fail with
+  // UNAVAILABLE. Later calls fail at once.
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.window.rejectWaiters(new ConnectionError("client closed", this.target, false));
+    const connections = [...this.retired];
+    if (this.connection !== undefined) connections.push(this.connection);
+    this.connection = undefined;
+    await Promise.all(
+      connections.map(
+        (connection) =>
+          new Promise<void>((resolve) => {
+            connection.onClosed(resolve);
+            connection.close();
+          }),
+      ),
+    );
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private async settle(request: AckRequest | ExtendRequest, options: CallOptions): Promise<number> {
+    requireName("mailbox", request.mailbox);
+    if (!Array.isArray(request.ids) || request.ids.some((id) => typeof id !== "string" || id.length === 0)) {
+      throw new FerryError("INVALID", `${request.op}: ids must be non-empty strings`);
+    }
+    if (request.ids.length === 0) return 0;
+    const reply = await this.call(request, "unapplied-only", options);
+    return Number(reply.count ?? 0);
+  }
+
+  private async call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
+    if (this.closed) throw new ConnectionError("client closed", this.target, false);
+    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    try {
+      await this.window.acquire(scope);
+      try {
+        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope));
+      } finally {
+        this.window.release();
+      }
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  // Runs attempt() on a connection until it succeeds, fails in a way that must not be retried,
+  // or the scope ends. Between attempts it reroutes (leader hint, next seed) and backs off; the
+  // first redirect to a hinted leader goes at once.
+  private async withRetries<T>(scope: CallScope, kind: RetryKind, attempt: (connection: Connection) => Promise<T>): Promise<T> {
+    let redirectIsFree = true;
+    for (let retry = 0; ; retry++) {
+      let address: string | undefined;
+      let failure: unknown;
+      try {
+        const connection = await this.connectionFor(scope);
+        address = connection.address;
+        return await attempt(connection);
+      } catch (error) {
+        failure = error;
+      }
+      if (scope.aborted) throw scope.reason;
+      if (!(failure instanceof FerryError)) throw failure;
+      if (failure instanceof ConnectionError) address ??= failure.address;
+      const route = this.reroute(failure, address);
+      if (this.closed || !mayRetry(kind, failure) || retry >= this.options.retriesMax) throw failure;
+      if (route === "redirect" && redirectIsFree) {
+        redirectIsFree = false;
+        continue;
+      }
+      try {
+        await sleep(backoffDelayMs(retry, this.options.reconnectMinMs, this.options.reconnectMaxMs, this.random), scope);
+      } catch (reason) {
+        // The deadline passed while backing off: the last real error says more than TIMEOUT.
+        throw scope.timedOut ? failure : reason;
+      }
+    }
+  }
+
+  // One request on one connection. Idempotent requests also get the attempt deadline, after
+  // which the retry loop sends them elsewhere; the others wait for the call's deadline.
+  private async attempt(connection: Connection, request: WireRequest, kind: RetryKind, scope: CallScope): Promise<ReplyRecord> {
+    if (kind !== "idempotent" || scope.aborted) return connection.request(request, scope);
+    const attemptTimeoutMs = this.options.attemptTimeoutMs;
+    const attemptScope = new ChildScope(scope, attemptTimeoutMs, () => new AttemptTimeoutError(connection.address, attemptTimeoutMs));
+    try {
+      return await connection.request(request, attemptScope);
+    } finally {
+      attemptScope.dispose();
+    }
+  }
+
+  private connectionFor(cancel: Cancel): Promise<Connection> {
+    if (this.closed) return Promise.reject(new ConnectionError("client closed", this.target, false));
+    const current = this.connection;
+    if (current?.isOpen) return Promise.resolve(current);
+    this.connecting ??= this.openConnection(this.target).finally(() => {
+      this.connecting = undefined;
+    });
+    return raceCancel(this.connecting, cancel);
+  }
+
+  private async openConnection(address: string): Promise<Connection> {
+    const connection = await Connection.open(address, { connectTimeoutMs: this.options.connectTimeoutMs, frameBytesMax: this.options.frameBytesMax });
+    try {
+      if (this.closed) throw new ConnectionError("client closed", address, false);
+      if (this.options.name !== undefined) await this.hello(connection, this.options.name);
+    } catch (error) {
+      connection.close();
+      throw error;
+    }
+    connection.onClosed(() => {
+      if (this.connection === connection) this.connection = undefined;
+      this.retired.delete(connection);
+    });
+    if (address !== this.target) {
+      // Rerouted while connecting: serve the waiting callers here, send new calls to the target.
+      this.retired.add(connection);
+      queueMicrotask(() => connection.retire());
+    } else {
+      this.connection = connection;
+    }
+    return connection;
+  }
+
+  private async hello(connection: Connection, name: string): Promise<void> {
+    const request: HelloWireRequest = { op: "hello", name };
+    const timeoutMs = this.options.connectTimeoutMs;
+    const scope = new CallScope(timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
+    try {
+      await connection.request(request, scope);
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  // Applies the routing consequence of an error seen from `address`. Only the first of many
+  // concurrent failures from the same node moves the target (the others see it already moved).
+  private reroute(error: FerryError, address: string | undefined): "stay" | "redirect" | "next-seed" {
+    const route = routeAfter(error, address);
+    if (route.action === "stay" || address !== this.target) return route.action;
+    if (route.action === "redirect") this.moveTo(route.address);
+    else this.moveTo(this.nextSeed(address));
+    return route.action;
+  }
+
+  private nextSeed(after: string): string {
+    const seeds = this.options.seeds;
+    const index = seeds.indexOf(after);
+    // From a seed, go to the one after it; from a hinted address, resume the seed rotation.
+    this.seedIndex = index >= 0 ? (index + 1) % seeds.length : (this.seedIndex + 1) % seeds.length;
+    return seeds[this.seedIndex]!;
+  }
+
+  private moveTo(address: string): void {
+    this.target = address;
+    const old = this.connection;
+    if (old !== undefined && old.address !== address) {
+      this.connection = undefined;
+      this.retired.add(old);
+      old.retire(); // answers still due on it are kept
+    }
+  }
+}
+
+function requireName(what: string, name: string): void {
+  const problem = typeof name === "string" ? nameProblem(name) : "name must be a string";
+  if (problem !== undefined) throw new FerryError("INVALID", `${what} '${name}': ${problem}`);
+}
+
+function checkedPositive(what: string, value: number): number {
+  requirePositive(what, value);
+  return value;
+}
+
+function checkedNonNegative(what: string, value: number): number {
+  requireNonNegative(what, value);
+  return value;
+}
+
+function checkedAddress(address: string): string {
+  parseAddress(address);
+  return address;
+}
+
+const encoder = new TextEncoder();
+
+function toBytes(body: string | Uint8Array): Uint8Array {
+  if (typeof body === "string") return encoder.encode(body);
+  if (body instanceof Uint8Array) return body;
+  throw new FerryError("INVALID", "send: body must be a string or a Uint8Array");
+}
+
+// Timestamps exceed 2^53: msgpack int64 decodes as bigint; accept a number or decimal string too.
+function toTimestamp(value: unknown): Timestamp {
+  if (typeof value === "bigint") return value;
+  if (typeof value === "number" && Number.isInteger(value)) return BigInt(value);
+  if (typeof value === "string" && /^\d+$/.test(value)) return BigInt(value);
+  return 0n;
+}
+
+function toDeliveredMessage(raw: Record<string, unknown>): DeliveredMessage {
+  const message: DeliveredMessage = {
+    id: String(raw.id),
+    sender: String(raw.sender ?? ""),
+    recipient: String(raw.recipient ?? ""),
+    timestamp: toTimestamp(raw.timestamp),
+    deliveries: Number(raw.deliveries ?? 1),
+    body: typeof raw.body === "string" ? encoder.encode(raw.body) : (raw.body as Uint8Array),
+  };
+  if (raw.headers !== undefined && raw.headers !== null) message.headers = raw.headers as Record<string, string>;
+  return message;
+}
+
+function toListItem(raw: Record<string, unknown>): ListItem {
+  return {
+    id: String(raw.id),
+    sender: String(raw.sender ?? ""),
+    timestamp: toTimestamp(raw.timestamp),
+    state: String(raw.state) as MessageState,
+    deliveries: Number(raw.deliveries ?? 0),
+    bytes: Number(raw.bytes ?? 0),
+  };
+}

@@ -1,0 +1,22 @@
+// The client library's public surface.
+export {
+  type CallOptions,
+  type ClusterAddresses,
+  connect,
+  FerryClient,
+  type ListOptions,
+  type NackOptions,
+  RECEIVE_MAX_DEFAULT,
+  type ReceiveOptions,
+  type SendOptions,
+} from "./client.js";
+export { CONSUME_MAX_DEFAULT, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
+export {
+  type ClientOptions,
+  CONNECT_TIMEOUT_MS_DEFAULT,
+  RECONNECT_MAX_MS_DEFAULT,
+  RECONNECT_MIN_MS_DEFAULT,
+  RETRIES_MAX_DEFAULT,
+  TIMEOUT_MS_DEFAULT,
+  WINDOW_REQUESTS_DEFAULT,
+} from "./options.js";

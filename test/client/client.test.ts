@@ -1,0 +1,329 @@
+// The client library against the fake binary server: round trips, pipelining, the window,
+// deadlines, aborts, reconnects, leader discovery and the retry rules.
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, test } from "node:test";
+import fc from "fast-check";
+import { connect, type FerryClient } from "../../src/client/index.js";
+import { FerryError } from "../../src/protocol/errors.js";
+import { FakeServer } from "./fake-server.js";
+
+const fast = { reconnectMinMs: 5, reconnectMaxMs: 20, connectTimeoutMs: 1000 };
+const text = (body: Uint8Array) => new TextDecoder().decode(body);
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let waited = 0; !condition(); waited += 5) {
+    if (waited > 5000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+// A port nothing listens on: listen, note the port, close.
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail("expected a rejection");
+}
+
+describe("client against one leader", () => {
+  let server: FakeServer;
+  let client: FerryClient;
+  before(async () => {
+    server = await FakeServer.start();
+    client = await connect({ seeds: [server.address], name: "alice", ...fast });
+  });
+  after(async () => {
+    await client.close();
+    await server.close();
+  });
+
+  test("send, receive, ack round trip with identity, bytes and bigint timestamps", async () => {
+    const sent = await client.send("bob", "hello bob", { headers: { kind: "greeting" } });
+    assert.equal(sent.duplicate, false);
+    assert.equal(typeof sent.timestamp, "bigint");
+    const messages = await client.receive("bob", { max: 10 });
+    assert.equal(messages.length, 1);
+    const [message] = messages;
+    assert.equal(message!.id, sent.id);
+    assert.equal(message!.sender, "alice");
+    assert.equal(text(message!.body), "hello bob");
+    assert.deepEqual(message!.headers, { kind: "greeting" });
+    assert.equal(message!.timestamp, sent.timestamp);
+    assert.equal(await client.ack("bob", [message!.id]), 1);
+    assert.deepEqual(await client.receive("bob"), []);
+    assert.equal(server.requestsOf("hello").length, 1);
+  });
+
+  test("a send without an id gets a generated one; a given id is kept and deduplicated", async () => {
+    const generated = await client.send("carol", new Uint8Array([1, 2, 3]));
+    assert.match(generated.id, /^[0-9a-f-]{36}$/);
+    assert.equal(server.requestsOf("send").at(-1)!.id, generated.id);
+    const first = await client.send(["carol", "dave"], "fan-out", { id: "order-7" });
+    const again = await client.send(["carol", "dave"], "fan-out", { id: "order-7" });
+    assert.equal(first.id, "order-7");
+    assert.equal(again.duplicate, true);
+    assert.equal(server.mailbox("dave").length, 1);
+  });
+
+  test("pipelined requests share one connection and settle out of order", async () => {
+    server.delayMs = (request) => (text(request.body as Uint8Array) === "slow" ? 150 : 0);
+    const order: string[] = [];
+    const slow = client.send("erin", "slow").then(() => order.push("slow"));
+    const quick = client.send("erin", "quick").then(() => order.push("quick"));
+    await Promise.all([slow, quick]);
+    server.delayMs = () => 0;
+    assert.deepEqual(order, ["quick", "slow"]);
+    assert.equal(server.connectionsAccepted, 1);
+    assert.ok(server.inFlightMax >= 2);
+  });
+
+  test("property: whatever the reply order, each call gets its own reply", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat(20), { minLength: 1, maxLength: 30 }), async (delays) => {
+        const delayOf = new Map<string, number>();
+        server.delayMs = (request) => delayOf.get(String(request.id)) ?? 0;
+        const ids = delays.map((delay, index) => {
+          const id = `prop-${server.requests.length}-${index}`;
+          delayOf.set(id, delay);
+          return id;
+        });
+        const replies = await Promise.all(ids.map((id) => client.send("prop", id, { id })));
+        assert.deepEqual(
+          replies.map((reply) => reply.id),
+          ids,
+        );
+      }),
+      { numRuns: 15 },
+    );
+    server.delayMs = () => 0;
+  });
+
+  test("list, nack, extend, status and cluster", async () => {
+    await client.send("frank", "one");
+    const [leased] = await client.receive("frank", { visibilityMs: 5000 });
+    const listed = await client.list("frank");
+    assert.equal(listed.items[0]!.state, "leased");
+    assert.equal(typeof listed.items[0]!.timestamp, "bigint");
+    assert.equal(await client.extend("frank", [leased!.id], 10_000), 1);
+    assert.equal(await client.nack("frank", [leased!.id]), 1);
+    const [redelivered] = await client.receive("frank");
+    assert.equal(redelivered!.deliveries, 2);
+    const status = await client.status();
+    assert.equal(status.nodes.length, 3);
+    assert.equal(status.self, 1);
+    const cluster = await client.cluster("add", 4, { peerAddress: "127.0.0.1:22348", clientAddress: "127.0.0.1:12348" });
+    assert.match(cluster.message, /add 4/);
+    assert.equal(server.requestsOf("cluster").at(-1)!.peerAddress, "127.0.0.1:22348");
+  });
+
+  test("bad arguments fail with INVALID before anything is sent", async () => {
+    const sends = server.requestsOf("send").length;
+    for (const attempt of [
+      () => client.send("no spaces allowed", "x"),
+      () => client.send([], "x"),
+      () => client.receive("bob", { max: 0 }),
+      () => client.cluster("add", 4),
+    ]) {
+      const error = await rejection(attempt());
+      assert.ok(error instanceof FerryError);
+      assert.equal(error.code, "INVALID");
+    }
+    assert.equal(server.requestsOf("send").length, sends);
+  });
+});
+
+describe("window, deadlines and aborts", () => {
+  test("no more than `window` requests are in flight; the rest wait and then complete", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], window: 4, ...fast });
+    server.hold = true;
+    const sends = Array.from({ length: 10 }, (_, index) => client.send("queue", `job ${index}`));
+    await until(() => server.heldCount === 4, "four held requests");
+    await new Promise((resolve) => setTimeout(resolve, 30)); // room for a wrongly admitted fifth
+    assert.equal(server.requestsOf("send").length, 4);
+    assert.deepEqual(client.pending, { inFlight: 4, waiting: 6 });
+    server.releaseHeld();
+    const replies = await Promise.all(sends);
+    assert.equal(new Set(replies.map((reply) => reply.id)).size, 10);
+    assert.ok(server.inFlightMax <= 4);
+    assert.deepEqual(client.pending, { inFlight: 0, waiting: 0 });
+    await client.close();
+    await server.close();
+  });
+
+  test("a call without an answer fails with TIMEOUT and a receive is not repeated", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], attemptTimeoutMs: 20, ...fast });
+    server.faults.push({ op: "receive", kind: "ignore" });
+    const error = await rejection(client.receive("bob", { timeoutMs: 100 }));
+    assert.ok(error instanceof FerryError);
+    assert.equal(error.code, "TIMEOUT");
+    assert.equal(server.requestsOf("receive").length, 1);
+    assert.equal(client.pending.inFlight, 0);
+    // The connection is still good for the next call.
+    assert.deepEqual(await client.receive("bob"), []);
+    await client.close();
+    await server.close();
+  });
+
+  test("aborting rejects with the signal's reason and frees the window slot", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], window: 1, ...fast });
+    server.hold = true;
+    const controller = new AbortController();
+    const held = client.send("bob", "held", { signal: controller.signal });
+    const queued = client.send("bob", "queued");
+    await until(() => server.heldCount === 1, "held request");
+    controller.abort(new Error("caller gave up"));
+    const error = await rejection(held);
+    assert.equal((error as Error).message, "caller gave up");
+    server.releaseHeld();
+    await queued; // got the slot the aborted call gave back
+    const already = await rejection(client.status({ signal: AbortSignal.abort(new Error("before start")) }));
+    assert.equal((already as Error).message, "before start");
+    await client.close();
+    await server.close();
+  });
+});
+
+describe("failures, reconnects and leaders", () => {
+  test("a send survives a dropped connection, is resent with the same id on a new connection", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], ...fast });
+    server.faults.push({ op: "send", kind: "drop" });
+    const reply = await client.send("bob", "survivor");
+    const sends = server.requestsOf("send");
+    assert.equal(sends.length, 2);
+    assert.equal(sends[0]!.id, sends[1]!.id);
+    assert.equal(reply.id, sends[0]!.id);
+    assert.equal(server.connectionsAccepted, 2);
+    assert.equal(server.mailbox("bob").length, 1);
+    await client.close();
+    await server.close();
+  });
+
+  test("retryable error replies resend a send with the same id, caller-given or generated", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], ...fast });
+    server.faults.push({ op: "send", kind: "error", code: "NO_QUORUM" }, { op: "send", kind: "error", code: "TIMEOUT" });
+    await client.send("bob", "a", { id: "fixed-id" });
+    assert.deepEqual(server.requestsOf("send").map((request) => request.id), ["fixed-id", "fixed-id", "fixed-id"]);
+    server.faults.push({ op: "send", kind: "error", code: "OVERLOADED" });
+    await client.send("bob", "b");
+    const [first, second] = server.requestsOf("send").slice(3);
+    assert.equal(first!.id, second!.id);
+    await client.close();
+    await server.close();
+  });
+
+  test("a receive is repeated after NOT_LEADER or OVERLOADED, not after TIMEOUT or a lost connection", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], ...fast });
+    server.store("bob", "waiting");
+    server.faults.push({ op: "receive", kind: "error", code: "OVERLOADED" });
+    assert.equal((await client.receive("bob")).length, 1);
+    assert.equal(server.requestsOf("receive").length, 2);
+
+    server.faults.push({ op: "receive", kind: "error", code: "TIMEOUT" });
+    const timeout = await rejection(client.receive("bob"));
+    assert.equal((timeout as FerryError).code, "TIMEOUT");
+    assert.equal(server.requestsOf("receive").length, 3);
+
+    server.faults.push({ op: "ack", kind: "drop" });
+    const lost = await rejection(client.ack("bob", ["x"]));
+    assert.equal((lost as FerryError).code, "UNAVAILABLE");
+    assert.equal(server.requestsOf("ack").length, 1);
+    // The next call reconnects.
+    assert.deepEqual(await client.receive("bob"), []);
+    await client.close();
+    await server.close();
+  });
+
+  test("a follower's leader hint redirects, and later calls go to the leader directly", async () => {
+    const leader = await FakeServer.start();
+    const follower = await FakeServer.start({ role: "follower", leaderHint: leader.address });
+    const client = await connect({ seeds: [follower.address], name: "alice", ...fast });
+    await client.send("bob", "via hint");
+    await client.receive("bob");
+    assert.equal(follower.requestsOf("send").length, 1);
+    assert.equal(follower.requestsOf("receive").length, 0);
+    assert.equal(leader.requestsOf("send").length, 1);
+    assert.equal(leader.requestsOf("receive").length, 1);
+    assert.equal(leader.requestsOf("hello").length, 1);
+    assert.equal(client.address, leader.address);
+    await client.close();
+    await Promise.all([leader.close(), follower.close()]);
+  });
+
+  test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed", async () => {
+    const leader = await FakeServer.start();
+    const lost = await FakeServer.start({ role: "follower" });
+    const client = await connect({ seeds: [`127.0.0.1:${await closedPort()}`, lost.address, leader.address], ...fast });
+    await client.send("bob", "found you");
+    assert.equal(leader.requestsOf("send").length, 1);
+    assert.equal(lost.requestsOf("send").length, 1);
+    await client.close();
+    await Promise.all([leader.close(), lost.close()]);
+  });
+
+  test("the client reconnects with backoff after the server goes away and comes back", async () => {
+    const first = await FakeServer.start();
+    const port = first.port;
+    const client = await connect({ seeds: [first.address], ...fast });
+    await client.send("bob", "before");
+    await first.close();
+    const pending = client.send("bob", "across the restart", { timeoutMs: 5000 });
+    await new Promise((resolve) => setTimeout(resolve, 50)); // a few refused reconnects
+    const second = await FakeServer.start({ port });
+    const reply = await pending;
+    assert.equal(second.requestsOf("send")[0]!.id, reply.id);
+    await client.close();
+    await second.close();
+  });
+
+  test("a send unanswered past attemptTimeoutMs goes to the next node with the same id", async () => {
+    const paused = await FakeServer.start();
+    const healthy = await FakeServer.start();
+    const client = await connect({ seeds: [paused.address, healthy.address], attemptTimeoutMs: 100, ...fast });
+    paused.faults.push({ op: "send", kind: "ignore" });
+    const reply = await client.send("bob", "not stuck");
+    assert.equal(paused.requestsOf("send")[0]!.id, reply.id);
+    assert.equal(healthy.requestsOf("send")[0]!.id, reply.id);
+    assert.equal(client.address, healthy.address);
+    await client.close();
+    await Promise.all([paused.close(), healthy.close()]);
+  });
+
+  test("connect fails with UNAVAILABLE when no seed answers", async () => {
+    const error = await rejection(connect({ seeds: [`127.0.0.1:${await closedPort()}`], timeoutMs: 200, ...fast }));
+    assert.ok(error instanceof FerryError);
+    assert.equal(error.code, "UNAVAILABLE");
+    assert.match(error.message, /cannot connect/);
+  });
+
+  test("after close, waiting and new calls fail with UNAVAILABLE", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], window: 1, ...fast });
+    server.hold = true;
+    const inFlight = rejection(client.send("bob", "in flight"));
+    const waiting = rejection(client.send("bob", "waiting"));
+    await until(() => server.heldCount === 1, "held request");
+    await client.close();
+    for (const call of [inFlight, waiting, rejection(client.status())]) {
+      const error = await call;
+      assert.equal((error as FerryError).code, "UNAVAILABLE");
+    }
+    await server.close();
+  });
+});

@@ -1,0 +1,114 @@
+// consume(): auto ack after the loop body, explicit ack and nack, early exit gives messages back.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { connect } from "../../src/client/index.js";
+import { FakeServer } from "./fake-server.js";
+
+const fast = { reconnectMinMs: 5, reconnectMaxMs: 20 };
+const text = (body: Uint8Array) => new TextDecoder().decode(body);
+
+async function setup() {
+  const server = await FakeServer.start();
+  const client = await connect({ seeds: [server.address], ...fast });
+  return { server, client };
+}
+
+test("autoAck acks each message after its loop body; abort ends the loop quietly", async () => {
+  const { server, client } = await setup();
+  for (const body of ["one", "two", "three"]) await client.send("jobs", body);
+  const controller = new AbortController();
+  const seen: string[] = [];
+  for await (const message of client.consume("jobs", { max: 2, waitMs: 50, signal: controller.signal })) {
+    // While the body runs, its message is not acked yet.
+    assert.ok(server.mailbox("jobs").some((stored) => stored.id === message.id));
+    seen.push(text(message.body));
+    if (seen.length === 3) controller.abort();
+  }
+  assert.deepEqual(seen, ["one", "two", "three"]);
+  assert.equal(server.requestsOf("ack").length, 3);
+  assert.equal(server.mailbox("jobs").length, 0);
+  await client.close();
+  await server.close();
+});
+
+test("explicit ack and nack with autoAck off; nacked messages come back", async () => {
+  const { server, client } = await setup();
+  await client.send("jobs", "keep");
+  await client.send("jobs", "retry");
+  const controller = new AbortController();
+  const deliveries: Array<[string, number]> = [];
+  for await (const message of client.consume("jobs", { autoAck: false, max: 1, waitMs: 50, signal: controller.signal })) {
+    deliveries.push([text(message.body), message.deliveries]);
+    if (text(message.body) === "keep") await message.ack();
+    else if (message.deliveries === 1) await message.nack();
+    else {
+      await message.ack();
+      controller.abort();
+    }
+  }
+  assert.deepEqual(deliveries, [
+    ["keep", 1],
+    ["retry", 1],
+    ["retry", 2],
+  ]);
+  assert.equal(server.mailbox("jobs").length, 0);
+  await client.close();
+  await server.close();
+});
+
+test("leaving the loop early nacks the message in hand and the rest of the batch", async () => {
+  const { server, client } = await setup();
+  for (const body of ["a", "b", "c"]) await client.send("jobs", body);
+  await assert.rejects(async () => {
+    for await (const message of client.consume("jobs", { max: 3, waitMs: 50 })) {
+      if (text(message.body) === "b") throw new Error("handler failed");
+    }
+  }, /handler failed/);
+  // "a" was acked after its body; "b" (failed) and "c" (never seen) are ready again.
+  const states = server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]);
+  assert.deepEqual(states, [
+    ["b", false],
+    ["c", false],
+  ]);
+  // Acked explicitly before break: not given back.
+  for await (const message of client.consume("jobs", { max: 3, waitMs: 50 })) {
+    await message.ack();
+    break;
+  }
+  assert.deepEqual(
+    server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]),
+    [["c", false]],
+  );
+  await client.close();
+  await server.close();
+});
+
+test("consume rides over a retryable RECEIVE failure", async () => {
+  const { server, client } = await setup();
+  await client.send("jobs", "eventually");
+  server.faults.push({ op: "receive", kind: "error", code: "TIMEOUT" });
+  for await (const message of client.consume("jobs", { waitMs: 50 })) {
+    assert.equal(text(message.body), "eventually");
+    await message.ack();
+    break;
+  }
+  assert.equal(server.requestsOf("receive").length, 2);
+  await client.close();
+  await server.close();
+});
+
+test("a failed auto-ack: retryable ones are absorbed, others end the loop with the error", async () => {
+  const { server, client } = await setup();
+  for (const body of ["first", "second"]) await client.send("jobs", body);
+  server.faults.push({ op: "ack", kind: "error", code: "TIMEOUT" }, { op: "ack", kind: "error", code: "FORBIDDEN", message: "not yours" });
+  const seen: string[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const message of client.consume("jobs", { max: 1, waitMs: 50 })) seen.push(text(message.body));
+    },
+    (error: Error & { code?: string }) => error.code === "FORBIDDEN",
+  );
+  assert.deepEqual(seen, ["first", "second"]);
+  await client.close();
+  await server.close();
+});
