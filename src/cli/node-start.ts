@@ -7,7 +7,9 @@ import type { Command } from "commander";
 import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "../node/config.js";
 import { FerryNode } from "../node/node.js";
 import { createLogger } from "../node/log.js";
+import { ForwardingService, forwardProof } from "../server/forwarder.js";
 import { FerryServer } from "../server/server.js";
+import { timingSafeEqual } from "node:crypto";
 import { parseHostPort } from "../node/config.js";
 
 interface StartFlags {
@@ -131,10 +133,14 @@ async function runNode(config: NodeConfig): Promise<void> {
   const log = createLogger(`node${config.id}`);
   let node: FerryNode;
   let server: FerryServer;
+  let forwarder: ForwardingService;
   try {
     node = await FerryNode.start(config, { log });
     const { host, port } = parseHostPort(config.clientListen);
-    server = await FerryServer.start({ host, port, service: node });
+    const proof = forwardProof(config.clusterId, config.secret);
+    forwarder = new ForwardingService(node, { proof, name: `node-${config.id}` });
+    const verifyForwarder = (candidate: string) => candidate.length === proof.length && timingSafeEqual(Buffer.from(candidate), Buffer.from(proof));
+    server = await FerryServer.start({ host, port, service: forwarder, verifyForwarder, log: (line) => log("info", "server", { line }) });
   } catch (error) {
     log("fatal", "start-failed", { error: describeStartError(error, config) });
     process.exit(1);
@@ -146,6 +152,7 @@ async function runNode(config: NodeConfig): Promise<void> {
     stopping = true;
     log("info", "stopping", { signal });
     await server.close();
+    forwarder.close();
     await node.stop();
     log("info", "stopped", {});
     process.exit(0);

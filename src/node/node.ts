@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Broker } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
 import { decodeCommands, encodeCommands } from "../broker/commands.js";
-import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Request, StatusReply } from "../protocol/api.js";
+import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
@@ -26,7 +26,7 @@ import { type Logger, silentLogger } from "./log.js";
 import { AddressBook } from "./members.js";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
 import { toBrokerCommand, type Session } from "./requests.js";
-import { NodeClock } from "./node-clock.js";
+import { NodeTime } from "./time.js";
 import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
 import { decodeNodeSnapshot, encodeNodeSnapshot } from "./snapshot-codec.js";
 
@@ -66,7 +66,7 @@ export class FerryNode {
     private readonly kv: LmdbKv,
     private readonly transport: PeerTransport,
     private readonly book: AddressBook,
-    private readonly clock: NodeClock,
+    private readonly clock: NodeTime,
     private readonly log: Logger,
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
@@ -80,11 +80,11 @@ export class FerryNode {
       ? undefined
       : { voters: config.members.map((m) => m.id), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
-    const kv = await LmdbKv.open(join(config.dataDir, "state"));
+    const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024 });
     const broker = new Broker(kv);
     const book = await AddressBook.load(config.dataDir, config.members);
     await restoreFromStoredSnapshot(storage, broker, book);
-    const clock = await NodeClock.open(config, dependencies.physicalNowMs ?? Date.now);
+    const clock = await NodeTime.open(config.dataDir, config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
     const raft = new RaftNode(
       {
         id: config.id,
@@ -113,6 +113,8 @@ export class FerryNode {
       peers: book.peersOf(config.id, confMembers(raft.status().conf)),
       onMessages: (_from, messages) => node?.receive(messages),
       onClockSample: (from, sample) => clock.sample(from, sample),
+      onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
+      onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
       now: () => clock.physicalNowMs(),
       log: (event, fields) => log("debug", event, fields),
     });
@@ -127,19 +129,19 @@ export class FerryNode {
 
   // ---- client requests ----
 
-  async execute(request: Request, session: Session, signal?: AbortSignal): Promise<unknown> {
+  async execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
     if (this.stopped) throw new FerryError("SHUTTING_DOWN", "this node is stopping; retry on another node");
     switch (request.op) {
       case "status":
         return this.status();
       case "list":
-        return this.list(request, signal);
+        return (await this.list(request, signal)) as Reply;
       case "cluster":
         return this.cluster(request);
       case "receive":
         return this.receiveWaiting(request, session, signal);
       default:
-        return this.propose(toBrokerCommand(request, session));
+        return (await this.propose(toBrokerCommand(request, session), signal)) as Reply;
     }
   }
 
@@ -319,9 +321,8 @@ export class FerryNode {
 
   private applyEntries(entries: Entry[]): void {
     if (entries.length === 0) return;
-    this.kv.transaction(() => {
-      for (const entry of entries) this.applyEntry(entry);
-    });
+    // One LMDB transaction per entry (inside Broker.apply); an entry holds a whole batch of commands.
+    for (const entry of entries) this.applyEntry(entry);
     this.appliedIndex = entries[entries.length - 1]!.index;
     for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);
     this.appliedWaiters.applied(this.appliedIndex);
@@ -362,10 +363,10 @@ export class FerryNode {
   // A new leader stamps nothing below what its log already holds (HLC monotonic across leaders).
   private maxTimestampInLog(): bigint {
     let max = 0n;
-    const status = this.raft.status();
-    const from = Math.max(status.firstIndex, this.appliedIndex + 1);
-    if (from > status.lastIndex) return this.clock.lastTimestamp();
-    for (const entry of this.storage.entries(from, status.lastIndex + 1, Number.MAX_SAFE_INTEGER)) {
+    const from = Math.max(this.storage.firstIndex(), this.appliedIndex + 1);
+    const to = this.storage.lastIndex();
+    if (from > to) return this.clock.lastTimestamp();
+    for (const entry of this.storage.entries(from, to + 1, Number.MAX_SAFE_INTEGER)) {
       if (entry.type !== "normal") continue;
       const decoded = decodeEntry(entry.data);
       if (decoded && decoded.timestamp > max) max = decoded.timestamp;

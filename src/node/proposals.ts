@@ -82,7 +82,7 @@ export class InflightProposals<C, R> {
       return;
     }
     const values = results();
-    entry.requests.forEach((request, i) => request.settle(values[i]!));
+    for (let i = 0; i < entry.requests.length; i++) entry.requests[i]!.settle(values[i]!);
   }
 
   failAll(error: FerryError): void {

@@ -157,6 +157,7 @@ export const LIST_PAGE_MAX = 1000;
 export interface HelloRequest {
   op: "hello";
   name: string;
+  forwardProof?: string; // node-to-node only: proves the cluster secret (src/server/forwarder.ts)
 }
 export interface HelloReply {
   ok: true;

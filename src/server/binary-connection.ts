@@ -128,6 +128,13 @@ export class BinaryConnection extends Connection {
       return;
     }
     if (request.op === "hello") {
+      if (request.forwardProof !== undefined) {
+        if (!this.context.verifyForwarder?.(request.forwardProof)) {
+          this.sendOutcome(rid, { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" });
+          return;
+        }
+        this.session.trustedForwarder = true;
+      }
       this.session.identity = request.name;
       this.sendOutcome(rid, { ok: true, reply: { ok: true, name: request.name } });
       return;

@@ -15,6 +15,7 @@ import type { Service, Session } from "./service.js";
 
 export interface ConnectionContext {
   service: Service;
+  verifyForwarder?: (proof: string) => boolean;
   limits: ServerLimits;
   log: (line: string) => void;
   stats: ServerStats;

@@ -16,6 +16,7 @@ export interface ServerOptions {
   host?: string; // default 127.0.0.1
   port: number; // 0 picks a free port (tests)
   service: Service;
+  verifyForwarder?: (proof: string) => boolean; // accepts another node's HELLO forwardProof
   limits?: Partial<ServerLimits>;
   log?: (line: string) => void; // default console.error
 }
@@ -34,6 +35,7 @@ export class FerryServer {
   static start(options: ServerOptions): Promise<FerryServer> {
     const context: ConnectionContext = {
       service: options.service,
+      verifyForwarder: options.verifyForwarder,
       limits: resolveLimits(options.limits),
       log: options.log ?? ((line) => console.error(line)),
       stats: emptyStats(),

@@ -8,6 +8,9 @@ export interface Session {
   identity: string; // the sender of SENDs: HELLO's name, else "anonymous"
   remoteAddress: string; // host:port of the client
   protocol: "text" | "binary";
+  // Another node of this cluster forwarding its clients' requests (it proved the cluster secret
+  // in HELLO): the sender it names on a SEND is trusted, and nothing it sends is forwarded again.
+  trustedForwarder?: boolean;
 }
 
 export interface Service {

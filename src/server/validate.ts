@@ -51,7 +51,9 @@ export function validateRequest(raw: unknown, limits: ServerLimits): ClientReque
     case "cluster":
       return validateCluster(fields);
     case "hello":
-      return { op, name: name(fields.name, "name") };
+      return typeof fields.forwardProof === "string"
+        ? { op, name: name(fields.name, "name"), forwardProof: fields.forwardProof.slice(0, 128) }
+        : { op, name: name(fields.name, "name") };
     default:
       throw invalid(`unknown op ${typeof op === "string" ? `'${op.slice(0, 40)}'` : typeof op}`);
   }
@@ -144,6 +146,8 @@ function validateSend(fields: Fields, limits: ServerLimits): SendRequest {
   if (ttlMs !== undefined) send.ttlMs = ttlMs;
   const after = timestamp(fields.after, "after");
   if (after !== undefined) send.after = after;
+  // Honoured only from a trusted forwarder (the node checks the session); harmless otherwise.
+  if (typeof fields.sender === "string") send.sender = name(fields.sender, "sender");
   return send;
 }
 

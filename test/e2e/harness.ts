@@ -105,7 +105,7 @@ export class TestCluster {
       for (const node of this.nodes.values()) {
         if (!node.child) continue;
         const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
-        const leader = lines.map((l) => /\brole=leader\b/.test(l) ? /\bid=(\d+)/.exec(l)?.[1] : undefined).find(Boolean);
+        const leader = lines.map((l) => /^NODE (\d+) .*\brole=leader\b/.exec(l)?.[1]).find(Boolean);
         if (leader) return Number(leader);
       }
       await sleep(100);
