@@ -106,10 +106,13 @@ export class FerryServer {
     this.context.stats.connectionsAccepted += 1;
     socket.once("close", () => this.sockets.delete(socket));
     socket.setTimeout(limits.idleTimeoutMs);
-    const idleBeforeFirstByte = () => socket.destroy();
-    socket.once("timeout", idleBeforeFirstByte);
+    // Until the first byte there is no connection object: idleness or EOF just closes the socket.
+    const closeSilently = () => socket.destroy();
+    socket.once("timeout", closeSilently);
+    socket.once("end", closeSilently);
     socket.once("data", (first: Buffer) => {
-      socket.off("timeout", idleBeforeFirstByte);
+      socket.off("timeout", closeSilently);
+      socket.off("end", closeSilently);
       const connection = this.open(socket, first[0] === BINARY_PREAMBLE[0] ? "binary" : "text");
       connection.whenClosed.then(() => this.connections.delete(socket));
       connection.feed(first);
