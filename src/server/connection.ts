@@ -131,7 +131,8 @@ export abstract class Connection {
   protected async execute(request: Request): Promise<Outcome> {
     this.context.stats.requestsExecuted += 1;
     try {
-      const reply = await this.context.service.execute(request, this.session, this.signal);
+      // A copy: a later HELLO must not change the sender of a request already under way.
+      const reply = await this.context.service.execute(request, { ...this.session }, this.signal);
       return { ok: true, reply };
     } catch (error) {
       return outcomeOfError(error, this.context.log);
