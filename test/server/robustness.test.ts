@@ -172,3 +172,9 @@ test("close(): after the grace period, running requests are aborted and connecti
   await client.closed;
   assert.equal(aborted, true);
 });
+
+test("start() rejects when the port is taken", async () => {
+  const { server, port } = await startServer();
+  await assert.rejects(startServer({ port }), /EADDRINUSE/);
+  await server.close();
+});
