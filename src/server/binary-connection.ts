@@ -64,7 +64,7 @@ export class BinaryConnection extends Connection {
   }
 
   protected pendingReplies(): number {
-    return this.ridsInFlight.size;
+    return this.ridsInFlight.size + this.queue.length;
   }
 
   protected backlogged(): boolean {

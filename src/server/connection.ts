@@ -65,6 +65,7 @@ export abstract class Connection {
   protected readonly limits: ServerLimits;
   protected readonly context: ConnectionContext;
   protected shuttingDown = false; // read no more requests; close once the in-flight ones are answered
+  private inputEnded = false; // the client sent EOF: answer everything read, then close
   private readonly abortController = new AbortController();
   private outbox: Buffer[] = [];
   private flushScheduled = false;
@@ -89,7 +90,10 @@ export abstract class Connection {
     this.closedPromise = new Promise((resolve) => socket.once("close", () => resolve()));
     socket.on("data", (chunk: Buffer) => this.feed(chunk));
     socket.on("drain", () => this.updateFlow());
-    socket.on("end", () => this.shutdown()); // the client is done sending: answer, then close
+    socket.on("end", () => {
+      this.inputEnded = true; // the client is done sending: answer everything it sent, then close
+      this.updateFlow();
+    });
     socket.on("timeout", () => {
       if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
       this.context.stats.idleClosed += 1;
@@ -119,7 +123,7 @@ export abstract class Connection {
   abstract get bufferedInputBytes(): number;
   // Feeds bytes read from the socket.
   protected abstract receive(chunk: Buffer): void;
-  // Requests read and not yet answered.
+  // Requests read and not yet answered (running or queued).
   protected abstract pendingReplies(): number;
   // True when the connection must not read more (requests queued or at the in-flight limit).
   protected abstract backlogged(): boolean;
@@ -165,7 +169,7 @@ export abstract class Connection {
   // has answered everything.
   protected updateFlow(): void {
     if (this.closed) return;
-    if (this.shuttingDown && this.pendingReplies() === 0) {
+    if ((this.shuttingDown || this.inputEnded) && this.pendingReplies() === 0) {
       this.finish();
       return;
     }

@@ -53,7 +53,7 @@ export class TextConnection extends Connection {
   }
 
   protected pendingReplies(): number {
-    return this.slots.length;
+    return this.slots.length + this.queue.length;
   }
 
   protected backlogged(): boolean {

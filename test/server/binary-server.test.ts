@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import { encodeFrame } from "../../src/protocol/binary.js";
 import type { FerryServer } from "../../src/server/server.js";
 import type { FakeService } from "./fake-service.js";
-import { BinaryClient, startServer } from "./helpers.js";
+import { BinaryClient, holdRequests, startServer, waitUntil } from "./helpers.js";
 
 let server: FerryServer;
 let service: FakeService;
@@ -104,4 +104,16 @@ test("service errors carry code, message and leader hint", async () => {
   } finally {
     service.gate = undefined;
   }
+});
+
+test("EOF from a binary client: requests read are answered, then the connection closes", async () => {
+  const hold = holdRequests(service, () => true);
+  const client = await BinaryClient.connect(port);
+  const replies = [client.request({ op: "status" }), client.request({ op: "list", mailbox: "nobody" })];
+  client.socket.end();
+  await waitUntil(() => hold.count === 2);
+  hold.stop();
+  const settled = await Promise.all(replies);
+  assert.ok(settled.every((reply) => reply.ok === true));
+  await client.closed;
 });

@@ -196,3 +196,18 @@ test("pipelined SENDs run together; a later command waits for them and sees them
   );
   client.close();
 });
+
+test("EOF while lines still wait their turn: they run, are answered, then the connection closes", async () => {
+  const hold = holdRequests(service, (request) => request.op === "send");
+  const client = await LineClient.connect(port);
+  client.socket.end("SEND lena x\nSEND lena y\nLIST lena\nPING\n");
+  await waitUntil(() => hold.count === 2);
+  await waitUntilStable(() => service.calls.length);
+  hold.stop();
+  assert.match(await client.line(), /^OK /);
+  assert.match(await client.line(), /^OK /);
+  const listed = await client.untilEnd();
+  assert.equal(listed.length, 3);
+  assert.equal(await client.line(), "OK");
+  await client.closed;
+});
