@@ -3,9 +3,11 @@
 //
 // Flow control: the connection stops reading from its socket (socket.pause) while any of these
 // holds, and resumes when none does: it is shutting down; requests read but not yet answered have
-// reached requestsInFlightMax (the subclass says so through backlogged()); the socket's write
-// buffer holds more than writeBufferBytesMax. TCP then pushes back on the client, so memory per
-// connection stays bounded by the limits whatever the client does.
+// reached requestsInFlightMax (the subclass says so through backlogged()); replies waiting to be
+// sent exceed writeBufferBytesMax (writeBlocked(); queued requests do not start meanwhile either,
+// so a client that does not read cannot make the server build replies without end). TCP then
+// pushes back on the client, so memory per connection stays bounded whatever the client does.
+// EOF from the client ends input: everything read is still answered, then the connection closes.
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import type { Socket } from "node:net";
 import type { Reply, Request } from "../protocol/api.js";
@@ -68,6 +70,7 @@ export abstract class Connection {
   private inputEnded = false; // the client sent EOF: answer everything read, then close
   private readonly abortController = new AbortController();
   private outbox: Buffer[] = [];
+  private outboxBytes = 0;
   private flushScheduled = false;
   private readPaused = false;
   private closed = false;
@@ -89,7 +92,7 @@ export abstract class Connection {
     };
     this.closedPromise = new Promise((resolve) => socket.once("close", () => resolve()));
     socket.on("data", (chunk: Buffer) => this.feed(chunk));
-    socket.on("drain", () => this.updateFlow());
+    socket.on("drain", () => this.resumeWork());
     socket.on("end", () => {
       this.inputEnded = true; // the client is done sending: answer everything it sent, then close
       this.updateFlow();
@@ -131,6 +134,13 @@ export abstract class Connection {
   protected abstract refuseQueued(): void;
   // Closes a connection that has been idle for idleTimeoutMs.
   protected abstract closeIdle(): void;
+  // Starts queued requests that may start now (after the write buffer drained).
+  protected abstract resumeWork(): void;
+
+  // True while replies waiting to be sent exceed writeBufferBytesMax.
+  protected writeBlocked(): boolean {
+    return this.socket.writableLength + this.outboxBytes > this.limits.writeBufferBytesMax;
+  }
 
   protected async execute(request: Request): Promise<Outcome> {
     this.context.stats.requestsExecuted += 1;
@@ -146,6 +156,7 @@ export abstract class Connection {
   protected write(bytes: Buffer): void {
     if (this.closed) return;
     this.outbox.push(bytes);
+    this.outboxBytes += bytes.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -157,10 +168,16 @@ export abstract class Connection {
     if (this.outbox.length === 0 || this.closed) return;
     const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
     this.outbox = [];
+    this.outboxBytes = 0;
     if (!this.socket.writableEnded) {
       this.context.stats.socketWrites += 1;
       this.context.stats.bytesWritten += bytes.length;
-      this.socket.write(bytes);
+      // The callback runs once these bytes reach the kernel: the moment to start waiting work
+      // again. 'drain' alone is not enough: it only fires past the socket's own high-water mark,
+      // which may be above writeBufferBytesMax.
+      this.socket.write(bytes, () => {
+        if (this.readPaused) this.resumeWork();
+      });
     }
     this.updateFlow();
   }
@@ -173,7 +190,7 @@ export abstract class Connection {
       this.finish();
       return;
     }
-    const pause = this.shuttingDown || this.backlogged() || this.socket.writableLength > this.limits.writeBufferBytesMax;
+    const pause = this.shuttingDown || this.backlogged() || this.writeBlocked();
     if (pause && !this.readPaused) {
       this.readPaused = true;
       this.context.stats.readPauses += 1;

@@ -90,10 +90,14 @@ export class TextConnection extends Connection {
     }
   }
 
+  protected resumeWork(): void {
+    this.pump();
+  }
+
   private pump(): void {
     this.pumping = true;
     let index = 0;
-    while (index < this.queue.length && this.slots.length < this.limits.requestsInFlightMax && !this.quitting) {
+    while (index < this.queue.length && this.slots.length < this.limits.requestsInFlightMax && !this.quitting && !this.writeBlocked()) {
       const work = this.queue[index]!;
       if (work.kind === "request" && !this.mayStart(work.request)) break;
       this.perform(work);

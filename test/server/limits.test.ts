@@ -134,10 +134,11 @@ test("duplicate rid in flight is refused", async () => {
   await server.close();
 });
 
-test("write buffer: a client that does not read makes the server stop reading from it", async () => {
+for (const writeBufferBytesMax of [64 * 1024, 1024]) {
+test(`write buffer (${writeBufferBytesMax} bytes): a client that does not read makes the server stop reading from it`, async () => {
   const big = Buffer.alloc(256 * 1024, 0x61);
   const requests = 300;
-  const { server, service, port } = await startServer({ limits: { writeBufferBytesMax: 64 * 1024, requestsInFlightMax: 1000 } });
+  const { server, service, port } = await startServer({ limits: { writeBufferBytesMax, requestsInFlightMax: 1000 } });
   service.gate = undefined;
   // Every receive answers with a 256 KiB message, whatever the mailbox holds.
   const original = service.execute.bind(service);
@@ -158,6 +159,7 @@ test("write buffer: a client that does not read makes the server stop reading fr
   client.close();
   await server.close();
 });
+}
 
 test("idle timeout: idle connections are closed; a long poll is not idleness", async () => {
   const { server, port } = await startServer({ limits: { idleTimeoutMs: 100 } });
