@@ -34,6 +34,9 @@ export interface ServerStats {
   socketWrites: number;
   bytesWritten: number;
   readPauses: number; // times a connection stopped reading (backpressure)
+  // The most bytes of an incomplete line or frame any connection has held: stays at or below
+  // lineBytesMax + 1 (text) and frameBytesMax + 3 (binary: a header and a frame in progress).
+  inputBufferedBytesPeak: number;
 }
 
 export function emptyStats(): ServerStats {
@@ -47,6 +50,7 @@ export function emptyStats(): ServerStats {
     socketWrites: 0,
     bytesWritten: 0,
     readPauses: 0,
+    inputBufferedBytesPeak: 0,
   };
 }
 
@@ -111,7 +115,10 @@ export abstract class Connection {
 
   // Bytes read from the socket (the server hands over the first chunk, which chose the protocol).
   feed(chunk: Buffer): void {
-    if (!this.shuttingDown && !this.closed) this.receive(chunk);
+    if (this.shuttingDown || this.closed) return;
+    this.receive(chunk);
+    const stats = this.context.stats;
+    if (this.bufferedInputBytes > stats.inputBufferedBytesPeak) stats.inputBufferedBytesPeak = this.bufferedInputBytes;
   }
 
   get signal(): AbortSignal {

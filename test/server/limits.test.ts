@@ -190,3 +190,17 @@ test("per-request bounds: ids, recipients, wait", async () => {
   client.close();
   await server.close();
 });
+
+test("headers bytes: TOO_LARGE over the limit", async () => {
+  const { server, service, port } = await startServer({ limits: { headersBytesMax: 16 } });
+  const client = await BinaryClient.connect(port);
+  const fits = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: "0123456789a" } });
+  assert.equal(fits.ok, true);
+  const over = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: "0123456789ab" } });
+  assert.deepEqual([over.ok, over.code, over.message], [false, "TOO_LARGE", "headers of 17 bytes; the limit is 16"]);
+  const bad = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: 5 } });
+  assert.equal(bad.code, "INVALID");
+  assert.equal(service.calls.length, 1);
+  client.close();
+  await server.close();
+});

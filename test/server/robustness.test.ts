@@ -45,6 +45,7 @@ test("fuzz: random and mutated text over real sockets; the server answers and cl
     }),
     { numRuns: 60 },
   );
+  assert.ok(server.stats.inputBufferedBytesPeak <= 64 + 1, `held ${server.stats.inputBufferedBytesPeak} bytes of a line`);
   good.close();
   await server.close();
 });
@@ -77,6 +78,7 @@ test("fuzz: random and mutated binary frames over real sockets; the server close
     ),
     { numRuns: 60 },
   );
+  assert.ok(server.stats.inputBufferedBytesPeak < 512 + 4, `held ${server.stats.inputBufferedBytesPeak} bytes of a frame`);
   good.close();
   await server.close();
 });
@@ -107,6 +109,7 @@ test("stalled, flooding and non-reading clients do not disturb a well-behaved on
   deaf.write("HELP\n".repeat(2000));
   const good = await LineClient.connect(port);
   for (let index = 0; index < 20; index++) await roundTrip(good, "calm", `message-${index}`);
+  assert.ok(server.stats.inputBufferedBytesPeak <= 4096 + 1, "the flood was not buffered");
   flooding.write("\nPING\n");
   assert.match(await flooding.line(), /^ERR TOO_LARGE/);
   assert.equal(await flooding.line(), "OK");
