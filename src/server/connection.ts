@@ -154,6 +154,9 @@ export abstract class Connection {
     try {
       // A copy: a later HELLO must not change the sender of a request already under way.
       const reply = await this.context.service.execute(request, { ...this.session }, this.signal);
+      if (typeof reply !== "object" || reply === null || reply.ok !== true) {
+        throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
+      }
       return { ok: true, reply };
     } catch (error) {
       return outcomeOfError(error, this.context.log);

@@ -13,7 +13,7 @@
 import type { Socket } from "node:net";
 import type { Request } from "../protocol/api.js";
 import { formatError, formatReply, LineParser, type LineEvent, parseCommand, TEXT_COMMANDS_HELP } from "../protocol/text.js";
-import { Connection, type ConnectionContext, outcomeOfError } from "./connection.js";
+import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
 
 interface Slot {
@@ -143,9 +143,20 @@ export class TextConnection extends Connection {
     void this.execute(request).then((outcome) => {
       this.running -= 1;
       if (isSend) this.runningSends -= 1;
-      slot.lines = outcome.ok ? formatReply(request, outcome.reply) : [formatError(outcome.code, outcome.message + leaderSuffix(outcome.leaderHint))];
+      slot.lines = this.linesOf(request, outcome);
       this.release();
     });
+  }
+
+  private linesOf(request: Request, outcome: Outcome): string[] {
+    if (!outcome.ok) return [formatError(outcome.code, outcome.message + leaderSuffix(outcome.leaderHint))];
+    try {
+      return formatReply(request, outcome.reply);
+    } catch (error) {
+      // A reply that does not fit its request is a bug of the node; this connection goes on.
+      const failure = outcomeOfError(error, this.context.log);
+      return [formatError(failure.code, failure.message)];
+    }
   }
 
   private helpLines(): string[] {

@@ -117,3 +117,15 @@ test("EOF from a binary client: requests read are answered, then the connection 
   assert.ok(settled.every((reply) => reply.ok === true));
   await client.closed;
 });
+
+test("a reply that is not an ok reply becomes INTERNAL for that rid", async () => {
+  const original = service.execute;
+  service.execute = async () => undefined as never;
+  try {
+    const client = await BinaryClient.connect(port);
+    assert.deepEqual(await client.request({ op: "status" }), { rid: 1, ok: false, code: "INTERNAL", message: "internal error (logged on the node)" });
+    client.close();
+  } finally {
+    service.execute = original;
+  }
+});

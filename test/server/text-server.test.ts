@@ -211,3 +211,17 @@ test("EOF while lines still wait their turn: they run, are answered, then the co
   assert.equal(await client.line(), "OK");
   await client.closed;
 });
+
+test("a malformed reply from the service becomes ERR INTERNAL; the connection goes on", async () => {
+  const original = service.execute;
+  service.execute = async () => ({ ok: true }) as never;
+  try {
+    const client = await LineClient.connect(port);
+    assert.equal(await client.request("RECEIVE bob"), "ERR INTERNAL internal error (logged on the node)");
+    service.execute = original;
+    assert.equal(await client.request("PING"), "OK");
+    client.close();
+  } finally {
+    service.execute = original;
+  }
+});
