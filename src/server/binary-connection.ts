@@ -64,7 +64,7 @@ export class BinaryConnection extends Connection {
   }
 
   protected pendingReplies(): number {
-    return this.ridsInFlight.size;
+    return this.ridsInFlight.size + this.queue.length;
   }
 
   protected backlogged(): boolean {
@@ -94,9 +94,13 @@ export class BinaryConnection extends Connection {
     this.shuttingDown = true;
   }
 
+  protected resumeWork(): void {
+    this.pump();
+  }
+
   private pump(): void {
     let index = 0;
-    while (index < this.queue.length && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown) {
+    while (index < this.queue.length && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown && !this.writeBlocked()) {
       this.handle(this.queue[index]!);
       index += 1;
     }

@@ -3,9 +3,11 @@
 //
 // Flow control: the connection stops reading from its socket (socket.pause) while any of these
 // holds, and resumes when none does: it is shutting down; requests read but not yet answered have
-// reached requestsInFlightMax (the subclass says so through backlogged()); the socket's write
-// buffer holds more than writeBufferBytesMax. TCP then pushes back on the client, so memory per
-// connection stays bounded by the limits whatever the client does.
+// reached requestsInFlightMax (the subclass says so through backlogged()); replies waiting to be
+// sent exceed writeBufferBytesMax (writeBlocked(); queued requests do not start meanwhile either,
+// so a client that does not read cannot make the server build replies without end). TCP then
+// pushes back on the client, so memory per connection stays bounded whatever the client does.
+// EOF from the client ends input: everything read is still answered, then the connection closes.
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import type { Socket } from "node:net";
 import type { Reply, Request } from "../protocol/api.js";
@@ -33,6 +35,9 @@ export interface ServerStats {
   socketWrites: number;
   bytesWritten: number;
   readPauses: number; // times a connection stopped reading (backpressure)
+  // The most bytes of an incomplete line or frame any connection has held: stays at or below
+  // lineBytesMax + 1 (text) and frameBytesMax + 3 (binary: a header and a frame in progress).
+  inputBufferedBytesPeak: number;
 }
 
 export function emptyStats(): ServerStats {
@@ -46,6 +51,7 @@ export function emptyStats(): ServerStats {
     socketWrites: 0,
     bytesWritten: 0,
     readPauses: 0,
+    inputBufferedBytesPeak: 0,
   };
 }
 
@@ -66,8 +72,10 @@ export abstract class Connection {
   protected readonly limits: ServerLimits;
   protected readonly context: ConnectionContext;
   protected shuttingDown = false; // read no more requests; close once the in-flight ones are answered
+  private inputEnded = false; // the client sent EOF: answer everything read, then close
   private readonly abortController = new AbortController();
   private outbox: Buffer[] = [];
+  private outboxBytes = 0;
   private flushScheduled = false;
   private readPaused = false;
   private closed = false;
@@ -89,8 +97,11 @@ export abstract class Connection {
     };
     this.closedPromise = new Promise((resolve) => socket.once("close", () => resolve()));
     socket.on("data", (chunk: Buffer) => this.feed(chunk));
-    socket.on("drain", () => this.updateFlow());
-    socket.on("end", () => this.shutdown()); // the client is done sending: answer, then close
+    socket.on("drain", () => this.resumeWork());
+    socket.on("end", () => {
+      this.inputEnded = true; // the client is done sending: answer everything it sent, then close
+      this.updateFlow();
+    });
     socket.on("timeout", () => {
       if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
       this.context.stats.idleClosed += 1;
@@ -105,7 +116,10 @@ export abstract class Connection {
 
   // Bytes read from the socket (the server hands over the first chunk, which chose the protocol).
   feed(chunk: Buffer): void {
-    if (!this.shuttingDown && !this.closed) this.receive(chunk);
+    if (this.shuttingDown || this.closed) return;
+    this.receive(chunk);
+    const stats = this.context.stats;
+    if (this.bufferedInputBytes > stats.inputBufferedBytesPeak) stats.inputBufferedBytesPeak = this.bufferedInputBytes;
   }
 
   get signal(): AbortSignal {
@@ -120,7 +134,7 @@ export abstract class Connection {
   abstract get bufferedInputBytes(): number;
   // Feeds bytes read from the socket.
   protected abstract receive(chunk: Buffer): void;
-  // Requests read and not yet answered.
+  // Requests read and not yet answered (running or queued).
   protected abstract pendingReplies(): number;
   // True when the connection must not read more (requests queued or at the in-flight limit).
   protected abstract backlogged(): boolean;
@@ -128,11 +142,22 @@ export abstract class Connection {
   protected abstract refuseQueued(): void;
   // Closes a connection that has been idle for idleTimeoutMs.
   protected abstract closeIdle(): void;
+  // Starts queued requests that may start now (after the write buffer drained).
+  protected abstract resumeWork(): void;
+
+  // True while replies waiting to be sent exceed writeBufferBytesMax.
+  protected writeBlocked(): boolean {
+    return this.socket.writableLength + this.outboxBytes > this.limits.writeBufferBytesMax;
+  }
 
   protected async execute(request: Request): Promise<Outcome> {
     this.context.stats.requestsExecuted += 1;
     try {
-      const reply = await this.context.service.execute(request, this.session, this.signal);
+      // A copy: a later HELLO must not change the sender of a request already under way.
+      const reply = await this.context.service.execute(request, { ...this.session }, this.signal);
+      if (typeof reply !== "object" || reply === null || reply.ok !== true) {
+        throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
+      }
       return { ok: true, reply };
     } catch (error) {
       return outcomeOfError(error, this.context.log);
@@ -142,6 +167,7 @@ export abstract class Connection {
   protected write(bytes: Buffer): void {
     if (this.closed) return;
     this.outbox.push(bytes);
+    this.outboxBytes += bytes.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -153,10 +179,16 @@ export abstract class Connection {
     if (this.outbox.length === 0 || this.closed) return;
     const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
     this.outbox = [];
+    this.outboxBytes = 0;
     if (!this.socket.writableEnded) {
       this.context.stats.socketWrites += 1;
       this.context.stats.bytesWritten += bytes.length;
-      this.socket.write(bytes);
+      // The callback runs once these bytes reach the kernel: the moment to start waiting work
+      // again. 'drain' alone is not enough: it only fires past the socket's own high-water mark,
+      // which may be above writeBufferBytesMax.
+      this.socket.write(bytes, () => {
+        if (this.readPaused) this.resumeWork();
+      });
     }
     this.updateFlow();
   }
@@ -165,11 +197,11 @@ export abstract class Connection {
   // has answered everything.
   protected updateFlow(): void {
     if (this.closed) return;
-    if (this.shuttingDown && this.pendingReplies() === 0) {
+    if ((this.shuttingDown || this.inputEnded) && this.pendingReplies() === 0) {
       this.finish();
       return;
     }
-    const pause = this.shuttingDown || this.backlogged() || this.socket.writableLength > this.limits.writeBufferBytesMax;
+    const pause = this.shuttingDown || this.backlogged() || this.writeBlocked();
     if (pause && !this.readPaused) {
       this.readPaused = true;
       this.context.stats.readPauses += 1;

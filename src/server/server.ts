@@ -4,6 +4,7 @@
 // connection owns its own parsing, flow control and replies (text-connection.ts,
 // binary-connection.ts), so a misbehaving client affects nobody else.
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TlsOptions } from "node:tls";
 import { BINARY_PREAMBLE } from "../protocol/binary.js";
 import { formatError } from "../protocol/text.js";
 import { BinaryConnection } from "./binary-connection.js";
@@ -18,6 +19,9 @@ export interface ServerOptions {
   service: Service;
   verifyForwarder?: (proof: string) => boolean; // accepts another node's HELLO forwardProof
   limits?: Partial<ServerLimits>;
+  // Serve TLS on the client port (key and cert at least). Both protocols work the same inside it;
+  // the protocol is told apart by the first byte after the handshake.
+  tls?: TlsOptions;
   log?: (line: string) => void; // default console.error
 }
 
@@ -40,9 +44,12 @@ export class FerryServer {
       log: options.log ?? ((line) => console.error(line)),
       stats: emptyStats(),
     };
-    const listener = createServer({ allowHalfOpen: true, noDelay: true });
+    // Half-open: a client's EOF ends its input, not our replies to what it sent.
+    const listener = options.tls
+      ? createTlsServer({ ...options.tls, allowHalfOpen: true })
+      : createServer({ allowHalfOpen: true, noDelay: true });
     const server = new FerryServer(listener, context);
-    listener.on("connection", (socket) => server.accept(socket));
+    listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => server.accept(socket));
     return new Promise((resolve, reject) => {
       listener.once("error", reject);
       listener.listen(options.port, options.host ?? "127.0.0.1", () => {
@@ -108,10 +115,13 @@ export class FerryServer {
     this.context.stats.connectionsAccepted += 1;
     socket.once("close", () => this.sockets.delete(socket));
     socket.setTimeout(limits.idleTimeoutMs);
-    const idleBeforeFirstByte = () => socket.destroy();
-    socket.once("timeout", idleBeforeFirstByte);
+    // Until the first byte there is no connection object: idleness or EOF just closes the socket.
+    const closeSilently = () => socket.destroy();
+    socket.once("timeout", closeSilently);
+    socket.once("end", closeSilently);
     socket.once("data", (first: Buffer) => {
-      socket.off("timeout", idleBeforeFirstByte);
+      socket.off("timeout", closeSilently);
+      socket.off("end", closeSilently);
       const connection = this.open(socket, first[0] === BINARY_PREAMBLE[0] ? "binary" : "text");
       connection.whenClosed.then(() => this.connections.delete(socket));
       connection.feed(first);

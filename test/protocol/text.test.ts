@@ -175,3 +175,46 @@ test("formatReply and formatError make single lines", () => {
   assert.deepEqual(formatReply({ op: "send", recipients: ["bob"], body: new Uint8Array() }, { ok: true, id: "m9", timestamp: 1n, duplicate: false }), ["OK m9"]);
   assert.equal(formatError("NO_QUORUM", "no leader\nnow"), "ERR NO_QUORUM no leader now");
 });
+
+test("fuzz: mutated valid lines (flips, cuts, insertions) in any chunking: no crash, bounded buffering", () => {
+  const limit = 48;
+  const valid = ["SEND bob hello\\nworld", "RECEIVE bob 10 100", "ACK bob m1 m2", "LIST bob 5 c", "HELLO alice", "CLUSTER ADD 4 h:1 h:2", "QUIT"];
+  const mutation = fc.oneof(
+    fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
+    fc.record({ kind: fc.constant("cut" as const), at: fc.nat(), byte: fc.constant(0) }),
+    fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), byte: fc.constantFrom(0x0a, 0x0d, 0x20, 0x5c, 0x78) }),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom(...valid), { minLength: 1, maxLength: 8 }),
+      fc.array(mutation, { maxLength: 8 }),
+      fc.array(fc.nat(500), { maxLength: 8 }),
+      (lines, mutations, cuts) => {
+        let bytes = [...Buffer.from(lines.map((line) => `${line}\r\n`).join(""))];
+        for (const { kind, at, byte } of mutations) {
+          const index = at % (bytes.length + 1);
+          if (kind === "flip" && index < bytes.length) bytes[index] = byte;
+          if (kind === "cut") bytes = bytes.slice(0, index).concat(bytes.slice(index + 1));
+          if (kind === "insert") bytes.splice(index, 0, ...Array(1 + (at % 60)).fill(byte));
+        }
+        const stream = Buffer.from(bytes);
+        const parser = new LineParser(limit);
+        const points = [...new Set(cuts.map((cut) => cut % (stream.length + 1)))].sort((a, b) => a - b);
+        let start = 0;
+        for (const point of [...points, stream.length]) {
+          for (const event of parser.feed(stream.subarray(start, point))) {
+            if (event.kind !== "line") continue;
+            try {
+              parseCommand(event.text);
+            } catch (error) {
+              assert.ok(error instanceof FerryError && error.code === "INVALID", String(error));
+            }
+          }
+          assert.ok(parser.bufferedBytes <= limit + 1);
+          start = point;
+        }
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});

@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import { encodeFrame } from "../../src/protocol/binary.js";
 import type { FerryServer } from "../../src/server/server.js";
 import type { FakeService } from "./fake-service.js";
-import { BinaryClient, startServer } from "./helpers.js";
+import { BinaryClient, holdRequests, startServer, waitUntil } from "./helpers.js";
 
 let server: FerryServer;
 let service: FakeService;
@@ -103,5 +103,29 @@ test("service errors carry code, message and leader hint", async () => {
     client.close();
   } finally {
     service.gate = undefined;
+  }
+});
+
+test("EOF from a binary client: requests read are answered, then the connection closes", async () => {
+  const hold = holdRequests(service, () => true);
+  const client = await BinaryClient.connect(port);
+  const replies = [client.request({ op: "status" }), client.request({ op: "list", mailbox: "nobody" })];
+  client.socket.end();
+  await waitUntil(() => hold.count === 2);
+  hold.stop();
+  const settled = await Promise.all(replies);
+  assert.ok(settled.every((reply) => reply.ok === true));
+  await client.closed;
+});
+
+test("a reply that is not an ok reply becomes INTERNAL for that rid", async () => {
+  const original = service.execute;
+  service.execute = async () => undefined as never;
+  try {
+    const client = await BinaryClient.connect(port);
+    assert.deepEqual(await client.request({ op: "status" }), { rid: 1, ok: false, code: "INTERNAL", message: "internal error (logged on the node)" });
+    client.close();
+  } finally {
+    service.execute = original;
   }
 });

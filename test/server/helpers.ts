@@ -1,6 +1,7 @@
 // Test clients that talk to a real FerryServer over TCP: a line client as a person with nc would
 // type, and a binary client that pipelines frames and matches replies by rid.
 import { connect, type Socket } from "node:net";
+import { type ConnectionOptions, connect as connectTls } from "node:tls";
 import { BINARY_PREAMBLE, decodePayload, encodeFrame, FrameDecoder } from "../../src/protocol/binary.js";
 import { FerryServer, type ServerOptions } from "../../src/server/server.js";
 import { FakeService } from "./fake-service.js";
@@ -11,9 +12,12 @@ export async function startServer(options: Partial<ServerOptions> = {}): Promise
   return { server, service, port: server.address().port };
 }
 
-function openSocket(port: number): Promise<Socket> {
+function openSocket(port: number, tls?: ConnectionOptions): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: "127.0.0.1" }, () => resolve(socket));
+    const socket =
+      tls === undefined
+        ? connect({ port, host: "127.0.0.1" }, () => resolve(socket))
+        : connectTls({ ...tls, port, host: "127.0.0.1" }, () => resolve(socket));
     socket.once("error", reject);
   });
 }
@@ -47,8 +51,8 @@ export class LineClient {
     );
   }
 
-  static async connect(port: number): Promise<LineClient> {
-    return new LineClient(await openSocket(port));
+  static async connect(port: number, tls?: ConnectionOptions): Promise<LineClient> {
+    return new LineClient(await openSocket(port, tls));
   }
 
   private wake(): void {
@@ -121,8 +125,8 @@ export class BinaryClient {
     );
   }
 
-  static async connect(port: number, preamble = true): Promise<BinaryClient> {
-    const socket = await openSocket(port);
+  static async connect(port: number, preamble = true, tls?: ConnectionOptions): Promise<BinaryClient> {
+    const socket = await openSocket(port, tls);
     if (preamble) socket.write(BINARY_PREAMBLE);
     return new BinaryClient(socket);
   }

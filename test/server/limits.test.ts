@@ -134,10 +134,11 @@ test("duplicate rid in flight is refused", async () => {
   await server.close();
 });
 
-test("write buffer: a client that does not read makes the server stop reading from it", async () => {
+for (const writeBufferBytesMax of [64 * 1024, 1024]) {
+test(`write buffer (${writeBufferBytesMax} bytes): a client that does not read makes the server stop reading from it`, async () => {
   const big = Buffer.alloc(256 * 1024, 0x61);
   const requests = 300;
-  const { server, service, port } = await startServer({ limits: { writeBufferBytesMax: 64 * 1024, requestsInFlightMax: 1000 } });
+  const { server, service, port } = await startServer({ limits: { writeBufferBytesMax, requestsInFlightMax: 1000 } });
   service.gate = undefined;
   // Every receive answers with a 256 KiB message, whatever the mailbox holds.
   const original = service.execute.bind(service);
@@ -158,6 +159,7 @@ test("write buffer: a client that does not read makes the server stop reading fr
   client.close();
   await server.close();
 });
+}
 
 test("idle timeout: idle connections are closed; a long poll is not idleness", async () => {
   const { server, port } = await startServer({ limits: { idleTimeoutMs: 100 } });
@@ -185,6 +187,20 @@ test("per-request bounds: ids, recipients, wait", async () => {
   assert.equal(await client.request("SEND a,a hi"), "ERR INVALID recipients must be distinct");
   assert.equal(await client.request("RECEIVE bob 1 1001"), "ERR INVALID wait-ms must be between 0 and 1000, got 1001");
   assert.equal(service.calls.length, 0);
+  client.close();
+  await server.close();
+});
+
+test("headers bytes: TOO_LARGE over the limit", async () => {
+  const { server, service, port } = await startServer({ limits: { headersBytesMax: 16 } });
+  const client = await BinaryClient.connect(port);
+  const fits = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: "0123456789a" } });
+  assert.equal(fits.ok, true);
+  const over = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: "0123456789ab" } });
+  assert.deepEqual([over.ok, over.code, over.message], [false, "TOO_LARGE", "headers of 17 bytes; the limit is 16"]);
+  const bad = await client.request({ op: "send", recipients: ["bob"], body: "x", headers: { trace: 5 } });
+  assert.equal(bad.code, "INVALID");
+  assert.equal(service.calls.length, 1);
   client.close();
   await server.close();
 });

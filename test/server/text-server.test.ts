@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { FerryServer } from "../../src/server/server.js";
 import type { FakeService } from "./fake-service.js";
-import { LineClient, startServer } from "./helpers.js";
+import { holdRequests, LineClient, startServer, waitUntil, waitUntilStable } from "./helpers.js";
 
 let server: FerryServer;
 let service: FakeService;
@@ -171,4 +171,57 @@ test("a long poll is answered when a message arrives from another connection", a
   assert.match((await waiter.untilEnd())[0]!, /^MSG \S+ anonymous \d+ 1 wake up$/);
   waiter.close();
   sender.close();
+});
+
+test("pipelined SENDs run together; a later command waits for them and sees them", async () => {
+  const hold = holdRequests(service, (request) => request.op === "send");
+  const client = await LineClient.connect(port);
+  const before = service.calls.length;
+  client.write("HELLO pat\nSEND kate one\nHELLO quinn\nSEND kate two\nLIST kate\n");
+  await waitUntil(() => hold.count === 2);
+  assert.equal(await waitUntilStable(() => service.calls.length), before + 2, "LIST must wait for the SENDs");
+  hold.stop();
+  assert.deepEqual([await client.line(), await client.line(), await client.line(), await client.line()].map((line) => line.split(" ")[0]), [
+    "OK",
+    "OK",
+    "OK",
+    "OK",
+  ]);
+  const listed = await client.untilEnd();
+  assert.equal(listed.length, 3);
+  assert.deepEqual(
+    listed.slice(0, 2).map((line) => line.split(" ")[2]),
+    ["pat", "quinn"],
+    "each SEND keeps the identity in effect when it was read",
+  );
+  client.close();
+});
+
+test("EOF while lines still wait their turn: they run, are answered, then the connection closes", async () => {
+  const hold = holdRequests(service, (request) => request.op === "send");
+  const client = await LineClient.connect(port);
+  client.socket.end("SEND lena x\nSEND lena y\nLIST lena\nPING\n");
+  await waitUntil(() => hold.count === 2);
+  await waitUntilStable(() => service.calls.length);
+  hold.stop();
+  assert.match(await client.line(), /^OK /);
+  assert.match(await client.line(), /^OK /);
+  const listed = await client.untilEnd();
+  assert.equal(listed.length, 3);
+  assert.equal(await client.line(), "OK");
+  await client.closed;
+});
+
+test("a malformed reply from the service becomes ERR INTERNAL; the connection goes on", async () => {
+  const original = service.execute;
+  service.execute = async () => ({ ok: true }) as never;
+  try {
+    const client = await LineClient.connect(port);
+    assert.equal(await client.request("RECEIVE bob"), "ERR INTERNAL internal error (logged on the node)");
+    service.execute = original;
+    assert.equal(await client.request("PING"), "OK");
+    client.close();
+  } finally {
+    service.execute = original;
+  }
 });
