@@ -459,6 +459,11 @@ function parseBlocks(text: string): Block[] {
   return blocks;
 }
 
+// The commands of a testdata file, without their expected output.
+export function transcriptCommands(path: string): string[] {
+  return parseBlocks(readFileSync(path, "utf8")).map((block) => block.command);
+}
+
 // Runs a testdata file; returns the mismatches (empty when it passes). In rewrite mode the file
 // is rewritten with the actual output.
 export function runTranscript(path: string, rewrite: boolean): string[] {
