@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
-import type { Entry, Message, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
+import type { ConfChange, Entry, Message, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
 import { RaftError } from "../../src/raft/types.js";
 
 function mulberry32(seed: number): () => number {
@@ -44,11 +44,20 @@ class Cluster {
     bugs: PlantedBugs | undefined,
     preVote: boolean,
     maxMessageBytes: number,
+    readonly changeMembers = false, // nodes 4 and 5 start outside; conf changes come and go
   ) {
+    const voters = changeMembers ? ids.filter((id) => id <= 3) : ids;
     for (const id of ids) {
-      const config = defaultRaftConfig(id, random, { preVote, checkQuorum: preVote, maxMessageBytes, maxInflightMessages: 4 });
+      const config = defaultRaftConfig(id, random, {
+        electionTicks: 5,
+        heartbeatTicks: 2,
+        preVote,
+        checkQuorum: preVote,
+        maxMessageBytes,
+        maxInflightMessages: 4,
+      });
       if (bugs) config.bugs = bugs;
-      const storage = MemoryLogStorage.withVoters(ids);
+      const storage = MemoryLogStorage.withVoters(voters.includes(id) ? voters : []);
       this.nodes.set(id, { id, node: new RaftNode(config, storage), storage, config, inflight: undefined });
     }
   }
@@ -117,6 +126,22 @@ class Cluster {
     }
   }
 
+  changeConf(): void {
+    const leader = [...this.nodes.values()].find((s) => s.node.status().role === "leader");
+    if (leader === undefined) return;
+    const types = ["add-voter", "add-learner", "remove-node"] as const;
+    const changes = [{ type: this.pick([...types])!, nodeId: this.pick(this.ids)! }];
+    if (this.random() < 0.3) changes.push({ type: this.pick([...types])!, nodeId: this.pick(this.ids)! });
+    const conf = leader.node.status().conf;
+    const change: ConfChange =
+      conf.votersOutgoing.length > 0 ? { transition: "auto", changes: [] } : { transition: this.random() < 0.2 ? "joint" : "auto", changes };
+    try {
+      leader.node.proposeConfChange(change);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+    }
+  }
+
   compact(sim: SimNode): void {
     const status = sim.node.status();
     if (sim.inflight !== undefined || status.applied <= sim.storage.firstIndex()) return;
@@ -150,6 +175,7 @@ class Cluster {
     else if (roll < 0.885) this.compact(sim);
     else if (roll < 0.895) this.partition();
     else if (roll < 0.91) this.groups.clear();
+    else if (roll < 0.97 && this.changeMembers) this.changeConf();
     this.checkLeaders();
   }
 
@@ -183,8 +209,16 @@ class Cluster {
         }
         continue;
       }
-      const done = [...this.nodes.values()].every((s) => s.node.status().applied >= marker!.index);
-      if (done) return;
+      const conf = leader.node.status().conf;
+      const members = new Set([...conf.voters, ...conf.learners, ...conf.votersOutgoing, ...conf.learnersNext]);
+      const done = [...this.nodes.values()].every((s) => !members.has(s.id) || s.node.status().applied >= marker!.index);
+      if (done) {
+        if (process.env["RAFT_DEBUG"] && this.changeMembers) {
+          const changes = [...this.applied.values()].filter((k) => k.includes("conf-change")).length;
+          console.log(`conf changes applied: ${changes}; final conf ${JSON.stringify(conf)}; term ${leader.node.status().term}`);
+        }
+        return;
+      }
     }
     if (process.env["RAFT_DEBUG"]) {
       for (const sim of this.nodes.values()) {
@@ -197,16 +231,30 @@ class Cluster {
 }
 
 // maxMessageBytes 1 sends one entry per append (proposals are 2+ bytes).
-function runSeed(seed: number, bugs: PlantedBugs | undefined, steps: number, preVote: boolean, maxMessageBytes = 64): void {
-  const cluster = new Cluster([1, 2, 3], mulberry32(seed), bugs, preVote, maxMessageBytes);
+function runSeed(seed: number, bugs: PlantedBugs | undefined, steps: number, preVote: boolean, maxMessageBytes = 64, changeMembers = false): void {
+  const ids = changeMembers ? [1, 2, 3, 4, 5] : [1, 2, 3];
+  const cluster = new Cluster(ids, mulberry32(seed), bugs, preVote, maxMessageBytes, changeMembers);
   for (let i = 0; i < steps; i++) cluster.step();
   cluster.settle();
 }
 
-test("random faults: safety holds and the healed cluster makes progress (seeds 1..150)", () => {
-  for (let seed = 1; seed <= 150; seed++) {
+const SEEDS = Number(process.env["RAFT_SEEDS"] ?? 150);
+const SEED_FIRST = Number(process.env["RAFT_SEED_FIRST"] ?? 1);
+
+test("random faults: safety holds and the healed cluster makes progress (150 seeds; RAFT_SEEDS=n for more)", () => {
+  for (let seed = SEED_FIRST; seed < SEED_FIRST + SEEDS; seed++) {
     try {
       runSeed(seed, undefined, 600, seed % 2 === 0, seed % 3 === 0 ? 1 : 64);
+    } catch (error) {
+      throw new Error(`seed ${seed}: ${(error as Error).message}`);
+    }
+  }
+});
+
+test("random faults with membership changes (learners, joint, removals): safety and liveness", () => {
+  for (let seed = SEED_FIRST; seed < SEED_FIRST + Math.ceil(SEEDS / 2); seed++) {
+    try {
+      runSeed(seed, undefined, 1500, true, 64, true);
     } catch (error) {
       throw new Error(`seed ${seed}: ${(error as Error).message}`);
     }
@@ -225,6 +273,7 @@ for (const bug of ["voteBeforePersist", "skipVoteLogCheck"] as const) {
       } catch (error) {
         if (!(error instanceof assert.AssertionError) || !/safety/.test(error.message)) throw error;
         caught = seed;
+        if (process.env["RAFT_DEBUG"]) console.log(`${bug} caught by seed ${seed}: ${error.message}`);
       }
     }
     assert.notEqual(caught, undefined, `${bug} was not caught by seeds 1..400`);
