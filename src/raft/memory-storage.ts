@@ -89,7 +89,9 @@ export class MemoryLogStorage implements LogStorage {
 
   // Replaces the whole log with a snapshot received from the leader.
   applySnapshot(snapshot: Snapshot): void {
-    if (snapshot.meta.index <= this.snap.meta.index) return; // older than ours: nothing to do
+    // Older than ours: nothing to do. An equal index is taken: a joining node replaces its empty
+    // initial configuration with the cluster's (a snapshot at index 0).
+    if (snapshot.meta.index < this.snap.meta.index) return;
     this.snap = { meta: { ...snapshot.meta, conf: cloneConf(snapshot.meta.conf) }, data: snapshot.data };
     this.compacted = { index: snapshot.meta.index, term: snapshot.meta.term };
     this.log = [];

@@ -685,7 +685,8 @@ export class RaftNode {
       return;
     }
     const wasPaused = progress.isPaused();
-    if (progress.maybeUpdate(m.index) || (progress.match === m.index && progress.state === "probe")) {
+    // An answer at match itself still ends probing, and a snapshot the follower already covered.
+    if (progress.maybeUpdate(m.index) || (progress.match === m.index && progress.state !== "replicate")) {
       if (progress.state === "probe") {
         progress.becomeReplicate();
       } else if (progress.state === "snapshot" && progress.match + 1 >= this.log.firstIndex()) {
@@ -708,6 +709,12 @@ export class RaftNode {
   }
 
   private handleAppendRejection(m: Message, progress: Progress): void {
+    if (m.index === 0) {
+      // Index 0 matches on every initialized node: the follower is joining and has no
+      // configuration yet. Only a snapshot (the initial one at index 0, if nothing newer) helps.
+      if (progress.state !== "snapshot") this.maybeSendSnapshot(m.from, progress);
+      return;
+    }
     // Fast backtracking: skip, in one round trip, all our entries of terms the follower lacks.
     let nextProbe = m.rejectHint;
     if ((m.rejectTerm ?? 0) > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.rejectTerm!).index;
@@ -764,6 +771,13 @@ export class RaftNode {
   // ---------------------------------------------------------------- replication (follower)
 
   private handleAppend(m: Message): void {
+    if (m.index === 0 && this.joining()) {
+      // The log from index 1 on only makes sense on top of the initial configuration, which is
+      // not in the log: ask for a snapshot (rejecting index 0 tells the leader so).
+      this.logLine("rejecting append from the log's start: no configuration yet, need a snapshot");
+      this.send({ type: "append-response", to: m.from, index: 0, reject: true, rejectHint: 0, rejectTerm: 0 });
+      return;
+    }
     if (m.index < this.log.committed) {
       this.send({ type: "append-response", to: m.from, index: this.log.committed });
       return;
@@ -797,14 +811,21 @@ export class RaftNode {
     }
   }
 
+  // A node that has never known a configuration: it joins an existing cluster and needs a
+  // snapshot (at least the initial configuration, a snapshot at index 0) before any entry.
+  private joining(): boolean {
+    return confMembers(this.tracker.conf).length === 0;
+  }
+
   private restore(snapshot: Snapshot): boolean {
     const { index, term, conf } = snapshot.meta;
-    if (index <= this.log.committed) return false;
-    if (!confMembers(conf).includes(this.id)) {
-      this.logLine(`ignoring snapshot at ${index}: this node is not in its configuration`);
-      return false;
-    }
-    if (this.log.matchTerm(index, term)) {
+    const joining = this.joining() && confMembers(conf).length > 0;
+    if (index < this.log.committed || (index === this.log.committed && !joining)) return false;
+    // The leader only sends snapshots to members; if the snapshot's configuration lacks us, we
+    // were added after it was taken, and the entries that follow it will add us. (etcd refuses
+    // such a snapshot, which strands a node added after the leader's last snapshot.)
+    if (!confMembers(conf).includes(this.id)) this.logLine(`restoring snapshot ${term}/${index} that predates this node's membership`);
+    if (!joining && this.log.matchTerm(index, term)) {
       // We have the snapshot's last entry: the log is fine, just move the commit forward.
       this.log.commitTo(index);
       return false;
@@ -885,6 +906,7 @@ export class RaftNode {
   }
 
   private switchToConf(conf: RaftStatus["conf"]): void {
+    const before = new Set(this.tracker.progress.keys());
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
     if (this.role !== "leader") return;
     const self = this.tracker.progress.get(this.id);
@@ -894,9 +916,15 @@ export class RaftNode {
       return;
     }
     if (this.leadTransferee !== NONE && !this.tracker.isVoter(this.leadTransferee)) this.abortLeaderTransfer();
-    // The quorum changed: the commit may move, and new members need their first append.
-    if (this.maybeCommit()) this.broadcastAppend();
-    else for (const id of this.tracker.progress.keys()) if (id !== this.id) this.maybeSendAppend(id, false);
+    // The quorum changed: the commit may move. New members get a first (probing) append now
+    // rather than at the next heartbeat.
+    if (this.maybeCommit()) {
+      this.broadcastAppend();
+      return;
+    }
+    for (const id of this.tracker.progress.keys()) {
+      if (id !== this.id) this.maybeSendAppend(id, !before.has(id));
+    }
   }
 
   private maybeAutoLeaveJoint(): void {

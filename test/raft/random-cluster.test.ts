@@ -110,9 +110,17 @@ class Cluster {
     const message = this.network[index]!;
     if (!keep) this.network.splice(index, 1);
     const target = this.nodes.get(message.to);
-    if (target === undefined || this.cut(message.from, message.to)) return;
+    if (target === undefined || this.cut(message.from, message.to)) {
+      this.lost(message);
+      return;
+    }
     target.node.step(message);
     if (message.type === "snapshot") this.nodes.get(message.from)?.node.reportSnapshot(message.to, true);
+  }
+
+  // The driver contract: every snapshot message is reported, done or failed.
+  lost(message: Message): void {
+    if (message.type === "snapshot") this.nodes.get(message.from)?.node.reportSnapshot(message.to, false);
   }
 
   propose(): void {
@@ -168,7 +176,7 @@ class Cluster {
     else if (roll < 0.8 && this.network.length > 0) {
       const index = Math.floor(this.random() * Math.min(this.network.length, 4)); // mild reordering
       const fate = this.random();
-      if (fate < 0.08) this.network.splice(index, 1); // lost
+      if (fate < 0.08) this.lost(this.network.splice(index, 1)[0]!);
       else this.deliver(index, fate > 0.95); // sometimes duplicated
     } else if (roll < 0.86) this.propose();
     else if (roll < 0.875) this.crash(sim);
@@ -213,6 +221,13 @@ class Cluster {
       const members = new Set([...conf.voters, ...conf.learners, ...conf.votersOutgoing, ...conf.learnersNext]);
       const done = [...this.nodes.values()].every((s) => !members.has(s.id) || s.node.status().applied >= marker!.index);
       if (done) {
+        // Every member that applied as far as the leader agrees on the configuration.
+        for (const sim of this.nodes.values()) {
+          const status = sim.node.status();
+          if (members.has(sim.id) && status.applied === leader.node.status().applied) {
+            assert.deepEqual(status.conf, conf, `node ${sim.id} disagrees on the configuration`);
+          }
+        }
         if (process.env["RAFT_DEBUG"] && this.changeMembers) {
           const changes = [...this.applied.values()].filter((k) => k.includes("conf-change")).length;
           console.log(`conf changes applied: ${changes}; final conf ${JSON.stringify(conf)}; term ${leader.node.status().term}`);
