@@ -29,6 +29,7 @@ import { ProgressTracker } from "./tracker.js";
 import { CompactedError, NONE, RaftError, SnapshotUnavailableError } from "./types.js";
 import type {
   ConfChange,
+  ConfState,
   Entry,
   HardState,
   Message,
@@ -63,6 +64,10 @@ export class RaftNode {
   private readonly log: RaftLog;
   private readonly tracker: ProgressTracker;
   private readonly readOnly = new ReadOnlyQueue();
+  // The configuration at index 0 (bootstrap), when known: started with nothing applied and no
+  // compaction. Lets the leader hand a joining node the initial configuration as a snapshot at
+  // index 0 when the storage has no snapshot to offer yet.
+  private readonly initialConf: ConfState | undefined;
 
   private term = 0;
   private vote: NodeId = NONE;
@@ -97,6 +102,7 @@ export class RaftNode {
     assert(hardState.commit <= this.log.lastIndex(), `raft: commit ${hardState.commit} beyond last index ${this.log.lastIndex()}`);
     this.log.committed = Math.max(hardState.commit, this.log.applied);
     assert(this.log.committed <= this.log.lastIndex(), "raft: applied beyond the last index");
+    if (this.log.applied === 0 && storage.firstIndex() === 1 && conf.voters.length > 0) this.initialConf = conf;
     this.tracker = new ProgressTracker(conf, config.maxInflightMessages, config.maxInflightBytes);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
     this.reset(hardState.term);
@@ -653,8 +659,10 @@ export class RaftNode {
     try {
       snapshot = this.log.snapshot();
     } catch (error) {
-      if (error instanceof SnapshotUnavailableError) return false; // try again later
-      throw error;
+      if (!(error instanceof SnapshotUnavailableError)) throw error;
+      if (this.initialConf === undefined || this.log.firstIndex() !== 1) return false; // try later
+      // Nothing compacted and no snapshot yet: the initial configuration and the empty state.
+      snapshot = { meta: { index: 0, term: 0, conf: this.initialConf }, data: new Uint8Array(0) };
     }
     progress.becomeSnapshot(snapshot.meta.index);
     this.logLine(`sending snapshot ${snapshot.meta.term}/${snapshot.meta.index} to ${to}`);
