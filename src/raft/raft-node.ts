@@ -435,10 +435,12 @@ export class RaftNode {
 
   private handleVoteRequest(m: Message): void {
     const responseType: MessageType = m.type === "vote" ? "vote-response" : "prevote-response";
+    // A pre-vote for a future term binds nothing, but is refused while we hear from a leader
+    // (thesis §9.6): a node that was cut off must not unseat a working leader when it returns.
     const canVote =
       this.vote === m.from ||
       (this.vote === NONE && this.lead === NONE) ||
-      (m.type === "prevote" && m.term > this.term); // a pre-vote for a future term binds nothing
+      (m.type === "prevote" && m.term > this.term && !this.inLeaderLease());
     const upToDate = this.config.bugs?.skipVoteLogCheck === true || this.log.isUpToDate(m.index, m.logTerm);
     if (canVote && upToDate) {
       this.logLine(`granting ${m.type} to ${m.from} at term ${m.term}`);
@@ -448,9 +450,17 @@ export class RaftNode {
         this.vote = m.from;
       }
     } else {
-      this.logLine(`rejecting ${m.type} from ${m.from} at term ${m.term}`);
+      let reason = `leader ${this.lead} is alive`;
+      if (!upToDate) reason = "its log is behind";
+      else if (this.vote !== NONE && !(m.type === "prevote" && m.term > this.term)) reason = `voted for ${this.vote}`;
+      this.logLine(`rejecting ${m.type} from ${m.from} at term ${m.term}: ${reason}`);
       this.send({ type: responseType, to: m.from, term: this.term, reject: true });
     }
+  }
+
+  // We heard from a leader (or are one) within the election timeout.
+  private inLeaderLease(): boolean {
+    return this.lead !== NONE && this.electionElapsed < this.config.electionTicks;
   }
 
   private poll(m: Message): void {
@@ -475,8 +485,7 @@ export class RaftNode {
       if (m.type === "vote" || m.type === "prevote") {
         // Lease: while we hear from a leader, a (pre)candidate is likely a partitioned or
         // restarted node with a stale view; ignoring it keeps it from disrupting the cluster.
-        const inLease = this.config.checkQuorum && this.lead !== NONE && this.electionElapsed < this.config.electionTicks;
-        if (inLease && m.leaderTransfer !== true) {
+        if (this.config.checkQuorum && this.inLeaderLease() && m.leaderTransfer !== true) {
           this.logLine(`ignoring ${m.type} from ${m.from} at term ${m.term}: leader lease`);
           return false;
         }
