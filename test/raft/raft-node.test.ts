@@ -100,10 +100,13 @@ class NoInitialSnapshotStorage extends MemoryLogStorage {
   }
 }
 
-test("a joining node learns the initial configuration even when the storage has no snapshot yet", () => {
+// A joining node may start with an empty configuration or with the cluster's current one (which
+// does not list it yet); either way it must take the initial configuration from a snapshot before
+// it replays conf changes, and the leader must find one to send.
+for (const start of [[], [1, 2, 3]]) test(`a joining node (starting with voters=(${start})) learns the initial configuration even when the storage has no snapshot yet`, () => {
   const members = new Map<number, Member>();
   for (const id of [1, 2, 3, 4]) {
-    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? [] : [1, 2, 3]));
+    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? start : [1, 2, 3]));
     members.set(id, { node: new RaftNode(defaultRaftConfig(id, () => 0), storage), storage, applied: [] });
   }
   const leader = members.get(1)!.node;
