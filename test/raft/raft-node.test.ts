@@ -125,3 +125,40 @@ for (const start of [[], [1, 2, 3]]) test(`a joining node (starting with voters=
   assert.equal(joined.commit, leader.status().commit);
   assert.deepEqual(members.get(4)!.applied.map(decode).filter((d) => d === "before"), ["before"]);
 });
+
+test("limits: uncommitted bytes refuse proposals; committed bytes per Ready split the applying", () => {
+  const members = cluster([1, 2, 3], { maxUncommittedBytes: 10, maxCommittedBytesPerReady: 8 });
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("aaaa"));
+  leader.propose(text("bbbb"));
+  assert.throws(() => leader.propose(text("cccc")), (e: unknown) => e instanceof RaftError && e.code === "PROPOSAL_DROPPED");
+  pump(members); // committed and applied: the budget is free again
+  leader.propose(text("cccc"));
+  leader.propose(text("dddd"));
+  // Node 2 persists the four entries and learns they are committed, then applies them 8 bytes
+  // (two entries) per Ready.
+  const node2 = members.get(2)!;
+  pump(members);
+  const sizes: number[] = [];
+  const restarted = new RaftNode(defaultRaftConfig(2, () => 0, { maxCommittedBytesPerReady: 8 }), node2.storage);
+  while (restarted.hasReady()) {
+    const ready = restarted.ready();
+    sizes.push(ready.committedEntries.length);
+    restarted.advance(ready);
+  }
+  assert.deepEqual(sizes, [3, 2]); // "" + aaaa + bbbb (8 bytes), then cccc + dddd
+});
+
+test("the Ready handshake is enforced: one Ready at a time, advanced with itself", () => {
+  const members = cluster([1]);
+  const node = members.get(1)!.node;
+  node.campaign();
+  const ready = node.ready();
+  assert.equal(node.hasReady(), false);
+  assert.throws(() => node.ready(), /before advance/);
+  assert.throws(() => node.advance({ ...ready }), /without its ready/);
+  node.advance(ready);
+  assert.equal(node.hasReady(), true); // the self-vote made it leader: new state to persist
+});
