@@ -85,6 +85,9 @@ export class RaftNode {
   private pendingConfIndex = 0; // index of the last conf change this leader appended
   private uncommittedBytes = 0;
   private pendingReadIndex: Message[] = []; // ReadIndex requests waiting for a commit in this term
+  // Proposals were appended since the last Ready: their appends go out when the Ready is made,
+  // so a burst of proposals travels as one append per follower instead of one each.
+  private broadcastPending = false;
 
   private messages: Message[] = [];
   private messagesAfterPersist: Message[] = [];
@@ -217,6 +220,10 @@ export class RaftNode {
 
   ready(): Ready {
     assert(this.outstanding === undefined, "raft: ready() called again before advance()");
+    if (this.broadcastPending) {
+      this.broadcastPending = false;
+      if (this.role === "leader") this.broadcastAppend();
+    }
     const soft = this.softState();
     const hard = this.hardState();
     const committedEntries = this.log.nextCommittedEntries(this.config.maxCommittedBytesPerReady);
@@ -337,6 +344,7 @@ export class RaftNode {
     if (self !== undefined) self.match = this.log.persistedLastIndex();
     this.pendingConfIndex = 0;
     this.uncommittedBytes = 0;
+    this.broadcastPending = false;
     this.readOnly.clear();
     this.pendingReadIndex = [];
   }
@@ -608,7 +616,7 @@ export class RaftNode {
       throw new RaftError("PROPOSAL_DROPPED", `uncommitted log over ${this.config.maxUncommittedBytes} bytes`);
     }
     const last = this.appendEntries([entry]);
-    this.broadcastAppend();
+    this.broadcastPending = true;
     return { index: last, term: this.term };
   }
 
@@ -618,7 +626,7 @@ export class RaftNode {
     if (entries.some((entry) => entry.type === "conf-change")) return; // only via proposeConfChange
     if (!this.increaseUncommittedBytes(entries)) return;
     this.appendEntries(entries);
-    this.broadcastAppend();
+    this.broadcastPending = true;
   }
 
   // The uncommitted-bytes limit; a single entry always fits into an empty budget.
