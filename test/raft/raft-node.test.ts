@@ -4,7 +4,8 @@ import { test } from "node:test";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
 import type { Entry, Message, RaftConfig } from "../../src/raft/types.js";
-import { RaftError } from "../../src/raft/types.js";
+import { RaftError, SnapshotUnavailableError } from "../../src/raft/types.js";
+import { confFromVoters } from "../../src/raft/confchange.js";
 
 interface Member {
   node: RaftNode;
@@ -88,4 +89,76 @@ test("a single-node cluster elects itself and commits after persisting", () => {
   node.propose(text("x"));
   pump(members);
   assert.deepEqual(members.get(1)!.applied.map(decode), ["", "x"]);
+});
+
+// A storage that, like a durable one before its first snapshot, has no snapshot to offer.
+class NoInitialSnapshotStorage extends MemoryLogStorage {
+  override snapshot() {
+    const snapshot = super.snapshot();
+    if (snapshot.meta.index === 0) throw new SnapshotUnavailableError("no snapshot yet");
+    return snapshot;
+  }
+}
+
+// A joining node may start with an empty configuration or with the cluster's current one (which
+// does not list it yet); either way it must take the initial configuration from a snapshot before
+// it replays conf changes, and the leader must find one to send.
+for (const start of [[], [1, 2, 3]]) test(`a joining node (starting with voters=(${start})) learns the initial configuration even when the storage has no snapshot yet`, () => {
+  const members = new Map<number, Member>();
+  for (const id of [1, 2, 3, 4]) {
+    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? start : [1, 2, 3]));
+    members.set(id, { node: new RaftNode(defaultRaftConfig(id, () => 0), storage), storage, applied: [] });
+  }
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("before"));
+  pump(members);
+  leader.proposeConfChange({ transition: "auto", changes: [{ type: "add-learner", nodeId: 4 }] });
+  pump(members);
+  for (let i = 0; i < 3; i++) {
+    leader.tick(); // heartbeats until node 4 caught up
+    pump(members);
+  }
+  const joined = members.get(4)!.node.status();
+  assert.deepEqual(joined.conf, { voters: [1, 2, 3], learners: [4], votersOutgoing: [], learnersNext: [], autoLeave: false });
+  assert.equal(joined.commit, leader.status().commit);
+  assert.deepEqual(members.get(4)!.applied.map(decode).filter((d) => d === "before"), ["before"]);
+});
+
+test("limits: uncommitted bytes refuse proposals; committed bytes per Ready split the applying", () => {
+  const members = cluster([1, 2, 3], { maxUncommittedBytes: 10, maxCommittedBytesPerReady: 8 });
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("aaaa"));
+  leader.propose(text("bbbb"));
+  assert.throws(() => leader.propose(text("cccc")), (e: unknown) => e instanceof RaftError && e.code === "PROPOSAL_DROPPED");
+  pump(members); // committed and applied: the budget is free again
+  leader.propose(text("cccc"));
+  leader.propose(text("dddd"));
+  // Node 2 persists the four entries and learns they are committed, then applies them 8 bytes
+  // (two entries) per Ready.
+  const node2 = members.get(2)!;
+  pump(members);
+  const sizes: number[] = [];
+  const restarted = new RaftNode(defaultRaftConfig(2, () => 0, { maxCommittedBytesPerReady: 8 }), node2.storage);
+  while (restarted.hasReady()) {
+    const ready = restarted.ready();
+    sizes.push(ready.committedEntries.length);
+    restarted.advance(ready);
+  }
+  assert.deepEqual(sizes, [3, 2]); // "" + aaaa + bbbb (8 bytes), then cccc + dddd
+});
+
+test("the Ready handshake is enforced: one Ready at a time, advanced with itself", () => {
+  const members = cluster([1]);
+  const node = members.get(1)!.node;
+  node.campaign();
+  const ready = node.ready();
+  assert.equal(node.hasReady(), false);
+  assert.throws(() => node.ready(), /before advance/);
+  assert.throws(() => node.advance({ ...ready }), /without its ready/);
+  node.advance(ready);
+  assert.equal(node.hasReady(), true); // the self-vote made it leader: new state to persist
 });
