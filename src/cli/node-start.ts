@@ -27,6 +27,7 @@ interface StartFlags {
   electionTicks?: string;
   heartbeatTicks?: string;
   snapshotEntries?: string;
+  snapshotCatchUpEntries?: string;
   clockMaxOffsetMs?: string;
 }
 
@@ -45,6 +46,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   electionTicks: "FERRY_ELECTION_TICKS",
   heartbeatTicks: "FERRY_HEARTBEAT_TICKS",
   snapshotEntries: "FERRY_SNAPSHOT_ENTRIES",
+  snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
 };
 
@@ -66,6 +68,7 @@ export function registerStartCommand(program: Command): void {
     .option("--election-ticks <n>", "election timeout in ticks (randomized up to twice that)")
     .option("--heartbeat-ticks <n>", "heartbeat interval in ticks")
     .option("--snapshot-entries <n>", "take a snapshot every n applied entries")
+    .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .action(async (flags: StartFlags) => {
       let config: NodeConfig;
@@ -112,6 +115,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     electionTicks: number("electionTicks", fromFile.electionTicks ?? NODE_DEFAULTS.electionTicks),
     heartbeatTicks: number("heartbeatTicks", fromFile.heartbeatTicks ?? NODE_DEFAULTS.heartbeatTicks),
     snapshotEntries: number("snapshotEntries", fromFile.snapshotEntries ?? NODE_DEFAULTS.snapshotEntries),
+    snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };
   if (config.members.length === 0 && !config.join) {

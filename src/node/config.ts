@@ -29,6 +29,7 @@ export interface NodeConfig {
   inflightEntriesMax: number; // proposed but not yet applied entries on the leader
   requestTimeoutMs: number; // a request not answered by then gets TIMEOUT
   snapshotEntries: number; // take a snapshot after this many applied entries
+  snapshotCatchUpEntries: number; // entries kept below a snapshot so slow followers need no snapshot
   clockMaxOffsetMs: number; // beyond it the node fences itself
   waitMsMax: number; // longest long poll
 }
@@ -46,6 +47,7 @@ export const NODE_DEFAULTS = {
   inflightEntriesMax: 256,
   requestTimeoutMs: 10_000,
   snapshotEntries: 20_000,
+  snapshotCatchUpEntries: 5_000,
   clockMaxOffsetMs: 250,
   waitMsMax: 60_000,
   join: false,

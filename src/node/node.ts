@@ -37,7 +37,6 @@ export interface NodeDependencies {
 }
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
-const SNAPSHOT_CATCH_UP_ENTRIES = 5_000; // entries kept below a snapshot for slow followers
 const SHUTDOWN_TRANSFER_MS = 2_000;
 
 export class FerryNode {
@@ -47,6 +46,7 @@ export class FerryNode {
   private readonly appliedWaiters = new AppliedWaiters();
   private readonly readWaiters = new Map<string, (index: number) => void>();
   private readonly fatalListeners: Array<(error: Error) => void> = [];
+  private leaderWaiters: Array<() => void> = [];
   private scheduled = false;
   private processing = false;
   private stopped = false;
@@ -145,8 +145,29 @@ export class FerryNode {
     }
   }
 
-  private propose(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+  private async propose(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+    if (this.leader === 0) await this.waitForLeader(signal);
     this.requireLeader();
+    return this.enqueue(command, signal);
+  }
+
+  // Right after a start or during an election no leader is known. Rather than fail at once, a
+  // request waits (a few election timeouts at most) for one to emerge.
+  private waitForLeader(signal?: AbortSignal): Promise<void> {
+    const timeoutMs = Math.min(this.config.requestTimeoutMs, this.config.tickMs * this.config.electionTicks * 4);
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      this.leaderWaiters.push(done);
+    });
+  }
+
+  private enqueue(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
     return new Promise<BrokerResult>((resolve, reject) => {
       let settled = false;
       const timer = setTimeout(() => finish(new FerryError("TIMEOUT", `no answer within ${this.config.requestTimeoutMs} ms; the request may or may not have been applied`)), this.config.requestTimeoutMs);
@@ -350,6 +371,7 @@ export class FerryNode {
     const wasLeader = this.role === "leader";
     this.role = role;
     this.leader = leader;
+    if (leader !== 0) for (const wake of this.leaderWaiters.splice(0)) wake();
     this.log("info", "role", { role, leader, term: this.raft.status().term });
     if (wasLeader && role !== "leader") {
       const error = new FerryError("NOT_LEADER", "leadership was lost before the request was applied; it may or may not have been applied", this.book.get(leader)?.client);
@@ -400,7 +422,7 @@ export class FerryNode {
       try {
         await this.storage.saveSnapshot({ index, term, conf }, data);
         await this.kv.flushed();
-        const compactTo = index - SNAPSHOT_CATCH_UP_ENTRIES;
+        const compactTo = index - this.config.snapshotCatchUpEntries;
         if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
         this.lastSnapshotIndex = index;
         this.log("info", "snapshot", { index, term, bytes: data.length });
@@ -425,6 +447,7 @@ export class FerryNode {
   // ---- membership ----
 
   private async cluster(request: ClusterRequest): Promise<ClusterReply> {
+    if (this.leader === 0) await this.waitForLeader();
     this.requireLeader();
     if (request.action === "transfer") return this.transfer(request.nodeId);
     if (request.action === "remove") {

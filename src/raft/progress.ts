@@ -107,6 +107,14 @@ export class Progress {
     }
   }
 
+  // The follower's log ends at lastIndex, below what it acknowledged before (it lost its data):
+  // start over from there, in probe mode.
+  forgetMatch(lastIndex: number): void {
+    this.match = Math.min(this.match, lastIndex);
+    this.resetState("probe");
+    this.next = this.match + 1;
+  }
+
   becomeReplicate(): void {
     this.resetState("replicate");
     this.next = this.match + 1;

@@ -761,6 +761,12 @@ export class RaftNode {
     if (progress === undefined) return;
     progress.recentActive = true;
     progress.probeSent = false;
+    if (m.reject && m.rejectHint < progress.match) {
+      // The follower lost its log (see handleHeartbeat). Lowering match is always safe: it only
+      // holds back future commits; what is committed stays committed.
+      this.logLine(`${m.from} lost its log beyond ${m.rejectHint} (match was ${progress.match}): probing from there`);
+      progress.forgetMatch(m.rejectHint);
+    }
     // A full window may be full of lost appends: let one more through to find out.
     if (progress.state === "replicate" && progress.inflights.full()) progress.inflights.freeFirst();
     if (progress.match < this.log.lastIndex() || progress.state === "probe") this.sendAppend(m.from);
@@ -826,8 +832,17 @@ export class RaftNode {
   }
 
   private handleHeartbeat(m: Message): void {
-    this.log.commitTo(m.commit);
     const response: Partial<Message> & { type: MessageType; to: NodeId } = { type: "heartbeat-response", to: m.from };
+    // The leader sends commit = min(our match, its commit): a commit beyond our last index means
+    // we lost entries we once acknowledged (the data directory was wiped). Commit nothing on
+    // its word, and tell it where our log ends so it probes (and snapshots) us from there.
+    if (m.commit > this.log.lastIndex()) {
+      this.logLine(`heartbeat commit ${m.commit} is beyond our last index ${this.log.lastIndex()}: our log was lost`);
+      response.reject = true;
+      response.rejectHint = this.log.lastIndex();
+    } else {
+      this.log.commitTo(m.commit);
+    }
     if (m.context !== undefined) response.context = m.context;
     this.send(response);
   }

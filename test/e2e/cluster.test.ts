@@ -11,7 +11,7 @@ describe("a 3-node cluster of real processes", { timeout: 180_000 }, () => {
   let client: FerryClient;
 
   before(async () => {
-    cluster = await new TestCluster({ nodes: 3, extraArgs: ["--snapshot-entries", "200"] }).start();
+    cluster = await new TestCluster({ nodes: 3, extraArgs: ["--snapshot-entries", "200", "--snapshot-catch-up-entries", "20"] }).start();
     client = await connect({ seeds: cluster.seeds(), name: "e2e" });
   });
 
