@@ -305,6 +305,26 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([paused.close(), healthy.close()]);
   });
 
+  test("a request over frameBytesMax fails with TOO_LARGE and is not sent", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], frameBytesMax: 1024, ...fast });
+    const error = await rejection(client.send("bob", new Uint8Array(2000)));
+    assert.equal((error as FerryError).code, "TOO_LARGE");
+    assert.equal(server.requestsOf("send").length, 0);
+    await client.send("bob", "small is fine");
+    await client.close();
+    await server.close();
+  });
+
+  test("a refused HELLO fails connect with the server's error", async () => {
+    const server = await FakeServer.start();
+    server.faults.push({ op: "hello", kind: "error", code: "FORBIDDEN", message: "name taken" });
+    const error = await rejection(connect({ seeds: [server.address], name: "mallory", ...fast }));
+    assert.equal((error as FerryError).code, "FORBIDDEN");
+    assert.equal((error as FerryError).message, "name taken");
+    await server.close();
+  });
+
   test("connect fails with UNAVAILABLE when no seed answers", async () => {
     const error = await rejection(connect({ seeds: [`127.0.0.1:${await closedPort()}`], timeoutMs: 200, ...fast }));
     assert.ok(error instanceof FerryError);
