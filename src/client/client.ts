@@ -95,6 +95,7 @@ export class FerryClient {
   private connection: Connection | undefined;
   private connecting: Promise<Connection> | undefined;
   private readonly retired = new Set<Connection>();
+  private readonly scopes = new Set<CallScope>(); // calls under way, ended at once by close()
   private closed = false;
 
   constructor(options: ClientOptions) {
@@ -115,11 +116,11 @@ export class FerryClient {
 
   // Resolves once a connection is open (retrying seeds with backoff until timeoutMs).
   async ready(options: CallOptions = {}): Promise<void> {
-    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    const scope = this.openScope(options);
     try {
       await this.withRetries(scope, "idempotent", (connection) => Promise.resolve(connection));
     } finally {
-      scope.dispose();
+      this.closeScope(scope);
     }
   }
 
@@ -220,7 +221,11 @@ export class FerryClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.window.rejectWaiters(new ConnectionError("client closed", this.target, false));
+    // Calls waiting for the window, connecting or backing off end now; calls in flight end
+    // when their connection closes below.
+    const closedError = new ConnectionError("the client was closed before an answer", this.target, false);
+    for (const scope of this.scopes) scope.abort(closedError);
+    this.window.rejectWaiters(closedError);
     const connections = [...this.retired];
     if (this.connection !== undefined) connections.push(this.connection);
     this.connection = undefined;
@@ -250,8 +255,7 @@ export class FerryClient {
   }
 
   private async call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
-    if (this.closed) throw new ConnectionError("client closed", this.target, false);
-    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    const scope = this.openScope(options);
     try {
       await this.window.acquire(scope);
       try {
@@ -260,8 +264,20 @@ export class FerryClient {
         this.window.release();
       }
     } finally {
-      scope.dispose();
+      this.closeScope(scope);
     }
+  }
+
+  private openScope(options: CallOptions): CallScope {
+    if (this.closed) throw new ConnectionError("client closed", this.target, false);
+    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    this.scopes.add(scope);
+    return scope;
+  }
+
+  private closeScope(scope: CallScope): void {
+    scope.dispose();
+    this.scopes.delete(scope);
   }
 
   // Runs attempt() on a connection until it succeeds, fails in a way that must not be retried,
@@ -349,6 +365,10 @@ export class FerryClient {
     const scope = new CallScope(timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
     try {
       await connection.request(request, scope);
+    } catch (error) {
+      // Whatever happened to HELLO, the caller's own request was never written.
+      if (error instanceof ConnectionError && error.requestSent) throw new ConnectionError(error.message, error.address, false);
+      throw error;
     } finally {
       scope.dispose();
     }

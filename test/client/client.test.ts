@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import { connect, type FerryClient } from "../../src/client/index.js";
+import { connect, FerryClient } from "../../src/client/index.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import { FakeServer } from "./fake-server.js";
 
@@ -316,6 +316,17 @@ describe("failures, reconnects and leaders", () => {
     await server.close();
   });
 
+  test("a connection lost during HELLO counts as not sent: even a receive is retried", async () => {
+    const server = await FakeServer.start();
+    const client = new FerryClient({ seeds: [server.address], name: "alice", ...fast });
+    server.faults.push({ op: "hello", kind: "drop" });
+    assert.deepEqual(await client.receive("bob"), []);
+    assert.equal(server.requestsOf("hello").length, 2);
+    assert.equal(server.requestsOf("receive").length, 1);
+    await client.close();
+    await server.close();
+  });
+
   test("a refused HELLO fails connect with the server's error", async () => {
     const server = await FakeServer.start();
     server.faults.push({ op: "hello", kind: "error", code: "FORBIDDEN", message: "name taken" });
@@ -330,6 +341,14 @@ describe("failures, reconnects and leaders", () => {
     assert.ok(error instanceof FerryError);
     assert.equal(error.code, "UNAVAILABLE");
     assert.match(error.message, /cannot connect/);
+  });
+
+  test("close ends a call that is backing off between reconnects", { timeout: 5000 }, async () => {
+    const client = new FerryClient({ seeds: [`127.0.0.1:${await closedPort()}`], reconnectMinMs: 60_000, reconnectMaxMs: 60_000 });
+    const call = rejection(client.status({ timeoutMs: 120_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // refused, now in a long backoff
+    await client.close();
+    assert.equal(((await call) as FerryError).code, "UNAVAILABLE");
   });
 
   test("after close, waiting and new calls fail with UNAVAILABLE", async () => {
