@@ -337,7 +337,8 @@ export class FerryClient {
   }
 
   private async openConnection(address: string): Promise<Connection> {
-    const connection = await Connection.open(address, { connectTimeoutMs: this.options.connectTimeoutMs, frameBytesMax: this.options.frameBytesMax });
+    const { connectTimeoutMs, frameBytesMax, idleTimeoutMs } = this.options;
+    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs });
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
       if (this.options.name !== undefined) await this.hello(connection, this.options.name);

@@ -37,6 +37,7 @@ export const RID_MAX = 0xffff_ffff;
 export interface ConnectionOptions {
   connectTimeoutMs: number;
   frameBytesMax: number;
+  idleTimeoutMs: number;
 }
 
 export class Connection {
@@ -53,10 +54,16 @@ export class Connection {
     readonly address: string,
     private readonly socket: net.Socket,
     private readonly frameBytesMax: number,
+    idleTimeoutMs: number,
   ) {
     this.decoder = new FrameDecoder(frameBytesMax);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    // Idle: no bytes either way for idleTimeoutMs. Only a connection with nothing in flight is
+    // closed (a long poll may legitimately be silent for longer).
+    socket.setTimeout(idleTimeoutMs, () => {
+      if (this.pending.size === 0) this.retire();
+    });
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => {}); // "close" follows and does the work
     socket.on("close", () => this.onClose());
@@ -78,7 +85,7 @@ export class Connection {
         clearTimeout(timer);
         socket.removeAllListeners("error");
         socket.write(BINARY_PREAMBLE);
-        resolve(new Connection(address, socket, options.frameBytesMax));
+        resolve(new Connection(address, socket, options.frameBytesMax, options.idleTimeoutMs));
       });
     });
   }

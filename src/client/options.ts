@@ -11,6 +11,9 @@ export const RECONNECT_MAX_MS_DEFAULT = 2_000;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 3_000;
 export const RETRIES_MAX_DEFAULT = 64;
 export const ATTEMPT_TIMEOUT_MS_DEFAULT = 3_000;
+// Below the server's idle timeout (5 min), so the client, not the server, closes an idle
+// connection: a request written just as the server hangs up would otherwise be lost in between.
+export const IDLE_TIMEOUT_MS_DEFAULT = 60_000;
 
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
@@ -26,6 +29,7 @@ export interface ClientOptions {
   // paused or partitioned leader keeps its TCP connection open and would otherwise hold the call
   // until its deadline (default 3 s; the resend is deduplicated by message id).
   attemptTimeoutMs?: number;
+  idleTimeoutMs?: number; // a connection with nothing in flight and no traffic this long is closed (default 60 s)
 }
 
 export interface ResolvedOptions {
@@ -39,6 +43,7 @@ export interface ResolvedOptions {
   frameBytesMax: number;
   retriesMax: number;
   attemptTimeoutMs: number;
+  idleTimeoutMs: number;
 }
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -61,6 +66,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     frameBytesMax: options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT,
     retriesMax: options.retriesMax ?? RETRIES_MAX_DEFAULT,
     attemptTimeoutMs: options.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS_DEFAULT,
+    idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS_DEFAULT,
   };
   requirePositive("timeoutMs", resolved.timeoutMs);
   requirePositive("window", resolved.window);
@@ -69,6 +75,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
   requirePositive("frameBytesMax", resolved.frameBytesMax);
   requireNonNegative("retriesMax", resolved.retriesMax);
   requirePositive("attemptTimeoutMs", resolved.attemptTimeoutMs);
+  requirePositive("idleTimeoutMs", resolved.idleTimeoutMs);
   if (resolved.reconnectMaxMs < resolved.reconnectMinMs) {
     throw new FerryError("INVALID", "reconnectMaxMs must be at least reconnectMinMs");
   }

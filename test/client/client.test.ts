@@ -351,6 +351,18 @@ describe("failures, reconnects and leaders", () => {
     assert.equal(((await call) as FerryError).code, "UNAVAILABLE");
   });
 
+  test("an idle connection is closed by the client and reopened on the next call", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], idleTimeoutMs: 50, ...fast });
+    await client.send("bob", "one");
+    await until(() => server.openConnections === 0, "the idle connection to close");
+    await client.send("bob", "two");
+    assert.equal(server.connectionsAccepted, 2);
+    assert.equal(server.mailbox("bob").length, 2);
+    await client.close();
+    await server.close();
+  });
+
   test("after close, waiting and new calls fail with UNAVAILABLE", async () => {
     const server = await FakeServer.start();
     const client = await connect({ seeds: [server.address], window: 1, ...fast });
