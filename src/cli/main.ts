@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { registerAdminCommands } from "./admin.js";
 import { EXIT_USAGE, reportError } from "./common.js";
+import { registerConsumeCommand } from "./consume.js";
 import { registerMessageCommands } from "./messages.js";
 import { registerNodeCommands } from "./node-commands.js";
 
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
       outputError: (text, write) => write(text.replace(/^error: /, "error: INVALID ")),
     });
   registerMessageCommands(program);
+  registerConsumeCommand(program);
   registerAdminCommands(program);
   registerNodeCommands(program);
   return program;

@@ -15,6 +15,7 @@ import type {
   ListReply,
   ListRequest,
   MessageState,
+  PurgeRequest,
   NodeStatus,
   ReceiveRequest,
   Request,
@@ -191,6 +192,16 @@ export class FerryClient {
     return result;
   }
 
+  // Removes every message of a mailbox (purge) or the mailbox itself (delete); resolves with the
+  // number of messages removed.
+  async purge(mailbox: string, options: CallOptions = {}): Promise<number> {
+    return this.purgeOrDelete({ op: "purge", mailbox }, options);
+  }
+
+  async deleteMailbox(mailbox: string, options: CallOptions = {}): Promise<number> {
+    return this.purgeOrDelete({ op: "delete", mailbox }, options);
+  }
+
   async status(options: CallOptions = {}): Promise<StatusReply> {
     const reply = await this.call({ op: "status" }, "idempotent", options);
     const nodes = Array.isArray(reply.nodes) ? (reply.nodes as NodeStatus[]) : [];
@@ -250,6 +261,12 @@ export class FerryClient {
       throw new FerryError("INVALID", `${request.op}: ids must be non-empty strings`);
     }
     if (request.ids.length === 0) return 0;
+    const reply = await this.call(request, "unapplied-only", options);
+    return Number(reply.count ?? 0);
+  }
+
+  private async purgeOrDelete(request: PurgeRequest, options: CallOptions): Promise<number> {
+    requireName("mailbox", request.mailbox);
     const reply = await this.call(request, "unapplied-only", options);
     return Number(reply.count ?? 0);
   }

@@ -124,6 +124,9 @@ describe("client against one leader", () => {
     assert.equal(status.self, 1);
     const cluster = await client.cluster("add", 4, { peerAddress: "127.0.0.1:22348", clientAddress: "127.0.0.1:12348" });
     assert.match(cluster.message, /add 4/);
+    await client.send("gone", "x");
+    assert.equal(await client.purge("gone"), 1);
+    assert.equal(await client.deleteMailbox("gone"), 0);
     assert.equal(server.requestsOf("cluster").at(-1)!.peerAddress, "127.0.0.1:22348");
   });
 

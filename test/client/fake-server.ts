@@ -181,6 +181,13 @@ export class FakeServer {
         return this.settle(request);
       case "list":
         return this.list(request);
+      case "purge":
+      case "delete": {
+        const count = this.mailbox(String(request.mailbox)).length;
+        if (request.op === "purge") this.mailboxes.set(String(request.mailbox), []);
+        else this.mailboxes.delete(String(request.mailbox));
+        return { ok: true, count };
+      }
       case "status":
         return this.status();
       case "cluster":
