@@ -216,6 +216,29 @@ describe("failures, reconnects and leaders", () => {
     await server.close();
   });
 
+  test("many sends through lost requests and lost answers: each stored exactly once", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], ...fast });
+    let count = 0;
+    server.faultFor = (request) => {
+      if (request.op !== "send") return undefined;
+      count++;
+      if (count % 53 === 0) return { kind: "drop" }; // lost before it was applied
+      if (count % 37 === 0) return { kind: "apply-then-drop" }; // applied, answer lost
+      return undefined;
+    };
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, index) => client.send("ledger", `entry ${index}`)));
+    server.faultFor = () => undefined;
+    const stored = server.mailbox("ledger").map((message) => message.id);
+    assert.equal(stored.length, 200);
+    assert.equal(new Set(stored).size, 200);
+    assert.deepEqual(new Set(stored), new Set(replies.map((reply) => reply.id)));
+    assert.ok(replies.some((reply) => reply.duplicate), "some answers were lost after the message was stored");
+    assert.ok(server.connectionsAccepted > 1);
+    await client.close();
+    await server.close();
+  });
+
   test("retryable error replies resend a send with the same id, caller-given or generated", async () => {
     const server = await FakeServer.start();
     const client = await connect({ seeds: [server.address], ...fast });

@@ -29,6 +29,7 @@ interface StoredMessage {
 export type Fault =
   | { op?: string; kind: "error"; code: ErrorCode; message?: string; leaderHint?: string }
   | { op?: string; kind: "drop" } // destroy the connection instead of answering
+  | { op?: string; kind: "apply-then-drop" } // execute, then destroy the connection: the answer is lost
   | { op?: string; kind: "ignore" }; // never answer
 
 const TIMESTAMP_BASE = 1_700_000_000_000n << 16n;
@@ -40,6 +41,8 @@ export class FakeServer {
   role: "leader" | "follower" = "leader";
   leaderHint: string | undefined;
   delayMs: (request: FakeRequest) => number = () => 0;
+  // Consulted for every request after the queued faults: a test's own fault schedule.
+  faultFor: (request: FakeRequest) => Fault | undefined = () => undefined;
   hold = false; // when true, answers wait until releaseHeld()
   connectionsAccepted = 0;
   inFlight = 0;
@@ -133,7 +136,7 @@ export class FakeServer {
   }
 
   private async answer(socket: net.Socket, session: { name: string }, request: FakeRequest): Promise<void> {
-    const fault = this.takeFault(request.op);
+    const fault = this.takeFault(request.op) ?? this.faultFor(request);
     if (fault?.kind === "drop") {
       socket.destroy();
       return;
@@ -146,6 +149,11 @@ export class FakeServer {
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
       let reply: Reply;
+      if (fault?.kind === "apply-then-drop") {
+        await this.execute(session, request, socket);
+        socket.destroy();
+        return;
+      }
       if (fault?.kind === "error") {
         reply = { ok: false, code: fault.code, message: fault.message ?? `injected ${fault.code}`, ...(fault.leaderHint ? { leaderHint: fault.leaderHint } : {}) };
       } else {
