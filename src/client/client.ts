@@ -28,6 +28,7 @@ import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { nameProblem } from "../protocol/names.js";
 import { backoffDelayMs } from "./backoff.js";
+import { publishConnected, publishDisconnected, publishRetry } from "./diagnostics.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
@@ -119,7 +120,7 @@ export class FerryClient {
   async ready(options: CallOptions = {}): Promise<void> {
     const scope = this.openScope(options);
     try {
-      await this.withRetries(scope, "idempotent", (connection) => Promise.resolve(connection));
+      await this.withRetries(scope, "idempotent", "connect", (connection) => Promise.resolve(connection));
     } finally {
       this.closeScope(scope);
     }
@@ -276,7 +277,7 @@ export class FerryClient {
     try {
       await this.window.acquire(scope);
       try {
-        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope));
+        return await this.withRetries(scope, kind, request.op, (connection) => this.attempt(connection, request, kind, scope));
       } finally {
         this.window.release();
       }
@@ -300,7 +301,7 @@ export class FerryClient {
   // Runs attempt() on a connection until it succeeds, fails in a way that must not be retried,
   // or the scope ends. Between attempts it reroutes (leader hint, next seed) and backs off; the
   // first redirect to a hinted leader goes at once.
-  private async withRetries<T>(scope: CallScope, kind: RetryKind, attempt: (connection: Connection) => Promise<T>): Promise<T> {
+  private async withRetries<T>(scope: CallScope, kind: RetryKind, op: string, attempt: (connection: Connection) => Promise<T>): Promise<T> {
     let redirectIsFree = true;
     for (let retry = 0; ; retry++) {
       let address: string | undefined;
@@ -317,6 +318,7 @@ export class FerryClient {
       if (failure instanceof ConnectionError) address ??= failure.address;
       const route = this.reroute(failure, address);
       if (this.closed || !mayRetry(kind, failure) || retry >= this.options.retriesMax) throw failure;
+      publishRetry({ op, code: failure.code, message: failure.message, retry, from: address, to: this.target });
       if (route === "redirect" && redirectIsFree) {
         redirectIsFree = false;
         continue;
@@ -363,9 +365,11 @@ export class FerryClient {
       connection.close();
       throw error;
     }
+    publishConnected(address);
     connection.onClosed(() => {
       if (this.connection === connection) this.connection = undefined;
       this.retired.delete(connection);
+      publishDisconnected(address);
     });
     if (address !== this.target) {
       // Rerouted while connecting: serve the waiting callers here, send new calls to the target.

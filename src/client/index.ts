@@ -22,3 +22,4 @@ export {
   TIMEOUT_MS_DEFAULT,
   WINDOW_REQUESTS_DEFAULT,
 } from "./options.js";
+export type { RetryEvent } from "./diagnostics.js";

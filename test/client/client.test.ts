@@ -1,6 +1,7 @@
 // The client library against the fake binary server: round trips, pipelining, the window,
 // deadlines, aborts, reconnects, leader discovery and the retry rules.
 import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
@@ -292,13 +293,28 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([leader.close(), follower.close()]);
   });
 
-  test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed", async () => {
+  test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed; retries are published", async () => {
     const leader = await FakeServer.start();
     const lost = await FakeServer.start({ role: "follower" });
-    const client = await connect({ seeds: [`127.0.0.1:${await closedPort()}`, lost.address, leader.address], ...fast });
+    const down = `127.0.0.1:${await closedPort()}`;
+    const events: unknown[] = [];
+    const listen = (event: unknown) => events.push(event);
+    diagnostics.subscribe("ferry:client:retry", listen);
+    const client = await connect({ seeds: [down, lost.address, leader.address], ...fast });
     await client.send("bob", "found you");
+    diagnostics.unsubscribe("ferry:client:retry", listen);
     assert.equal(leader.requestsOf("send").length, 1);
     assert.equal(lost.requestsOf("send").length, 1);
+    assert.deepEqual(
+      events.map((event) => {
+        const { op, code, from, to } = event as Record<string, unknown>;
+        return { op, code, from, to };
+      }),
+      [
+        { op: "connect", code: "UNAVAILABLE", from: down, to: lost.address },
+        { op: "send", code: "NOT_LEADER", from: lost.address, to: leader.address },
+      ],
+    );
     await client.close();
     await Promise.all([leader.close(), lost.close()]);
   });
