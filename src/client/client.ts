@@ -303,6 +303,7 @@ export class FerryClient {
   // first redirect to a hinted leader goes at once.
   private async withRetries<T>(scope: CallScope, kind: RetryKind, op: string, attempt: (connection: Connection) => Promise<T>): Promise<T> {
     let redirectIsFree = true;
+    let lastFailure: FerryError | undefined;
     for (let retry = 0; ; retry++) {
       let address: string | undefined;
       let failure: unknown;
@@ -313,12 +314,18 @@ export class FerryClient {
       } catch (error) {
         failure = error;
       }
-      if (scope.aborted) throw scope.reason;
+      if (scope.aborted) {
+        // Deadline passed while still connecting: the last real error says more than TIMEOUT.
+        // (With a request in flight, TIMEOUT is the truth: it may or may not have been applied.)
+        if (scope.timedOut && address === undefined && lastFailure !== undefined) throw lastFailure;
+        throw scope.reason;
+      }
       if (!(failure instanceof FerryError)) throw failure;
       if (failure instanceof ConnectionError) address ??= failure.address;
       const route = this.reroute(failure, address);
       if (this.closed || !mayRetry(kind, failure) || retry >= this.options.retriesMax) throw failure;
       publishRetry({ op, code: failure.code, message: failure.message, retry, from: address, to: this.target });
+      lastFailure = failure;
       if (route === "redirect" && redirectIsFree) {
         redirectIsFree = false;
         continue;
@@ -326,8 +333,7 @@ export class FerryClient {
       try {
         await sleep(backoffDelayMs(retry, this.options.reconnectMinMs, this.options.reconnectMaxMs, this.random), scope);
       } catch (reason) {
-        // The deadline passed while backing off: the last real error says more than TIMEOUT.
-        throw scope.timedOut ? failure : reason;
+        throw scope.timedOut ? failure : reason; // as above: backing off, nothing in flight
       }
     }
   }
@@ -356,8 +362,8 @@ export class FerryClient {
   }
 
   private async openConnection(address: string): Promise<Connection> {
-    const { connectTimeoutMs, frameBytesMax, idleTimeoutMs } = this.options;
-    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs });
+    const { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls } = this.options;
+    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
       if (this.options.name !== undefined) await this.hello(connection, this.options.name);

@@ -1,5 +1,6 @@
 // Client options, their defaults and their validation. Every limit of the client library is a
 // named constant here, overridable through ClientOptions and checked once in resolveOptions().
+import type { ConnectionOptions as TlsConnectionOptions } from "node:tls";
 import { FerryError } from "../protocol/errors.js";
 import { FRAME_BYTES_MAX_DEFAULT } from "../protocol/binary.js";
 import { nameProblem } from "../protocol/names.js";
@@ -30,6 +31,9 @@ export interface ClientOptions {
   // until its deadline (default 3 s; the resend is deduplicated by message id).
   attemptTimeoutMs?: number;
   idleTimeoutMs?: number; // a connection with nothing in flight and no traffic this long is closed (default 60 s)
+  // TLS to the client port: true for the system's trusted CAs, or node:tls options (ca, cert,
+  // key, servername, ...). Default: plain TCP.
+  tls?: boolean | TlsConnectionOptions;
 }
 
 export interface ResolvedOptions {
@@ -44,6 +48,7 @@ export interface ResolvedOptions {
   retriesMax: number;
   attemptTimeoutMs: number;
   idleTimeoutMs: number;
+  tls: TlsConnectionOptions | undefined;
 }
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -67,6 +72,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     retriesMax: options.retriesMax ?? RETRIES_MAX_DEFAULT,
     attemptTimeoutMs: options.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS_DEFAULT,
     idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS_DEFAULT,
+    tls: options.tls === true ? {} : options.tls === false ? undefined : options.tls,
   };
   requirePositive("timeoutMs", resolved.timeoutMs);
   requirePositive("window", resolved.window);

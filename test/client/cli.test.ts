@@ -2,6 +2,8 @@
 // stderr and exit codes.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { FakeServer } from "./fake-server.js";
 
@@ -96,6 +98,17 @@ test("errors print `error: <CODE> <message>` and exit with the code's status", a
   const down = await ferry(["status", "--seeds", "127.0.0.1:1", "--timeout", "200"]);
   assert.equal(down.code, 5);
   assert.match(down.stderr, /^error: UNAVAILABLE cannot connect to 127\.0\.0\.1:1/);
+});
+
+test("--tls-ca talks TLS to a node with that certificate", async () => {
+  const certFile = new URL("./fixtures/test-cert.pem", import.meta.url);
+  const secure = await FakeServer.start({ tls: { key: readFileSync(new URL("./fixtures/test-key.pem", import.meta.url)), cert: readFileSync(certFile) } });
+  const sent = await ferry(["send", "bob", "sealed", "--seeds", secure.address, "--tls-ca", fileURLToPath(certFile)]);
+  assert.equal(sent.code, 0, sent.stderr);
+  assert.equal(secure.mailbox("bob").length, 1);
+  const plain = await ferry(["status", "--seeds", secure.address, "--timeout", "300"]);
+  assert.equal(plain.code, 5);
+  await secure.close();
 });
 
 test("every command has --help", async () => {

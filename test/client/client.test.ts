@@ -2,6 +2,7 @@
 // deadlines, aborts, reconnects, leader discovery and the retry rules.
 import assert from "node:assert/strict";
 import diagnostics from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
@@ -376,6 +377,21 @@ describe("failures, reconnects and leaders", () => {
     assert.equal((error as FerryError).code, "FORBIDDEN");
     assert.equal((error as FerryError).message, "name taken");
     await server.close();
+  });
+
+  test("TLS: trusted certificate works; an untrusted one or a plain server is UNAVAILABLE", async () => {
+    const cert = readFileSync(new URL("./fixtures/test-cert.pem", import.meta.url));
+    const key = readFileSync(new URL("./fixtures/test-key.pem", import.meta.url));
+    const secure = await FakeServer.start({ tls: { key, cert } });
+    const client = await connect({ seeds: [secure.address], name: "tina", tls: { ca: cert }, ...fast });
+    await client.send("bob", "over tls");
+    const [message] = await client.receive("bob");
+    assert.equal(message!.sender, "tina");
+    await client.close();
+    const untrusted = await rejection(connect({ seeds: [secure.address], tls: true, timeoutMs: 300, ...fast }));
+    assert.equal((untrusted as FerryError).code, "UNAVAILABLE");
+    assert.match((untrusted as FerryError).message, /self.signed|certificate/i);
+    await secure.close();
   });
 
   test("connect fails with UNAVAILABLE when no seed answers", async () => {

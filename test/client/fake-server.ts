@@ -3,6 +3,7 @@
 // follower (NOT_LEADER with a leaderHint), fail chosen requests with a code, drop the connection
 // on a request, delay replies, or hold them until the test releases them.
 import net from "node:net";
+import tls from "node:tls";
 import { BINARY_PREAMBLE, decodePayload, encodeFrame, FrameDecoder } from "../../src/protocol/binary.js";
 import type { ErrorCode } from "../../src/protocol/errors.js";
 
@@ -54,12 +55,13 @@ export class FakeServer {
 
   private constructor(private readonly server: net.Server) {}
 
-  static async start(options: { role?: "leader" | "follower"; leaderHint?: string; port?: number } = {}): Promise<FakeServer> {
-    const server = net.createServer();
+  static async start(options: { role?: "leader" | "follower"; leaderHint?: string; port?: number; tls?: tls.TlsOptions } = {}): Promise<FakeServer> {
+    const server = options.tls === undefined ? net.createServer() : tls.createServer(options.tls);
     const fake = new FakeServer(server);
     fake.role = options.role ?? "leader";
     fake.leaderHint = options.leaderHint;
-    server.on("connection", (socket) => fake.accept(socket));
+    server.on(options.tls === undefined ? "connection" : "secureConnection", (socket: net.Socket) => fake.accept(socket));
+    server.on("tlsClientError", () => {}); // a plain client on the TLS port: refused
     await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve));
     return fake;
   }
