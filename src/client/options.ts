@@ -11,7 +11,7 @@ export const RECONNECT_MIN_MS_DEFAULT = 50;
 export const RECONNECT_MAX_MS_DEFAULT = 2_000;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 3_000;
 export const RETRIES_MAX_DEFAULT = 64;
-export const ATTEMPT_TIMEOUT_MS_DEFAULT = 3_000;
+export const ATTEMPT_TIMEOUT_MS_DEFAULT = 2_000;
 // Below the server's idle timeout (5 min), so the client, not the server, closes an idle
 // connection: a request written just as the server hangs up would otherwise be lost in between.
 export const IDLE_TIMEOUT_MS_DEFAULT = 60_000;
@@ -28,7 +28,7 @@ export interface ClientOptions {
   retriesMax?: number; // retries of one call, on top of its deadline (default 64)
   // A SEND, LIST or STATUS attempt unanswered this long is sent again to the next node: a
   // paused or partitioned leader keeps its TCP connection open and would otherwise hold the call
-  // until its deadline (default 3 s; the resend is deduplicated by message id).
+  // until its deadline (default 2 s, a few election timeouts; the resend is deduplicated by id).
   attemptTimeoutMs?: number;
   idleTimeoutMs?: number; // a connection with nothing in flight and no traffic this long is closed (default 60 s)
   // TLS to the client port: true for the system's trusted CAs, or node:tls options (ca, cert,
