@@ -1,6 +1,8 @@
 // What every client command shares: the connection options (--seeds, --timeout, --name), --json,
 // opening a client for one command and closing it after, number parsing, and turning errors into
 // `error: <CODE> <message>` on stderr with the exit code of the table in docs/cli.md.
+import { readFileSync } from "node:fs";
+import type { ConnectionOptions as TlsConnectionOptions } from "node:tls";
 import { type Command, InvalidArgumentError } from "commander";
 import { FerryClient } from "../client/index.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
@@ -16,6 +18,9 @@ export interface ClientFlags {
   timeout?: number;
   name?: string;
   json?: boolean;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsServername?: string;
 }
 
 // Exit codes: what a script can branch on. Keep in sync with docs/cli.md.
@@ -49,6 +54,9 @@ export function addClientOptions(command: Command): Command {
     .option("--seeds <addresses>", `comma-separated host:port of cluster nodes (env FERRY_SEEDS; default ${SEEDS_DEFAULT})`)
     .option("--timeout <ms>", `per-request deadline including retries (default ${CLI_TIMEOUT_MS_DEFAULT})`, parsePositiveInteger)
     .option("--name <name>", "identity to send as (env FERRY_NAME; default anonymous)")
+    .option("--tls", "connect with TLS, trusting the system's CAs (env FERRY_TLS=1)")
+    .option("--tls-ca <file>", "connect with TLS, trusting this PEM certificate (env FERRY_TLS_CA)")
+    .option("--tls-servername <name>", "the host name the node's certificate is for, when seeds are IP addresses")
     .option("--json", "print machine-readable JSON on stdout");
 }
 
@@ -64,10 +72,12 @@ export function seedsOf(flags: ClientFlags): string[] {
 export async function withClient<T>(flags: ClientFlags, work: (client: FerryClient) => Promise<T>): Promise<T> {
   const name = flags.name ?? process.env.FERRY_NAME;
   const timeoutMs = flags.timeout ?? CLI_TIMEOUT_MS_DEFAULT;
+  const tls = tlsOf(flags);
   const client = new FerryClient({
     seeds: seedsOf(flags),
     timeoutMs,
     ...(name === undefined || name === "" ? {} : { name }),
+    ...(tls === undefined ? {} : { tls }),
   });
   try {
     await client.ready({ timeoutMs: Math.min(timeoutMs, CLI_CONNECT_WAIT_MS_DEFAULT) });
@@ -75,6 +85,22 @@ export async function withClient<T>(flags: ClientFlags, work: (client: FerryClie
   } finally {
     await client.close();
   }
+}
+
+function tlsOf(flags: ClientFlags): TlsConnectionOptions | undefined {
+  const caFile = flags.tlsCa ?? process.env.FERRY_TLS_CA;
+  const wanted = flags.tls === true || process.env.FERRY_TLS === "1" || caFile !== undefined || flags.tlsServername !== undefined;
+  if (!wanted) return undefined;
+  const options: TlsConnectionOptions = {};
+  if (caFile !== undefined) {
+    try {
+      options.ca = readFileSync(caFile);
+    } catch (error) {
+      throw new FerryError("INVALID", `cannot read --tls-ca ${caFile}: ${(error as Error).message}`);
+    }
+  }
+  if (flags.tlsServername !== undefined) options.servername = flags.tlsServername;
+  return options;
 }
 
 export function parsePositiveInteger(value: string): number {

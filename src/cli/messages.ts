@@ -103,6 +103,14 @@ export function registerMessageCommands(program: Command): void {
     if (page.next !== undefined) process.stderr.write(`more: ferry list ${mailbox} --cursor ${page.next}\n`);
   });
 
+  addClientOptions(program.command("purge").description("remove every message of a mailbox; prints how many").argument("<mailbox>", "mailbox name")).action(
+    async (mailbox: string, flags: ClientFlags) => {
+      const count = await withClient(flags, (client) => client.purge(mailbox));
+      if (flags.json) printJson({ count });
+      else print(String(count));
+    },
+  );
+
   addClientOptions(
     program
       .command("ack")

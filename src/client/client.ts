@@ -15,6 +15,7 @@ import type {
   ListReply,
   ListRequest,
   MessageState,
+  PurgeRequest,
   NodeStatus,
   ReceiveRequest,
   Request,
@@ -27,6 +28,7 @@ import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { nameProblem } from "../protocol/names.js";
 import { backoffDelayMs } from "./backoff.js";
+import { publishConnected, publishDisconnected, publishRetry } from "./diagnostics.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
@@ -95,6 +97,7 @@ export class FerryClient {
   private connection: Connection | undefined;
   private connecting: Promise<Connection> | undefined;
   private readonly retired = new Set<Connection>();
+  private readonly scopes = new Set<CallScope>(); // calls under way, ended at once by close()
   private closed = false;
 
   constructor(options: ClientOptions) {
@@ -115,11 +118,11 @@ export class FerryClient {
 
   // Resolves once a connection is open (retrying seeds with backoff until timeoutMs).
   async ready(options: CallOptions = {}): Promise<void> {
-    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    const scope = this.openScope(options);
     try {
-      await this.withRetries(scope, "idempotent", (connection) => Promise.resolve(connection));
+      await this.withRetries(scope, "idempotent", "connect", (connection) => Promise.resolve(connection));
     } finally {
-      scope.dispose();
+      this.closeScope(scope);
     }
   }
 
@@ -190,6 +193,16 @@ export class FerryClient {
     return result;
   }
 
+  // Removes every message of a mailbox (purge) or the mailbox itself (delete); resolves with the
+  // number of messages removed.
+  async purge(mailbox: string, options: CallOptions = {}): Promise<number> {
+    return this.purgeOrDelete({ op: "purge", mailbox }, options);
+  }
+
+  async deleteMailbox(mailbox: string, options: CallOptions = {}): Promise<number> {
+    return this.purgeOrDelete({ op: "delete", mailbox }, options);
+  }
+
   async status(options: CallOptions = {}): Promise<StatusReply> {
     const reply = await this.call({ op: "status" }, "idempotent", options);
     const nodes = Array.isArray(reply.nodes) ? (reply.nodes as NodeStatus[]) : [];
@@ -220,7 +233,11 @@ export class FerryClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.window.rejectWaiters(new ConnectionError("client closed", this.target, false));
+    // Calls waiting for the window, connecting or backing off end now; calls in flight end
+    // when their connection closes below.
+    const closedError = new ConnectionError("the client was closed before an answer", this.target, false);
+    for (const scope of this.scopes) scope.abort(closedError);
+    this.window.rejectWaiters(closedError);
     const connections = [...this.retired];
     if (this.connection !== undefined) connections.push(this.connection);
     this.connection = undefined;
@@ -249,26 +266,44 @@ export class FerryClient {
     return Number(reply.count ?? 0);
   }
 
+  private async purgeOrDelete(request: PurgeRequest, options: CallOptions): Promise<number> {
+    requireName("mailbox", request.mailbox);
+    const reply = await this.call(request, "unapplied-only", options);
+    return Number(reply.count ?? 0);
+  }
+
   private async call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
-    if (this.closed) throw new ConnectionError("client closed", this.target, false);
-    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    const scope = this.openScope(options);
     try {
       await this.window.acquire(scope);
       try {
-        return await this.withRetries(scope, kind, (connection) => this.attempt(connection, request, kind, scope));
+        return await this.withRetries(scope, kind, request.op, (connection) => this.attempt(connection, request, kind, scope));
       } finally {
         this.window.release();
       }
     } finally {
-      scope.dispose();
+      this.closeScope(scope);
     }
+  }
+
+  private openScope(options: CallOptions): CallScope {
+    if (this.closed) throw new ConnectionError("client closed", this.target, false);
+    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
+    this.scopes.add(scope);
+    return scope;
+  }
+
+  private closeScope(scope: CallScope): void {
+    scope.dispose();
+    this.scopes.delete(scope);
   }
 
   // Runs attempt() on a connection until it succeeds, fails in a way that must not be retried,
   // or the scope ends. Between attempts it reroutes (leader hint, next seed) and backs off; the
   // first redirect to a hinted leader goes at once.
-  private async withRetries<T>(scope: CallScope, kind: RetryKind, attempt: (connection: Connection) => Promise<T>): Promise<T> {
+  private async withRetries<T>(scope: CallScope, kind: RetryKind, op: string, attempt: (connection: Connection) => Promise<T>): Promise<T> {
     let redirectIsFree = true;
+    let lastFailure: FerryError | undefined;
     for (let retry = 0; ; retry++) {
       let address: string | undefined;
       let failure: unknown;
@@ -279,11 +314,18 @@ export class FerryClient {
       } catch (error) {
         failure = error;
       }
-      if (scope.aborted) throw scope.reason;
+      if (scope.aborted) {
+        // Deadline passed while still connecting: the last real error says more than TIMEOUT.
+        // (With a request in flight, TIMEOUT is the truth: it may or may not have been applied.)
+        if (scope.timedOut && address === undefined && lastFailure !== undefined) throw lastFailure;
+        throw scope.reason;
+      }
       if (!(failure instanceof FerryError)) throw failure;
       if (failure instanceof ConnectionError) address ??= failure.address;
       const route = this.reroute(failure, address);
       if (this.closed || !mayRetry(kind, failure) || retry >= this.options.retriesMax) throw failure;
+      publishRetry({ op, code: failure.code, message: failure.message, retry, from: address, to: this.target });
+      lastFailure = failure;
       if (route === "redirect" && redirectIsFree) {
         redirectIsFree = false;
         continue;
@@ -291,8 +333,7 @@ export class FerryClient {
       try {
         await sleep(backoffDelayMs(retry, this.options.reconnectMinMs, this.options.reconnectMaxMs, this.random), scope);
       } catch (reason) {
-        // The deadline passed while backing off: the last real error says more than TIMEOUT.
-        throw scope.timedOut ? failure : reason;
+        throw scope.timedOut ? failure : reason; // as above: backing off, nothing in flight
       }
     }
   }
@@ -321,7 +362,8 @@ export class FerryClient {
   }
 
   private async openConnection(address: string): Promise<Connection> {
-    const connection = await Connection.open(address, { connectTimeoutMs: this.options.connectTimeoutMs, frameBytesMax: this.options.frameBytesMax });
+    const { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls } = this.options;
+    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
       if (this.options.name !== undefined) await this.hello(connection, this.options.name);
@@ -329,9 +371,11 @@ export class FerryClient {
       connection.close();
       throw error;
     }
+    publishConnected(address);
     connection.onClosed(() => {
       if (this.connection === connection) this.connection = undefined;
       this.retired.delete(connection);
+      publishDisconnected(address);
     });
     if (address !== this.target) {
       // Rerouted while connecting: serve the waiting callers here, send new calls to the target.
@@ -349,6 +393,10 @@ export class FerryClient {
     const scope = new CallScope(timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
     try {
       await connection.request(request, scope);
+    } catch (error) {
+      // Whatever happened to HELLO, the caller's own request was never written.
+      if (error instanceof ConnectionError && error.requestSent) throw new ConnectionError(error.message, error.address, false);
+      throw error;
     } finally {
       scope.dispose();
     }

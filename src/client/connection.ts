@@ -6,6 +6,7 @@
 // connection is closed every pending request fails with UNAVAILABLE and new ones are refused
 // without being written, which the retry policy can tell apart through `requestSent`.
 import net from "node:net";
+import tls from "node:tls";
 import { BINARY_PREAMBLE, decodePayload, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
@@ -37,6 +38,8 @@ export const RID_MAX = 0xffff_ffff;
 export interface ConnectionOptions {
   connectTimeoutMs: number;
   frameBytesMax: number;
+  idleTimeoutMs: number;
+  tls?: tls.ConnectionOptions | undefined; // present: TLS (the same port serves it when the node has a certificate)
 }
 
 export class Connection {
@@ -53,10 +56,16 @@ export class Connection {
     readonly address: string,
     private readonly socket: net.Socket,
     private readonly frameBytesMax: number,
+    idleTimeoutMs: number,
   ) {
     this.decoder = new FrameDecoder(frameBytesMax);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    // Idle: no bytes either way for idleTimeoutMs. Only a connection with nothing in flight is
+    // closed (a long poll may legitimately be silent for longer).
+    socket.setTimeout(idleTimeoutMs, () => {
+      if (this.pending.size === 0) this.retire();
+    });
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => {}); // "close" follows and does the work
     socket.on("close", () => this.onClose());
@@ -66,7 +75,8 @@ export class Connection {
   static open(address: string, options: ConnectionOptions): Promise<Connection> {
     const { host, port } = parseAddress(address);
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
+      const socket = options.tls === undefined ? net.connect({ host, port }) : tls.connect({ ...serverName(host), ...options.tls, host, port });
+      const readyEvent = options.tls === undefined ? "connect" : "secureConnect";
       const fail = (message: string) => {
         clearTimeout(timer);
         socket.destroy();
@@ -74,11 +84,11 @@ export class Connection {
       };
       const timer = setTimeout(() => fail(`no connection within ${options.connectTimeoutMs} ms`), options.connectTimeoutMs);
       socket.once("error", (error) => fail(error.message));
-      socket.once("connect", () => {
+      socket.once(readyEvent, () => {
         clearTimeout(timer);
         socket.removeAllListeners("error");
         socket.write(BINARY_PREAMBLE);
-        resolve(new Connection(address, socket, options.frameBytesMax));
+        resolve(new Connection(address, socket, options.frameBytesMax, options.idleTimeoutMs));
       });
     });
   }
@@ -208,6 +218,11 @@ export class Connection {
     for (const request of pending) request.reject(error);
     for (const listener of this.closeListeners.splice(0)) listener();
   }
+}
+
+// SNI carries host names only; for an IP address the caller may name the certificate's host.
+function serverName(host: string): { servername?: string } {
+  return net.isIP(host) === 0 ? { servername: host } : {};
 }
 
 function errorFromReply(reply: Record<string, unknown>): FerryError {

@@ -20,6 +20,9 @@ import { sleepUnlessAborted } from "./scope.js";
 
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
+// An empty batch that came back sooner than this (waitMs 0, or a server that does not long-poll)
+// is followed by a pause for the rest of it, so an idle consumer never spins on RECEIVE.
+export const CONSUME_EMPTY_POLL_MS_MIN = 100;
 
 export interface ConsumeOptions {
   autoAck?: boolean; // default true
@@ -46,6 +49,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
   let failures = 0;
   while (!signal?.aborted && !client.isClosed) {
     let batch: DeliveredMessage[];
+    const startedMs = performance.now();
     try {
       await awaitAcks(acks);
       acks = [];
@@ -56,6 +60,8 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
         ...(signal === undefined ? {} : { signal }),
       });
       failures = 0;
+      const elapsedMs = performance.now() - startedMs;
+      if (batch.length === 0 && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
     } catch (error) {
       if (signal?.aborted || client.isClosed) return;
       if (!(error instanceof FerryError) || !error.retryable) throw error;

@@ -13,10 +13,13 @@ export {
 export { CONSUME_MAX_DEFAULT, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
 export {
   type ClientOptions,
+  ATTEMPT_TIMEOUT_MS_DEFAULT,
   CONNECT_TIMEOUT_MS_DEFAULT,
+  IDLE_TIMEOUT_MS_DEFAULT,
   RECONNECT_MAX_MS_DEFAULT,
   RECONNECT_MIN_MS_DEFAULT,
   RETRIES_MAX_DEFAULT,
   TIMEOUT_MS_DEFAULT,
   WINDOW_REQUESTS_DEFAULT,
 } from "./options.js";
+export type { RetryEvent } from "./diagnostics.js";

@@ -1,5 +1,6 @@
 // Client options, their defaults and their validation. Every limit of the client library is a
 // named constant here, overridable through ClientOptions and checked once in resolveOptions().
+import type { ConnectionOptions as TlsConnectionOptions } from "node:tls";
 import { FerryError } from "../protocol/errors.js";
 import { FRAME_BYTES_MAX_DEFAULT } from "../protocol/binary.js";
 import { nameProblem } from "../protocol/names.js";
@@ -10,7 +11,10 @@ export const RECONNECT_MIN_MS_DEFAULT = 50;
 export const RECONNECT_MAX_MS_DEFAULT = 2_000;
 export const CONNECT_TIMEOUT_MS_DEFAULT = 3_000;
 export const RETRIES_MAX_DEFAULT = 64;
-export const ATTEMPT_TIMEOUT_MS_DEFAULT = 3_000;
+export const ATTEMPT_TIMEOUT_MS_DEFAULT = 2_000;
+// Below the server's idle timeout (5 min), so the client, not the server, closes an idle
+// connection: a request written just as the server hangs up would otherwise be lost in between.
+export const IDLE_TIMEOUT_MS_DEFAULT = 60_000;
 
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
@@ -24,8 +28,12 @@ export interface ClientOptions {
   retriesMax?: number; // retries of one call, on top of its deadline (default 64)
   // A SEND, LIST or STATUS attempt unanswered this long is sent again to the next node: a
   // paused or partitioned leader keeps its TCP connection open and would otherwise hold the call
-  // until its deadline (default 3 s; the resend is deduplicated by message id).
+  // until its deadline (default 2 s, a few election timeouts; the resend is deduplicated by id).
   attemptTimeoutMs?: number;
+  idleTimeoutMs?: number; // a connection with nothing in flight and no traffic this long is closed (default 60 s)
+  // TLS to the client port: true for the system's trusted CAs, or node:tls options (ca, cert,
+  // key, servername, ...). Default: plain TCP.
+  tls?: boolean | TlsConnectionOptions;
 }
 
 export interface ResolvedOptions {
@@ -39,6 +47,8 @@ export interface ResolvedOptions {
   frameBytesMax: number;
   retriesMax: number;
   attemptTimeoutMs: number;
+  idleTimeoutMs: number;
+  tls: TlsConnectionOptions | undefined;
 }
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -61,6 +71,8 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     frameBytesMax: options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT,
     retriesMax: options.retriesMax ?? RETRIES_MAX_DEFAULT,
     attemptTimeoutMs: options.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS_DEFAULT,
+    idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS_DEFAULT,
+    tls: options.tls === true ? {} : options.tls === false ? undefined : options.tls,
   };
   requirePositive("timeoutMs", resolved.timeoutMs);
   requirePositive("window", resolved.window);
@@ -69,6 +81,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
   requirePositive("frameBytesMax", resolved.frameBytesMax);
   requireNonNegative("retriesMax", resolved.retriesMax);
   requirePositive("attemptTimeoutMs", resolved.attemptTimeoutMs);
+  requirePositive("idleTimeoutMs", resolved.idleTimeoutMs);
   if (resolved.reconnectMaxMs < resolved.reconnectMinMs) {
     throw new FerryError("INVALID", "reconnectMaxMs must be at least reconnectMinMs");
   }

@@ -2,6 +2,8 @@
 // stderr and exit codes.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { FakeServer } from "./fake-server.js";
 
@@ -52,6 +54,24 @@ test("receive prints one escaped line per message; list prints a table; seeds co
   assert.match(received.stdout, /^\S+ anonymous \d+ 1 two\\nlines\n$/);
 });
 
+test("consume --count prints and acks messages as they come; purge empties a mailbox", async () => {
+  for (const body of ["a", "b", "c"]) server.store("feed", body);
+  const consumed = await ferry(["consume", "feed", "--count", "2", "--max", "1", "--json", ...seeds]);
+  assert.equal(consumed.code, 0, consumed.stderr);
+  const lines = consumed.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(
+    lines.map((message) => message.body),
+    ["a", "b"],
+  );
+  assert.deepEqual(
+    server.mailbox("feed").map((message) => new TextDecoder().decode(message.body)),
+    ["c"],
+  );
+  const purged = await ferry(["purge", "feed", ...seeds]);
+  assert.equal(purged.stdout, "1\n");
+  assert.equal(server.mailbox("feed").length, 0);
+});
+
 test("status prints the node table; cluster add passes the addresses", async () => {
   const status = await ferry(["status", ...seeds]);
   assert.equal(status.code, 0, status.stderr);
@@ -80,8 +100,19 @@ test("errors print `error: <CODE> <message>` and exit with the code's status", a
   assert.match(down.stderr, /^error: UNAVAILABLE cannot connect to 127\.0\.0\.1:1/);
 });
 
+test("--tls-ca talks TLS to a node with that certificate", async () => {
+  const certFile = new URL("./fixtures/test-cert.pem", import.meta.url);
+  const secure = await FakeServer.start({ tls: { key: readFileSync(new URL("./fixtures/test-key.pem", import.meta.url)), cert: readFileSync(certFile) } });
+  const sent = await ferry(["send", "bob", "sealed", "--seeds", secure.address, "--tls-ca", fileURLToPath(certFile)]);
+  assert.equal(sent.code, 0, sent.stderr);
+  assert.equal(secure.mailbox("bob").length, 1);
+  const plain = await ferry(["status", "--seeds", secure.address, "--timeout", "300"]);
+  assert.equal(plain.code, 5);
+  await secure.close();
+});
+
 test("every command has --help", async () => {
-  const commands = [["send"], ["receive"], ["list"], ["ack"], ["nack"], ["status"], ["cluster", "add"], ["cluster", "remove"], ["cluster", "transfer"]];
+  const commands = [["send"], ["receive"], ["consume"], ["list"], ["purge"], ["ack"], ["nack"], ["status"], ["cluster", "add"], ["cluster", "remove"], ["cluster", "transfer"]];
   const runs = await Promise.all(commands.map((command) => ferry([...command, "--help"])));
   runs.forEach((run, index) => {
     assert.equal(run.code, 0, commands[index]!.join(" "));

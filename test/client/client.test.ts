@@ -1,10 +1,12 @@
 // The client library against the fake binary server: round trips, pipelining, the window,
 // deadlines, aborts, reconnects, leader discovery and the retry rules.
 import assert from "node:assert/strict";
+import diagnostics from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import { connect, type FerryClient } from "../../src/client/index.js";
+import { connect, FerryClient } from "../../src/client/index.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import { FakeServer } from "./fake-server.js";
 
@@ -124,6 +126,9 @@ describe("client against one leader", () => {
     assert.equal(status.self, 1);
     const cluster = await client.cluster("add", 4, { peerAddress: "127.0.0.1:22348", clientAddress: "127.0.0.1:12348" });
     assert.match(cluster.message, /add 4/);
+    await client.send("gone", "x");
+    assert.equal(await client.purge("gone"), 1);
+    assert.equal(await client.deleteMailbox("gone"), 0);
     assert.equal(server.requestsOf("cluster").at(-1)!.peerAddress, "127.0.0.1:22348");
   });
 
@@ -213,6 +218,29 @@ describe("failures, reconnects and leaders", () => {
     await server.close();
   });
 
+  test("many sends through lost requests and lost answers: each stored exactly once", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], ...fast });
+    let count = 0;
+    server.faultFor = (request) => {
+      if (request.op !== "send") return undefined;
+      count++;
+      if (count % 53 === 0) return { kind: "drop" }; // lost before it was applied
+      if (count % 37 === 0) return { kind: "apply-then-drop" }; // applied, answer lost
+      return undefined;
+    };
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, index) => client.send("ledger", `entry ${index}`)));
+    server.faultFor = () => undefined;
+    const stored = server.mailbox("ledger").map((message) => message.id);
+    assert.equal(stored.length, 200);
+    assert.equal(new Set(stored).size, 200);
+    assert.deepEqual(new Set(stored), new Set(replies.map((reply) => reply.id)));
+    assert.ok(replies.some((reply) => reply.duplicate), "some answers were lost after the message was stored");
+    assert.ok(server.connectionsAccepted > 1);
+    await client.close();
+    await server.close();
+  });
+
   test("retryable error replies resend a send with the same id, caller-given or generated", async () => {
     const server = await FakeServer.start();
     const client = await connect({ seeds: [server.address], ...fast });
@@ -266,13 +294,28 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([leader.close(), follower.close()]);
   });
 
-  test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed", async () => {
+  test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed; retries are published", async () => {
     const leader = await FakeServer.start();
     const lost = await FakeServer.start({ role: "follower" });
-    const client = await connect({ seeds: [`127.0.0.1:${await closedPort()}`, lost.address, leader.address], ...fast });
+    const down = `127.0.0.1:${await closedPort()}`;
+    const events: unknown[] = [];
+    const listen = (event: unknown) => events.push(event);
+    diagnostics.subscribe("ferry:client:retry", listen);
+    const client = await connect({ seeds: [down, lost.address, leader.address], ...fast });
     await client.send("bob", "found you");
+    diagnostics.unsubscribe("ferry:client:retry", listen);
     assert.equal(leader.requestsOf("send").length, 1);
     assert.equal(lost.requestsOf("send").length, 1);
+    assert.deepEqual(
+      events.map((event) => {
+        const { op, code, from, to } = event as Record<string, unknown>;
+        return { op, code, from, to };
+      }),
+      [
+        { op: "connect", code: "UNAVAILABLE", from: down, to: lost.address },
+        { op: "send", code: "NOT_LEADER", from: lost.address, to: leader.address },
+      ],
+    );
     await client.close();
     await Promise.all([leader.close(), lost.close()]);
   });
@@ -305,11 +348,77 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([paused.close(), healthy.close()]);
   });
 
+  test("a request over frameBytesMax fails with TOO_LARGE and is not sent", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], frameBytesMax: 1024, ...fast });
+    const error = await rejection(client.send("bob", new Uint8Array(2000)));
+    assert.equal((error as FerryError).code, "TOO_LARGE");
+    assert.equal(server.requestsOf("send").length, 0);
+    await client.send("bob", "small is fine");
+    await client.close();
+    await server.close();
+  });
+
+  test("a connection lost during HELLO counts as not sent: even a receive is retried", async () => {
+    const server = await FakeServer.start();
+    const client = new FerryClient({ seeds: [server.address], name: "alice", ...fast });
+    server.faults.push({ op: "hello", kind: "drop" });
+    assert.deepEqual(await client.receive("bob"), []);
+    assert.equal(server.requestsOf("hello").length, 2);
+    assert.equal(server.requestsOf("receive").length, 1);
+    await client.close();
+    await server.close();
+  });
+
+  test("a refused HELLO fails connect with the server's error", async () => {
+    const server = await FakeServer.start();
+    server.faults.push({ op: "hello", kind: "error", code: "FORBIDDEN", message: "name taken" });
+    const error = await rejection(connect({ seeds: [server.address], name: "mallory", ...fast }));
+    assert.equal((error as FerryError).code, "FORBIDDEN");
+    assert.equal((error as FerryError).message, "name taken");
+    await server.close();
+  });
+
+  test("TLS: trusted certificate works; an untrusted one or a plain server is UNAVAILABLE", async () => {
+    const cert = readFileSync(new URL("./fixtures/test-cert.pem", import.meta.url));
+    const key = readFileSync(new URL("./fixtures/test-key.pem", import.meta.url));
+    const secure = await FakeServer.start({ tls: { key, cert } });
+    const client = await connect({ seeds: [secure.address], name: "tina", tls: { ca: cert }, ...fast });
+    await client.send("bob", "over tls");
+    const [message] = await client.receive("bob");
+    assert.equal(message!.sender, "tina");
+    await client.close();
+    const untrusted = await rejection(connect({ seeds: [secure.address], tls: true, timeoutMs: 300, ...fast }));
+    assert.equal((untrusted as FerryError).code, "UNAVAILABLE");
+    assert.match((untrusted as FerryError).message, /self.signed|certificate/i);
+    await secure.close();
+  });
+
   test("connect fails with UNAVAILABLE when no seed answers", async () => {
     const error = await rejection(connect({ seeds: [`127.0.0.1:${await closedPort()}`], timeoutMs: 200, ...fast }));
     assert.ok(error instanceof FerryError);
     assert.equal(error.code, "UNAVAILABLE");
     assert.match(error.message, /cannot connect/);
+  });
+
+  test("close ends a call that is backing off between reconnects", { timeout: 5000 }, async () => {
+    const client = new FerryClient({ seeds: [`127.0.0.1:${await closedPort()}`], reconnectMinMs: 60_000, reconnectMaxMs: 60_000 });
+    const call = rejection(client.status({ timeoutMs: 120_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // refused, now in a long backoff
+    await client.close();
+    assert.equal(((await call) as FerryError).code, "UNAVAILABLE");
+  });
+
+  test("an idle connection is closed by the client and reopened on the next call", async () => {
+    const server = await FakeServer.start();
+    const client = await connect({ seeds: [server.address], idleTimeoutMs: 50, ...fast });
+    await client.send("bob", "one");
+    await until(() => server.openConnections === 0, "the idle connection to close");
+    await client.send("bob", "two");
+    assert.equal(server.connectionsAccepted, 2);
+    assert.equal(server.mailbox("bob").length, 2);
+    await client.close();
+    await server.close();
   });
 
   test("after close, waiting and new calls fail with UNAVAILABLE", async () => {

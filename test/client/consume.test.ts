@@ -112,3 +112,14 @@ test("a failed auto-ack: retryable ones are absorbed, others end the loop with t
   await client.close();
   await server.close();
 });
+
+test("an idle consumer pauses between empty batches instead of spinning", async () => {
+  const { server, client } = await setup();
+  const stop = new AbortController();
+  setTimeout(() => stop.abort(), 350);
+  for await (const _message of client.consume("idle", { waitMs: 0, signal: stop.signal })) assert.fail("nothing was sent");
+  // With no pause this would be thousands of RECEIVEs in 350 ms.
+  assert.ok(server.requestsOf("receive").length <= 10, `${server.requestsOf("receive").length} receives`);
+  await client.close();
+  await server.close();
+});

@@ -3,6 +3,7 @@
 // follower (NOT_LEADER with a leaderHint), fail chosen requests with a code, drop the connection
 // on a request, delay replies, or hold them until the test releases them.
 import net from "node:net";
+import tls from "node:tls";
 import { BINARY_PREAMBLE, decodePayload, encodeFrame, FrameDecoder } from "../../src/protocol/binary.js";
 import type { ErrorCode } from "../../src/protocol/errors.js";
 
@@ -29,6 +30,7 @@ interface StoredMessage {
 export type Fault =
   | { op?: string; kind: "error"; code: ErrorCode; message?: string; leaderHint?: string }
   | { op?: string; kind: "drop" } // destroy the connection instead of answering
+  | { op?: string; kind: "apply-then-drop" } // execute, then destroy the connection: the answer is lost
   | { op?: string; kind: "ignore" }; // never answer
 
 const TIMESTAMP_BASE = 1_700_000_000_000n << 16n;
@@ -40,6 +42,8 @@ export class FakeServer {
   role: "leader" | "follower" = "leader";
   leaderHint: string | undefined;
   delayMs: (request: FakeRequest) => number = () => 0;
+  // Consulted for every request after the queued faults: a test's own fault schedule.
+  faultFor: (request: FakeRequest) => Fault | undefined = () => undefined;
   hold = false; // when true, answers wait until releaseHeld()
   connectionsAccepted = 0;
   inFlight = 0;
@@ -51,12 +55,13 @@ export class FakeServer {
 
   private constructor(private readonly server: net.Server) {}
 
-  static async start(options: { role?: "leader" | "follower"; leaderHint?: string; port?: number } = {}): Promise<FakeServer> {
-    const server = net.createServer();
+  static async start(options: { role?: "leader" | "follower"; leaderHint?: string; port?: number; tls?: tls.TlsOptions } = {}): Promise<FakeServer> {
+    const server = options.tls === undefined ? net.createServer() : tls.createServer(options.tls);
     const fake = new FakeServer(server);
     fake.role = options.role ?? "leader";
     fake.leaderHint = options.leaderHint;
-    server.on("connection", (socket) => fake.accept(socket));
+    server.on(options.tls === undefined ? "connection" : "secureConnection", (socket: net.Socket) => fake.accept(socket));
+    server.on("tlsClientError", () => {}); // a plain client on the TLS port: refused
     await new Promise<void>((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve));
     return fake;
   }
@@ -133,7 +138,7 @@ export class FakeServer {
   }
 
   private async answer(socket: net.Socket, session: { name: string }, request: FakeRequest): Promise<void> {
-    const fault = this.takeFault(request.op);
+    const fault = this.takeFault(request.op) ?? this.faultFor(request);
     if (fault?.kind === "drop") {
       socket.destroy();
       return;
@@ -146,6 +151,11 @@ export class FakeServer {
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
       let reply: Reply;
+      if (fault?.kind === "apply-then-drop") {
+        await this.execute(session, request, socket);
+        socket.destroy();
+        return;
+      }
       if (fault?.kind === "error") {
         reply = { ok: false, code: fault.code, message: fault.message ?? `injected ${fault.code}`, ...(fault.leaderHint ? { leaderHint: fault.leaderHint } : {}) };
       } else {
@@ -181,6 +191,13 @@ export class FakeServer {
         return this.settle(request);
       case "list":
         return this.list(request);
+      case "purge":
+      case "delete": {
+        const count = this.mailbox(String(request.mailbox)).length;
+        if (request.op === "purge") this.mailboxes.set(String(request.mailbox), []);
+        else this.mailboxes.delete(String(request.mailbox));
+        return { ok: true, count };
+      }
       case "status":
         return this.status();
       case "cluster":
