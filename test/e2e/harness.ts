@@ -45,6 +45,7 @@ export class TestCluster {
     this.members = this.memberList();
     for (const id of this.nodes.keys()) this.spawn(id);
     await this.waitForLeader();
+    await this.waitAllKnowLeader();
     return this;
   }
 
@@ -111,6 +112,23 @@ export class TestCluster {
       await sleep(100);
     }
     throw new Error(`no leader within ${timeoutMs} ms\n${this.dump()}`);
+  }
+
+  // Every running node answers STATUS and names the same leader.
+  async waitAllKnowLeader(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const leaders = await Promise.all(
+        [...this.nodes.values()].filter((n) => n.child).map(async (node) => {
+          const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
+          const self = lines.find((l) => / self$/.test(l));
+          return self ? /\bleader=(\d+)/.exec(self)?.[1] : undefined;
+        }),
+      );
+      if (leaders.every((l) => l !== undefined && l !== "0" && l === leaders[0])) return;
+      await sleep(100);
+    }
+    throw new Error(`the nodes did not agree on a leader within ${timeoutMs} ms\n${this.dump()}`);
   }
 
   dump(): string {
