@@ -410,7 +410,8 @@ export class RaftNode {
 
   private hasUnappliedConfChanges(): boolean {
     try {
-      return this.log.committedUnapplied().some((entry) => entry.type === "conf-change");
+      const pageBytes = this.config.maxCommittedBytesPerReady;
+      return this.log.someCommittedUnapplied(pageBytes, (entry) => entry.type === "conf-change");
     } catch (error) {
       if (error instanceof CompactedError) return false;
       throw error;
