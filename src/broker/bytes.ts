@@ -73,8 +73,9 @@ export class ByteWriter {
       this.bytes(textEncoder.encode(value));
     }
   }
+  // The bytes written; no copy when the initial capacity was exact.
   finish(): Uint8Array {
-    return this.buffer.slice(0, this.length);
+    return this.length === this.buffer.length ? this.buffer : this.buffer.slice(0, this.length);
   }
 }
 
