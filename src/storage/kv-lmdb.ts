@@ -215,6 +215,7 @@ export class LmdbKv implements OrderedKv {
     this.db.transactionSync(
       () =>
         ({
+          // biome-ignore lint/suspicious/noThenProperty: a thenable is exactly what lmdb-js must see here
           then: (fulfilled: Settle, rejected: Settle) => {
             this.finishGroup = fulfilled;
             this.abortGroup = rejected;
