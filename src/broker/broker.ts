@@ -666,7 +666,7 @@ export class Broker {
 
   private load(mailbox: string, seq: string): StoredMessage {
     const value = this.kv.get(messageKey(mailbox, seq));
-    assert(value !== undefined, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
+    if (value === undefined) assert(false, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
     return decodeMessage(value);
   }
 
@@ -692,7 +692,7 @@ export class Broker {
 
   private remove(mailbox: string, seq: string, message: StoredMessage): void {
     const meta = this.mailboxes.get(mailbox);
-    assert(meta !== undefined && meta.messages > 0, `mailbox ${mailbox} holds the removed message`);
+    if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
     this.kv.delete(messageKey(mailbox, seq));
     if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq));
     else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));

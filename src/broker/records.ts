@@ -31,7 +31,7 @@ export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;
 
 export function u64Key(value: number): string {
-  assert(Number.isSafeInteger(value) && value >= 0, `key integer ${value} is a safe non-negative integer`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `key integer ${value} is a safe non-negative integer`);
   const high = Math.floor(value / 0x1_0000_0000);
   const low = value >>> 0;
   return String.fromCharCode(
@@ -135,7 +135,7 @@ export function encodeMessage(message: StoredMessage): Uint8Array {
 export function decodeMessage(data: Uint8Array): StoredMessage {
   const reader = new ByteReader(data);
   const version = reader.u8();
-  assert(version === RECORD_VERSION, `message record version ${version} is known`);
+  if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
   const flags = reader.u8();
   const state = (flags & ~FLAG_ID_INDEXED) as StateCode;
   const timestamp = reader.u64();
