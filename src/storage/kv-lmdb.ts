@@ -1,11 +1,13 @@
 // The broker's OrderedKv on LMDB (lmdb-js): the production state store.
 //
-// Group commit: the first transaction() of an event-loop turn opens one LMDB write transaction;
-// later transaction() calls of the same turn join it; it commits synchronously at the end of the
-// turn (setImmediate), after `groupTransactionsMax` transactions, or before a read view or a
-// flush. Reads (get/scan) always see every write so far, committed or not. So a node that applies
-// a whole Ready batch of entries in one turn pays one LMDB commit (and one background flush) for
-// all of them instead of one per entry.
+// Group commit: the first transaction() opens one LMDB write transaction; later transaction()
+// calls join it; it commits synchronously `commitIntervalMs` later (a timer), after
+// `groupTransactionsMax` transactions, or before a read view or a flush. Reads (get/scan) always
+// see every write so far, committed or not. Why: a commit writes every B-tree page the group
+// dirtied, and with many mailboxes each SEND dirties pages of its own mailbox; the longer the
+// group, the more SENDs share a page, so the disk writes approach the payload instead of a few
+// pages per message. The state machine's durability comes from the Raft WAL, so a longer group
+// only means more WAL to replay after a crash (see flushed()).
 //
 // Durability without blocking the event loop: commits use NO_SYNC_FLUSH and lmdb-js's
 // overlappingSync (the default on Linux): the commit returns once the transaction is written, the
@@ -34,7 +36,8 @@ const NO_SYNC_FLUSH = 0x10000;
 const TRANSACTION_FLAGS = ABORTABLE | SYNCHRONOUS_COMMIT | NO_SYNC_FLUSH;
 const CLEAR_BATCH = 10_000;
 
-export const GROUP_TRANSACTIONS_MAX = 1000;
+export const GROUP_TRANSACTIONS_MAX = 10_000;
+export const COMMIT_INTERVAL_MS = 100;
 
 export interface LmdbKvOptions {
   path: string;
@@ -45,6 +48,7 @@ export interface LmdbKvOptions {
   // false: commit every transaction on its own (one commit per apply).
   groupCommit?: boolean;
   groupTransactionsMax?: number;
+  commitIntervalMs?: number; // 0: at the end of the event-loop turn
 }
 
 const toBytes = (key: string): Buffer => Buffer.from(key, "latin1");
@@ -76,6 +80,7 @@ export class LmdbKv implements OrderedKv {
   private readonly db: RootDatabase<Buffer, Buffer>;
   private readonly groupCommit: boolean;
   private readonly groupTransactionsMax: number;
+  private readonly commitIntervalMs: number;
   private inTransaction = false;
   // The open group's LMDB transaction: commit / abort it synchronously (see beginGroup).
   private finishGroup: Settle | undefined;
@@ -95,6 +100,7 @@ export class LmdbKv implements OrderedKv {
     });
     this.groupCommit = options.groupCommit ?? true;
     this.groupTransactionsMax = options.groupTransactionsMax ?? GROUP_TRANSACTIONS_MAX;
+    this.commitIntervalMs = options.commitIntervalMs ?? COMMIT_INTERVAL_MS;
   }
 
   get(key: string): Uint8Array | undefined {
@@ -241,14 +247,16 @@ export class LmdbKv implements OrderedKv {
   private scheduleCommit(): void {
     if (this.commitScheduled) return;
     this.commitScheduled = true;
-    setImmediate(() => {
+    const commitLater = (): void => {
       this.commitScheduled = false;
       try {
         this.commit();
       } catch {
         // Kept in this.failure: the next operation throws it.
       }
-    });
+    };
+    if (this.commitIntervalMs === 0) setImmediate(commitLater);
+    else setTimeout(commitLater, this.commitIntervalMs).unref();
   }
 
   private checkHealthy(): void {
