@@ -30,11 +30,13 @@ const { values: options } = parseArgs({
     "body-bytes": { type: "string", default: "256" },
     "receive-messages": { type: "string", default: "200000" },
     "entries-per-turn": { type: "string", default: "10" },
+    "commit-interval-ms": { type: "string", default: "100" },
     dir: { type: "string", default: join(tmpdir(), "ferry-bench-broker") },
   },
 });
 const BATCH = Number(options.batch);
-const MAILBOXES = Number(options.mailboxes);
+let MAILBOXES = Number(options.mailboxes);
+const COMMIT_INTERVAL_MS = Number(options["commit-interval-ms"]);
 const BODY_BYTES = Number(options["body-bytes"]);
 const RECEIVE_MESSAGES = Number(options["receive-messages"]);
 const RECEIVE_MAX = 10;
@@ -46,6 +48,7 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 
 interface Row {
   store: string;
+  mailboxes: number;
   stored: number;
   sendPerSecond: number;
   receiveAckCommandsPerSecond: number;
@@ -153,8 +156,8 @@ async function runLmdb(stored: number, groupCommit = true): Promise<Row> {
   const path = join(options.dir, `lmdb-${stored}`);
   rmSync(path, { recursive: true, force: true });
   mkdirSync(path, { recursive: true });
-  const kv = new LmdbKv({ path, groupCommit });
-  const row = await measure(groupCommit ? "lmdb" : "lmdb, commit per entry", kv, stored);
+  const kv = new LmdbKv({ path, groupCommit, commitIntervalMs: COMMIT_INTERVAL_MS });
+  const row = await measure(groupCommit ? `lmdb, commit every ${COMMIT_INTERVAL_MS} ms` : "lmdb, commit per entry", kv, stored);
   const started = performance.now();
   await kv.flushed();
   row.flushMs = Math.round(performance.now() - started);
@@ -172,6 +175,7 @@ async function measure(store: string, kv: OrderedKv, stored: number): Promise<Ro
   const rates = await receiveAndAck(driver, Math.min(RECEIVE_MESSAGES, stored));
   return {
     store,
+    mailboxes: MAILBOXES,
     stored,
     sendPerSecond: Math.round(sendPerSecond),
     receiveAckCommandsPerSecond: Math.round(rates.commands),
@@ -189,19 +193,22 @@ async function main(): Promise<void> {
   rows.push(await runLmdb(Number(options.lmdb)));
   gc();
   rows.push(await runLmdb(Math.min(100_000, Number(options.lmdb)), false));
+  gc();
+  const manyMailboxes = MAILBOXES;
+  MAILBOXES = 10; // a job-queue shape: few, busy mailboxes
+  rows.push(await runLmdb(Number(options.lmdb)));
+  MAILBOXES = manyMailboxes;
   if (options.big) {
     gc();
     rows.push(await runLmdb(10_000_000));
   }
-  console.log(
-    `batch ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, ${MAILBOXES} mailboxes, RECEIVE max ${RECEIVE_MAX}`,
-  );
+  console.log(`batch ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, RECEIVE max ${RECEIVE_MAX}`);
   console.log(`baseline before any store: heap ${Math.round(baseline.heapUsedMB)} MB, RssAnon ${Math.round(baseline.rssAnonMB)} MB`);
   console.table(rows);
   const date = new Date().toISOString().slice(0, 10);
   mkdirSync(join("bench", "results"), { recursive: true });
-  const file = join("bench", "results", `broker-${date}.json`);
-  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, batch: BATCH, entriesPerTurn: ENTRIES_PER_TURN, bodyBytes: BODY_BYTES, mailboxes: MAILBOXES, receiveMax: RECEIVE_MAX, baseline, rows }, null, 2)}\n`);
+  const file = join("bench", "results", `broker-${date}${options.big ? "-big" : ""}.json`);
+  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, batch: BATCH, entriesPerTurn: ENTRIES_PER_TURN, commitIntervalMs: COMMIT_INTERVAL_MS, bodyBytes: BODY_BYTES, mailboxes: MAILBOXES, receiveMax: RECEIVE_MAX, baseline, rows }, null, 2)}\n`);
   console.log(`wrote ${file}`);
 }
 

@@ -212,7 +212,9 @@ export class Broker {
 
   snapshot(): { index: number; chunks: Iterable<Uint8Array> } {
     const view = this.kv.readView();
-    const index = this.applied;
+    const stored = view.get(APPLIED_KEY);
+    const index = stored === undefined ? 0 : decodeIndex(stored);
+    assert(index === this.applied, "a read view holds the applied state");
     return { index, chunks: writeSnapshot(view, index) };
   }
 
@@ -480,11 +482,20 @@ export class Broker {
   private findById(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
     const position = parseAssignedId(id);
     if (position !== undefined) {
-      const prefix = mailboxPrefix(MESSAGE, mailbox);
-      const [first] = this.kv.scan(prefix + seqOf(position.index, position.number), prefix + seqOf(position.index + 1, 0), 1);
-      if (first !== undefined) {
-        const message = decodeMessage(first.value);
-        if (message.id === id) return { seq: first.key.slice(prefix.length), message };
+      // The first copy sits exactly at the position (a point read, the common single-recipient
+      // case); another recipient's copy is the mailbox's first message after it in the entry.
+      const seq = seqOf(position.index, position.number);
+      const exact = this.kv.get(messageKey(mailbox, seq));
+      if (exact !== undefined) {
+        const message = decodeMessage(exact);
+        if (message.id === id) return { seq, message };
+      } else {
+        const prefix = mailboxPrefix(MESSAGE, mailbox);
+        const [first] = this.kv.scan(prefix + seq, prefix + seqOf(position.index + 1, 0), 1);
+        if (first !== undefined) {
+          const message = decodeMessage(first.value);
+          if (message.id === id) return { seq: first.key.slice(prefix.length), message };
+        }
       }
     }
     const seqBytes = this.kv.get(idKey(mailbox, id));

@@ -158,3 +158,9 @@ export class ByteReader {
 export function utf8Length(value: string): number {
   return isAscii(value) ? value.length : textEncoder.encode(value).length;
 }
+
+// Sets an own property even for names like "__proto__" (a plain assignment would change the
+// prototype instead and silently drop the header).
+export function setOwn(target: Record<string, string>, name: string, value: string): void {
+  Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+}

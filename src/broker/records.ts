@@ -15,7 +15,7 @@
 //   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
 //   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
 import { assert } from "../util/assert.js";
-import { ByteReader, ByteWriter, utf8Length } from "./bytes.js";
+import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
 
 export const APPLIED_KEY = "\x00a";
@@ -148,7 +148,7 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
   let headers: Record<string, string> | undefined;
   if (headerCount !== 0xffffffff) {
     headers = {};
-    for (let i = 0; i < headerCount; i++) headers[reader.string()] = reader.string();
+    for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
   }
   const body = reader.bytes();
   return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body, idIndexed: (flags & FLAG_ID_INDEXED) !== 0 };
