@@ -105,6 +105,17 @@ export function assignedId(index: number, number: number): string {
   return `${index.toString(36)}~${number.toString(36)}`;
 }
 
+const ASSIGNED_ID_PATTERN = /^([0-9a-z]{1,11})~([0-9a-z]{1,7})$/;
+
+export function parseAssignedId(id: string): { index: number; number: number } | undefined {
+  const match = ASSIGNED_ID_PATTERN.exec(id);
+  if (match === null) return undefined;
+  const index = Number.parseInt(match[1]!, 36);
+  const number = Number.parseInt(match[2]!, 36);
+  if (!Number.isSafeInteger(index) || index < 1 || number > 0xffffffff || assignedId(index, number) !== id) return undefined;
+  return { index, number };
+}
+
 export function mergeConfig(config: Partial<BrokerConfig> | undefined): BrokerConfig {
   return { ...BROKER_DEFAULTS, ...config, mailbox: { ...BROKER_DEFAULTS.mailbox, ...config?.mailbox } };
 }
@@ -114,6 +125,7 @@ export class Broker {
   // Every mailbox that has messages or settings; mirrors the META keys.
   private mailboxes = new Map<string, MailboxMeta>();
   private readonly dirtyMailboxes = new Set<string>();
+  private readonly settingsCache = new Map<string, MailboxConfig>();
   private wakeups = new Set<string>();
   private applied = 0;
   // The entry being applied.
@@ -200,7 +212,9 @@ export class Broker {
 
   snapshot(): { index: number; chunks: Iterable<Uint8Array> } {
     const view = this.kv.readView();
-    const index = this.applied;
+    const stored = view.get(APPLIED_KEY);
+    const index = stored === undefined ? 0 : decodeIndex(stored);
+    assert(index === this.applied, "a read view holds the applied state");
     return { index, chunks: writeSnapshot(view, index) };
   }
 
@@ -220,8 +234,16 @@ export class Broker {
     return this.mailboxes.size;
   }
 
+  // The effective settings of a mailbox (cached; the cache follows the META keys).
   mailboxConfig(mailbox: string): MailboxConfig {
-    return { ...this.config.mailbox, ...this.mailboxes.get(mailbox)?.config };
+    const overrides = this.mailboxes.get(mailbox)?.config;
+    if (overrides === undefined) return this.config.mailbox;
+    let settings = this.settingsCache.get(mailbox);
+    if (settings === undefined) {
+      settings = { ...this.config.mailbox, ...overrides };
+      this.settingsCache.set(mailbox, settings);
+    }
+    return settings;
   }
 
   private reloadState(): void {
@@ -229,6 +251,7 @@ export class Broker {
     this.applied = applied === undefined ? 0 : decodeIndex(applied);
     this.mailboxes = new Map();
     this.dirtyMailboxes.clear();
+    this.settingsCache.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -318,11 +341,12 @@ export class Broker {
     if (capacity !== undefined) return capacity;
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
-    for (const recipient of command.recipients) {
-      const config = this.mailboxConfig(recipient);
-      const delayMs = command.delayMs ?? 0;
-      const ttlMs = command.ttlMs ?? config.ttlMs;
+    const delayMs = command.delayMs ?? 0;
+    for (const [position, recipient] of command.recipients.entries()) {
+      const ttlMs = command.ttlMs ?? this.mailboxConfig(recipient).ttlMs;
       this.makeRoom(recipient, command.body.length);
+      // The copies of one SEND take consecutive sequence numbers: findById relies on it.
+      assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
       this.store(recipient, this.nextSeq(), {
         id,
         sender: command.sender,
@@ -333,6 +357,7 @@ export class Broker {
         expiresAtMs: ttlMs > 0 ? this.nowMs + ttlMs : 0,
         headers: command.headers === undefined ? undefined : { ...command.headers },
         body: command.body,
+        idIndexed: command.id !== undefined,
       });
     }
     if (command.id !== undefined) this.recordDedupe(command.id);
@@ -443,12 +468,40 @@ export class Broker {
 
   // The leased message with this id, or undefined when it is not currently leased.
   private leased(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
+    const found = this.findById(mailbox, id);
+    if (found === undefined) return undefined;
+    const { seq, message } = found;
+    if (message.state !== STATE_LEASED || message.visibleAtMs <= this.nowMs || !isLive(message, this.nowMs)) return undefined;
+    return { seq, message };
+  }
+
+  // A message by id. An assigned id "<index>~<n>" names the log position of the SEND's first copy
+  // and the copies are consecutive, so a mailbox's copy is the first message at or after that
+  // position within the entry: no id index entry is needed for it (one write less per SEND).
+  // Client ids and dead letters go through the id index.
+  private findById(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
+    const position = parseAssignedId(id);
+    if (position !== undefined) {
+      // The first copy sits exactly at the position (a point read, the common single-recipient
+      // case); another recipient's copy is the mailbox's first message after it in the entry.
+      const seq = seqOf(position.index, position.number);
+      const exact = this.kv.get(messageKey(mailbox, seq));
+      if (exact !== undefined) {
+        const message = decodeMessage(exact);
+        if (message.id === id) return { seq, message };
+      } else {
+        const prefix = mailboxPrefix(MESSAGE, mailbox);
+        const [first] = this.kv.scan(prefix + seq, prefix + seqOf(position.index + 1, 0), 1);
+        if (first !== undefined) {
+          const message = decodeMessage(first.value);
+          if (message.id === id) return { seq: first.key.slice(prefix.length), message };
+        }
+      }
+    }
     const seqBytes = this.kv.get(idKey(mailbox, id));
     if (seqBytes === undefined) return undefined;
     const seq = valueSeq(seqBytes);
-    const message = this.load(mailbox, seq);
-    if (message.state !== STATE_LEASED || message.visibleAtMs <= this.nowMs || !isLive(message, this.nowMs)) return undefined;
-    return { seq, message };
+    return { seq, message: this.load(mailbox, seq) };
   }
 
   private ack(command: AckCommand): AckReply | ErrorReply {
@@ -529,6 +582,7 @@ export class Broker {
     }
     if (command.op === "delete") {
       meta.config = undefined;
+      this.settingsCache.delete(command.mailbox);
       this.dirtyMailboxes.add(command.mailbox);
     }
     return { ok: true, count };
@@ -552,6 +606,7 @@ export class Broker {
       this.mailboxes.set(command.mailbox, meta);
     }
     meta.config = empty ? undefined : settings;
+    this.settingsCache.delete(command.mailbox);
     this.dirtyMailboxes.add(command.mailbox);
     return { ok: true, config: this.mailboxConfig(command.mailbox) };
   }
@@ -575,11 +630,8 @@ export class Broker {
     const target = mailbox + DEAD_LETTER_SUFFIX;
     const config = this.mailboxConfig(target);
     if (message.body.length > config.bytesMax) return;
-    const previous = this.kv.get(idKey(target, message.id));
-    if (previous !== undefined) {
-      const previousSeq = valueSeq(previous);
-      this.remove(target, previousSeq, this.load(target, previousSeq));
-    }
+    const previous = this.findById(target, message.id);
+    if (previous !== undefined) this.remove(target, previous.seq, previous.message);
     if (!this.mailboxes.has(target)) this.mailboxes.set(target, { messages: 0, bytes: 0, config: undefined });
     const meta = this.mailboxes.get(target)!;
     const prefix = mailboxPrefix(MESSAGE, target);
@@ -595,6 +647,7 @@ export class Broker {
       visibleAtMs: 0,
       expiresAtMs: config.ttlMs > 0 ? this.nowMs + config.ttlMs : 0,
       headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(message.deliveries) },
+      idIndexed: true,
     });
   }
 
@@ -624,7 +677,7 @@ export class Broker {
 
   private load(mailbox: string, seq: string): StoredMessage {
     const value = this.kv.get(messageKey(mailbox, seq));
-    assert(value !== undefined, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
+    if (value === undefined) assert(false, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
     return decodeMessage(value);
   }
 
@@ -641,7 +694,7 @@ export class Broker {
     } else {
       this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
     }
-    this.kv.put(idKey(mailbox, message.id), seqValue(seq));
+    if (message.idIndexed) this.kv.put(idKey(mailbox, message.id), seqValue(seq));
     if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
     meta.messages++;
     meta.bytes += message.body.length;
@@ -650,11 +703,11 @@ export class Broker {
 
   private remove(mailbox: string, seq: string, message: StoredMessage): void {
     const meta = this.mailboxes.get(mailbox);
-    assert(meta !== undefined && meta.messages > 0, `mailbox ${mailbox} holds the removed message`);
+    if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
     this.kv.delete(messageKey(mailbox, seq));
     if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq));
     else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    this.kv.delete(idKey(mailbox, message.id));
+    if (message.idIndexed) this.kv.delete(idKey(mailbox, message.id));
     if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
     meta.messages--;
     meta.bytes -= message.body.length;

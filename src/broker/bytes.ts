@@ -73,8 +73,9 @@ export class ByteWriter {
       this.bytes(textEncoder.encode(value));
     }
   }
+  // The bytes written; no copy when the initial capacity was exact.
   finish(): Uint8Array {
-    return this.buffer.slice(0, this.length);
+    return this.length === this.buffer.length ? this.buffer : this.buffer.slice(0, this.length);
   }
 }
 
@@ -156,4 +157,10 @@ export class ByteReader {
 
 export function utf8Length(value: string): number {
   return isAscii(value) ? value.length : textEncoder.encode(value).length;
+}
+
+// Sets an own property even for names like "__proto__" (a plain assignment would change the
+// prototype instead and silently drop the header).
+export function setOwn(target: Record<string, string>, name: string, value: string): void {
+  Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
 }

@@ -6,7 +6,7 @@
 // Optional fields have a presence byte. decodeCommands(encodeCommands(c)) deep-equals c.
 import type { AckReply, AckRequest, ErrorReply, ExtendRequest, ListReply, PurgeRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { RECEIVE_MAX } from "../protocol/api.js";
-import { ByteReader, ByteWriter } from "./bytes.js";
+import { ByteReader, ByteWriter, setOwn } from "./bytes.js";
 
 export type OverflowPolicy = "reject" | "drop-oldest";
 export type ExpiryPolicy = "drop" | "dead-letter";
@@ -241,7 +241,7 @@ function decodeCommand(reader: ByteReader): BrokerCommand {
       const headerCount = reader.u32();
       if (headerCount !== 0xffffffff) {
         const headers: Record<string, string> = {};
-        for (let i = 0; i < headerCount; i++) headers[reader.string()] = reader.string();
+        for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
         command.headers = headers;
       }
       command.body = reader.bytes();

@@ -8,7 +8,7 @@ import type { KvEntry, KvReadView, OrderedKv } from "./kv.js";
 
 const CHUNK_KEYS_MAX = 1024;
 
-class SortedKeys {
+export class SortedKeys {
   chunks: string[][] = [];
   lastKeys: string[] = [];
 
@@ -56,6 +56,16 @@ class SortedKeys {
     } else {
       this.lastKeys[chunkIndex] = chunk[chunk.length - 1]!;
     }
+  }
+
+  get size(): number {
+    let size = 0;
+    for (const chunk of this.chunks) size += chunk.length;
+    return size;
+  }
+
+  *all(): Generator<string> {
+    for (const chunk of this.chunks) yield* chunk;
   }
 
   // Keys in [start, end), ascending or descending, at most limit.

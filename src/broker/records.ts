@@ -15,7 +15,7 @@
 //   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
 //   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
 import { assert } from "../util/assert.js";
-import { ByteReader, ByteWriter } from "./bytes.js";
+import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
 
 export const APPLIED_KEY = "\x00a";
@@ -31,7 +31,7 @@ export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;
 
 export function u64Key(value: number): string {
-  assert(Number.isSafeInteger(value) && value >= 0, `key integer ${value} is a safe non-negative integer`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `key integer ${value} is a safe non-negative integer`);
   const high = Math.floor(value / 0x1_0000_0000);
   const low = value >>> 0;
   return String.fromCharCode(
@@ -99,14 +99,23 @@ export interface StoredMessage {
   expiresAtMs: number; // 0: never
   headers: Record<string, string> | undefined;
   body: Uint8Array;
+  idIndexed: boolean; // an id index entry points here (client ids, dead letters)
 }
 
 const RECORD_VERSION = 1;
+const FLAG_ID_INDEXED = 0x80;
+
+const MESSAGE_FIXED_BYTES = 1 + 1 + 8 + 4 + 8 + 8 + 4 + 4 + 4 + 4;
 
 export function encodeMessage(message: StoredMessage): Uint8Array {
-  const writer = new ByteWriter(message.body.length + 96);
+  // Exact size (ids and senders are ASCII), so the record is one allocation and no copy.
+  let size = MESSAGE_FIXED_BYTES + message.id.length + message.sender.length + message.body.length;
+  if (message.headers !== undefined) {
+    for (const name in message.headers) size += 8 + utf8Length(name) + utf8Length(message.headers[name]!);
+  }
+  const writer = new ByteWriter(size);
   writer.u8(RECORD_VERSION);
-  writer.u8(message.state);
+  writer.u8(message.state | (message.idIndexed ? FLAG_ID_INDEXED : 0));
   writer.u64(message.timestamp);
   writer.u32(message.deliveries);
   writer.f64(message.visibleAtMs);
@@ -126,8 +135,9 @@ export function encodeMessage(message: StoredMessage): Uint8Array {
 export function decodeMessage(data: Uint8Array): StoredMessage {
   const reader = new ByteReader(data);
   const version = reader.u8();
-  assert(version === RECORD_VERSION, `message record version ${version} is known`);
-  const state = reader.u8() as StateCode;
+  if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
+  const flags = reader.u8();
+  const state = (flags & ~FLAG_ID_INDEXED) as StateCode;
   const timestamp = reader.u64();
   const deliveries = reader.u32();
   const visibleAtMs = reader.f64();
@@ -138,10 +148,10 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
   let headers: Record<string, string> | undefined;
   if (headerCount !== 0xffffffff) {
     headers = {};
-    for (let i = 0; i < headerCount; i++) headers[reader.string()] = reader.string();
+    for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
   }
   const body = reader.bytes();
-  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body };
+  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body, idIndexed: (flags & FLAG_ID_INDEXED) !== 0 };
 }
 
 export interface MailboxMeta {

@@ -1,14 +1,26 @@
 // The broker's OrderedKv on LMDB (lmdb-js): the production state store.
 //
-// Durability without blocking the event loop: each apply is one synchronous LMDB write
-// transaction committed with NO_SYNC_FLUSH, so the commit returns as soon as the transaction is
-// visible (later reads see it at once) and does not wait for fsync. lmdb-js's overlappingSync
-// (on by default on Linux) flushes committed transactions from a background thread and keeps the
-// pages of the last flushed state intact until the next flush, so a crash (process or machine)
-// reopens the database at the last *flushed* transaction, consistent, never torn. `flushed()`
-// resolves when everything committed before the call is on disk: the node reads
-// broker.appliedIndex(), awaits flushed(), and may then compact its WAL up to that index. After a
-// crash the state holds some applied index <= the last one, and the node replays the WAL after it.
+// Group commit: the first transaction() opens one LMDB write transaction; later transaction()
+// calls join it; it commits synchronously `commitIntervalMs` later (a timer), after
+// `groupTransactionsMax` transactions, or before a read view or a flush. Reads (get/scan) always
+// see every write so far, committed or not. Why: a commit writes every B-tree page the group
+// dirtied, and with many mailboxes each SEND dirties pages of its own mailbox; the longer the
+// group, the more SENDs share a page, so the disk writes approach the payload instead of a few
+// pages per message. The state machine's durability comes from the Raft WAL, so a longer group
+// only means more WAL to replay after a crash (see flushed()).
+//
+// Durability without blocking the event loop: commits use NO_SYNC_FLUSH and lmdb-js's
+// overlappingSync (the default on Linux): the commit returns once the transaction is written, the
+// fsync happens on a background thread, and the pages of the last flushed state are kept until the
+// next flush, so a crash (process or machine) reopens the database at a consistent, fully flushed
+// transaction. `flushed()` commits the open group and resolves when everything committed is on
+// disk: the node reads broker.appliedIndex(), awaits kv.flushed(), and may then compact its WAL up
+// to that index. After a crash the state holds some applied index <= the last one (stored in the
+// same transactions as the state), and the node replays the WAL after it.
+//
+// A transaction() that throws (a bug) aborts the whole open group, not only itself: the state
+// falls back to the last commit, consistently with the applied index stored in it. The broker
+// reloads from there; the node should treat it as fatal.
 //
 // Keys are byte strings (see src/broker/kv.ts) stored as their bytes, so LMDB's memcmp order is
 // the same order. Values are returned as copies (never a reused buffer).
@@ -24,12 +36,19 @@ const NO_SYNC_FLUSH = 0x10000;
 const TRANSACTION_FLAGS = ABORTABLE | SYNCHRONOUS_COMMIT | NO_SYNC_FLUSH;
 const CLEAR_BATCH = 10_000;
 
+export const GROUP_TRANSACTIONS_MAX = 10_000;
+export const COMMIT_INTERVAL_MS = 100;
+
 export interface LmdbKvOptions {
   path: string;
-  // Map size grows automatically in lmdb-js; this is the initial size.
+  // Address space reserved for the map (virtual; the file grows as needed).
   mapSizeBytes?: number;
   // Test-only: skip fsync entirely (a machine crash may lose or corrupt recent writes).
   noSync?: boolean;
+  // false: commit every transaction on its own (one commit per apply).
+  groupCommit?: boolean;
+  groupTransactionsMax?: number;
+  commitIntervalMs?: number; // 0: at the end of the event-loop turn
 }
 
 const toBytes = (key: string): Buffer => Buffer.from(key, "latin1");
@@ -52,26 +71,45 @@ function rangeOptions(start: string, end: string, limit: number, reverse: boolea
   return options;
 }
 
+type Settle = (value: unknown) => unknown;
+interface SyncableDatabase {
+  sync(callback: (error?: unknown) => void): void;
+}
+
 export class LmdbKv implements OrderedKv {
   private readonly db: RootDatabase<Buffer, Buffer>;
+  private readonly groupCommit: boolean;
+  private readonly groupTransactionsMax: number;
+  private readonly commitIntervalMs: number;
   private inTransaction = false;
+  // The open group's LMDB transaction: commit / abort it synchronously (see beginGroup).
+  private finishGroup: Settle | undefined;
+  private abortGroup: Settle | undefined;
+  private groupTransactions = 0;
+  private commitScheduled = false;
+  private failure: unknown;
 
   constructor(options: LmdbKvOptions) {
     this.db = open<Buffer, Buffer>({
       path: options.path,
       keyEncoding: "binary",
       encoding: "binary",
-      mapSize: options.mapSizeBytes ?? 256 * 1024 * 1024,
+      mapSize: options.mapSizeBytes ?? 64 * 1024 * 1024 * 1024,
       noSync: options.noSync ?? false,
       overlappingSync: !(options.noSync ?? false),
     });
+    this.groupCommit = options.groupCommit ?? true;
+    this.groupTransactionsMax = options.groupTransactionsMax ?? GROUP_TRANSACTIONS_MAX;
+    this.commitIntervalMs = options.commitIntervalMs ?? COMMIT_INTERVAL_MS;
   }
 
   get(key: string): Uint8Array | undefined {
+    this.checkHealthy();
     return this.db.get(toBytes(key));
   }
 
   scan(start: string, end: string, limit: number, reverse = false): KvEntry[] {
+    this.checkHealthy();
     if (limit <= 0 || start >= end) return [];
     const entries: KvEntry[] = [];
     for (const { key, value } of this.db.getRange(rangeOptions(start, end, limit, reverse))) {
@@ -91,16 +129,43 @@ export class LmdbKv implements OrderedKv {
   }
 
   transaction<T>(fn: () => T): T {
+    this.checkHealthy();
     assert(!this.inTransaction, "transactions do not nest");
+    if (this.finishGroup === undefined) this.beginGroup();
     this.inTransaction = true;
+    let result: T;
     try {
-      return this.db.transactionSync(fn, TRANSACTION_FLAGS as never);
+      result = fn();
+    } catch (error) {
+      this.abort(error);
+      throw error;
     } finally {
       this.inTransaction = false;
+    }
+    this.groupTransactions++;
+    if (!this.groupCommit || this.groupTransactions >= this.groupTransactionsMax) this.commit();
+    else this.scheduleCommit();
+    return result;
+  }
+
+  // Commits the open group now (no-op when none is open).
+  commit(): void {
+    const finish = this.finishGroup;
+    if (finish === undefined) return;
+    this.finishGroup = undefined;
+    this.abortGroup = undefined;
+    this.groupTransactions = 0;
+    try {
+      finish(undefined);
+    } catch (error) {
+      this.failure = error;
+      throw error;
     }
   }
 
   readView(): KvReadView {
+    this.checkHealthy();
+    this.commit(); // the view must include every write so far
     const transaction = this.db.useReadTransaction();
     const db = this.db;
     let released = false;
@@ -135,13 +200,66 @@ export class LmdbKv implements OrderedKv {
     }
   }
 
-  // Resolves when every transaction committed before the call is durable on disk.
+  // Commits the open group and resolves when everything committed so far is durable on disk.
   async flushed(): Promise<void> {
-    await this.db.flushed;
+    this.checkHealthy();
+    this.commit();
+    await new Promise<void>((resolve, reject) => {
+      // env.sync (mdb_env_sync, forced) runs on the libuv pool; not in lmdb-js's typings.
+      (this.db as unknown as SyncableDatabase).sync((error?: unknown) => (error ? reject(error) : resolve()));
+    });
   }
 
   async close(): Promise<void> {
-    await this.db.flushed;
+    if (this.failure === undefined) await this.flushed();
     await this.db.close();
+  }
+
+  // lmdb-js keeps a transactionSync open while its callback's result is pending and settles it
+  // through then(): handing it our own thenable lets us commit or abort synchronously, at once.
+  private beginGroup(): void {
+    this.db.transactionSync(
+      () =>
+        ({
+          // biome-ignore lint/suspicious/noThenProperty: a thenable is exactly what lmdb-js must see here
+          then: (fulfilled: Settle, rejected: Settle) => {
+            this.finishGroup = fulfilled;
+            this.abortGroup = rejected;
+          },
+        }) as never,
+      TRANSACTION_FLAGS as never,
+    );
+    assert(this.finishGroup !== undefined && this.abortGroup !== undefined, "lmdb-js handed over the open transaction");
+  }
+
+  private abort(error: unknown): void {
+    const abort = this.abortGroup;
+    this.finishGroup = undefined;
+    this.abortGroup = undefined;
+    this.groupTransactions = 0;
+    try {
+      abort?.(error);
+    } catch {
+      // lmdb-js rethrows the error after aborting; the caller rethrows it anyway.
+    }
+  }
+
+  private scheduleCommit(): void {
+    if (this.commitScheduled) return;
+    this.commitScheduled = true;
+    const commitLater = (): void => {
+      this.commitScheduled = false;
+      try {
+        this.commit();
+      } catch {
+        // Kept in this.failure: the next operation throws it.
+      }
+    };
+    if (this.commitIntervalMs === 0) setImmediate(commitLater);
+    else setTimeout(commitLater, this.commitIntervalMs).unref();
+  }
+
+  private checkHealthy(): void {
+    if (this.failure !== undefined) throw new Error(`LMDB store failed: ${(this.failure as Error).message ?? this.failure}`);
   }
 }

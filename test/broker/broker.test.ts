@@ -266,6 +266,15 @@ describe("encoding and recovery", () => {
     assert.throws(() => decodeCommands(encodeCommands(commands as never).subarray(0, 20)), /corrupt|exceeds/);
   });
 
+  test("a header named __proto__ is kept as a header", () => {
+    const headers = JSON.parse('{"__proto__":"x","a":"b"}') as Record<string, string>;
+    const [command] = decodeCommands(encodeCommands([{ op: "send", sender: "a", recipients: ["bob"], body: text("1"), headers }]));
+    const h = new Harness();
+    h.one(command!);
+    const [message] = h.receive("bob").messages;
+    assert.deepEqual(Object.entries(message!.headers ?? {}), [["__proto__", "x"], ["a", "b"]]);
+  });
+
   test("snapshot then restore gives the same state; a damaged snapshot changes nothing", () => {
     const h = new Harness();
     h.send(["bob", "carol"], "a", { id: "k" });

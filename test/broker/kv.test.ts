@@ -1,0 +1,171 @@
+// The OrderedKv contract on both implementations, the LMDB store's group commit and restart,
+// and a broker apply that throws (a bug) leaving the state consistent with its applied index.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import fc from "fast-check";
+import { Broker, msTimestamp } from "../../src/broker/broker.js";
+import { KEY_END, type OrderedKv, prefixEnd } from "../../src/broker/kv.js";
+import { MemoryKv } from "../../src/broker/kv-memory.js";
+import { LmdbKv } from "../../src/storage/kv-lmdb.js";
+import { dump, text } from "./harness.js";
+
+const directory = mkdtempSync(join(tmpdir(), "ferry-broker-kv-"));
+const opened: LmdbKv[] = [];
+after(async () => {
+  for (const kv of opened) await kv.close().catch(() => {});
+  rmSync(directory, { recursive: true, force: true });
+});
+let counter = 0;
+function lmdb(options: { noSync?: boolean; path?: string } = {}): LmdbKv {
+  const kv = new LmdbKv({ path: options.path ?? join(directory, `kv${counter++}`), noSync: options.noSync ?? true });
+  opened.push(kv);
+  return kv;
+}
+
+const KINDS: Array<[string, () => OrderedKv]> = [
+  ["memory", () => new MemoryKv()],
+  ["lmdb", () => lmdb()],
+];
+const byte = (n: number): string => String.fromCharCode(n);
+
+for (const [kind, make] of KINDS) {
+  describe(`OrderedKv on ${kind}`, () => {
+    test("scans [start, end) in byte order both ways, with limits, like a sorted map", () => {
+      const keyArbitrary = fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 4 }).map((bytes) => String.fromCharCode(...bytes));
+      fc.assert(
+        fc.property(fc.uniqueArray(keyArbitrary, { maxLength: 60 }), keyArbitrary, keyArbitrary, fc.integer({ min: 0, max: 70 }), (keys, a, b, limit) => {
+          const kv = make();
+          kv.transaction(() => {
+            kv.clear();
+            for (const key of keys) kv.put(key, text(key));
+          });
+          const [start, end] = a < b ? [a, b] : [b, a];
+          const sorted = [...keys].sort();
+          const inRange = sorted.filter((key) => key >= start && key < end);
+          assert.deepEqual(kv.scan(start, end, limit).map((e) => e.key), inRange.slice(0, limit));
+          assert.deepEqual(kv.scan(start, end, limit, true).map((e) => e.key), [...inRange].reverse().slice(0, limit));
+          assert.deepEqual(kv.scan("", KEY_END, Number.POSITIVE_INFINITY).map((e) => e.key), sorted);
+          assert.deepEqual(kv.scan("", KEY_END, 3, true).map((e) => e.key), [...sorted].reverse().slice(0, 3));
+        }),
+        { numRuns: kind === "memory" ? 200 : 60 },
+      );
+    });
+
+    test("many keys across chunk splits and removals stay ordered", () => {
+      const kv = make();
+      const keys: string[] = [];
+      for (let i = 0; i < 5000; i++) keys.push(byte(i % 251) + byte((i * 7) % 256) + byte(i % 13));
+      kv.transaction(() => {
+        for (const key of keys) kv.put(key, text("v"));
+        for (const key of keys.filter((_, i) => i % 3 === 0)) kv.delete(key);
+      });
+      const expected = [...new Set(keys.filter((_, i) => i % 3 !== 0))].filter((key) => !keys.some((k, i) => i % 3 === 0 && k === key)).sort();
+      assert.deepEqual(kv.scan("", KEY_END, Number.POSITIVE_INFINITY).map((e) => e.key), expected);
+      const prefix = byte(5);
+      assert.deepEqual(kv.scan(prefix, prefixEnd(prefix), 1000).map((e) => e.key), expected.filter((key) => key.startsWith(prefix)));
+    });
+
+    test("a read view keeps the state of its moment", () => {
+      const kv = make();
+      kv.transaction(() => kv.put("a", text("1")));
+      const view = kv.readView();
+      kv.transaction(() => {
+        kv.put("a", text("2"));
+        kv.put("b", text("3"));
+      });
+      assert.deepEqual([...(view.get("a") ?? [])], [...text("1")]);
+      assert.equal(view.get("b"), undefined);
+      assert.deepEqual(view.scan("", KEY_END, 10).map((e) => e.key), ["a"]);
+      view.release();
+      assert.deepEqual(kv.scan("", KEY_END, 10).map((e) => e.key), ["a", "b"]);
+    });
+
+    test("a transaction that throws leaves no trace of itself", () => {
+      const kv = make();
+      kv.transaction(() => kv.put("keep", text("1")));
+      if (kv instanceof LmdbKv) kv.commit();
+      const before = dump(kv);
+      assert.throws(() =>
+        kv.transaction(() => {
+          kv.put("keep", text("2"));
+          kv.put("new", text("3"));
+          kv.delete("keep");
+          throw new Error("bug");
+        }),
+      );
+      assert.deepEqual(dump(kv), before);
+    });
+  });
+}
+
+describe("LMDB store", () => {
+  test("a group commit takes every transaction of a turn; reads see them before the commit", async () => {
+    const path = join(directory, "group");
+    const kv = lmdb({ path, noSync: false });
+    for (let i = 0; i < 5; i++) kv.transaction(() => kv.put(`k${i}`, text(String(i))));
+    assert.equal(kv.scan("", KEY_END, 10).length, 5);
+    await kv.flushed();
+    await kv.close();
+    const reopened = lmdb({ path, noSync: false });
+    assert.deepEqual(reopened.scan("", KEY_END, 10).map((e) => e.key), ["k0", "k1", "k2", "k3", "k4"]);
+  });
+
+  test("a broker restarts at the applied index stored with its state", async () => {
+    const path = join(directory, "restart");
+    const kv = lmdb({ path, noSync: false });
+    const broker = new Broker(kv);
+    broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("hi") }]);
+    broker.apply(2, msTimestamp(1001), [{ op: "receive", mailbox: "bob", max: 1 }]);
+    await kv.flushed();
+    const before = dump(kv);
+    await kv.close();
+    const again = new Broker(lmdb({ path, noSync: false }));
+    assert.equal(again.appliedIndex(), 2);
+    assert.equal(again.list({ op: "list", mailbox: "bob" }, msTimestamp(1002)).ok, true);
+    assert.deepEqual(dump((again as unknown as { kv: OrderedKv }).kv), before);
+  });
+
+  test("an apply that throws falls back to the last commit, consistent with the applied index", () => {
+    const kv = lmdb();
+    const broker = new Broker(kv);
+    broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("1") }]);
+    kv.commit();
+    broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("2") }]);
+    const put = kv.put.bind(kv);
+    let puts = 0;
+    kv.put = (key, value) => {
+      if (++puts === 2) throw new Error("injected bug");
+      put(key, value);
+    };
+    assert.throws(() => broker.apply(3, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("3") }]), /injected/);
+    kv.put = put;
+    // The whole uncommitted group (entries 2 and 3) is gone, and the broker knows it.
+    assert.equal(broker.appliedIndex(), 1);
+    const listed = broker.list({ op: "list", mailbox: "bob" }, msTimestamp(1000));
+    assert.equal(listed.ok && listed.items.length, 1);
+    broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("2") }]);
+    assert.equal(broker.appliedIndex(), 2);
+  });
+});
+
+describe("memory store", () => {
+  test("an apply that throws changes nothing", () => {
+    const kv = new MemoryKv();
+    const broker = new Broker(kv);
+    broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("1") }]);
+    const before = dump(kv);
+    const put = kv.put.bind(kv);
+    kv.put = (key, value) => {
+      if (key.startsWith("\x03")) throw new Error("injected bug");
+      put(key, value);
+    };
+    assert.throws(() => broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["carol"], body: text("2") }]), /injected/);
+    kv.put = put;
+    assert.deepEqual(dump(kv), before);
+    assert.equal(broker.appliedIndex(), 1);
+    assert.equal(broker.mailboxCount(), 1);
+  });
+});
