@@ -46,7 +46,8 @@ export async function readWholeFile(fs: FileSystem, path: string): Promise<Uint8
   const handle = await fs.open(path, "read");
   try {
     const sizeBytes = await handle.size();
-    const buffer = new Uint8Array(sizeBytes);
+    // Not zero-filled: every byte is overwritten by the read, and segments are large.
+    const buffer = new Uint8Array(Buffer.allocUnsafeSlow(sizeBytes).buffer, 0, sizeBytes);
     let done = 0;
     while (done < sizeBytes) {
       const count = await handle.read(buffer.subarray(done), done);

@@ -33,14 +33,17 @@ export class LogIndex {
     this.base = firstIndex;
   }
 
-  append(index: number, term: number, position: EntryPosition): void {
-    assert(index >= this.firstIndex && index <= this.lastIndex + 1, `log index: append at ${index} outside [${this.firstIndex}, ${this.lastIndex + 1}]`);
+  // Scalars rather than an EntryPosition: recovery calls this for every entry of the log.
+  append(index: number, term: number, segment: number, offsetBytes: number, sizeBytes: number): void {
+    if (index < this.firstIndex || index > this.lastIndex + 1) {
+      assert(false, `log index: append at ${index} outside [${this.firstIndex}, ${this.lastIndex + 1}]`);
+    }
     const slot = index - this.base;
     if (slot >= this.terms.length) this.grow(slot + 1);
     this.terms[slot] = term;
-    this.segments[slot] = position.segment;
-    this.offsets[slot] = position.offsetBytes;
-    this.sizes[slot] = position.sizeBytes;
+    this.segments[slot] = segment;
+    this.offsets[slot] = offsetBytes;
+    this.sizes[slot] = sizeBytes;
     this.lastIndex = index;
   }
 

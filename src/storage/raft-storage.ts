@@ -45,7 +45,7 @@ import {
   snapshotMarkerSizeBytes,
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
-import { PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
+import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
 import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore } from "./snapshots.js";
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
@@ -67,7 +67,7 @@ export interface StorageOptions {
   fs?: FileSystem; // default: NodeFileSystem
   fsync?: FsyncPolicy; // default "always"
   segmentSizeBytes?: number; // default 64 MiB
-  preallocate?: boolean; // write zeros into the next segment ahead of time (default true)
+  preallocate?: Preallocation; // how the next segment is preallocated (default "truncate", see segments.ts)
   cacheSizeBytes?: number; // recent entries kept in memory (default 32 MiB)
   entrySizeBytesMax?: number; // largest entry data accepted (default 16 MiB)
   snapshotsRetained?: number; // snapshot files kept (default 2)
@@ -159,7 +159,7 @@ export class DiskRaftStorage implements LogStorage {
     checkRange("entrySizeBytesMax", entrySizeBytesMax, 1, 256 * 1024 * 1024 - 64);
     await fs.mkdir(dir);
     const lock = await fs.lock(dir);
-    const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? true);
+    const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? "truncate");
     try {
       if (await fs.exists(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`)) await fs.unlink(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`);
       const snapshots = new SnapshotStore(fs, dir, { retainCount: options.snapshotsRetained, chunkBytes: options.snapshotChunkBytes });
@@ -549,11 +549,8 @@ export class DiskRaftStorage implements LogStorage {
     }
     if (update.hardState) this.hardState = { ...update.hardState };
     update.entries.forEach((entry, position) => {
-      this.index.append(entry.index, entry.term, {
-        segment: segment.sequence,
-        offsetBytes: batchStart + offsets[position]!,
-        sizeBytes: RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES + entry.data.length,
-      });
+      const sizeBytes = RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES + entry.data.length;
+      this.index.append(entry.index, entry.term, segment.sequence, batchStart + offsets[position]!, sizeBytes);
     });
     this.cache.append(update.entries);
     return snapshotChanged;

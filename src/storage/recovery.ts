@@ -18,7 +18,6 @@ import { StorageCorruptError } from "./errors.js";
 import { readWholeFile, type FileSystem } from "./fs.js";
 import { LogIndex } from "./log-index.js";
 import {
-  decodeEntryIndexAndTerm,
   decodeHardState,
   decodeSegmentHeader,
   decodeSnapshotMarker,
@@ -81,10 +80,15 @@ async function recoverSegments(fs: FileSystem, dir: string, lenientTail: boolean
     resetSeen: false,
   };
   let tornTail: RecoveredLog["tornTail"];
+  const pathOf = (sequence: number) => join(dir, `${String(sequence).padStart(16, "0")}.wal`);
+  // The next segment is read while this one is parsed.
+  let reading: Promise<Uint8Array> | undefined = sequences.length > 0 ? readWholeFile(fs, pathOf(sequences[0]!)) : undefined;
   for (const [position, sequence] of sequences.entries()) {
     const isLast = position === sequences.length - 1;
-    const path = join(dir, `${String(sequence).padStart(16, "0")}.wal`);
-    const buffer = await readWholeFile(fs, path);
+    const path = pathOf(sequence);
+    const buffer = await reading!;
+    reading = isLast ? undefined : readWholeFile(fs, pathOf(sequences[position + 1]!));
+    reading?.catch(() => undefined); // awaited next round; an error surfaces there
     const stop = replaySegment(state, buffer, path, sequence);
     const endBytes = stop.offsetBytes;
     const damaged = stop.problem !== undefined || !isAllZero(buffer, stop.offsetBytes);
@@ -168,7 +172,7 @@ function applyRecord(
       return;
     }
     case RecordType.entry: {
-      const entry = decodeEntryIndexAndTerm(view, at);
+      const entry = { index: view.getFloat64(at, true), term: view.getFloat64(at + 8, true) };
       if (entry.index < index.firstIndex) {
         // Only the oldest segment left after compaction may reach below its header (a suffix
         // truncated right after the cut); the snapshot supplies the term before it (see open).
@@ -178,7 +182,7 @@ function applyRecord(
         index.reset(entry.index, Number.NaN);
       }
       if (entry.index > index.lastIndex + 1) throw new StorageCorruptError(path, offset, `entry ${entry.index} leaves a gap after ${index.lastIndex}`);
-      index.append(entry.index, entry.term, { segment: sequence, offsetBytes: offset, sizeBytes: RECORD_HEADER_BYTES + payloadBytes });
+      index.append(entry.index, entry.term, sequence, offset, RECORD_HEADER_BYTES + payloadBytes);
       return;
     }
     case RecordType.hardState:

@@ -76,7 +76,7 @@ test("crash at any point: acknowledged writes survive, nothing after them is gar
       fc.array(operation, { minLength: 1, maxLength: 25 }),
       fc.constantFrom("drop" as const, "tear" as const, "flip" as const),
       fc.integer({ min: 1, max: 2 ** 31 - 1 }),
-      fc.boolean(),
+      fc.constantFrom("truncate" as const, "zeros" as const, "none" as const),
       async (operations, lastWrite, seed, preallocate) => {
         const fs = new MemoryFileSystem();
         const options = { fs, initialConf: CONF, segmentSizeBytes: 4096, preallocate };
