@@ -283,7 +283,7 @@ export class DiskRaftStorage implements LogStorage {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
     try {
-      this.accept(update);
+      update = this.accept(update);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -363,8 +363,10 @@ export class DiskRaftStorage implements LogStorage {
     return undefined;
   }
 
-  // Checks an update against the log as it will be once everything queued is written.
-  private accept(update: PersistUpdate): void {
+  // Checks an update against the log as it will be once everything queued is written. Entries
+  // below the first index are already covered by a snapshot and are dropped (as MemoryLogStorage
+  // does); returns the update to write.
+  private accept(update: PersistUpdate): PersistUpdate {
     let { firstIndex, lastIndex } = this.accepted;
     if (update.snapshot) {
       const snapshotIndex = update.snapshot.meta.index;
@@ -372,6 +374,8 @@ export class DiskRaftStorage implements LogStorage {
       firstIndex = snapshotIndex + 1;
       lastIndex = snapshotIndex;
     }
+    const covered = update.entries.findIndex((entry) => entry.index >= firstIndex);
+    if (covered !== 0) update = { ...update, entries: covered === -1 ? [] : update.entries.slice(covered) };
     const entries = update.entries;
     if (entries.length > 0) {
       const first = entries[0]!.index;
@@ -392,6 +396,7 @@ export class DiskRaftStorage implements LogStorage {
       lastIndex,
       commit: Math.max(this.accepted.commit, update.hardState?.commit ?? 0, update.snapshot?.meta.index ?? 0),
     };
+    return update;
   }
 
   private enqueue(item: QueueWork): Promise<void> {
@@ -480,6 +485,7 @@ export class DiskRaftStorage implements LogStorage {
     let sizeBytes = 0;
     for (const update of updates) sizeBytes += updateSizeBytes(update);
     let segment = this.files.active;
+    if (sizeBytes === 0 && segment) return; // nothing to write: everything before is durable already
     let carry = false;
     if (!segment || (segment.endBytes + sizeBytes > this.segmentSizeBytes && segment.endBytes > this.carrySizeBytes())) {
       segment = await this.cutSegment(segment);

@@ -81,13 +81,15 @@ async function recoverSegments(fs: FileSystem, dir: string, lenientTail: boolean
   };
   let tornTail: RecoveredLog["tornTail"];
   const pathOf = (sequence: number) => join(dir, `${String(sequence).padStart(16, "0")}.wal`);
-  // The next segment is read while this one is parsed.
+  // The next segment is read (into the other of two buffers) while this one is parsed.
+  const buffers: Array<Uint8Array | undefined> = [undefined, undefined];
   let reading: Promise<Uint8Array> | undefined = sequences.length > 0 ? readWholeFile(fs, pathOf(sequences[0]!)) : undefined;
   for (const [position, sequence] of sequences.entries()) {
     const isLast = position === sequences.length - 1;
     const path = pathOf(sequence);
     const buffer = await reading!;
-    reading = isLast ? undefined : readWholeFile(fs, pathOf(sequences[position + 1]!));
+    buffers[position % 2] = buffer.buffer.byteLength >= (buffers[position % 2]?.length ?? 0) ? new Uint8Array(buffer.buffer) : buffers[position % 2];
+    reading = isLast ? undefined : readWholeFile(fs, pathOf(sequences[position + 1]!), buffers[(position + 1) % 2]);
     reading?.catch(() => undefined); // awaited next round; an error surfaces there
     const stop = replaySegment(state, buffer, path, sequence);
     const endBytes = stop.offsetBytes;

@@ -194,7 +194,10 @@ test("a snapshot received from the leader replaces the log and survives restart"
   assert.equal(storage.firstIndex(), 101);
   assert.equal(storage.lastIndex(), 100);
   assert.equal(storage.term(100), 3);
-  await storage.persist({ entries: entries(101, 105, 3) });
+  // Entries the snapshot already covers are dropped, the rest appended.
+  await storage.persist({ entries: entries(98, 105, 3) });
+  assert.equal(storage.lastIndex(), 105);
+  assert.equal(storage.entries(101, 102, 0)[0]!.index, 101);
   await storage.close();
   const reopened = await DiskRaftStorage.open(DIR, options(fs));
   assert.equal(reopened.firstIndex(), 101);
