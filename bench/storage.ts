@@ -89,7 +89,6 @@ async function appendRun(dir: string, entrySizeBytes: number, batchSize: number,
   const data = new Uint8Array(entrySizeBytes).fill(42);
   let next = 1;
   const latencies: number[] = [];
-  let entriesDone = 0;
   const warmupEnd = performance.now() + Math.min(200, durationMs / 5);
   const start = performance.now();
   let measureStart = start;
@@ -106,7 +105,6 @@ async function appendRun(dir: string, entrySizeBytes: number, batchSize: number,
         latencies.push(now - began);
         measuredEntries += batchSize;
       } else measureStart = now;
-      entriesDone += batchSize;
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));

@@ -12,6 +12,7 @@
 //
 // After a failed write or fsync the storage refuses everything (StorageFailedError): what reached
 // the disk is unknown, so the node must restart and recover from what is really there.
+import { performance } from "node:perf_hooks";
 import { FerryError } from "../protocol/errors.js";
 import {
   CompactedError,
@@ -102,7 +103,17 @@ function checkRange(name: string, value: number, min: number, max: number): void
   if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer in [${min}, ${max}], got ${value}`);
 }
 
+// What open() found, for the node's log: how long recovery took and whether a torn tail was cut.
+export interface RecoveryReport {
+  segments: number;
+  firstIndex: number;
+  lastIndex: number;
+  durationMs: number;
+  tornTail: { path: string; offsetBytes: number; problem: string } | undefined;
+}
+
 export class DiskRaftStorage implements LogStorage {
+  recovery: RecoveryReport | undefined;
   private readonly index: LogIndex;
   private readonly cache: EntryCache;
   private hardState: HardState;
@@ -157,6 +168,7 @@ export class DiskRaftStorage implements LogStorage {
     checkRange("cacheSizeBytes", cacheSizeBytes, 0, Number.MAX_SAFE_INTEGER);
     const entrySizeBytesMax = options.entrySizeBytesMax ?? ENTRY_SIZE_BYTES_MAX_DEFAULT;
     checkRange("entrySizeBytesMax", entrySizeBytesMax, 1, 256 * 1024 * 1024 - 64);
+    const startedMs = performance.now();
     await fs.mkdir(dir);
     const lock = await fs.lock(dir);
     const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? "truncate");
@@ -170,6 +182,13 @@ export class DiskRaftStorage implements LogStorage {
       const storage = new DiskRaftStorage(fs, dir, policy, files, snapshots, lock, segmentSizeBytes, entrySizeBytesMax, { ...recovered, snapshot }, cacheSizeBytes);
       files.prepareNext();
       if (recovered.segments.length === 0) await storage.initialize(options.initialConf);
+      storage.recovery = {
+        segments: recovered.segments.length,
+        firstIndex: storage.firstIndex(),
+        lastIndex: storage.lastIndex(),
+        durationMs: performance.now() - startedMs,
+        tornTail: recovered.tornTail,
+      };
       return storage;
     } catch (error) {
       await files.close();

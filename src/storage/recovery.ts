@@ -36,7 +36,7 @@ export interface RecoveredLog {
   hardState: HardState;
   latestMarker: SnapshotMarker | undefined;
   markers: SnapshotMarker[]; // every snapshot marker seen, in log order
-  tornTail: { path: string; offsetBytes: number; problem: string } | undefined;
+  tornTail: { path: string; offsetBytes: number; problem: string } | undefined; // what was cut off
 }
 
 interface ReplayState {

@@ -71,6 +71,7 @@ test("a torn tail (a partial last record) is truncated, the synced log survives"
   fs.crash({ lastWrite: "tear", random: () => 0.5 });
   const reopened = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   assert.ok(reopened.lastIndex() >= 10 && reopened.lastIndex() < 20, `lastIndex ${reopened.lastIndex()}`);
+  assert.equal(reopened.recovery?.tornTail?.path, SEGMENT_1, "the torn tail is reported");
   for (const e of reopened.entries(1, reopened.lastIndex() + 1, Number.POSITIVE_INFINITY)) assert.equal(text(e.data), `entry ${e.index} term 1`);
   // Writing continues where the torn tail was cut off.
   await reopened.persist({ entries: entries(reopened.lastIndex() + 1, 30, 2) });
