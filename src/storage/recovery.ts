@@ -94,7 +94,9 @@ async function recoverSegments(fs: FileSystem, dir: string, lenientTail: boolean
     const stop = replaySegment(state, buffer, path, sequence);
     const endBytes = stop.offsetBytes;
     const damaged = stop.problem !== undefined || !isAllZero(buffer, stop.offsetBytes);
-    if (!isLast && stop.problem !== undefined) throw new StorageCorruptError(path, stop.offsetBytes, stop.problem);
+    // Older segments were fsynced before the next one began: any damage there, including zeros
+    // followed by data (a lost write), is corruption.
+    if (!isLast && damaged) throw new StorageCorruptError(path, stop.offsetBytes, stop.problem ?? "zeroed bytes followed by data");
     if (isLast && damaged) {
       if (!lenientTail) checkTornTail(buffer, path, stop);
       tornTail = { path, offsetBytes: stop.offsetBytes, problem: stop.problem ?? "data after the end of the log" };
@@ -169,6 +171,8 @@ function applyRecord(
       if (state.segmentsReplayed === 0) index.reset(header.firstIndex, header.previousTerm);
       else if (header.firstIndex !== index.lastIndex + 1) {
         throw new StorageCorruptError(path, offset, `segment starts at index ${header.firstIndex} but the log before it ends at ${index.lastIndex}`);
+      } else if (!Number.isNaN(index.previousTerm) && header.previousTerm !== index.term(index.lastIndex)) {
+        throw new StorageCorruptError(path, offset, `segment says entry ${index.lastIndex} has term ${header.previousTerm}, the log before it says ${index.term(index.lastIndex)}`);
       }
       state.segmentsReplayed++;
       return;

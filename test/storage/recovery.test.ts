@@ -68,7 +68,7 @@ test("a torn tail (a partial last record) is truncated, the synced log survives"
   fs.holdSyncs();
   void storage.persist({ entries: entries(11, 20, 1) }).catch(() => undefined);
   await tick();
-  fs.crash({ lastWrite: "tear", random: () => 0.5 });
+  fs.crash({ lastWrite: "tear", random: () => 0.55 }); // mid-record: half would end on a record boundary
   const reopened = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   assert.ok(reopened.lastIndex() >= 10 && reopened.lastIndex() < 20, `lastIndex ${reopened.lastIndex()}`);
   assert.equal(reopened.recovery?.tornTail?.path, SEGMENT_1, "the torn tail is reported");
@@ -125,6 +125,23 @@ test("damage in an older segment refuses to start", async () => {
   await storage.close();
   fs.corrupt(SEGMENT_1, 300);
   await assert.rejects(DiskRaftStorage.open(DIR, options(fs)), (error: unknown) => error instanceof StorageCorruptError && error.file === SEGMENT_1);
+});
+
+test("zeros followed by data in an older segment (a lost write) is corruption", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open(DIR, options(fs));
+  for (let i = 0; i < 10; i++) await storage.persist({ hardState: { term: 1, vote: 2, commit: 0 }, entries: entries(i * 20 + 1, i * 20 + 20, 1, 50) });
+  await storage.close();
+  const bytes = fs.fileBytes(SEGMENT_1);
+  const at = Buffer.from(bytes).indexOf(new Uint8Array(50).fill(3)); // inside entry 3's record
+  const recordStart = at - 16 - 17;
+  for (let offset = recordStart; offset < at + 50; offset++) if (bytes[offset] !== 0) fs.corrupt(SEGMENT_1, offset, bytes[offset]!);
+  await assert.rejects(DiskRaftStorage.open(DIR, options(fs)), (error: unknown) => {
+    assert.ok(error instanceof StorageCorruptError);
+    assert.equal(error.file, SEGMENT_1);
+    assert.equal(error.offsetBytes, recordStart);
+    return true;
+  });
 });
 
 test("a missing segment in the middle is corruption", async () => {
