@@ -24,7 +24,7 @@ import {
   type SnapshotMeta,
   SnapshotUnavailableError,
 } from "../raft/types.js";
-import { assert } from "../util/assert.js";
+import { AssertionError, assert } from "../util/assert.js";
 import { ENTRY_CACHE_BYTES_DEFAULT, EntryCache } from "./entry-cache.js";
 import { StorageCorruptError, StorageError, StorageFailedError } from "./errors.js";
 import type { FileSystem } from "./fs.js";
@@ -169,8 +169,12 @@ export class DiskRaftStorage implements LogStorage {
     const entrySizeBytesMax = options.entrySizeBytesMax ?? ENTRY_SIZE_BYTES_MAX_DEFAULT;
     checkRange("entrySizeBytesMax", entrySizeBytesMax, 1, 256 * 1024 * 1024 - 64);
     const startedMs = performance.now();
-    await fs.mkdir(dir);
-    const lock = await fs.lock(dir);
+    await fs.mkdir(dir).catch((error: unknown) => {
+      throw new StorageFailedError(`could not create the data directory ${dir}`, error);
+    });
+    const lock = await fs.lock(dir).catch((error: unknown) => {
+      throw error instanceof StorageError ? error : new StorageFailedError(`could not lock the data directory ${dir}`, error);
+    });
     const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? "truncate");
     try {
       if (await fs.exists(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`)) await fs.unlink(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`);
@@ -193,7 +197,9 @@ export class DiskRaftStorage implements LogStorage {
     } catch (error) {
       await files.close();
       await lock.release();
-      throw error;
+      // Damage and bugs keep their own errors; an I/O error (EIO, ENOSPC, EACCES) says where it hit.
+      if (error instanceof FerryError || error instanceof AssertionError) throw error;
+      throw new StorageFailedError(`could not open the write-ahead log in ${dir}`, error);
     }
   }
 
@@ -466,7 +472,9 @@ export class DiskRaftStorage implements LogStorage {
 
   private fail(error: unknown): void {
     if (this.failure) return;
-    this.failure = error instanceof StorageError ? error : new StorageFailedError(`write-ahead log write failed in ${this.dir}`, error);
+    // A failed assertion is a bug and stays one; anything else is the disk's doing.
+    this.failure =
+      error instanceof StorageError || error instanceof AssertionError ? error : new StorageFailedError(`write-ahead log write failed in ${this.dir}`, error);
     // Everything queued behind the failed batch fails too; it can never become durable.
     for (const item of this.queue.splice(0)) item.reject(this.failure);
   }
