@@ -258,7 +258,7 @@ export class DiskRaftStorage implements LogStorage {
         next++;
         continue;
       }
-      const read = this.readFromDisk(next, Math.min(hi, this.cache.firstIndex > next ? this.cache.firstIndex : hi));
+      const read = this.readFromDisk(next, Math.min(hi, this.cache.firstIndex > next ? this.cache.firstIndex : hi), maxBytes - sizeBytes);
       for (const entry of read) {
         if (result.length > 0 && sizeBytes + entry.data.length > maxBytes) return result;
         result.push(entry);
@@ -269,15 +269,17 @@ export class DiskRaftStorage implements LogStorage {
     return result;
   }
 
-  // The cold path: reads entries [lo, hi) that are adjacent in one segment with one readSync.
-  private readFromDisk(lo: number, hi: number): Entry[] {
+  // The cold path: reads entries [lo, hi) that are adjacent in one segment with one readSync, at
+  // least one and no more bytes than budgetBytes (the caller's maxBytes left) or COLD_READ_BYTES_MAX.
+  private readFromDisk(lo: number, hi: number, budgetBytes: number): Entry[] {
     const first = this.index.position(lo);
+    const spanBytesMax = Math.min(COLD_READ_BYTES_MAX, Math.max(budgetBytes, 0) + RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES);
     let end = first.offsetBytes + first.sizeBytes;
     let last = lo;
     while (last + 1 < hi) {
       const position = this.index.position(last + 1);
       if (position.segment !== first.segment || position.offsetBytes !== recordEnd(end)) break;
-      if (position.offsetBytes + position.sizeBytes - first.offsetBytes > COLD_READ_BYTES_MAX) break;
+      if (position.offsetBytes + position.sizeBytes - first.offsetBytes > spanBytesMax) break;
       end = position.offsetBytes + position.sizeBytes;
       last++;
     }
