@@ -83,9 +83,17 @@ const round = fc.record({
   seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
 });
 
-// Runs one round from the recovered state `start`; returns the state recovered after its crash.
-async function runRound(fs: MemoryFileSystem, options: StorageOptions, start: LogState, startTerm: number, r: Round, salt: number): Promise<LogState> {
-  const storage = await DiskRaftStorage.open("/data", options);
+// Runs one round from the recovered state `start`; returns the state recovered after its crash
+// and the file system of the next boot.
+async function runRound(
+  fs: MemoryFileSystem,
+  options: StorageOptions,
+  start: LogState,
+  startTerm: number,
+  r: Round,
+  salt: number,
+): Promise<{ state: LogState; fs: MemoryFileSystem }> {
+  const storage = await DiskRaftStorage.open("/data", { ...options, fs });
   assert.deepEqual(recovered(storage), start, "reopening without a crash changes nothing");
   const states: LogState[] = [start];
   const updates: Array<{ hardState: HardState; entries: Entry[] }> = [];
@@ -111,8 +119,8 @@ async function runRound(fs: MemoryFileSystem, options: StorageOptions, start: Lo
   }
   for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
   const ackedState = acked;
-  fs.crash({ lastWrite: r.lastWrite, random: seededRandom(r.seed) });
-  const reopened = await DiskRaftStorage.open("/data", options);
+  const rebooted = fs.crash({ lastWrite: r.lastWrite, random: seededRandom(r.seed) });
+  const reopened = await DiskRaftStorage.open("/data", { ...options, fs: rebooted });
   const got = recovered(reopened);
   await reopened.close();
   const match = acceptable(states, updates, ackedState).some((candidate) => {
@@ -124,7 +132,9 @@ async function runRound(fs: MemoryFileSystem, options: StorageOptions, start: Lo
     }
   });
   assert.ok(match, `recovered ${JSON.stringify(got)} is none of the states at or after acknowledged state ${ackedState}`);
-  return got;
+  // The dead storage fails instead of hanging, and cannot touch the rebooted disk.
+  await storage.close().catch(() => undefined);
+  return { state: got, fs: rebooted };
 }
 
 test("crash at any point, several times: acknowledged writes survive, nothing after them is garbage", async () => {
@@ -133,15 +143,15 @@ test("crash at any point, several times: acknowledged writes survive, nothing af
       fc.array(round, { minLength: 1, maxLength: 3 }),
       fc.constantFrom("truncate" as const, "zeros" as const, "none" as const),
       async (rounds, preallocate) => {
-        const fs = new MemoryFileSystem();
-        const options: StorageOptions = { fs, initialConf: CONF, segmentSizeBytes: 4096, preallocate };
+        let fs = new MemoryFileSystem();
+        const options: StorageOptions = { initialConf: CONF, segmentSizeBytes: 4096, preallocate };
         let state: LogState = { entries: [], hardState: { term: 0, vote: 0, commit: 0 } };
         for (const [number, r] of rounds.entries()) {
           // Terms only grow across rounds, so a round's entries never repeat an earlier round's.
-          state = await runRound(fs, options, state, 1 + number * 100, r, number * 1000);
+          ({ state, fs } = await runRound(fs, options, state, 1 + number * 100, r, number * 1000));
         }
         // The recovered log keeps working.
-        const storage = await DiskRaftStorage.open("/data", options);
+        const storage = await DiskRaftStorage.open("/data", { ...options, fs });
         await storage.persist({ entries: makeEntries(storage.lastIndex() + 1, 3, 1000, 10, 99) });
         assert.equal(storage.lastIndex(), state.entries.length + 3);
         await storage.close();

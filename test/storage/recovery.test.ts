@@ -62,13 +62,13 @@ test("every record type round-trips through a restart, across many segments", as
 });
 
 test("a torn tail (a partial last record) is truncated, the synced log survives", async () => {
-  const fs = new MemoryFileSystem();
+  let fs = new MemoryFileSystem();
   const storage = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   await storage.persist({ hardState: { term: 1, vote: 1, commit: 0 }, entries: entries(1, 10, 1) });
   fs.holdSyncs();
   void storage.persist({ entries: entries(11, 20, 1) }).catch(() => undefined);
   await tick();
-  fs.crash({ lastWrite: "tear", random: () => 0.55 }); // mid-record: half would end on a record boundary
+  fs = fs.crash({ lastWrite: "tear", random: () => 0.55 }); // mid-record: half would end on a record boundary
   const reopened = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   assert.ok(reopened.lastIndex() >= 10 && reopened.lastIndex() < 20, `lastIndex ${reopened.lastIndex()}`);
   assert.equal(reopened.recovery?.tornTail?.path, SEGMENT_1, "the torn tail is reported");
@@ -261,11 +261,11 @@ test("group commit: persists issued together share writes and syncs", async () =
 
 test("fsync never / interval: persist resolves after the write, a clean close syncs", async () => {
   for (const fsync of ["never", { intervalMs: 5 }] as const) {
-    const fs = new MemoryFileSystem();
+    let fs = new MemoryFileSystem();
     const storage = await DiskRaftStorage.open(DIR, options(fs, { fsync }));
     await storage.persist({ entries: entries(1, 10, 1) });
     await storage.close();
-    fs.crash();
+    fs = fs.crash();
     const reopened = await DiskRaftStorage.open(DIR, options(fs, { fsync }));
     assert.equal(reopened.lastIndex(), 10, `fsync ${JSON.stringify(fsync)}`);
     await reopened.close();
