@@ -427,6 +427,9 @@ export class DiskRaftStorage implements LogStorage {
   }
 
   private enqueue(item: QueueWork): Promise<void> {
+    // After close() nothing new starts (a saveSnapshot whose file was still being written ends here).
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ ...item, resolve, reject } as QueueItem);
       if (!this.writing) {
