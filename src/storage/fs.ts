@@ -42,11 +42,14 @@ export interface FileSystem {
   lock(dir: string): Promise<DirectoryLock>;
 }
 
-export async function readWholeFile(fs: FileSystem, path: string): Promise<Uint8Array> {
+// Reads a whole file, into `reuse` when it is large enough (recovery reads segment after segment
+// into the same two buffers instead of allocating 64 MiB each time).
+export async function readWholeFile(fs: FileSystem, path: string, reuse?: Uint8Array): Promise<Uint8Array> {
   const handle = await fs.open(path, "read");
   try {
     const sizeBytes = await handle.size();
-    const buffer = new Uint8Array(sizeBytes);
+    // Not zero-filled: every byte is overwritten by the read, and segments are large.
+    const buffer = reuse && reuse.length >= sizeBytes ? reuse.subarray(0, sizeBytes) : new Uint8Array(Buffer.allocUnsafeSlow(sizeBytes).buffer, 0, sizeBytes);
     let done = 0;
     while (done < sizeBytes) {
       const count = await handle.read(buffer.subarray(done), done);

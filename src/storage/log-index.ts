@@ -20,10 +20,19 @@ export class LogIndex {
   lastIndex = 0;
   // Entry i is at slot i - base.
   private base = 1;
-  private terms = new Float64Array(INITIAL_CAPACITY_ENTRIES);
-  private segments = new Uint32Array(INITIAL_CAPACITY_ENTRIES);
-  private offsets = new Uint32Array(INITIAL_CAPACITY_ENTRIES);
-  private sizes = new Uint32Array(INITIAL_CAPACITY_ENTRIES);
+  private terms: Float64Array;
+  private segments: Uint32Array;
+  private offsets: Uint32Array;
+  private sizes: Uint32Array;
+
+  // The initial capacity is also how many dead slots compact() tolerates before moving the live
+  // ones to the front (tests make it small to exercise that).
+  constructor(private readonly initialCapacityEntries = INITIAL_CAPACITY_ENTRIES) {
+    this.terms = new Float64Array(initialCapacityEntries);
+    this.segments = new Uint32Array(initialCapacityEntries);
+    this.offsets = new Uint32Array(initialCapacityEntries);
+    this.sizes = new Uint32Array(initialCapacityEntries);
+  }
 
   // Empties the log: the next entry is firstIndex, entry firstIndex - 1 had previousTerm.
   reset(firstIndex: number, previousTerm: number): void {
@@ -33,14 +42,17 @@ export class LogIndex {
     this.base = firstIndex;
   }
 
-  append(index: number, term: number, position: EntryPosition): void {
-    assert(index >= this.firstIndex && index <= this.lastIndex + 1, `log index: append at ${index} outside [${this.firstIndex}, ${this.lastIndex + 1}]`);
+  // Scalars rather than an EntryPosition: recovery calls this for every entry of the log.
+  append(index: number, term: number, segment: number, offsetBytes: number, sizeBytes: number): void {
+    if (index < this.firstIndex || index > this.lastIndex + 1) {
+      assert(false, `log index: append at ${index} outside [${this.firstIndex}, ${this.lastIndex + 1}]`);
+    }
     const slot = index - this.base;
     if (slot >= this.terms.length) this.grow(slot + 1);
     this.terms[slot] = term;
-    this.segments[slot] = position.segment;
-    this.offsets[slot] = position.offsetBytes;
-    this.sizes[slot] = position.sizeBytes;
+    this.segments[slot] = segment;
+    this.offsets[slot] = offsetBytes;
+    this.sizes[slot] = sizeBytes;
     this.lastIndex = index;
   }
 
@@ -68,7 +80,7 @@ export class LogIndex {
     this.firstIndex = index;
     const deadSlots = index - this.base;
     const liveSlots = this.lastIndex - index + 1;
-    if (deadSlots > INITIAL_CAPACITY_ENTRIES && deadSlots > liveSlots) {
+    if (deadSlots > this.initialCapacityEntries && deadSlots > liveSlots) {
       for (const array of [this.terms, this.segments, this.offsets, this.sizes]) array.copyWithin(0, deadSlots, deadSlots + liveSlots);
       this.base = index;
     }

@@ -3,6 +3,11 @@
 // unlink) until fsyncDir(). crash() throws the volatile state away, and can tear the last
 // unsynced write (keep a prefix of it) or flip one bit in it. A capacity limit makes writes that
 // grow the total past it fail with ENOSPC, like a full disk.
+//
+// A MemoryFileSystem is what one boot of a machine sees of its disk (a MemoryDisk). crash() ends
+// that boot: this object and every handle opened through it fail with EIO from then on — so
+// whatever the dead storage still had in flight cannot touch the disk — and crash() returns the
+// MemoryFileSystem of the next boot.
 import { StorageLockedError } from "./errors.js";
 import { fsError, type DirectoryLock, type FileHandle, type FileSystem, type OpenMode } from "./fs.js";
 
@@ -64,22 +69,20 @@ export interface MemoryFileSystemOptions {
   capacityBytes?: number; // total file bytes allowed (default unlimited)
 }
 
-export class MemoryFileSystem implements FileSystem {
-  private names = new Map<string, Inode>();
-  private durableNames = new Map<string, Inode>();
-  private directories = new Set<string>(["/"]);
-  private locks = new Set<string>();
-  private epoch = 0;
-  private lastWrite: { inode: Inode; operation: Operation & { kind: "write" } } | undefined;
-  private syncsHeld: Array<() => void> | undefined;
-  readonly capacityBytes: number;
-  // Counters for tests (group commit: how many syncs served how many writes).
+// The disk itself: files, directory entries, what is durable, and what a crash keeps. Reached
+// through a MemoryFileSystem (one per boot); exported only for that constructor's signature.
+export class MemoryDisk {
+  names = new Map<string, Inode>();
+  durableNames = new Map<string, Inode>();
+  readonly directories = new Set<string>(["/"]);
+  readonly locks = new Set<string>();
+  epoch = 0; // the current boot
+  lastWrite: { inode: Inode; operation: Operation & { kind: "write" } } | undefined;
+  syncsHeld: Array<() => void> | undefined;
   writeCount = 0;
   syncCount = 0;
 
-  constructor(options: MemoryFileSystemOptions = {}) {
-    this.capacityBytes = options.capacityBytes ?? Number.POSITIVE_INFINITY;
-  }
+  constructor(readonly capacityBytes: number) {}
 
   usedBytes(): number {
     let total = 0;
@@ -87,63 +90,10 @@ export class MemoryFileSystem implements FileSystem {
     return total;
   }
 
-  async open(path: string, mode: OpenMode): Promise<FileHandle> {
-    path = normalize(path);
-    let inode = this.names.get(path);
-    if (mode === "read" || mode === "read-write") {
-      if (!inode) throw fsError("ENOENT", `no such file ${path}`);
-    } else {
-      if (!this.directories.has(parentOf(path))) throw fsError("ENOENT", `no such directory ${parentOf(path)}`);
-      if (inode && mode === "create-exclusive") throw fsError("EEXIST", `file exists ${path}`);
-      if (!inode) {
-        inode = new Inode();
-        this.names.set(path, inode);
-      } else this.truncateInode(inode, 0);
-    }
-    return this.handleFor(path, inode);
-  }
-
-  private handleFor(path: string, inode: Inode): FileHandle {
-    const epoch = this.epoch;
-    const check = (): void => {
-      if (epoch !== this.epoch) throw fsError("EIO", `file handle ${path} is from before a crash`);
-    };
-    return {
-      path,
-      write: async (data, position) => {
-        check();
-        this.writeInode(inode, data, position);
-      },
-      read: async (buffer, position) => {
-        check();
-        return this.readInode(inode, buffer, position);
-      },
-      readSync: (buffer, position) => {
-        check();
-        return this.readInode(inode, buffer, position);
-      },
-      datasync: async () => {
-        check();
-        await this.syncGate();
-        check();
-        this.syncCount++;
-        this.syncInode(inode);
-      },
-      truncate: async (sizeBytes) => {
-        check();
-        this.truncateInode(inode, sizeBytes);
-      },
-      size: async () => {
-        check();
-        return inode.sizeBytes;
-      },
-      close: async () => undefined,
-    };
-  }
-
-  // While held, datasync and fsyncDir wait: a test can crash with a write issued and not synced.
-  holdSyncs(): void {
-    this.syncsHeld ??= [];
+  syncGate(): Promise<void> {
+    const held = this.syncsHeld;
+    if (!held) return Promise.resolve();
+    return new Promise((resolve) => held.push(resolve));
   }
 
   releaseSyncs(): void {
@@ -152,13 +102,7 @@ export class MemoryFileSystem implements FileSystem {
     for (const resume of waiting) resume();
   }
 
-  private syncGate(): Promise<void> {
-    const held = this.syncsHeld;
-    if (!held) return Promise.resolve();
-    return new Promise((resolve) => held.push(resolve));
-  }
-
-  private writeInode(inode: Inode, data: Uint8Array, position: number): void {
+  write(inode: Inode, data: Uint8Array, position: number): void {
     this.writeCount++;
     const end = position + data.length;
     const growthBytes = Math.max(0, end - inode.sizeBytes);
@@ -173,13 +117,13 @@ export class MemoryFileSystem implements FileSystem {
     this.lastWrite = { inode, operation };
   }
 
-  private readInode(inode: Inode, buffer: Uint8Array, position: number): number {
+  read(inode: Inode, buffer: Uint8Array, position: number): number {
     const count = Math.max(0, Math.min(buffer.length, inode.sizeBytes - position));
     buffer.set(inode.data.subarray(position, position + count));
     return count;
   }
 
-  private truncateInode(inode: Inode, sizeBytes: number): void {
+  truncate(inode: Inode, sizeBytes: number): void {
     if (sizeBytes > inode.sizeBytes && this.usedBytes() + sizeBytes - inode.sizeBytes > this.capacityBytes) {
       throw fsError("ENOSPC", "no space left on device");
     }
@@ -189,84 +133,33 @@ export class MemoryFileSystem implements FileSystem {
     inode.unsynced.push({ kind: "truncate", sizeBytes });
   }
 
-  private syncInode(inode: Inode): void {
+  sync(inode: Inode): void {
+    this.syncCount++;
     inode.applyDurably(inode.unsynced);
     inode.unsynced = [];
     if (this.lastWrite?.inode === inode) this.lastWrite = undefined;
   }
 
-  async readdir(dir: string): Promise<string[]> {
-    dir = normalize(dir);
-    if (!this.directories.has(dir)) throw fsError("ENOENT", `no such directory ${dir}`);
-    const prefix = dir === "/" ? "/" : `${dir}/`;
-    const found: string[] = [];
-    for (const path of this.names.keys()) {
-      if (path.startsWith(prefix) && !path.slice(prefix.length).includes("/")) found.push(path.slice(prefix.length));
-    }
-    return found.sort();
-  }
-
-  async mkdir(dir: string): Promise<void> {
-    // Directories are durable at once: the storage layer creates its directory before any data.
-    let path = normalize(dir);
-    while (path !== "/" && path !== "" && !this.directories.has(path)) {
-      this.directories.add(path);
-      path = parentOf(path);
-    }
-  }
-
-  async rename(from: string, to: string): Promise<void> {
-    from = normalize(from);
-    to = normalize(to);
-    const inode = this.names.get(from);
-    if (!inode) throw fsError("ENOENT", `no such file ${from}`);
-    this.names.delete(from);
-    this.names.set(to, inode);
-  }
-
-  async unlink(path: string): Promise<void> {
-    path = normalize(path);
-    if (!this.names.delete(path)) throw fsError("ENOENT", `no such file ${path}`);
-  }
-
-  async fsyncDir(dir: string): Promise<void> {
-    const epoch = this.epoch;
-    await this.syncGate();
-    if (epoch !== this.epoch) throw fsError("EIO", "fsyncDir from before a crash");
-    dir = normalize(dir);
+  syncDirectory(dir: string): void {
     const prefix = dir === "/" ? "/" : `${dir}/`;
     const inDir = (path: string) => path.startsWith(prefix) && !path.slice(prefix.length).includes("/");
     for (const path of [...this.durableNames.keys()]) if (inDir(path)) this.durableNames.delete(path);
     for (const [path, inode] of this.names) if (inDir(path)) this.durableNames.set(path, inode);
   }
 
-  async exists(path: string): Promise<boolean> {
-    return this.names.has(normalize(path));
-  }
-
-  async lock(dir: string): Promise<DirectoryLock> {
-    dir = normalize(dir);
-    if (this.locks.has(dir)) throw new StorageLockedError(`data directory ${dir} is locked by another open storage`);
-    this.locks.add(dir);
-    const epoch = this.epoch;
-    return {
-      release: async () => {
-        if (epoch === this.epoch) this.locks.delete(dir);
-      },
-    };
-  }
-
-  // Simulates power loss: everything not synced is gone, open handles die, locks are released.
-  crash(options: CrashOptions = {}): void {
+  // Power loss: everything not synced is gone, locks are released, a new boot begins.
+  crash(options: CrashOptions): void {
     const random = options.random ?? Math.random;
     const last = this.lastWrite;
     this.lastWrite = undefined;
     this.epoch++;
     this.locks.clear();
-    this.syncsHeld = undefined; // the waiters belong to the dead world and never resume
+    // Held syncs resume into the new boot and fail with EIO: the dead storage errors out instead
+    // of hanging (so a test or simulator may still close() it).
+    this.releaseSyncs();
     this.names = new Map(this.durableNames);
     for (const inode of new Set(this.names.values())) inode.revertToDurable();
-    if (!last || !this.names.size || ![...this.names.values()].includes(last.inode)) return;
+    if (!last || ![...this.names.values()].includes(last.inode)) return;
     const mode = options.lastWrite ?? "drop";
     if (mode === "drop") return;
     const { position, data } = last.operation;
@@ -276,20 +169,184 @@ export class MemoryFileSystem implements FileSystem {
       const bit = Math.floor(random() * bytes.length * 8);
       bytes[bit >> 3]! ^= 1 << (bit & 7);
     }
-    const inode = last.inode;
-    inode.applyDurably([{ kind: "write", position, data: bytes }]);
-    inode.revertToDurable();
+    last.inode.applyDurably([{ kind: "write", position, data: bytes }]);
+    last.inode.revertToDurable();
+  }
+}
+
+export class MemoryFileSystem implements FileSystem {
+  private readonly disk: MemoryDisk;
+  private readonly boot: number;
+
+  constructor(options: MemoryFileSystemOptions = {}, disk?: MemoryDisk) {
+    this.disk = disk ?? new MemoryDisk(options.capacityBytes ?? Number.POSITIVE_INFINITY);
+    this.boot = this.disk.epoch;
+  }
+
+  get capacityBytes(): number {
+    return this.disk.capacityBytes;
+  }
+
+  // Counters for tests (group commit: how many syncs served how many writes).
+  get writeCount(): number {
+    return this.disk.writeCount;
+  }
+
+  get syncCount(): number {
+    return this.disk.syncCount;
+  }
+
+  usedBytes(): number {
+    return this.disk.usedBytes();
+  }
+
+  private alive(what: string): void {
+    if (this.boot !== this.disk.epoch) throw fsError("EIO", `${what}: this file system view is from before a crash`);
+  }
+
+  async open(path: string, mode: OpenMode): Promise<FileHandle> {
+    this.alive("open");
+    path = normalize(path);
+    const disk = this.disk;
+    let inode = disk.names.get(path);
+    if (mode === "read" || mode === "read-write") {
+      if (!inode) throw fsError("ENOENT", `no such file ${path}`);
+    } else {
+      if (!disk.directories.has(parentOf(path))) throw fsError("ENOENT", `no such directory ${parentOf(path)}`);
+      if (inode && mode === "create-exclusive") throw fsError("EEXIST", `file exists ${path}`);
+      if (!inode) {
+        inode = new Inode();
+        disk.names.set(path, inode);
+      } else disk.truncate(inode, 0);
+    }
+    return this.handleFor(path, inode);
+  }
+
+  private handleFor(path: string, inode: Inode): FileHandle {
+    const disk = this.disk;
+    const check = (): void => this.alive(`file ${path}`);
+    return {
+      path,
+      write: async (data, position) => {
+        check();
+        disk.write(inode, data, position);
+      },
+      read: async (buffer, position) => {
+        check();
+        return disk.read(inode, buffer, position);
+      },
+      readSync: (buffer, position) => {
+        check();
+        return disk.read(inode, buffer, position);
+      },
+      datasync: async () => {
+        check();
+        await disk.syncGate();
+        check();
+        disk.sync(inode);
+      },
+      truncate: async (sizeBytes) => {
+        check();
+        disk.truncate(inode, sizeBytes);
+      },
+      size: async () => {
+        check();
+        return inode.sizeBytes;
+      },
+      close: async () => undefined,
+    };
+  }
+
+  // While held, datasync and fsyncDir wait: a test can crash with a write issued and not synced.
+  holdSyncs(): void {
+    this.disk.syncsHeld ??= [];
+  }
+
+  releaseSyncs(): void {
+    this.disk.releaseSyncs();
+  }
+
+  async readdir(dir: string): Promise<string[]> {
+    this.alive("readdir");
+    dir = normalize(dir);
+    if (!this.disk.directories.has(dir)) throw fsError("ENOENT", `no such directory ${dir}`);
+    const prefix = dir === "/" ? "/" : `${dir}/`;
+    const found: string[] = [];
+    for (const path of this.disk.names.keys()) {
+      if (path.startsWith(prefix) && !path.slice(prefix.length).includes("/")) found.push(path.slice(prefix.length));
+    }
+    return found.sort();
+  }
+
+  async mkdir(dir: string): Promise<void> {
+    this.alive("mkdir");
+    // Directories are durable at once: the storage layer creates its directory before any data.
+    let path = normalize(dir);
+    while (path !== "/" && path !== "" && !this.disk.directories.has(path)) {
+      this.disk.directories.add(path);
+      path = parentOf(path);
+    }
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    this.alive("rename");
+    from = normalize(from);
+    to = normalize(to);
+    const inode = this.disk.names.get(from);
+    if (!inode) throw fsError("ENOENT", `no such file ${from}`);
+    this.disk.names.delete(from);
+    this.disk.names.set(to, inode);
+  }
+
+  async unlink(path: string): Promise<void> {
+    this.alive("unlink");
+    path = normalize(path);
+    if (!this.disk.names.delete(path)) throw fsError("ENOENT", `no such file ${path}`);
+  }
+
+  async fsyncDir(dir: string): Promise<void> {
+    this.alive("fsyncDir");
+    await this.disk.syncGate();
+    this.alive("fsyncDir");
+    this.disk.syncDirectory(normalize(dir));
+  }
+
+  async exists(path: string): Promise<boolean> {
+    this.alive("exists");
+    return this.disk.names.has(normalize(path));
+  }
+
+  async lock(dir: string): Promise<DirectoryLock> {
+    this.alive("lock");
+    dir = normalize(dir);
+    const disk = this.disk;
+    if (disk.locks.has(dir)) throw new StorageLockedError(`data directory ${dir} is locked by another open storage`);
+    disk.locks.add(dir);
+    const boot = this.boot;
+    return {
+      release: async () => {
+        if (boot === disk.epoch) disk.locks.delete(dir);
+      },
+    };
+  }
+
+  // Simulates power loss and reboot: returns the file system of the next boot. This one, and
+  // every handle opened through it, fails with EIO from now on.
+  crash(options: CrashOptions = {}): MemoryFileSystem {
+    this.alive("crash");
+    this.disk.crash(options);
+    return new MemoryFileSystem({}, this.disk);
   }
 
   // Test helpers: inspect and damage files directly (as a bad disk would).
   fileBytes(path: string): Uint8Array {
-    const inode = this.names.get(normalize(path));
+    const inode = this.disk.names.get(normalize(path));
     if (!inode) throw fsError("ENOENT", `no such file ${path}`);
     return inode.data.subarray(0, inode.sizeBytes);
   }
 
   corrupt(path: string, offsetBytes: number, xorMask = 0x01): void {
-    const inode = this.names.get(normalize(path));
+    const inode = this.disk.names.get(normalize(path));
     if (!inode) throw fsError("ENOENT", `no such file ${path}`);
     inode.data[offsetBytes]! ^= xorMask;
     inode.durable[offsetBytes]! ^= xorMask;

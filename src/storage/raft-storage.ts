@@ -12,6 +12,7 @@
 //
 // After a failed write or fsync the storage refuses everything (StorageFailedError): what reached
 // the disk is unknown, so the node must restart and recover from what is really there.
+import { performance } from "node:perf_hooks";
 import { FerryError } from "../protocol/errors.js";
 import {
   CompactedError,
@@ -23,7 +24,7 @@ import {
   type SnapshotMeta,
   SnapshotUnavailableError,
 } from "../raft/types.js";
-import { assert } from "../util/assert.js";
+import { AssertionError, assert } from "../util/assert.js";
 import { ENTRY_CACHE_BYTES_DEFAULT, EntryCache } from "./entry-cache.js";
 import { StorageCorruptError, StorageError, StorageFailedError } from "./errors.js";
 import type { FileSystem } from "./fs.js";
@@ -45,7 +46,7 @@ import {
   snapshotMarkerSizeBytes,
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
-import { PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
+import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
 import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore } from "./snapshots.js";
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
@@ -67,7 +68,7 @@ export interface StorageOptions {
   fs?: FileSystem; // default: NodeFileSystem
   fsync?: FsyncPolicy; // default "always"
   segmentSizeBytes?: number; // default 64 MiB
-  preallocate?: boolean; // write zeros into the next segment ahead of time (default true)
+  preallocate?: Preallocation; // how the next segment is preallocated (default "truncate", see segments.ts)
   cacheSizeBytes?: number; // recent entries kept in memory (default 32 MiB)
   entrySizeBytesMax?: number; // largest entry data accepted (default 16 MiB)
   snapshotsRetained?: number; // snapshot files kept (default 2)
@@ -102,7 +103,17 @@ function checkRange(name: string, value: number, min: number, max: number): void
   if (!Number.isInteger(value) || value < min || value > max) throw new RangeError(`${name} must be an integer in [${min}, ${max}], got ${value}`);
 }
 
+// What open() found, for the node's log: how long recovery took and whether a torn tail was cut.
+export interface RecoveryReport {
+  segments: number;
+  firstIndex: number;
+  lastIndex: number;
+  durationMs: number;
+  tornTail: { path: string; offsetBytes: number; problem: string } | undefined;
+}
+
 export class DiskRaftStorage implements LogStorage {
+  recovery: RecoveryReport | undefined;
   private readonly index: LogIndex;
   private readonly cache: EntryCache;
   private hardState: HardState;
@@ -157,9 +168,14 @@ export class DiskRaftStorage implements LogStorage {
     checkRange("cacheSizeBytes", cacheSizeBytes, 0, Number.MAX_SAFE_INTEGER);
     const entrySizeBytesMax = options.entrySizeBytesMax ?? ENTRY_SIZE_BYTES_MAX_DEFAULT;
     checkRange("entrySizeBytesMax", entrySizeBytesMax, 1, 256 * 1024 * 1024 - 64);
-    await fs.mkdir(dir);
-    const lock = await fs.lock(dir);
-    const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? true);
+    const startedMs = performance.now();
+    await fs.mkdir(dir).catch((error: unknown) => {
+      throw new StorageFailedError(`could not create the data directory ${dir}`, error);
+    });
+    const lock = await fs.lock(dir).catch((error: unknown) => {
+      throw error instanceof StorageError ? error : new StorageFailedError(`could not lock the data directory ${dir}`, error);
+    });
+    const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? "truncate");
     try {
       if (await fs.exists(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`)) await fs.unlink(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`);
       const snapshots = new SnapshotStore(fs, dir, { retainCount: options.snapshotsRetained, chunkBytes: options.snapshotChunkBytes });
@@ -170,11 +186,20 @@ export class DiskRaftStorage implements LogStorage {
       const storage = new DiskRaftStorage(fs, dir, policy, files, snapshots, lock, segmentSizeBytes, entrySizeBytesMax, { ...recovered, snapshot }, cacheSizeBytes);
       files.prepareNext();
       if (recovered.segments.length === 0) await storage.initialize(options.initialConf);
+      storage.recovery = {
+        segments: recovered.segments.length,
+        firstIndex: storage.firstIndex(),
+        lastIndex: storage.lastIndex(),
+        durationMs: performance.now() - startedMs,
+        tornTail: recovered.tornTail,
+      };
       return storage;
     } catch (error) {
       await files.close();
       await lock.release();
-      throw error;
+      // Damage and bugs keep their own errors; an I/O error (EIO, ENOSPC, EACCES) says where it hit.
+      if (error instanceof FerryError || error instanceof AssertionError) throw error;
+      throw new StorageFailedError(`could not open the write-ahead log in ${dir}`, error);
     }
   }
 
@@ -233,7 +258,7 @@ export class DiskRaftStorage implements LogStorage {
         next++;
         continue;
       }
-      const read = this.readFromDisk(next, Math.min(hi, this.cache.firstIndex > next ? this.cache.firstIndex : hi));
+      const read = this.readFromDisk(next, Math.min(hi, this.cache.firstIndex > next ? this.cache.firstIndex : hi), maxBytes - sizeBytes);
       for (const entry of read) {
         if (result.length > 0 && sizeBytes + entry.data.length > maxBytes) return result;
         result.push(entry);
@@ -244,15 +269,17 @@ export class DiskRaftStorage implements LogStorage {
     return result;
   }
 
-  // The cold path: reads entries [lo, hi) that are adjacent in one segment with one readSync.
-  private readFromDisk(lo: number, hi: number): Entry[] {
+  // The cold path: reads entries [lo, hi) that are adjacent in one segment with one readSync, at
+  // least one and no more bytes than budgetBytes (the caller's maxBytes left) or COLD_READ_BYTES_MAX.
+  private readFromDisk(lo: number, hi: number, budgetBytes: number): Entry[] {
     const first = this.index.position(lo);
+    const spanBytesMax = Math.min(COLD_READ_BYTES_MAX, Math.max(budgetBytes, 0) + RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES);
     let end = first.offsetBytes + first.sizeBytes;
     let last = lo;
     while (last + 1 < hi) {
       const position = this.index.position(last + 1);
       if (position.segment !== first.segment || position.offsetBytes !== recordEnd(end)) break;
-      if (position.offsetBytes + position.sizeBytes - first.offsetBytes > COLD_READ_BYTES_MAX) break;
+      if (position.offsetBytes + position.sizeBytes - first.offsetBytes > spanBytesMax) break;
       end = position.offsetBytes + position.sizeBytes;
       last++;
     }
@@ -283,7 +310,7 @@ export class DiskRaftStorage implements LogStorage {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
     try {
-      this.accept(update);
+      update = this.accept(update);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -363,8 +390,10 @@ export class DiskRaftStorage implements LogStorage {
     return undefined;
   }
 
-  // Checks an update against the log as it will be once everything queued is written.
-  private accept(update: PersistUpdate): void {
+  // Checks an update against the log as it will be once everything queued is written. Entries
+  // below the first index are already covered by a snapshot and are dropped (as MemoryLogStorage
+  // does); returns the update to write.
+  private accept(update: PersistUpdate): PersistUpdate {
     let { firstIndex, lastIndex } = this.accepted;
     if (update.snapshot) {
       const snapshotIndex = update.snapshot.meta.index;
@@ -372,6 +401,8 @@ export class DiskRaftStorage implements LogStorage {
       firstIndex = snapshotIndex + 1;
       lastIndex = snapshotIndex;
     }
+    const covered = update.entries.findIndex((entry) => entry.index >= firstIndex);
+    if (covered !== 0) update = { ...update, entries: covered === -1 ? [] : update.entries.slice(covered) };
     const entries = update.entries;
     if (entries.length > 0) {
       const first = entries[0]!.index;
@@ -392,9 +423,13 @@ export class DiskRaftStorage implements LogStorage {
       lastIndex,
       commit: Math.max(this.accepted.commit, update.hardState?.commit ?? 0, update.snapshot?.meta.index ?? 0),
     };
+    return update;
   }
 
   private enqueue(item: QueueWork): Promise<void> {
+    // After close() nothing new starts (a saveSnapshot whose file was still being written ends here).
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ ...item, resolve, reject } as QueueItem);
       if (!this.writing) {
@@ -442,7 +477,9 @@ export class DiskRaftStorage implements LogStorage {
 
   private fail(error: unknown): void {
     if (this.failure) return;
-    this.failure = error instanceof StorageError ? error : new StorageFailedError(`write-ahead log write failed in ${this.dir}`, error);
+    // A failed assertion is a bug and stays one; anything else is the disk's doing.
+    this.failure =
+      error instanceof StorageError || error instanceof AssertionError ? error : new StorageFailedError(`write-ahead log write failed in ${this.dir}`, error);
     // Everything queued behind the failed batch fails too; it can never become durable.
     for (const item of this.queue.splice(0)) item.reject(this.failure);
   }
@@ -480,6 +517,7 @@ export class DiskRaftStorage implements LogStorage {
     let sizeBytes = 0;
     for (const update of updates) sizeBytes += updateSizeBytes(update);
     let segment = this.files.active;
+    if (sizeBytes === 0 && segment) return; // nothing to write: everything before is durable already
     let carry = false;
     if (!segment || (segment.endBytes + sizeBytes > this.segmentSizeBytes && segment.endBytes > this.carrySizeBytes())) {
       segment = await this.cutSegment(segment);
@@ -549,11 +587,8 @@ export class DiskRaftStorage implements LogStorage {
     }
     if (update.hardState) this.hardState = { ...update.hardState };
     update.entries.forEach((entry, position) => {
-      this.index.append(entry.index, entry.term, {
-        segment: segment.sequence,
-        offsetBytes: batchStart + offsets[position]!,
-        sizeBytes: RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES + entry.data.length,
-      });
+      const sizeBytes = RECORD_HEADER_BYTES + ENTRY_PAYLOAD_HEADER_BYTES + entry.data.length;
+      this.index.append(entry.index, entry.term, segment.sequence, batchStart + offsets[position]!, sizeBytes);
     });
     this.cache.append(update.entries);
     return snapshotChanged;

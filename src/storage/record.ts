@@ -201,10 +201,6 @@ export function decodeEntry(buffer: Uint8Array, view: DataView, at: number, payl
   };
 }
 
-export function decodeEntryIndexAndTerm(view: DataView, at: number): { index: number; term: number } {
-  return { index: view.getFloat64(at, true), term: view.getFloat64(at + 8, true) };
-}
-
 export function decodeHardState(view: DataView, at: number): HardState {
   return { term: view.getFloat64(at, true), vote: view.getFloat64(at + 8, true), commit: view.getFloat64(at + 16, true) };
 }

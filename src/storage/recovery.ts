@@ -18,7 +18,6 @@ import { StorageCorruptError } from "./errors.js";
 import { readWholeFile, type FileSystem } from "./fs.js";
 import { LogIndex } from "./log-index.js";
 import {
-  decodeEntryIndexAndTerm,
   decodeHardState,
   decodeSegmentHeader,
   decodeSnapshotMarker,
@@ -37,7 +36,7 @@ export interface RecoveredLog {
   hardState: HardState;
   latestMarker: SnapshotMarker | undefined;
   markers: SnapshotMarker[]; // every snapshot marker seen, in log order
-  tornTail: { path: string; offsetBytes: number; problem: string } | undefined;
+  tornTail: { path: string; offsetBytes: number; problem: string } | undefined; // what was cut off
 }
 
 interface ReplayState {
@@ -81,14 +80,23 @@ async function recoverSegments(fs: FileSystem, dir: string, lenientTail: boolean
     resetSeen: false,
   };
   let tornTail: RecoveredLog["tornTail"];
+  const pathOf = (sequence: number) => join(dir, `${String(sequence).padStart(16, "0")}.wal`);
+  // The next segment is read (into the other of two buffers) while this one is parsed.
+  const buffers: Array<Uint8Array | undefined> = [undefined, undefined];
+  let reading: Promise<Uint8Array> | undefined = sequences.length > 0 ? readWholeFile(fs, pathOf(sequences[0]!)) : undefined;
   for (const [position, sequence] of sequences.entries()) {
     const isLast = position === sequences.length - 1;
-    const path = join(dir, `${String(sequence).padStart(16, "0")}.wal`);
-    const buffer = await readWholeFile(fs, path);
+    const path = pathOf(sequence);
+    const buffer = await reading!;
+    buffers[position % 2] = buffer.buffer.byteLength >= (buffers[position % 2]?.length ?? 0) ? new Uint8Array(buffer.buffer) : buffers[position % 2];
+    reading = isLast ? undefined : readWholeFile(fs, pathOf(sequences[position + 1]!), buffers[(position + 1) % 2]);
+    reading?.catch(() => undefined); // awaited next round; an error surfaces there
     const stop = replaySegment(state, buffer, path, sequence);
     const endBytes = stop.offsetBytes;
     const damaged = stop.problem !== undefined || !isAllZero(buffer, stop.offsetBytes);
-    if (!isLast && stop.problem !== undefined) throw new StorageCorruptError(path, stop.offsetBytes, stop.problem);
+    // Older segments were fsynced before the next one began: any damage there, including zeros
+    // followed by data (a lost write), is corruption.
+    if (!isLast && damaged) throw new StorageCorruptError(path, stop.offsetBytes, stop.problem ?? "zeroed bytes followed by data");
     if (isLast && damaged) {
       if (!lenientTail) checkTornTail(buffer, path, stop);
       tornTail = { path, offsetBytes: stop.offsetBytes, problem: stop.problem ?? "data after the end of the log" };
@@ -163,12 +171,14 @@ function applyRecord(
       if (state.segmentsReplayed === 0) index.reset(header.firstIndex, header.previousTerm);
       else if (header.firstIndex !== index.lastIndex + 1) {
         throw new StorageCorruptError(path, offset, `segment starts at index ${header.firstIndex} but the log before it ends at ${index.lastIndex}`);
+      } else if (!Number.isNaN(index.previousTerm) && header.previousTerm !== index.term(index.lastIndex)) {
+        throw new StorageCorruptError(path, offset, `segment says entry ${index.lastIndex} has term ${header.previousTerm}, the log before it says ${index.term(index.lastIndex)}`);
       }
       state.segmentsReplayed++;
       return;
     }
     case RecordType.entry: {
-      const entry = decodeEntryIndexAndTerm(view, at);
+      const entry = { index: view.getFloat64(at, true), term: view.getFloat64(at + 8, true) };
       if (entry.index < index.firstIndex) {
         // Only the oldest segment left after compaction may reach below its header (a suffix
         // truncated right after the cut); the snapshot supplies the term before it (see open).
@@ -178,7 +188,7 @@ function applyRecord(
         index.reset(entry.index, Number.NaN);
       }
       if (entry.index > index.lastIndex + 1) throw new StorageCorruptError(path, offset, `entry ${entry.index} leaves a gap after ${index.lastIndex}`);
-      index.append(entry.index, entry.term, { segment: sequence, offsetBytes: offset, sizeBytes: RECORD_HEADER_BYTES + payloadBytes });
+      index.append(entry.index, entry.term, sequence, offset, RECORD_HEADER_BYTES + payloadBytes);
       return;
     }
     case RecordType.hardState:

@@ -10,13 +10,14 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { StorageFailedError } from "../../src/storage/errors.js";
 import type { FileSystem } from "../../src/storage/fs.js";
+import type { Preallocation } from "../../src/storage/segments.js";
 import { MemoryFileSystem } from "../../src/storage/memory-fs.js";
 import { DiskRaftStorage } from "../../src/storage/raft-storage.js";
 import { CONF, entries } from "./helpers.js";
 
 const ENTRY_SIZE_BYTES = 4096;
 
-async function fillUntilFull(dir: string, fs: FileSystem | undefined, preallocate: boolean): Promise<void> {
+async function fillUntilFull(dir: string, fs: FileSystem | undefined, preallocate: Preallocation): Promise<void> {
   const options = { fs, initialConf: CONF, segmentSizeBytes: 256 * 1024, preallocate };
   const storage = await DiskRaftStorage.open(dir, options);
   let acked = 0;
@@ -49,7 +50,7 @@ async function fillUntilFull(dir: string, fs: FileSystem | undefined, preallocat
 }
 
 test("full disk (MemoryFileSystem with a capacity): ENOSPC rejects persist, nothing acknowledged is lost", async () => {
-  for (const preallocate of [true, false]) {
+  for (const preallocate of ["truncate", "zeros", "none"] as const) {
     await fillUntilFull("/data", new MemoryFileSystem({ capacityBytes: 1024 * 1024 }), preallocate);
   }
 });
@@ -68,7 +69,7 @@ test("full disk (a real 2 MiB tmpfs): ENOSPC rejects persist, nothing acknowledg
   const mounted = tryMountTmpfs(mountPoint);
   try {
     if (!mounted) t.diagnostic("cannot mount tmpfs here (not root?): running on the MemoryFileSystem with a capacity instead");
-    for (const preallocate of [true, false]) {
+    for (const preallocate of ["truncate", "zeros", "none"] as const) {
       const dir = join(mountPoint, `data-${preallocate}`);
       mkdirSync(dir);
       await fillUntilFull(dir, mounted ? undefined : new MemoryFileSystem({ capacityBytes: 2 * 1024 * 1024 }), preallocate);

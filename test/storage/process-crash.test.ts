@@ -56,6 +56,7 @@ test(`kill -9 at random instants (${ITERATIONS} times): every index reported syn
   const dir = mkdtempSync(join(tmpdir(), "ferry-crash-"));
   const random = seededRandom(20261124);
   let syncedMax = 0;
+  let verified = 0;
   try {
     for (let iteration = 1; iteration <= ITERATIONS; iteration++) {
       const reported = await runAndKill(dir, iteration, Math.floor(random() * 120));
@@ -63,10 +64,13 @@ test(`kill -9 at random instants (${ITERATIONS} times): every index reported syn
       const storage = await DiskRaftStorage.open(dir, { segmentSizeBytes: CRASH_SEGMENT_SIZE_BYTES });
       try {
         assert.ok(storage.lastIndex() >= syncedMax, `iteration ${iteration}: lastIndex ${storage.lastIndex()} < reported synced ${syncedMax}`);
-        for (const entry of storage.entries(1, storage.lastIndex() + 1, Number.POSITIVE_INFINITY)) {
-          assert.deepEqual(entry.data, crashEntryData(entry.index, entry.term), `iteration ${iteration}: entry ${entry.index} damaged`);
+        // Entries checked in an earlier iteration are covered by the CRCs recovery verifies; the
+        // bytes of the new ones are compared here (so a long soak stays linear).
+        for (const entry of storage.entries(verified + 1, storage.lastIndex() + 1, Number.POSITIVE_INFINITY)) {
+          assert.ok(Buffer.from(entry.data).equals(crashEntryData(entry.index, entry.term)), `iteration ${iteration}: entry ${entry.index} damaged`);
         }
         syncedMax = storage.lastIndex(); // recovery fsyncs what it found, so all of it must stay
+        verified = storage.lastIndex();
       } finally {
         await storage.close();
       }

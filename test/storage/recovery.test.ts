@@ -62,15 +62,16 @@ test("every record type round-trips through a restart, across many segments", as
 });
 
 test("a torn tail (a partial last record) is truncated, the synced log survives", async () => {
-  const fs = new MemoryFileSystem();
+  let fs = new MemoryFileSystem();
   const storage = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   await storage.persist({ hardState: { term: 1, vote: 1, commit: 0 }, entries: entries(1, 10, 1) });
   fs.holdSyncs();
   void storage.persist({ entries: entries(11, 20, 1) }).catch(() => undefined);
   await tick();
-  fs.crash({ lastWrite: "tear", random: () => 0.5 });
+  fs = fs.crash({ lastWrite: "tear", random: () => 0.55 }); // mid-record: half would end on a record boundary
   const reopened = await DiskRaftStorage.open(DIR, options(fs, { segmentSizeBytes: 1 << 20 }));
   assert.ok(reopened.lastIndex() >= 10 && reopened.lastIndex() < 20, `lastIndex ${reopened.lastIndex()}`);
+  assert.equal(reopened.recovery?.tornTail?.path, SEGMENT_1, "the torn tail is reported");
   for (const e of reopened.entries(1, reopened.lastIndex() + 1, Number.POSITIVE_INFINITY)) assert.equal(text(e.data), `entry ${e.index} term 1`);
   // Writing continues where the torn tail was cut off.
   await reopened.persist({ entries: entries(reopened.lastIndex() + 1, 30, 2) });
@@ -124,6 +125,23 @@ test("damage in an older segment refuses to start", async () => {
   await storage.close();
   fs.corrupt(SEGMENT_1, 300);
   await assert.rejects(DiskRaftStorage.open(DIR, options(fs)), (error: unknown) => error instanceof StorageCorruptError && error.file === SEGMENT_1);
+});
+
+test("zeros followed by data in an older segment (a lost write) is corruption", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open(DIR, options(fs));
+  for (let i = 0; i < 10; i++) await storage.persist({ hardState: { term: 1, vote: 2, commit: 0 }, entries: entries(i * 20 + 1, i * 20 + 20, 1, 50) });
+  await storage.close();
+  const bytes = fs.fileBytes(SEGMENT_1);
+  const at = Buffer.from(bytes).indexOf(new Uint8Array(50).fill(3)); // inside entry 3's record
+  const recordStart = at - 16 - 17;
+  for (let offset = recordStart; offset < at + 50; offset++) if (bytes[offset] !== 0) fs.corrupt(SEGMENT_1, offset, bytes[offset]!);
+  await assert.rejects(DiskRaftStorage.open(DIR, options(fs)), (error: unknown) => {
+    assert.ok(error instanceof StorageCorruptError);
+    assert.equal(error.file, SEGMENT_1);
+    assert.equal(error.offsetBytes, recordStart);
+    return true;
+  });
 });
 
 test("a missing segment in the middle is corruption", async () => {
@@ -194,7 +212,10 @@ test("a snapshot received from the leader replaces the log and survives restart"
   assert.equal(storage.firstIndex(), 101);
   assert.equal(storage.lastIndex(), 100);
   assert.equal(storage.term(100), 3);
-  await storage.persist({ entries: entries(101, 105, 3) });
+  // Entries the snapshot already covers are dropped, the rest appended.
+  await storage.persist({ entries: entries(98, 105, 3) });
+  assert.equal(storage.lastIndex(), 105);
+  assert.equal(storage.entries(101, 102, 0)[0]!.index, 101);
   await storage.close();
   const reopened = await DiskRaftStorage.open(DIR, options(fs));
   assert.equal(reopened.firstIndex(), 101);
@@ -240,11 +261,11 @@ test("group commit: persists issued together share writes and syncs", async () =
 
 test("fsync never / interval: persist resolves after the write, a clean close syncs", async () => {
   for (const fsync of ["never", { intervalMs: 5 }] as const) {
-    const fs = new MemoryFileSystem();
+    let fs = new MemoryFileSystem();
     const storage = await DiskRaftStorage.open(DIR, options(fs, { fsync }));
     await storage.persist({ entries: entries(1, 10, 1) });
     await storage.close();
-    fs.crash();
+    fs = fs.crash();
     const reopened = await DiskRaftStorage.open(DIR, options(fs, { fsync }));
     assert.equal(reopened.lastIndex(), 10, `fsync ${JSON.stringify(fsync)}`);
     await reopened.close();

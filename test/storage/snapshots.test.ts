@@ -21,21 +21,22 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array[]>
 }
 
 test("save then load round-trips meta and data; a crash before the rename leaves nothing", async () => {
-  const fs = new MemoryFileSystem();
+  let fs = new MemoryFileSystem();
   await fs.mkdir("/s");
-  const store = new SnapshotStore(fs, "/s");
+  let store = new SnapshotStore(fs, "/s");
   const meta = { index: 10, term: 2, conf: CONF };
   await store.save(meta, bytes(5000, 1));
   const loaded = await store.load(meta);
   assert.deepEqual(loaded.meta, meta);
   assert.deepEqual(loaded.data, bytes(5000, 1));
-  fs.crash();
+  fs = fs.crash();
+  store = new SnapshotStore(fs, "/s");
   assert.deepEqual((await store.load(meta)).data, bytes(5000, 1), "save is durable once it resolves");
 
   fs.holdSyncs();
   void store.save({ index: 20, term: 2, conf: CONF }, bytes(100, 2)).catch(() => undefined);
   await new Promise((resolve) => setImmediate(resolve));
-  fs.crash();
+  fs = fs.crash();
   assert.deepEqual(await fs.readdir("/s"), [snapshotFileName(meta)]);
 });
 
