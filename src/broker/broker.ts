@@ -133,6 +133,7 @@ export class Broker {
   private timestamp = 0n;
   private nowMs = 0;
   private messagesInEntry = 0;
+  private commandTimestamp = 0n;
 
   constructor(
     private readonly kv: OrderedKv,
@@ -156,7 +157,12 @@ export class Broker {
       const results = this.kv.transaction(() => {
         this.sweepExpiredMessages();
         this.sweepDedupeRecords();
-        const results = commands.map((command) => this.execute(command));
+        // Each command gets its own timestamp: the entry's plus its position, so timestamps
+        // strictly increase with log order (the leader reserves entry + commands.length).
+        const results = commands.map((command, position) => {
+          this.commandTimestamp = timestamp + BigInt(position);
+          return this.execute(command);
+        });
         this.flushMailboxes();
         this.kv.put(APPLIED_KEY, encodeIndex(index));
         return results;
@@ -350,7 +356,7 @@ export class Broker {
       this.store(recipient, this.nextSeq(), {
         id,
         sender: command.sender,
-        timestamp: this.timestamp,
+        timestamp: this.commandTimestamp,
         deliveries: 0,
         state: delayMs > 0 ? STATE_DELAYED : STATE_READY,
         visibleAtMs: delayMs > 0 ? this.nowMs + delayMs : 0,
@@ -361,7 +367,7 @@ export class Broker {
       });
     }
     if (command.id !== undefined) this.recordDedupe(command.id);
-    return { ok: true, id, timestamp: this.timestamp, duplicate: false };
+    return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
 
   private nextSeq(): string {
@@ -378,7 +384,7 @@ export class Broker {
   private recordDedupe(id: string): void {
     const stale = this.kv.get(dedupeKey(id));
     if (stale !== undefined) this.kv.delete(dedupeExpiryKey(timestampMs(decodeTimestamp(stale)), id));
-    this.kv.put(dedupeKey(id), encodeTimestamp(this.timestamp));
+    this.kv.put(dedupeKey(id), encodeTimestamp(this.commandTimestamp));
     this.kv.put(dedupeExpiryKey(this.nowMs, id), new Uint8Array(0));
   }
 

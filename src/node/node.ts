@@ -52,6 +52,7 @@ export class FerryNode {
   private stopped = false;
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
+  private fencedTicks = 0;
   private leader = 0;
   private role = "follower";
   private snapshotting = false;
@@ -263,10 +264,25 @@ export class FerryNode {
 
   private startTicking(): void {
     this.ticker = setInterval(() => {
-      this.raft.tick();
       this.clock.tick();
+      this.fenceIfClockIsOff();
+      this.raft.tick();
       this.schedule();
     }, this.config.tickMs);
+  }
+
+  // Skew guard: a node whose clock is off by more than clockMaxOffsetMs must not lead (its
+  // timestamps would mislead every lease and TTL). It refuses to campaign and a leader hands its
+  // leadership to the most caught-up voter, retrying every election timeout until it moves.
+  private fenceIfClockIsOff(): void {
+    const fenced = !this.clock.healthy();
+    this.raft.setFenced(fenced);
+    if (!fenced || this.role !== "leader") return;
+    this.fencedTicks++;
+    if (this.fencedTicks % this.config.electionTicks !== 1) return;
+    const target = this.mostCaughtUpVoter();
+    this.log("warn", "fenced-leader-transferring", { to: target, reason: this.clock.healthReason() });
+    if (target) this.raft.transferLeadership(target);
   }
 
   private receive(messages: import("../raft/types.js").Message[]): void {
@@ -310,7 +326,10 @@ export class FerryNode {
     }
     while (this.queue.length > 0 && this.inflight.size < this.config.inflightEntriesMax) {
       const batch = this.queue.take(this.config.entryCommandsMax, this.config.entryBytesMax);
-      const data = encodeEntry("commands", this.clock.now(), encodeCommands(batch.map((p) => p.command)));
+      const timestamp = this.clock.now();
+      // The broker stamps command i with timestamp + i: reserve those values.
+      this.clock.observe(timestamp + BigInt(batch.length));
+      const data = encodeEntry("commands", timestamp, encodeCommands(batch.map((p) => p.command)));
       try {
         const { index, term } = this.raft.propose(data);
         this.inflight.add(index, { term, requests: batch });
@@ -360,9 +379,9 @@ export class FerryNode {
       this.broker.apply(entry.index, this.clock.lastTimestamp(), []);
       return;
     }
-    this.clock.observe(decoded.timestamp);
     let results: BrokerResult[] | undefined;
     const commands = decodeCommands(decoded.payload);
+    this.clock.observe(decoded.timestamp + BigInt(commands.length));
     results = this.broker.apply(entry.index, decoded.timestamp, commands);
     this.inflight.applied(entry.index, entry.term, () => results!);
   }
@@ -435,6 +454,12 @@ export class FerryNode {
   }
 
   private installSnapshot(snapshot: Snapshot): void {
+    if (snapshot.data.length === 0) {
+      // The leader's initial configuration as an index-0 snapshot (a joining node before any
+      // real snapshot exists): there is no state to restore; the log follows from index 1.
+      this.refreshPeers();
+      return;
+    }
     const { members, broker } = decodeNodeSnapshot(snapshot.data);
     this.broker.restore(broker);
     for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
@@ -615,7 +640,7 @@ async function restoreFromStoredSnapshot(storage: DiskRaftStorage, broker: Broke
   } catch {
     return;
   }
-  if (snapshot.meta.index <= broker.appliedIndex()) return;
+  if (snapshot.meta.index <= broker.appliedIndex() || snapshot.data.length === 0) return;
   const { members, broker: chunks } = decodeNodeSnapshot(snapshot.data);
   broker.restore(chunks);
   for (const member of members) if (!book.get(member.id)) book.set(member);

@@ -59,6 +59,7 @@ interface Outstanding {
 }
 
 export class RaftNode {
+  private fenced = false;
   private readonly id: NodeId;
   private readonly config: RaftConfig;
   private readonly log: RaftLog;
@@ -136,6 +137,13 @@ export class RaftNode {
 
   campaign(): void {
     this.hup(false);
+  }
+
+  // A fenced node (its clock is off, say) never campaigns, not even when asked to by a leadership
+  // transfer; it still votes and replicates. A fenced leader should transfer its leadership away.
+  setFenced(fenced: boolean): void {
+    if (fenced !== this.fenced) this.logLine(fenced ? "fenced: will not campaign" : "no longer fenced");
+    this.fenced = fenced;
   }
 
   propose(data: Uint8Array): { index: number; term: number } {
@@ -396,13 +404,13 @@ export class RaftNode {
   // ---------------------------------------------------------------- elections
 
   private promotable(): boolean {
-    return this.tracker.isVoter(this.id);
+    return this.tracker.isVoter(this.id) && !this.fenced;
   }
 
   private hup(transfer: boolean): void {
     if (this.role === "leader") return;
     if (!this.promotable()) {
-      this.logLine("not campaigning: not a voter");
+      this.logLine("not campaigning: not a voter, or fenced");
       return;
     }
     if (this.hasUnappliedConfChanges()) {

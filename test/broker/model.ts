@@ -57,7 +57,10 @@ export class Model {
     this.nowMs = timestampMs(timestamp);
     this.counter = 0;
     this.sweep();
-    const results = commands.map((command) => this.execute(command));
+    const results = commands.map((command, position) => {
+      this.timestamp = timestamp + BigInt(position); // each command's own timestamp
+      return this.execute(command);
+    });
     for (const [name, mailbox] of this.mailboxes) {
       if (mailbox.messages.length === 0 && mailbox.config === undefined) this.mailboxes.delete(name);
     }

@@ -199,3 +199,31 @@ test("a snapshot restored between ready() and advance() wins over older conf cha
   node.advance(ready);
   assert.deepEqual(node.status().conf.learners, [5]);
 });
+
+test("a fenced node never campaigns, not even on a transfer, and leads again once unfenced", () => {
+  const members = cluster([1, 2, 3], { preVote: true, checkQuorum: true });
+  const fenced = members.get(1)!.node;
+  fenced.setFenced(true);
+  fenced.campaign();
+  pump(members);
+  assert.notEqual(fenced.status().role, "leader");
+  for (let tick = 0; tick < 200; tick++) {
+    fenced.tick();
+    pump(members);
+  }
+  assert.equal(fenced.status().role, "follower", "ticks alone never make it campaign");
+  members.get(2)!.node.campaign();
+  pump(members);
+  assert.equal(members.get(2)!.node.status().role, "leader", "a fenced node still votes");
+  members.get(2)!.node.transferLeadership(1);
+  pump(members);
+  for (let tick = 0; tick < 40; tick++) {
+    members.get(2)!.node.tick();
+    pump(members);
+  }
+  assert.notEqual(fenced.status().role, "leader", "a transfer to a fenced node does not make it lead");
+  fenced.setFenced(false);
+  members.get(2)!.node.transferLeadership(1);
+  pump(members);
+  assert.equal(fenced.status().role, "leader");
+});
