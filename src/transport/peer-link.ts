@@ -4,7 +4,7 @@
 // appends overtake a large snapshot instead of queueing behind it. It reconnects with exponential
 // backoff and jitter. Its queue is bounded in bytes: beyond the bound messages are dropped (Raft
 // retransmits what matters) and the drop is logged.
-import { connect, type Socket } from "node:net";
+import { connect } from "node:net";
 import type { Message, NodeId } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { estimateMessageBytes, type DataFrame, type PeerFrame, PEER_PROTOCOL_VERSION } from "./frames.js";
@@ -53,6 +53,7 @@ export class PeerLink {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private pingDue = false;
   private waitingForDrain = false;
+  private transcript: HandshakeTranscript | undefined; // of the handshake in progress
   lastSentAtMs = 0;
 
   constructor(
@@ -253,12 +254,10 @@ export class PeerLink {
       () => connection.destroy(`handshake not done within ${this.context.handshakeTimeoutMs} ms`),
       this.context.handshakeTimeoutMs,
     );
-    socket.once("connect", () => this.sendHello(connection, socket));
+    socket.once("connect", () => this.sendHello(connection));
   }
 
-  private transcript: HandshakeTranscript | undefined;
-
-  private sendHello(connection: FramedSocket, _socket: Socket): void {
+  private sendHello(connection: FramedSocket): void {
     this.state = "handshaking";
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: this.context.selfId, acceptorId: this.peerId, dialerNonce: nonce, acceptorNonce: new Uint8Array(0) };
