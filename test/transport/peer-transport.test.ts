@@ -193,6 +193,7 @@ test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () =
     assert.deepEqual(got.snapshot!.meta.conf.voters, [1, 2]);
     assert.ok(Buffer.from(got.snapshot!.data).equals(data), "snapshot bytes intact");
     assert.ok(position >= 5, `heartbeats overtook the snapshot (${position} before it)`);
+    if (process.env.FERRY_TEST_VERBOSE) console.log(`${position} heartbeats overtook the snapshot`);
     await waitFor("snapshot status", () => statuses.length > 0);
     assert.deepEqual(statuses, [true]);
   } finally {
