@@ -19,7 +19,15 @@ export const PHYSICAL_MS_MAX = 2 ** 48 - 1; // the year 10889
 export const TIMESTAMP_MAX: HlcTimestamp = (1n << 64n) - 1n;
 // How far ahead of the clock a persisted high-water mark reaches (see reserveHighWaterMark).
 export const HIGH_WATER_RESERVE_MS_DEFAULT = 10_000;
+// update() refuses a remote timestamp further ahead of the physical clock than this: one bad
+// token (a buggy client, another cluster's timestamp) would otherwise drag this clock, and every
+// timestamp after it, into the future for good.
+export const REMOTE_AHEAD_MS_MAX_DEFAULT = 5000;
 const KEY_HEX_DIGITS = 16;
+
+export class TimestampAheadError extends RangeError {
+  override name = "TimestampAheadError";
+}
 
 export function encodeTimestamp(physicalMs: number, logical: number): HlcTimestamp {
   assert(Number.isSafeInteger(physicalMs) && physicalMs >= 0 && physicalMs <= PHYSICAL_MS_MAX, `physical ms out of range: ${physicalMs}`);
@@ -80,8 +88,10 @@ export class HybridClock {
   constructor(
     private readonly physicalNowMs: () => number,
     highWaterMark: HlcTimestamp = 0n,
+    private readonly remoteAheadMsMax: number = REMOTE_AHEAD_MS_MAX_DEFAULT,
   ) {
     assertTimestamp(highWaterMark);
+    assert(remoteAheadMsMax >= 0, "remoteAheadMsMax must not be negative");
     this.last = highWaterMark;
     this.reservedUntil = highWaterMark;
   }
@@ -98,10 +108,18 @@ export class HybridClock {
   }
 
   // A timestamp for receiving `remote` (a client's causal token, a message from another node):
-  // above the clock, above everything seen, and above remote.
+  // above the clock, above everything seen, and above remote. Throws TimestampAheadError (and
+  // changes nothing) when remote is more than remoteAheadMsMax ahead of the physical clock and
+  // of everything seen; the server answers INVALID.
   update(remote: HlcTimestamp): HlcTimestamp {
-    assertTimestamp(remote);
-    this.last = maxOf(maxOf(this.physicalTimestamp(), this.last + 1n), remote + 1n);
+    if (remote < 0n || remote > TIMESTAMP_MAX) throw new RangeError(`timestamp out of range: ${remote}`);
+    const physical = this.physicalTimestamp();
+    const floor = maxOf(physical, this.last);
+    const aheadMs = physicalMsOf(remote) - physicalMsOf(floor);
+    if (aheadMs > this.remoteAheadMsMax) {
+      throw new TimestampAheadError(`timestamp ${remote} is ${aheadMs} ms ahead of this node's clock (at most ${this.remoteAheadMsMax} ms accepted)`);
+    }
+    this.last = maxOf(maxOf(physical, this.last + 1n), remote + 1n);
     return this.last;
   }
 

@@ -13,6 +13,7 @@ export const DISCIPLINE_INTERVAL_MS_DEFAULT = 1000;
 
 export interface NodeClockOptions extends EstimatorOptions, DisciplineOptions, SkewGuardOptions {
   highWaterMark?: HlcTimestamp; // persisted by the previous run (HybridClock.reserveHighWaterMark)
+  remoteAheadMsMax?: number; // HybridClock.update refuses timestamps further ahead than this
 }
 
 export interface DisciplineReport {
@@ -47,7 +48,7 @@ export class NodeClock {
     this.estimator = new OffsetEstimator(options);
     this.disciplined = new DisciplinedClock(rawNowMs, options);
     this.guard = new SkewGuard(options);
-    this.hlc = new HybridClock(() => this.disciplined.nowMs(), options.highWaterMark);
+    this.hlc = new HybridClock(() => this.disciplined.nowMs(), options.highWaterMark, options.remoteAheadMsMax);
   }
 
   get isHealthy(): boolean {

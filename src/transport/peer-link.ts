@@ -4,7 +4,7 @@
 // appends overtake a large snapshot instead of queueing behind it. It reconnects with exponential
 // backoff and jitter. Its queue is bounded in bytes: beyond the bound messages are dropped (Raft
 // retransmits what matters) and the drop is logged.
-import { connect, type Socket } from "node:net";
+import { connect } from "node:net";
 import type { Message, NodeId } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { estimateMessageBytes, type DataFrame, type PeerFrame, PEER_PROTOCOL_VERSION } from "./frames.js";
@@ -31,6 +31,21 @@ export interface LinkContext {
 
 type LinkState = "idle" | "connecting" | "handshaking" | "ready" | "closed";
 
+// Counters since start, for metrics and the status page.
+export interface PeerLinkStats {
+  peer: NodeId;
+  connected: boolean;
+  queuedMessages: number;
+  queuedBytes: number;
+  framesSent: number;
+  bytesSent: number; // frame bytes handed to the socket
+  messagesSent: number;
+  messagesDropped: number; // send queue overflow or too large for a frame
+  snapshotsSent: number;
+  snapshotsFailed: number;
+  reconnects: number; // successful handshakes after the first
+}
+
 interface SnapshotStream {
   streamId: number;
   message: Message; // snapshot.data emptied: the bytes travel in chunks
@@ -53,6 +68,8 @@ export class PeerLink {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private pingDue = false;
   private waitingForDrain = false;
+  private transcript: HandshakeTranscript | undefined; // of the handshake in progress
+  private readonly counters = { framesSent: 0, bytesSent: 0, messagesSent: 0, messagesDropped: 0, snapshotsSent: 0, snapshotsFailed: 0, handshakes: 0 };
   lastSentAtMs = 0;
 
   constructor(
@@ -63,6 +80,18 @@ export class PeerLink {
 
   get isReady(): boolean {
     return this.state === "ready";
+  }
+
+  stats(): PeerLinkStats {
+    const { handshakes, ...counters } = this.counters;
+    return {
+      peer: this.peerId,
+      connected: this.isReady,
+      queuedMessages: this.queue.length,
+      queuedBytes: this.queueBytes,
+      ...counters,
+      reconnects: Math.max(0, handshakes - 1),
+    };
   }
 
   start(): void {
@@ -87,7 +116,8 @@ export class PeerLink {
         this.context.onUnreachable(this.peerId);
       }
       this.droppedMessages++;
-      if (message.type === "snapshot") this.context.onSnapshotStatus(this.peerId, false);
+      this.counters.messagesDropped++;
+      if (message.type === "snapshot") this.reportSnapshot(false);
       return;
     }
     this.queue.push(message);
@@ -129,7 +159,7 @@ export class PeerLink {
   private enqueueSnapshot(message: Message): void {
     if (this.pendingSnapshot !== undefined) {
       this.context.log("snapshot-replaced", { peer: this.peerId, index: this.pendingSnapshot.snapshot?.meta.index });
-      this.context.onSnapshotStatus(this.peerId, false);
+      this.reportSnapshot(false);
     }
     this.pendingSnapshot = message;
   }
@@ -152,11 +182,13 @@ export class PeerLink {
     const snapshots = messages.filter((message) => message.type === "snapshot").length;
     const onWritten = snapshots === 0 ? undefined : (error?: Error | null) => this.reportSnapshots(snapshots, !error);
     try {
-      connection.write(this.dataFrame({ messages }), onWritten);
+      this.countFrame(connection.write(this.dataFrame({ messages }), onWritten));
+      this.counters.messagesSent += messages.length;
     } catch (error) {
       if (!(error instanceof RangeError)) throw error;
       if (messages.length === 1) {
         this.context.log("message-too-large", { peer: this.peerId, type: messages[0]!.type, reason: error.message });
+        this.counters.messagesDropped++;
         this.reportSnapshots(snapshots, false);
         return;
       }
@@ -166,8 +198,19 @@ export class PeerLink {
     }
   }
 
+  private countFrame(bytes: number): void {
+    this.counters.framesSent++;
+    this.counters.bytesSent += bytes;
+  }
+
   private reportSnapshots(count: number, delivered: boolean): void {
-    for (let index = 0; index < count; index++) this.context.onSnapshotStatus(this.peerId, delivered);
+    for (let index = 0; index < count; index++) this.reportSnapshot(delivered);
+  }
+
+  private reportSnapshot(delivered: boolean): void {
+    if (delivered) this.counters.snapshotsSent++;
+    else this.counters.snapshotsFailed++;
+    this.context.onSnapshotStatus(this.peerId, delivered);
   }
 
   private dataFrame(body: Pick<DataFrame, "messages" | "chunk">): DataFrame {
@@ -196,7 +239,7 @@ export class PeerLink {
       ...(stream.offset === 0 ? { message: stream.message } : {}),
     };
     const last = end === stream.data.length;
-    connection.write(this.dataFrame({ chunk }), last ? (error) => this.finishStream(stream, !error) : undefined);
+    this.countFrame(connection.write(this.dataFrame({ chunk }), last ? (error) => this.finishStream(stream, !error) : undefined));
     stream.offset = end;
     if (last) this.stream = undefined;
     if (this.stream !== undefined || this.pendingSnapshot !== undefined) this.context.scheduleFlush();
@@ -216,14 +259,14 @@ export class PeerLink {
 
   private finishStream(stream: SnapshotStream, delivered: boolean): void {
     this.context.log("snapshot-send-end", { peer: this.peerId, index: stream.message.snapshot?.meta.index, delivered });
-    this.context.onSnapshotStatus(this.peerId, delivered);
+    this.reportSnapshot(delivered);
   }
 
   private failStreams(reason: string): void {
     for (const message of [this.stream?.message, this.pendingSnapshot]) {
       if (message === undefined) continue;
       this.context.log("snapshot-send-end", { peer: this.peerId, index: message.snapshot?.meta.index, delivered: false, reason });
-      this.context.onSnapshotStatus(this.peerId, false);
+      this.reportSnapshot(false);
     }
     this.stream = undefined;
     this.pendingSnapshot = undefined;
@@ -253,12 +296,10 @@ export class PeerLink {
       () => connection.destroy(`handshake not done within ${this.context.handshakeTimeoutMs} ms`),
       this.context.handshakeTimeoutMs,
     );
-    socket.once("connect", () => this.sendHello(connection, socket));
+    socket.once("connect", () => this.sendHello(connection));
   }
 
-  private transcript: HandshakeTranscript | undefined;
-
-  private sendHello(connection: FramedSocket, _socket: Socket): void {
+  private sendHello(connection: FramedSocket): void {
     this.state = "handshaking";
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: this.context.selfId, acceptorId: this.peerId, dialerNonce: nonce, acceptorNonce: new Uint8Array(0) };
@@ -296,6 +337,7 @@ export class PeerLink {
     clearTimeout(this.handshakeTimer);
     this.state = "ready";
     this.failures = 0;
+    this.counters.handshakes++;
     this.context.log("peer-connected", { peer: this.peerId, address: this.address });
     this.pingDue = true; // starts the clock exchange at once
     this.context.scheduleFlush();

@@ -8,9 +8,13 @@
 import { createServer, type Server, type Socket } from "node:net";
 import type { Message, NodeId } from "../raft/types.js";
 import { type ClockSample, InboundConnection, type InboundContext } from "./inbound-connection.js";
-import { type LinkContext, PeerLink, splitAddress } from "./peer-link.js";
+import { type LinkContext, PeerLink, type PeerLinkStats, splitAddress } from "./peer-link.js";
 
 export type { ClockSample } from "./inbound-connection.js";
+
+export interface PeerStats extends PeerLinkStats {
+  messagesReceived: number;
+}
 
 export const PEER_FRAME_BYTES_MAX_DEFAULT = 32 * 1024 * 1024;
 export const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
@@ -59,6 +63,7 @@ export class PeerTransport {
   private readonly links = new Map<NodeId, PeerLink>();
   private readonly inbound = new Set<InboundConnection>();
   private readonly echoes = new Map<NodeId, [number, number]>();
+  private readonly messagesReceived = new Map<NodeId, number>();
   private readonly linkContext: LinkContext;
   private readonly inboundContext: InboundContext;
   private readonly probeTimer: NodeJS.Timeout;
@@ -102,7 +107,10 @@ export class PeerTransport {
       onSilent: (peer) => this.links.get(peer)?.reset("the peer went silent on its connection to us"),
       onAuthenticated: (peer, connection) => this.onAuthenticated(peer, connection),
       onClosed: (connection) => this.inbound.delete(connection),
-      onMessages: (from, messages) => options.onMessages(from, messages),
+      onMessages: (from, messages) => {
+        this.messagesReceived.set(from, (this.messagesReceived.get(from) ?? 0) + messages.length);
+        options.onMessages(from, messages);
+      },
       onClockSample: (from, sample) => options.onClockSample?.(from, sample),
       setEcho: (peer, echo) => this.echoes.set(peer, echo),
     };
@@ -169,6 +177,11 @@ export class PeerTransport {
   // Peers with an authenticated outbound connection (what send() needs to deliver).
   connectedPeers(): NodeId[] {
     return [...this.links.values()].filter((link) => link.isReady).map((link) => link.peerId);
+  }
+
+  // Per configured peer, counters since start (for metrics and the status page).
+  stats(): PeerStats[] {
+    return [...this.links.values()].map((link) => ({ ...link.stats(), messagesReceived: this.messagesReceived.get(link.peerId) ?? 0 }));
   }
 
   async close(): Promise<void> {

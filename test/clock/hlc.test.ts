@@ -9,6 +9,8 @@ import {
   LOGICAL_MAX,
   PHYSICAL_MS_MAX,
   parseTimestamp,
+  REMOTE_AHEAD_MS_MAX_DEFAULT,
+  TimestampAheadError,
   physicalMsOf,
   timestampFromKey,
   timestampToKey,
@@ -75,13 +77,21 @@ test("now() is strictly increasing whatever the physical clock does", () => {
 });
 
 test("update(remote) dominates the remote timestamp, the clock, and everything issued before", () => {
+  // Remotes near the clock (accepted) and anywhere (mostly refused).
+  const nearOrFar = fc.oneof(pair, fc.tuple(fc.integer({ min: 1_700_000_000_000 - 20_000, max: 1_700_000_000_000 + 20_000 }), logical));
   fc.assert(
-    fc.property(clockSteps, fc.array(pair, { minLength: 1, maxLength: 50 }), (steps, remotes) => {
+    fc.property(clockSteps, fc.array(nearOrFar, { minLength: 1, maxLength: 50 }), (steps, remotes) => {
       const { clock, advance } = wanderingClock(1_700_000_000_000, steps);
       const hlc = new HybridClock(clock);
       let previous = hlc.now();
       for (const [pm, lg] of remotes) {
         const remote = encodeTimestamp(Math.min(pm, PHYSICAL_MS_MAX - 1), lg);
+        const floorMs = Math.max(clock(), physicalMsOf(previous));
+        if (physicalMsOf(remote) - floorMs > REMOTE_AHEAD_MS_MAX_DEFAULT) {
+          assert.throws(() => hlc.update(remote), TimestampAheadError);
+          assert.equal(hlc.lastTimestamp, previous, "a refused timestamp changes nothing");
+          continue;
+        }
         const timestamp = hlc.update(remote);
         assert.ok(timestamp > remote, "above the remote");
         assert.ok(timestamp > previous, "above everything issued");
@@ -91,6 +101,14 @@ test("update(remote) dominates the remote timestamp, the clock, and everything i
       }
     }),
   );
+});
+
+test("update() refuses a timestamp far ahead of the clock; observe() (the log, trusted) does not", () => {
+  const hlc = new HybridClock(() => 1_000_000, 0n, 5000);
+  assert.equal(physicalMsOf(hlc.update(encodeTimestamp(1_004_999, 7))), 1_004_999, "5 s ahead is accepted");
+  assert.throws(() => hlc.update(encodeTimestamp(1_020_000, 0)), /ms ahead of this node's clock/);
+  hlc.observe(encodeTimestamp(1_020_000, 0));
+  assert.ok(physicalMsOf(hlc.update(encodeTimestamp(1_024_000, 0))) === 1_024_000, "ahead of the clock but not of what was seen");
 });
 
 test("observe() raises the floor: a new leader stamps above the largest timestamp in its log", () => {

@@ -79,6 +79,9 @@ test("everything sent during one event-loop turn goes out as one frame per peer"
     assert.equal(b.received.filter((r) => r.messages.length > 0).length, 1, "one frame to node 2");
     assert.equal(c.received.filter((r) => r.messages.length > 0).length, 1, "one frame to node 3");
     assert.deepEqual(messagesFrom(b, 1).map((m) => m.index), [...Array(100).keys()], "order kept");
+    const [toB] = a.transport.stats().filter((s) => s.peer === 2);
+    assert.ok(toB!.connected && toB!.messagesSent === 100 && toB!.messagesDropped === 0 && toB!.queuedMessages === 0);
+    assert.equal(b.transport.stats().find((s) => s.peer === 1)!.messagesReceived, 100);
   } finally {
     await closeAll(nodes);
   }
@@ -190,6 +193,7 @@ test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () =
     assert.deepEqual(got.snapshot!.meta.conf.voters, [1, 2]);
     assert.ok(Buffer.from(got.snapshot!.data).equals(data), "snapshot bytes intact");
     assert.ok(position >= 5, `heartbeats overtook the snapshot (${position} before it)`);
+    if (process.env.FERRY_TEST_VERBOSE) console.log(`${position} heartbeats overtook the snapshot`);
     await waitFor("snapshot status", () => statuses.length > 0);
     assert.deepEqual(statuses, [true]);
   } finally {
@@ -205,6 +209,8 @@ test("the send queue is bounded: messages to an unreachable peer beyond it are d
     for (let index = 0; index < 1000; index++) a.transport.send([message(1, 2, "append", index)]);
     assert.ok(a.logs.some((l) => l.event === "send-queue-full"));
     assert.deepEqual(unreachable, [2], "reported once per overflow episode");
+    const [stats] = a.transport.stats();
+    assert.ok(stats!.messagesDropped > 0 && stats!.queuedBytes <= 10_000, JSON.stringify(stats));
   } finally {
     await a.transport.close();
   }
