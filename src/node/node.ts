@@ -13,6 +13,7 @@ import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
 import { decodeCommands, encodeCommands } from "../broker/commands.js";
 import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
+import { TimestampAheadError } from "../clock/hlc.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, Ready, Snapshot } from "../raft/types.js";
@@ -141,15 +142,29 @@ export class FerryNode {
         return this.cluster(request);
       case "receive":
         return this.receiveWaiting(request, session, signal);
+      case "send":
+        return (await this.propose(toBrokerCommand(request, session), signal, request.after)) as Reply;
       default:
         return (await this.propose(toBrokerCommand(request, session), signal)) as Reply;
     }
   }
 
-  private async propose(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+  private async propose(command: BrokerCommand, signal?: AbortSignal, after?: bigint): Promise<BrokerResult> {
     if (this.leader === 0) await this.waitForLeader(signal);
     this.requireLeader();
+    if (after !== undefined) this.observeCausalToken(after);
     return this.enqueue(command, signal);
+  }
+
+  // A client's causal token (the timestamp of the last message it saw): everything stamped from
+  // now on is above it. A token far in the future is refused rather than dragging the clock.
+  private observeCausalToken(after: bigint): void {
+    try {
+      this.clock.update(after);
+    } catch (error) {
+      if (error instanceof TimestampAheadError) throw new FerryError("INVALID", `causal token ${after} is too far ahead of this cluster's clock`);
+      throw error;
+    }
   }
 
   // Right after a start or during an election no leader is known. Rather than fail at once, a
@@ -196,7 +211,7 @@ export class FerryNode {
     const deadline = Date.now() + waitMs;
     const command = toBrokerCommand(request, session);
     for (;;) {
-      const reply = (await this.propose(command, signal)) as ReceiveReply;
+      const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
       if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || this.stopped) return reply;
       const visibleAt = this.broker.nextVisibleAt(request.mailbox);
