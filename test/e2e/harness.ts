@@ -19,6 +19,11 @@ export interface ClusterOptions {
   nodes?: number;
   extraArgs?: string[];
   env?: Record<string, string>;
+  // The peer address node `from` is given for node `to` (default: `to`'s own listener). The chaos
+  // suite points it at a proxy per directed link so it can cut links.
+  peerAddressFor?: (from: number, to: number) => string;
+  // Extra environment for one node (e.g. FERRY_CLOCK_FILE).
+  nodeEnv?: (id: number) => Record<string, string>;
 }
 
 export async function freePort(): Promise<number> {
@@ -36,6 +41,7 @@ export class TestCluster {
   readonly nodes = new Map<number, NodeProcess>();
   readonly root = mkdtempSync(join(tmpdir(), "ferry-e2e-"));
   private members = "";
+  private initialIds: number[] = [];
 
   constructor(private readonly options: ClusterOptions = {}) {}
 
@@ -43,6 +49,7 @@ export class TestCluster {
     const count = this.options.nodes ?? 3;
     for (let id = 1; id <= count; id++) await this.define(id);
     this.members = this.memberList();
+    this.initialIds = [...this.nodes.keys()];
     for (const id of this.nodes.keys()) this.spawn(id);
     await this.waitForLeader();
     await this.waitAllKnowLeader();
@@ -61,14 +68,17 @@ export class TestCluster {
     return node;
   }
 
-  memberList(ids: number[] = [...this.nodes.keys()]): string {
-    return ids.map((id) => `${id}=${this.nodes.get(id)!.peer}/${this.nodes.get(id)!.client}`).join(",");
+  memberList(ids: number[] = [...this.nodes.keys()], from?: number): string {
+    const peerOf = (id: number) => (from !== undefined && id !== from && this.options.peerAddressFor ? this.options.peerAddressFor(from, id) : this.nodes.get(id)!.peer);
+    return ids.map((id) => `${id}=${peerOf(id)}/${this.nodes.get(id)!.client}`).join(",");
   }
 
   spawn(id: number, extra: string[] = []): NodeProcess {
     const node = this.nodes.get(id)!;
-    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--members", this.members || this.memberList(), ...(this.options.extraArgs ?? []), ...extra];
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...this.options.env } });
+    const members = this.options.peerAddressFor && this.initialIds.length > 0 ? this.memberList(this.initialIds, id) : this.members || this.memberList();
+    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--members", members, ...(this.options.extraArgs ?? []), ...extra];
+    const env = { ...process.env, ...this.options.env, ...this.options.nodeEnv?.(id) };
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
     node.child = child;
     const keep = (chunk: Buffer) => {
       node.output.push(chunk.toString());
