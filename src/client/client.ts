@@ -28,10 +28,18 @@ import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { nameProblem } from "../protocol/names.js";
 import { backoffDelayMs } from "./backoff.js";
-import { publishConnected, publishDisconnected, publishRetry } from "./diagnostics.js";
+import { publishConnected, publishDisconnected, publishLeaderFound, publishRetry } from "./diagnostics.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
-import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
+import {
+  type ClientOptions,
+  parseAddress,
+  requireNonNegative,
+  requirePositive,
+  type ResolvedOptions,
+  resolveOptions,
+  UNREACHABLE_MEMORY_MS,
+} from "./options.js";
 import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
@@ -98,6 +106,7 @@ export class FerryClient {
   private connecting: Promise<Connection> | undefined;
   private readonly retired = new Set<Connection>();
   private readonly scopes = new Set<CallScope>(); // calls under way, ended at once by close()
+  private readonly unreachableSinceMs = new Map<string, number>(); // address → last failed connect
   private closed = false;
 
   constructor(options: ClientOptions) {
@@ -363,7 +372,14 @@ export class FerryClient {
 
   private async openConnection(address: string): Promise<Connection> {
     const { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls } = this.options;
-    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
+    let connection: Connection;
+    try {
+      connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
+    } catch (error) {
+      this.unreachableSinceMs.set(address, performance.now());
+      throw error;
+    }
+    this.unreachableSinceMs.delete(address);
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
       if (this.options.name !== undefined) await this.hello(connection, this.options.name);
@@ -383,8 +399,28 @@ export class FerryClient {
       queueMicrotask(() => connection.retire());
     } else {
       this.connection = connection;
+      if (this.options.discoverLeader) void this.discoverLeader(connection);
     }
     return connection;
+  }
+
+  // Asks the node just connected which node leads and moves there (calls already on their way
+  // finish here). Only an optimization: any failure leaves the client where it is.
+  private async discoverLeader(connection: Connection): Promise<void> {
+    const scope = new CallScope(this.options.connectTimeoutMs, undefined);
+    try {
+      const leaderAddress = leaderAddressOf(await connection.request({ op: "status" }, scope));
+      if (leaderAddress === undefined || leaderAddress === connection.address) return;
+      if (this.closed || this.connection !== connection) return; // moved on meanwhile
+      const failedAtMs = this.unreachableSinceMs.get(leaderAddress);
+      if (failedAtMs !== undefined && performance.now() - failedAtMs < UNREACHABLE_MEMORY_MS) return;
+      publishLeaderFound(connection.address, leaderAddress);
+      this.moveTo(leaderAddress);
+    } catch {
+      // No status (an old node, a follower that cannot answer): stay.
+    } finally {
+      scope.dispose();
+    }
   }
 
   private async hello(connection: Connection, name: string): Promise<void> {
@@ -428,6 +464,22 @@ export class FerryClient {
       this.retired.add(old);
       old.retire(); // answers still due on it are kept
     }
+  }
+}
+
+// The client address of the leader named by a status reply, when it is a usable address.
+function leaderAddressOf(reply: ReplyRecord): string | undefined {
+  if (!Array.isArray(reply.nodes)) return undefined;
+  const nodes = reply.nodes as NodeStatus[];
+  const self = nodes.find((node) => node.id === reply.self);
+  const leaderId = self?.leader ?? nodes.find((node) => node.role === "leader")?.id;
+  const address = nodes.find((node) => node.id === leaderId && leaderId !== 0)?.address;
+  if (typeof address !== "string") return undefined;
+  try {
+    parseAddress(address);
+    return address;
+  } catch {
+    return undefined; // e.g. a node listening on port 0 in a test
   }
 }
 
