@@ -83,6 +83,7 @@ interface HelloWireRequest {
 type WireRequest = Request | HelloWireRequest;
 
 export const RECEIVE_MAX_DEFAULT = 1;
+export const IDS_PER_REQUEST_MAX = 1000; // the servers' default idsPerRequestMax
 
 // Connects to the cluster (waits until some seed accepts, up to timeoutMs) and returns the client.
 export async function connect(options: ClientOptions): Promise<FerryClient> {
@@ -271,8 +272,14 @@ export class FerryClient {
       throw new FerryError("INVALID", `${request.op}: ids must be non-empty strings`);
     }
     if (request.ids.length === 0) return 0;
-    const reply = await this.call(request, "unapplied-only", options);
-    return Number(reply.count ?? 0);
+    // Nodes take at most IDS_PER_REQUEST_MAX ids per request (their default): split longer lists
+    // into pipelined requests and add up the counts.
+    const chunks: Array<AckRequest | ExtendRequest> = [];
+    for (let start = 0; start < request.ids.length; start += IDS_PER_REQUEST_MAX) {
+      chunks.push({ ...request, ids: request.ids.slice(start, start + IDS_PER_REQUEST_MAX) });
+    }
+    const replies = await Promise.all(chunks.map((chunk) => this.call(chunk, "unapplied-only", options)));
+    return replies.reduce((sum, reply) => sum + Number(reply.count ?? 0), 0);
   }
 
   private async purgeOrDelete(request: PurgeRequest, options: CallOptions): Promise<number> {

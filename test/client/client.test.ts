@@ -132,6 +132,16 @@ describe("client against one leader", () => {
     assert.equal(server.requestsOf("cluster").at(-1)!.peerAddress, "127.0.0.1:22348");
   });
 
+  test("acks of more ids than one request may carry are split and their counts added", async () => {
+    for (let index = 0; index < 2500; index++) server.store("bulk", `m${index}`);
+    const messages = await client.receive("bulk", { max: 1000 });
+    const more = [...(await client.receive("bulk", { max: 1000 })), ...(await client.receive("bulk", { max: 1000 }))];
+    const acks = server.requestsOf("ack").length;
+    assert.equal(await client.ack("bulk", [...messages, ...more].map((message) => message.id)), 2500);
+    assert.equal(server.requestsOf("ack").length - acks, 3);
+    assert.ok(server.requestsOf("ack").every((request) => (request.ids as string[]).length <= 1000));
+  });
+
   test("bad arguments fail with INVALID before anything is sent", async () => {
     const sends = server.requestsOf("send").length;
     for (const attempt of [
