@@ -1,5 +1,6 @@
 // FerryClient: the typed client library. It keeps one connection to the node it believes leads
-// (seeds first, then NOT_LEADER's leaderHint), pipelines requests over it within a bounded
+// (seeds first, then the leader named by STATUS or by NOT_LEADER's leaderHint; arguments.ts checks
+// what goes out, replies.ts shapes what comes back), pipelines requests over it within a bounded
 // window, and retries a failed call only when doing so cannot apply it twice (see retry.ts):
 // every SEND carries a message id, generated here when the caller gives none, so a retried SEND
 // is deduplicated by the cluster. Each call has one deadline covering the window wait,
@@ -11,10 +12,8 @@ import type {
   ClusterRequest,
   DeliveredMessage,
   ExtendRequest,
-  ListItem,
   ListReply,
   ListRequest,
-  MessageState,
   PurgeRequest,
   NodeStatus,
   ReceiveRequest,
@@ -26,20 +25,13 @@ import type {
 } from "../protocol/api.js";
 import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
-import { nameProblem } from "../protocol/names.js";
+import { checkedAddress, checkedNonNegative, checkedPositive, requireName, toBytes } from "./arguments.js";
 import { backoffDelayMs } from "./backoff.js";
 import { publishConnected, publishDisconnected, publishLeaderFound, publishRetry } from "./diagnostics.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
-import {
-  type ClientOptions,
-  parseAddress,
-  requireNonNegative,
-  requirePositive,
-  type ResolvedOptions,
-  resolveOptions,
-  UNREACHABLE_MEMORY_MS,
-} from "./options.js";
+import { type ClientOptions, type ResolvedOptions, resolveOptions, UNREACHABLE_MEMORY_MS } from "./options.js";
+import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./replies.js";
 import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
@@ -472,80 +464,4 @@ export class FerryClient {
       old.retire(); // answers still due on it are kept
     }
   }
-}
-
-// The client address of the leader named by a status reply, when it is a usable address.
-function leaderAddressOf(reply: ReplyRecord): string | undefined {
-  if (!Array.isArray(reply.nodes)) return undefined;
-  const nodes = reply.nodes as NodeStatus[];
-  const self = nodes.find((node) => node.id === reply.self);
-  const leaderId = self?.leader ?? nodes.find((node) => node.role === "leader")?.id;
-  const address = nodes.find((node) => node.id === leaderId && leaderId !== 0)?.address;
-  if (typeof address !== "string") return undefined;
-  try {
-    parseAddress(address);
-    return address;
-  } catch {
-    return undefined; // e.g. a node listening on port 0 in a test
-  }
-}
-
-function requireName(what: string, name: string): void {
-  const problem = typeof name === "string" ? nameProblem(name) : "name must be a string";
-  if (problem !== undefined) throw new FerryError("INVALID", `${what} '${name}': ${problem}`);
-}
-
-function checkedPositive(what: string, value: number): number {
-  requirePositive(what, value);
-  return value;
-}
-
-function checkedNonNegative(what: string, value: number): number {
-  requireNonNegative(what, value);
-  return value;
-}
-
-function checkedAddress(address: string): string {
-  parseAddress(address);
-  return address;
-}
-
-const encoder = new TextEncoder();
-
-function toBytes(body: string | Uint8Array): Uint8Array {
-  if (typeof body === "string") return encoder.encode(body);
-  if (body instanceof Uint8Array) return body;
-  throw new FerryError("INVALID", "send: body must be a string or a Uint8Array");
-}
-
-// Timestamps exceed 2^53: msgpack int64 decodes as bigint; accept a number or decimal string too.
-function toTimestamp(value: unknown): Timestamp {
-  if (typeof value === "bigint") return value;
-  if (typeof value === "number" && Number.isInteger(value)) return BigInt(value);
-  if (typeof value === "string" && /^\d+$/.test(value)) return BigInt(value);
-  return 0n;
-}
-
-function toDeliveredMessage(raw: Record<string, unknown>): DeliveredMessage {
-  const message: DeliveredMessage = {
-    id: String(raw.id),
-    sender: String(raw.sender ?? ""),
-    recipient: String(raw.recipient ?? ""),
-    timestamp: toTimestamp(raw.timestamp),
-    deliveries: Number(raw.deliveries ?? 1),
-    body: typeof raw.body === "string" ? encoder.encode(raw.body) : (raw.body as Uint8Array),
-  };
-  if (raw.headers !== undefined && raw.headers !== null) message.headers = raw.headers as Record<string, string>;
-  return message;
-}
-
-function toListItem(raw: Record<string, unknown>): ListItem {
-  return {
-    id: String(raw.id),
-    sender: String(raw.sender ?? ""),
-    timestamp: toTimestamp(raw.timestamp),
-    state: String(raw.state) as MessageState,
-    deliveries: Number(raw.deliveries ?? 0),
-    bytes: Number(raw.bytes ?? 0),
-  };
 }
