@@ -93,8 +93,9 @@ export class Connection {
     });
   }
 
+  // Open and taking requests (a retired connection only finishes what it has).
   get isOpen(): boolean {
-    return !this.closed;
+    return !this.closed && !this.closeWhenIdle;
   }
 
   get inFlight(): number {
