@@ -1,7 +1,9 @@
-// Registration point for the commands that run nodes: `ferry start` (one node) and `ferry dev`
-// (a local 3-node cluster). The lead adds them here; main.ts already calls this function.
+// The commands that run nodes: `ferry start` (one node) and `ferry dev` (a local cluster).
 import type { Command } from "commander";
+import { registerDevCommand } from "./dev.js";
+import { registerStartCommand } from "./node-start.js";
 
-export function registerNodeCommands(_program: Command): void {
-  // Intentionally empty until the node commands land.
+export function registerNodeCommands(program: Command): void {
+  registerStartCommand(program);
+  registerDevCommand(program);
 }

@@ -149,3 +149,42 @@ export interface ErrorReply {
 export const RECEIVE_MAX = 1000;
 export const LIST_PAGE_DEFAULT = 100;
 export const LIST_PAGE_MAX = 1000;
+
+// ---- Added by the server: session identity, replies without a type above, the reply union. ----
+
+// Binary protocol: sets the connection's identity (the sender of later SENDs), like the text
+// protocol's `HELLO <name>`. Answered by the server itself; it never reaches the node.
+export interface HelloRequest {
+  op: "hello";
+  name: string;
+  forwardProof?: string; // node-to-node only: proves the cluster secret (src/server/forwarder.ts)
+}
+export interface HelloReply {
+  ok: true;
+  name: string; // the identity now in effect
+}
+
+export interface PurgeReply {
+  ok: true;
+  count: number; // messages removed
+}
+
+// What the client may send on a connection: the node's requests plus the server-local ones.
+export type ClientRequest = Request | HelloRequest;
+
+// The reply type of each op (extend answers like ack: how many leases were extended).
+export interface ReplyByOp {
+  send: SendReply;
+  receive: ReceiveReply;
+  ack: AckReply;
+  nack: AckReply;
+  extend: AckReply;
+  list: ListReply;
+  purge: PurgeReply;
+  delete: PurgeReply;
+  status: StatusReply;
+  cluster: ClusterReply;
+  hello: HelloReply;
+}
+export type Reply = ReplyByOp[keyof ReplyByOp];
+export type ReplyFor<R extends { op: keyof ReplyByOp }> = ReplyByOp[R["op"]];

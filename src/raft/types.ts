@@ -90,6 +90,9 @@ export interface Message {
   rejectTerm?: number;
   snapshot?: Snapshot;
   context?: Uint8Array; // read-index request context; heartbeat context for ReadIndex rounds
+  // vote/prevote: the campaign follows a leadership transfer (timeout-now), so the receiver
+  // grants it even while it believes a leader is alive (the lease check would refuse it).
+  leaderTransfer?: boolean;
 }
 
 export type Role = "follower" | "pre-candidate" | "candidate" | "leader";
@@ -164,6 +167,8 @@ export interface ProgressStatus {
   state: "probe" | "replicate" | "snapshot";
   recentActive: boolean;
   learner: boolean;
+  inflightCount?: number; // appends in flight (replicate state)
+  pendingSnapshot?: number; // snapshot state: the index of the snapshot being sent
 }
 
 export interface RaftStatus {

@@ -1,0 +1,718 @@
+// The broker: mailboxes as a deterministic replicated state machine over an OrderedKv.
+//
+// apply() executes one committed log entry's commands in order, inside one KV transaction that
+// also records the applied index, so the state and the index move together. "Now" is the entry's
+// HLC timestamp; nothing here reads a clock, so every replica fed the same entries ends with the
+// same bytes. Errors are results with codes and are detected before any write, so a failed
+// command changes nothing. Messages, bodies and indexes live in the KV; the heap holds only one
+// small counter record per mailbox (bounded by mailboxesMax).
+//
+// A message is ready (in the ready index, in log order), leased or delayed (in the pending index,
+// ordered by when it becomes visible). A RECEIVE first promotes pending entries that came due,
+// then leases ready ones in log order. A message whose expiry has passed counts as gone for every
+// command; a bounded sweep at the start of each entry drops or dead-letters it.
+import type { AckReply, DeliveredMessage, ErrorReply, ListItem, ListReply, ListRequest, ReceiveReply, SendReply } from "../protocol/api.js";
+import { LIST_PAGE_DEFAULT, LIST_PAGE_MAX } from "../protocol/api.js";
+import { isValidName } from "../protocol/names.js";
+import { assert, unreachable } from "../util/assert.js";
+import {
+  type AckCommand,
+  BROKER_DEFAULTS,
+  type BrokerCommand,
+  type BrokerConfig,
+  type BrokerResult,
+  type ExtendCommand,
+  type MailboxConfig,
+  type MailboxConfigCommand,
+  type MailboxConfigReply,
+  type PurgeCommand,
+  type PurgeReply,
+  type ReceiveCommand,
+  type SendCommand,
+} from "./commands.js";
+import { type OrderedKv, prefixEnd } from "./kv.js";
+import {
+  APPLIED_KEY,
+  cursorToSeq,
+  DEDUPE_EXPIRY,
+  decodeIndex,
+  decodeMessage,
+  decodeMeta,
+  decodeTimestamp,
+  dedupeExpiryKey,
+  dedupeKey,
+  EXPIRY,
+  encodeIndex,
+  encodeMessage,
+  encodeMeta,
+  encodeTimestamp,
+  expiryKey,
+  idKey,
+  MESSAGE,
+  META,
+  type MailboxMeta,
+  mailboxPrefix,
+  messageKey,
+  PENDING,
+  pendingKey,
+  READY,
+  readU64Key,
+  readyKey,
+  SEQ_LENGTH,
+  STATE_DELAYED,
+  STATE_LEASED,
+  STATE_READY,
+  type StoredMessage,
+  seqOf,
+  seqToCursor,
+  seqValue,
+  U64_LENGTH,
+  u64Key,
+  valueSeq,
+} from "./records.js";
+import { readSnapshot, writeSnapshot } from "./snapshot.js";
+import {
+  clientIdProblem,
+  DEAD_LETTER_SUFFIX,
+  failure,
+  headersProblem,
+  idsProblem,
+  integerProblem,
+  isDeadLetterMailbox,
+  mailboxConfigProblem,
+  mailboxProblem,
+} from "./validate.js";
+
+export type { BrokerCommand, BrokerConfig, BrokerResult, MailboxConfig } from "./commands.js";
+export { BROKER_DEFAULTS, decodeCommands, encodeCommands, MAILBOX_DEFAULTS } from "./commands.js";
+
+export const DEAD_LETTER_REASON_HEADER = "ferry-dead-letter-reason";
+export const DEAD_LETTER_DELIVERIES_HEADER = "ferry-dead-letter-deliveries";
+const SCAN_BATCH = 1024;
+const TIMESTAMP_LOGICAL_BITS = 16n;
+
+export type DeadLetterReason = "max-deliveries" | "expired";
+
+export function timestampMs(timestamp: bigint): number {
+  return Number(timestamp >> TIMESTAMP_LOGICAL_BITS);
+}
+
+export function msTimestamp(ms: number): bigint {
+  return BigInt(ms) << TIMESTAMP_LOGICAL_BITS;
+}
+
+export function assignedId(index: number, number: number): string {
+  return `${index.toString(36)}~${number.toString(36)}`;
+}
+
+export function mergeConfig(config: Partial<BrokerConfig> | undefined): BrokerConfig {
+  return { ...BROKER_DEFAULTS, ...config, mailbox: { ...BROKER_DEFAULTS.mailbox, ...config?.mailbox } };
+}
+
+export class Broker {
+  readonly config: BrokerConfig;
+  // Every mailbox that has messages or settings; mirrors the META keys.
+  private mailboxes = new Map<string, MailboxMeta>();
+  private readonly dirtyMailboxes = new Set<string>();
+  private wakeups = new Set<string>();
+  private applied = 0;
+  // The entry being applied.
+  private index = 0;
+  private timestamp = 0n;
+  private nowMs = 0;
+  private messagesInEntry = 0;
+
+  constructor(
+    private readonly kv: OrderedKv,
+    config?: Partial<BrokerConfig>,
+  ) {
+    this.config = mergeConfig(config);
+    this.reloadState();
+  }
+
+  appliedIndex(): number {
+    return this.applied;
+  }
+
+  apply(index: number, timestamp: bigint, commands: BrokerCommand[]): BrokerResult[] {
+    assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
+    this.index = index;
+    this.timestamp = timestamp;
+    this.nowMs = timestampMs(timestamp);
+    this.messagesInEntry = 0;
+    try {
+      const results = this.kv.transaction(() => {
+        this.sweepExpiredMessages();
+        this.sweepDedupeRecords();
+        const results = commands.map((command) => this.execute(command));
+        this.flushMailboxes();
+        this.kv.put(APPLIED_KEY, encodeIndex(index));
+        return results;
+      });
+      this.applied = index;
+      return results;
+    } catch (error) {
+      // A bug (assertion) aborted the transaction: the KV is unchanged, so is the cache after this.
+      this.reloadState();
+      throw error;
+    }
+  }
+
+  list(request: ListRequest, now: bigint): ListReply | ErrorReply {
+    const problem =
+      mailboxProblem(request.mailbox) ??
+      (request.limit === undefined ? undefined : integerProblem("limit", request.limit, 1, LIST_PAGE_MAX));
+    if (problem !== undefined) return problem;
+    const limit = request.limit ?? LIST_PAGE_DEFAULT;
+    const prefix = mailboxPrefix(MESSAGE, request.mailbox);
+    let after: string | undefined;
+    if (request.cursor !== undefined) {
+      after = cursorToSeq(request.cursor);
+      if (after === undefined) return failure("INVALID", "cursor is malformed");
+    }
+    const nowMs = timestampMs(now);
+    const items: ListItem[] = [];
+    const end = prefixEnd(prefix);
+    for (;;) {
+      const start = after === undefined ? prefix : `${prefix}${after}\x00`;
+      const entries = this.kv.scan(start, end, Math.min(SCAN_BATCH, limit - items.length + 1));
+      if (entries.length === 0) return { ok: true, items };
+      for (const entry of entries) {
+        if (items.length === limit) return { ok: true, items, next: seqToCursor(after!) };
+        after = entry.key.slice(prefix.length);
+        const message = decodeMessage(entry.value);
+        if (isLive(message, nowMs)) items.push(listItem(message, nowMs));
+      }
+    }
+  }
+
+  takeWakeups(): string[] {
+    const mailboxes = [...this.wakeups];
+    this.wakeups = new Set();
+    return mailboxes;
+  }
+
+  nextVisibleAt(mailbox: string): bigint | undefined {
+    const prefix = mailboxPrefix(PENDING, mailbox);
+    const [first] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+    return first === undefined ? undefined : msTimestamp(readU64Key(first.key, prefix.length));
+  }
+
+  snapshot(): { index: number; chunks: Iterable<Uint8Array> } {
+    const view = this.kv.readView();
+    const index = this.applied;
+    return { index, chunks: writeSnapshot(view, index) };
+  }
+
+  restore(chunks: Iterable<Uint8Array>): void {
+    try {
+      this.kv.transaction(() => {
+        this.kv.clear();
+        readSnapshot(chunks, (key, value) => this.kv.put(key, value));
+      });
+    } finally {
+      this.reloadState();
+    }
+  }
+
+  // Number of mailboxes (with messages or settings).
+  mailboxCount(): number {
+    return this.mailboxes.size;
+  }
+
+  mailboxConfig(mailbox: string): MailboxConfig {
+    return { ...this.config.mailbox, ...this.mailboxes.get(mailbox)?.config };
+  }
+
+  private reloadState(): void {
+    const applied = this.kv.get(APPLIED_KEY);
+    this.applied = applied === undefined ? 0 : decodeIndex(applied);
+    this.mailboxes = new Map();
+    this.dirtyMailboxes.clear();
+    for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
+      this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
+    }
+  }
+
+  private execute(command: BrokerCommand): BrokerResult {
+    switch (command?.op) {
+      case "send":
+        return this.send(command);
+      case "receive":
+        return this.receive(command);
+      case "ack":
+        return this.ack(command);
+      case "nack":
+        return this.nack(command);
+      case "extend":
+        return this.extend(command);
+      case "purge":
+      case "delete":
+        return this.purge(command);
+      case "set-mailbox-config":
+        return this.setMailboxConfig(command);
+      default:
+        return failure("INVALID", `unknown command '${String((command as { op?: unknown })?.op)}'`);
+    }
+  }
+
+  // SEND --------------------------------------------------------------------------------------
+
+  private sendProblem(command: SendCommand): ErrorReply | undefined {
+    const config = this.config;
+    if (typeof command.sender !== "string" || !isValidName(command.sender)) return failure("INVALID", "sender name is invalid");
+    const recipients = command.recipients;
+    if (!Array.isArray(recipients) || recipients.length === 0) return failure("INVALID", "no recipient given");
+    if (recipients.length > config.recipientsMax) {
+      return failure("TOO_LARGE", `${recipients.length} recipients; the limit is ${config.recipientsMax}`);
+    }
+    for (const recipient of recipients) {
+      const problem = mailboxProblem(recipient);
+      if (problem !== undefined) return problem;
+    }
+    if (new Set(recipients).size !== recipients.length) return failure("INVALID", "a recipient is named twice");
+    if (!(command.body instanceof Uint8Array)) return failure("INVALID", "body must be bytes");
+    if (command.body.length > config.bodyBytesMax) {
+      return failure("TOO_LARGE", `body is ${command.body.length} bytes; the limit is ${config.bodyBytesMax}`);
+    }
+    return (
+      (command.id === undefined ? undefined : clientIdProblem(command.id, config)) ??
+      headersProblem(command.headers, config) ??
+      (command.delayMs === undefined ? undefined : integerProblem("delayMs", command.delayMs, 0, config.delayMsMax)) ??
+      (command.ttlMs === undefined ? undefined : integerProblem("ttlMs", command.ttlMs, 0, config.ttlMsMax))
+    );
+  }
+
+  // Whether every recipient can take the message; checked for all before anything is written,
+  // which makes a fan-out atomic.
+  private capacityProblem(command: SendCommand): ErrorReply | undefined {
+    let created = 0;
+    for (const recipient of command.recipients) {
+      const meta = this.mailboxes.get(recipient);
+      if (meta === undefined) created++;
+      const config = this.mailboxConfig(recipient);
+      if (command.id !== undefined && this.kv.get(idKey(recipient, command.id)) !== undefined) {
+        return failure("CONFLICT", `message id '${command.id}' is still stored in mailbox ${recipient}`);
+      }
+      const size = command.body.length;
+      if (size > config.bytesMax) return failure("LIMIT", `body of ${size} bytes exceeds mailbox ${recipient}'s capacity of ${config.bytesMax} bytes`);
+      if (config.overflow === "reject" && meta !== undefined) {
+        if (meta.messages + 1 > config.messagesMax) return failure("LIMIT", `mailbox ${recipient} is full (${config.messagesMax} messages)`);
+        if (meta.bytes + size > config.bytesMax) return failure("LIMIT", `mailbox ${recipient} is full (${config.bytesMax} bytes)`);
+      }
+    }
+    if (created > 0 && this.mailboxes.size + created > this.config.mailboxesMax) {
+      return failure("LIMIT", `the cluster holds ${this.mailboxes.size} mailboxes; the limit is ${this.config.mailboxesMax}`);
+    }
+    return undefined;
+  }
+
+  private send(command: SendCommand): SendReply | ErrorReply {
+    const problem = this.sendProblem(command);
+    if (problem !== undefined) return problem;
+    if (command.id !== undefined) {
+      const first = this.dedupeLookup(command.id);
+      if (first !== undefined) return { ok: true, id: command.id, timestamp: first, duplicate: true };
+    }
+    const capacity = this.capacityProblem(command);
+    if (capacity !== undefined) return capacity;
+    const firstNumber = this.messagesInEntry;
+    const id = command.id ?? assignedId(this.index, firstNumber);
+    for (const recipient of command.recipients) {
+      const config = this.mailboxConfig(recipient);
+      const delayMs = command.delayMs ?? 0;
+      const ttlMs = command.ttlMs ?? config.ttlMs;
+      this.makeRoom(recipient, command.body.length);
+      this.store(recipient, this.nextSeq(), {
+        id,
+        sender: command.sender,
+        timestamp: this.timestamp,
+        deliveries: 0,
+        state: delayMs > 0 ? STATE_DELAYED : STATE_READY,
+        visibleAtMs: delayMs > 0 ? this.nowMs + delayMs : 0,
+        expiresAtMs: ttlMs > 0 ? this.nowMs + ttlMs : 0,
+        headers: command.headers === undefined ? undefined : { ...command.headers },
+        body: command.body,
+      });
+    }
+    if (command.id !== undefined) this.recordDedupe(command.id);
+    return { ok: true, id, timestamp: this.timestamp, duplicate: false };
+  }
+
+  private nextSeq(): string {
+    return seqOf(this.index, this.messagesInEntry++);
+  }
+
+  private dedupeLookup(id: string): bigint | undefined {
+    const value = this.kv.get(dedupeKey(id));
+    if (value === undefined) return undefined;
+    const first = decodeTimestamp(value);
+    return timestampMs(first) + this.config.dedupeWindowMs > this.nowMs ? first : undefined;
+  }
+
+  private recordDedupe(id: string): void {
+    const stale = this.kv.get(dedupeKey(id));
+    if (stale !== undefined) this.kv.delete(dedupeExpiryKey(timestampMs(decodeTimestamp(stale)), id));
+    this.kv.put(dedupeKey(id), encodeTimestamp(this.timestamp));
+    this.kv.put(dedupeExpiryKey(this.nowMs, id), new Uint8Array(0));
+  }
+
+  // Drop-oldest: removes the oldest messages until one of `bytes` fits. (Reject was checked.)
+  private makeRoom(mailbox: string, bytes: number): void {
+    const meta = this.mailboxes.get(mailbox);
+    if (meta === undefined) return;
+    const config = this.mailboxConfig(mailbox);
+    const prefix = mailboxPrefix(MESSAGE, mailbox);
+    while (meta.messages + 1 > config.messagesMax || meta.bytes + bytes > config.bytesMax) {
+      const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+      assert(oldest !== undefined, "a mailbox over capacity holds a message");
+      this.remove(mailbox, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
+    }
+  }
+
+  // RECEIVE -----------------------------------------------------------------------------------
+
+  private receive(command: ReceiveCommand): ReceiveReply | ErrorReply {
+    const problem =
+      mailboxProblem(command.mailbox) ??
+      integerProblem("max", command.max, 1, this.config.receiveMax) ??
+      (command.visibilityMs === undefined ? undefined : integerProblem("visibilityMs", command.visibilityMs, 1, this.config.visibilityMsMax));
+    if (problem !== undefined) return problem;
+    const mailbox = command.mailbox;
+    if (!this.mailboxes.has(mailbox)) return { ok: true, messages: [] };
+    const visibilityMs = command.visibilityMs ?? this.mailboxConfig(mailbox).visibilityMs;
+    this.promote(mailbox);
+    const messages: DeliveredMessage[] = [];
+    const prefix = mailboxPrefix(READY, mailbox);
+    const end = prefixEnd(prefix);
+    while (messages.length < command.max) {
+      const entries = this.kv.scan(prefix, end, command.max - messages.length);
+      if (entries.length === 0) break;
+      for (const entry of entries) {
+        const seq = entry.key.slice(prefix.length);
+        const message = this.load(mailbox, seq);
+        if (!isLive(message, this.nowMs)) {
+          this.expire(mailbox, seq, message);
+          continue;
+        }
+        this.kv.delete(entry.key);
+        message.deliveries++;
+        message.state = STATE_LEASED;
+        message.visibleAtMs = this.nowMs + visibilityMs;
+        this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
+        this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
+        messages.push(delivered(mailbox, message));
+      }
+    }
+    return { ok: true, messages };
+  }
+
+  // Makes leased and delayed messages whose time has come ready again (at most promoteMax per
+  // RECEIVE), dead-lettering those released after their last allowed delivery.
+  private promote(mailbox: string): void {
+    const prefix = mailboxPrefix(PENDING, mailbox);
+    const due = this.kv.scan(prefix, prefix + u64Key(this.nowMs + 1), this.config.promoteMax);
+    for (const entry of due) {
+      const seq = entry.key.slice(prefix.length + U64_LENGTH);
+      const message = this.load(mailbox, seq);
+      if (!isLive(message, this.nowMs)) this.expire(mailbox, seq, message);
+      else if (message.state === STATE_LEASED && this.exhausted(mailbox, message)) this.deadLetter(mailbox, seq, message, "max-deliveries");
+      else this.makeReady(mailbox, seq, message);
+    }
+  }
+
+  private exhausted(mailbox: string, message: StoredMessage): boolean {
+    return !isDeadLetterMailbox(mailbox) && message.deliveries >= this.mailboxConfig(mailbox).deliveriesMax;
+  }
+
+  private makeReady(mailbox: string, seq: string, message: StoredMessage): void {
+    assert(message.state !== STATE_READY, "only a pending message becomes ready");
+    this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
+    message.state = STATE_READY;
+    message.visibleAtMs = 0;
+    this.kv.put(readyKey(mailbox, seq), EMPTY);
+    this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
+    this.wakeups.add(mailbox);
+  }
+
+  // ACK / NACK / EXTEND -----------------------------------------------------------------------
+
+  private idsCommandProblem(command: AckCommand | ExtendCommand): ErrorReply | undefined {
+    return mailboxProblem(command.mailbox) ?? idsProblem(command.ids, this.config);
+  }
+
+  // The leased message with this id, or undefined when it is not currently leased.
+  private leased(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
+    const seqBytes = this.kv.get(idKey(mailbox, id));
+    if (seqBytes === undefined) return undefined;
+    const seq = valueSeq(seqBytes);
+    const message = this.load(mailbox, seq);
+    if (message.state !== STATE_LEASED || message.visibleAtMs <= this.nowMs || !isLive(message, this.nowMs)) return undefined;
+    return { seq, message };
+  }
+
+  private ack(command: AckCommand): AckReply | ErrorReply {
+    const problem = this.idsCommandProblem(command);
+    if (problem !== undefined) return problem;
+    if (command.delayMs !== undefined) return failure("INVALID", "ACK takes no delay");
+    let count = 0;
+    for (const id of command.ids) {
+      const found = this.leased(command.mailbox, id);
+      if (found === undefined) continue;
+      this.remove(command.mailbox, found.seq, found.message);
+      count++;
+    }
+    return { ok: true, count };
+  }
+
+  private nack(command: AckCommand): AckReply | ErrorReply {
+    const problem =
+      this.idsCommandProblem(command) ??
+      (command.delayMs === undefined ? undefined : integerProblem("delayMs", command.delayMs, 0, this.config.delayMsMax));
+    if (problem !== undefined) return problem;
+    const delayMs = command.delayMs ?? 0;
+    let count = 0;
+    for (const id of command.ids) {
+      const found = this.leased(command.mailbox, id);
+      if (found === undefined) continue;
+      const { seq, message } = found;
+      count++;
+      if (this.exhausted(command.mailbox, message)) this.deadLetter(command.mailbox, seq, message, "max-deliveries");
+      else if (delayMs === 0) this.makeReady(command.mailbox, seq, message);
+      else {
+        this.movePending(command.mailbox, seq, message, this.nowMs + delayMs);
+        message.state = STATE_DELAYED;
+        this.kv.put(messageKey(command.mailbox, seq), encodeMessage(message));
+      }
+    }
+    return { ok: true, count };
+  }
+
+  private extend(command: ExtendCommand): AckReply | ErrorReply {
+    const problem =
+      this.idsCommandProblem(command) ?? integerProblem("visibilityMs", command.visibilityMs, 1, this.config.visibilityMsMax);
+    if (problem !== undefined) return problem;
+    let count = 0;
+    for (const id of command.ids) {
+      const found = this.leased(command.mailbox, id);
+      if (found === undefined) continue;
+      this.movePending(command.mailbox, found.seq, found.message, this.nowMs + command.visibilityMs);
+      this.kv.put(messageKey(command.mailbox, found.seq), encodeMessage(found.message));
+      count++;
+    }
+    return { ok: true, count };
+  }
+
+  private movePending(mailbox: string, seq: string, message: StoredMessage, visibleAtMs: number): void {
+    this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
+    message.visibleAtMs = visibleAtMs;
+    this.kv.put(pendingKey(mailbox, visibleAtMs, seq), EMPTY);
+  }
+
+  // PURGE / DELETE / settings -----------------------------------------------------------------
+
+  private purge(command: PurgeCommand): PurgeReply | ErrorReply {
+    const problem = mailboxProblem(command.mailbox);
+    if (problem !== undefined) return problem;
+    const meta = this.mailboxes.get(command.mailbox);
+    if (meta === undefined) return { ok: true, count: 0 };
+    const prefix = mailboxPrefix(MESSAGE, command.mailbox);
+    const end = prefixEnd(prefix);
+    let count = 0;
+    for (;;) {
+      const entries = this.kv.scan(prefix, end, SCAN_BATCH);
+      if (entries.length === 0) break;
+      for (const entry of entries) {
+        this.remove(command.mailbox, entry.key.slice(prefix.length), decodeMessage(entry.value));
+        count++;
+      }
+    }
+    if (command.op === "delete") {
+      meta.config = undefined;
+      this.dirtyMailboxes.add(command.mailbox);
+    }
+    return { ok: true, count };
+  }
+
+  private setMailboxConfig(command: MailboxConfigCommand): MailboxConfigReply | ErrorReply {
+    const problem = mailboxProblem(command.mailbox) ?? mailboxConfigProblem(command.config, this.config);
+    if (problem !== undefined) return problem;
+    const settings: Partial<MailboxConfig> = {};
+    for (const [field, value] of Object.entries(command.config)) {
+      if (value !== undefined) (settings as Record<string, unknown>)[field] = value;
+    }
+    const empty = Object.keys(settings).length === 0;
+    let meta = this.mailboxes.get(command.mailbox);
+    if (meta === undefined) {
+      if (empty) return { ok: true, config: this.mailboxConfig(command.mailbox) };
+      if (this.mailboxes.size >= this.config.mailboxesMax) {
+        return failure("LIMIT", `the cluster holds ${this.mailboxes.size} mailboxes; the limit is ${this.config.mailboxesMax}`);
+      }
+      meta = { messages: 0, bytes: 0, config: undefined };
+      this.mailboxes.set(command.mailbox, meta);
+    }
+    meta.config = empty ? undefined : settings;
+    this.dirtyMailboxes.add(command.mailbox);
+    return { ok: true, config: this.mailboxConfig(command.mailbox) };
+  }
+
+  // Expiry, dead letters, sweeps --------------------------------------------------------------
+
+  private expire(mailbox: string, seq: string, message: StoredMessage): void {
+    if (!isDeadLetterMailbox(mailbox) && this.mailboxConfig(mailbox).expiry === "dead-letter") {
+      this.deadLetter(mailbox, seq, message, "expired");
+    } else {
+      this.remove(mailbox, seq, message);
+    }
+  }
+
+  // Moves a message to "<mailbox>:dlq" as a new ready message (new log position, delivery count
+  // reset, the reason in a header). A full dead-letter mailbox drops its oldest messages whatever
+  // its overflow policy, so dead-lettering never fails; it is exempt from mailboxesMax.
+  private deadLetter(mailbox: string, seq: string, message: StoredMessage, reason: DeadLetterReason): void {
+    assert(!isDeadLetterMailbox(mailbox), "dead-letter mailboxes do not dead-letter");
+    this.remove(mailbox, seq, message);
+    const target = mailbox + DEAD_LETTER_SUFFIX;
+    const config = this.mailboxConfig(target);
+    if (message.body.length > config.bytesMax) return;
+    const previous = this.kv.get(idKey(target, message.id));
+    if (previous !== undefined) {
+      const previousSeq = valueSeq(previous);
+      this.remove(target, previousSeq, this.load(target, previousSeq));
+    }
+    if (!this.mailboxes.has(target)) this.mailboxes.set(target, { messages: 0, bytes: 0, config: undefined });
+    const meta = this.mailboxes.get(target)!;
+    const prefix = mailboxPrefix(MESSAGE, target);
+    while (meta.messages + 1 > config.messagesMax || meta.bytes + message.body.length > config.bytesMax) {
+      const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+      assert(oldest !== undefined, "a full dead-letter mailbox holds a message");
+      this.remove(target, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
+    }
+    this.store(target, this.nextSeq(), {
+      ...message,
+      deliveries: 0,
+      state: STATE_READY,
+      visibleAtMs: 0,
+      expiresAtMs: config.ttlMs > 0 ? this.nowMs + config.ttlMs : 0,
+      headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(message.deliveries) },
+    });
+  }
+
+  private sweepExpiredMessages(): void {
+    const due = this.kv.scan(EXPIRY, EXPIRY + u64Key(this.nowMs + 1), this.config.expirySweepMax);
+    for (const entry of due) {
+      const key = entry.key;
+      const mailbox = key.slice(EXPIRY.length + U64_LENGTH, key.length - SEQ_LENGTH - 1);
+      const seq = key.slice(key.length - SEQ_LENGTH);
+      // An earlier expiry in this sweep may have removed it (a dead letter replaces its own id).
+      const value = this.kv.get(messageKey(mailbox, seq));
+      if (value !== undefined) this.expire(mailbox, seq, decodeMessage(value));
+    }
+  }
+
+  private sweepDedupeRecords(): void {
+    const horizonMs = this.nowMs - this.config.dedupeWindowMs;
+    if (horizonMs < 0) return;
+    const due = this.kv.scan(DEDUPE_EXPIRY, DEDUPE_EXPIRY + u64Key(horizonMs + 1), this.config.dedupeSweepMax);
+    for (const entry of due) {
+      this.kv.delete(entry.key);
+      this.kv.delete(dedupeKey(entry.key.slice(DEDUPE_EXPIRY.length + U64_LENGTH)));
+    }
+  }
+
+  // Storage of one message --------------------------------------------------------------------
+
+  private load(mailbox: string, seq: string): StoredMessage {
+    const value = this.kv.get(messageKey(mailbox, seq));
+    assert(value !== undefined, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
+    return decodeMessage(value);
+  }
+
+  private store(mailbox: string, seq: string, message: StoredMessage): void {
+    let meta = this.mailboxes.get(mailbox);
+    if (meta === undefined) {
+      meta = { messages: 0, bytes: 0, config: undefined };
+      this.mailboxes.set(mailbox, meta);
+    }
+    this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
+    if (message.state === STATE_READY) {
+      this.kv.put(readyKey(mailbox, seq), EMPTY);
+      this.wakeups.add(mailbox);
+    } else {
+      this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
+    }
+    this.kv.put(idKey(mailbox, message.id), seqValue(seq));
+    if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
+    meta.messages++;
+    meta.bytes += message.body.length;
+    this.dirtyMailboxes.add(mailbox);
+  }
+
+  private remove(mailbox: string, seq: string, message: StoredMessage): void {
+    const meta = this.mailboxes.get(mailbox);
+    assert(meta !== undefined && meta.messages > 0, `mailbox ${mailbox} holds the removed message`);
+    this.kv.delete(messageKey(mailbox, seq));
+    if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq));
+    else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
+    this.kv.delete(idKey(mailbox, message.id));
+    if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
+    meta.messages--;
+    meta.bytes -= message.body.length;
+    this.dirtyMailboxes.add(mailbox);
+  }
+
+  // Writes the counters of the mailboxes this entry touched; forgets empty mailboxes without
+  // settings, so the mailbox count is the number of mailboxes that hold something.
+  private flushMailboxes(): void {
+    for (const mailbox of this.dirtyMailboxes) {
+      const meta = this.mailboxes.get(mailbox);
+      assert(meta !== undefined, "a dirty mailbox is known");
+      if (meta.messages === 0 && meta.config === undefined) {
+        assert(meta.bytes === 0, "an empty mailbox holds no bytes");
+        this.mailboxes.delete(mailbox);
+        this.kv.delete(META + mailbox);
+      } else {
+        this.kv.put(META + mailbox, encodeMeta(meta));
+      }
+    }
+    this.dirtyMailboxes.clear();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function isLive(message: StoredMessage, nowMs: number): boolean {
+  return message.expiresAtMs === 0 || message.expiresAtMs > nowMs;
+}
+
+function delivered(mailbox: string, message: StoredMessage): DeliveredMessage {
+  const result: DeliveredMessage = {
+    id: message.id,
+    sender: message.sender,
+    recipient: mailbox,
+    timestamp: message.timestamp,
+    deliveries: message.deliveries,
+    body: message.body,
+  };
+  if (message.headers !== undefined) result.headers = message.headers;
+  return result;
+}
+
+function listItem(message: StoredMessage, nowMs: number): ListItem {
+  return {
+    id: message.id,
+    sender: message.sender,
+    timestamp: message.timestamp,
+    state: stateAt(message, nowMs),
+    deliveries: message.deliveries,
+    bytes: message.body.length,
+  };
+}
+
+function stateAt(message: StoredMessage, nowMs: number): ListItem["state"] {
+  if (message.state === STATE_READY || message.visibleAtMs <= nowMs) return "ready";
+  if (message.state === STATE_LEASED) return "leased";
+  if (message.state === STATE_DELAYED) return "delayed";
+  return unreachable(message.state as never, "message state");
+}
+

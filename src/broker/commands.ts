@@ -1,0 +1,286 @@
+// The commands a committed log entry carries to the broker, their results, the broker's limits
+// and mailbox settings, and a compact binary encoding of a batch of commands (the hot path:
+// every SEND body travels through it once per replica).
+//
+// Encoding: u8 version, u32 count, then per command a u8 tag and its fields in a fixed order.
+// Optional fields have a presence byte. decodeCommands(encodeCommands(c)) deep-equals c.
+import type { AckReply, AckRequest, ErrorReply, ExtendRequest, ListReply, PurgeRequest, ReceiveReply, SendReply } from "../protocol/api.js";
+import { RECEIVE_MAX } from "../protocol/api.js";
+import { ByteReader, ByteWriter } from "./bytes.js";
+
+export type OverflowPolicy = "reject" | "drop-oldest";
+export type ExpiryPolicy = "drop" | "dead-letter";
+
+// Per-mailbox settings; each mailbox may override the cluster defaults (BrokerConfig.mailbox).
+export interface MailboxConfig {
+  visibilityMs: number; // lease length of a RECEIVE that names none
+  deliveriesMax: number; // a message released after this many deliveries goes to the dead-letter mailbox
+  messagesMax: number; // capacity in messages
+  bytesMax: number; // capacity in body bytes
+  overflow: OverflowPolicy; // what a SEND into a full mailbox does
+  ttlMs: number; // 0: messages never expire unless the SEND sets a ttl
+  expiry: ExpiryPolicy; // what happens to an expired message
+}
+
+export const MAILBOX_DEFAULTS: MailboxConfig = {
+  visibilityMs: 30_000,
+  deliveriesMax: 5,
+  messagesMax: 1_000_000,
+  bytesMax: 1024 * 1024 * 1024,
+  overflow: "reject",
+  ttlMs: 0,
+  expiry: "drop",
+};
+
+// Cluster-wide limits. Every replica must run with the same BrokerConfig: it is part of the
+// deterministic function from log to state.
+export interface BrokerConfig {
+  mailbox: MailboxConfig;
+  dedupeWindowMs: number;
+  bodyBytesMax: number;
+  headersCountMax: number;
+  headersBytesMax: number; // keys and values, UTF-8
+  idLengthMax: number;
+  mailboxesMax: number;
+  recipientsMax: number; // per fan-out SEND
+  receiveMax: number; // messages per RECEIVE
+  idsPerRequestMax: number; // ids per ACK / NACK / EXTEND
+  visibilityMsMax: number;
+  delayMsMax: number;
+  ttlMsMax: number;
+  // Bounded work per entry so one entry never stalls the node: expired messages, expired dedupe
+  // records, and leases/delays coming due per RECEIVE.
+  expirySweepMax: number;
+  dedupeSweepMax: number;
+  promoteMax: number;
+}
+
+export const BROKER_DEFAULTS: BrokerConfig = {
+  mailbox: MAILBOX_DEFAULTS,
+  dedupeWindowMs: 2 * 60_000,
+  bodyBytesMax: 1024 * 1024,
+  headersCountMax: 32,
+  headersBytesMax: 8 * 1024,
+  idLengthMax: 128,
+  mailboxesMax: 100_000,
+  recipientsMax: 100,
+  receiveMax: RECEIVE_MAX,
+  idsPerRequestMax: 1000,
+  visibilityMsMax: 12 * 3600_000,
+  delayMsMax: 7 * 24 * 3600_000,
+  ttlMsMax: 365 * 24 * 3600_000,
+  expirySweepMax: 10_000,
+  dedupeSweepMax: 10_000,
+  promoteMax: 10_000,
+};
+
+export interface SendCommand {
+  op: "send";
+  sender: string;
+  recipients: string[];
+  body: Uint8Array;
+  id?: string;
+  headers?: Record<string, string>;
+  delayMs?: number;
+  ttlMs?: number;
+}
+export interface ReceiveCommand {
+  op: "receive";
+  mailbox: string;
+  max: number;
+  visibilityMs?: number;
+  consumer?: string; // who asked (informational; not enforced on ACK)
+}
+export type AckCommand = AckRequest; // op "ack" | "nack"
+export type ExtendCommand = ExtendRequest;
+export type PurgeCommand = PurgeRequest; // op "purge" | "delete"
+export interface MailboxConfigCommand {
+  op: "set-mailbox-config";
+  mailbox: string;
+  config: Partial<MailboxConfig>; // {} resets the mailbox to the cluster defaults
+}
+
+export type BrokerCommand = SendCommand | ReceiveCommand | AckCommand | ExtendCommand | PurgeCommand | MailboxConfigCommand;
+
+export interface PurgeReply {
+  ok: true;
+  count: number; // messages removed
+}
+export interface MailboxConfigReply {
+  ok: true;
+  config: MailboxConfig; // the effective settings
+}
+
+export type BrokerResult = SendReply | ReceiveReply | AckReply | PurgeReply | MailboxConfigReply | ErrorReply;
+export type { ListReply };
+
+const ENCODING_VERSION = 1;
+const TAG = { send: 1, receive: 2, ack: 3, nack: 4, extend: 5, purge: 6, delete: 7, "set-mailbox-config": 8 } as const;
+const CONFIG_NUMBER_FIELDS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
+
+export class CommandDecodeError extends Error {
+  override name = "CommandDecodeError";
+}
+
+export function encodeCommands(commands: BrokerCommand[]): Uint8Array {
+  let capacity = 64;
+  for (const command of commands) capacity += command.op === "send" ? command.body.length + 128 : 64;
+  const writer = new ByteWriter(capacity);
+  writer.u8(ENCODING_VERSION);
+  writer.u32(commands.length);
+  for (const command of commands) encodeCommand(writer, command);
+  return writer.finish();
+}
+
+function optionalNumber(writer: ByteWriter, value: number | undefined): void {
+  writer.f64(value === undefined ? -1 : value);
+}
+function optionalString(writer: ByteWriter, value: string | undefined): void {
+  writer.u8(value === undefined ? 0 : 1);
+  if (value !== undefined) writer.string(value);
+}
+function strings(writer: ByteWriter, values: string[]): void {
+  writer.u32(values.length);
+  for (const value of values) writer.string(value);
+}
+
+function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
+  writer.u8(TAG[command.op]);
+  switch (command.op) {
+    case "send": {
+      writer.string(command.sender);
+      strings(writer, command.recipients);
+      optionalString(writer, command.id);
+      optionalNumber(writer, command.delayMs);
+      optionalNumber(writer, command.ttlMs);
+      const headers = command.headers === undefined ? undefined : Object.entries(command.headers);
+      writer.u32(headers === undefined ? 0xffffffff : headers.length);
+      for (const [name, value] of headers ?? []) {
+        writer.string(name);
+        writer.string(value);
+      }
+      writer.bytes(command.body);
+      return;
+    }
+    case "receive":
+      writer.string(command.mailbox);
+      writer.f64(command.max);
+      optionalNumber(writer, command.visibilityMs);
+      optionalString(writer, command.consumer);
+      return;
+    case "ack":
+    case "nack":
+      writer.string(command.mailbox);
+      strings(writer, command.ids);
+      optionalNumber(writer, command.delayMs);
+      return;
+    case "extend":
+      writer.string(command.mailbox);
+      strings(writer, command.ids);
+      writer.f64(command.visibilityMs);
+      return;
+    case "purge":
+    case "delete":
+      writer.string(command.mailbox);
+      return;
+    case "set-mailbox-config": {
+      writer.string(command.mailbox);
+      for (const field of CONFIG_NUMBER_FIELDS) optionalNumber(writer, command.config[field]);
+      optionalString(writer, command.config.overflow);
+      optionalString(writer, command.config.expiry);
+      return;
+    }
+  }
+}
+
+export function decodeCommands(data: Uint8Array): BrokerCommand[] {
+  try {
+    const reader = new ByteReader(data);
+    const version = reader.u8();
+    if (version !== ENCODING_VERSION) throw new CommandDecodeError(`unknown command encoding version ${version}`);
+    const count = reader.u32();
+    // Every command takes at least 5 bytes, so a corrupt count cannot allocate much.
+    if (count * 5 > data.length) throw new CommandDecodeError(`command count ${count} exceeds the input`);
+    const commands: BrokerCommand[] = [];
+    for (let i = 0; i < count; i++) commands.push(decodeCommand(reader));
+    if (!reader.done()) throw new CommandDecodeError("trailing bytes after the commands");
+    return commands;
+  } catch (error) {
+    if (error instanceof CommandDecodeError) throw error;
+    throw new CommandDecodeError(`corrupt command batch: ${(error as Error).message}`);
+  }
+}
+
+function readOptionalNumber(reader: ByteReader): number | undefined {
+  const value = reader.f64();
+  return value === -1 ? undefined : value;
+}
+function readOptionalString(reader: ByteReader): string | undefined {
+  return reader.u8() === 0 ? undefined : reader.string();
+}
+function readStrings(reader: ByteReader): string[] {
+  const count = reader.u32();
+  const values: string[] = [];
+  for (let i = 0; i < count; i++) values.push(reader.string());
+  return values;
+}
+
+function decodeCommand(reader: ByteReader): BrokerCommand {
+  const tag = reader.u8();
+  switch (tag) {
+    case TAG.send: {
+      const sender = reader.string();
+      const recipients = readStrings(reader);
+      const command: SendCommand = { op: "send", sender, recipients, body: new Uint8Array(0) };
+      const id = readOptionalString(reader);
+      const delayMs = readOptionalNumber(reader);
+      const ttlMs = readOptionalNumber(reader);
+      if (id !== undefined) command.id = id;
+      if (delayMs !== undefined) command.delayMs = delayMs;
+      if (ttlMs !== undefined) command.ttlMs = ttlMs;
+      const headerCount = reader.u32();
+      if (headerCount !== 0xffffffff) {
+        const headers: Record<string, string> = {};
+        for (let i = 0; i < headerCount; i++) headers[reader.string()] = reader.string();
+        command.headers = headers;
+      }
+      command.body = reader.bytes();
+      return command;
+    }
+    case TAG.receive: {
+      const command: ReceiveCommand = { op: "receive", mailbox: reader.string(), max: reader.f64() };
+      const visibilityMs = readOptionalNumber(reader);
+      const consumer = readOptionalString(reader);
+      if (visibilityMs !== undefined) command.visibilityMs = visibilityMs;
+      if (consumer !== undefined) command.consumer = consumer;
+      return command;
+    }
+    case TAG.ack:
+    case TAG.nack: {
+      const command: AckCommand = { op: tag === TAG.ack ? "ack" : "nack", mailbox: reader.string(), ids: readStrings(reader) };
+      const delayMs = readOptionalNumber(reader);
+      if (delayMs !== undefined) command.delayMs = delayMs;
+      return command;
+    }
+    case TAG.extend:
+      return { op: "extend", mailbox: reader.string(), ids: readStrings(reader), visibilityMs: reader.f64() };
+    case TAG.purge:
+    case TAG.delete:
+      return { op: tag === TAG.purge ? "purge" : "delete", mailbox: reader.string() };
+    case TAG["set-mailbox-config"]: {
+      const mailbox = reader.string();
+      const config: Partial<MailboxConfig> = {};
+      for (const field of CONFIG_NUMBER_FIELDS) {
+        const value = readOptionalNumber(reader);
+        if (value !== undefined) config[field] = value;
+      }
+      const overflow = readOptionalString(reader);
+      const expiry = readOptionalString(reader);
+      if (overflow !== undefined) config.overflow = overflow as OverflowPolicy;
+      if (expiry !== undefined) config.expiry = expiry as ExpiryPolicy;
+      return { op: "set-mailbox-config", mailbox, config };
+    }
+    default:
+      throw new CommandDecodeError(`unknown command tag ${tag}`);
+  }
+}

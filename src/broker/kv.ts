@@ -1,0 +1,63 @@
+// The ordered key-value store the broker keeps its whole state in.
+//
+// Keys are "byte strings": JS strings whose every character is 0..255, compared by code unit,
+// which is the same order as comparing the bytes. Implementations store them as bytes (LMDB) or
+// as strings (memory). Values are bytes and are never mutated once stored or returned.
+// Invariants: reads inside a transaction see that transaction's writes; a transaction that throws
+// leaves no trace; a read view keeps seeing the state of the moment it was taken.
+
+export interface KvEntry {
+  key: string;
+  value: Uint8Array;
+}
+
+export interface KvReader {
+  get(key: string): Uint8Array | undefined;
+  // Entries with start <= key < end in key order (reverse: descending), at most `limit` of them.
+  // Returns an array, so callers may write while walking the result.
+  scan(start: string, end: string, limit: number, reverse?: boolean): KvEntry[];
+}
+
+export interface KvReadView extends KvReader {
+  release(): void;
+}
+
+export interface OrderedKv extends KvReader {
+  put(key: string, value: Uint8Array): void;
+  delete(key: string): void;
+  // Runs fn as one atomic write batch: all of its writes become visible and durable together,
+  // or (when fn throws) none of them.
+  transaction<T>(fn: () => T): T;
+  // A consistent read-only view of the current state, unaffected by later writes.
+  readView(): KvReadView;
+  // Removes every entry (used by restore, inside a transaction).
+  clear(): void;
+  // Resolves when every transaction committed before the call is durable (immediately in memory).
+  flushed(): Promise<void>;
+}
+
+// Sorts above every byte string: the end of a scan over everything.
+export const KEY_END = "\u0100";
+
+// The byte string that sorts after every key starting with `prefix`.
+export function prefixEnd(prefix: string): string {
+  let end = prefix;
+  while (end.length > 0) {
+    const last = end.charCodeAt(end.length - 1);
+    if (last < 0xff) return end.slice(0, -1) + String.fromCharCode(last + 1);
+    end = end.slice(0, -1);
+  }
+  return KEY_END;
+}
+
+export function bytesToKey(bytes: Uint8Array): string {
+  let key = "";
+  for (let i = 0; i < bytes.length; i++) key += String.fromCharCode(bytes[i]!);
+  return key;
+}
+
+export function keyToBytes(key: string): Uint8Array {
+  const bytes = new Uint8Array(key.length);
+  for (let i = 0; i < key.length; i++) bytes[i] = key.charCodeAt(i);
+  return bytes;
+}

@@ -1,0 +1,214 @@
+// The broker's key layout and value encodings.
+//
+// Keys are byte strings (see kv.ts). Mailbox names never contain "\x00", so "name\x00" ends a
+// name unambiguously and all keys of one mailbox share a prefix. Integers in keys are 8-byte
+// big-endian so that byte order is numeric order. A message's sequence ("seq") is its position
+// in the log: 8 bytes of entry index then 4 bytes of its number within the entry (12 bytes).
+//
+//   "\x00a"                                   applied index
+//   "\x01" name                               mailbox meta (counters, settings overrides)
+//   "\x02" name "\x00" seq                    message record (body included)
+//   "\x03" name "\x00" seq                    ready index: visible now, in log order
+//   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
+//   "\x05" name "\x00" id                     id index -> seq (ACK / NACK / EXTEND by id)
+//   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
+//   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
+//   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
+import { assert } from "../util/assert.js";
+import { ByteReader, ByteWriter } from "./bytes.js";
+import type { MailboxConfig } from "./commands.js";
+
+export const APPLIED_KEY = "\x00a";
+export const META = "\x01";
+export const MESSAGE = "\x02";
+export const READY = "\x03";
+export const PENDING = "\x04";
+export const ID = "\x05";
+export const EXPIRY = "\x06";
+export const DEDUPE = "\x07";
+export const DEDUPE_EXPIRY = "\x08";
+export const SEQ_LENGTH = 12;
+export const U64_LENGTH = 8;
+
+export function u64Key(value: number): string {
+  assert(Number.isSafeInteger(value) && value >= 0, `key integer ${value} is a safe non-negative integer`);
+  const high = Math.floor(value / 0x1_0000_0000);
+  const low = value >>> 0;
+  return String.fromCharCode(
+    (high >>> 24) & 0xff,
+    (high >>> 16) & 0xff,
+    (high >>> 8) & 0xff,
+    high & 0xff,
+    (low >>> 24) & 0xff,
+    (low >>> 16) & 0xff,
+    (low >>> 8) & 0xff,
+    low & 0xff,
+  );
+}
+
+export function readU64Key(key: string, offset: number): number {
+  let value = 0;
+  for (let i = 0; i < U64_LENGTH; i++) value = value * 256 + key.charCodeAt(offset + i);
+  return value;
+}
+
+export function seqOf(index: number, number: number): string {
+  assert(number >= 0 && number <= 0xffffffff, "message number within an entry fits 32 bits");
+  return (
+    u64Key(index) +
+    String.fromCharCode((number >>> 24) & 0xff, (number >>> 16) & 0xff, (number >>> 8) & 0xff, number & 0xff)
+  );
+}
+
+export function seqToCursor(seq: string): string {
+  let hex = "";
+  for (let i = 0; i < seq.length; i++) hex += seq.charCodeAt(i).toString(16).padStart(2, "0");
+  return hex;
+}
+
+export function cursorToSeq(cursor: string): string | undefined {
+  if (!/^[0-9a-f]{24}$/.test(cursor)) return undefined;
+  let seq = "";
+  for (let i = 0; i < cursor.length; i += 2) seq += String.fromCharCode(Number.parseInt(cursor.slice(i, i + 2), 16));
+  return seq;
+}
+
+export const mailboxPrefix = (kind: string, mailbox: string): string => `${kind}${mailbox}\x00`;
+export const messageKey = (mailbox: string, seq: string): string => `${MESSAGE}${mailbox}\x00${seq}`;
+export const readyKey = (mailbox: string, seq: string): string => `${READY}${mailbox}\x00${seq}`;
+export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
+  `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
+export const idKey = (mailbox: string, id: string): string => `${ID}${mailbox}\x00${id}`;
+export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
+  `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
+export const dedupeKey = (id: string): string => `${DEDUPE}${id}`;
+export const dedupeExpiryKey = (firstMs: number, id: string): string => `${DEDUPE_EXPIRY}${u64Key(firstMs)}${id}`;
+
+export const STATE_READY = 0;
+export const STATE_LEASED = 1;
+export const STATE_DELAYED = 2;
+export type StateCode = typeof STATE_READY | typeof STATE_LEASED | typeof STATE_DELAYED;
+
+export interface StoredMessage {
+  id: string;
+  sender: string;
+  timestamp: bigint; // HLC timestamp of the SEND's entry
+  deliveries: number;
+  state: StateCode;
+  visibleAtMs: number; // leased / delayed: when it becomes visible again; ready: 0
+  expiresAtMs: number; // 0: never
+  headers: Record<string, string> | undefined;
+  body: Uint8Array;
+}
+
+const RECORD_VERSION = 1;
+
+export function encodeMessage(message: StoredMessage): Uint8Array {
+  const writer = new ByteWriter(message.body.length + 96);
+  writer.u8(RECORD_VERSION);
+  writer.u8(message.state);
+  writer.u64(message.timestamp);
+  writer.u32(message.deliveries);
+  writer.f64(message.visibleAtMs);
+  writer.f64(message.expiresAtMs);
+  writer.string(message.id);
+  writer.string(message.sender);
+  const headers = message.headers === undefined ? undefined : Object.entries(message.headers);
+  writer.u32(headers === undefined ? 0xffffffff : headers.length);
+  for (const [name, value] of headers ?? []) {
+    writer.string(name);
+    writer.string(value);
+  }
+  writer.bytes(message.body);
+  return writer.finish();
+}
+
+export function decodeMessage(data: Uint8Array): StoredMessage {
+  const reader = new ByteReader(data);
+  const version = reader.u8();
+  assert(version === RECORD_VERSION, `message record version ${version} is known`);
+  const state = reader.u8() as StateCode;
+  const timestamp = reader.u64();
+  const deliveries = reader.u32();
+  const visibleAtMs = reader.f64();
+  const expiresAtMs = reader.f64();
+  const id = reader.string();
+  const sender = reader.string();
+  const headerCount = reader.u32();
+  let headers: Record<string, string> | undefined;
+  if (headerCount !== 0xffffffff) {
+    headers = {};
+    for (let i = 0; i < headerCount; i++) headers[reader.string()] = reader.string();
+  }
+  const body = reader.bytes();
+  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body };
+}
+
+export interface MailboxMeta {
+  messages: number;
+  bytes: number; // body bytes
+  config: Partial<MailboxConfig> | undefined; // overrides of the cluster defaults
+}
+
+const CONFIG_NUMBERS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
+
+export function encodeMeta(meta: MailboxMeta): Uint8Array {
+  const writer = new ByteWriter(96);
+  writer.f64(meta.messages);
+  writer.f64(meta.bytes);
+  writer.u8(meta.config === undefined ? 0 : 1);
+  if (meta.config !== undefined) {
+    for (const field of CONFIG_NUMBERS) writer.f64(meta.config[field] ?? -1);
+    writer.string(meta.config.overflow ?? "");
+    writer.string(meta.config.expiry ?? "");
+  }
+  return writer.finish();
+}
+
+export function decodeMeta(data: Uint8Array): MailboxMeta {
+  const reader = new ByteReader(data);
+  const meta: MailboxMeta = { messages: reader.f64(), bytes: reader.f64(), config: undefined };
+  if (reader.u8() === 1) {
+    const config: Partial<MailboxConfig> = {};
+    for (const field of CONFIG_NUMBERS) {
+      const value = reader.f64();
+      if (value !== -1) config[field] = value;
+    }
+    const overflow = reader.string();
+    const expiry = reader.string();
+    if (overflow !== "") config.overflow = overflow as MailboxConfig["overflow"];
+    if (expiry !== "") config.expiry = expiry as MailboxConfig["expiry"];
+    meta.config = config;
+  }
+  return meta;
+}
+
+export function encodeIndex(index: number): Uint8Array {
+  const writer = new ByteWriter(8);
+  writer.f64(index);
+  return writer.finish();
+}
+
+export function decodeIndex(data: Uint8Array): number {
+  return new ByteReader(data).f64();
+}
+
+export function encodeTimestamp(timestamp: bigint): Uint8Array {
+  const writer = new ByteWriter(8);
+  writer.u64(timestamp);
+  return writer.finish();
+}
+
+export function decodeTimestamp(data: Uint8Array): bigint {
+  return new ByteReader(data).u64();
+}
+
+export function seqValue(seq: string): Uint8Array {
+  const bytes = new Uint8Array(seq.length);
+  for (let i = 0; i < seq.length; i++) bytes[i] = seq.charCodeAt(i);
+  return bytes;
+}
+
+export function valueSeq(value: Uint8Array): string {
+  return String.fromCharCode(...value);
+}

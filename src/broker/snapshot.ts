@@ -1,0 +1,89 @@
+// The broker's snapshot stream: every KV entry in key order, in chunks, ending with a checksum.
+//
+//   chunk 0:   "FERRYSN1" u8 version, f64 applied index
+//   chunk 1..: u32 entry count, then per entry: u32 key length, key bytes, u32 value length, value
+//   last:      u32 0xffffffff (end mark), u32 CRC-32C of every byte of all chunks before this one
+// A reader rejects a stream with a bad header, a truncated entry or a checksum mismatch.
+import { assert } from "../util/assert.js";
+import { ByteReader, ByteWriter } from "./bytes.js";
+import { crc32c } from "./checksum.js";
+import { bytesToKey, KEY_END, type KvReadView, keyToBytes } from "./kv.js";
+
+const MAGIC = "FERRYSN1";
+const SNAPSHOT_VERSION = 1;
+const END_MARK = 0xffffffff;
+const CHUNK_ENTRIES_MAX = 1024;
+
+export class SnapshotError extends Error {
+  override name = "SnapshotError";
+}
+
+export function* writeSnapshot(view: KvReadView, index: number): Generator<Uint8Array> {
+  try {
+    let crc = 0;
+    const header = new ByteWriter(32);
+    for (let i = 0; i < MAGIC.length; i++) header.u8(MAGIC.charCodeAt(i));
+    header.u8(SNAPSHOT_VERSION);
+    header.f64(index);
+    const first = header.finish();
+    crc = crc32c(first, crc);
+    yield first;
+    let start = "";
+    for (;;) {
+      const entries = view.scan(start, KEY_END, CHUNK_ENTRIES_MAX);
+      if (entries.length === 0) break;
+      const writer = new ByteWriter(64 * 1024);
+      writer.u32(entries.length);
+      for (const entry of entries) {
+        writer.bytes(keyToBytes(entry.key));
+        writer.bytes(entry.value);
+      }
+      const chunk = writer.finish();
+      crc = crc32c(chunk, crc);
+      yield chunk;
+      start = `${entries[entries.length - 1]!.key}\x00`;
+    }
+    const trailer = new ByteWriter(8);
+    trailer.u32(END_MARK);
+    trailer.u32(crc);
+    yield trailer.finish();
+  } finally {
+    view.release();
+  }
+}
+
+// Feeds each entry to `put` in order and returns the applied index; throws SnapshotError on any
+// damage (the caller runs it inside a transaction, so a bad stream changes nothing).
+export function readSnapshot(chunks: Iterable<Uint8Array>, put: (key: string, value: Uint8Array) => void): number {
+  let crc = 0;
+  let index: number | undefined;
+  let ended = false;
+  for (const chunk of chunks) {
+    if (ended) throw new SnapshotError("data after the end of the snapshot");
+    try {
+      const reader = new ByteReader(chunk);
+      if (index === undefined) {
+        const magic = bytesToKey(reader.raw(MAGIC.length));
+        if (magic !== MAGIC || reader.u8() !== SNAPSHOT_VERSION) throw new SnapshotError("not a Ferry broker snapshot");
+        index = reader.f64();
+      } else {
+        const count = reader.u32();
+        if (count === END_MARK) {
+          const expected = reader.u32();
+          if (expected !== crc) throw new SnapshotError(`snapshot checksum mismatch (${expected} != ${crc})`);
+          ended = true;
+        } else {
+          for (let i = 0; i < count; i++) put(bytesToKey(reader.bytes()), reader.bytes().slice());
+        }
+      }
+      if (!reader.done()) throw new SnapshotError("trailing bytes in a snapshot chunk");
+    } catch (error) {
+      if (error instanceof SnapshotError) throw error;
+      throw new SnapshotError(`corrupt snapshot: ${(error as Error).message}`);
+    }
+    crc = ended ? crc : crc32c(chunk, crc);
+  }
+  if (!ended || index === undefined) throw new SnapshotError("snapshot is truncated");
+  assert(Number.isSafeInteger(index), "snapshot index is an integer");
+  return index;
+}

@@ -1,0 +1,96 @@
+// Checks of command arguments against the broker's limits. Each returns an ErrorReply (a result
+// that changes nothing) or undefined. They run before a command writes anything, so an invalid
+// command leaves the state byte-identical.
+import type { ErrorReply } from "../protocol/api.js";
+import type { ErrorCode } from "../protocol/errors.js";
+import { isValidName, nameProblem } from "../protocol/names.js";
+import { utf8Length } from "./bytes.js";
+import type { BrokerConfig, MailboxConfig } from "./commands.js";
+
+export const DEAD_LETTER_SUFFIX = ":dlq";
+// Client-supplied ids: the name alphabet plus a few characters common in UUIDs and base64.
+// "~" is reserved: assigned ids contain it, so they never collide with a client's.
+const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:\-+=@/]+$/;
+const ASSIGNED_ID_LENGTH_MAX = 32;
+const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+
+export function failure(code: ErrorCode, message: string): ErrorReply {
+  return { ok: false, code, message };
+}
+
+export function isDeadLetterMailbox(mailbox: string): boolean {
+  return mailbox.endsWith(DEAD_LETTER_SUFFIX);
+}
+
+// A mailbox is named by a valid name, or is the dead-letter mailbox of one (which may then be up
+// to 4 characters longer than a name).
+export function mailboxProblem(mailbox: unknown): ErrorReply | undefined {
+  if (typeof mailbox !== "string") return failure("INVALID", "mailbox name is missing");
+  if (isValidName(mailbox)) return undefined;
+  if (isDeadLetterMailbox(mailbox) && isValidName(mailbox.slice(0, -DEAD_LETTER_SUFFIX.length))) return undefined;
+  return failure("INVALID", `mailbox '${mailbox.slice(0, 64)}': ${nameProblem(mailbox)}`);
+}
+
+export function integerProblem(what: string, value: unknown, minimum: number, maximum: number): ErrorReply | undefined {
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) return failure("INVALID", `${what} must be an integer`);
+  if (value < minimum || value > maximum) return failure("INVALID", `${what} ${value} is outside ${minimum}..${maximum}`);
+  return undefined;
+}
+
+export function clientIdProblem(id: unknown, config: BrokerConfig): ErrorReply | undefined {
+  if (typeof id !== "string" || id.length === 0) return failure("INVALID", "message id is empty");
+  if (id.length > config.idLengthMax) return failure("TOO_LARGE", `message id is ${id.length} characters; the limit is ${config.idLengthMax}`);
+  if (!CLIENT_ID_PATTERN.test(id)) return failure("INVALID", "message id may contain only A-Z a-z 0-9 . _ : - + = @ /");
+  return undefined;
+}
+
+// Ids named by ACK / NACK / EXTEND: client ids or assigned ones ("<index>~<n>" in base 36).
+export function idsProblem(ids: unknown, config: BrokerConfig): ErrorReply | undefined {
+  if (!Array.isArray(ids) || ids.length === 0) return failure("INVALID", "no message ids given");
+  if (ids.length > config.idsPerRequestMax) return failure("TOO_LARGE", `${ids.length} ids; the limit is ${config.idsPerRequestMax}`);
+  const lengthMax = Math.max(config.idLengthMax, ASSIGNED_ID_LENGTH_MAX);
+  for (const id of ids) {
+    if (typeof id !== "string" || id.length === 0 || id.length > lengthMax || !PRINTABLE_ASCII.test(id)) {
+      return failure("INVALID", `message id '${String(id).slice(0, 64)}' is malformed`);
+    }
+  }
+  return undefined;
+}
+
+export function headersProblem(headers: unknown, config: BrokerConfig): ErrorReply | undefined {
+  if (headers === undefined) return undefined;
+  if (typeof headers !== "object" || headers === null) return failure("INVALID", "headers must be an object of strings");
+  const entries = Object.entries(headers);
+  if (entries.length > config.headersCountMax) return failure("TOO_LARGE", `${entries.length} headers; the limit is ${config.headersCountMax}`);
+  let bytes = 0;
+  for (const [name, value] of entries) {
+    if (typeof value !== "string" || name.length === 0) return failure("INVALID", "header names must be non-empty and values strings");
+    bytes += utf8Length(name) + utf8Length(value);
+  }
+  if (bytes > config.headersBytesMax) return failure("TOO_LARGE", `headers take ${bytes} bytes; the limit is ${config.headersBytesMax}`);
+  return undefined;
+}
+
+export function mailboxConfigProblem(settings: Partial<MailboxConfig>, config: BrokerConfig): ErrorReply | undefined {
+  if (typeof settings !== "object" || settings === null) return failure("INVALID", "mailbox settings must be an object");
+  const checks: Array<[keyof MailboxConfig, number, number]> = [
+    ["visibilityMs", 1, config.visibilityMsMax],
+    ["deliveriesMax", 1, 1_000_000],
+    ["messagesMax", 1, Number.MAX_SAFE_INTEGER],
+    ["bytesMax", 1, Number.MAX_SAFE_INTEGER],
+    ["ttlMs", 0, config.ttlMsMax],
+  ];
+  for (const [field, minimum, maximum] of checks) {
+    if (settings[field] !== undefined) {
+      const problem = integerProblem(field, settings[field], minimum, maximum);
+      if (problem !== undefined) return problem;
+    }
+  }
+  if (settings.overflow !== undefined && settings.overflow !== "reject" && settings.overflow !== "drop-oldest") {
+    return failure("INVALID", "overflow must be reject or drop-oldest");
+  }
+  if (settings.expiry !== undefined && settings.expiry !== "drop" && settings.expiry !== "dead-letter") {
+    return failure("INVALID", "expiry must be drop or dead-letter");
+  }
+  return undefined;
+}

@@ -1,0 +1,178 @@
+// `ferry start`: run one node from flags, environment variables (FERRY_*) or a JSON config file,
+// in that order of precedence. Clear errors for a bad config, a port in use, a locked or corrupt
+// data directory. SIGTERM/SIGINT: stop accepting, finish in-flight requests, hand leadership
+// over, flush, exit 0.
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "../node/config.js";
+import { FerryNode } from "../node/node.js";
+import { createLogger } from "../node/log.js";
+import { ForwardingService, forwardProof } from "../server/forwarder.js";
+import { FerryServer } from "../server/server.js";
+import { timingSafeEqual } from "node:crypto";
+import { parseHostPort } from "../node/config.js";
+
+interface StartFlags {
+  config?: string;
+  id?: string;
+  data?: string;
+  client?: string;
+  peer?: string;
+  members?: string;
+  join?: boolean;
+  clusterId?: string;
+  secret?: string;
+  fsync?: string;
+  tickMs?: string;
+  electionTicks?: string;
+  heartbeatTicks?: string;
+  snapshotEntries?: string;
+  snapshotCatchUpEntries?: string;
+  clockMaxOffsetMs?: string;
+}
+
+const ENVIRONMENT: Record<keyof StartFlags, string> = {
+  config: "FERRY_CONFIG",
+  id: "FERRY_ID",
+  data: "FERRY_DATA",
+  client: "FERRY_CLIENT",
+  peer: "FERRY_PEER",
+  members: "FERRY_MEMBERS",
+  join: "FERRY_JOIN",
+  clusterId: "FERRY_CLUSTER_ID",
+  secret: "FERRY_SECRET",
+  fsync: "FERRY_FSYNC",
+  tickMs: "FERRY_TICK_MS",
+  electionTicks: "FERRY_ELECTION_TICKS",
+  heartbeatTicks: "FERRY_HEARTBEAT_TICKS",
+  snapshotEntries: "FERRY_SNAPSHOT_ENTRIES",
+  snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
+  clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
+};
+
+export function registerStartCommand(program: Command): void {
+  program
+    .command("start")
+    .description("run one Ferry node")
+    .option("--config <file>", "JSON config file (keys as in NodeConfig)")
+    .option("--id <n>", "this node's id (a positive integer)")
+    .option("--data <dir>", "data directory")
+    .option("--client <host:port>", "client listen address (text and binary protocols)")
+    .option("--peer <host:port>", "peer (Raft) listen address")
+    .option("--members <list>", "initial members: id=peerHost:port/clientHost:port,...")
+    .option("--join", "join a running cluster (start without a configuration; add it with `ferry cluster add`)")
+    .option("--cluster-id <name>", "cluster id; peers of another cluster are refused")
+    .option("--secret <text>", "cluster secret peers prove on connect")
+    .option("--fsync <policy>", "always | never | interval:<ms>")
+    .option("--tick-ms <ms>", "Raft tick length")
+    .option("--election-ticks <n>", "election timeout in ticks (randomized up to twice that)")
+    .option("--heartbeat-ticks <n>", "heartbeat interval in ticks")
+    .option("--snapshot-entries <n>", "take a snapshot every n applied entries")
+    .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
+    .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
+    .action(async (flags: StartFlags) => {
+      let config: NodeConfig;
+      try {
+        config = resolveConfig(flags);
+      } catch (error) {
+        console.error(`ferry start: ${(error as Error).message}`);
+        process.exit(2);
+      }
+      await runNode(config);
+    });
+}
+
+export function resolveConfig(flags: StartFlags): NodeConfig {
+  const pick = (key: keyof StartFlags): string | boolean | undefined => flags[key] ?? process.env[ENVIRONMENT[key]];
+  const file = pick("config");
+  const fromFile = typeof file === "string" ? (JSON.parse(readFileSync(file, "utf8")) as Partial<NodeConfig>) : {};
+  const text = (key: keyof StartFlags): string | undefined => {
+    const value = pick(key);
+    return typeof value === "string" ? value : undefined;
+  };
+  const number = (key: keyof StartFlags, fallback: number): number => {
+    const value = text(key);
+    if (value === undefined) return fallback;
+    const parsed = Number(value);
+    if (!Number.isFinite(parsed)) throw new Error(`--${key} must be a number, got '${value}'`);
+    return parsed;
+  };
+  const id = number("id", fromFile.id ?? Number.NaN);
+  const membersText = text("members");
+  const config: NodeConfig = {
+    ...NODE_DEFAULTS,
+    ...fromFile,
+    id,
+    dataDir: text("data") ?? fromFile.dataDir ?? `./data/node${id}`,
+    clientListen: text("client") ?? fromFile.clientListen ?? "127.0.0.1:12345",
+    peerListen: text("peer") ?? fromFile.peerListen ?? "127.0.0.1:22345",
+    members: membersText !== undefined ? parseMembers(membersText) : (fromFile.members ?? []),
+    join: pick("join") === true || pick("join") === "1" || pick("join") === "true" || (fromFile.join ?? false),
+    clusterId: text("clusterId") ?? fromFile.clusterId ?? NODE_DEFAULTS.clusterId,
+    secret: text("secret") ?? fromFile.secret ?? NODE_DEFAULTS.secret,
+    fsync: parseFsync(text("fsync")) ?? fromFile.fsync ?? NODE_DEFAULTS.fsync,
+    tickMs: number("tickMs", fromFile.tickMs ?? NODE_DEFAULTS.tickMs),
+    electionTicks: number("electionTicks", fromFile.electionTicks ?? NODE_DEFAULTS.electionTicks),
+    heartbeatTicks: number("heartbeatTicks", fromFile.heartbeatTicks ?? NODE_DEFAULTS.heartbeatTicks),
+    snapshotEntries: number("snapshotEntries", fromFile.snapshotEntries ?? NODE_DEFAULTS.snapshotEntries),
+    snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
+    clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
+  };
+  if (config.members.length === 0 && !config.join) {
+    config.members = [{ id: config.id, peer: config.peerListen, client: config.clientListen }];
+  }
+  validateConfig(config);
+  return config;
+}
+
+function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
+  if (text === undefined) return undefined;
+  if (text === "always" || text === "never") return text;
+  const match = /^interval:(\d+)$/.exec(text);
+  if (match) return { intervalMs: Number(match[1]) };
+  throw new Error(`--fsync must be always, never or interval:<ms>, got '${text}'`);
+}
+
+async function runNode(config: NodeConfig): Promise<void> {
+  const log = createLogger(`node${config.id}`);
+  let node: FerryNode;
+  let server: FerryServer;
+  let forwarder: ForwardingService;
+  try {
+    node = await FerryNode.start(config, { log });
+    const { host, port } = parseHostPort(config.clientListen);
+    const proof = forwardProof(config.clusterId, config.secret);
+    forwarder = new ForwardingService(node, { proof, name: `node-${config.id}` });
+    const verifyForwarder = (candidate: string) => candidate.length === proof.length && timingSafeEqual(Buffer.from(candidate), Buffer.from(proof));
+    server = await FerryServer.start({ host, port, service: forwarder, verifyForwarder, log: (line) => log("info", "server", { line }) });
+  } catch (error) {
+    log("fatal", "start-failed", { error: describeStartError(error, config) });
+    process.exit(1);
+  }
+  log("info", "serving", { client: config.clientListen, peer: config.peerListen, data: config.dataDir });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log("info", "stopping", { signal });
+    await server.close();
+    forwarder.close();
+    await node.stop();
+    log("info", "stopped", {});
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+  node.onFatal((error) => {
+    log("fatal", "node-failed", { error: error.message });
+    process.exit(1);
+  });
+}
+
+function describeStartError(error: unknown, config: NodeConfig): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === "EADDRINUSE") {
+    return `${(error as Error).message}: another process holds that port (client ${config.clientListen}, peer ${config.peerListen})`;
+  }
+  return (error as Error).message;
+}

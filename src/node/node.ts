@@ -1,0 +1,622 @@
+// The node driver: wires the Raft core to storage, the peer transport, the broker state machine
+// and the clock, and answers client requests once their entries are applied.
+//
+// One loop, run whenever something happened (a tick, a message, a proposal): propose the queued
+// requests as batched entries, then take one Ready from the core, send what may go at once,
+// persist (one write and one fsync for the whole Ready: group commit), send what had to wait for
+// the persist, apply the committed entries, answer their requests, advance. While one Ready is
+// being persisted the next one accumulates, so the fsync rate, not the request rate, bounds work.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { Broker } from "../broker/broker.js";
+import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
+import { decodeCommands, encodeCommands } from "../broker/commands.js";
+import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
+import { confMembers, decodeConfChange } from "../raft/confchange.js";
+import { RaftNode } from "../raft/raft-node.js";
+import type { ConfState, Entry, Ready, Snapshot } from "../raft/types.js";
+import { RaftError } from "../raft/types.js";
+import { LmdbKv } from "../storage/kv-lmdb.js";
+import { DiskRaftStorage } from "../storage/raft-storage.js";
+import { PeerTransport } from "../transport/peer-transport.js";
+import { type NodeConfig, parseHostPort } from "./config.js";
+import { decodeEntry, encodeEntry } from "./entry-codec.js";
+import { type Logger, silentLogger } from "./log.js";
+import { AddressBook } from "./members.js";
+import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
+import { toBrokerCommand, type Session } from "./requests.js";
+import { NodeTime } from "./time.js";
+import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
+import { decodeNodeSnapshot, encodeNodeSnapshot } from "./snapshot-codec.js";
+
+export interface NodeDependencies {
+  log?: Logger;
+  physicalNowMs?: () => number; // the clock source; tests inject a skewed one
+  random?: () => number;
+}
+
+type Pending = PendingRequest<BrokerCommand, BrokerResult>;
+const SHUTDOWN_TRANSFER_MS = 2_000;
+
+export class FerryNode {
+  private readonly queue: ProposalQueue<BrokerCommand, BrokerResult>;
+  private readonly inflight = new InflightProposals<BrokerCommand, BrokerResult>();
+  private readonly mailboxWaiters = new MailboxWaiters();
+  private readonly appliedWaiters = new AppliedWaiters();
+  private readonly readWaiters = new Map<string, (index: number) => void>();
+  private readonly fatalListeners: Array<(error: Error) => void> = [];
+  private leaderWaiters: Array<() => void> = [];
+  private scheduled = false;
+  private processing = false;
+  private stopped = false;
+  private ticker: NodeJS.Timeout | undefined;
+  private readSequence = 0;
+  private leader = 0;
+  private role = "follower";
+  private snapshotting = false;
+  private lastSnapshotIndex = 0;
+  private appliedIndex: number;
+
+  private constructor(
+    readonly config: NodeConfig,
+    private readonly raft: RaftNode,
+    private readonly storage: DiskRaftStorage,
+    private readonly broker: Broker,
+    private readonly kv: LmdbKv,
+    private readonly transport: PeerTransport,
+    private readonly book: AddressBook,
+    private readonly clock: NodeTime,
+    private readonly log: Logger,
+  ) {
+    this.queue = new ProposalQueue(config.pendingRequestsMax);
+    this.appliedIndex = broker.appliedIndex();
+  }
+
+  static async start(config: NodeConfig, dependencies: NodeDependencies = {}): Promise<FerryNode> {
+    const log = dependencies.log ?? silentLogger;
+    await mkdir(config.dataDir, { recursive: true });
+    const initialConf: ConfState | undefined = config.join
+      ? undefined
+      : { voters: config.members.map((m) => m.id), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+    const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
+    const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024 });
+    const broker = new Broker(kv);
+    const book = await AddressBook.load(config.dataDir, config.members);
+    await restoreFromStoredSnapshot(storage, broker, book);
+    const clock = await NodeTime.open(config.dataDir, config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
+    const raft = new RaftNode(
+      {
+        id: config.id,
+        electionTicks: config.electionTicks,
+        heartbeatTicks: config.heartbeatTicks,
+        preVote: true,
+        checkQuorum: true,
+        maxMessageBytes: 1024 * 1024,
+        maxInflightMessages: 256,
+        maxInflightBytes: 0,
+        maxCommittedBytesPerReady: 16 * 1024 * 1024,
+        maxUncommittedBytes: 256 * 1024 * 1024,
+        random: dependencies.random ?? Math.random,
+        applied: broker.appliedIndex(),
+        logger: (line) => log("debug", "raft", { line }),
+      },
+      storage,
+    );
+    let node: FerryNode | undefined;
+    const listen = parseHostPort(config.peerListen);
+    const transport = await PeerTransport.start({
+      selfId: config.id,
+      clusterId: config.clusterId,
+      secret: config.secret,
+      listen,
+      peers: book.peersOf(config.id, confMembers(raft.status().conf)),
+      onMessages: (_from, messages) => node?.receive(messages),
+      onClockSample: (from, sample) => clock.sample(from, sample),
+      onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
+      onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
+      now: () => clock.physicalNowMs(),
+      log: (event, fields) => log("debug", event, fields),
+    });
+    node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
+    node.startTicking();
+    return node;
+  }
+
+  onFatal(listener: (error: Error) => void): void {
+    this.fatalListeners.push(listener);
+  }
+
+  // ---- client requests ----
+
+  async execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+    if (this.stopped) throw new FerryError("SHUTTING_DOWN", "this node is stopping; retry on another node");
+    switch (request.op) {
+      case "status":
+        return this.status();
+      case "list":
+        return (await this.list(request, signal)) as Reply;
+      case "cluster":
+        return this.cluster(request);
+      case "receive":
+        return this.receiveWaiting(request, session, signal);
+      default:
+        return (await this.propose(toBrokerCommand(request, session), signal)) as Reply;
+    }
+  }
+
+  private async propose(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+    if (this.leader === 0) await this.waitForLeader(signal);
+    this.requireLeader();
+    return this.enqueue(command, signal);
+  }
+
+  // Right after a start or during an election no leader is known. Rather than fail at once, a
+  // request waits (a few election timeouts at most) for one to emerge.
+  private waitForLeader(signal?: AbortSignal): Promise<void> {
+    const timeoutMs = Math.min(this.config.requestTimeoutMs, this.config.tickMs * this.config.electionTicks * 4);
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      this.leaderWaiters.push(done);
+    });
+  }
+
+  private enqueue(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+    return new Promise<BrokerResult>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => finish(new FerryError("TIMEOUT", `no answer within ${this.config.requestTimeoutMs} ms; the request may or may not have been applied`)), this.config.requestTimeoutMs);
+      const onAbort = () => finish(new FerryError("TIMEOUT", "aborted by the caller; the request may or may not have been applied"));
+      const finish = (outcome: BrokerResult | FerryError) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (outcome instanceof FerryError) reject(outcome);
+        else if (outcome.ok === false) reject(new FerryError(outcome.code, outcome.message));
+        else resolve(outcome);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const pending: Pending = { command, bytes: commandBytes(command), settle: finish, fail: finish };
+      this.queue.push(pending);
+      this.schedule();
+    });
+  }
+
+  // RECEIVE with a wait: lease what is visible; if nothing is, park until the mailbox gains
+  // visible messages (woken by the apply loop) or a lease/delay ends, then try again.
+  private async receiveWaiting(request: ReceiveRequest, session: Session, signal?: AbortSignal): Promise<ReceiveReply> {
+    const waitMs = Math.min(request.waitMs ?? 0, this.config.waitMsMax);
+    const deadline = Date.now() + waitMs;
+    const command = toBrokerCommand(request, session);
+    for (;;) {
+      const reply = (await this.propose(command, signal)) as ReceiveReply;
+      const remaining = deadline - Date.now();
+      if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || this.stopped) return reply;
+      const visibleAt = this.broker.nextVisibleAt(request.mailbox);
+      const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - this.clock.physicalNowMs() + 1;
+      await this.mailboxWaiters.wait(request.mailbox, Math.min(remaining, Math.max(0, untilVisible)), signal);
+    }
+  }
+
+  // LIST is linearizable by default: a ReadIndex round proves this node's state is current.
+  private async list(request: ListRequest, signal?: AbortSignal): Promise<unknown> {
+    if (!request.stale) await this.readBarrier(signal);
+    const reply = this.broker.list(request, this.clock.now());
+    if (reply.ok === false) throw new FerryError(reply.code, reply.message);
+    return reply;
+  }
+
+  private readBarrier(signal?: AbortSignal): Promise<void> {
+    const context = `${this.config.id}:${++this.readSequence}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readWaiters.delete(context);
+        reject(new FerryError("TIMEOUT", "the read could not be confirmed by a quorum in time"));
+      }, this.config.requestTimeoutMs);
+      signal?.addEventListener("abort", () => {
+        clearTimeout(timer);
+        this.readWaiters.delete(context);
+        reject(new FerryError("TIMEOUT", "aborted by the caller"));
+      });
+      this.readWaiters.set(context, (index) => {
+        clearTimeout(timer);
+        this.appliedWaiters.wait(index, this.appliedIndex).then(resolve);
+      });
+      try {
+        this.raft.readIndex(new TextEncoder().encode(context));
+      } catch (error) {
+        clearTimeout(timer);
+        this.readWaiters.delete(context);
+        reject(this.translate(error));
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  private requireLeader(): void {
+    if (this.role === "leader") return;
+    const hint = this.book.get(this.leader)?.client;
+    if (this.leader === 0) throw new FerryError("NO_QUORUM", "no leader is known right now; retry shortly", undefined);
+    throw new FerryError("NOT_LEADER", `node ${this.config.id} is not the leader; node ${this.leader} is`, hint);
+  }
+
+  private translate(error: unknown): FerryError {
+    if (error instanceof FerryError) return error;
+    if (error instanceof RaftError) {
+      if (error.code === "NOT_LEADER") {
+        return new FerryError(this.leader ? "NOT_LEADER" : "NO_QUORUM", error.message, this.book.get(this.leader)?.client);
+      }
+      if (error.code === "PROPOSAL_DROPPED") return new FerryError("OVERLOADED", error.message);
+      return new FerryError("CONFLICT", error.message);
+    }
+    return new FerryError("INTERNAL", (error as Error).message);
+  }
+
+  // ---- the loop ----
+
+  private startTicking(): void {
+    this.ticker = setInterval(() => {
+      this.raft.tick();
+      this.clock.tick();
+      this.schedule();
+    }, this.config.tickMs);
+  }
+
+  private receive(messages: import("../raft/types.js").Message[]): void {
+    if (this.stopped) return;
+    for (const message of messages) this.raft.step(message);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.process();
+    });
+  }
+
+  private async process(): Promise<void> {
+    if (this.processing || this.stopped) return;
+    this.processing = true;
+    try {
+      this.proposeQueued();
+      while (this.raft.hasReady() && !this.stopped) {
+        await this.handleReady(this.raft.ready());
+        this.proposeQueued();
+      }
+    } catch (error) {
+      this.fail(error as Error);
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  // Turns queued requests into entries: up to entryCommandsMax commands or entryBytesMax bytes
+  // each, while fewer than inflightEntriesMax entries wait to be applied.
+  private proposeQueued(): void {
+    if (this.queue.length === 0) return;
+    if (this.role !== "leader") {
+      this.queue.failAll(this.notLeaderError());
+      return;
+    }
+    while (this.queue.length > 0 && this.inflight.size < this.config.inflightEntriesMax) {
+      const batch = this.queue.take(this.config.entryCommandsMax, this.config.entryBytesMax);
+      const data = encodeEntry("commands", this.clock.now(), encodeCommands(batch.map((p) => p.command)));
+      try {
+        const { index, term } = this.raft.propose(data);
+        this.inflight.add(index, { term, requests: batch });
+      } catch (error) {
+        const failure = this.translate(error);
+        for (const pending of batch) pending.fail(failure);
+        return;
+      }
+    }
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    if (ready.softState) this.changeRole(ready.softState.role, ready.softState.leader);
+    this.transport.send(ready.messages);
+    await this.storage.persist({ hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot });
+    if (ready.snapshot) this.installSnapshot(ready.snapshot);
+    this.transport.send(ready.messagesAfterPersist);
+    this.applyEntries(ready.committedEntries);
+    for (const readState of ready.readStates) {
+      const context = new TextDecoder().decode(readState.context);
+      const waiter = this.readWaiters.get(context);
+      this.readWaiters.delete(context);
+      waiter?.(readState.index);
+    }
+    this.raft.advance(ready);
+    if (ready.committedEntries.some((e) => e.type === "conf-change")) this.refreshPeers();
+    this.maybeSnapshot();
+  }
+
+  private applyEntries(entries: Entry[]): void {
+    if (entries.length === 0) return;
+    // One LMDB transaction per entry (inside Broker.apply); an entry holds a whole batch of commands.
+    for (const entry of entries) this.applyEntry(entry);
+    this.appliedIndex = entries[entries.length - 1]!.index;
+    for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);
+    this.appliedWaiters.applied(this.appliedIndex);
+  }
+
+  private applyEntry(entry: Entry): void {
+    if (entry.type === "conf-change") {
+      this.recordMemberAddress(entry.data);
+      this.broker.apply(entry.index, this.clock.lastTimestamp(), []);
+      return;
+    }
+    const decoded = decodeEntry(entry.data);
+    if (!decoded) {
+      this.broker.apply(entry.index, this.clock.lastTimestamp(), []);
+      return;
+    }
+    this.clock.observe(decoded.timestamp);
+    let results: BrokerResult[] | undefined;
+    const commands = decodeCommands(decoded.payload);
+    results = this.broker.apply(entry.index, decoded.timestamp, commands);
+    this.inflight.applied(entry.index, entry.term, () => results!);
+  }
+
+  private changeRole(role: string, leader: number): void {
+    const wasLeader = this.role === "leader";
+    this.role = role;
+    this.leader = leader;
+    if (leader !== 0) for (const wake of this.leaderWaiters.splice(0)) wake();
+    this.log("info", "role", { role, leader, term: this.raft.status().term });
+    if (wasLeader && role !== "leader") {
+      const error = new FerryError("NOT_LEADER", "leadership was lost before the request was applied; it may or may not have been applied", this.book.get(leader)?.client);
+      this.inflight.failAll(error);
+      this.queue.failAll(error);
+      this.mailboxWaiters.wakeAll();
+    }
+    if (role === "leader") this.clock.observe(this.maxTimestampInLog());
+  }
+
+  // A new leader stamps nothing below what its log already holds (HLC monotonic across leaders).
+  private maxTimestampInLog(): bigint {
+    let max = 0n;
+    const from = Math.max(this.storage.firstIndex(), this.appliedIndex + 1);
+    const to = this.storage.lastIndex();
+    if (from > to) return this.clock.lastTimestamp();
+    for (const entry of this.storage.entries(from, to + 1, Number.MAX_SAFE_INTEGER)) {
+      if (entry.type !== "normal") continue;
+      const decoded = decodeEntry(entry.data);
+      if (decoded && decoded.timestamp > max) max = decoded.timestamp;
+    }
+    return max > this.clock.lastTimestamp() ? max : this.clock.lastTimestamp();
+  }
+
+  private notLeaderError(): FerryError {
+    if (this.leader === 0) return new FerryError("NO_QUORUM", "no leader is known right now; retry shortly");
+    return new FerryError("NOT_LEADER", `node ${this.leader} is the leader`, this.book.get(this.leader)?.client);
+  }
+
+  private fail(error: Error): void {
+    this.log("fatal", "node-failed", { error: error.stack ?? error.message });
+    void this.shutdown();
+    for (const listener of this.fatalListeners) listener(error);
+  }
+
+  // ---- snapshots ----
+
+  // Every snapshotEntries applied entries, the state machine's state becomes a snapshot; the log
+  // below it (less a margin for slow followers) is deleted once the state is durable past it.
+  private maybeSnapshot(): void {
+    if (this.snapshotting || this.appliedIndex - this.lastSnapshotIndex < this.config.snapshotEntries) return;
+    this.snapshotting = true;
+    const conf = this.raft.status().conf;
+    const { index, chunks } = this.broker.snapshot();
+    const term = this.storage.term(index);
+    const data = encodeNodeSnapshot(this.book.all(), chunks);
+    void (async () => {
+      try {
+        await this.storage.saveSnapshot({ index, term, conf }, data);
+        await this.kv.flushed();
+        const compactTo = index - this.config.snapshotCatchUpEntries;
+        if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
+        this.lastSnapshotIndex = index;
+        this.log("info", "snapshot", { index, term, bytes: data.length });
+      } catch (error) {
+        this.fail(error as Error);
+      } finally {
+        this.snapshotting = false;
+      }
+    })();
+  }
+
+  private installSnapshot(snapshot: Snapshot): void {
+    const { members, broker } = decodeNodeSnapshot(snapshot.data);
+    this.broker.restore(broker);
+    for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
+    this.appliedIndex = snapshot.meta.index;
+    this.lastSnapshotIndex = snapshot.meta.index;
+    this.refreshPeers();
+    this.log("info", "snapshot-installed", { index: snapshot.meta.index, term: snapshot.meta.term });
+  }
+
+  // ---- membership ----
+
+  private async cluster(request: ClusterRequest): Promise<ClusterReply> {
+    if (this.leader === 0) await this.waitForLeader();
+    this.requireLeader();
+    if (request.action === "transfer") return this.transfer(request.nodeId);
+    if (request.action === "remove") {
+      await this.changeConf({ transition: "auto", changes: [{ type: "remove-node", nodeId: request.nodeId }] });
+      return { ok: true, message: `node ${request.nodeId} removed` };
+    }
+    if (!request.peerAddress || !request.clientAddress) {
+      throw new FerryError("INVALID", "cluster add needs the new node's peer and client addresses");
+    }
+    const context = new TextEncoder().encode(JSON.stringify({ id: request.nodeId, peer: request.peerAddress, client: request.clientAddress }));
+    await this.changeConf({ transition: "auto", changes: [{ type: "add-learner", nodeId: request.nodeId }], context });
+    await this.waitCaughtUp(request.nodeId);
+    await this.changeConf({ transition: "auto", changes: [{ type: "add-voter", nodeId: request.nodeId }], context });
+    return { ok: true, message: `node ${request.nodeId} added as a voter` };
+  }
+
+  private async changeConf(change: import("../raft/types.js").ConfChange): Promise<void> {
+    let proposed: { index: number; term: number };
+    try {
+      proposed = this.raft.proposeConfChange(change);
+    } catch (error) {
+      throw this.translate(error);
+    }
+    this.schedule();
+    await this.waitApplied(proposed.index, this.config.requestTimeoutMs * 3);
+    if (this.storage.term(proposed.index) !== proposed.term) {
+      throw new FerryError("NOT_LEADER", "leadership changed before the membership change committed");
+    }
+  }
+
+  // A learner is promoted once its log is within a small distance of the leader's.
+  private async waitCaughtUp(nodeId: number): Promise<void> {
+    const deadline = Date.now() + this.config.requestTimeoutMs * 6;
+    for (;;) {
+      const status = this.raft.status();
+      const progress = status.progress.get(nodeId);
+      if (progress && status.lastIndex - progress.match <= 64) return;
+      if (Date.now() > deadline) throw new FerryError("TIMEOUT", `node ${nodeId} did not catch up in time; it stays a learner`);
+      await new Promise((resolve) => setTimeout(resolve, this.config.tickMs));
+    }
+  }
+
+  private async transfer(nodeId: number): Promise<ClusterReply> {
+    const target = nodeId || this.mostCaughtUpVoter();
+    if (!target) throw new FerryError("INVALID", "no other voter to transfer leadership to");
+    this.raft.transferLeadership(target);
+    this.schedule();
+    const deadline = Date.now() + this.config.tickMs * this.config.electionTicks * 2;
+    while (this.role === "leader" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, this.config.tickMs));
+    if (this.role === "leader") throw new FerryError("TIMEOUT", `leadership did not move to node ${target}`);
+    return { ok: true, message: `leadership transferred to node ${this.leader || target}` };
+  }
+
+  private mostCaughtUpVoter(): number {
+    const status = this.raft.status();
+    let best = 0;
+    let bestMatch = -1;
+    for (const id of status.conf.voters) {
+      const progress = status.progress.get(id);
+      if (id === this.config.id || !progress) continue;
+      if (progress.match > bestMatch) [best, bestMatch] = [id, progress.match];
+    }
+    return best;
+  }
+
+  private waitApplied(index: number, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new FerryError("TIMEOUT", `index ${index} was not applied in time`)), timeoutMs);
+      this.appliedWaiters.wait(index, this.appliedIndex).then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private recordMemberAddress(data: Uint8Array): void {
+    const change = decodeConfChange(data);
+    if (!change.context || change.context.length === 0) return;
+    try {
+      const member = JSON.parse(new TextDecoder().decode(change.context)) as { id: number; peer: string; client: string };
+      if (Number.isInteger(member.id) && member.peer && member.client) this.book.set(member);
+    } catch {
+      this.log("warn", "conf-change-context-unreadable", {});
+    }
+  }
+
+  private refreshPeers(): void {
+    this.transport.setPeers(this.book.peersOf(this.config.id, confMembers(this.raft.status().conf)));
+  }
+
+  // ---- status and shutdown ----
+
+  status(): StatusReply {
+    const status = this.raft.status();
+    const ids = confMembers(status.conf);
+    const offsets = this.clock.peerOffsets();
+    const nodes = ids.map((id) => {
+      const self = id === this.config.id;
+      const progress = status.progress.get(id);
+      const learner = status.conf.learners.includes(id);
+      return {
+        id,
+        address: this.book.get(id)?.client ?? "",
+        role: self ? (learner ? "learner" : status.role) : id === status.lead ? "leader" : learner ? "learner" : "follower",
+        term: status.term,
+        leader: status.lead,
+        commit: self ? status.commit : (progress ? Math.min(progress.match, status.commit) : -1),
+        applied: self ? this.appliedIndex : (progress?.match ?? -1),
+        lag: progress ? status.lastIndex - progress.match : undefined,
+        clockOffsetMs: self ? this.clock.offsetMs() : offsets.get(id)?.offsetMs,
+        healthy: self ? this.clock.healthy() : (progress?.recentActive ?? true),
+      };
+    });
+    return { ok: true, nodes, self: this.config.id };
+  }
+
+  // Graceful stop: refuse new requests, let in-flight ones finish (bounded), hand leadership to
+  // the most caught-up voter, flush, close.
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    if (this.role === "leader" && this.raft.status().conf.voters.length > 1) {
+      try {
+        const deadline = Date.now() + SHUTDOWN_TRANSFER_MS;
+        while (this.inflight.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+        const target = this.mostCaughtUpVoter();
+        if (target) {
+          this.raft.transferLeadership(target);
+          this.schedule();
+          while (this.role === "leader" && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      } catch (error) {
+        this.log("warn", "transfer-on-stop-failed", { error: (error as Error).message });
+      }
+    }
+    await this.shutdown();
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.ticker);
+    const error = new FerryError("SHUTTING_DOWN", "the node is stopping; retry on another node");
+    this.queue.failAll(error);
+    this.inflight.failAll(error);
+    this.mailboxWaiters.wakeAll();
+    while (this.processing) await new Promise((resolve) => setTimeout(resolve, 5));
+    await this.transport.close();
+    await this.book.flushed();
+    await this.clock.close();
+    await this.storage.close();
+    await this.kv.close();
+  }
+}
+
+function commandBytes(command: BrokerCommand): number {
+  return command.op === "send" ? command.body.length + 64 : 64;
+}
+
+// A snapshot the storage kept may be newer than the state machine (the node crashed after
+// receiving it and before the state was durable): restore from it before replaying the log.
+async function restoreFromStoredSnapshot(storage: DiskRaftStorage, broker: Broker, book: AddressBook): Promise<void> {
+  let snapshot: Snapshot;
+  try {
+    snapshot = storage.snapshot();
+  } catch {
+    return;
+  }
+  if (snapshot.meta.index <= broker.appliedIndex()) return;
+  const { members, broker: chunks } = decodeNodeSnapshot(snapshot.data);
+  broker.restore(chunks);
+  for (const member of members) if (!book.get(member.id)) book.set(member);
+}

@@ -1,0 +1,93 @@
+// Requests on their way through the log: queued until the next batch is proposed, then in flight
+// until their entry is applied. Bounded at both stages: the queue by pendingRequestsMax (callers
+// get OVERLOADED), the log by inflightEntriesMax (batching waits, the queue absorbs the burst).
+import { FerryError } from "../protocol/errors.js";
+
+export interface PendingRequest<C, R> {
+  command: C;
+  bytes: number;
+  settle(result: R): void;
+  fail(error: FerryError): void;
+}
+
+// Many commands share one entry; results come back in the same order.
+export interface InflightEntry<C, R> {
+  term: number;
+  requests: PendingRequest<C, R>[];
+}
+
+export class ProposalQueue<C, R> {
+  private queue: PendingRequest<C, R>[] = [];
+  private head = 0;
+
+  constructor(private readonly lengthMax: number) {}
+
+  get length(): number {
+    return this.queue.length - this.head;
+  }
+
+  push(request: PendingRequest<C, R>): void {
+    if (this.length >= this.lengthMax) {
+      throw new FerryError("OVERLOADED", `${this.length} requests are waiting to be proposed (limit ${this.lengthMax}); retry with backoff`);
+    }
+    this.queue.push(request);
+  }
+
+  // Takes the next batch: at least one request, then as many as fit the count and byte bounds.
+  take(countMax: number, bytesMax: number): PendingRequest<C, R>[] {
+    const batch: PendingRequest<C, R>[] = [];
+    let bytes = 0;
+    while (this.head < this.queue.length && batch.length < countMax) {
+      const next = this.queue[this.head]!;
+      if (batch.length > 0 && bytes + next.bytes > bytesMax) break;
+      batch.push(next);
+      bytes += next.bytes;
+      this.head++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return batch;
+  }
+
+  failAll(error: FerryError): void {
+    const failed = this.queue.slice(this.head);
+    this.queue = [];
+    this.head = 0;
+    for (const request of failed) request.fail(error);
+  }
+}
+
+export class InflightProposals<C, R> {
+  private readonly entries = new Map<number, InflightEntry<C, R>>();
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  add(index: number, entry: InflightEntry<C, R>): void {
+    this.entries.set(index, entry);
+  }
+
+  // The entry at index was applied with these results. If it is not the entry we proposed (a
+  // different term: our proposal was overwritten by a new leader), our requests failed.
+  applied(index: number, term: number, results: () => R[]): void {
+    const entry = this.entries.get(index);
+    if (!entry) return;
+    this.entries.delete(index);
+    if (entry.term !== term) {
+      const error = new FerryError("NOT_LEADER", "leadership changed before the request committed; it was not applied");
+      for (const request of entry.requests) request.fail(error);
+      return;
+    }
+    const values = results();
+    for (let i = 0; i < entry.requests.length; i++) entry.requests[i]!.settle(values[i]!);
+  }
+
+  failAll(error: FerryError): void {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    for (const entry of all) for (const request of entry.requests) request.fail(error);
+  }
+}

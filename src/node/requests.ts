@@ -1,0 +1,41 @@
+// Client requests become broker commands here. Arguments were validated at the edge (src/server);
+// this adds what the node knows: the sender's identity.
+import type { BrokerCommand } from "../broker/commands.js";
+import type { Request } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
+
+// What the node needs to know of the client's session (the server's Session satisfies it).
+export interface Session {
+  identity: string;
+  // Set for a connection from another node that proved the cluster secret: it forwards requests
+  // on behalf of its own clients, so the sender it names is trusted.
+  trustedForwarder?: boolean;
+}
+
+export function toBrokerCommand(request: Request, session: Session): BrokerCommand {
+  switch (request.op) {
+    case "send": {
+      const sender = session.trustedForwarder && request.sender ? request.sender : session.identity;
+      return {
+        op: "send",
+        sender,
+        recipients: request.recipients,
+        body: request.body,
+        id: request.id,
+        headers: request.headers,
+        delayMs: request.delayMs,
+        ttlMs: request.ttlMs,
+      };
+    }
+    case "receive":
+      return { op: "receive", mailbox: request.mailbox, max: request.max, visibilityMs: request.visibilityMs, consumer: session.identity };
+    case "ack":
+    case "nack":
+    case "extend":
+    case "purge":
+    case "delete":
+      return request;
+    default:
+      throw new FerryError("INVALID", `operation '${request.op}' is not a state machine command`);
+  }
+}

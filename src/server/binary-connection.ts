@@ -1,0 +1,206 @@
+// A binary protocol connection (src/protocol/binary.ts, docs/protocol.md): the preamble, then
+// frames `{ rid, ...request }`, answered by frames `{ rid, ...reply }` or
+// `{ rid, ok: false, code, message, leaderHint? }` as soon as each is ready, in any order.
+//
+// Framing errors (a wrong preamble, a frame over frameBytesMax, a payload that is not msgpack)
+// close the connection: the byte stream can no longer be trusted. A well-framed but invalid
+// request gets an error reply with its rid (rid 0 when the rid itself is missing or invalid) and
+// the connection goes on. At most requestsInFlightMax requests run at once; frames decoded beyond
+// it wait in `queue` (at most one socket read's worth) and the socket is not read meanwhile.
+import type { Socket } from "node:net";
+import type { Reply } from "../protocol/api.js";
+import { BINARY_PREAMBLE, decodePayload, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
+import type { ErrorCode } from "../protocol/errors.js";
+import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
+import { validateRequest } from "./validate.js";
+
+// Request ids are unsigned integers below 2^32; 0 is reserved for errors not tied to a request.
+export const RID_MAX = 0xffff_ffff;
+
+export class BinaryConnection extends Connection {
+  private readonly decoder: FrameDecoder;
+  private preambleBytesMatched = 0;
+  private queue: Buffer[] = [];
+  private readonly ridsInFlight = new Set<number>();
+
+  constructor(socket: Socket, sessionId: number, context: ConnectionContext) {
+    super(socket, "binary", sessionId, context);
+    this.decoder = new FrameDecoder(context.limits.frameBytesMax);
+  }
+
+  get bufferedInputBytes(): number {
+    return this.decoder.pendingBytes;
+  }
+
+  protected receive(chunk: Buffer): void {
+    let rest: Buffer | undefined = chunk;
+    if (this.preambleBytesMatched < BINARY_PREAMBLE.length) {
+      rest = this.matchPreamble(chunk);
+      if (rest === undefined) return;
+    }
+    let frames: Buffer[];
+    try {
+      frames = this.decoder.push(rest);
+    } catch (error) {
+      this.loseFraming(error instanceof Error ? error.message : String(error));
+      return;
+    }
+    for (const frame of frames) this.queue.push(frame);
+    this.pump();
+  }
+
+  // Consumes preamble bytes; returns the bytes after them, or undefined (need more, or closed).
+  private matchPreamble(chunk: Buffer): Buffer | undefined {
+    let index = 0;
+    while (index < chunk.length && this.preambleBytesMatched < BINARY_PREAMBLE.length) {
+      if (chunk[index] !== BINARY_PREAMBLE[this.preambleBytesMatched]) {
+        this.loseFraming("bad preamble");
+        return undefined;
+      }
+      index += 1;
+      this.preambleBytesMatched += 1;
+    }
+    return this.preambleBytesMatched < BINARY_PREAMBLE.length ? undefined : chunk.subarray(index);
+  }
+
+  protected pendingReplies(): number {
+    return this.ridsInFlight.size + this.queue.length;
+  }
+
+  protected backlogged(): boolean {
+    return this.queue.length > 0 || this.ridsInFlight.size >= this.limits.requestsInFlightMax;
+  }
+
+  protected refuseQueued(): void {
+    const queued = this.queue;
+    this.queue = [];
+    for (const payload of queued) {
+      const rid = ridOf(safeDecode(payload));
+      this.sendError(rid ?? 0, "SHUTTING_DOWN", "the node is stopping");
+    }
+  }
+
+  protected closeIdle(): void {
+    this.finish();
+  }
+
+  // The stream cannot be parsed any further: tell the client why (rid 0) and close.
+  private loseFraming(reason: string): void {
+    this.context.stats.framingErrors += 1;
+    this.context.log(`server: closing binary connection ${this.session.remoteAddress}: ${reason}`);
+    this.queue = [];
+    this.sendError(0, "INVALID", `${reason}; closing the connection`);
+    this.finish();
+    this.shuttingDown = true;
+  }
+
+  protected resumeWork(): void {
+    this.pump();
+  }
+
+  private pump(): void {
+    let index = 0;
+    while (index < this.queue.length && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown && !this.writeBlocked()) {
+      this.handle(this.queue[index]!);
+      index += 1;
+    }
+    this.queue = this.shuttingDown ? [] : this.queue.slice(index);
+    this.updateFlow();
+  }
+
+  private handle(payload: Buffer): void {
+    const raw = safeDecode(payload);
+    if (raw === undecodable) {
+      this.loseFraming("a frame is not valid msgpack");
+      return;
+    }
+    const rid = ridOf(raw);
+    if (rid === undefined) {
+      this.sendError(0, "INVALID", `rid must be an integer from 1 to ${RID_MAX}`);
+      return;
+    }
+    if (this.ridsInFlight.has(rid)) {
+      this.sendError(rid, "INVALID", `rid ${rid} is already in flight`);
+      return;
+    }
+    let request: ReturnType<typeof validateRequest>;
+    try {
+      request = validateRequest(raw, this.limits);
+    } catch (error) {
+      this.context.stats.requestsRejected += 1;
+      this.sendOutcome(rid, outcomeOfError(error, this.context.log));
+      return;
+    }
+    if (request.op === "hello") {
+      if (request.forwardProof !== undefined) {
+        if (!this.context.verifyForwarder?.(request.forwardProof)) {
+          this.sendOutcome(rid, { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" });
+          return;
+        }
+        this.session.trustedForwarder = true;
+      }
+      this.session.identity = request.name;
+      this.sendOutcome(rid, { ok: true, reply: { ok: true, name: request.name } });
+      return;
+    }
+    this.ridsInFlight.add(rid);
+    void this.execute(request).then((outcome) => {
+      this.ridsInFlight.delete(rid);
+      this.sendOutcome(rid, outcome);
+      if (this.queue.length > 0) this.pump();
+      else this.updateFlow();
+    });
+  }
+
+  private sendOutcome(rid: number, outcome: Outcome): void {
+    if (!outcome.ok) {
+      this.sendFrame({ rid, ok: false, code: outcome.code, message: outcome.message, leaderHint: outcome.leaderHint });
+      return;
+    }
+    this.sendReply(rid, outcome.reply);
+  }
+
+  private sendReply(rid: number, reply: Reply): void {
+    let frame: Buffer;
+    try {
+      frame = encodeFrame({ ...reply, rid });
+    } catch (error) {
+      const outcome = outcomeOfError(error, this.context.log);
+      this.sendError(rid, outcome.code, outcome.message);
+      return;
+    }
+    // The client enforces the same frame limit: a reply over it would cost the client its framing.
+    if (frame.length - FRAME_HEADER_BYTES > this.limits.frameBytesMax) {
+      this.sendError(rid, "TOO_LARGE", `reply of ${frame.length - FRAME_HEADER_BYTES} bytes exceeds the frame limit of ${this.limits.frameBytesMax}`);
+      return;
+    }
+    this.write(frame);
+  }
+
+  private sendError(rid: number, code: ErrorCode, message: string): void {
+    this.sendFrame({ rid, ok: false, code, message });
+  }
+
+  private sendFrame(value: Record<string, unknown>): void {
+    if (value.leaderHint === undefined) delete value.leaderHint;
+    this.write(encodeFrame(value));
+  }
+}
+
+const undecodable = Symbol("undecodable");
+
+function safeDecode(payload: Buffer): unknown {
+  try {
+    return decodePayload(payload);
+  } catch {
+    return undecodable;
+  }
+}
+
+function ridOf(raw: unknown): number | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const rid = (raw as { rid?: unknown }).rid;
+  if (typeof rid === "number" && Number.isInteger(rid) && rid >= 1 && rid <= RID_MAX) return rid;
+  return undefined;
+}
+

@@ -1,0 +1,236 @@
+// What text and binary connections share: the session, calling the service, flow control, write
+// coalescing, idle timeout and an orderly shutdown.
+//
+// Flow control: the connection stops reading from its socket (socket.pause) while any of these
+// holds, and resumes when none does: it is shutting down; requests read but not yet answered have
+// reached requestsInFlightMax (the subclass says so through backlogged()); replies waiting to be
+// sent exceed writeBufferBytesMax (writeBlocked(); queued requests do not start meanwhile either,
+// so a client that does not read cannot make the server build replies without end). TCP then
+// pushes back on the client, so memory per connection stays bounded whatever the client does.
+// EOF from the client ends input: everything read is still answered, then the connection closes.
+// Writes: replies ready in the same turn of the event loop leave in one socket write.
+import type { Socket } from "node:net";
+import type { Reply, Request } from "../protocol/api.js";
+import { type ErrorCode, FerryError } from "../protocol/errors.js";
+import type { ServerLimits } from "./limits.js";
+import type { Service, Session } from "./service.js";
+
+export interface ConnectionContext {
+  service: Service;
+  verifyForwarder?: (proof: string) => boolean;
+  limits: ServerLimits;
+  log: (line: string) => void;
+  stats: ServerStats;
+}
+
+// Counters since the server started (for metrics, and for tests that check behaviour such as
+// write coalescing without looking at timings).
+export interface ServerStats {
+  connectionsAccepted: number;
+  connectionsRejected: number; // over connectionsMax
+  requestsExecuted: number; // handed to the service
+  requestsRejected: number; // answered with an error before reaching the service
+  framingErrors: number; // binary connections closed because the byte stream broke
+  idleClosed: number;
+  socketWrites: number;
+  bytesWritten: number;
+  readPauses: number; // times a connection stopped reading (backpressure)
+  // The most bytes of an incomplete line or frame any connection has held: stays at or below
+  // lineBytesMax + 1 (text) and frameBytesMax + 3 (binary: a header and a frame in progress).
+  inputBufferedBytesPeak: number;
+}
+
+export function emptyStats(): ServerStats {
+  return {
+    connectionsAccepted: 0,
+    connectionsRejected: 0,
+    requestsExecuted: 0,
+    requestsRejected: 0,
+    framingErrors: 0,
+    idleClosed: 0,
+    socketWrites: 0,
+    bytesWritten: 0,
+    readPauses: 0,
+    inputBufferedBytesPeak: 0,
+  };
+}
+
+export type Outcome = { ok: true; reply: Reply } | { ok: false; code: ErrorCode; message: string; leaderHint?: string };
+
+export function outcomeOfError(error: unknown, log: (line: string) => void): Outcome & { ok: false } {
+  if (error instanceof FerryError) {
+    const outcome: Outcome & { ok: false } = { ok: false, code: error.code, message: error.message };
+    if (error.leaderHint !== undefined) outcome.leaderHint = error.leaderHint;
+    return outcome;
+  }
+  log(`server: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return { ok: false, code: "INTERNAL", message: "internal error (logged on the node)" };
+}
+
+export abstract class Connection {
+  readonly session: Session;
+  protected readonly limits: ServerLimits;
+  protected readonly context: ConnectionContext;
+  protected shuttingDown = false; // read no more requests; close once the in-flight ones are answered
+  private inputEnded = false; // the client sent EOF: answer everything read, then close
+  private readonly abortController = new AbortController();
+  private outbox: Buffer[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
+  private readPaused = false;
+  private closed = false;
+  private readonly closedPromise: Promise<void>;
+
+  constructor(
+    readonly socket: Socket,
+    protocol: Session["protocol"],
+    sessionId: number,
+    context: ConnectionContext,
+  ) {
+    this.context = context;
+    this.limits = context.limits;
+    this.session = {
+      id: sessionId,
+      identity: "anonymous",
+      remoteAddress: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`,
+      protocol,
+    };
+    this.closedPromise = new Promise((resolve) => socket.once("close", () => resolve()));
+    socket.on("data", (chunk: Buffer) => this.feed(chunk));
+    socket.on("drain", () => this.resumeWork());
+    socket.on("end", () => {
+      this.inputEnded = true; // the client is done sending: answer everything it sent, then close
+      this.updateFlow();
+    });
+    socket.on("timeout", () => {
+      if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
+      this.context.stats.idleClosed += 1;
+      this.closeIdle();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      this.abortController.abort(new FerryError("UNAVAILABLE", "the connection closed"));
+    });
+    socket.on("error", () => {}); // 'close' follows; a client's reset is not the server's problem
+  }
+
+  // Bytes read from the socket (the server hands over the first chunk, which chose the protocol).
+  feed(chunk: Buffer): void {
+    if (this.shuttingDown || this.closed) return;
+    this.receive(chunk);
+    const stats = this.context.stats;
+    if (this.bufferedInputBytes > stats.inputBufferedBytesPeak) stats.inputBufferedBytesPeak = this.bufferedInputBytes;
+  }
+
+  get signal(): AbortSignal {
+    return this.abortController.signal;
+  }
+
+  get whenClosed(): Promise<void> {
+    return this.closedPromise;
+  }
+
+  // Bytes the connection holds for input not yet turned into requests (for tests and metrics).
+  abstract get bufferedInputBytes(): number;
+  // Feeds bytes read from the socket.
+  protected abstract receive(chunk: Buffer): void;
+  // Requests read and not yet answered (running or queued).
+  protected abstract pendingReplies(): number;
+  // True when the connection must not read more (requests queued or at the in-flight limit).
+  protected abstract backlogged(): boolean;
+  // Answers what was read but not started, when shutting down.
+  protected abstract refuseQueued(): void;
+  // Closes a connection that has been idle for idleTimeoutMs.
+  protected abstract closeIdle(): void;
+  // Starts queued requests that may start now (after the write buffer drained).
+  protected abstract resumeWork(): void;
+
+  // True while replies waiting to be sent exceed writeBufferBytesMax.
+  protected writeBlocked(): boolean {
+    return this.socket.writableLength + this.outboxBytes > this.limits.writeBufferBytesMax;
+  }
+
+  protected async execute(request: Request): Promise<Outcome> {
+    this.context.stats.requestsExecuted += 1;
+    try {
+      // A copy: a later HELLO must not change the sender of a request already under way.
+      const reply = await this.context.service.execute(request, { ...this.session }, this.signal);
+      if (typeof reply !== "object" || reply === null || reply.ok !== true) {
+        throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
+      }
+      return { ok: true, reply };
+    } catch (error) {
+      return outcomeOfError(error, this.context.log);
+    }
+  }
+
+  protected write(bytes: Buffer): void {
+    if (this.closed) return;
+    this.outbox.push(bytes);
+    this.outboxBytes += bytes.length;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  protected flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0 || this.closed) return;
+    const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
+    this.outbox = [];
+    this.outboxBytes = 0;
+    if (!this.socket.writableEnded) {
+      this.context.stats.socketWrites += 1;
+      this.context.stats.bytesWritten += bytes.length;
+      // The callback runs once these bytes reach the kernel: the moment to start waiting work
+      // again. 'drain' alone is not enough: it only fires past the socket's own high-water mark,
+      // which may be above writeBufferBytesMax.
+      this.socket.write(bytes, () => {
+        if (this.readPaused) this.resumeWork();
+      });
+    }
+    this.updateFlow();
+  }
+
+  // Re-evaluates whether the socket should be read; also ends the connection once a shutdown
+  // has answered everything.
+  protected updateFlow(): void {
+    if (this.closed) return;
+    if ((this.shuttingDown || this.inputEnded) && this.pendingReplies() === 0) {
+      this.finish();
+      return;
+    }
+    const pause = this.shuttingDown || this.backlogged() || this.writeBlocked();
+    if (pause && !this.readPaused) {
+      this.readPaused = true;
+      this.context.stats.readPauses += 1;
+      this.socket.pause();
+    } else if (!pause && this.readPaused) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  // Writes what is queued, then closes the sending side (the client sees EOF after the replies).
+  protected finish(): void {
+    if (this.closed || this.socket.writableEnded) return;
+    this.flush();
+    this.socket.end();
+    this.socket.destroySoon();
+  }
+
+  // Stop reading, answer what was read, close when the in-flight requests are answered.
+  shutdown(): void {
+    if (this.closed || this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.refuseQueued();
+    this.updateFlow();
+  }
+
+  // The end of the grace period: abandon whatever is still running.
+  destroy(): void {
+    this.abortController.abort(new FerryError("SHUTTING_DOWN", "the node is stopping"));
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,172 @@
+// Any node serves any client: a follower that is asked for a write (or anything only the leader
+// can do) forwards the request to the leader over the binary protocol and relays the answer.
+//
+// The forwarding connection proves the cluster secret in its HELLO (forwardProof), so the leader
+// trusts the sender it names for each forwarded SEND; a request that arrived forwarded is never
+// forwarded again (no loops: the second hop answers NOT_LEADER and the client retries).
+import { createHmac } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import type { Reply, Request } from "../protocol/api.js";
+import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame } from "../protocol/binary.js";
+import { FerryError, isErrorCode } from "../protocol/errors.js";
+import type { Service, Session } from "./service.js";
+
+export const FORWARD_CONNECT_TIMEOUT_MS_DEFAULT = 2_000;
+export const FORWARD_INFLIGHT_MAX_DEFAULT = 4_096;
+
+export function forwardProof(clusterId: string, secret: string): string {
+  return createHmac("sha256", secret).update(`ferry-forward:${clusterId}`).digest("hex");
+}
+
+export interface ForwardingOptions {
+  proof: string; // forwardProof(clusterId, secret)
+  name: string; // this node's identity on forwarded connections, e.g. "node-2"
+  connectTimeoutMs?: number;
+  inflightMax?: number;
+}
+
+export class ForwardingService implements Service {
+  private readonly links = new Map<string, ForwardLink>();
+
+  constructor(
+    private readonly local: Service,
+    private readonly options: ForwardingOptions,
+  ) {}
+
+  async execute(request: Request, session: Session, signal: AbortSignal): Promise<Reply> {
+    try {
+      return await this.local.execute(request, session, signal);
+    } catch (error) {
+      if (!(error instanceof FerryError) || error.code !== "NOT_LEADER" || !error.leaderHint || isForwarded(session)) throw error;
+      const forwarded = request.op === "send" ? { ...request, sender: session.identity } : request;
+      return this.link(error.leaderHint).call(forwarded, signal);
+    }
+  }
+
+  helpLines(): string[] {
+    return this.local.helpLines?.() ?? [];
+  }
+
+  close(): void {
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+  }
+
+  private link(address: string): ForwardLink {
+    let link = this.links.get(address);
+    if (!link || link.closed) {
+      link = new ForwardLink(address, this.options);
+      this.links.set(address, link);
+    }
+    return link;
+  }
+}
+
+function isForwarded(session: Session): boolean {
+  return (session as Session & { trustedForwarder?: boolean }).trustedForwarder === true;
+}
+
+interface Call {
+  resolve(reply: Reply): void;
+  reject(error: FerryError): void;
+}
+
+// One pipelined binary connection to the leader; replies are matched by rid.
+class ForwardLink {
+  closed = false;
+  private readonly socket: Socket;
+  private readonly decoder = new FrameDecoder();
+  private readonly calls = new Map<number, Call>();
+  private nextRid = 2; // rid 1 is the HELLO
+  private helloDone = false;
+  private waiting: Array<() => void> = []; // requests held until HELLO is answered
+
+  constructor(
+    readonly address: string,
+    private readonly options: ForwardingOptions,
+  ) {
+    const at = address.lastIndexOf(":");
+    this.socket = connect({ host: address.slice(0, at), port: Number(address.slice(at + 1)) });
+    this.socket.setNoDelay(true);
+    const timer = setTimeout(() => this.fail("connect timeout"), options.connectTimeoutMs ?? FORWARD_CONNECT_TIMEOUT_MS_DEFAULT);
+    this.socket.once("connect", () => clearTimeout(timer));
+    this.socket.write(BINARY_PREAMBLE);
+    this.socket.write(encodeFrame({ rid: 1, op: "hello", name: options.name, forwardProof: options.proof }));
+    this.socket.on("data", (chunk) => this.receive(chunk));
+    this.socket.on("error", (error) => this.fail(error.message));
+    this.socket.on("close", () => this.fail("connection closed"));
+  }
+
+  call(request: Request, signal: AbortSignal): Promise<Reply> {
+    if (this.calls.size >= (this.options.inflightMax ?? FORWARD_INFLIGHT_MAX_DEFAULT)) {
+      return Promise.reject(new FerryError("OVERLOADED", "too many requests are being forwarded to the leader"));
+    }
+    const rid = this.nextRid++;
+    return new Promise<Reply>((resolve, reject) => {
+      const onAbort = () => {
+        this.calls.delete(rid);
+        reject(new FerryError("TIMEOUT", "the forwarded request was abandoned; it may or may not have been applied"));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.calls.set(rid, {
+        resolve: (reply) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(reply);
+        },
+        reject: (error) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      });
+      const write = () => this.socket.write(encodeFrame({ rid, ...request }));
+      if (this.helloDone) write();
+      else this.waiting.push(write);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  private receive(chunk: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      this.fail((error as Error).message);
+      return;
+    }
+    for (const frame of frames) {
+      const reply = decodePayload(frame) as { rid: number; ok: boolean; code?: string; message?: string; leaderHint?: string };
+      if (reply.rid === 1) {
+        if (!reply.ok) {
+          this.fail(`the leader refused the forwarding connection: ${reply.code} ${reply.message}`);
+          return;
+        }
+        this.helloDone = true;
+        for (const write of this.waiting.splice(0)) write();
+        continue;
+      }
+      const call = this.calls.get(reply.rid);
+      if (!call) continue;
+      this.calls.delete(reply.rid);
+      if (reply.ok) {
+        const { rid: _rid, ...rest } = reply;
+        call.resolve(rest as unknown as Reply);
+      } else {
+        const code = reply.code && isErrorCode(reply.code) ? reply.code : "INTERNAL";
+        call.reject(new FerryError(code, reply.message ?? "", reply.leaderHint));
+      }
+    }
+  }
+
+  private fail(reason: string): void {
+    if (!this.closed) this.socket.destroy();
+    this.closed = true;
+    this.waiting = [];
+    const error = new FerryError("UNAVAILABLE", `lost the connection to the leader at ${this.address} (${reason}); the request may or may not have been applied`);
+    for (const call of this.calls.values()) call.reject(error);
+    this.calls.clear();
+  }
+}

@@ -1,0 +1,23 @@
+// The boundary between the client-facing server and the node: the server decodes and validates a
+// request, then asks the service to execute it on behalf of a session. The node implements it;
+// tests use an in-memory fake (test/server/fake-service.ts).
+import type { Reply, Request } from "../protocol/api.js";
+
+export interface Session {
+  id: number; // unique per server, for logs and lease ownership
+  identity: string; // the sender of SENDs: HELLO's name, else "anonymous"
+  remoteAddress: string; // host:port of the client
+  protocol: "text" | "binary";
+  // Another node of this cluster forwarding its clients' requests (it proved the cluster secret
+  // in HELLO): the sender it names on a SEND is trusted, and nothing it sends is forwarded again.
+  trustedForwarder?: boolean;
+}
+
+export interface Service {
+  // Resolves with the reply matching request.op (ReplyByOp in api.ts); rejects with a FerryError
+  // for errors. `signal` is aborted when the client is gone or the server stops waiting for it
+  // (close() after its grace period): a long-polling RECEIVE should then return what it has.
+  execute(request: Request, session: Session, signal: AbortSignal): Promise<Reply>;
+  // Extra lines for the text protocol's HELP (e.g. this node's role and address).
+  helpLines?(): string[];
+}

@@ -1,0 +1,215 @@
+// Checks a decoded request before it reaches the node, for both protocols: shapes and types (the
+// binary protocol carries arbitrary msgpack), names, sizes and ranges. Returns a fresh object with
+// only the known fields, so nothing a client adds (such as `sender`) reaches the node unchecked.
+// Throws FerryError INVALID or TOO_LARGE.
+import type {
+  AckRequest,
+  ClientRequest,
+  ClusterRequest,
+  ExtendRequest,
+  ListRequest,
+  ReceiveRequest,
+  SendRequest,
+  Timestamp,
+} from "../protocol/api.js";
+import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
+import { nameProblem } from "../protocol/names.js";
+import { DURATION_MS_MAX, MESSAGE_ID_LENGTH_MAX, type ServerLimits } from "./limits.js";
+
+type Fields = Record<string, unknown>;
+
+function invalid(message: string): FerryError {
+  return new FerryError("INVALID", message);
+}
+
+function tooLarge(message: string): FerryError {
+  return new FerryError("TOO_LARGE", message);
+}
+
+export function validateRequest(raw: unknown, limits: ServerLimits): ClientRequest {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid("a request must be a map");
+  const fields = raw as Fields;
+  const op = fields.op;
+  switch (op) {
+    case "send":
+      return validateSend(fields, limits);
+    case "receive":
+      return validateReceive(fields, limits);
+    case "ack":
+    case "nack":
+      return validateAck(op, fields, limits);
+    case "extend":
+      return validateExtend(fields, limits);
+    case "list":
+      return validateList(fields);
+    case "purge":
+    case "delete":
+      return { op, mailbox: name(fields.mailbox, "mailbox") };
+    case "status":
+      return { op };
+    case "cluster":
+      return validateCluster(fields);
+    case "hello":
+      return typeof fields.forwardProof === "string"
+        ? { op, name: name(fields.name, "name"), forwardProof: fields.forwardProof.slice(0, 128) }
+        : { op, name: name(fields.name, "name") };
+    default:
+      throw invalid(`unknown op ${typeof op === "string" ? `'${op.slice(0, 40)}'` : typeof op}`);
+  }
+}
+
+function name(value: unknown, what: string): string {
+  if (typeof value !== "string") throw invalid(`${what} must be a string`);
+  const problem = nameProblem(value);
+  if (problem !== undefined) throw invalid(`${what}: ${problem}`);
+  return value;
+}
+
+// Message ids and cursors: one word of printable ASCII, so they fit the text protocol.
+function word(value: unknown, what: string): string {
+  if (typeof value !== "string") throw invalid(`${what} must be a string`);
+  if (value.length === 0 || value.length > MESSAGE_ID_LENGTH_MAX) throw invalid(`${what} must be 1-${MESSAGE_ID_LENGTH_MAX} characters`);
+  if (!/^[\x21-\x7e]+$/.test(value)) throw invalid(`${what} may contain only printable ASCII without spaces`);
+  return value;
+}
+
+function integer(value: unknown, what: string, minimum: number, maximum: number): number {
+  const number = typeof value === "bigint" && value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= 0n ? Number(value) : value;
+  if (typeof number !== "number" || !Number.isSafeInteger(number)) throw invalid(`${what} must be an integer`);
+  if (number < minimum || number > maximum) throw invalid(`${what} must be between ${minimum} and ${maximum}, got ${number}`);
+  return number;
+}
+
+function optionalInteger(value: unknown, what: string, minimum: number, maximum: number): number | undefined {
+  return value === undefined || value === null ? undefined : integer(value, what, minimum, maximum);
+}
+
+// Timestamps travel as int64 (bigint), as a smaller integer, or as a decimal string.
+function timestamp(value: unknown, what: string): Timestamp | undefined {
+  if (value === undefined || value === null) return undefined;
+  let result: bigint | undefined;
+  if (typeof value === "bigint") result = value;
+  else if (typeof value === "number" && Number.isSafeInteger(value)) result = BigInt(value);
+  else if (typeof value === "string" && /^[0-9]{1,20}$/.test(value)) result = BigInt(value);
+  if (result === undefined || result < 0n || result >= 1n << 64n) throw invalid(`${what} must be a timestamp (unsigned 64-bit integer)`);
+  return result;
+}
+
+function ids(value: unknown, limits: ServerLimits): string[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalid("ids must be a non-empty list");
+  if (value.length > limits.idsPerRequestMax) throw tooLarge(`${value.length} ids in one request; the limit is ${limits.idsPerRequestMax}`);
+  return value.map((id) => word(id, "id"));
+}
+
+function body(value: unknown, limits: ServerLimits): Uint8Array {
+  let bytes: Uint8Array;
+  if (value instanceof Uint8Array) bytes = value;
+  else if (typeof value === "string") bytes = Buffer.from(value, "utf8");
+  else throw invalid("body must be bytes or a string");
+  if (bytes.length > limits.bodyBytesMax) throw tooLarge(`body of ${bytes.length} bytes; the limit is ${limits.bodyBytesMax}`);
+  return bytes;
+}
+
+function headers(value: unknown, limits: ServerLimits): Record<string, string> | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) throw invalid("headers must be a map of strings");
+  const result: Record<string, string> = {};
+  let bytes = 0;
+  for (const [key, entry] of Object.entries(value as Fields)) {
+    if (typeof entry !== "string" || key.length === 0) throw invalid("headers must be a map of non-empty keys to strings");
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(entry);
+    result[key] = entry;
+  }
+  if (bytes > limits.headersBytesMax) throw tooLarge(`headers of ${bytes} bytes; the limit is ${limits.headersBytesMax}`);
+  return result;
+}
+
+function validateSend(fields: Fields, limits: ServerLimits): SendRequest {
+  const recipients = fields.recipients;
+  if (!Array.isArray(recipients) || recipients.length === 0) throw invalid("recipients must be a non-empty list");
+  if (recipients.length > limits.recipientsPerSendMax) {
+    throw tooLarge(`${recipients.length} recipients; the limit is ${limits.recipientsPerSendMax}`);
+  }
+  const send: SendRequest = {
+    op: "send",
+    recipients: recipients.map((recipient) => name(recipient, "recipient")),
+    body: body(fields.body, limits),
+  };
+  if (new Set(send.recipients).size !== send.recipients.length) throw invalid("recipients must be distinct");
+  if (fields.id !== undefined && fields.id !== null) send.id = word(fields.id, "id");
+  const headerMap = headers(fields.headers, limits);
+  if (headerMap !== undefined) send.headers = headerMap;
+  const delayMs = optionalInteger(fields.delayMs, "delayMs", 0, DURATION_MS_MAX);
+  if (delayMs !== undefined) send.delayMs = delayMs;
+  const ttlMs = optionalInteger(fields.ttlMs, "ttlMs", 1, DURATION_MS_MAX);
+  if (ttlMs !== undefined) send.ttlMs = ttlMs;
+  const after = timestamp(fields.after, "after");
+  if (after !== undefined) send.after = after;
+  // Honoured only from a trusted forwarder (the node checks the session); harmless otherwise.
+  if (typeof fields.sender === "string") send.sender = name(fields.sender, "sender");
+  return send;
+}
+
+function validateReceive(fields: Fields, limits: ServerLimits): ReceiveRequest {
+  const receive: ReceiveRequest = {
+    op: "receive",
+    mailbox: name(fields.mailbox, "mailbox"),
+    max: fields.max === undefined ? 1 : integer(fields.max, "max", 1, RECEIVE_MAX),
+  };
+  const waitMs = optionalInteger(fields.waitMs, "wait-ms", 0, limits.receiveWaitMsMax);
+  if (waitMs !== undefined) receive.waitMs = waitMs;
+  const visibilityMs = optionalInteger(fields.visibilityMs, "visibility-ms", 1, DURATION_MS_MAX);
+  if (visibilityMs !== undefined) receive.visibilityMs = visibilityMs;
+  const after = timestamp(fields.after, "after");
+  if (after !== undefined) receive.after = after;
+  return receive;
+}
+
+function validateAck(op: "ack" | "nack", fields: Fields, limits: ServerLimits): AckRequest {
+  const ack: AckRequest = { op, mailbox: name(fields.mailbox, "mailbox"), ids: ids(fields.ids, limits) };
+  if (op === "nack") {
+    const delayMs = optionalInteger(fields.delayMs, "delayMs", 0, DURATION_MS_MAX);
+    if (delayMs !== undefined) ack.delayMs = delayMs;
+  }
+  return ack;
+}
+
+function validateExtend(fields: Fields, limits: ServerLimits): ExtendRequest {
+  return {
+    op: "extend",
+    mailbox: name(fields.mailbox, "mailbox"),
+    ids: ids(fields.ids, limits),
+    visibilityMs: integer(fields.visibilityMs, "visibility-ms", 1, DURATION_MS_MAX),
+  };
+}
+
+function validateList(fields: Fields): ListRequest {
+  const list: ListRequest = { op: "list", mailbox: name(fields.mailbox, "mailbox") };
+  const limit = optionalInteger(fields.limit, "limit", 1, LIST_PAGE_MAX);
+  if (limit !== undefined) list.limit = limit;
+  if (fields.cursor !== undefined && fields.cursor !== null) list.cursor = word(fields.cursor, "cursor");
+  if (fields.stale !== undefined && fields.stale !== null) {
+    if (typeof fields.stale !== "boolean") throw invalid("stale must be a boolean");
+    list.stale = fields.stale;
+  }
+  return list;
+}
+
+// host:port with a port; the node resolves and connects.
+function address(value: unknown, what: string): string {
+  if (typeof value !== "string" || !/^[A-Za-z0-9.\-:[\]]{1,253}:[0-9]{1,5}$/.test(value)) throw invalid(`${what} must be host:port`);
+  return value;
+}
+
+function validateCluster(fields: Fields): ClusterRequest {
+  const action = fields.action;
+  if (action !== "add" && action !== "remove" && action !== "transfer") throw invalid("action must be add, remove or transfer");
+  const nodeId = integer(fields.nodeId ?? (action === "transfer" ? 0 : undefined), "nodeId", action === "transfer" ? 0 : 1, 0xffff_ffff);
+  const cluster: ClusterRequest = { op: "cluster", action, nodeId };
+  if (action === "add") {
+    cluster.peerAddress = address(fields.peerAddress, "peerAddress");
+    cluster.clientAddress = address(fields.clientAddress, "clientAddress");
+  }
+  return cluster;
+}

@@ -1,0 +1,288 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { DEAD_LETTER_REASON_HEADER, msTimestamp } from "../../src/broker/broker.js";
+import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
+import { dump, Harness, read, text } from "./harness.js";
+
+describe("send", () => {
+  test("assigns a one-word id from the log position and stores the message in order", () => {
+    const h = new Harness();
+    const first = h.send("bob", "one");
+    const second = h.send("bob", "two");
+    assert.ok(first.ok && "id" in first && second.ok && "id" in second);
+    assert.match(first.id, /^[0-9a-z]+~[0-9a-z]+$/);
+    assert.notEqual(first.id, second.id);
+    assert.deepEqual(h.list("bob").items.map((item) => [item.id, item.state, item.bytes]), [
+      [first.id, "ready", 3],
+      [second.id, "ready", 3],
+    ]);
+  });
+
+  test("dedupes a client id within the window and returns the first result", () => {
+    const h = new Harness({ dedupeWindowMs: 1000 });
+    const first = h.send("bob", "a", { id: "m-1" });
+    h.advance(999);
+    const again = h.send("bob", "b", { id: "m-1" });
+    assert.deepEqual(again, { ...first, duplicate: true });
+    assert.deepEqual(h.bodies("bob"), ["a"]);
+    h.apply({ op: "ack", mailbox: "bob", ids: ["m-1"] });
+    h.advance(1);
+    const later = h.send("bob", "c", { id: "m-1" });
+    assert.ok(later.ok && "duplicate" in later && !later.duplicate);
+  });
+
+  test("a client id still stored after the window is a conflict", () => {
+    const h = new Harness({ dedupeWindowMs: 1000 });
+    h.send("bob", "a", { id: "m-1" });
+    h.advance(5000);
+    const result = h.send("bob", "b", { id: "m-1" });
+    assert.equal(!result.ok && result.code, "CONFLICT");
+  });
+
+  test("fan-out is atomic: one bad recipient stores nothing", () => {
+    const h = new Harness();
+    h.apply({ op: "set-mailbox-config", mailbox: "full", config: { messagesMax: 1 } });
+    h.send("full", "x");
+    const before = dump(h.kv);
+    const invalid = h.send(["bob", "no spaces"], "hi");
+    assert.equal(!invalid.ok && invalid.code, "INVALID");
+    const limited = h.send(["bob", "full"], "hi");
+    assert.equal(!limited.ok && limited.code, "LIMIT");
+    const twice = h.send(["bob", "bob"], "hi");
+    assert.equal(!twice.ok && twice.code, "INVALID");
+    // Only the applied index moved.
+    assert.deepEqual(dump(h.kv).filter(([key]) => key !== "\x00a"), before.filter(([key]) => key !== "\x00a"));
+    const ok = h.send(["bob", "carol"], "hi");
+    assert.ok(ok.ok);
+    assert.deepEqual(h.bodies("bob"), ["hi"]);
+    assert.deepEqual(h.bodies("carol"), ["hi"]);
+  });
+
+  test("limits are enforced with codes", () => {
+    const h = new Harness({ bodyBytesMax: 4, headersCountMax: 1, recipientsMax: 2, idLengthMax: 5, mailboxesMax: 2 });
+    const codeOf = (result: ReturnType<Harness["send"]>) => (result.ok ? "OK" : result.code);
+    assert.equal(codeOf(h.send("bob", "12345")), "TOO_LARGE");
+    assert.equal(codeOf(h.send("bob", "1", { headers: { a: "1", b: "2" } })), "TOO_LARGE");
+    assert.equal(codeOf(h.send(["a", "b", "c"], "1")), "TOO_LARGE");
+    assert.equal(codeOf(h.send("bob", "1", { id: "123456" })), "TOO_LARGE");
+    assert.equal(codeOf(h.send("bob", "1", { id: "a b" })), "INVALID");
+    assert.equal(codeOf(h.send("bob", "1", { id: "a~b" })), "INVALID");
+    assert.equal(codeOf(h.send("bob", "1", { delayMs: -1 })), "INVALID");
+    assert.equal(codeOf(h.send("bob", "1", { sender: "" })), "INVALID");
+    assert.equal(codeOf(h.send(["a", "b"], "1")), "OK");
+    assert.equal(codeOf(h.send("c", "1")), "LIMIT");
+    assert.equal(h.broker.mailboxCount(), 2);
+  });
+
+  test("reject vs drop-oldest when a mailbox is full", () => {
+    const h = new Harness();
+    h.apply(
+      { op: "set-mailbox-config", mailbox: "r", config: { messagesMax: 2 } },
+      { op: "set-mailbox-config", mailbox: "d", config: { messagesMax: 2, overflow: "drop-oldest" } },
+      { op: "set-mailbox-config", mailbox: "b", config: { bytesMax: 5, overflow: "drop-oldest" } },
+    );
+    for (const body of ["1", "2", "3"]) {
+      h.send("r", body);
+      h.send("d", body);
+    }
+    assert.equal(h.list("r").items.length, 2);
+    assert.deepEqual(h.bodies("d"), ["2", "3"]);
+    h.send("b", "abc");
+    h.send("b", "de");
+    h.send("b", "fgh");
+    assert.deepEqual(h.bodies("b"), ["de", "fgh"]);
+    const tooBig = h.send("b", "123456");
+    assert.equal(!tooBig.ok && tooBig.code, "LIMIT");
+  });
+});
+
+describe("receive, ack, nack, extend", () => {
+  test("leases in order, hides leased messages, counts deliveries", () => {
+    const h = new Harness();
+    for (const body of ["a", "b", "c"]) h.send("bob", body);
+    const first = h.receive("bob", 2);
+    assert.deepEqual(first.messages.map((m) => [read(m.body), m.deliveries, m.recipient, m.sender]), [
+      ["a", 1, "bob", "alice"],
+      ["b", 1, "bob", "alice"],
+    ]);
+    assert.deepEqual(h.bodies("bob"), ["c"]);
+    assert.deepEqual(h.receive("bob").messages, []);
+    assert.deepEqual(h.list("bob").items.map((item) => item.state), ["leased", "leased", "leased"]);
+  });
+
+  test("an expired lease makes the message visible again with a higher count", () => {
+    const h = new Harness();
+    h.send("bob", "a");
+    h.receive("bob", 1, 1000);
+    h.advance(999);
+    assert.equal(h.receive("bob").messages.length, 0);
+    assert.equal(h.broker.nextVisibleAt("bob"), msTimestamp(h.nowMs + 1));
+    h.advance(1);
+    const again = h.receive("bob");
+    assert.deepEqual(again.messages.map((m) => m.deliveries), [2]);
+  });
+
+  test("ack removes only leased messages; a second ack or an expired lease is skipped", () => {
+    const h = new Harness();
+    const sent = h.send("bob", "a");
+    const other = h.send("bob", "b");
+    assert.ok(sent.ok && "id" in sent && other.ok && "id" in other);
+    h.receive("bob", 1, 1000);
+    const ack = h.apply({ op: "ack", mailbox: "bob", ids: [sent.id, other.id, "nope"] });
+    assert.deepEqual(ack, [{ ok: true, count: 1 }]);
+    assert.deepEqual(h.apply({ op: "ack", mailbox: "bob", ids: [sent.id] }), [{ ok: true, count: 0 }]);
+    h.receive("bob", 1, 1000);
+    h.advance(1000);
+    assert.deepEqual(h.apply({ op: "ack", mailbox: "bob", ids: [other.id] }), [{ ok: true, count: 0 }]);
+    assert.equal(h.list("bob").items.length, 1);
+  });
+
+  test("nack releases at once or after a delay; extend renews a lease", () => {
+    const h = new Harness();
+    const a = h.send("bob", "a");
+    const b = h.send("bob", "b");
+    assert.ok(a.ok && "id" in a && b.ok && "id" in b);
+    h.receive("bob", 2, 1000);
+    assert.deepEqual(h.apply({ op: "nack", mailbox: "bob", ids: [a.id] }), [{ ok: true, count: 1 }]);
+    assert.deepEqual(h.apply({ op: "extend", mailbox: "bob", ids: [b.id], visibilityMs: 5000 }), [{ ok: true, count: 1 }]);
+    assert.deepEqual(h.list("bob").items.map((item) => item.state), ["ready", "leased"]);
+    h.receive("bob", 1, 1000);
+    assert.deepEqual(h.apply({ op: "nack", mailbox: "bob", ids: [a.id], delayMs: 300 }), [{ ok: true, count: 1 }]);
+    assert.deepEqual(h.list("bob").items.map((item) => item.state), ["delayed", "leased"]);
+    h.advance(1000);
+    assert.deepEqual(h.bodies("bob"), ["a"]);
+    h.advance(4000);
+    assert.deepEqual(h.bodies("bob"), ["b"]);
+  });
+
+  test("past max deliveries a message moves to the dead-letter mailbox with the reason", () => {
+    const h = new Harness({ mailbox: { deliveriesMax: 2 } as never });
+    h.send("jobs", "work", { id: "job-1" });
+    h.receive("jobs", 1, 100);
+    h.advance(100);
+    h.receive("jobs", 1, 100);
+    h.advance(100);
+    assert.deepEqual(h.receive("jobs").messages, []);
+    const dead = h.receive("jobs:dlq");
+    assert.equal(dead.messages.length, 1);
+    assert.equal(dead.messages[0]!.id, "job-1");
+    assert.equal(dead.messages[0]!.deliveries, 1);
+    assert.equal(dead.messages[0]!.headers?.[DEAD_LETTER_REASON_HEADER], "max-deliveries");
+    // A NACK of the last allowed delivery dead-letters at once.
+    h.send("jobs", "again", { id: "job-2" });
+    h.receive("jobs");
+    h.receive("jobs"); // nothing: leased
+    h.advance(30_000);
+    h.receive("jobs");
+    assert.deepEqual(h.apply({ op: "nack", mailbox: "jobs", ids: ["job-2"] }), [{ ok: true, count: 1 }]);
+    assert.deepEqual(h.list("jobs:dlq").items.map((item) => item.id), ["job-1", "job-2"]);
+  });
+});
+
+describe("time", () => {
+  test("delayed delivery", () => {
+    const h = new Harness();
+    h.send("bob", "later", { delayMs: 500 });
+    h.send("bob", "now");
+    assert.deepEqual(h.list("bob").items.map((item) => item.state), ["delayed", "ready"]);
+    assert.deepEqual(h.bodies("bob"), ["now"]);
+    h.advance(500);
+    assert.deepEqual(h.bodies("bob"), ["later"]);
+  });
+
+  test("expired messages are dropped, or dead-lettered when configured", () => {
+    const h = new Harness();
+    h.apply({ op: "set-mailbox-config", mailbox: "dl", config: { ttlMs: 100, expiry: "dead-letter" } });
+    h.send("drop", "x", { ttlMs: 100 });
+    h.send("dl", "y");
+    h.send("dl", "keep", { ttlMs: 0 });
+    h.advance(99);
+    assert.equal(h.list("drop").items.length, 1);
+    h.advance(1);
+    assert.equal(h.list("drop").items.length, 0); // gone from LIST at once
+    assert.deepEqual(h.bodies("drop"), []);
+    assert.equal(h.broker.mailboxCount(), 2); // "drop" emptied and forgotten; dl and dl:dlq remain
+    const dead = h.receive("dl:dlq");
+    assert.deepEqual(dead.messages.map((m) => [read(m.body), m.headers?.[DEAD_LETTER_REASON_HEADER]]), [["y", "expired"]]);
+    assert.deepEqual(h.bodies("dl"), ["keep"]);
+  });
+});
+
+describe("list, purge, delete, wakeups", () => {
+  test("paginates with a cursor and takes no lease", () => {
+    const h = new Harness();
+    for (let i = 0; i < 5; i++) h.send("bob", `m${i}`);
+    const pages: string[][] = [];
+    let cursor: string | undefined;
+    do {
+      const page = h.list("bob", 2, cursor);
+      pages.push(page.items.map((item) => item.state));
+      cursor = page.next;
+    } while (cursor !== undefined);
+    assert.deepEqual(pages.map((page) => page.length), [2, 2, 1]);
+    assert.equal(h.receive("bob").messages.length, 5);
+    assert.equal(h.broker.list({ op: "list", mailbox: "bob", cursor: "zz" }, 0n).ok, false);
+    assert.equal(h.broker.list({ op: "list", mailbox: "bad name" }, 0n).ok, false);
+  });
+
+  test("purge empties a mailbox and keeps its settings; delete forgets both", () => {
+    const h = new Harness();
+    h.apply({ op: "set-mailbox-config", mailbox: "bob", config: { visibilityMs: 10 } });
+    h.send("bob", "a");
+    h.send("bob", "b", { delayMs: 100, ttlMs: 1000 });
+    assert.deepEqual(h.apply({ op: "purge", mailbox: "bob" }), [{ ok: true, count: 2 }]);
+    assert.equal(h.broker.mailboxConfig("bob").visibilityMs, 10);
+    assert.deepEqual(h.apply({ op: "delete", mailbox: "bob" }), [{ ok: true, count: 0 }]);
+    assert.equal(h.broker.mailboxConfig("bob").visibilityMs, 30_000);
+    assert.equal(h.broker.mailboxCount(), 0);
+    assert.deepEqual(dump(h.kv).map(([key]) => key), ["\x00a"]);
+  });
+
+  test("wakeups name mailboxes that gained visible messages", () => {
+    const h = new Harness();
+    h.send("bob", "a");
+    h.send("carol", "b", { delayMs: 10 });
+    assert.deepEqual(h.broker.takeWakeups(), ["bob"]);
+    assert.deepEqual(h.broker.takeWakeups(), []);
+    assert.equal(h.broker.nextVisibleAt("carol"), msTimestamp(h.nowMs + 10));
+  });
+});
+
+describe("encoding and recovery", () => {
+  test("commands round-trip through the binary encoding", () => {
+    const commands = [
+      { op: "send", sender: "a", recipients: ["b", "c"], body: text("héllo"), id: "x", headers: { k: "v€" }, delayMs: 1, ttlMs: 2 },
+      { op: "send", sender: "a", recipients: ["b"], body: new Uint8Array(0) },
+      { op: "receive", mailbox: "b", max: 3, visibilityMs: 4, consumer: "w1" },
+      { op: "ack", mailbox: "b", ids: ["x", "y"] },
+      { op: "nack", mailbox: "b", ids: ["x"], delayMs: 5 },
+      { op: "extend", mailbox: "b", ids: ["x"], visibilityMs: 6 },
+      { op: "purge", mailbox: "b" },
+      { op: "delete", mailbox: "b" },
+      { op: "set-mailbox-config", mailbox: "b", config: { ttlMs: 7, overflow: "drop-oldest", expiry: "dead-letter" } },
+    ] as const;
+    assert.deepEqual(decodeCommands(encodeCommands(commands as never)), commands);
+    assert.throws(() => decodeCommands(new Uint8Array([1, 1, 0, 0, 0, 99])), /unknown command tag|corrupt/);
+    assert.throws(() => decodeCommands(encodeCommands(commands as never).subarray(0, 20)), /corrupt|exceeds/);
+  });
+
+  test("snapshot then restore gives the same state; a damaged snapshot changes nothing", () => {
+    const h = new Harness();
+    h.send(["bob", "carol"], "a", { id: "k" });
+    h.send("bob", "b", { ttlMs: 10_000 });
+    h.receive("bob", 1);
+    const { index, chunks } = h.broker.snapshot();
+    const saved = [...chunks];
+    const copy = new Harness();
+    copy.broker.restore(saved);
+    assert.equal(index, h.index);
+    assert.equal(copy.broker.appliedIndex(), h.index);
+    assert.deepEqual(dump(copy.kv), dump(h.kv));
+    const damaged = saved.map((chunk) => chunk.slice());
+    damaged[1]![10]! ^= 1;
+    const before = dump(copy.kv);
+    assert.throws(() => copy.broker.restore(damaged), /checksum|corrupt/);
+    assert.throws(() => copy.broker.restore(saved.slice(0, -1)), /truncated/);
+    assert.deepEqual(dump(copy.kv), before);
+  });
+});

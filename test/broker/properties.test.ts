@@ -1,0 +1,279 @@
+// Property tests: random command sequences against the reference model, replica determinism
+// (byte-identical KV dumps, memory and LMDB alike), snapshot/restore, and "invalid changes
+// nothing". Every property runs on the in-memory KV and on LMDB (temporary directories).
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import fc from "fast-check";
+import { Broker, type BrokerCommand, type BrokerConfig, type BrokerResult, MAILBOX_DEFAULTS, msTimestamp } from "../../src/broker/broker.js";
+import type { OrderedKv } from "../../src/broker/kv.js";
+import { MemoryKv } from "../../src/broker/kv-memory.js";
+import type { ListItem } from "../../src/protocol/api.js";
+import { LmdbKv } from "../../src/storage/kv-lmdb.js";
+import { dump } from "./harness.js";
+import { Model, type ModelResult } from "./model.js";
+
+const CONFIG: Partial<BrokerConfig> = {
+  dedupeWindowMs: 3000,
+  mailboxesMax: 3,
+  expirySweepMax: 2,
+  promoteMax: 2,
+  recipientsMax: 3,
+  bodyBytesMax: 12,
+  mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
+};
+const START_MS = 1_000_000;
+const MAILBOXES = ["a", "b", "a:dlq", "b:dlq"];
+
+// Arbitraries --------------------------------------------------------------------------------
+
+const mailbox = fc.constantFrom(...MAILBOXES);
+const clientId = fc.constantFrom("i1", "i2", "i3");
+const assigned = fc.tuple(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 0, max: 2 })).map(([i, n]) => `${i.toString(36)}~${n}`);
+const anyId = fc.oneof(clientId, assigned);
+const ids = fc.array(anyId, { minLength: 1, maxLength: 3 });
+const optional = <T>(arbitrary: fc.Arbitrary<T>) => fc.option(arbitrary, { nil: undefined });
+
+function defined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}
+
+const send = fc
+  .record({
+    recipients: fc.array(mailbox, { minLength: 1, maxLength: 2 }),
+    body: fc.uint8Array({ maxLength: 8 }),
+    id: optional(clientId),
+    headers: optional(fc.constant({ h: "v" })),
+    delayMs: optional(fc.constantFrom(0, 500, 1500)),
+    ttlMs: optional(fc.constantFrom(0, 1000, 3000)),
+  })
+  .map((fields): BrokerCommand => defined({ op: "send", sender: "s", ...fields }));
+const receive = fc
+  .record({ mailbox, max: fc.integer({ min: 1, max: 3 }), visibilityMs: optional(fc.constantFrom(500, 1000, 2500)) })
+  .map((fields): BrokerCommand => defined({ op: "receive", ...fields }));
+const ack = fc.record({ mailbox, ids }).map((fields): BrokerCommand => ({ op: "ack", ...fields }));
+const nack = fc
+  .record({ mailbox, ids, delayMs: optional(fc.constantFrom(0, 700)) })
+  .map((fields): BrokerCommand => defined({ op: "nack", ...fields }));
+const extend = fc
+  .record({ mailbox, ids, visibilityMs: fc.constantFrom(500, 2000) })
+  .map((fields): BrokerCommand => ({ op: "extend", ...fields }));
+const purge = fc.record({ op: fc.constantFrom("purge" as const, "delete" as const), mailbox });
+const settings = fc
+  .record({
+    deliveriesMax: optional(fc.integer({ min: 1, max: 3 })),
+    messagesMax: optional(fc.integer({ min: 1, max: 4 })),
+    bytesMax: optional(fc.integer({ min: 4, max: 20 })),
+    overflow: optional(fc.constantFrom("reject" as const, "drop-oldest" as const)),
+    ttlMs: optional(fc.constantFrom(0, 1500)),
+    expiry: optional(fc.constantFrom("drop" as const, "dead-letter" as const)),
+    visibilityMs: optional(fc.constantFrom(300, 1000)),
+  })
+  .map(defined);
+const configure = fc.record({ mailbox, config: settings }).map((fields): BrokerCommand => ({ op: "set-mailbox-config", ...fields }));
+
+const invalid: fc.Arbitrary<BrokerCommand> = fc.constantFrom<BrokerCommand>(
+  { op: "send", sender: "s", recipients: ["bad name"], body: new Uint8Array(1) },
+  { op: "send", sender: "s", recipients: ["a", "b", "a:dlq", "b:dlq"], body: new Uint8Array(1) },
+  { op: "send", sender: "s", recipients: ["a", "a"], body: new Uint8Array(1) },
+  { op: "send", sender: "s", recipients: [], body: new Uint8Array(1) },
+  { op: "send", sender: "s", recipients: ["a"], body: new Uint8Array(13) },
+  { op: "send", sender: "s", recipients: ["a"], body: new Uint8Array(1), id: "x~1" },
+  { op: "send", sender: "s", recipients: ["a"], body: new Uint8Array(1), delayMs: 1.5 },
+  { op: "send", sender: "bad sender", recipients: ["a"], body: new Uint8Array(1) },
+  { op: "receive", mailbox: "a", max: 0 },
+  { op: "receive", mailbox: "a", max: 2000 },
+  { op: "receive", mailbox: "a", max: 1, visibilityMs: 0 },
+  { op: "receive", mailbox: "", max: 1 },
+  { op: "ack", mailbox: "a", ids: [] },
+  { op: "ack", mailbox: "a", ids: ["has space"] },
+  { op: "ack", mailbox: "a", ids: ["i1"], delayMs: 5 },
+  { op: "nack", mailbox: "a", ids: ["i1"], delayMs: -1 },
+  { op: "extend", mailbox: "a", ids: ["i1"], visibilityMs: 0 },
+  { op: "purge", mailbox: "x".repeat(201) },
+  { op: "set-mailbox-config", mailbox: "a", config: { messagesMax: 0 } },
+  { op: "set-mailbox-config", mailbox: "a", config: { overflow: "sometimes" as never } },
+  { op: "nope" } as unknown as BrokerCommand,
+);
+
+const command = fc.oneof(
+  { arbitrary: send, weight: 6 },
+  { arbitrary: receive, weight: 5 },
+  { arbitrary: ack, weight: 2 },
+  { arbitrary: nack, weight: 2 },
+  { arbitrary: extend, weight: 1 },
+  { arbitrary: purge, weight: 1 },
+  { arbitrary: configure, weight: 2 },
+  { arbitrary: invalid, weight: 1 },
+);
+interface Entry {
+  advanceMs: number;
+  commands: BrokerCommand[];
+}
+const entry: fc.Arbitrary<Entry> = fc.record({
+  advanceMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2000 }), fc.integer({ min: 2000, max: 4000 })),
+  commands: fc.array(command, { minLength: 1, maxLength: 4 }),
+});
+const entries = fc.array(entry, { minLength: 1, maxLength: 40 });
+
+// KVs ----------------------------------------------------------------------------------------
+
+const directory = mkdtempSync(join(tmpdir(), "ferry-broker-props-"));
+const lmdbStores: LmdbKv[] = [];
+after(async () => {
+  for (const store of lmdbStores) await store.close();
+  rmSync(directory, { recursive: true, force: true });
+});
+// Reused across runs (opening an environment per run is slow); emptied before each use.
+function lmdb(slot: number): LmdbKv {
+  while (lmdbStores.length <= slot) lmdbStores.push(new LmdbKv({ path: join(directory, `kv${lmdbStores.length}`), noSync: true }));
+  const store = lmdbStores[slot]!;
+  store.transaction(() => store.clear());
+  return store;
+}
+const KINDS: Array<[string, (slot: number) => OrderedKv, number]> = [
+  ["memory", () => new MemoryKv(), 600],
+  ["lmdb", lmdb, 200],
+];
+
+// Helpers ------------------------------------------------------------------------------------
+
+function normalize(result: BrokerResult | ModelResult): unknown {
+  if (result.ok === false) return { ok: false, code: result.code };
+  return JSON.parse(
+    JSON.stringify(result, (_key, value) => {
+      if (typeof value === "bigint") return value.toString();
+      if (value instanceof Uint8Array) return Buffer.from(value).toString("hex");
+      if (value?.type === "Buffer" && Array.isArray(value.data)) return Buffer.from(value.data).toString("hex");
+      return value;
+    }),
+  );
+}
+
+function listAll(broker: Broker, name: string, nowMs: number): ListItem[] {
+  const items: ListItem[] = [];
+  let cursor: string | undefined;
+  do {
+    const reply = broker.list(cursor === undefined ? { op: "list", mailbox: name, limit: 2 } : { op: "list", mailbox: name, limit: 2, cursor }, msTimestamp(nowMs));
+    assert.ok(reply.ok);
+    items.push(...reply.items);
+    cursor = reply.next;
+  } while (cursor !== undefined);
+  return items;
+}
+
+function run(broker: Broker, list: Entry[], firstIndex = 1, startMs = START_MS): number {
+  let nowMs = startMs;
+  list.forEach((e, i) => {
+    nowMs += e.advanceMs;
+    broker.apply(firstIndex + i, msTimestamp(nowMs), e.commands);
+  });
+  return nowMs;
+}
+
+// Properties ---------------------------------------------------------------------------------
+
+for (const [kind, makeKv, runs] of KINDS) {
+  describe(`broker properties on ${kind}`, () => {
+    test("random command sequences give the model's results and lists", () => {
+      fc.assert(
+        fc.property(entries, (list) => {
+          const broker = new Broker(makeKv(0), CONFIG);
+          const model = new Model(CONFIG);
+          let nowMs = START_MS;
+          list.forEach((e, i) => {
+            nowMs += e.advanceMs;
+            const actual = broker.apply(i + 1, msTimestamp(nowMs), e.commands).map(normalize);
+            const expected = model.apply(i + 1, msTimestamp(nowMs), e.commands).map(normalize);
+            assert.deepEqual(actual, expected, `entry ${i + 1}`);
+            for (const name of MAILBOXES) {
+              assert.deepEqual(normalize({ ok: true, items: listAll(broker, name, nowMs) } as never), normalize({ ok: true, items: model.list(name, nowMs) } as never), `list ${name} after entry ${i + 1}`);
+            }
+            assert.equal(broker.mailboxCount(), model.mailboxes.size);
+          });
+        }),
+        { numRuns: runs },
+      );
+    });
+
+    test("two replicas fed the same entries end byte-identical (and equal to the other KV kind)", () => {
+      fc.assert(
+        fc.property(entries, (list) => {
+          const kvs = [makeKv(0), makeKv(1), kind === "memory" ? lmdb(2) : new MemoryKv()];
+          for (const kv of kvs) run(new Broker(kv, CONFIG), list);
+          const reference = dump(kvs[0]!);
+          assert.deepEqual(dump(kvs[1]!), reference);
+          assert.deepEqual(dump(kvs[2]!), reference);
+        }),
+        { numRuns: Math.ceil(runs / 3) },
+      );
+    });
+
+    test("a snapshot taken while applies continue restores the state of its index", () => {
+      fc.assert(
+        fc.property(entries, entries, (before, later) => {
+          const sourceKv = makeKv(0);
+          const source = new Broker(sourceKv, CONFIG);
+          const nowMs = run(source, before);
+          const snapshot = source.snapshot();
+          const reference = dump(sourceKv);
+          // Applies continue before the snapshot is read: it must still be the state at its index.
+          const chunks = snapshot.chunks[Symbol.iterator]();
+          const first = chunks.next();
+          run(source, later, before.length + 1, nowMs);
+          const rest = [first.value as Uint8Array, ...{ [Symbol.iterator]: () => chunks }];
+          const targetKv = makeKv(1);
+          const target = new Broker(targetKv, CONFIG);
+          target.apply(1, msTimestamp(START_MS), [{ op: "send", sender: "s", recipients: ["junk"], body: new Uint8Array(3) }]);
+          target.restore(rest);
+          assert.equal(snapshot.index, before.length);
+          assert.equal(target.appliedIndex(), before.length);
+          assert.deepEqual(dump(targetKv), reference);
+          run(target, later, before.length + 1, nowMs);
+          assert.deepEqual(dump(targetKv), dump(sourceKv));
+        }),
+        { numRuns: Math.ceil(runs / 3) },
+      );
+    });
+
+    test("invalid commands change nothing", () => {
+      fc.assert(
+        fc.property(entries, fc.array(invalid, { minLength: 1, maxLength: 3 }), (list, bad) => {
+          const kv = makeKv(0);
+          const broker = new Broker(kv, { ...CONFIG, expirySweepMax: 10_000 });
+          const nowMs = run(broker, list);
+          const before = dump(kv).filter(([key]) => key !== "\x00a");
+          // Same timestamp as the last entry: the sweeps have nothing left to do.
+          const results = broker.apply(list.length + 1, msTimestamp(nowMs), bad);
+          assert.ok(results.every((result) => !result.ok));
+          assert.deepEqual(dump(kv).filter(([key]) => key !== "\x00a"), before);
+        }),
+        { numRuns: Math.ceil(runs / 3) },
+      );
+    });
+  });
+}
+
+test("the generated sequences reach the interesting paths", () => {
+  // Guards the properties above against a generator that stops exercising leases, dead letters,
+  // expiry, dedupe and limits.
+  const seen = new Set<string>();
+  for (const list of fc.sample(entries, { numRuns: 300, seed: 42 })) {
+    const broker = new Broker(new MemoryKv(), CONFIG);
+    let nowMs = START_MS;
+    list.forEach((e, i) => {
+      nowMs += e.advanceMs;
+      for (const result of broker.apply(i + 1, msTimestamp(nowMs), e.commands)) {
+        if (!result.ok) seen.add(result.code);
+        else if ("duplicate" in result && result.duplicate) seen.add("duplicate");
+        else if ("messages" in result) for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
+        else if ("count" in result && result.count > 0) seen.add("count");
+      }
+    });
+  }
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count"]) {
+    assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
+  }
+});

@@ -1,0 +1,176 @@
+// Real-process clusters for end-to-end tests: each node is a `ferry start` child process (run
+// from source through tsx), on free loopback ports, with its data in a temporary directory.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, connect as netConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface NodeProcess {
+  id: number;
+  client: string;
+  peer: string;
+  dataDir: string;
+  child?: ChildProcess;
+  output: string[];
+}
+
+export interface ClusterOptions {
+  nodes?: number;
+  extraArgs?: string[];
+  env?: Record<string, string>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export class TestCluster {
+  readonly nodes = new Map<number, NodeProcess>();
+  readonly root = mkdtempSync(join(tmpdir(), "ferry-e2e-"));
+  private members = "";
+
+  constructor(private readonly options: ClusterOptions = {}) {}
+
+  async start(): Promise<this> {
+    const count = this.options.nodes ?? 3;
+    for (let id = 1; id <= count; id++) await this.define(id);
+    this.members = this.memberList();
+    for (const id of this.nodes.keys()) this.spawn(id);
+    await this.waitForLeader();
+    await this.waitAllKnowLeader();
+    return this;
+  }
+
+  async define(id: number): Promise<NodeProcess> {
+    const node: NodeProcess = {
+      id,
+      client: `127.0.0.1:${await freePort()}`,
+      peer: `127.0.0.1:${await freePort()}`,
+      dataDir: join(this.root, `node${id}`),
+      output: [],
+    };
+    this.nodes.set(id, node);
+    return node;
+  }
+
+  memberList(ids: number[] = [...this.nodes.keys()]): string {
+    return ids.map((id) => `${id}=${this.nodes.get(id)!.peer}/${this.nodes.get(id)!.client}`).join(",");
+  }
+
+  spawn(id: number, extra: string[] = []): NodeProcess {
+    const node = this.nodes.get(id)!;
+    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--members", this.members || this.memberList(), ...(this.options.extraArgs ?? []), ...extra];
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...this.options.env } });
+    node.child = child;
+    const keep = (chunk: Buffer) => {
+      node.output.push(chunk.toString());
+      if (node.output.length > 400) node.output.splice(0, 200);
+    };
+    child.stdout!.on("data", keep);
+    child.stderr!.on("data", keep);
+    child.on("exit", () => {
+      if (node.child === child) node.child = undefined;
+    });
+    return node;
+  }
+
+  seeds(): string[] {
+    return [...this.nodes.values()].map((n) => n.client);
+  }
+
+  kill(id: number, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const child = this.nodes.get(id)?.child;
+    if (!child) return Promise.resolve();
+    return new Promise((resolve) => {
+      child.once("exit", () => resolve());
+      child.kill(signal);
+    });
+  }
+
+  wipe(id: number): void {
+    rmSync(this.nodes.get(id)!.dataDir, { recursive: true, force: true });
+  }
+
+  // The id of the node every live node agrees leads, once there is one.
+  async waitForLeader(timeoutMs = 20_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      for (const node of this.nodes.values()) {
+        if (!node.child) continue;
+        const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
+        const leader = lines.map((l) => /^NODE (\d+) .*\brole=leader\b/.exec(l)?.[1]).find(Boolean);
+        if (leader) return Number(leader);
+      }
+      await sleep(100);
+    }
+    throw new Error(`no leader within ${timeoutMs} ms\n${this.dump()}`);
+  }
+
+  // Every running node answers STATUS and names the same leader.
+  async waitAllKnowLeader(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const leaders = await Promise.all(
+        [...this.nodes.values()].filter((n) => n.child).map(async (node) => {
+          const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
+          const self = lines.find((l) => / self$/.test(l));
+          return self ? /\bleader=(\d+)/.exec(self)?.[1] : undefined;
+        }),
+      );
+      if (leaders.every((l) => l !== undefined && l !== "0" && l === leaders[0])) return;
+      await sleep(100);
+    }
+    throw new Error(`the nodes did not agree on a leader within ${timeoutMs} ms\n${this.dump()}`);
+  }
+
+  dump(): string {
+    return [...this.nodes.values()].map((n) => `--- node ${n.id}\n${n.output.join("").slice(-3000)}`).join("\n");
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id, "SIGKILL")));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Sends one text-protocol line and collects the reply: one line, or lines up to END.
+export function textRequest(address: string, line: string, timeoutMs = 5_000): Promise<string[]> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port });
+    let buffered = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no reply to '${line}' from ${address}`));
+    }, timeoutMs);
+    socket.on("connect", () => socket.write(`${line}\n`));
+    socket.on("data", (chunk) => {
+      buffered += chunk.toString();
+      const lines = buffered.split("\n").slice(0, -1).map((l) => l.replace(/\r$/, ""));
+      const first = lines[0];
+      if (first === undefined) return;
+      const multi = /^(MSG|ITEM|END|NODE|STATUS|\S+=)/.test(first) || lines.some((l) => l === "END");
+      if (!multi || lines.includes("END") || lines.some((l) => l.startsWith("END"))) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(lines);
+      }
+    });
+    socket.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}

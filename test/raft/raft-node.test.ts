@@ -1,0 +1,164 @@
+// RaftNode driven by a tiny in-test message pump: the driver contract in its simplest form.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
+import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
+import type { Entry, Message, RaftConfig } from "../../src/raft/types.js";
+import { RaftError, SnapshotUnavailableError } from "../../src/raft/types.js";
+import { confFromVoters } from "../../src/raft/confchange.js";
+
+interface Member {
+  node: RaftNode;
+  storage: MemoryLogStorage;
+  applied: Entry[];
+}
+
+function cluster(ids: number[], overrides: Partial<RaftConfig> = {}): Map<number, Member> {
+  const members = new Map<number, Member>();
+  for (const id of ids) {
+    const storage = MemoryLogStorage.withVoters(ids);
+    const node = new RaftNode(defaultRaftConfig(id, () => 0, overrides), storage);
+    members.set(id, { node, storage, applied: [] });
+  }
+  return members;
+}
+
+// Runs every Ready of every node and delivers every message until the cluster is quiet.
+function pump(members: Map<number, Member>): void {
+  for (let round = 0; round < 1000; round++) {
+    const inbox: Message[] = [];
+    for (const member of members.values()) {
+      while (member.node.hasReady()) {
+        const ready = member.node.ready();
+        inbox.push(...ready.messages);
+        if (ready.snapshot) member.storage.applySnapshot(ready.snapshot);
+        member.storage.append(ready.entries);
+        if (ready.hardState) member.storage.setHardState(ready.hardState);
+        inbox.push(...ready.messagesAfterPersist);
+        member.applied.push(...ready.committedEntries);
+        member.node.advance(ready);
+      }
+    }
+    if (inbox.length === 0) return;
+    for (const message of inbox) members.get(message.to)?.node.step(message);
+  }
+  assert.fail("pump did not settle");
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+const decode = (entry: Entry) => new TextDecoder().decode(entry.data);
+
+test("three nodes elect a leader and commit proposals in order", () => {
+  const members = cluster([1, 2, 3], { preVote: false, checkQuorum: false });
+  members.get(1)!.node.campaign();
+  pump(members);
+  const leader = members.get(1)!.node;
+  assert.equal(leader.status().role, "leader");
+  assert.equal(members.get(2)!.node.status().lead, 1);
+  leader.propose(text("a"));
+  leader.propose(text("b"));
+  pump(members);
+  for (const member of members.values()) {
+    const data = member.applied.filter((e) => e.data.length > 0).map(decode);
+    assert.deepEqual(data, ["a", "b"]);
+    assert.equal(member.node.status().commit, 3); // the leader's empty entry + 2
+  }
+  assert.throws(() => members.get(2)!.node.propose(text("c")), (e: unknown) => e instanceof RaftError && e.code === "NOT_LEADER");
+});
+
+test("an election by ticks alone: the node with the earliest timeout wins", () => {
+  const members = new Map<number, Member>();
+  for (const id of [1, 2, 3]) {
+    const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+    // Node 3 draws the shortest timeout.
+    const random = () => (id === 3 ? 0 : 0.9);
+    members.set(id, { node: new RaftNode(defaultRaftConfig(id, random), storage), storage, applied: [] });
+  }
+  for (let t = 0; t < 10; t++) for (const m of members.values()) m.node.tick();
+  pump(members);
+  assert.equal(members.get(3)!.node.status().role, "leader");
+  assert.equal(members.get(1)!.node.status().lead, 3);
+});
+
+test("a single-node cluster elects itself and commits after persisting", () => {
+  const members = cluster([1]);
+  members.get(1)!.node.campaign();
+  pump(members);
+  const node = members.get(1)!.node;
+  assert.equal(node.status().role, "leader");
+  node.propose(text("x"));
+  pump(members);
+  assert.deepEqual(members.get(1)!.applied.map(decode), ["", "x"]);
+});
+
+// A storage that, like a durable one before its first snapshot, has no snapshot to offer.
+class NoInitialSnapshotStorage extends MemoryLogStorage {
+  override snapshot() {
+    const snapshot = super.snapshot();
+    if (snapshot.meta.index === 0) throw new SnapshotUnavailableError("no snapshot yet");
+    return snapshot;
+  }
+}
+
+// A joining node may start with an empty configuration or with the cluster's current one (which
+// does not list it yet); either way it must take the initial configuration from a snapshot before
+// it replays conf changes, and the leader must find one to send.
+for (const start of [[], [1, 2, 3]]) test(`a joining node (starting with voters=(${start})) learns the initial configuration even when the storage has no snapshot yet`, () => {
+  const members = new Map<number, Member>();
+  for (const id of [1, 2, 3, 4]) {
+    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? start : [1, 2, 3]));
+    members.set(id, { node: new RaftNode(defaultRaftConfig(id, () => 0), storage), storage, applied: [] });
+  }
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("before"));
+  pump(members);
+  leader.proposeConfChange({ transition: "auto", changes: [{ type: "add-learner", nodeId: 4 }] });
+  pump(members);
+  for (let i = 0; i < 3; i++) {
+    leader.tick(); // heartbeats until node 4 caught up
+    pump(members);
+  }
+  const joined = members.get(4)!.node.status();
+  assert.deepEqual(joined.conf, { voters: [1, 2, 3], learners: [4], votersOutgoing: [], learnersNext: [], autoLeave: false });
+  assert.equal(joined.commit, leader.status().commit);
+  assert.deepEqual(members.get(4)!.applied.map(decode).filter((d) => d === "before"), ["before"]);
+});
+
+test("limits: uncommitted bytes refuse proposals; committed bytes per Ready split the applying", () => {
+  const members = cluster([1, 2, 3], { maxUncommittedBytes: 10, maxCommittedBytesPerReady: 8 });
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("aaaa"));
+  leader.propose(text("bbbb"));
+  assert.throws(() => leader.propose(text("cccc")), (e: unknown) => e instanceof RaftError && e.code === "PROPOSAL_DROPPED");
+  pump(members); // committed and applied: the budget is free again
+  leader.propose(text("cccc"));
+  leader.propose(text("dddd"));
+  // Node 2 persists the four entries and learns they are committed, then applies them 8 bytes
+  // (two entries) per Ready.
+  const node2 = members.get(2)!;
+  pump(members);
+  const sizes: number[] = [];
+  const restarted = new RaftNode(defaultRaftConfig(2, () => 0, { maxCommittedBytesPerReady: 8 }), node2.storage);
+  while (restarted.hasReady()) {
+    const ready = restarted.ready();
+    sizes.push(ready.committedEntries.length);
+    restarted.advance(ready);
+  }
+  assert.deepEqual(sizes, [3, 2]); // "" + aaaa + bbbb (8 bytes), then cccc + dddd
+});
+
+test("the Ready handshake is enforced: one Ready at a time, advanced with itself", () => {
+  const members = cluster([1]);
+  const node = members.get(1)!.node;
+  node.campaign();
+  const ready = node.ready();
+  assert.equal(node.hasReady(), false);
+  assert.throws(() => node.ready(), /before advance/);
+  assert.throws(() => node.advance({ ...ready }), /without its ready/);
+  node.advance(ready);
+  assert.equal(node.hasReady(), true); // the self-vote made it leader: new state to persist
+});
