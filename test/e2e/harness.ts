@@ -10,6 +10,7 @@ export interface NodeProcess {
   id: number;
   client: string;
   peer: string;
+  http: string;
   dataDir: string;
   child?: ChildProcess;
   output: string[];
@@ -54,6 +55,7 @@ export class TestCluster {
       id,
       client: `127.0.0.1:${await freePort()}`,
       peer: `127.0.0.1:${await freePort()}`,
+      http: `127.0.0.1:${await freePort()}`,
       dataDir: join(this.root, `node${id}`),
       output: [],
     };
@@ -67,7 +69,7 @@ export class TestCluster {
 
   spawn(id: number, extra: string[] = []): NodeProcess {
     const node = this.nodes.get(id)!;
-    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--members", this.members || this.memberList(), ...(this.options.extraArgs ?? []), ...extra];
+    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--http", node.http, "--members", this.members || this.memberList(), ...(this.options.extraArgs ?? []), ...extra];
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...this.options.env } });
     node.child = child;
     const keep = (chunk: Buffer) => {
