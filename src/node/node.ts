@@ -16,7 +16,7 @@ import { FerryError } from "../protocol/errors.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
-import type { ConfState, Entry, Ready, Snapshot } from "../raft/types.js";
+import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
 import { RaftError } from "../raft/types.js";
 import { LmdbKv } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
@@ -55,6 +55,7 @@ export class FerryNode {
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
   private fencedTicks = 0;
+  private syncedHardState: HardState | undefined;
   private leader = 0;
   private role = "follower";
   private snapshotting = false;
@@ -377,7 +378,7 @@ export class FerryNode {
     this.transport.send(ready.messages);
     this.metrics.readies.inc();
     const persistTimer = this.metrics.persistSeconds.startTimer();
-    await this.storage.persist({ hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot });
+    await this.storage.persist({ hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot, sync: this.mustSync(ready) });
     persistTimer();
     this.metrics.entriesPersisted.inc(ready.entries.length);
     if (ready.snapshot) this.installSnapshot(ready.snapshot);
@@ -392,6 +393,17 @@ export class FerryNode {
     this.raft.advance(ready);
     if (ready.committedEntries.some((e) => e.type === "conf-change")) this.refreshPeers();
     this.maybeSnapshot();
+  }
+
+  // Only entries, a snapshot, a term or a vote need an fdatasync before the Ready's messages go
+  // out; a hard state that only moved the commit index does not (etcd's MustSync).
+  private mustSync(ready: Ready): boolean {
+    const hardState = ready.hardState;
+    const before = this.syncedHardState;
+    if (hardState) this.syncedHardState = hardState;
+    if (ready.entries.length > 0 || ready.snapshot) return true;
+    if (!hardState) return false;
+    return !before || hardState.term !== before.term || hardState.vote !== before.vote;
   }
 
   private applyEntries(entries: Entry[]): void {
