@@ -126,6 +126,10 @@ export class Broker {
   private mailboxes = new Map<string, MailboxMeta>();
   private readonly dirtyMailboxes = new Set<string>();
   private readonly settingsCache = new Map<string, MailboxConfig>();
+  // Mailbox counters changed since they were last written (undefined: delete the META key).
+  // Written at the end of each apply, or once per commit when the KV groups commits.
+  private readonly metaToWrite = new Map<string, MailboxMeta | undefined>();
+  private readonly metaPerCommit: boolean;
   private wakeups = new Set<string>();
   private applied = 0;
   // The entry being applied.
@@ -139,6 +143,8 @@ export class Broker {
     config?: Partial<BrokerConfig>,
   ) {
     this.config = mergeConfig(config);
+    this.metaPerCommit = kv.setBeforeCommit !== undefined;
+    kv.setBeforeCommit?.(() => this.writeMeta());
     this.reloadState();
   }
 
@@ -219,6 +225,8 @@ export class Broker {
   }
 
   restore(chunks: Iterable<Uint8Array>): void {
+    // Pending counters describe the state being replaced: they must not reach the commit.
+    this.metaToWrite.clear();
     try {
       this.kv.transaction(() => {
         this.kv.clear();
@@ -252,6 +260,7 @@ export class Broker {
     this.mailboxes = new Map();
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
+    this.metaToWrite.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -723,12 +732,23 @@ export class Broker {
       if (meta.messages === 0 && meta.config === undefined) {
         assert(meta.bytes === 0, "an empty mailbox holds no bytes");
         this.mailboxes.delete(mailbox);
-        this.kv.delete(META + mailbox);
+        this.metaToWrite.set(mailbox, undefined);
       } else {
-        this.kv.put(META + mailbox, encodeMeta(meta));
+        this.metaToWrite.set(mailbox, meta);
       }
     }
     this.dirtyMailboxes.clear();
+    if (!this.metaPerCommit) this.writeMeta();
+  }
+
+  // Inside a transaction (the apply's, or the KV's group right before it commits). The counters
+  // written are those of the last applied entry, which the same commit holds.
+  private writeMeta(): void {
+    for (const [mailbox, meta] of this.metaToWrite) {
+      if (meta === undefined) this.kv.delete(META + mailbox);
+      else this.kv.put(META + mailbox, encodeMeta(meta));
+    }
+    this.metaToWrite.clear();
   }
 }
 
