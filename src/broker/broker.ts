@@ -204,6 +204,14 @@ export class Broker {
     }
   }
 
+  // Resolves with an applied index whose state is durable in the KV (every apply up to it): the
+  // node may compact its WAL up to that index. Later applies may continue meanwhile.
+  async flush(): Promise<number> {
+    const index = this.applied;
+    await this.kv.flushed();
+    return index;
+  }
+
   takeWakeups(): string[] {
     const mailboxes = [...this.wakeups];
     this.wakeups = new Set();

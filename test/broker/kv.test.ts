@@ -119,7 +119,7 @@ describe("LMDB store", () => {
     const broker = new Broker(kv);
     broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("hi") }]);
     broker.apply(2, msTimestamp(1001), [{ op: "receive", mailbox: "bob", max: 1 }]);
-    await kv.flushed();
+    assert.equal(await broker.flush(), 2);
     const before = dump(kv);
     await kv.close();
     const again = new Broker(lmdb({ path, noSync: false }));
