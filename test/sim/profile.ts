@@ -1,0 +1,94 @@
+// How often each fault and each operation happens in a simulated run.
+//
+// A profile gives the average rates; every seed then scales each rate by its own random factor
+// (seedProfile), so some seeds are calm and others stormy, and a batch of seeds covers both
+// without anyone tuning by hand.
+
+import type { NetworkFaults } from "./network.js";
+import type { Random } from "./random.js";
+
+export interface FaultProfile {
+  network: NetworkFaults;
+  partitionPerStep: number; // chance per step of a new partition (replacing the current one)
+  healPerStep: number; // chance per step that a partition heals
+  crashPerStep: number; // chance per step that a running node crashes
+  restartDelayStepsMin: number;
+  restartDelayStepsMax: number;
+  pausePerStep: number; // chance per step that a node stops ticking and receiving for a while
+  pauseStepsMax: number;
+  persistDelayStepsMax: number; // a Ready's persist completes 0..this many steps after it starts
+  slowPersistProbability: number; // chance of a persist taking up to 10x longer
+  clockRateMin: number; // ticks per step; each node gets its own rate in [min, max]
+  clockRateMax: number;
+  clockChangePerStep: number; // chance per step that one node's clock rate changes
+  proposalPerStep: number;
+  confChangePerStep: number;
+  transferPerStep: number;
+  snapshotEntriesMin: number; // a node snapshots and compacts once this many entries are applied
+  snapshotEntriesMax: number;
+}
+
+export const DEFAULT_PROFILE: FaultProfile = {
+  network: {
+    dropProbability: 0.03,
+    duplicateProbability: 0.02,
+    delayStepsMin: 1,
+    delayStepsMax: 3,
+    reorderProbability: 0.03,
+    reorderDelayStepsMax: 12,
+  },
+  partitionPerStep: 0.006,
+  healPerStep: 0.012,
+  crashPerStep: 0.004,
+  restartDelayStepsMin: 5,
+  restartDelayStepsMax: 80,
+  pausePerStep: 0.002,
+  pauseStepsMax: 40,
+  persistDelayStepsMax: 3,
+  slowPersistProbability: 0.02,
+  clockRateMin: 0.6,
+  clockRateMax: 1.4,
+  clockChangePerStep: 0.003,
+  proposalPerStep: 0.35,
+  confChangePerStep: 0.006,
+  transferPerStep: 0.003,
+  snapshotEntriesMin: 8,
+  snapshotEntriesMax: 60,
+};
+
+// More crashes during slow persists and more leader churn: what the planted bugs need to show.
+export const STORMY_PROFILE: FaultProfile = {
+  ...DEFAULT_PROFILE,
+  network: { ...DEFAULT_PROFILE.network, dropProbability: 0.08, reorderProbability: 0.08 },
+  partitionPerStep: 0.02,
+  healPerStep: 0.02,
+  crashPerStep: 0.02,
+  restartDelayStepsMin: 1,
+  restartDelayStepsMax: 30,
+  persistDelayStepsMax: 6,
+  slowPersistProbability: 0.1,
+  transferPerStep: 0.01,
+};
+
+export const PROFILES: Record<string, FaultProfile> = { default: DEFAULT_PROFILE, stormy: STORMY_PROFILE };
+
+// The profile of one seed: each rate scaled by a factor in [0, 2) (so the mean stays the same).
+export function seedProfile(base: FaultProfile, random: Random): FaultProfile {
+  const scale = (rate: number): number => rate * random.between(0, 2);
+  return {
+    ...base,
+    network: {
+      ...base.network,
+      dropProbability: scale(base.network.dropProbability),
+      duplicateProbability: scale(base.network.duplicateProbability),
+      reorderProbability: scale(base.network.reorderProbability),
+    },
+    partitionPerStep: scale(base.partitionPerStep),
+    crashPerStep: scale(base.crashPerStep),
+    pausePerStep: scale(base.pausePerStep),
+    slowPersistProbability: scale(base.slowPersistProbability),
+    confChangePerStep: scale(base.confChangePerStep),
+    transferPerStep: scale(base.transferPerStep),
+    persistDelayStepsMax: random.range(0, base.persistDelayStepsMax),
+  };
+}

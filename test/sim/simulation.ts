@@ -1,0 +1,541 @@
+// One simulated run: a cluster of real RaftNodes in one process, driven step by step from one
+// seed, with faults injected and every safety property checked as it goes.
+//
+// A run is a few rounds of: chaos (faults, client proposals, membership changes, leadership
+// transfers) for a fixed number of steps, then heal (network repaired, every crashed node
+// restarted, no new faults) and a liveness check: within a bounded number of ticks a leader must
+// commit a new proposal and every member must apply it. One step is: inject faults, run clients,
+// deliver the messages due, tick the clocks, then let each node persist and take Readies.
+//
+// Determinism: nothing here reads the clock or Math.random; every choice comes from a Random
+// forked from the seed, and iteration orders are fixed (arrays, insertion-ordered maps).
+
+import { confMembers, decodeConfChange, describeConfChange, isJoint } from "../../src/raft/confchange.js";
+import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
+import type { ConfChange, ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig } from "../../src/raft/types.js";
+import { RaftError } from "../../src/raft/types.js";
+import { SafetyChecker } from "./checker.js";
+import { type DropReason, RELIABLE_NETWORK, SimNetwork } from "./network.js";
+import { DEFAULT_PROFILE, type FaultProfile, seedProfile } from "./profile.js";
+import { Random } from "./random.js";
+import { type NodeEnvironment, SimNode } from "./sim-node.js";
+import { decodeProposal, encodeProposal } from "./state-machine.js";
+import { describeMessage, Trace } from "./trace.js";
+
+export interface SimulationOptions {
+  seed: number;
+  nodes: number; // initial voters: 3, 5 or 7
+  steps: number; // chaos steps in total, split into rounds
+  profile?: FaultProfile;
+  bugs?: PlantedBugs;
+  trace?: boolean;
+}
+
+export interface SimulationResult {
+  seed: number;
+  nodes: number;
+  violations: string[];
+  committedProposals: number;
+  faultsInjected: number;
+  steps: number; // steps run (chaos and heal)
+  trace: string[]; // empty unless options.trace
+}
+
+export const ROUND_STEPS = 400; // chaos steps before each heal and liveness check
+const ELECTION_TICKS_CHOICES = [10, 15, 20];
+const LIVENESS_ELECTION_TIMEOUTS = 25; // a healed cluster commits within this many election timeouts
+const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership changes may add
+const PROPOSAL_PADDING_BYTES_MAX = 48;
+const PROBE_RETRY_STEPS = 20;
+const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
+const HEALED_CLOCK_RATE_MAX = 1.1; // a liveness probe not committed by then is proposed again
+
+export function runSimulation(options: SimulationOptions): SimulationResult {
+  const simulation = new Simulation(options);
+  simulation.run();
+  return simulation.result();
+}
+
+class Simulation implements NodeEnvironment {
+  readonly trace: Trace;
+  readonly checker = new SafetyChecker();
+  private readonly random: Random;
+  private readonly faultRandom: Random;
+  private readonly clientRandom: Random;
+  private readonly diskRandom: Random;
+  private readonly profile: FaultProfile;
+  private readonly network: SimNetwork;
+  private readonly nodes: SimNode[] = [];
+  private readonly electionTicks: number;
+  private readonly heartbeatTicks: number;
+  private readonly preVote: boolean;
+  private readonly checkQuorum: boolean;
+  private currentStep = 0;
+  private faultEvents = 0;
+  private nextValue = 1;
+  private nextNodeId: NodeId;
+  private readonly removals = new Map<NodeId, number>(); // node id -> index of the entry removing it
+  private probe: { value: number; index: number; term: number; leader: NodeId; step: number } | undefined;
+  private probeCommittedIndex = 0;
+
+  constructor(private readonly options: SimulationOptions) {
+    this.trace = new Trace(options.trace === true);
+    this.random = new Random(options.seed);
+    this.faultRandom = this.random.fork();
+    this.clientRandom = this.random.fork();
+    this.diskRandom = this.random.fork();
+    this.profile = seedProfile(options.profile ?? DEFAULT_PROFILE, this.random.fork());
+    this.electionTicks = this.random.pick(ELECTION_TICKS_CHOICES);
+    this.heartbeatTicks = this.random.range(1, 3);
+    this.preVote = this.random.chance(0.5);
+    this.checkQuorum = this.random.chance(0.5);
+    this.network = new SimNetwork(this.random.fork(), this.profile.network, {
+      dropped: (message, reason) => this.dropped(message, reason),
+      duplicated: (message) => this.trace.add(() => `duplicate ${describeMessage(message)}`),
+    });
+    const voters = Array.from({ length: options.nodes }, (_, i) => i + 1);
+    this.nextNodeId = options.nodes + 1;
+    for (const id of voters) this.addNode(id, MemoryLogStorage.withVoters(voters)).start();
+    this.trace.add(
+      () =>
+        `start seed=${options.seed} voters=${voters.join(",")} electionTicks=${this.electionTicks} ` +
+        `heartbeatTicks=${this.heartbeatTicks} preVote=${this.preVote} checkQuorum=${this.checkQuorum} ` +
+        `clock=${this.nodes.map((n) => `n${n.id}:${n.tickRate.toFixed(2)}`).join(",")}`,
+    );
+  }
+
+  // --- NodeEnvironment ---
+
+  step(): number {
+    return this.currentStep;
+  }
+
+  send(message: Message): void {
+    Object.freeze(message);
+    this.trace.add(() => `send ${describeMessage(message)}`);
+    this.network.send(message, this.currentStep);
+  }
+
+  persistDelaySteps(): number {
+    const delay = this.diskRandom.range(0, this.profile.persistDelayStepsMax);
+    return this.diskRandom.chance(this.profile.slowPersistProbability) ? delay * 10 + 5 : delay;
+  }
+
+  applied(node: SimNode, entry: Entry): void {
+    const value = decodeProposal(entry);
+    if (value !== undefined && value === this.probe?.value && this.probeCommittedIndex === 0) {
+      this.probeCommittedIndex = entry.index;
+    }
+    if (entry.type === "conf-change") this.confChangeApplied(node, entry);
+  }
+
+  // --- the run ---
+
+  run(): void {
+    const rounds = Math.max(1, Math.round(this.options.steps / ROUND_STEPS));
+    const roundSteps = Math.ceil(this.options.steps / rounds);
+    for (let round = 0; round < rounds && !this.checker.failed; round++) {
+      for (let i = 0; i < roundSteps && !this.checker.failed; i++) this.runStep(true);
+      if (!this.checker.failed) this.healAndCheckLiveness();
+    }
+  }
+
+  result(): SimulationResult {
+    const counters = this.network.counters;
+    return {
+      seed: this.options.seed,
+      nodes: this.options.nodes,
+      violations: [...this.checker.violations],
+      committedProposals: this.checker.committedProposals,
+      faultsInjected: this.faultEvents + counters.duplicated + counters.dropped,
+      steps: this.currentStep,
+      trace: this.trace.lines,
+    };
+  }
+
+  private runStep(chaos: boolean): void {
+    this.trace.step = this.currentStep;
+    try {
+      if (chaos) this.injectFaults();
+      this.restartDue();
+      this.runClients(chaos);
+      this.deliverMessages();
+      this.tickClocks();
+      for (const node of this.random.shuffle(this.nodes.filter((n) => n.running && !n.paused(this.currentStep)))) {
+        node.pump();
+      }
+      this.stopRemovedNodes();
+    } catch (error) {
+      this.checker.report(`core threw at step ${this.currentStep}: ${describeError(error)}`);
+    }
+    this.currentStep++;
+  }
+
+  private deliverMessages(): void {
+    for (const message of this.network.deliverable(this.currentStep)) {
+      const node = this.nodes[message.to - 1];
+      if (node === undefined || !node.running) {
+        this.trace.add(() => `drop ${describeMessage(message)} (n${message.to} ${node?.state ?? "unknown"})`);
+        continue;
+      }
+      if (node.paused(this.currentStep)) {
+        this.network.hold(message, node.pausedUntilStep);
+        continue;
+      }
+      this.trace.add(() => `deliver ${describeMessage(message)}`);
+      node.deliver(message);
+      if (message.type === "snapshot") this.reportSnapshot(message, true);
+    }
+  }
+
+  private tickClocks(): void {
+    for (const node of this.nodes) {
+      if (node.running && !node.paused(this.currentStep)) node.tick();
+    }
+  }
+
+  private dropped(message: Message, reason: DropReason): void {
+    this.trace.add(() => `drop ${describeMessage(message)} (${reason})`);
+    if (message.type === "snapshot") this.reportSnapshot(message, false);
+    // A transport notices a dead link: tell the sender now and then, as src/node would.
+    const sender = this.nodes[message.from - 1];
+    if (reason === "link-down" && sender?.running && this.faultRandom.chance(0.1)) sender.raft!.reportUnreachable(message.to);
+  }
+
+  private reportSnapshot(message: Message, ok: boolean): void {
+    const sender = this.nodes[message.from - 1];
+    if (sender?.running) sender.raft!.reportSnapshot(message.to, ok);
+  }
+
+  // --- faults ---
+
+  private injectFaults(): void {
+    const profile = this.profile;
+    const random = this.faultRandom;
+    if (random.chance(profile.partitionPerStep)) this.partition();
+    else if (this.network.hasPartition() && random.chance(profile.healPerStep)) {
+      this.network.heal();
+      this.trace.add(() => "heal network");
+    }
+    if (random.chance(profile.crashPerStep)) this.crashOne();
+    if (random.chance(profile.pausePerStep)) this.pauseOne();
+    if (random.chance(profile.clockChangePerStep)) this.changeClock();
+  }
+
+  private partition(): void {
+    const random = this.faultRandom;
+    const live = this.nodes.filter((n) => n.state !== "stopped").map((n) => n.id);
+    if (live.length < 2) return;
+    this.network.heal();
+    this.faultEvents++;
+    const kind = random.int(4);
+    const shuffled = random.shuffle([...live]);
+    if (kind === 0) {
+      const cut = random.range(1, shuffled.length - 1);
+      const sides = [shuffled.slice(0, cut), shuffled.slice(cut)];
+      this.network.partition(sides);
+      this.trace.add(() => `partition halves {${sides[0]!.join(",")}} | {${sides[1]!.join(",")}}`);
+    } else if (kind === 1) {
+      const leader = this.leaderNode()?.id ?? shuffled[0]!;
+      const rest = live.filter((id) => id !== leader);
+      this.network.partition([[leader], rest]);
+      this.trace.add(() => `partition isolate leader n${leader}`);
+    } else if (kind === 2) {
+      const links = random.range(1, live.length);
+      const cut: string[] = [];
+      for (let i = 0; i < links; i++) {
+        const from = random.pick(live);
+        const to = random.pick(live.filter((id) => id !== from));
+        this.network.block(from, to);
+        cut.push(`${from}->${to}`);
+      }
+      this.trace.add(() => `partition one-way links ${cut.join(" ")}`);
+    } else {
+      if (shuffled.length < 3) return;
+      const bridge = shuffled[0]!;
+      const cut = random.range(2, shuffled.length - 1);
+      const sides = [shuffled.slice(1, cut), shuffled.slice(cut)];
+      this.network.partition(sides);
+      this.trace.add(() => `partition bridge n${bridge} between {${sides[0]!.join(",")}} | {${sides[1]!.join(",")}}`);
+    }
+  }
+
+  private crashOne(): void {
+    const running = this.nodes.filter((n) => n.running);
+    if (running.length === 0) return;
+    const node = this.faultRandom.pick(running);
+    node.crash();
+    node.restartAtStep = this.currentStep + this.faultRandom.range(this.profile.restartDelayStepsMin, this.profile.restartDelayStepsMax);
+    this.faultEvents++;
+  }
+
+  private restartDue(): void {
+    for (const node of this.nodes) {
+      if (node.state === "crashed" && node.restartAtStep <= this.currentStep) this.restart(node);
+    }
+  }
+
+  private restart(node: SimNode): void {
+    node.start();
+    this.trace.add(
+      () =>
+        `restart n${node.id} term=${node.term} log=${node.storage.firstIndex()}..${node.storage.lastIndex()} applied=${node.machine.appliedIndex}`,
+    );
+  }
+
+  private pauseOne(): void {
+    const running = this.nodes.filter((n) => n.running && !n.paused(this.currentStep));
+    if (running.length === 0) return;
+    const node = this.faultRandom.pick(running);
+    node.pausedUntilStep = this.currentStep + this.faultRandom.range(1, this.profile.pauseStepsMax);
+    this.faultEvents++;
+    this.trace.add(() => `pause n${node.id} until step ${node.pausedUntilStep}`);
+  }
+
+  private changeClock(): void {
+    const node = this.faultRandom.pick(this.nodes);
+    node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
+    this.faultEvents++;
+    this.trace.add(() => `clock n${node.id} rate ${node.tickRate.toFixed(2)} ticks/step`);
+  }
+
+  // --- clients and operators ---
+
+  private runClients(chaos: boolean): void {
+    const random = this.clientRandom;
+    if (random.chance(this.profile.proposalPerStep)) this.propose();
+    if (chaos) {
+      if (random.chance(this.profile.confChangePerStep)) this.changeMembership();
+      if (random.chance(this.profile.transferPerStep)) this.transferLeadership();
+    } else {
+      this.proposeProbe();
+    }
+  }
+
+  private propose(): void {
+    const random = this.clientRandom;
+    const leader = this.leaderNode();
+    const running = this.nodes.filter((n) => n.running);
+    const target = leader !== undefined && random.chance(0.9) ? leader : running.length > 0 ? random.pick(running) : undefined;
+    if (target === undefined) return;
+    const value = this.nextValue++;
+    try {
+      const placed = target.raft!.propose(encodeProposal(value, random.int(PROPOSAL_PADDING_BYTES_MAX)));
+      this.checker.proposed(value, placed.index, placed.term);
+      this.trace.add(() => `propose v${value} on n${target.id} at ${placed.index}/t${placed.term}`);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+      this.trace.add(() => `propose v${value} on n${target.id} refused: ${error.code}`);
+    }
+  }
+
+  private changeMembership(): void {
+    const leader = this.leaderNode();
+    if (leader === undefined) return;
+    const conf = leader.raft!.status().conf;
+    const change = this.chooseConfChange(leader, conf);
+    if (change === undefined) return;
+    try {
+      const placed = leader.raft!.proposeConfChange(change);
+      this.trace.add(() => `conf-change ${describeConfChange(change)} on n${leader.id} at ${placed.index}/t${placed.term}`);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+      this.trace.add(() => `conf-change ${describeConfChange(change)} on n${leader.id} refused: ${error.code}`);
+    }
+  }
+
+  private chooseConfChange(leader: SimNode, conf: ConfState): ConfChange | undefined {
+    const random = this.clientRandom;
+    if (isJoint(conf)) return conf.autoLeave ? undefined : { transition: "auto", changes: [] };
+    const members = confMembers(conf).length;
+    const choices: Array<() => ConfChange | undefined> = [];
+    if (conf.learners.length > 0) {
+      choices.push(() => ({ transition: "auto", changes: [{ type: "add-voter", nodeId: random.pick(conf.learners) }] }));
+      choices.push(() => ({ transition: "auto", changes: [{ type: "remove-node", nodeId: random.pick(conf.learners) }] }));
+      if (conf.voters.length > 3) {
+        // Swap a learner in for a voter in one joint step.
+        choices.push(() => ({
+          transition: random.chance(0.5) ? "auto" : "joint",
+          changes: [
+            { type: "add-voter", nodeId: random.pick(conf.learners) },
+            { type: "remove-node", nodeId: random.pick(conf.voters) },
+          ],
+        }));
+      }
+    }
+    if (this.nextNodeId <= this.options.nodes + SPARE_NODES_MAX && members < this.options.nodes + 2) {
+      choices.push(() => this.addLearner(leader, conf));
+    }
+    if (conf.voters.length > 3) {
+      // The leader goes with a fair share of the removals.
+      choices.push(() => {
+        const id = random.chance(0.3) ? leader.id : random.pick(conf.voters);
+        return { transition: "auto", changes: [{ type: "remove-node", nodeId: id }] };
+      });
+    }
+    return choices.length > 0 ? random.pick(choices)() : undefined;
+  }
+
+  // Starts a brand-new node with an empty log and asks to add it as a learner. The core refuses a
+  // configuration without voters, so the new node starts with the cluster's current one (which
+  // does not include it); it catches up by InstallSnapshot of a snapshot that includes it.
+  private addLearner(leader: SimNode, conf: ConfState): ConfChange {
+    const id = this.nextNodeId++;
+    this.addNode(id, new MemoryLogStorage(conf)).start();
+    this.trace.add(() => `new node n${id} (empty), asking n${leader.id} to add it`);
+    return { transition: "auto", changes: [{ type: "add-learner", nodeId: id }] };
+  }
+
+  private transferLeadership(): void {
+    const leader = this.leaderNode();
+    if (leader === undefined) return;
+    const voters = leader.raft!.status().conf.voters.filter((id) => id !== leader.id);
+    if (voters.length === 0) return;
+    const to = this.clientRandom.pick(voters);
+    try {
+      leader.raft!.transferLeadership(to);
+      this.trace.add(() => `transfer leadership n${leader.id} -> n${to}`);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+      this.trace.add(() => `transfer leadership n${leader.id} -> n${to} refused: ${error.code}`);
+    }
+  }
+
+  private confChangeApplied(node: SimNode, entry: Entry): void {
+    const change = decodeConfChange(entry.data);
+    for (const single of change.changes) {
+      if (single.type === "remove-node" && !this.removals.has(single.nodeId)) this.removals.set(single.nodeId, entry.index);
+    }
+    this.trace.add(() => `apply n${node.id} ${entry.index} conf-change ${describeConfChange(change)}`);
+  }
+
+  // An operator shuts a node down once it is out of the configuration for good (a joint
+  // configuration still counts its outgoing voters); its id is never reused.
+  private stopRemovedNodes(): void {
+    for (const [id, index] of this.removals) {
+      const witness = this.nodes.find(
+        (n) => n.running && n.machine.appliedIndex >= index && !confMembers(n.raft!.status().conf).includes(id),
+      );
+      if (witness === undefined) continue;
+      this.removals.delete(id);
+      const node = this.nodes[id - 1];
+      if (node === undefined || node.state === "stopped") continue;
+      node.stop();
+      this.trace.add(() => `stop n${id} (removed from the cluster, seen by n${witness.id})`);
+    }
+  }
+
+  // --- heal and liveness ---
+
+  private healAndCheckLiveness(): void {
+    this.network.heal();
+    this.network.faults = RELIABLE_NETWORK;
+    for (const node of this.nodes) {
+      node.pausedUntilStep = 0;
+      // Liveness holds only for bounded clock skew: without PreVote, stale-log nodes whose clocks
+      // run much faster than the others' can start elections (bumping everyone's term and
+      // resetting their timers) faster than an up-to-date node ever times out.
+      node.tickRate = this.faultRandom.between(HEALED_CLOCK_RATE_MIN, HEALED_CLOCK_RATE_MAX);
+      if (node.state === "crashed") this.restart(node);
+    }
+    this.trace.add(() => "heal all: network repaired, crashed nodes restarted, faults off");
+    this.probe = undefined;
+    this.probeCommittedIndex = 0;
+    const slowestRate = Math.min(...this.nodes.map((n) => n.tickRate));
+    const boundSteps = Math.ceil((LIVENESS_ELECTION_TIMEOUTS * this.electionTicks) / slowestRate);
+    const startStep = this.currentStep;
+    while (this.currentStep - startStep < boundSteps && !this.checker.failed) {
+      this.runStep(false);
+      if (this.probeCommittedIndex > 0 && this.lagging().length === 0) break;
+    }
+    if (this.checker.failed) return;
+    if (this.probeCommittedIndex === 0) {
+      const leader = this.leaderNode();
+      this.checker.report(
+        `liveness: no proposal committed within ${boundSteps} steps after heal ` +
+          (leader ? `(leader n${leader.id} t${leader.term})` : "(no leader)"),
+      );
+    } else if (this.lagging().length > 0) {
+      this.checker.report(
+        `liveness: within ${boundSteps} steps after heal, members still behind index ${this.probeCommittedIndex}: ` +
+          this.lagging()
+            .map((n) => `n${n.id} applied ${n.machine.appliedIndex}`)
+            .join(", "),
+      );
+    }
+    this.network.faults = this.profile.network;
+    for (const node of this.nodes) node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
+  }
+
+  private proposeProbe(): void {
+    if (this.probeCommittedIndex > 0) return;
+    const leader = this.leaderNode();
+    if (leader === undefined) return;
+    const probe = this.probe;
+    if (probe !== undefined && probe.leader === leader.id && probe.term === leader.term && this.currentStep - probe.step < PROBE_RETRY_STEPS) {
+      return;
+    }
+    const value = this.nextValue++;
+    try {
+      const placed = leader.raft!.propose(encodeProposal(value, 0));
+      this.checker.proposed(value, placed.index, placed.term);
+      this.probe = { value, index: placed.index, term: placed.term, leader: leader.id, step: this.currentStep };
+      this.trace.add(() => `probe v${value} on n${leader.id} at ${placed.index}/t${placed.term}`);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+    }
+  }
+
+  // Running members (by the leader's configuration) that have not applied the probe yet.
+  private lagging(): SimNode[] {
+    const leader = this.leaderNode();
+    if (leader === undefined) return this.nodes.filter((n) => n.running);
+    const members = confMembers(leader.raft!.status().conf);
+    return members
+      .map((id) => this.nodes[id - 1]!)
+      .filter((n) => n.state !== "stopped" && n.machine.appliedIndex < this.probeCommittedIndex);
+  }
+
+  // --- helpers ---
+
+  private addNode(id: NodeId, storage: MemoryLogStorage): SimNode {
+    const nodeRandom = this.random.fork();
+    const config = (applied: number): RaftConfig => ({
+      id,
+      electionTicks: this.electionTicks,
+      heartbeatTicks: this.heartbeatTicks,
+      preVote: this.preVote,
+      checkQuorum: this.checkQuorum,
+      maxMessageBytes: 256,
+      maxInflightMessages: 4,
+      maxInflightBytes: 0,
+      maxCommittedBytesPerReady: 1024,
+      maxUncommittedBytes: 0,
+      random: () => nodeRandom.float(),
+      applied,
+      ...(this.options.bugs ? { bugs: this.options.bugs } : {}),
+    });
+    const node = new SimNode(id, storage, config, this, {
+      snapshotEntries: this.random.range(this.profile.snapshotEntriesMin, this.profile.snapshotEntriesMax),
+      compactKeepEntries: this.random.range(0, 5),
+    });
+    node.tickRate = this.random.between(this.profile.clockRateMin, this.profile.clockRateMax);
+    this.nodes[id - 1] = node;
+    return node;
+  }
+
+  // The running leader with the highest term, if any.
+  private leaderNode(): SimNode | undefined {
+    let best: SimNode | undefined;
+    for (const node of this.nodes) {
+      if (node.running && node.role === "leader" && (best === undefined || node.term > best.term)) best = node;
+    }
+    return best;
+  }
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const frames = (error.stack ?? "").split("\n").slice(1, 5).map((line) => line.trim());
+  return `${error.name}: ${error.message} ${frames.join(" | ")}`;
+}
