@@ -116,6 +116,7 @@ function main(): number {
     return 2;
   }
   const started = process.hrtime.bigint();
+  const cpuStarted = process.cpuUsage();
   let failed = 0;
   let committed = 0;
   let faults = 0;
@@ -136,7 +137,11 @@ function main(): number {
     }
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(`sim: ${seconds.toFixed(1)} s, ${(options.seeds / seconds).toFixed(1)} seeds/s`);
+  const cpu = process.cpuUsage(cpuStarted);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  console.log(
+    `sim: ${seconds.toFixed(1)} s wall, ${cpuSeconds.toFixed(1)} s cpu, ${(options.seeds / cpuSeconds).toFixed(1)} seeds per cpu-second`,
+  );
   console.log(`sim: ${options.seeds} seeds, ${failed} violations, ${committed} proposals committed, ${faults} faults injected`);
   return failed > 0 ? 1 : 0;
 }

@@ -18,6 +18,9 @@ export interface FaultProfile {
   pauseStepsMax: number;
   persistDelayStepsMax: number; // a Ready's persist completes 0..this many steps after it starts
   slowPersistProbability: number; // chance of a persist taking up to 10x longer
+  // Chance that a node loses power while persisting a Ready that changes its term or vote (the
+  // window in which a vote or an acknowledgement must not have left yet).
+  crashDuringPersistProbability: number;
   clockRateMin: number; // ticks per step; each node gets its own rate in [min, max]
   clockRateMax: number;
   clockChangePerStep: number; // chance per step that one node's clock rate changes
@@ -26,6 +29,10 @@ export interface FaultProfile {
   transferPerStep: number;
   snapshotEntriesMin: number; // a node snapshots and compacts once this many entries are applied
   snapshotEntriesMax: number;
+  // The core's flow-control limits; each seed picks one of each. Small ones split catch-up into
+  // many appends, which widens the windows in which bugs show.
+  maxMessageBytesChoices: number[];
+  maxInflightMessagesChoices: number[];
 }
 
 export const DEFAULT_PROFILE: FaultProfile = {
@@ -46,6 +53,7 @@ export const DEFAULT_PROFILE: FaultProfile = {
   pauseStepsMax: 40,
   persistDelayStepsMax: 3,
   slowPersistProbability: 0.02,
+  crashDuringPersistProbability: 0.003,
   clockRateMin: 0.6,
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,
@@ -54,6 +62,8 @@ export const DEFAULT_PROFILE: FaultProfile = {
   transferPerStep: 0.003,
   snapshotEntriesMin: 8,
   snapshotEntriesMax: 60,
+  maxMessageBytesChoices: [64, 512, 65536],
+  maxInflightMessagesChoices: [4, 16, 256],
 };
 
 // More crashes during slow persists and more leader churn: what the planted bugs need to show.
@@ -70,7 +80,25 @@ export const STORMY_PROFILE: FaultProfile = {
   transferPerStep: 0.01,
 };
 
-export const PROFILES: Record<string, FaultProfile> = { default: DEFAULT_PROFILE, stormy: STORMY_PROFILE };
+// For the planted-bug hunt: frequent crashes inside long persists, quick restarts, isolated
+// leaders, and replication one entry per message, so that the races the bugs open get hit.
+export const HUNT_PROFILE: FaultProfile = {
+  ...STORMY_PROFILE,
+  // A slow network next to short election timeouts: split votes and leader churn.
+  network: { ...STORMY_PROFILE.network, delayStepsMax: 6, reorderProbability: 0.1, reorderDelayStepsMax: 15 },
+  crashPerStep: 0.03,
+  restartDelayStepsMax: 6,
+  persistDelayStepsMax: 8,
+  slowPersistProbability: 0,
+  crashDuringPersistProbability: 0.05,
+  partitionPerStep: 0.03,
+  healPerStep: 0.03,
+  proposalPerStep: 0.2,
+  maxMessageBytesChoices: [1],
+  maxInflightMessagesChoices: [4, 8],
+};
+
+export const PROFILES: Record<string, FaultProfile> = { default: DEFAULT_PROFILE, stormy: STORMY_PROFILE, hunt: HUNT_PROFILE };
 
 // The profile of one seed: each rate scaled by a factor in [0, 2) (so the mean stays the same).
 export function seedProfile(base: FaultProfile, random: Random): FaultProfile {
@@ -87,6 +115,7 @@ export function seedProfile(base: FaultProfile, random: Random): FaultProfile {
     crashPerStep: scale(base.crashPerStep),
     pausePerStep: scale(base.pausePerStep),
     slowPersistProbability: scale(base.slowPersistProbability),
+    crashDuringPersistProbability: scale(base.crashDuringPersistProbability),
     confChangePerStep: scale(base.confChangePerStep),
     transferPerStep: scale(base.transferPerStep),
     persistDelayStepsMax: random.range(0, base.persistDelayStepsMax),

@@ -31,6 +31,7 @@ export interface NodeEnvironment {
   step(): number;
   send(message: Message): void;
   persistDelaySteps(): number;
+  persistStarted(node: SimNode, ready: Ready): void;
   applied(node: SimNode, entry: Entry): void;
 }
 
@@ -69,6 +70,10 @@ export class SimNode {
 
   get running(): boolean {
     return this.state === "running";
+  }
+
+  persistPending(): boolean {
+    return this.persisting !== undefined;
   }
 
   paused(step: number): boolean {
@@ -114,6 +119,9 @@ export class SimNode {
 
   deliver(message: Message): void {
     this.raft!.step(message);
+    // A vote response is how a candidate becomes leader: look at once, so that a leadership too
+    // short to reach a Ready (stepped down again before the next one) is still seen.
+    if (message.type === "vote-response") this.observeRole();
   }
 
   tick(): void {
@@ -150,6 +158,7 @@ export class SimNode {
     }
     for (const message of ready.messages) this.environment.send(message);
     this.persisting = { ready, doneStep: step + this.environment.persistDelaySteps() };
+    this.environment.persistStarted(this, ready);
   }
 
   // Reads role and term from the core when a Ready says they may have changed.
@@ -177,6 +186,7 @@ export class SimNode {
     if (ready.snapshot !== undefined) this.restoreSnapshot(ready);
     for (const entry of ready.committedEntries) this.apply(entry);
     this.raft!.advance(ready);
+    this.observeRole(); // advance() counts the node's own persisted vote: it may win here
     if (this.snapshotAfterAdvance) this.takeSnapshot();
     else this.maybeCompact();
     this.snapshotAfterAdvance = false;

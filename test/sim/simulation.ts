@@ -12,7 +12,7 @@
 
 import { confMembers, decodeConfChange, describeConfChange, isJoint } from "../../src/raft/confchange.js";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { ConfChange, ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig } from "../../src/raft/types.js";
+import type { ConfChange, ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
 import { RaftError } from "../../src/raft/types.js";
 import { SafetyChecker } from "./checker.js";
 import { type DropReason, RELIABLE_NETWORK, SimNetwork } from "./network.js";
@@ -48,7 +48,8 @@ const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership
 const PROPOSAL_PADDING_BYTES_MAX = 48;
 const PROBE_RETRY_STEPS = 20;
 const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
-const HEALED_CLOCK_RATE_MAX = 1.1; // a liveness probe not committed by then is proposed again
+const HEALED_CLOCK_RATE_MAX = 1.1;
+const HEALED_PERSIST_DELAY_STEPS_MAX = 2; // a liveness probe not committed by then is proposed again
 
 export function runSimulation(options: SimulationOptions): SimulationResult {
   const simulation = new Simulation(options);
@@ -70,7 +71,11 @@ class Simulation implements NodeEnvironment {
   private readonly heartbeatTicks: number;
   private readonly preVote: boolean;
   private readonly checkQuorum: boolean;
+  private readonly maxMessageBytes: number;
+  private readonly maxInflightMessages: number;
   private currentStep = 0;
+  private crashesDue: SimNode[] = [];
+  private healed = false; // in a heal phase: no faults, a normal disk, clocks nearly in step
   private faultEvents = 0;
   private nextValue = 1;
   private nextNodeId: NodeId;
@@ -89,6 +94,8 @@ class Simulation implements NodeEnvironment {
     this.heartbeatTicks = this.random.range(1, 3);
     this.preVote = this.random.chance(0.5);
     this.checkQuorum = this.random.chance(0.5);
+    this.maxMessageBytes = this.random.pick(this.profile.maxMessageBytesChoices);
+    this.maxInflightMessages = this.random.pick(this.profile.maxInflightMessagesChoices);
     this.network = new SimNetwork(this.random.fork(), this.profile.network, {
       dropped: (message, reason) => this.dropped(message, reason),
       duplicated: (message) => this.trace.add(() => `duplicate ${describeMessage(message)}`),
@@ -100,6 +107,7 @@ class Simulation implements NodeEnvironment {
       () =>
         `start seed=${options.seed} voters=${voters.join(",")} electionTicks=${this.electionTicks} ` +
         `heartbeatTicks=${this.heartbeatTicks} preVote=${this.preVote} checkQuorum=${this.checkQuorum} ` +
+        `maxMessageBytes=${this.maxMessageBytes} maxInflightMessages=${this.maxInflightMessages} ` +
         `clock=${this.nodes.map((n) => `n${n.id}:${n.tickRate.toFixed(2)}`).join(",")}`,
     );
   }
@@ -117,8 +125,17 @@ class Simulation implements NodeEnvironment {
   }
 
   persistDelaySteps(): number {
+    if (this.healed) return this.diskRandom.range(0, HEALED_PERSIST_DELAY_STEPS_MAX);
     const delay = this.diskRandom.range(0, this.profile.persistDelayStepsMax);
     return this.diskRandom.chance(this.profile.slowPersistProbability) ? delay * 10 + 5 : delay;
+  }
+
+  persistStarted(node: SimNode, ready: Ready): void {
+    if (this.healed || ready.hardState === undefined) return;
+    if (!this.faultRandom.chance(this.profile.crashDuringPersistProbability)) return;
+    // Crashing here, inside pump(), would pull the node out from under its own loop: do it at the
+    // end of the step, before the persist (which takes at least until the next step) completes.
+    this.crashesDue.push(node);
   }
 
   applied(node: SimNode, entry: Entry): void {
@@ -165,6 +182,7 @@ class Simulation implements NodeEnvironment {
         node.pump();
       }
       this.stopRemovedNodes();
+      this.crashDuringPersist();
     } catch (error) {
       this.checker.report(`core threw at step ${this.currentStep}: ${describeError(error)}`);
     }
@@ -176,6 +194,8 @@ class Simulation implements NodeEnvironment {
       const node = this.nodes[message.to - 1];
       if (node === undefined || !node.running) {
         this.trace.add(() => `drop ${describeMessage(message)} (n${message.to} ${node?.state ?? "unknown"})`);
+        // The transport's send fails: the leader must hear of it or it waits for that snapshot forever.
+        if (message.type === "snapshot") this.reportSnapshot(message, false);
         continue;
       }
       if (node.paused(this.currentStep)) {
@@ -260,10 +280,22 @@ class Simulation implements NodeEnvironment {
     }
   }
 
+  private crashDuringPersist(): void {
+    for (const node of this.crashesDue) {
+      if (!node.running || !node.persistPending()) continue;
+      this.trace.add(() => `power loss n${node.id} during persist`);
+      this.crash(node);
+    }
+    this.crashesDue = [];
+  }
+
   private crashOne(): void {
     const running = this.nodes.filter((n) => n.running);
     if (running.length === 0) return;
-    const node = this.faultRandom.pick(running);
+    this.crash(this.faultRandom.pick(running));
+  }
+
+  private crash(node: SimNode): void {
     node.crash();
     node.restartAtStep = this.currentStep + this.faultRandom.range(this.profile.restartDelayStepsMin, this.profile.restartDelayStepsMax);
     this.faultEvents++;
@@ -314,9 +346,7 @@ class Simulation implements NodeEnvironment {
 
   private propose(): void {
     const random = this.clientRandom;
-    const leader = this.leaderNode();
-    const running = this.nodes.filter((n) => n.running);
-    const target = leader !== undefined && random.chance(0.9) ? leader : running.length > 0 ? random.pick(running) : undefined;
+    const target = this.proposalTarget();
     if (target === undefined) return;
     const value = this.nextValue++;
     try {
@@ -327,6 +357,19 @@ class Simulation implements NodeEnvironment {
       if (!(error instanceof RaftError)) throw error;
       this.trace.add(() => `propose v${value} on n${target.id} refused: ${error.code}`);
     }
+  }
+
+  // Mostly the newest leader; sometimes any node that believes it leads (a stale leader on the
+  // wrong side of a partition grows a log suffix that must later be thrown away), or any node.
+  private proposalTarget(): SimNode | undefined {
+    const random = this.clientRandom;
+    const leader = this.leaderNode();
+    const draw = random.float();
+    if (leader !== undefined && draw < 0.75) return leader;
+    const leaders = this.nodes.filter((n) => n.running && n.role === "leader");
+    if (leaders.length > 0 && draw < 0.9) return random.pick(leaders);
+    const running = this.nodes.filter((n) => n.running);
+    return running.length > 0 ? random.pick(running) : undefined;
   }
 
   private changeMembership(): void {
@@ -430,6 +473,7 @@ class Simulation implements NodeEnvironment {
   private healAndCheckLiveness(): void {
     this.network.heal();
     this.network.faults = RELIABLE_NETWORK;
+    this.healed = true;
     for (const node of this.nodes) {
       node.pausedUntilStep = 0;
       // Liveness holds only for bounded clock skew: without PreVote, stale-log nodes whose clocks
@@ -464,6 +508,7 @@ class Simulation implements NodeEnvironment {
       );
     }
     this.network.faults = this.profile.network;
+    this.healed = false;
     for (const node of this.nodes) node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
   }
 
@@ -506,8 +551,8 @@ class Simulation implements NodeEnvironment {
       heartbeatTicks: this.heartbeatTicks,
       preVote: this.preVote,
       checkQuorum: this.checkQuorum,
-      maxMessageBytes: 256,
-      maxInflightMessages: 4,
+      maxMessageBytes: this.maxMessageBytes,
+      maxInflightMessages: this.maxInflightMessages,
       maxInflightBytes: 0,
       maxCommittedBytesPerReady: 1024,
       maxUncommittedBytes: 0,
