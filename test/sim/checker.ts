@@ -25,8 +25,9 @@ interface LoggedEntry {
 
 interface CommittedEntry {
   term: number;
-  digest: number;
-  node: NodeId; // the first node seen applying it
+  digest: number | undefined; // known once someone applied it
+  node: NodeId; // the first node seen committing or applying it
+  how: "committed" | "applied";
 }
 
 // A node's log as the checker sees it: enough to read terms.
@@ -43,7 +44,7 @@ export class SafetyChecker {
   readonly violations: string[] = [];
   private readonly leaderByTerm = new Map<number, NodeId>();
   private readonly loggedEntries = new Map<number, LoggedEntry>(); // indexTermKey -> entry
-  private readonly committed: CommittedEntry[] = []; // by index
+  private readonly committedLog: CommittedEntry[] = []; // by index
   private readonly stateHashAfter: number[] = []; // by index
   private readonly proposals = new Map<number, { index: number; term: number }>();
   private readonly appliedAt = new Map<number, number>(); // proposal value -> index
@@ -51,6 +52,10 @@ export class SafetyChecker {
 
   get committedProposals(): number {
     return this.appliedAt.size;
+  }
+
+  get leadersElected(): number {
+    return this.leaderByTerm.size;
   }
 
   get failed(): boolean {
@@ -102,7 +107,7 @@ export class SafetyChecker {
     const first = log.firstIndex();
     const last = log.lastIndex();
     for (let index = Math.max(first, 1); index <= this.committedIndexMax; index++) {
-      const entry = this.committed[index];
+      const entry = this.committedLog[index];
       if (entry === undefined || entry.term >= term) continue;
       if (index > last) {
         this.report(`leader completeness: n${node} leads term ${term} without committed ${index}/t${entry.term} (last ${last})`);
@@ -132,17 +137,31 @@ export class SafetyChecker {
     if (value !== undefined) this.proposalApplied(node, value, entry);
   }
 
+  // node's commit index covers (index, term): a correct node only ever learns a commit index
+  // below which its log is the committed log, so this is checked like an applied entry.
+  committed(node: NodeId, index: number, term: number): void {
+    const known = this.committedLog[index];
+    if (known === undefined) {
+      this.committedLog[index] = { term, digest: undefined, node, how: "committed" };
+      this.committedIndexMax = Math.max(this.committedIndexMax, index);
+    } else if (known.term !== term) {
+      this.report(`state machine safety: n${node} committed ${index}/t${term}, n${known.node} ${known.how} ${index}/t${known.term}`);
+    }
+  }
+
   private committedEntry(node: NodeId, entry: Entry): void {
     const digest = entryDigest(entry);
-    const known = this.committed[entry.index];
+    const known = this.committedLog[entry.index];
     if (known === undefined) {
-      this.committed[entry.index] = { term: entry.term, digest, node };
+      this.committedLog[entry.index] = { term: entry.term, digest, node, how: "applied" };
       this.committedIndexMax = Math.max(this.committedIndexMax, entry.index);
-    } else if (known.term !== entry.term || known.digest !== digest) {
+    } else if (known.term !== entry.term || (known.digest !== undefined && known.digest !== digest)) {
       this.report(
-        `state machine safety: n${node} applied ${entry.index}/t${entry.term}, n${known.node} applied ${entry.index}/t${known.term}` +
+        `state machine safety: n${node} applied ${entry.index}/t${entry.term}, n${known.node} ${known.how} ${entry.index}/t${known.term}` +
           (known.term === entry.term ? " with different data" : ""),
       );
+    } else if (known.digest === undefined) {
+      known.digest = digest;
     }
   }
 
@@ -165,7 +184,7 @@ export class SafetyChecker {
   // node restored its state machine from a snapshot taken at (index, term).
   snapshotRestored(node: NodeId, index: number, term: number, stateHash: number): void {
     if (index === 0) return;
-    const known = this.committed[index];
+    const known = this.committedLog[index];
     if (known !== undefined && known.term !== term) {
       this.report(`state machine safety: n${node} restored snapshot ${index}/t${term}, committed was ${index}/t${known.term}`);
     }

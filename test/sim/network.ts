@@ -38,7 +38,8 @@ const LINK_KEY_NODES_MAX = 1 << 16;
 export interface NetworkCounters {
   sent: number;
   delivered: number;
-  dropped: number;
+  lost: number; // dropped at random
+  cut: number; // dropped by a partition
   duplicated: number;
 }
 
@@ -46,7 +47,7 @@ export class SimNetwork {
   private readonly inFlight = new Map<number, Message[]>(); // delivery step -> messages
   private readonly blockedLinks = new Set<number>(); // from * LINK_KEY_NODES_MAX + to
   faults: NetworkFaults;
-  readonly counters: NetworkCounters = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 };
+  readonly counters: NetworkCounters = { sent: 0, delivered: 0, lost: 0, cut: 0, duplicated: 0 };
 
   constructor(
     private readonly random: Random,
@@ -59,7 +60,7 @@ export class SimNetwork {
   send(message: Message, step: number): void {
     this.counters.sent++;
     if (this.random.chance(this.faults.dropProbability)) {
-      this.counters.dropped++;
+      this.counters.lost++;
       this.listener.dropped(message, "lost");
       return;
     }
@@ -84,7 +85,7 @@ export class SimNetwork {
     const delivered: Message[] = [];
     for (const message of due) {
       if (this.isBlocked(message.from, message.to)) {
-        this.counters.dropped++;
+        this.counters.cut++;
         this.listener.dropped(message, "link-down");
       } else {
         this.counters.delivered++;

@@ -19,8 +19,11 @@ export interface FaultProfile {
   persistDelayStepsMax: number; // a Ready's persist completes 0..this many steps after it starts
   slowPersistProbability: number; // chance of a persist taking up to 10x longer
   // Chance that a node loses power while persisting a Ready that changes its term or vote (the
-  // window in which a vote or an acknowledgement must not have left yet).
+  // window in which a vote must not have left yet).
   crashDuringPersistProbability: number;
+  // Chance that a leader loses power while persisting a Ready that moves its commit index (the
+  // crash of Raft's Figure 8, right after a commit).
+  crashLeaderDuringPersistProbability: number;
   clockRateMin: number; // ticks per step; each node gets its own rate in [min, max]
   clockRateMax: number;
   clockChangePerStep: number; // chance per step that one node's clock rate changes
@@ -53,7 +56,8 @@ export const DEFAULT_PROFILE: FaultProfile = {
   pauseStepsMax: 40,
   persistDelayStepsMax: 3,
   slowPersistProbability: 0.02,
-  crashDuringPersistProbability: 0.003,
+  crashDuringPersistProbability: 0.01,
+  crashLeaderDuringPersistProbability: 0.002,
   clockRateMin: 0.6,
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,
@@ -90,7 +94,8 @@ export const HUNT_PROFILE: FaultProfile = {
   restartDelayStepsMax: 6,
   persistDelayStepsMax: 8,
   slowPersistProbability: 0,
-  crashDuringPersistProbability: 0.05,
+  crashDuringPersistProbability: 0.2,
+  crashLeaderDuringPersistProbability: 0.01,
   partitionPerStep: 0.03,
   healPerStep: 0.03,
   proposalPerStep: 0.2,
@@ -116,6 +121,7 @@ export function seedProfile(base: FaultProfile, random: Random): FaultProfile {
     pausePerStep: scale(base.pausePerStep),
     slowPersistProbability: scale(base.slowPersistProbability),
     crashDuringPersistProbability: scale(base.crashDuringPersistProbability),
+    crashLeaderDuringPersistProbability: scale(base.crashLeaderDuringPersistProbability),
     confChangePerStep: scale(base.confChangePerStep),
     transferPerStep: scale(base.transferPerStep),
     persistDelayStepsMax: random.range(0, base.persistDelayStepsMax),

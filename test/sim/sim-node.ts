@@ -55,10 +55,12 @@ export class SimNode {
   tickRate = 1;
   pausedUntilStep = 0;
   restartAtStep = 0;
+  snapshotsInstalled = 0; // received from a leader (InstallSnapshot), over all restarts
   private tickCredit = 0;
   private persisting: PendingPersist | undefined;
   private leaderTermChecked = 0;
   private snapshotAfterAdvance = false;
+  private commitChecked = 0; // the checker has seen this node's log up to here as committed
 
   constructor(
     readonly id: NodeId,
@@ -97,6 +99,7 @@ export class SimNode {
     this.term = this.storage.initialState().hardState.term;
     this.tickCredit = 0;
     this.persisting = undefined;
+    this.commitChecked = this.storage.initialState().hardState.commit;
   }
 
   crash(): void {
@@ -124,12 +127,16 @@ export class SimNode {
     if (message.type === "vote-response") this.observeRole();
   }
 
-  tick(): void {
+  // Advances the node's clock by one step at its own rate; returns the ticks it took (0, 1 or 2).
+  tick(): number {
     this.tickCredit += this.tickRate;
+    let ticks = 0;
     while (this.tickCredit >= 1) {
       this.tickCredit -= 1;
       this.raft!.tick();
+      ticks++;
     }
+    return ticks;
   }
 
   // Completes a due persist and takes new Readies, a bounded number of times.
@@ -156,9 +163,24 @@ export class SimNode {
       this.leaderTermChecked = this.term;
       this.environment.checker.leaderLogChecked(this.id, this.term, logWithReady(this.storage, ready));
     }
+    if (ready.hardState !== undefined && ready.hardState.commit > this.commitChecked) this.commitAdvanced(ready);
     for (const message of ready.messages) this.environment.send(message);
     this.persisting = { ready, doneStep: step + this.environment.persistDelaySteps() };
     this.environment.persistStarted(this, ready);
+  }
+
+  // The node's commit index moved: everything up to it in its log is committed from now on.
+  private commitAdvanced(ready: Ready): void {
+    const commit = ready.hardState!.commit;
+    const log = logWithReady(this.storage, ready);
+    if (commit > log.lastIndex()) {
+      this.environment.checker.report(`n${this.id}: commit ${commit} beyond its last index ${log.lastIndex()}`);
+      return;
+    }
+    for (let index = Math.max(this.commitChecked + 1, log.firstIndex()); index <= commit; index++) {
+      this.environment.checker.committed(this.id, index, log.term(index));
+    }
+    this.commitChecked = commit;
   }
 
   // Reads role and term from the core when a Ready says they may have changed.
@@ -194,6 +216,7 @@ export class SimNode {
 
   private restoreSnapshot(ready: Ready): void {
     const snapshot = ready.snapshot!;
+    this.snapshotsInstalled++;
     this.machine = StateMachine.fromSnapshot(snapshot.data);
     this.environment.trace.add(() => `restore n${this.id} snapshot ${snapshot.meta.index}/t${snapshot.meta.term}`);
     if (this.machine.appliedIndex !== snapshot.meta.index) {

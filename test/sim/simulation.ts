@@ -31,12 +31,32 @@ export interface SimulationOptions {
   trace?: boolean;
 }
 
+// What happened in a run, to show that faults and operations really were exercised.
+export interface SimulationStats {
+  partitions: number;
+  crashes: number; // including power losses
+  powerLosses: number; // crashes inside a persist that changed term or vote, or a leader's commit
+  pauses: number;
+  clockChanges: number;
+  messagesSent: number;
+  messagesLost: number;
+  messagesCut: number; // by partitions
+  messagesDuplicated: number;
+  leadersElected: number; // terms that had a leader
+  transfers: number; // leadership transfers started
+  confChangesApplied: number; // distinct conf-change entries applied
+  nodesAdded: number;
+  nodesRemoved: number;
+  snapshotsInstalled: number;
+}
+
 export interface SimulationResult {
   seed: number;
   nodes: number;
   violations: string[];
   committedProposals: number;
-  faultsInjected: number;
+  faultsInjected: number; // partitions, crashes, pauses, clock changes, messages lost or duplicated
+  stats: SimulationStats;
   steps: number; // steps run (chaos and heal)
   trace: string[]; // empty unless options.trace
 }
@@ -76,7 +96,8 @@ class Simulation implements NodeEnvironment {
   private currentStep = 0;
   private crashesDue: SimNode[] = [];
   private healed = false; // in a heal phase: no faults, a normal disk, clocks nearly in step
-  private faultEvents = 0;
+  private readonly stats = { partitions: 0, crashes: 0, powerLosses: 0, pauses: 0, clockChanges: 0, transfers: 0 };
+  private readonly confChangeIndexes = new Set<number>();
   private nextValue = 1;
   private nextNodeId: NodeId;
   private readonly removals = new Map<NodeId, number>(); // node id -> index of the entry removing it
@@ -131,8 +152,18 @@ class Simulation implements NodeEnvironment {
   }
 
   persistStarted(node: SimNode, ready: Ready): void {
-    if (this.healed || ready.hardState === undefined) return;
-    if (!this.faultRandom.chance(this.profile.crashDuringPersistProbability)) return;
+    const hardState = ready.hardState;
+    if (this.healed || hardState === undefined) return;
+    // Votes, and a leader that just moved its commit index (Figure 8's crash); a follower's
+    // commit-only changes are most Readies and dilute the rate where it matters.
+    const persisted = node.storage.initialState().hardState;
+    const voted = hardState.term !== persisted.term || hardState.vote !== persisted.vote;
+    const probability = voted
+      ? this.profile.crashDuringPersistProbability
+      : node.role === "leader"
+        ? this.profile.crashLeaderDuringPersistProbability
+        : 0;
+    if (!this.faultRandom.chance(probability)) return;
     // Crashing here, inside pump(), would pull the node out from under its own loop: do it at the
     // end of the step, before the persist (which takes at least until the next step) completes.
     this.crashesDue.push(node);
@@ -159,12 +190,26 @@ class Simulation implements NodeEnvironment {
 
   result(): SimulationResult {
     const counters = this.network.counters;
+    const stats: SimulationStats = {
+      ...this.stats,
+      messagesSent: counters.sent,
+      messagesLost: counters.lost,
+      messagesCut: counters.cut,
+      messagesDuplicated: counters.duplicated,
+      leadersElected: this.checker.leadersElected,
+      confChangesApplied: this.confChangeIndexes.size,
+      nodesAdded: this.nodes.length - this.options.nodes,
+      nodesRemoved: this.nodes.filter((n) => n.state === "stopped").length,
+      snapshotsInstalled: this.nodes.reduce((sum, n) => sum + n.snapshotsInstalled, 0),
+    };
+    const faultEvents = stats.partitions + stats.crashes + stats.pauses + stats.clockChanges;
     return {
       seed: this.options.seed,
       nodes: this.options.nodes,
       violations: [...this.checker.violations],
       committedProposals: this.checker.committedProposals,
-      faultsInjected: this.faultEvents + counters.duplicated + counters.dropped,
+      faultsInjected: faultEvents + stats.messagesLost + stats.messagesDuplicated,
+      stats,
       steps: this.currentStep,
       trace: this.trace.lines,
     };
@@ -209,9 +254,13 @@ class Simulation implements NodeEnvironment {
   }
 
   private tickClocks(): void {
+    const ticked: string[] | undefined = this.trace.enabled ? [] : undefined;
     for (const node of this.nodes) {
-      if (node.running && !node.paused(this.currentStep)) node.tick();
+      if (!node.running || node.paused(this.currentStep)) continue;
+      const ticks = node.tick();
+      if (ticked !== undefined && ticks > 0) ticked.push(ticks === 1 ? `n${node.id}` : `n${node.id}x${ticks}`);
     }
+    if (ticked !== undefined) this.trace.add(() => `tick ${ticked.join(" ")}`);
   }
 
   private dropped(message: Message, reason: DropReason): void {
@@ -247,7 +296,7 @@ class Simulation implements NodeEnvironment {
     const live = this.nodes.filter((n) => n.state !== "stopped").map((n) => n.id);
     if (live.length < 2) return;
     this.network.heal();
-    this.faultEvents++;
+    this.stats.partitions++;
     const kind = random.int(4);
     const shuffled = random.shuffle([...live]);
     if (kind === 0) {
@@ -284,6 +333,7 @@ class Simulation implements NodeEnvironment {
     for (const node of this.crashesDue) {
       if (!node.running || !node.persistPending()) continue;
       this.trace.add(() => `power loss n${node.id} during persist`);
+      this.stats.powerLosses++;
       this.crash(node);
     }
     this.crashesDue = [];
@@ -298,7 +348,7 @@ class Simulation implements NodeEnvironment {
   private crash(node: SimNode): void {
     node.crash();
     node.restartAtStep = this.currentStep + this.faultRandom.range(this.profile.restartDelayStepsMin, this.profile.restartDelayStepsMax);
-    this.faultEvents++;
+    this.stats.crashes++;
   }
 
   private restartDue(): void {
@@ -320,14 +370,14 @@ class Simulation implements NodeEnvironment {
     if (running.length === 0) return;
     const node = this.faultRandom.pick(running);
     node.pausedUntilStep = this.currentStep + this.faultRandom.range(1, this.profile.pauseStepsMax);
-    this.faultEvents++;
+    this.stats.pauses++;
     this.trace.add(() => `pause n${node.id} until step ${node.pausedUntilStep}`);
   }
 
   private changeClock(): void {
     const node = this.faultRandom.pick(this.nodes);
     node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
-    this.faultEvents++;
+    this.stats.clockChanges++;
     this.trace.add(() => `clock n${node.id} rate ${node.tickRate.toFixed(2)} ticks/step`);
   }
 
@@ -437,6 +487,7 @@ class Simulation implements NodeEnvironment {
     const to = this.clientRandom.pick(voters);
     try {
       leader.raft!.transferLeadership(to);
+      this.stats.transfers++;
       this.trace.add(() => `transfer leadership n${leader.id} -> n${to}`);
     } catch (error) {
       if (!(error instanceof RaftError)) throw error;
@@ -446,6 +497,7 @@ class Simulation implements NodeEnvironment {
 
   private confChangeApplied(node: SimNode, entry: Entry): void {
     const change = decodeConfChange(entry.data);
+    this.confChangeIndexes.add(entry.index);
     for (const single of change.changes) {
       if (single.type === "remove-node" && !this.removals.has(single.nodeId)) this.removals.set(single.nodeId, entry.index);
     }
