@@ -5,7 +5,6 @@
 // and only if the entry at that index still has the term that was persisted (a conflicting
 // append may have replaced it meanwhile).
 
-import { assert } from "../util/assert.js";
 import type { Entry, Snapshot } from "./types.js";
 
 export class UnstableLog {
@@ -60,7 +59,7 @@ export class UnstableLog {
     const first = entries[0]!.index;
     const end = this.offset + this.entries.length;
     if (first === end) {
-      this.entries.push(...entries);
+      for (const entry of entries) this.entries.push(entry);
     } else if (first <= this.offset) {
       // The new entries replace everything unstable (the driver will overwrite storage too).
       this.offset = first;
@@ -68,10 +67,5 @@ export class UnstableLog {
     } else {
       this.entries = [...this.entries.slice(0, first - this.offset), ...entries];
     }
-  }
-
-  slice(lo: number, hi: number): Entry[] {
-    assert(lo >= this.offset && hi <= this.offset + this.entries.length && lo <= hi, `unstable: bad slice [${lo}, ${hi})`);
-    return this.entries.slice(lo - this.offset, hi - this.offset);
   }
 }

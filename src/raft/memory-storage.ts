@@ -8,7 +8,7 @@
 
 import { assert } from "../util/assert.js";
 import { confFromVoters } from "./confchange.js";
-import { limitSize } from "./raft-log.js";
+import { countWithinBytes } from "./raft-log.js";
 import { CompactedError } from "./types.js";
 import type { ConfState, Entry, HardState, LogStorage, NodeId, Snapshot } from "./types.js";
 
@@ -40,7 +40,8 @@ export class MemoryLogStorage implements LogStorage {
     if (lo <= this.compacted.index) throw new CompactedError(`index ${lo} is compacted`);
     assert(hi <= this.lastIndex() + 1, `memory storage: entries [${lo}, ${hi}) beyond last ${this.lastIndex()}`);
     const offset = this.compacted.index + 1;
-    return limitSize(this.log.slice(lo - offset, hi - offset), maxBytes);
+    const count = countWithinBytes(this.log, lo - offset, hi - offset, maxBytes);
+    return this.log.slice(lo - offset, lo - offset + count);
   }
 
   term(index: number): number {
@@ -79,15 +80,18 @@ export class MemoryLogStorage implements LogStorage {
     const first = entries[0]!.index;
     assert(first <= this.lastIndex() + 1, `memory storage: gap before ${first} (last ${this.lastIndex()})`);
     // Entries at or below the compaction point are already covered: skip them.
-    const fresh = entries.filter((entry) => entry.index > this.compacted.index);
-    if (fresh.length === 0) return;
-    const keep = fresh[0]!.index - this.compacted.index - 1;
-    this.log = [...this.log.slice(0, keep), ...fresh];
+    const skip = Math.max(0, this.compacted.index + 1 - first);
+    if (skip >= entries.length) return;
+    // Truncate the conflicting suffix in place, then append: no copy of the whole log.
+    this.log.length = entries[skip]!.index - this.compacted.index - 1;
+    for (let i = skip; i < entries.length; i++) this.log.push(entries[i]!);
   }
 
   // Replaces the whole log with a snapshot received from the leader.
   applySnapshot(snapshot: Snapshot): void {
-    if (snapshot.meta.index <= this.snap.meta.index) return; // older than ours: nothing to do
+    // Older than ours: nothing to do. An equal index is taken: a joining node replaces its empty
+    // initial configuration with the cluster's (a snapshot at index 0).
+    if (snapshot.meta.index < this.snap.meta.index) return;
     this.snap = { meta: { ...snapshot.meta, conf: cloneConf(snapshot.meta.conf) }, data: snapshot.data };
     this.compacted = { index: snapshot.meta.index, term: snapshot.meta.term };
     this.log = [];

@@ -175,6 +175,8 @@ export class Progress {
       state: this.state,
       recentActive: this.recentActive,
       learner: this.learner,
+      inflightCount: this.inflights.count(),
+      pendingSnapshot: this.pendingSnapshot,
     };
   }
 }

@@ -23,15 +23,29 @@ export function entriesSizeBytes(entries: Entry[]): number {
 
 // Keeps a prefix of entries within maxBytes, but always at least one entry.
 export function limitSize(entries: Entry[], maxBytes: number): Entry[] {
-  if (entries.length === 0) return entries;
-  let total = entrySizeBytes(entries[0]!);
-  let count = 1;
-  while (count < entries.length) {
-    total += entrySizeBytes(entries[count]!);
-    if (total > maxBytes) break;
+  const count = countWithinBytes(entries, 0, entries.length, maxBytes);
+  return count === entries.length ? entries : entries.slice(0, count);
+}
+
+// How many of source[start, end) fit in maxBytes, given `taken` entries of usedBytes already in
+// the batch (a batch holds at least one entry). Stops early, so a small batch of a long log stays
+// cheap.
+export function countWithinBytes(
+  source: Entry[],
+  start: number,
+  end: number,
+  maxBytes: number,
+  taken = 0,
+  usedBytes = 0,
+): number {
+  let total = usedBytes;
+  let count = 0;
+  for (let i = start; i < end; i++) {
+    total += entrySizeBytes(source[i]!);
+    if (total > maxBytes && count + taken > 0) break;
     count++;
   }
-  return count === entries.length ? entries : entries.slice(0, count);
+  return count;
 }
 
 export class RaftLog {
@@ -142,18 +156,20 @@ export class RaftLog {
     if (lo >= hi) return [];
     if (lo < this.firstIndex()) throw new CompactedError(`index ${lo} is compacted`);
     assert(hi <= this.lastIndex() + 1, `raft log: slice [${lo}, ${hi}) beyond last ${this.lastIndex()}`);
-    let result: Entry[] = [];
     const offset = this.unstable.offset;
+    let result: Entry[] = [];
     if (lo < offset) {
-      const stored = this.storage.entries(lo, Math.min(hi, offset), maxBytes);
-      if (stored.length < Math.min(hi, offset) - lo) return stored; // size limit reached
-      result = stored;
+      result = this.storage.entries(lo, Math.min(hi, offset), maxBytes);
+      if (result.length < Math.min(hi, offset) - lo) return result; // size limit reached
     }
     if (hi > offset) {
-      const fresh = this.unstable.slice(Math.max(lo, offset), hi);
+      const start = Math.max(lo, offset);
+      const entries = this.unstable.entries;
+      const count = countWithinBytes(entries, start - offset, hi - offset, maxBytes, result.length, entriesSizeBytes(result));
+      const fresh = entries.slice(start - offset, start - offset + count);
       result = result.length === 0 ? fresh : [...result, ...fresh];
     }
-    return limitSize(result, maxBytes);
+    return result;
   }
 
   restore(snapshot: Snapshot): void {

@@ -29,6 +29,7 @@ import { ProgressTracker } from "./tracker.js";
 import { CompactedError, NONE, RaftError, SnapshotUnavailableError } from "./types.js";
 import type {
   ConfChange,
+  ConfState,
   Entry,
   HardState,
   Message,
@@ -63,6 +64,10 @@ export class RaftNode {
   private readonly log: RaftLog;
   private readonly tracker: ProgressTracker;
   private readonly readOnly = new ReadOnlyQueue();
+  // The configuration at index 0 (bootstrap), when known: started with nothing applied and no
+  // compaction. Lets the leader hand a joining node the initial configuration as a snapshot at
+  // index 0 when the storage has no snapshot to offer yet.
+  private readonly initialConf: ConfState | undefined;
 
   private term = 0;
   private vote: NodeId = NONE;
@@ -89,15 +94,18 @@ export class RaftNode {
     this.id = config.id;
     this.config = config;
     const { hardState, conf } = storage.initialState();
-    checkConf(conf);
+    // A node joining an existing cluster starts with an empty configuration and learns the real
+    // one from the leader's log or snapshot.
+    if (conf.voters.length > 0) checkConf(conf);
     const applied = config.applied ?? snapshotIndexOf(storage);
     this.log = new RaftLog(storage, applied);
     assert(hardState.commit <= this.log.lastIndex(), `raft: commit ${hardState.commit} beyond last index ${this.log.lastIndex()}`);
     this.log.committed = Math.max(hardState.commit, this.log.applied);
     assert(this.log.committed <= this.log.lastIndex(), "raft: applied beyond the last index");
+    if (this.log.applied === 0 && storage.firstIndex() === 1 && conf.voters.length > 0) this.initialConf = conf;
     this.tracker = new ProgressTracker(conf, config.maxInflightMessages, config.maxInflightBytes);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
-    this.becomeFollower(hardState.term, NONE);
+    this.reset(hardState.term);
     this.vote = hardState.vote;
     this.prevHardState = { ...hardState };
     this.prevSoftState = { leader: this.lead, role: this.role };
@@ -427,10 +435,12 @@ export class RaftNode {
 
   private handleVoteRequest(m: Message): void {
     const responseType: MessageType = m.type === "vote" ? "vote-response" : "prevote-response";
+    // A pre-vote for a future term binds nothing, but is refused while we hear from a leader
+    // (thesis §9.6): a node that was cut off must not unseat a working leader when it returns.
     const canVote =
       this.vote === m.from ||
       (this.vote === NONE && this.lead === NONE) ||
-      (m.type === "prevote" && m.term > this.term); // a pre-vote for a future term binds nothing
+      (m.type === "prevote" && m.term > this.term && !this.inLeaderLease());
     const upToDate = this.config.bugs?.skipVoteLogCheck === true || this.log.isUpToDate(m.index, m.logTerm);
     if (canVote && upToDate) {
       this.logLine(`granting ${m.type} to ${m.from} at term ${m.term}`);
@@ -440,9 +450,17 @@ export class RaftNode {
         this.vote = m.from;
       }
     } else {
-      this.logLine(`rejecting ${m.type} from ${m.from} at term ${m.term}`);
+      let reason = `leader ${this.lead} is alive`;
+      if (!upToDate) reason = "its log is behind";
+      else if (this.vote !== NONE && !(m.type === "prevote" && m.term > this.term)) reason = `voted for ${this.vote}`;
+      this.logLine(`rejecting ${m.type} from ${m.from} at term ${m.term}: ${reason}`);
       this.send({ type: responseType, to: m.from, term: this.term, reject: true });
     }
+  }
+
+  // We heard from a leader (or are one) within the election timeout.
+  private inLeaderLease(): boolean {
+    return this.lead !== NONE && this.electionElapsed < this.config.electionTicks;
   }
 
   private poll(m: Message): void {
@@ -467,8 +485,7 @@ export class RaftNode {
       if (m.type === "vote" || m.type === "prevote") {
         // Lease: while we hear from a leader, a (pre)candidate is likely a partitioned or
         // restarted node with a stale view; ignoring it keeps it from disrupting the cluster.
-        const inLease = this.config.checkQuorum && this.lead !== NONE && this.electionElapsed < this.config.electionTicks;
-        if (inLease && m.leaderTransfer !== true) {
+        if (this.config.checkQuorum && this.inLeaderLease() && m.leaderTransfer !== true) {
           this.logLine(`ignoring ${m.type} from ${m.from} at term ${m.term}: leader lease`);
           return false;
         }
@@ -651,11 +668,13 @@ export class RaftNode {
     try {
       snapshot = this.log.snapshot();
     } catch (error) {
-      if (error instanceof SnapshotUnavailableError) return false; // try again later
-      throw error;
+      if (!(error instanceof SnapshotUnavailableError)) throw error;
+      if (this.initialConf === undefined || this.log.firstIndex() !== 1) return false; // try later
+      // Nothing compacted and no snapshot yet: the initial configuration and the empty state.
+      snapshot = { meta: { index: 0, term: 0, conf: this.initialConf }, data: new Uint8Array(0) };
     }
     progress.becomeSnapshot(snapshot.meta.index);
-    this.logLine(`sending snapshot at ${snapshot.meta.index}/${snapshot.meta.term} to ${to}`);
+    this.logLine(`sending snapshot ${snapshot.meta.term}/${snapshot.meta.index} to ${to}`);
     this.send({ type: "snapshot", to, snapshot });
     return true;
   }
@@ -683,7 +702,8 @@ export class RaftNode {
       return;
     }
     const wasPaused = progress.isPaused();
-    if (progress.maybeUpdate(m.index) || (progress.match === m.index && progress.state === "probe")) {
+    // An answer at match itself still ends probing, and a snapshot the follower already covered.
+    if (progress.maybeUpdate(m.index) || (progress.match === m.index && progress.state !== "replicate")) {
       if (progress.state === "probe") {
         progress.becomeReplicate();
       } else if (progress.state === "snapshot" && progress.match + 1 >= this.log.firstIndex()) {
@@ -706,6 +726,12 @@ export class RaftNode {
   }
 
   private handleAppendRejection(m: Message, progress: Progress): void {
+    if (m.index === 0) {
+      // Index 0 matches on every initialized node: the follower is joining and has no
+      // configuration yet. Only a snapshot (the initial one at index 0, if nothing newer) helps.
+      if (progress.state !== "snapshot") this.maybeSendSnapshot(m.from, progress);
+      return;
+    }
     // Fast backtracking: skip, in one round trip, all our entries of terms the follower lacks.
     let nextProbe = m.rejectHint;
     if ((m.rejectTerm ?? 0) > 0) nextProbe = this.log.findConflictByTerm(m.rejectHint, m.rejectTerm!).index;
@@ -762,6 +788,13 @@ export class RaftNode {
   // ---------------------------------------------------------------- replication (follower)
 
   private handleAppend(m: Message): void {
+    if (m.index === 0 && this.joining()) {
+      // The log from index 1 on only makes sense on top of the initial configuration, which is
+      // not in the log: ask for a snapshot (rejecting index 0 tells the leader so).
+      this.logLine("rejecting append from the log's start: no configuration yet, need a snapshot");
+      this.send({ type: "append-response", to: m.from, index: 0, reject: true, rejectHint: 0, rejectTerm: 0 });
+      return;
+    }
     if (m.index < this.log.committed) {
       this.send({ type: "append-response", to: m.from, index: this.log.committed });
       return;
@@ -788,21 +821,28 @@ export class RaftNode {
     const snapshot = m.snapshot;
     assert(snapshot !== undefined, "raft: snapshot message without a snapshot");
     if (this.restore(snapshot)) {
-      this.logLine(`restored snapshot at ${snapshot.meta.index}/${snapshot.meta.term}`);
+      this.logLine(`restored snapshot ${snapshot.meta.term}/${snapshot.meta.index}`);
       this.send({ type: "append-response", to: m.from, index: this.log.lastIndex() });
     } else {
       this.send({ type: "append-response", to: m.from, index: this.log.committed });
     }
   }
 
+  // A node that has never known a configuration: it joins an existing cluster and needs a
+  // snapshot (at least the initial configuration, a snapshot at index 0) before any entry.
+  private joining(): boolean {
+    return confMembers(this.tracker.conf).length === 0;
+  }
+
   private restore(snapshot: Snapshot): boolean {
     const { index, term, conf } = snapshot.meta;
-    if (index <= this.log.committed) return false;
-    if (!confMembers(conf).includes(this.id)) {
-      this.logLine(`ignoring snapshot at ${index}: this node is not in its configuration`);
-      return false;
-    }
-    if (this.log.matchTerm(index, term)) {
+    const joining = this.joining() && confMembers(conf).length > 0;
+    if (index < this.log.committed || (index === this.log.committed && !joining)) return false;
+    // The leader only sends snapshots to members; if the snapshot's configuration lacks us, we
+    // were added after it was taken, and the entries that follow it will add us. (etcd refuses
+    // such a snapshot, which strands a node added after the leader's last snapshot.)
+    if (!confMembers(conf).includes(this.id)) this.logLine(`restoring snapshot ${term}/${index} that predates this node's membership`);
+    if (!joining && this.log.matchTerm(index, term)) {
       // We have the snapshot's last entry: the log is fine, just move the commit forward.
       this.log.commitTo(index);
       return false;
@@ -883,6 +923,7 @@ export class RaftNode {
   }
 
   private switchToConf(conf: RaftStatus["conf"]): void {
+    const before = new Set(this.tracker.progress.keys());
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
     if (this.role !== "leader") return;
     const self = this.tracker.progress.get(this.id);
@@ -892,9 +933,15 @@ export class RaftNode {
       return;
     }
     if (this.leadTransferee !== NONE && !this.tracker.isVoter(this.leadTransferee)) this.abortLeaderTransfer();
-    // The quorum changed: the commit may move, and new members need their first append.
-    if (this.maybeCommit()) this.broadcastAppend();
-    else for (const id of this.tracker.progress.keys()) if (id !== this.id) this.maybeSendAppend(id, false);
+    // The quorum changed: the commit may move. New members get a first (probing) append now
+    // rather than at the next heartbeat.
+    if (this.maybeCommit()) {
+      this.broadcastAppend();
+      return;
+    }
+    for (const id of this.tracker.progress.keys()) {
+      if (id !== this.id) this.maybeSendAppend(id, !before.has(id));
+    }
   }
 
   private maybeAutoLeaveJoint(): void {

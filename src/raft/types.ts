@@ -167,6 +167,8 @@ export interface ProgressStatus {
   state: "probe" | "replicate" | "snapshot";
   recentActive: boolean;
   learner: boolean;
+  inflightCount?: number; // appends in flight (replicate state)
+  pendingSnapshot?: number; // snapshot state: the index of the snapshot being sent
 }
 
 export interface RaftStatus {

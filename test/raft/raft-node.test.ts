@@ -4,7 +4,8 @@ import { test } from "node:test";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
 import type { Entry, Message, RaftConfig } from "../../src/raft/types.js";
-import { RaftError } from "../../src/raft/types.js";
+import { RaftError, SnapshotUnavailableError } from "../../src/raft/types.js";
+import { confFromVoters } from "../../src/raft/confchange.js";
 
 interface Member {
   node: RaftNode;
@@ -88,4 +89,36 @@ test("a single-node cluster elects itself and commits after persisting", () => {
   node.propose(text("x"));
   pump(members);
   assert.deepEqual(members.get(1)!.applied.map(decode), ["", "x"]);
+});
+
+// A storage that, like a durable one before its first snapshot, has no snapshot to offer.
+class NoInitialSnapshotStorage extends MemoryLogStorage {
+  override snapshot() {
+    const snapshot = super.snapshot();
+    if (snapshot.meta.index === 0) throw new SnapshotUnavailableError("no snapshot yet");
+    return snapshot;
+  }
+}
+
+test("a joining node learns the initial configuration even when the storage has no snapshot yet", () => {
+  const members = new Map<number, Member>();
+  for (const id of [1, 2, 3, 4]) {
+    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? [] : [1, 2, 3]));
+    members.set(id, { node: new RaftNode(defaultRaftConfig(id, () => 0), storage), storage, applied: [] });
+  }
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("before"));
+  pump(members);
+  leader.proposeConfChange({ transition: "auto", changes: [{ type: "add-learner", nodeId: 4 }] });
+  pump(members);
+  for (let i = 0; i < 3; i++) {
+    leader.tick(); // heartbeats until node 4 caught up
+    pump(members);
+  }
+  const joined = members.get(4)!.node.status();
+  assert.deepEqual(joined.conf, { voters: [1, 2, 3], learners: [4], votersOutgoing: [], learnersNext: [], autoLeave: false });
+  assert.equal(joined.commit, leader.status().commit);
+  assert.deepEqual(members.get(4)!.applied.map(decode).filter((d) => d === "before"), ["before"]);
 });
