@@ -10,6 +10,7 @@ import type { Random } from "./random.js";
 export interface FaultProfile {
   network: NetworkFaults;
   partitionPerStep: number; // chance per step of a new partition (replacing the current one)
+  isolateLeaderShare: number; // of partitions, this share at least cuts off the leader (others: random kinds)
   healPerStep: number; // chance per step that a partition heals
   crashPerStep: number; // chance per step that a running node crashes
   restartDelayStepsMin: number;
@@ -28,6 +29,9 @@ export interface FaultProfile {
   clockRateMax: number;
   clockChangePerStep: number; // chance per step that one node's clock rate changes
   proposalPerStep: number;
+  // Of proposals, this share goes to any node that believes it leads, not the newest leader: a
+  // stale leader cut off from the others grows a log suffix that a later leader must overwrite.
+  staleLeaderProposalShare: number;
   confChangePerStep: number;
   transferPerStep: number;
   snapshotEntriesMin: number; // a node snapshots and compacts once this many entries are applied
@@ -48,6 +52,7 @@ export const DEFAULT_PROFILE: FaultProfile = {
     reorderDelayStepsMax: 12,
   },
   partitionPerStep: 0.006,
+  isolateLeaderShare: 0,
   healPerStep: 0.012,
   crashPerStep: 0.004,
   restartDelayStepsMin: 5,
@@ -62,6 +67,7 @@ export const DEFAULT_PROFILE: FaultProfile = {
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,
   proposalPerStep: 0.35,
+  staleLeaderProposalShare: 0.15,
   confChangePerStep: 0.006,
   transferPerStep: 0.003,
   snapshotEntriesMin: 8,
@@ -95,10 +101,12 @@ export const HUNT_PROFILE: FaultProfile = {
   persistDelayStepsMax: 8,
   slowPersistProbability: 0,
   crashDuringPersistProbability: 0.2,
-  crashLeaderDuringPersistProbability: 0.01,
+  crashLeaderDuringPersistProbability: 0.1,
   partitionPerStep: 0.03,
+  isolateLeaderShare: 0.8,
   healPerStep: 0.03,
   proposalPerStep: 0.2,
+  staleLeaderProposalShare: 0.8,
   maxMessageBytesChoices: [1],
   maxInflightMessagesChoices: [4, 8],
 };

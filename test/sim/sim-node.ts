@@ -59,7 +59,6 @@ export class SimNode {
   private tickCredit = 0;
   private persisting: PendingPersist | undefined;
   private leaderTermChecked = 0;
-  private snapshotAfterAdvance = false;
   private commitChecked = 0; // the checker has seen this node's log up to here as committed
 
   constructor(
@@ -209,9 +208,7 @@ export class SimNode {
     for (const entry of ready.committedEntries) this.apply(entry);
     this.raft!.advance(ready);
     this.observeRole(); // advance() counts the node's own persisted vote: it may win here
-    if (this.snapshotAfterAdvance) this.takeSnapshot();
-    else this.maybeCompact();
-    this.snapshotAfterAdvance = false;
+    this.maybeCompact();
   }
 
   private restoreSnapshot(ready: Ready): void {
@@ -234,9 +231,6 @@ export class SimNode {
     this.machine.apply(entry);
     this.environment.checker.applied(this.id, entry, this.machine.hash);
     this.environment.applied(this, entry);
-    // A new member joins by InstallSnapshot of a snapshot that includes it (its storage starts
-    // with an empty configuration), so every node snapshots right after a configuration change.
-    if (entry.type === "conf-change") this.snapshotAfterAdvance = true;
   }
 
   private maybeCompact(): void {

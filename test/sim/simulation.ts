@@ -10,7 +10,7 @@
 // Determinism: nothing here reads the clock or Math.random; every choice comes from a Random
 // forked from the seed, and iteration orders are fixed (arrays, insertion-ordered maps).
 
-import { confMembers, decodeConfChange, describeConfChange, isJoint } from "../../src/raft/confchange.js";
+import { confMembers, decodeConfChange, describeConfChange, emptyConf, isJoint } from "../../src/raft/confchange.js";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import type { ConfChange, ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
 import { RaftError } from "../../src/raft/types.js";
@@ -297,7 +297,7 @@ class Simulation implements NodeEnvironment {
     if (live.length < 2) return;
     this.network.heal();
     this.stats.partitions++;
-    const kind = random.int(4);
+    const kind = random.chance(this.profile.isolateLeaderShare) ? 1 : random.int(4);
     const shuffled = random.shuffle([...live]);
     if (kind === 0) {
       const cut = random.range(1, shuffled.length - 1);
@@ -415,7 +415,8 @@ class Simulation implements NodeEnvironment {
     const random = this.clientRandom;
     const leader = this.leaderNode();
     const draw = random.float();
-    if (leader !== undefined && draw < 0.75) return leader;
+    const stale = this.profile.staleLeaderProposalShare;
+    if (leader !== undefined && draw < 0.9 - stale) return leader;
     const leaders = this.nodes.filter((n) => n.running && n.role === "leader");
     if (leaders.length > 0 && draw < 0.9) return random.pick(leaders);
     const running = this.nodes.filter((n) => n.running);
@@ -457,7 +458,7 @@ class Simulation implements NodeEnvironment {
       }
     }
     if (this.nextNodeId <= this.options.nodes + SPARE_NODES_MAX && members < this.options.nodes + 2) {
-      choices.push(() => this.addLearner(leader, conf));
+      choices.push(() => this.addLearner(leader));
     }
     if (conf.voters.length > 3) {
       // The leader goes with a fair share of the removals.
@@ -469,12 +470,11 @@ class Simulation implements NodeEnvironment {
     return choices.length > 0 ? random.pick(choices)() : undefined;
   }
 
-  // Starts a brand-new node with an empty log and asks to add it as a learner. The core refuses a
-  // configuration without voters, so the new node starts with the cluster's current one (which
-  // does not include it); it catches up by InstallSnapshot of a snapshot that includes it.
-  private addLearner(leader: SimNode, conf: ConfState): ConfChange {
+  // Starts a brand-new node with an empty log and an empty configuration (it learns the real one
+  // from the leader) and asks to add it as a learner.
+  private addLearner(leader: SimNode): ConfChange {
     const id = this.nextNodeId++;
-    this.addNode(id, new MemoryLogStorage(conf)).start();
+    this.addNode(id, new MemoryLogStorage(emptyConf())).start();
     this.trace.add(() => `new node n${id} (empty), asking n${leader.id} to add it`);
     return { transition: "auto", changes: [{ type: "add-learner", nodeId: id }] };
   }
