@@ -104,3 +104,17 @@ test("the state machine's snapshot round-trips", () => {
   assert.equal(restored.hash, machine.hash);
   assert.equal(StateMachine.fromSnapshot(new Uint8Array(0)).appliedIndex, 0);
 });
+
+test("linearizable reads: a read index below a commit seen before the read began", () => {
+  const checker = new SafetyChecker();
+  checker.committed(1, 1, 1);
+  checker.committed(1, 2, 1);
+  checker.readStarted(7);
+  checker.readAnswered(2, 7, 2);
+  assert.deepEqual(checker.violations, []);
+  checker.readStarted(8);
+  checker.readAnswered(2, 8, 1);
+  checker.readAnswered(2, 99, 5);
+  assert.match(checker.violations[0]!, /n2 read #8 at index 1, but 2 was committed before it began/);
+  assert.match(checker.violations[1]!, /read #99, which nobody asked/);
+});

@@ -13,6 +13,8 @@
 //   state; a restored snapshot has the state the others had at that index.
 // - Proposals: an applied value was proposed, sits where propose() put it, and is applied at
 //   one index only (no duplicates).
+// - Linearizable reads: a ReadIndex answer is at least every commit index seen before the read
+//   began (a read never misses a write that completed before it).
 
 import type { Entry, NodeId } from "../../src/raft/types.js";
 import { decodeProposal, entryDigest } from "./state-machine.js";
@@ -49,9 +51,29 @@ export class SafetyChecker {
   private readonly proposals = new Map<number, { index: number; term: number }>();
   private readonly appliedAt = new Map<number, number>(); // proposal value -> index
   private committedIndexMax = 0;
+  private readonly readFloors = new Map<number, number>(); // read id -> highest commit known when it began
+  readsAnswered = 0;
 
   get committedProposals(): number {
     return this.appliedAt.size;
+  }
+
+  // A ReadIndex read begins: it must see everything committed so far.
+  readStarted(id: number): void {
+    this.readFloors.set(id, this.committedIndexMax);
+  }
+
+  // node got the read index for read `id`: the read is served once it applied up to `index`.
+  readAnswered(node: NodeId, id: number, index: number): void {
+    const floor = this.readFloors.get(id);
+    if (floor === undefined) {
+      this.report(`linearizable reads: n${node} got an answer for read #${id}, which nobody asked`);
+      return;
+    }
+    this.readsAnswered++;
+    if (index < floor) {
+      this.report(`linearizable reads: n${node} read #${id} at index ${index}, but ${floor} was committed before it began`);
+    }
   }
 
   get leadersElected(): number {

@@ -29,6 +29,7 @@ export interface FaultProfile {
   clockRateMax: number;
   clockChangePerStep: number; // chance per step that one node's clock rate changes
   proposalPerStep: number;
+  readPerStep: number; // ReadIndex reads
   // Of proposals, this share goes to any node that believes it leads, not the newest leader: a
   // stale leader cut off from the others grows a log suffix that a later leader must overwrite.
   staleLeaderProposalShare: number;
@@ -67,6 +68,7 @@ export const DEFAULT_PROFILE: FaultProfile = {
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,
   proposalPerStep: 0.35,
+  readPerStep: 0.05,
   staleLeaderProposalShare: 0.15,
   confChangePerStep: 0.006,
   transferPerStep: 0.003,

@@ -33,6 +33,7 @@ export interface NodeEnvironment {
   persistDelaySteps(): number;
   persistStarted(node: SimNode, ready: Ready): void;
   applied(node: SimNode, entry: Entry): void;
+  readAnswered(node: SimNode, context: Uint8Array, index: number): void;
 }
 
 export interface NodeOptions {
@@ -163,6 +164,7 @@ export class SimNode {
       this.environment.checker.leaderLogChecked(this.id, this.term, logWithReady(this.storage, ready));
     }
     if (ready.hardState !== undefined && ready.hardState.commit > this.commitChecked) this.commitAdvanced(ready);
+    for (const read of ready.readStates) this.environment.readAnswered(this, read.context, read.index);
     for (const message of ready.messages) this.environment.send(message);
     this.persisting = { ready, doneStep: step + this.environment.persistDelaySteps() };
     this.environment.persistStarted(this, ready);

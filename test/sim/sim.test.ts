@@ -31,7 +31,7 @@ test(`${3 * SEEDS_PER_SIZE} seeds on 3, 5 and 7 nodes: no violation, and faults 
   const expected: Array<keyof SimulationStats> = [
     "partitions", "crashes", "powerLosses", "pauses", "clockChanges", "messagesLost", "messagesCut",
     "messagesDuplicated", "leadersElected", "transfers", "confChangesApplied", "nodesAdded", "nodesRemoved",
-    "snapshotsInstalled",
+    "snapshotsInstalled", "readsAnswered",
   ];
   for (const name of expected) assert.ok((totals.get(name) ?? 0) > 0, `no ${name} in the whole batch`);
 });

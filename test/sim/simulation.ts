@@ -48,6 +48,7 @@ export interface SimulationStats {
   nodesAdded: number;
   nodesRemoved: number;
   snapshotsInstalled: number;
+  readsAnswered: number;
 }
 
 export interface SimulationResult {
@@ -67,6 +68,7 @@ const LIVENESS_ELECTION_TIMEOUTS = 25; // a healed cluster commits within this m
 const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership changes may add
 const PROPOSAL_PADDING_BYTES_MAX = 48;
 const PROBE_RETRY_STEPS = 20;
+const READ_CONTEXT_BYTES = 4;
 const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
 const HEALED_CLOCK_RATE_MAX = 1.1;
 const HEALED_PERSIST_DELAY_STEPS_MAX = 2; // a liveness probe not committed by then is proposed again
@@ -99,6 +101,7 @@ class Simulation implements NodeEnvironment {
   private readonly stats = { partitions: 0, crashes: 0, powerLosses: 0, pauses: 0, clockChanges: 0, transfers: 0 };
   private readonly confChangeIndexes = new Set<number>();
   private nextValue = 1;
+  private nextRead = 1;
   private nextNodeId: NodeId;
   private readonly removals = new Map<NodeId, number>(); // node id -> index of the entry removing it
   private probe: { value: number; index: number; term: number; leader: NodeId; step: number } | undefined;
@@ -169,6 +172,12 @@ class Simulation implements NodeEnvironment {
     this.crashesDue.push(node);
   }
 
+  readAnswered(node: SimNode, context: Uint8Array, index: number): void {
+    const id = context.length === READ_CONTEXT_BYTES ? new DataView(context.buffer, context.byteOffset).getUint32(0) : -1;
+    this.trace.add(() => `read #${id} on n${node.id} at index ${index}`);
+    this.checker.readAnswered(node.id, id, index);
+  }
+
   applied(node: SimNode, entry: Entry): void {
     const value = decodeProposal(entry);
     if (value !== undefined && value === this.probe?.value && this.probeCommittedIndex === 0) {
@@ -201,6 +210,7 @@ class Simulation implements NodeEnvironment {
       nodesAdded: this.nodes.length - this.options.nodes,
       nodesRemoved: this.nodes.filter((n) => n.state === "stopped").length,
       snapshotsInstalled: this.nodes.reduce((sum, n) => sum + n.snapshotsInstalled, 0),
+      readsAnswered: this.checker.readsAnswered,
     };
     const faultEvents = stats.partitions + stats.crashes + stats.pauses + stats.clockChanges;
     return {
@@ -386,6 +396,7 @@ class Simulation implements NodeEnvironment {
   private runClients(chaos: boolean): void {
     const random = this.clientRandom;
     if (random.chance(this.profile.proposalPerStep)) this.propose();
+    if (random.chance(this.profile.readPerStep)) this.read();
     if (chaos) {
       if (random.chance(this.profile.confChangePerStep)) this.changeMembership();
       if (random.chance(this.profile.transferPerStep)) this.transferLeadership();
@@ -406,6 +417,23 @@ class Simulation implements NodeEnvironment {
     } catch (error) {
       if (!(error instanceof RaftError)) throw error;
       this.trace.add(() => `propose v${value} on n${target.id} refused: ${error.code}`);
+    }
+  }
+
+  // A linearizable read through ReadIndex, on the same kind of node a proposal would go to.
+  private read(): void {
+    const target = this.proposalTarget();
+    if (target === undefined) return;
+    const id = this.nextRead++;
+    const context = new Uint8Array(READ_CONTEXT_BYTES);
+    new DataView(context.buffer).setUint32(0, id);
+    try {
+      target.raft!.readIndex(context);
+      this.checker.readStarted(id);
+      this.trace.add(() => `read #${id} asked on n${target.id}`);
+    } catch (error) {
+      if (!(error instanceof RaftError)) throw error;
+      this.trace.add(() => `read #${id} on n${target.id} refused: ${error.code}`);
     }
   }
 
