@@ -84,8 +84,11 @@ export class SafetyChecker {
     return this.violations.length > 0;
   }
 
+  step = 0; // the simulation step, to say where a violation was seen
+
   report(text: string): void {
-    if (this.violations.length < VIOLATIONS_KEPT_MAX) this.violations.push(text);
+    const line = `step ${this.step}: ${text}`;
+    if (this.violations.length < VIOLATIONS_KEPT_MAX && !this.violations.includes(line)) this.violations.push(line);
   }
 
   leaderElected(node: NodeId, term: number): void {

@@ -98,7 +98,7 @@ function describeStats(stats: SimulationStats): string {
 }
 
 function printFailure(options: RunOptions, result: SimulationResult, print: Print): void {
-  print(`\nFAIL seed ${result.seed} (${result.nodes} nodes) at step ${result.steps}:`);
+  print(`\nFAIL seed ${result.seed} (${result.nodes} nodes):`);
   for (const violation of result.violations) print(`  ${violation}`);
   print(`replay: ${replayCommand(options, result.seed)}`);
   const traced = runSimulation(simulationOptions(options, result.seed, true));

@@ -227,6 +227,7 @@ class Simulation implements NodeEnvironment {
 
   private runStep(chaos: boolean): void {
     this.trace.step = this.currentStep;
+    this.checker.step = this.currentStep;
     try {
       if (chaos) this.injectFaults();
       this.restartDue();
@@ -239,7 +240,7 @@ class Simulation implements NodeEnvironment {
       this.stopRemovedNodes();
       this.crashDuringPersist();
     } catch (error) {
-      this.checker.report(`core threw at step ${this.currentStep}: ${describeError(error)}`);
+      this.checker.report(`core threw: ${describeError(error)}`);
     }
     this.currentStep++;
   }
