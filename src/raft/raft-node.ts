@@ -68,6 +68,11 @@ export class RaftNode {
   // compaction. Lets the leader hand a joining node the initial configuration as a snapshot at
   // index 0 when the storage has no snapshot to offer yet.
   private readonly initialConf: ConfState | undefined;
+  // A node that starts with an empty log outside its own configuration is joining a running
+  // cluster: the log from index 1 on only means something on top of the initial configuration,
+  // which it may not have (an empty one, or the cluster's current one). It takes a snapshot
+  // first, even one at index 0.
+  private joining: boolean;
 
   private term = 0;
   private vote: NodeId = NONE;
@@ -80,6 +85,9 @@ export class RaftNode {
   private pendingConfIndex = 0; // index of the last conf change this leader appended
   private uncommittedBytes = 0;
   private pendingReadIndex: Message[] = []; // ReadIndex requests waiting for a commit in this term
+  // Proposals were appended since the last Ready: their appends go out when the Ready is made,
+  // so a burst of proposals travels as one append per follower instead of one each.
+  private broadcastPending = false;
 
   private messages: Message[] = [];
   private messagesAfterPersist: Message[] = [];
@@ -94,15 +102,17 @@ export class RaftNode {
     this.id = config.id;
     this.config = config;
     const { hardState, conf } = storage.initialState();
-    // A node joining an existing cluster starts with an empty configuration and learns the real
-    // one from the leader's log or snapshot.
+    // A node joining an existing cluster may start with an empty configuration: it learns the
+    // real one from the leader's snapshot.
     if (conf.voters.length > 0) checkConf(conf);
     const applied = config.applied ?? snapshotIndexOf(storage);
     this.log = new RaftLog(storage, applied);
     assert(hardState.commit <= this.log.lastIndex(), `raft: commit ${hardState.commit} beyond last index ${this.log.lastIndex()}`);
     this.log.committed = Math.max(hardState.commit, this.log.applied);
     assert(this.log.committed <= this.log.lastIndex(), "raft: applied beyond the last index");
-    if (this.log.applied === 0 && storage.firstIndex() === 1 && conf.voters.length > 0) this.initialConf = conf;
+    const pristine = this.log.applied === 0 && storage.firstIndex() === 1;
+    if (pristine && conf.voters.length > 0) this.initialConf = conf;
+    this.joining = pristine && storage.lastIndex() === 0 && !confMembers(conf).includes(config.id);
     this.tracker = new ProgressTracker(conf, config.maxInflightMessages, config.maxInflightBytes);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
     this.reset(hardState.term);
@@ -210,6 +220,10 @@ export class RaftNode {
 
   ready(): Ready {
     assert(this.outstanding === undefined, "raft: ready() called again before advance()");
+    if (this.broadcastPending) {
+      this.broadcastPending = false;
+      if (this.role === "leader") this.broadcastAppend();
+    }
     const soft = this.softState();
     const hard = this.hardState();
     const committedEntries = this.log.nextCommittedEntries(this.config.maxCommittedBytesPerReady);
@@ -330,6 +344,7 @@ export class RaftNode {
     if (self !== undefined) self.match = this.log.persistedLastIndex();
     this.pendingConfIndex = 0;
     this.uncommittedBytes = 0;
+    this.broadcastPending = false;
     this.readOnly.clear();
     this.pendingReadIndex = [];
   }
@@ -601,7 +616,7 @@ export class RaftNode {
       throw new RaftError("PROPOSAL_DROPPED", `uncommitted log over ${this.config.maxUncommittedBytes} bytes`);
     }
     const last = this.appendEntries([entry]);
-    this.broadcastAppend();
+    this.broadcastPending = true;
     return { index: last, term: this.term };
   }
 
@@ -611,7 +626,7 @@ export class RaftNode {
     if (entries.some((entry) => entry.type === "conf-change")) return; // only via proposeConfChange
     if (!this.increaseUncommittedBytes(entries)) return;
     this.appendEntries(entries);
-    this.broadcastAppend();
+    this.broadcastPending = true;
   }
 
   // The uncommitted-bytes limit; a single entry always fits into an empty budget.
@@ -788,7 +803,7 @@ export class RaftNode {
   // ---------------------------------------------------------------- replication (follower)
 
   private handleAppend(m: Message): void {
-    if (m.index === 0 && this.joining()) {
+    if (m.index === 0 && this.joining) {
       // The log from index 1 on only makes sense on top of the initial configuration, which is
       // not in the log: ask for a snapshot (rejecting index 0 tells the leader so).
       this.logLine("rejecting append from the log's start: no configuration yet, need a snapshot");
@@ -828,15 +843,9 @@ export class RaftNode {
     }
   }
 
-  // A node that has never known a configuration: it joins an existing cluster and needs a
-  // snapshot (at least the initial configuration, a snapshot at index 0) before any entry.
-  private joining(): boolean {
-    return confMembers(this.tracker.conf).length === 0;
-  }
-
   private restore(snapshot: Snapshot): boolean {
     const { index, term, conf } = snapshot.meta;
-    const joining = this.joining() && confMembers(conf).length > 0;
+    const joining = this.joining && confMembers(conf).length > 0;
     if (index < this.log.committed || (index === this.log.committed && !joining)) return false;
     // The leader only sends snapshots to members; if the snapshot's configuration lacks us, we
     // were added after it was taken, and the entries that follow it will add us. (etcd refuses
@@ -849,6 +858,7 @@ export class RaftNode {
     }
     this.log.restore(snapshot);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
+    this.joining = false;
     return true;
   }
 

@@ -11,6 +11,19 @@
 // The environment runs each command on an in-memory cluster and prints what happened; the test
 // compares that with the expected text. FERRY_REWRITE=1 rewrites the expected text instead.
 // Notation: entries and log positions are term/index (etcd's order), e.g. 1/3 = index 3 of term 1.
+//
+// Commands (ids are node ids; the driver contract is followed exactly, see processReady):
+//   add-nodes N voters=(1,2,3) [learners=(4)] [prevote=true] [checkquorum=true] [election=10]
+//             [heartbeat=1] [max-msg-bytes=N] [max-inflight=N] [max-inflight-bytes=N]
+//             [max-uncommitted-bytes=N] [max-committed-bytes=N] [bug=<PlantedBugs key>]
+//   campaign ID | propose ID DATA | propose-conf-change ID [joint] (add-voter|add-learner|remove-node ID)... | leave
+//   tick ID [N] | tick-election ID... | tick-heartbeat ID...
+//   process-ready [ID...] | deliver-msgs [ID...] [type=T] | drop-msgs ID... | stabilize [ID...]
+//   partition 1 2 / 3 | heal            (messages across groups are dropped at delivery)
+//   transfer-leadership from=ID to=ID | read-index ID CONTEXT | compact ID INDEX | restart ID
+//   report-unreachable LEADER ID | report-snapshot LEADER ID [fail]
+//   status ID | raft-log ID | raft-state | applied ID | log-level none|info
+// Every node draws randomness 0, so its election timeout is exactly `election` ticks.
 import { readFileSync, writeFileSync } from "node:fs";
 import { describeConfChange, decodeConfChange } from "../../src/raft/confchange.js";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";

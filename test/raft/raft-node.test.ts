@@ -100,10 +100,13 @@ class NoInitialSnapshotStorage extends MemoryLogStorage {
   }
 }
 
-test("a joining node learns the initial configuration even when the storage has no snapshot yet", () => {
+// A joining node may start with an empty configuration or with the cluster's current one (which
+// does not list it yet); either way it must take the initial configuration from a snapshot before
+// it replays conf changes, and the leader must find one to send.
+for (const start of [[], [1, 2, 3]]) test(`a joining node (starting with voters=(${start})) learns the initial configuration even when the storage has no snapshot yet`, () => {
   const members = new Map<number, Member>();
   for (const id of [1, 2, 3, 4]) {
-    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? [] : [1, 2, 3]));
+    const storage = new NoInitialSnapshotStorage(confFromVoters(id === 4 ? start : [1, 2, 3]));
     members.set(id, { node: new RaftNode(defaultRaftConfig(id, () => 0), storage), storage, applied: [] });
   }
   const leader = members.get(1)!.node;
@@ -121,4 +124,41 @@ test("a joining node learns the initial configuration even when the storage has 
   assert.deepEqual(joined.conf, { voters: [1, 2, 3], learners: [4], votersOutgoing: [], learnersNext: [], autoLeave: false });
   assert.equal(joined.commit, leader.status().commit);
   assert.deepEqual(members.get(4)!.applied.map(decode).filter((d) => d === "before"), ["before"]);
+});
+
+test("limits: uncommitted bytes refuse proposals; committed bytes per Ready split the applying", () => {
+  const members = cluster([1, 2, 3], { maxUncommittedBytes: 10, maxCommittedBytesPerReady: 8 });
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  leader.propose(text("aaaa"));
+  leader.propose(text("bbbb"));
+  assert.throws(() => leader.propose(text("cccc")), (e: unknown) => e instanceof RaftError && e.code === "PROPOSAL_DROPPED");
+  pump(members); // committed and applied: the budget is free again
+  leader.propose(text("cccc"));
+  leader.propose(text("dddd"));
+  // Node 2 persists the four entries and learns they are committed, then applies them 8 bytes
+  // (two entries) per Ready.
+  const node2 = members.get(2)!;
+  pump(members);
+  const sizes: number[] = [];
+  const restarted = new RaftNode(defaultRaftConfig(2, () => 0, { maxCommittedBytesPerReady: 8 }), node2.storage);
+  while (restarted.hasReady()) {
+    const ready = restarted.ready();
+    sizes.push(ready.committedEntries.length);
+    restarted.advance(ready);
+  }
+  assert.deepEqual(sizes, [3, 2]); // "" + aaaa + bbbb (8 bytes), then cccc + dddd
+});
+
+test("the Ready handshake is enforced: one Ready at a time, advanced with itself", () => {
+  const members = cluster([1]);
+  const node = members.get(1)!.node;
+  node.campaign();
+  const ready = node.ready();
+  assert.equal(node.hasReady(), false);
+  assert.throws(() => node.ready(), /before advance/);
+  assert.throws(() => node.advance({ ...ready }), /without its ready/);
+  node.advance(ready);
+  assert.equal(node.hasReady(), true); // the self-vote made it leader: new state to persist
 });

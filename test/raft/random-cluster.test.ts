@@ -57,7 +57,8 @@ class Cluster {
         maxInflightMessages: 4,
       });
       if (bugs) config.bugs = bugs;
-      const storage = MemoryLogStorage.withVoters(voters.includes(id) ? voters : []);
+      // Joining nodes: 4 starts with an empty configuration, 5 with the initial one (without it).
+      const storage = MemoryLogStorage.withVoters(voters.includes(id) || id === 5 ? voters : []);
       this.nodes.set(id, { id, node: new RaftNode(config, storage), storage, config, inflight: undefined });
     }
   }
