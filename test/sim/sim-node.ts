@@ -14,7 +14,7 @@
 
 import { RaftNode } from "../../src/raft/raft-node.js";
 import type { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { Entry, Message, NodeId, RaftConfig, Ready, Role } from "../../src/raft/types.js";
+import type { ConfState, Entry, Message, NodeId, RaftConfig, Ready, Role } from "../../src/raft/types.js";
 import type { LogView, SafetyChecker } from "./checker.js";
 import { StateMachine } from "./state-machine.js";
 import { describeEntries, type Trace } from "./trace.js";
@@ -34,6 +34,7 @@ export interface NodeEnvironment {
   persistStarted(node: SimNode, ready: Ready): void;
   applied(node: SimNode, entry: Entry): void;
   readAnswered(node: SimNode, context: Uint8Array, index: number): void;
+  leaderCommitted(node: SimNode, index: number, term: number, conf: ConfState): void;
 }
 
 export interface NodeOptions {
@@ -61,6 +62,7 @@ export class SimNode {
   private persisting: PendingPersist | undefined;
   private leaderTermChecked = 0;
   private commitChecked = 0; // the checker has seen this node's log up to here as committed
+  private durabilityChecked = 0; // as leader, commits up to here were checked to be on a majority
 
   constructor(
     readonly id: NodeId,
@@ -125,6 +127,25 @@ export class SimNode {
     // A vote response is how a candidate becomes leader: look at once, so that a leadership too
     // short to reach a Ready (stepped down again before the next one) is still seen.
     if (message.type === "vote-response") this.observeRole();
+    else if (message.type === "append-response" && this.role === "leader") this.checkLeaderCommit();
+  }
+
+  // A leader's commit index just moved (an acknowledgement arrived, or its own persist): the
+  // entry must be durable on a majority (of both halves when joint) at this very moment.
+  private checkLeaderCommit(): void {
+    const status = this.raft!.status();
+    if (status.role !== "leader" || status.commit <= this.durabilityChecked) return;
+    this.durabilityChecked = status.commit;
+    // The leader need not hold the entry on its own disk yet (a majority of others may): read its
+    // term from the Ready being persisted, else from storage.
+    const pending = this.persisting?.ready.entries ?? [];
+    const first = pending[0]?.index ?? Number.POSITIVE_INFINITY;
+    const term =
+      status.commit >= first && status.commit < first + pending.length
+        ? pending[status.commit - first]!.term
+        : termOrUndefined(this.storage, status.commit);
+    if (term === undefined) return; // compacted: committed long ago
+    this.environment.leaderCommitted(this, status.commit, term, status.conf);
   }
 
   // Advances the node's clock by one step at its own rate; returns the ticks it took (0, 1 or 2).
@@ -193,6 +214,9 @@ export class SimNode {
     this.role = status.role;
     if (changed) this.environment.trace.add(() => `role n${this.id} ${status.role} t${status.term} lead=n${status.lead}`);
     if (status.role === "leader") this.environment.checker.leaderElected(this.id, status.term);
+    // The commit a new leader starts with was reached under earlier configurations: only what it
+    // commits itself is checked against its own.
+    if (changed && status.role === "leader") this.durabilityChecked = status.commit;
   }
 
   private completePersist(ready: Ready): void {
@@ -210,6 +234,7 @@ export class SimNode {
     for (const entry of ready.committedEntries) this.apply(entry);
     this.raft!.advance(ready);
     this.observeRole(); // advance() counts the node's own persisted vote: it may win here
+    if (this.role === "leader") this.checkLeaderCommit();
     this.maybeCompact();
   }
 
@@ -254,7 +279,7 @@ export class SimNode {
 }
 
 function termOrUndefined(storage: MemoryLogStorage, index: number): number | undefined {
-  if (index < storage.firstIndex() - 1) return undefined;
+  if (index < storage.firstIndex() - 1 || index > storage.lastIndex()) return undefined;
   return storage.term(index);
 }
 

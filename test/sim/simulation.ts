@@ -178,6 +178,18 @@ class Simulation implements NodeEnvironment {
     this.checker.readAnswered(node.id, id, index);
   }
 
+  leaderCommitted(leader: SimNode, index: number, term: number, conf: ConfState): void {
+    for (const voters of [conf.voters, conf.votersOutgoing]) {
+      if (voters.length === 0) continue;
+      const holders = voters.filter((id) => this.nodes[id - 1] !== undefined && persistedHas(this.nodes[id - 1]!.storage, index, term));
+      if (holders.length * 2 <= voters.length) {
+        this.checker.report(
+          `durability: leader n${leader.id} committed ${index}/t${term}, persisted only on ${holders.map((id) => `n${id}`).join(",") || "none"} of voters ${voters.join(",")}`,
+        );
+      }
+    }
+  }
+
   applied(node: SimNode, entry: Entry): void {
     const value = decodeProposal(entry);
     if (value !== undefined && value === this.probe?.value && this.probeCommittedIndex === 0) {
@@ -658,6 +670,14 @@ class Simulation implements NodeEnvironment {
     }
     return best;
   }
+}
+
+// Whether a node's disk holds (index, term); an index compacted away was applied, so it was held.
+function persistedHas(storage: MemoryLogStorage, index: number, term: number): boolean {
+  const compacted = storage.firstIndex() - 1;
+  if (index < compacted) return true;
+  if (index > storage.lastIndex()) return false;
+  return storage.term(index) === term;
 }
 
 function describeError(error: unknown): string {
