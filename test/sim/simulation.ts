@@ -64,7 +64,10 @@ export interface SimulationResult {
 
 export const ROUND_STEPS = 400; // chaos steps before each heal and liveness check
 const ELECTION_TICKS_CHOICES = [10, 15, 20];
-const LIVENESS_ELECTION_TIMEOUTS = 25; // a healed cluster commits within this many election timeouts
+// A healed cluster commits within this many election timeouts. Elections are random: when only
+// two of six voters hold logs that can win, a run of 20 lost rounds happens about once in 30,000
+// heal phases (seed 5888 of an early 10,000-seed run), hence the margin.
+const LIVENESS_ELECTION_TIMEOUTS = 50;
 const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership changes may add
 const PROPOSAL_PADDING_BYTES_MAX = 48;
 const PROBE_RETRY_STEPS = 20;
