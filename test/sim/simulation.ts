@@ -3,8 +3,8 @@
 //
 // A run is a few rounds of: chaos (faults, client proposals, membership changes, leadership
 // transfers) for a fixed number of steps, then heal (network repaired, every crashed node
-// restarted, no new faults) and a liveness check: within a bounded number of ticks a leader must
-// commit a new proposal and every member must apply it. One step is: inject faults, run clients,
+// restarted, no new faults) and a liveness check: within a bounded number of election timeouts
+// a leader must commit a new proposal and every member must apply it. One step is: inject faults, run clients,
 // deliver the messages due, tick the clocks, then let each node persist and take Readies.
 //
 // Determinism: nothing here reads the clock or Math.random; every choice comes from a Random
@@ -70,11 +70,11 @@ const ELECTION_TICKS_CHOICES = [10, 15, 20];
 const LIVENESS_ELECTION_TIMEOUTS = 50;
 const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership changes may add
 const PROPOSAL_PADDING_BYTES_MAX = 48;
-const PROBE_RETRY_STEPS = 20;
-const READ_CONTEXT_BYTES = 4;
+const PROBE_RETRY_STEPS = 20; // a liveness probe not committed by then is proposed again
+const READ_CONTEXT_BYTES = 4; // a read's context is its number
 const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
 const HEALED_CLOCK_RATE_MAX = 1.1;
-const HEALED_PERSIST_DELAY_STEPS_MAX = 2; // a liveness probe not committed by then is proposed again
+const HEALED_PERSIST_DELAY_STEPS_MAX = 2;
 
 export function runSimulation(options: SimulationOptions): SimulationResult {
   const simulation = new Simulation(options);
@@ -255,7 +255,7 @@ class Simulation implements NodeEnvironment {
       this.stopRemovedNodes();
       this.crashDuringPersist();
     } catch (error) {
-      this.checker.report(`core threw: ${describeError(error)}`);
+      this.checker.report(`exception (core or driver): ${describeError(error)}`);
     }
     this.currentStep++;
   }
