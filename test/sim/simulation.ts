@@ -10,12 +10,15 @@
 // Determinism: nothing here reads the clock or Math.random; every choice comes from a Random
 // forked from the seed, and iteration orders are fixed (arrays, insertion-ordered maps).
 
-import { confMembers, decodeConfChange, describeConfChange, emptyConf, isJoint } from "../../src/raft/confchange.js";
+import { confMembers } from "../../src/raft/confchange.js";
 import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { ConfChange, ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
+import type { ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
 import { RaftError } from "../../src/raft/types.js";
 import { SafetyChecker } from "./checker.js";
+import type { Cluster, EventCounters } from "./cluster.js";
+import { FaultInjector } from "./faults.js";
 import { type DropReason, RELIABLE_NETWORK, SimNetwork } from "./network.js";
+import { Operators, READ_CONTEXT_BYTES } from "./operators.js";
 import { DEFAULT_PROFILE, type FaultProfile, seedProfile } from "./profile.js";
 import { Random } from "./random.js";
 import { type NodeEnvironment, SimNode } from "./sim-node.js";
@@ -68,10 +71,7 @@ const ELECTION_TICKS_CHOICES = [10, 15, 20];
 // two of six voters hold logs that can win, a run of 20 lost rounds happens about once in 30,000
 // heal phases (seed 5888 of an early 10,000-seed run), hence the margin.
 const LIVENESS_ELECTION_TIMEOUTS = 50;
-const SPARE_NODES_MAX = 4; // node ids beyond the initial voters that membership changes may add
-const PROPOSAL_PADDING_BYTES_MAX = 48;
 const PROBE_RETRY_STEPS = 20; // a liveness probe not committed by then is proposed again
-const READ_CONTEXT_BYTES = 4; // a read's context is its number
 const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
 const HEALED_CLOCK_RATE_MAX = 1.1;
 const HEALED_PERSIST_DELAY_STEPS_MAX = 2;
@@ -82,16 +82,18 @@ export function runSimulation(options: SimulationOptions): SimulationResult {
   return simulation.result();
 }
 
-class Simulation implements NodeEnvironment {
+class Simulation implements NodeEnvironment, Cluster {
   readonly trace: Trace;
   readonly checker = new SafetyChecker();
+  readonly profile: FaultProfile;
+  readonly network: SimNetwork;
+  readonly nodes: SimNode[] = [];
+  readonly counters: EventCounters = { partitions: 0, crashes: 0, powerLosses: 0, pauses: 0, clockChanges: 0, transfers: 0 };
+  readonly initialVoters: number;
   private readonly random: Random;
-  private readonly faultRandom: Random;
-  private readonly clientRandom: Random;
+  private readonly faults: FaultInjector;
+  private readonly operators: Operators;
   private readonly diskRandom: Random;
-  private readonly profile: FaultProfile;
-  private readonly network: SimNetwork;
-  private readonly nodes: SimNode[] = [];
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;
   private readonly preVote: boolean;
@@ -99,22 +101,16 @@ class Simulation implements NodeEnvironment {
   private readonly maxMessageBytes: number;
   private readonly maxInflightMessages: number;
   private currentStep = 0;
-  private crashesDue: SimNode[] = [];
   private healed = false; // in a heal phase: no faults, a normal disk, clocks nearly in step
-  private readonly stats = { partitions: 0, crashes: 0, powerLosses: 0, pauses: 0, clockChanges: 0, transfers: 0 };
-  private readonly confChangeIndexes = new Set<number>();
-  private nextValue = 1;
-  private nextRead = 1;
-  private nextNodeId: NodeId;
-  private readonly removals = new Map<NodeId, number>(); // node id -> index of the entry removing it
   private probe: { value: number; index: number; term: number; leader: NodeId; step: number } | undefined;
   private probeCommittedIndex = 0;
 
   constructor(private readonly options: SimulationOptions) {
     this.trace = new Trace(options.trace === true);
+    this.initialVoters = options.nodes;
     this.random = new Random(options.seed);
-    this.faultRandom = this.random.fork();
-    this.clientRandom = this.random.fork();
+    this.faults = new FaultInjector(this, this.random.fork());
+    this.operators = new Operators(this, this.random.fork());
     this.diskRandom = this.random.fork();
     this.profile = seedProfile(options.profile ?? DEFAULT_PROFILE, this.random.fork());
     this.electionTicks = this.random.pick(ELECTION_TICKS_CHOICES);
@@ -128,7 +124,6 @@ class Simulation implements NodeEnvironment {
       duplicated: (message) => this.trace.add(() => `duplicate ${describeMessage(message)}`),
     });
     const voters = Array.from({ length: options.nodes }, (_, i) => i + 1);
-    this.nextNodeId = options.nodes + 1;
     for (const id of voters) this.addNode(id, MemoryLogStorage.withVoters(voters)).start();
     this.trace.add(
       () =>
@@ -158,21 +153,7 @@ class Simulation implements NodeEnvironment {
   }
 
   persistStarted(node: SimNode, ready: Ready): void {
-    const hardState = ready.hardState;
-    if (this.healed || hardState === undefined) return;
-    // Votes, and a leader that just moved its commit index (Figure 8's crash); a follower's
-    // commit-only changes are most Readies and dilute the rate where it matters.
-    const persisted = node.storage.initialState().hardState;
-    const voted = hardState.term !== persisted.term || hardState.vote !== persisted.vote;
-    const probability = voted
-      ? this.profile.crashDuringPersistProbability
-      : node.role === "leader"
-        ? this.profile.crashLeaderDuringPersistProbability
-        : 0;
-    if (!this.faultRandom.chance(probability)) return;
-    // Crashing here, inside pump(), would pull the node out from under its own loop: do it at the
-    // end of the step, before the persist (which takes at least until the next step) completes.
-    this.crashesDue.push(node);
+    if (!this.healed) this.faults.persistStarted(node, ready);
   }
 
   readAnswered(node: SimNode, context: Uint8Array, index: number): void {
@@ -198,7 +179,7 @@ class Simulation implements NodeEnvironment {
     if (value !== undefined && value === this.probe?.value && this.probeCommittedIndex === 0) {
       this.probeCommittedIndex = entry.index;
     }
-    if (entry.type === "conf-change") this.confChangeApplied(node, entry);
+    if (entry.type === "conf-change") this.operators.confChangeApplied(node, entry);
   }
 
   // --- the run ---
@@ -215,13 +196,13 @@ class Simulation implements NodeEnvironment {
   result(): SimulationResult {
     const counters = this.network.counters;
     const stats: SimulationStats = {
-      ...this.stats,
+      ...this.counters,
       messagesSent: counters.sent,
       messagesLost: counters.lost,
       messagesCut: counters.cut,
       messagesDuplicated: counters.duplicated,
       leadersElected: this.checker.leadersElected,
-      confChangesApplied: this.confChangeIndexes.size,
+      confChangesApplied: this.operators.confChangeIndexes.size,
       nodesAdded: this.nodes.length - this.options.nodes,
       nodesRemoved: this.nodes.filter((n) => n.state === "stopped").length,
       snapshotsInstalled: this.nodes.reduce((sum, n) => sum + n.snapshotsInstalled, 0),
@@ -244,16 +225,17 @@ class Simulation implements NodeEnvironment {
     this.trace.step = this.currentStep;
     this.checker.step = this.currentStep;
     try {
-      if (chaos) this.injectFaults();
-      this.restartDue();
-      this.runClients(chaos);
+      if (chaos) this.faults.inject();
+      this.faults.restartDue();
+      this.operators.run(chaos);
+      if (!chaos) this.proposeProbe();
       this.deliverMessages();
       this.tickClocks();
       for (const node of this.random.shuffle(this.nodes.filter((n) => n.running && !n.paused(this.currentStep)))) {
         node.pump();
       }
-      this.stopRemovedNodes();
-      this.crashDuringPersist();
+      this.operators.stopRemovedNodes();
+      this.faults.crashDuringPersist();
     } catch (error) {
       this.checker.report(`exception (core or driver): ${describeError(error)}`);
     }
@@ -294,274 +276,12 @@ class Simulation implements NodeEnvironment {
     if (message.type === "snapshot") this.reportSnapshot(message, false);
     // A transport notices a dead link: tell the sender now and then, as src/node would.
     const sender = this.nodes[message.from - 1];
-    if (reason === "link-down" && sender?.running && this.faultRandom.chance(0.1)) sender.raft!.reportUnreachable(message.to);
+    if (reason === "link-down" && sender?.running && this.faults.random.chance(0.1)) sender.raft!.reportUnreachable(message.to);
   }
 
   private reportSnapshot(message: Message, ok: boolean): void {
     const sender = this.nodes[message.from - 1];
     if (sender?.running) sender.raft!.reportSnapshot(message.to, ok);
-  }
-
-  // --- faults ---
-
-  private injectFaults(): void {
-    const profile = this.profile;
-    const random = this.faultRandom;
-    if (random.chance(profile.partitionPerStep)) this.partition();
-    else if (this.network.hasPartition() && random.chance(profile.healPerStep)) {
-      this.network.heal();
-      this.trace.add(() => "heal network");
-    }
-    if (random.chance(profile.crashPerStep)) this.crashOne();
-    if (random.chance(profile.pausePerStep)) this.pauseOne();
-    if (random.chance(profile.clockChangePerStep)) this.changeClock();
-  }
-
-  private partition(): void {
-    const random = this.faultRandom;
-    const live = this.nodes.filter((n) => n.state !== "stopped").map((n) => n.id);
-    if (live.length < 2) return;
-    this.network.heal();
-    this.stats.partitions++;
-    const kind = random.chance(this.profile.isolateLeaderShare) ? 1 : random.int(4);
-    const shuffled = random.shuffle([...live]);
-    if (kind === 0) {
-      const cut = random.range(1, shuffled.length - 1);
-      const sides = [shuffled.slice(0, cut), shuffled.slice(cut)];
-      this.network.partition(sides);
-      this.trace.add(() => `partition halves {${sides[0]!.join(",")}} | {${sides[1]!.join(",")}}`);
-    } else if (kind === 1) {
-      const leader = this.leaderNode()?.id ?? shuffled[0]!;
-      const rest = live.filter((id) => id !== leader);
-      this.network.partition([[leader], rest]);
-      this.trace.add(() => `partition isolate leader n${leader}`);
-    } else if (kind === 2) {
-      const links = random.range(1, live.length);
-      const cut: string[] = [];
-      for (let i = 0; i < links; i++) {
-        const from = random.pick(live);
-        const to = random.pick(live.filter((id) => id !== from));
-        this.network.block(from, to);
-        cut.push(`${from}->${to}`);
-      }
-      this.trace.add(() => `partition one-way links ${cut.join(" ")}`);
-    } else {
-      if (shuffled.length < 3) return;
-      const bridge = shuffled[0]!;
-      const cut = random.range(2, shuffled.length - 1);
-      const sides = [shuffled.slice(1, cut), shuffled.slice(cut)];
-      this.network.partition(sides);
-      this.trace.add(() => `partition bridge n${bridge} between {${sides[0]!.join(",")}} | {${sides[1]!.join(",")}}`);
-    }
-  }
-
-  private crashDuringPersist(): void {
-    for (const node of this.crashesDue) {
-      if (!node.running || !node.persistPending()) continue;
-      this.trace.add(() => `power loss n${node.id} during persist`);
-      this.stats.powerLosses++;
-      this.crash(node);
-    }
-    this.crashesDue = [];
-  }
-
-  private crashOne(): void {
-    const running = this.nodes.filter((n) => n.running);
-    if (running.length === 0) return;
-    this.crash(this.faultRandom.pick(running));
-  }
-
-  private crash(node: SimNode): void {
-    node.crash();
-    node.restartAtStep = this.currentStep + this.faultRandom.range(this.profile.restartDelayStepsMin, this.profile.restartDelayStepsMax);
-    this.stats.crashes++;
-  }
-
-  private restartDue(): void {
-    for (const node of this.nodes) {
-      if (node.state === "crashed" && node.restartAtStep <= this.currentStep) this.restart(node);
-    }
-  }
-
-  private restart(node: SimNode): void {
-    node.start();
-    this.trace.add(
-      () =>
-        `restart n${node.id} term=${node.term} log=${node.storage.firstIndex()}..${node.storage.lastIndex()} applied=${node.machine.appliedIndex}`,
-    );
-  }
-
-  private pauseOne(): void {
-    const running = this.nodes.filter((n) => n.running && !n.paused(this.currentStep));
-    if (running.length === 0) return;
-    const node = this.faultRandom.pick(running);
-    node.pausedUntilStep = this.currentStep + this.faultRandom.range(1, this.profile.pauseStepsMax);
-    this.stats.pauses++;
-    this.trace.add(() => `pause n${node.id} until step ${node.pausedUntilStep}`);
-  }
-
-  private changeClock(): void {
-    const node = this.faultRandom.pick(this.nodes);
-    node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
-    this.stats.clockChanges++;
-    this.trace.add(() => `clock n${node.id} rate ${node.tickRate.toFixed(2)} ticks/step`);
-  }
-
-  // --- clients and operators ---
-
-  private runClients(chaos: boolean): void {
-    const random = this.clientRandom;
-    if (random.chance(this.profile.proposalPerStep)) this.propose();
-    if (random.chance(this.profile.readPerStep)) this.read();
-    if (chaos) {
-      if (random.chance(this.profile.confChangePerStep)) this.changeMembership();
-      if (random.chance(this.profile.transferPerStep)) this.transferLeadership();
-    } else {
-      this.proposeProbe();
-    }
-  }
-
-  private propose(): void {
-    const random = this.clientRandom;
-    const target = this.proposalTarget();
-    if (target === undefined) return;
-    const value = this.nextValue++;
-    try {
-      const placed = target.raft!.propose(encodeProposal(value, random.int(PROPOSAL_PADDING_BYTES_MAX)));
-      this.checker.proposed(value, placed.index, placed.term);
-      this.trace.add(() => `propose v${value} on n${target.id} at ${placed.index}/t${placed.term}`);
-    } catch (error) {
-      if (!(error instanceof RaftError)) throw error;
-      this.trace.add(() => `propose v${value} on n${target.id} refused: ${error.code}`);
-    }
-  }
-
-  // A linearizable read through ReadIndex, on the same kind of node a proposal would go to.
-  private read(): void {
-    const target = this.proposalTarget();
-    if (target === undefined) return;
-    const id = this.nextRead++;
-    const context = new Uint8Array(READ_CONTEXT_BYTES);
-    new DataView(context.buffer).setUint32(0, id);
-    try {
-      target.raft!.readIndex(context);
-      this.checker.readStarted(id);
-      this.trace.add(() => `read #${id} asked on n${target.id}`);
-    } catch (error) {
-      if (!(error instanceof RaftError)) throw error;
-      this.trace.add(() => `read #${id} on n${target.id} refused: ${error.code}`);
-    }
-  }
-
-  // Mostly the newest leader; sometimes any node that believes it leads (a stale leader on the
-  // wrong side of a partition grows a log suffix that must later be thrown away), or any node.
-  private proposalTarget(): SimNode | undefined {
-    const random = this.clientRandom;
-    const leader = this.leaderNode();
-    const draw = random.float();
-    const stale = this.profile.staleLeaderProposalShare;
-    if (leader !== undefined && draw < 0.9 - stale) return leader;
-    const leaders = this.nodes.filter((n) => n.running && n.role === "leader");
-    if (leaders.length > 0 && draw < 0.9) return random.pick(leaders);
-    const running = this.nodes.filter((n) => n.running);
-    return running.length > 0 ? random.pick(running) : undefined;
-  }
-
-  private changeMembership(): void {
-    const leader = this.leaderNode();
-    if (leader === undefined) return;
-    const conf = leader.raft!.status().conf;
-    const change = this.chooseConfChange(leader, conf);
-    if (change === undefined) return;
-    try {
-      const placed = leader.raft!.proposeConfChange(change);
-      this.trace.add(() => `conf-change ${describeConfChange(change)} on n${leader.id} at ${placed.index}/t${placed.term}`);
-    } catch (error) {
-      if (!(error instanceof RaftError)) throw error;
-      this.trace.add(() => `conf-change ${describeConfChange(change)} on n${leader.id} refused: ${error.code}`);
-    }
-  }
-
-  private chooseConfChange(leader: SimNode, conf: ConfState): ConfChange | undefined {
-    const random = this.clientRandom;
-    if (isJoint(conf)) return conf.autoLeave ? undefined : { transition: "auto", changes: [] };
-    const members = confMembers(conf).length;
-    const choices: Array<() => ConfChange | undefined> = [];
-    if (conf.learners.length > 0) {
-      choices.push(() => ({ transition: "auto", changes: [{ type: "add-voter", nodeId: random.pick(conf.learners) }] }));
-      choices.push(() => ({ transition: "auto", changes: [{ type: "remove-node", nodeId: random.pick(conf.learners) }] }));
-      if (conf.voters.length > 3) {
-        // Swap a learner in for a voter in one joint step.
-        choices.push(() => ({
-          transition: random.chance(0.5) ? "auto" : "joint",
-          changes: [
-            { type: "add-voter", nodeId: random.pick(conf.learners) },
-            { type: "remove-node", nodeId: random.pick(conf.voters) },
-          ],
-        }));
-      }
-    }
-    if (this.nextNodeId <= this.options.nodes + SPARE_NODES_MAX && members < this.options.nodes + 2) {
-      choices.push(() => this.addLearner(leader));
-    }
-    if (conf.voters.length > 3) {
-      // The leader goes with a fair share of the removals.
-      choices.push(() => {
-        const id = random.chance(0.3) ? leader.id : random.pick(conf.voters);
-        return { transition: "auto", changes: [{ type: "remove-node", nodeId: id }] };
-      });
-    }
-    return choices.length > 0 ? random.pick(choices)() : undefined;
-  }
-
-  // Starts a brand-new node with an empty log and an empty configuration (it learns the real one
-  // from the leader) and asks to add it as a learner.
-  private addLearner(leader: SimNode): ConfChange {
-    const id = this.nextNodeId++;
-    this.addNode(id, new MemoryLogStorage(emptyConf())).start();
-    this.trace.add(() => `new node n${id} (empty), asking n${leader.id} to add it`);
-    return { transition: "auto", changes: [{ type: "add-learner", nodeId: id }] };
-  }
-
-  private transferLeadership(): void {
-    const leader = this.leaderNode();
-    if (leader === undefined) return;
-    const voters = leader.raft!.status().conf.voters.filter((id) => id !== leader.id);
-    if (voters.length === 0) return;
-    const to = this.clientRandom.pick(voters);
-    try {
-      leader.raft!.transferLeadership(to);
-      this.stats.transfers++;
-      this.trace.add(() => `transfer leadership n${leader.id} -> n${to}`);
-    } catch (error) {
-      if (!(error instanceof RaftError)) throw error;
-      this.trace.add(() => `transfer leadership n${leader.id} -> n${to} refused: ${error.code}`);
-    }
-  }
-
-  private confChangeApplied(node: SimNode, entry: Entry): void {
-    const change = decodeConfChange(entry.data);
-    this.confChangeIndexes.add(entry.index);
-    for (const single of change.changes) {
-      if (single.type === "remove-node" && !this.removals.has(single.nodeId)) this.removals.set(single.nodeId, entry.index);
-    }
-    this.trace.add(() => `apply n${node.id} ${entry.index} conf-change ${describeConfChange(change)}`);
-  }
-
-  // An operator shuts a node down once it is out of the configuration for good (a joint
-  // configuration still counts its outgoing voters); its id is never reused.
-  private stopRemovedNodes(): void {
-    for (const [id, index] of this.removals) {
-      const witness = this.nodes.find(
-        (n) => n.running && n.machine.appliedIndex >= index && !confMembers(n.raft!.status().conf).includes(id),
-      );
-      if (witness === undefined) continue;
-      this.removals.delete(id);
-      const node = this.nodes[id - 1];
-      if (node === undefined || node.state === "stopped") continue;
-      node.stop();
-      this.trace.add(() => `stop n${id} (removed from the cluster, seen by n${witness.id})`);
-    }
   }
 
   // --- heal and liveness ---
@@ -575,8 +295,8 @@ class Simulation implements NodeEnvironment {
       // Liveness holds only for bounded clock skew: without PreVote, stale-log nodes whose clocks
       // run much faster than the others' can start elections (bumping everyone's term and
       // resetting their timers) faster than an up-to-date node ever times out.
-      node.tickRate = this.faultRandom.between(HEALED_CLOCK_RATE_MIN, HEALED_CLOCK_RATE_MAX);
-      if (node.state === "crashed") this.restart(node);
+      node.tickRate = this.faults.random.between(HEALED_CLOCK_RATE_MIN, HEALED_CLOCK_RATE_MAX);
+      if (node.state === "crashed") this.faults.restart(node);
     }
     this.trace.add(() => "heal all: network repaired, crashed nodes restarted, faults off");
     this.probe = undefined;
@@ -605,7 +325,7 @@ class Simulation implements NodeEnvironment {
     }
     this.network.faults = this.profile.network;
     this.healed = false;
-    for (const node of this.nodes) node.tickRate = this.faultRandom.between(this.profile.clockRateMin, this.profile.clockRateMax);
+    for (const node of this.nodes) node.tickRate = this.faults.random.between(this.profile.clockRateMin, this.profile.clockRateMax);
   }
 
   private proposeProbe(): void {
@@ -616,7 +336,7 @@ class Simulation implements NodeEnvironment {
     if (probe !== undefined && probe.leader === leader.id && probe.term === leader.term && this.currentStep - probe.step < PROBE_RETRY_STEPS) {
       return;
     }
-    const value = this.nextValue++;
+    const value = this.operators.takeValue();
     try {
       const placed = leader.raft!.propose(encodeProposal(value, 0));
       this.checker.proposed(value, placed.index, placed.term);
@@ -639,7 +359,7 @@ class Simulation implements NodeEnvironment {
 
   // --- helpers ---
 
-  private addNode(id: NodeId, storage: MemoryLogStorage): SimNode {
+  addNode(id: NodeId, storage: MemoryLogStorage): SimNode {
     const nodeRandom = this.random.fork();
     const config = (applied: number): RaftConfig => ({
       id,
@@ -666,7 +386,7 @@ class Simulation implements NodeEnvironment {
   }
 
   // The running leader with the highest term, if any.
-  private leaderNode(): SimNode | undefined {
+  leaderNode(): SimNode | undefined {
     let best: SimNode | undefined;
     for (const node of this.nodes) {
       if (node.running && node.role === "leader" && (best === undefined || node.term > best.term)) best = node;
