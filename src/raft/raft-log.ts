@@ -199,10 +199,16 @@ export class RaftLog {
     return this.applying < Math.min(this.committed, this.persistedLastIndex());
   }
 
-  // Entries of the log between applied and committed (to look for unapplied conf changes).
-  committedUnapplied(): Entry[] {
-    if (this.applied >= this.committed) return [];
-    return this.slice(this.applied + 1, this.committed + 1, Number.POSITIVE_INFINITY);
+  // Whether an entry between applied and committed matches; reads in pages of pageBytes so a
+  // long unapplied stretch on a cold log is not loaded at once, and stops at the first match.
+  someCommittedUnapplied(pageBytes: number, predicate: (entry: Entry) => boolean): boolean {
+    let next = this.applied + 1;
+    while (next <= this.committed) {
+      const page = this.slice(next, this.committed + 1, pageBytes);
+      if (page.some(predicate)) return true;
+      next += page.length;
+    }
+    return false;
   }
 
   appliedTo(index: number): void {

@@ -73,6 +73,10 @@ export class RaftNode {
   // which it may not have (an empty one, or the cluster's current one). It takes a snapshot
   // first, even one at index 0.
   private joining: boolean;
+  // The log index the active configuration stems from (a snapshot's, or the last applied conf
+  // change's): a conf change at or below it is already part of it (a snapshot may be restored
+  // between ready() and advance(), after older conf changes were handed out for applying).
+  private confIndex: number;
 
   private term = 0;
   private vote: NodeId = NONE;
@@ -113,6 +117,7 @@ export class RaftNode {
     const pristine = this.log.applied === 0 && storage.firstIndex() === 1;
     if (pristine && conf.voters.length > 0) this.initialConf = conf;
     this.joining = pristine && storage.lastIndex() === 0 && !confMembers(conf).includes(config.id);
+    this.confIndex = this.log.applied;
     this.tracker = new ProgressTracker(conf, config.maxInflightMessages, config.maxInflightBytes);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
     this.reset(hardState.term);
@@ -410,7 +415,8 @@ export class RaftNode {
 
   private hasUnappliedConfChanges(): boolean {
     try {
-      return this.log.committedUnapplied().some((entry) => entry.type === "conf-change");
+      const pageBytes = this.config.maxCommittedBytesPerReady;
+      return this.log.someCommittedUnapplied(pageBytes, (entry) => entry.type === "conf-change");
     } catch (error) {
       if (error instanceof CompactedError) return false;
       throw error;
@@ -858,6 +864,7 @@ export class RaftNode {
     }
     this.log.restore(snapshot);
     this.tracker.setConf(conf, this.log.lastIndex() + 1);
+    this.confIndex = index;
     this.joining = false;
     return true;
   }
@@ -918,6 +925,8 @@ export class RaftNode {
   }
 
   private applyConfChangeEntry(entry: Entry): void {
+    if (entry.index <= this.confIndex) return; // a restored snapshot already includes it
+    this.confIndex = entry.index;
     const change = decodeConfChange(entry.data);
     let conf: ReturnType<typeof applyConfChange>;
     try {

@@ -113,3 +113,18 @@ test("raft log: slice spans storage and unstable entries, with a size limit", ()
   assert.deepEqual(terms(log.slice(2, 5, 4)), ["1/2", "1/3"]);
   assert.deepEqual(terms(log.slice(1, 3, 1)), ["1/1"]);
 });
+
+test("raft log: looks for unapplied entries page by page and stops at the first match", () => {
+  const entries = [entry(1, 1, "aa"), entry(1, 2, "bb"), entry(1, 3, "cc"), entry(1, 4, "dd")];
+  const log = new RaftLog(storageWith(entries));
+  log.commitTo(4);
+  const seen: number[] = [];
+  const found = log.someCommittedUnapplied(2, (e) => {
+    seen.push(e.index);
+    return e.index === 3;
+  });
+  assert.equal(found, true);
+  assert.deepEqual(seen, [1, 2, 3]);
+  log.appliedTo(3);
+  assert.equal(log.someCommittedUnapplied(2, (e) => e.index === 3), false);
+});

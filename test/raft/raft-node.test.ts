@@ -5,7 +5,7 @@ import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import { RaftNode, defaultRaftConfig } from "../../src/raft/raft-node.js";
 import type { Entry, Message, RaftConfig } from "../../src/raft/types.js";
 import { RaftError, SnapshotUnavailableError } from "../../src/raft/types.js";
-import { confFromVoters } from "../../src/raft/confchange.js";
+import { confFromVoters, encodeConfChange } from "../../src/raft/confchange.js";
 
 interface Member {
   node: RaftNode;
@@ -161,4 +161,41 @@ test("the Ready handshake is enforced: one Ready at a time, advanced with itself
   assert.throws(() => node.advance({ ...ready }), /without its ready/);
   node.advance(ready);
   assert.equal(node.hasReady(), true); // the self-vote made it leader: new state to persist
+});
+
+test("a node with a committed but unapplied conf change does not campaign until it applied it", () => {
+  const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+  const change = encodeConfChange({ transition: "auto", changes: [{ type: "add-learner", nodeId: 4 }] });
+  storage.append([
+    { term: 1, index: 1, type: "normal", data: new Uint8Array() },
+    { term: 1, index: 2, type: "conf-change", data: change },
+  ]);
+  storage.setHardState({ term: 1, vote: 1, commit: 2 });
+  const node = new RaftNode(defaultRaftConfig(2, () => 0, { preVote: false }), storage);
+  node.campaign();
+  assert.equal(node.status().role, "follower");
+  const ready = node.ready();
+  assert.deepEqual(ready.committedEntries.map((e) => e.index), [1, 2]);
+  node.advance(ready);
+  assert.deepEqual(node.status().conf.learners, [4]);
+  node.campaign();
+  assert.equal(node.status().role, "candidate");
+});
+
+test("a snapshot restored between ready() and advance() wins over older conf changes being applied", () => {
+  const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+  const node = new RaftNode(defaultRaftConfig(2, () => 0, { preVote: false }), storage);
+  const addLearner = encodeConfChange({ transition: "auto", changes: [{ type: "add-learner", nodeId: 4 }] });
+  const base = { from: 1, to: 2, term: 1, logTerm: 0, index: 0, commit: 2, reject: false, rejectHint: 0 };
+  node.step({ ...base, type: "append", entries: [{ term: 1, index: 1, type: "normal", data: new Uint8Array() }, { term: 1, index: 2, type: "conf-change", data: addLearner }] });
+  let ready = node.ready();
+  storage.append(ready.entries);
+  node.advance(ready);
+  ready = node.ready(); // hands out 1 and 2 (add-learner 4) for applying
+  assert.deepEqual(ready.committedEntries.map((e) => e.index), [1, 2]);
+  // Meanwhile a snapshot at 5 arrives whose configuration has no learner 4 (removed since).
+  const conf = { voters: [1, 2, 3], learners: [5], votersOutgoing: [], learnersNext: [], autoLeave: false };
+  node.step({ ...base, type: "snapshot", entries: [], snapshot: { meta: { index: 5, term: 1, conf }, data: new Uint8Array() } });
+  node.advance(ready);
+  assert.deepEqual(node.status().conf.learners, [5]);
 });
