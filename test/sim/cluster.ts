@@ -14,7 +14,9 @@ export interface EventCounters {
   crashes: number;
   powerLosses: number;
   pauses: number;
-  clockChanges: number;
+  clockChanges: number; // including jumps
+  clockJumps: number;
+  tornWrites: number; // crashes that kept a prefix of the persist in flight
   transfers: number;
 }
 

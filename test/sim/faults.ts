@@ -1,6 +1,7 @@
 // The fault injector: partitions (halves, an isolated leader, one-way links, a bridge node),
-// crashes with restarts, power loss inside a persist, pauses and clock-rate changes, each at the
-// rate of the run's profile. It owns the fault stream of randomness.
+// crashes with restarts (sometimes keeping a torn prefix of the persist in flight), power loss
+// inside a persist, pauses, clock-rate changes and clock jumps, each at the rate of the run's
+// profile. It owns the fault stream of randomness.
 
 import type { Ready } from "../../src/raft/types.js";
 import type { Cluster } from "./cluster.js";
@@ -121,7 +122,10 @@ export class FaultInjector {
 
   private crash(node: SimNode): void {
     const { profile } = this.cluster;
-    node.crash();
+    const pending = node.pendingEntries();
+    const torn = pending > 0 && this.random.chance(profile.tornWriteProbability) ? this.random.range(1, pending) : 0;
+    if (torn > 0) this.cluster.counters.tornWrites++;
+    node.crash(torn);
     node.restartAtStep = this.cluster.step() + this.random.range(profile.restartDelayStepsMin, profile.restartDelayStepsMax);
     this.cluster.counters.crashes++;
   }
@@ -136,11 +140,20 @@ export class FaultInjector {
     this.cluster.trace.add(() => `pause n${node.id} until step ${node.pausedUntilStep}`);
   }
 
+  // A node's clock changes its rate, or (now and then) jumps ahead: a burst of ticks at once, as
+  // after a process stall, which can fire its election timer without any silence from the leader.
   private changeClock(): void {
     const { profile } = this.cluster;
     const node = this.random.pick(this.cluster.nodes);
-    node.tickRate = this.random.between(profile.clockRateMin, profile.clockRateMax);
     this.cluster.counters.clockChanges++;
+    if (node.running && this.random.chance(profile.clockJumpShare)) {
+      const ticks = this.random.range(1, profile.clockJumpTicksMax);
+      this.cluster.counters.clockJumps++;
+      this.cluster.trace.add(() => `clock n${node.id} jumps ${ticks} ticks`);
+      for (let i = 0; i < ticks; i++) node.raft!.tick();
+      return;
+    }
+    node.tickRate = this.random.between(profile.clockRateMin, profile.clockRateMax);
     this.cluster.trace.add(() => `clock n${node.id} rate ${node.tickRate.toFixed(2)} ticks/step`);
   }
 }

@@ -25,9 +25,13 @@ export interface FaultProfile {
   // Chance that a leader loses power while persisting a Ready that moves its commit index (the
   // crash of Raft's Figure 8, right after a commit).
   crashLeaderDuringPersistProbability: number;
+  // Chance that a crash with a persist in flight keeps a prefix of its entries (a torn write).
+  tornWriteProbability: number;
   clockRateMin: number; // ticks per step; each node gets its own rate in [min, max]
   clockRateMax: number;
-  clockChangePerStep: number; // chance per step that one node's clock rate changes
+  clockChangePerStep: number; // chance per step that one node's clock rate changes (or it jumps)
+  clockJumpShare: number; // of clock changes, this share are jumps ahead
+  clockJumpTicksMax: number;
   proposalPerStep: number;
   readPerStep: number; // ReadIndex reads
   // Of proposals, this share goes to any node that believes it leads, not the newest leader: a
@@ -64,9 +68,12 @@ export const DEFAULT_PROFILE: FaultProfile = {
   slowPersistProbability: 0.02,
   crashDuringPersistProbability: 0.01,
   crashLeaderDuringPersistProbability: 0.002,
+  tornWriteProbability: 0.3,
   clockRateMin: 0.6,
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,
+  clockJumpShare: 0.3,
+  clockJumpTicksMax: 30,
   proposalPerStep: 0.35,
   readPerStep: 0.05,
   staleLeaderProposalShare: 0.15,

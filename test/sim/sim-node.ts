@@ -80,6 +80,11 @@ export class SimNode {
     return this.persisting !== undefined;
   }
 
+  // Entries in the persist in flight (what a torn write could keep a prefix of).
+  pendingEntries(): number {
+    return this.persisting?.ready.entries.length ?? 0;
+  }
+
   paused(step: number): boolean {
     return step < this.pausedUntilStep;
   }
@@ -104,12 +109,21 @@ export class SimNode {
     this.commitChecked = this.storage.initialState().hardState.commit;
   }
 
-  crash(): void {
+  // Loses everything in memory and the persist in flight, except that a torn write may leave the
+  // first `tornEntries` entries of that persist on disk (a WAL whose tail did not make it; the
+  // hard state, written after the entries, is lost).
+  crash(tornEntries = 0): void {
     const lost = this.persisting?.ready;
+    const kept = lost === undefined || lost.snapshot !== undefined ? [] : lost.entries.slice(0, tornEntries);
+    if (kept.length > 0) {
+      this.storage.append(kept);
+      this.environment.checker.entriesPersisted(this.id, kept, termOrUndefined(this.storage, kept[0]!.index - 1));
+    }
     this.environment.trace.add(
       () =>
         `crash n${this.id}` +
-        (lost ? ` (loses unpersisted ${describeEntries(lost.entries)}${lost.hardState ? ` hs t${lost.hardState.term}` : ""})` : ""),
+        (lost ? ` (loses unpersisted ${describeEntries(lost.entries)}${lost.hardState ? ` hs t${lost.hardState.term}` : ""})` : "") +
+        (kept.length > 0 ? ` (torn write keeps ${describeEntries(kept)})` : ""),
     );
     this.raft = undefined;
     this.persisting = undefined;

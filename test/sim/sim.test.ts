@@ -29,7 +29,7 @@ test(`${3 * SEEDS_PER_SIZE} seeds on 3, 5 and 7 nodes: no violation, and faults 
   assert.ok(committed > 0 && faults > 0, `committed ${committed}, faults ${faults}`);
   // Every kind of fault and operation the simulator claims to inject happened somewhere.
   const expected: Array<keyof SimulationStats> = [
-    "partitions", "crashes", "powerLosses", "pauses", "clockChanges", "messagesLost", "messagesCut",
+    "partitions", "crashes", "powerLosses", "tornWrites", "pauses", "clockChanges", "clockJumps", "messagesLost", "messagesCut",
     "messagesDuplicated", "leadersElected", "transfers", "confChangesApplied", "nodesAdded", "nodesRemoved",
     "snapshotsInstalled", "readsAnswered",
   ];

@@ -40,7 +40,9 @@ export interface SimulationStats {
   crashes: number; // including power losses
   powerLosses: number; // crashes inside a persist that changed term or vote, or a leader's commit
   pauses: number;
-  clockChanges: number;
+  clockChanges: number; // including jumps
+  clockJumps: number;
+  tornWrites: number; // crashes that kept a prefix of the persist in flight
   messagesSent: number;
   messagesLost: number;
   messagesCut: number; // by partitions
@@ -88,7 +90,16 @@ class Simulation implements NodeEnvironment, Cluster {
   readonly profile: FaultProfile;
   readonly network: SimNetwork;
   readonly nodes: SimNode[] = [];
-  readonly counters: EventCounters = { partitions: 0, crashes: 0, powerLosses: 0, pauses: 0, clockChanges: 0, transfers: 0 };
+  readonly counters: EventCounters = {
+    partitions: 0,
+    crashes: 0,
+    powerLosses: 0,
+    pauses: 0,
+    clockChanges: 0,
+    clockJumps: 0,
+    tornWrites: 0,
+    transfers: 0,
+  };
   readonly initialVoters: number;
   private readonly random: Random;
   private readonly faults: FaultInjector;
