@@ -268,6 +268,13 @@ export class SimNode {
       this.environment.checker.report(`n${this.id}: committed entry ${entry.index} handed out after applied ${this.machine.appliedIndex}`);
       if (entry.index <= this.machine.appliedIndex) return;
     }
+    // The contract: only persisted entries are handed out for applying.
+    const persistedTerm = termOrUndefined(this.storage, entry.index);
+    if (persistedTerm !== entry.term && entry.index >= this.storage.firstIndex()) {
+      this.environment.checker.report(
+        `n${this.id}: committed entry ${entry.index}/t${entry.term} handed out, the disk has ${persistedTerm === undefined ? "nothing" : `t${persistedTerm}`} there`,
+      );
+    }
     this.machine.appliedIndex = entry.index - 1;
     this.machine.apply(entry);
     this.environment.checker.applied(this.id, entry, this.machine.hash);
