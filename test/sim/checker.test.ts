@@ -118,3 +118,13 @@ test("linearizable reads: a read index below a commit seen before the read began
   assert.match(checker.violations[0]!, /n2 read #8 at index 1, but 2 was committed before it began/);
   assert.match(checker.violations[1]!, /read #99, which nobody asked/);
 });
+
+test("configuration: two nodes with different configurations after the same index", () => {
+  const checker = new SafetyChecker();
+  const conf = { voters: [1, 2, 3], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+  checker.configurationAt(1, 10, conf);
+  checker.configurationAt(2, 10, { ...conf, voters: [3, 2, 1] }); // order does not matter
+  assert.deepEqual(checker.violations, []);
+  checker.configurationAt(3, 10, { ...conf, learners: [4] });
+  assert.match(checker.violations[0]!, /configuration: after applying 10 n3 has voters=\(1,2,3\) learners=\(4\), n1 had voters=\(1,2,3\)/);
+});

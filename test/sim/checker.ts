@@ -13,10 +13,11 @@
 //   state; a restored snapshot has the state the others had at that index.
 // - Proposals: an applied value was proposed, sits where propose() put it, and is applied at
 //   one index only (no duplicates).
+// - Configuration: every node has the same configuration after applying the same index.
 // - Linearizable reads: a ReadIndex answer is at least every commit index seen before the read
 //   began (a read never misses a write that completed before it).
 
-import type { Entry, NodeId } from "../../src/raft/types.js";
+import type { ConfState, Entry, NodeId } from "../../src/raft/types.js";
 import { decodeProposal, entryDigest } from "./state-machine.js";
 
 interface LoggedEntry {
@@ -51,11 +52,23 @@ export class SafetyChecker {
   private readonly proposals = new Map<number, { index: number; term: number }>();
   private readonly appliedAt = new Map<number, number>(); // proposal value -> index
   private committedIndexMax = 0;
+  private readonly configurations = new Map<number, { conf: string; node: NodeId }>(); // applied index -> conf
   private readonly readFloors = new Map<number, number>(); // read id -> highest commit known when it began
   readsAnswered = 0;
 
   get committedProposals(): number {
     return this.appliedAt.size;
+  }
+
+  // node's configuration once it applied everything up to index: a function of the committed log,
+  // so the same on every node.
+  configurationAt(node: NodeId, index: number, conf: ConfState): void {
+    const text = describeConf(conf);
+    const known = this.configurations.get(index);
+    if (known === undefined) this.configurations.set(index, { conf: text, node });
+    else if (known.conf !== text) {
+      this.report(`configuration: after applying ${index} n${node} has ${text}, n${known.node} had ${known.conf}`);
+    }
   }
 
   // A ReadIndex read begins: it must see everything committed so far.
@@ -218,4 +231,14 @@ export class SafetyChecker {
     else if (knownHash !== stateHash) this.report(`state machine safety: n${node} snapshot state at ${index} differs`);
   }
 
+}
+
+function describeConf(conf: ConfState): string {
+  const ids = (list: readonly NodeId[]) => [...list].sort((a, b) => a - b).join(",");
+  let text = `voters=(${ids(conf.voters)})`;
+  if (conf.learners.length > 0) text += ` learners=(${ids(conf.learners)})`;
+  if (conf.votersOutgoing.length > 0) text += ` outgoing=(${ids(conf.votersOutgoing)})`;
+  if (conf.learnersNext.length > 0) text += ` learnersNext=(${ids(conf.learnersNext)})`;
+  if (conf.autoLeave) text += " autoLeave";
+  return text;
 }

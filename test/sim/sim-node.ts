@@ -14,7 +14,7 @@
 
 import { RaftNode } from "../../src/raft/raft-node.js";
 import type { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { ConfState, Entry, Message, NodeId, RaftConfig, Ready, Role } from "../../src/raft/types.js";
+import type { ConfState, Entry, Message, NodeId, RaftConfig, RaftStatus, Ready, Role } from "../../src/raft/types.js";
 import type { LogView, SafetyChecker } from "./checker.js";
 import { StateMachine } from "./state-machine.js";
 import { describeEntries, type Trace } from "./trace.js";
@@ -220,7 +220,7 @@ export class SimNode {
   }
 
   // Reads role and term from the core when a Ready says they may have changed.
-  private observeRole(): void {
+  private observeRole(): RaftStatus {
     const status = this.raft!.status();
     const changed = status.role !== this.role || status.term !== this.term || status.lead !== this.leader;
     this.term = status.term;
@@ -231,6 +231,7 @@ export class SimNode {
     // The commit a new leader starts with was reached under earlier configurations: only what it
     // commits itself is checked against its own.
     if (changed && status.role === "leader") this.durabilityChecked = status.commit;
+    return status;
   }
 
   private completePersist(ready: Ready): void {
@@ -247,7 +248,12 @@ export class SimNode {
     if (ready.snapshot !== undefined) this.restoreSnapshot(ready);
     for (const entry of ready.committedEntries) this.apply(entry);
     this.raft!.advance(ready);
-    this.observeRole(); // advance() counts the node's own persisted vote: it may win here
+    const status = this.observeRole(); // advance() counts the node's own persisted vote: it may win here
+    // The core's configuration is the one at the applied index, unless a snapshot beyond it was
+    // restored in memory since this Ready was taken (it comes out in the next Ready).
+    const snapshotPending = status.firstIndex - 1 > this.machine.appliedIndex;
+    const confMayChange = ready.snapshot !== undefined || ready.committedEntries.some((entry) => entry.type === "conf-change");
+    if (confMayChange && !snapshotPending) this.environment.checker.configurationAt(this.id, this.machine.appliedIndex, status.conf);
     if (this.role === "leader") this.checkLeaderCommit();
     this.maybeCompact();
   }
