@@ -126,6 +126,10 @@ export class Broker {
   private mailboxes = new Map<string, MailboxMeta>();
   private readonly dirtyMailboxes = new Set<string>();
   private readonly settingsCache = new Map<string, MailboxConfig>();
+  // Mailbox counters changed since they were last written (undefined: delete the META key).
+  // Written at the end of each apply, or once per commit when the KV groups commits.
+  private readonly metaToWrite = new Map<string, MailboxMeta | undefined>();
+  private readonly metaPerCommit: boolean;
   private wakeups = new Set<string>();
   private applied = 0;
   // The entry being applied.
@@ -140,6 +144,8 @@ export class Broker {
     config?: Partial<BrokerConfig>,
   ) {
     this.config = mergeConfig(config);
+    this.metaPerCommit = kv.setBeforeCommit !== undefined;
+    kv.setBeforeCommit?.(() => this.writeMeta());
     this.reloadState();
   }
 
@@ -204,6 +210,14 @@ export class Broker {
     }
   }
 
+  // Resolves with an applied index whose state is durable in the KV (every apply up to it): the
+  // node may compact its WAL up to that index. Later applies may continue meanwhile.
+  async flush(): Promise<number> {
+    const index = this.applied;
+    await this.kv.flushed();
+    return index;
+  }
+
   takeWakeups(): string[] {
     const mailboxes = [...this.wakeups];
     this.wakeups = new Set();
@@ -225,6 +239,8 @@ export class Broker {
   }
 
   restore(chunks: Iterable<Uint8Array>): void {
+    // Pending counters describe the state being replaced: they must not reach the commit.
+    this.metaToWrite.clear();
     try {
       this.kv.transaction(() => {
         this.kv.clear();
@@ -258,6 +274,7 @@ export class Broker {
     this.mailboxes = new Map();
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
+    this.metaToWrite.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -729,12 +746,23 @@ export class Broker {
       if (meta.messages === 0 && meta.config === undefined) {
         assert(meta.bytes === 0, "an empty mailbox holds no bytes");
         this.mailboxes.delete(mailbox);
-        this.kv.delete(META + mailbox);
+        this.metaToWrite.set(mailbox, undefined);
       } else {
-        this.kv.put(META + mailbox, encodeMeta(meta));
+        this.metaToWrite.set(mailbox, meta);
       }
     }
     this.dirtyMailboxes.clear();
+    if (!this.metaPerCommit) this.writeMeta();
+  }
+
+  // Inside a transaction (the apply's, or the KV's group right before it commits). The counters
+  // written are those of the last applied entry, which the same commit holds.
+  private writeMeta(): void {
+    for (const [mailbox, meta] of this.metaToWrite) {
+      if (meta === undefined) this.kv.delete(META + mailbox);
+      else this.kv.put(META + mailbox, encodeMeta(meta));
+    }
+    this.metaToWrite.clear();
   }
 }
 

@@ -34,6 +34,11 @@ export interface OrderedKv extends KvReader {
   clear(): void;
   // Resolves when every transaction committed before the call is durable (immediately in memory).
   flushed(): Promise<void>;
+  // Stores that group several transactions into one commit may offer this: `hook` runs inside the
+  // open group right before it commits, and its writes join the commit. A client can then write
+  // data that changes on every transaction (counters) once per commit instead of once per
+  // transaction. Replaces any previous hook.
+  setBeforeCommit?(hook: (() => void) | undefined): void;
 }
 
 // Sorts above every byte string: the end of a scan over everything.

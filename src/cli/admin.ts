@@ -14,7 +14,7 @@ interface AddFlags extends ClientFlags {
 export function registerAdminCommands(program: Command): void {
   addClientOptions(program.command("status").description("show every node: role, term, commit and applied index, lag, clock offset, health")).action(
     async (flags: ClientFlags) => {
-      const status = await withClient(flags, (client) => client.status());
+      const status = await leaderStatus(flags);
       if (flags.json) printJson(status);
       else print(statusTable(status));
     },
@@ -46,6 +46,21 @@ export function registerAdminCommands(program: Command): void {
   });
 }
 
+// The leader's view is the complete one (replication progress of every node); a follower knows
+// only itself. Ask whichever node answers first, then the leader it names; if the leader cannot
+// be asked, show the first answer.
+async function leaderStatus(flags: ClientFlags): Promise<StatusReply> {
+  const first = await withClient(flags, (client) => client.status());
+  const self = first.nodes.find((node) => node.id === first.self);
+  const leader = first.nodes.find((node) => node.id === self?.leader && node.id !== first.self);
+  if (leader === undefined || leader.address === "") return first;
+  try {
+    return await withClient(flags, (client) => client.status(), leader.address);
+  } catch {
+    return first;
+  }
+}
+
 async function runCluster(action: "add" | "remove" | "transfer", nodeId: number, addresses: ClusterAddresses, flags: ClientFlags): Promise<void> {
   const reply = await withClient(flags, (client) => client.cluster(action, nodeId, addresses));
   if (flags.json) printJson({ message: reply.message });
@@ -60,6 +75,11 @@ function parseNodeId(value: string): number {
   }
 }
 
+// Negative means unknown to the node that answered.
+function count(value: number): string {
+  return value < 0 ? "-" : String(value);
+}
+
 export function statusTable(status: StatusReply): string {
   const header = ["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "CLOCK-OFFSET", "HEALTHY"];
   const rows = status.nodes.map((node: NodeStatus) => [
@@ -67,9 +87,9 @@ export function statusTable(status: StatusReply): string {
     node.address,
     node.role,
     String(node.term),
-    String(node.commit),
-    String(node.applied),
-    node.lag === undefined ? "-" : String(node.lag),
+    count(node.commit),
+    count(node.applied),
+    node.lag === undefined ? "-" : count(node.lag),
     node.clockOffsetMs === undefined ? "-" : `${node.clockOffsetMs.toFixed(1)} ms`,
     node.healthy ? "yes" : "NO",
   ]);

@@ -68,14 +68,16 @@ export function seedsOf(flags: ClientFlags): string[] {
     .filter((seed) => seed.length > 0);
 }
 
-// Opens a client, runs `work`, closes the client whatever happens.
-export async function withClient<T>(flags: ClientFlags, work: (client: FerryClient) => Promise<T>): Promise<T> {
+// Opens a client, runs `work`, closes the client whatever happens. `only` pins the client to one
+// node (no leader discovery), for questions addressed to that node.
+export async function withClient<T>(flags: ClientFlags, work: (client: FerryClient) => Promise<T>, only?: string): Promise<T> {
   const name = flags.name ?? process.env.FERRY_NAME;
   const timeoutMs = flags.timeout ?? CLI_TIMEOUT_MS_DEFAULT;
   const tls = tlsOf(flags);
   const client = new FerryClient({
-    seeds: seedsOf(flags),
+    seeds: only === undefined ? seedsOf(flags) : [only],
     timeoutMs,
+    ...(only === undefined ? {} : { discoverLeader: false }),
     ...(name === undefined || name === "" ? {} : { name }),
     ...(tls === undefined ? {} : { tls }),
   });

@@ -45,6 +45,7 @@ function runDev(flags: DevFlags): void {
     mkdirSync(dataDir, { recursive: true });
     const args = [cli, "start", "--id", String(id), "--data", dataDir, "--client", `${flags.host}:${clientPort + id - 1}`, "--peer", `${flags.host}:${peerPort + id - 1}`, "--members", members];
     if (flags.fsync) args.push("--fsync", flags.fsync);
+    args.push("--http", `${flags.host}:${clientPort + 1000 + id - 1}`);
     const child = spawn(process.execPath, args, { stdio: ["ignore", "inherit", "inherit"] });
     children.set(id, child);
     child.on("exit", (code, signal) => {
@@ -58,7 +59,7 @@ function runDev(flags: DevFlags): void {
   console.log(`  clients:  ${seeds}`);
   console.log(`  try:      ./ferry send bob "hi"   then   ./ferry receive bob`);
   console.log(`  or:       nc ${flags.host} ${clientPort}   and type   SEND bob hello`);
-  console.log(`  status:   ./ferry status`);
+  console.log(`  status:   ./ferry status   or   http://${flags.host}:${clientPort + 1000}/  (metrics at /metrics, health at /health)`);
   console.log("  Ctrl-C stops all nodes.");
   let stopping = false;
   const stop = () => {

@@ -8,6 +8,7 @@ import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "..
 import { FerryNode } from "../node/node.js";
 import { createLogger } from "../node/log.js";
 import { ForwardingService, forwardProof } from "../server/forwarder.js";
+import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
 import { timingSafeEqual } from "node:crypto";
 import { parseHostPort } from "../node/config.js";
@@ -29,6 +30,7 @@ interface StartFlags {
   snapshotEntries?: string;
   snapshotCatchUpEntries?: string;
   clockMaxOffsetMs?: string;
+  http?: string;
 }
 
 const ENVIRONMENT: Record<keyof StartFlags, string> = {
@@ -48,6 +50,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   snapshotEntries: "FERRY_SNAPSHOT_ENTRIES",
   snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
+  http: "FERRY_HTTP",
 };
 
 export function registerStartCommand(program: Command): void {
@@ -70,6 +73,7 @@ export function registerStartCommand(program: Command): void {
     .option("--snapshot-entries <n>", "take a snapshot every n applied entries")
     .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
+    .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
     .action(async (flags: StartFlags) => {
       let config: NodeConfig;
       try {
@@ -78,7 +82,8 @@ export function registerStartCommand(program: Command): void {
         console.error(`ferry start: ${(error as Error).message}`);
         process.exit(2);
       }
-      await runNode(config);
+      const http = flags.http ?? process.env[ENVIRONMENT.http];
+      await runNode(config, typeof http === "string" ? http : undefined);
     });
 }
 
@@ -133,11 +138,12 @@ function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
   throw new Error(`--fsync must be always, never or interval:<ms>, got '${text}'`);
 }
 
-async function runNode(config: NodeConfig): Promise<void> {
+async function runNode(config: NodeConfig, httpAddress: string | undefined): Promise<void> {
   const log = createLogger(`node${config.id}`);
   let node: FerryNode;
   let server: FerryServer;
   let forwarder: ForwardingService;
+  let http: HttpEndpoint | undefined;
   try {
     node = await FerryNode.start(config, { log });
     const { host, port } = parseHostPort(config.clientListen);
@@ -145,17 +151,23 @@ async function runNode(config: NodeConfig): Promise<void> {
     forwarder = new ForwardingService(node, { proof, name: `node-${config.id}` });
     const verifyForwarder = (candidate: string) => candidate.length === proof.length && timingSafeEqual(Buffer.from(candidate), Buffer.from(proof));
     server = await FerryServer.start({ host, port, service: forwarder, verifyForwarder, log: (line) => log("info", "server", { line }) });
+    if (httpAddress !== undefined) {
+      const { host: httpHost, port: httpPort } = parseHostPort(httpAddress);
+      const running = node;
+      http = await HttpEndpoint.start(httpHost, httpPort, { metricsText: () => running.metrics.text(), health: () => running.health(), status: () => running.status() });
+    }
   } catch (error) {
     log("fatal", "start-failed", { error: describeStartError(error, config) });
     process.exit(1);
   }
-  log("info", "serving", { client: config.clientListen, peer: config.peerListen, data: config.dataDir });
+  log("info", "serving", { client: config.clientListen, peer: config.peerListen, http: httpAddress ?? "off", data: config.dataDir });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log("info", "stopping", { signal });
     await server.close();
+    await http?.close();
     forwarder.close();
     await node.stop();
     log("info", "stopped", {});

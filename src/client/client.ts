@@ -1,5 +1,6 @@
 // FerryClient: the typed client library. It keeps one connection to the node it believes leads
-// (seeds first, then NOT_LEADER's leaderHint), pipelines requests over it within a bounded
+// (seeds first, then the leader named by STATUS or by NOT_LEADER's leaderHint; arguments.ts checks
+// what goes out, replies.ts shapes what comes back), pipelines requests over it within a bounded
 // window, and retries a failed call only when doing so cannot apply it twice (see retry.ts):
 // every SEND carries a message id, generated here when the caller gives none, so a retried SEND
 // is deduplicated by the cluster. Each call has one deadline covering the window wait,
@@ -11,10 +12,8 @@ import type {
   ClusterRequest,
   DeliveredMessage,
   ExtendRequest,
-  ListItem,
   ListReply,
   ListRequest,
-  MessageState,
   PurgeRequest,
   NodeStatus,
   ReceiveRequest,
@@ -26,12 +25,13 @@ import type {
 } from "../protocol/api.js";
 import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
-import { nameProblem } from "../protocol/names.js";
+import { checkedAddress, checkedNonNegative, checkedPositive, requireName, toBytes } from "./arguments.js";
 import { backoffDelayMs } from "./backoff.js";
-import { publishConnected, publishDisconnected, publishRetry } from "./diagnostics.js";
+import { publishConnected, publishDisconnected, publishLeaderFound, publishRetry } from "./diagnostics.js";
 import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
-import { type ClientOptions, parseAddress, requireNonNegative, requirePositive, type ResolvedOptions, resolveOptions } from "./options.js";
+import { type ClientOptions, type ResolvedOptions, resolveOptions, UNREACHABLE_MEMORY_MS } from "./options.js";
+import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./replies.js";
 import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
@@ -75,6 +75,7 @@ interface HelloWireRequest {
 type WireRequest = Request | HelloWireRequest;
 
 export const RECEIVE_MAX_DEFAULT = 1;
+export const IDS_PER_REQUEST_MAX = 1000; // the servers' default idsPerRequestMax
 
 // Connects to the cluster (waits until some seed accepts, up to timeoutMs) and returns the client.
 export async function connect(options: ClientOptions): Promise<FerryClient> {
@@ -98,6 +99,7 @@ export class FerryClient {
   private connecting: Promise<Connection> | undefined;
   private readonly retired = new Set<Connection>();
   private readonly scopes = new Set<CallScope>(); // calls under way, ended at once by close()
+  private readonly unreachableSinceMs = new Map<string, number>(); // address → last failed connect
   private closed = false;
 
   constructor(options: ClientOptions) {
@@ -262,8 +264,14 @@ export class FerryClient {
       throw new FerryError("INVALID", `${request.op}: ids must be non-empty strings`);
     }
     if (request.ids.length === 0) return 0;
-    const reply = await this.call(request, "unapplied-only", options);
-    return Number(reply.count ?? 0);
+    // Nodes take at most IDS_PER_REQUEST_MAX ids per request (their default): split longer lists
+    // into pipelined requests and add up the counts.
+    const chunks: Array<AckRequest | ExtendRequest> = [];
+    for (let start = 0; start < request.ids.length; start += IDS_PER_REQUEST_MAX) {
+      chunks.push({ ...request, ids: request.ids.slice(start, start + IDS_PER_REQUEST_MAX) });
+    }
+    const replies = await Promise.all(chunks.map((chunk) => this.call(chunk, "unapplied-only", options)));
+    return replies.reduce((sum, reply) => sum + Number(reply.count ?? 0), 0);
   }
 
   private async purgeOrDelete(request: PurgeRequest, options: CallOptions): Promise<number> {
@@ -363,7 +371,14 @@ export class FerryClient {
 
   private async openConnection(address: string): Promise<Connection> {
     const { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls } = this.options;
-    const connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
+    let connection: Connection;
+    try {
+      connection = await Connection.open(address, { connectTimeoutMs, frameBytesMax, idleTimeoutMs, tls });
+    } catch (error) {
+      this.unreachableSinceMs.set(address, performance.now());
+      throw error;
+    }
+    this.unreachableSinceMs.delete(address);
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
       if (this.options.name !== undefined) await this.hello(connection, this.options.name);
@@ -383,8 +398,28 @@ export class FerryClient {
       queueMicrotask(() => connection.retire());
     } else {
       this.connection = connection;
+      if (this.options.discoverLeader) void this.discoverLeader(connection);
     }
     return connection;
+  }
+
+  // Asks the node just connected which node leads and moves there (calls already on their way
+  // finish here). Only an optimization: any failure leaves the client where it is.
+  private async discoverLeader(connection: Connection): Promise<void> {
+    const scope = new CallScope(this.options.connectTimeoutMs, undefined);
+    try {
+      const leaderAddress = leaderAddressOf(await connection.request({ op: "status" }, scope));
+      if (leaderAddress === undefined || leaderAddress === connection.address) return;
+      if (this.closed || this.connection !== connection) return; // moved on meanwhile
+      const failedAtMs = this.unreachableSinceMs.get(leaderAddress);
+      if (failedAtMs !== undefined && performance.now() - failedAtMs < UNREACHABLE_MEMORY_MS) return;
+      publishLeaderFound(connection.address, leaderAddress);
+      this.moveTo(leaderAddress);
+    } catch {
+      // No status (an old node, a follower that cannot answer): stay.
+    } finally {
+      scope.dispose();
+    }
   }
 
   private async hello(connection: Connection, name: string): Promise<void> {
@@ -429,64 +464,4 @@ export class FerryClient {
       old.retire(); // answers still due on it are kept
     }
   }
-}
-
-function requireName(what: string, name: string): void {
-  const problem = typeof name === "string" ? nameProblem(name) : "name must be a string";
-  if (problem !== undefined) throw new FerryError("INVALID", `${what} '${name}': ${problem}`);
-}
-
-function checkedPositive(what: string, value: number): number {
-  requirePositive(what, value);
-  return value;
-}
-
-function checkedNonNegative(what: string, value: number): number {
-  requireNonNegative(what, value);
-  return value;
-}
-
-function checkedAddress(address: string): string {
-  parseAddress(address);
-  return address;
-}
-
-const encoder = new TextEncoder();
-
-function toBytes(body: string | Uint8Array): Uint8Array {
-  if (typeof body === "string") return encoder.encode(body);
-  if (body instanceof Uint8Array) return body;
-  throw new FerryError("INVALID", "send: body must be a string or a Uint8Array");
-}
-
-// Timestamps exceed 2^53: msgpack int64 decodes as bigint; accept a number or decimal string too.
-function toTimestamp(value: unknown): Timestamp {
-  if (typeof value === "bigint") return value;
-  if (typeof value === "number" && Number.isInteger(value)) return BigInt(value);
-  if (typeof value === "string" && /^\d+$/.test(value)) return BigInt(value);
-  return 0n;
-}
-
-function toDeliveredMessage(raw: Record<string, unknown>): DeliveredMessage {
-  const message: DeliveredMessage = {
-    id: String(raw.id),
-    sender: String(raw.sender ?? ""),
-    recipient: String(raw.recipient ?? ""),
-    timestamp: toTimestamp(raw.timestamp),
-    deliveries: Number(raw.deliveries ?? 1),
-    body: typeof raw.body === "string" ? encoder.encode(raw.body) : (raw.body as Uint8Array),
-  };
-  if (raw.headers !== undefined && raw.headers !== null) message.headers = raw.headers as Record<string, string>;
-  return message;
-}
-
-function toListItem(raw: Record<string, unknown>): ListItem {
-  return {
-    id: String(raw.id),
-    sender: String(raw.sender ?? ""),
-    timestamp: toTimestamp(raw.timestamp),
-    state: String(raw.state) as MessageState,
-    deliveries: Number(raw.deliveries ?? 0),
-    bytes: Number(raw.bytes ?? 0),
-  };
 }

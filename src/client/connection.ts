@@ -93,8 +93,9 @@ export class Connection {
     });
   }
 
+  // Open and taking requests (a retired connection only finishes what it has).
   get isOpen(): boolean {
-    return !this.closed;
+    return !this.closed && !this.closeWhenIdle;
   }
 
   get inFlight(): number {
@@ -110,7 +111,7 @@ export class Connection {
   // error reply, ConnectionError when the connection is or gets lost, the reason on cancel.
   request(request: object, cancel: Cancel): Promise<ReplyRecord> {
     if (cancel.aborted) return Promise.reject(cancel.reason);
-    if (this.closed || this.closeWhenIdle) {
+    if (this.closed || this.closeWhenIdle || this.socket.destroyed || this.socket.writableEnded) {
       return Promise.reject(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
     }
     const rid = this.takeRid();

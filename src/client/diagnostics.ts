@@ -6,6 +6,7 @@ import diagnostics from "node:diagnostics_channel";
 export const connectedChannel = diagnostics.channel("ferry:client:connected"); // { address }
 export const disconnectedChannel = diagnostics.channel("ferry:client:disconnected"); // { address }
 export const retryChannel = diagnostics.channel("ferry:client:retry"); // { op, code, message, retry, from, to }
+export const leaderChannel = diagnostics.channel("ferry:client:leader"); // { from, to }: status named another leader
 
 export interface RetryEvent {
   op: string;
@@ -26,4 +27,8 @@ export function publishConnected(address: string): void {
 
 export function publishDisconnected(address: string): void {
   if (disconnectedChannel.hasSubscribers) disconnectedChannel.publish({ address });
+}
+
+export function publishLeaderFound(from: string, to: string): void {
+  if (leaderChannel.hasSubscribers) leaderChannel.publish({ from, to });
 }

@@ -4,6 +4,7 @@ export {
   type ClusterAddresses,
   connect,
   FerryClient,
+  IDS_PER_REQUEST_MAX,
   type ListOptions,
   type NackOptions,
   RECEIVE_MAX_DEFAULT,

@@ -15,6 +15,9 @@ export const ATTEMPT_TIMEOUT_MS_DEFAULT = 2_000;
 // Below the server's idle timeout (5 min), so the client, not the server, closes an idle
 // connection: a request written just as the server hangs up would otherwise be lost in between.
 export const IDLE_TIMEOUT_MS_DEFAULT = 60_000;
+// After a failed connect, leader discovery does not send the client back to that address for
+// this long (a leader advertising an address this client cannot reach must not cause a loop).
+export const UNREACHABLE_MEMORY_MS = 10_000;
 
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
@@ -34,6 +37,9 @@ export interface ClientOptions {
   // TLS to the client port: true for the system's trusted CAs, or node:tls options (ca, cert,
   // key, servername, ...). Default: plain TCP.
   tls?: boolean | TlsConnectionOptions;
+  // Ask each newly connected node for the cluster status and move to the leader it names, so
+  // requests skip the follower's forwarding hop (default true; turn off behind a proxy).
+  discoverLeader?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -49,6 +55,7 @@ export interface ResolvedOptions {
   attemptTimeoutMs: number;
   idleTimeoutMs: number;
   tls: TlsConnectionOptions | undefined;
+  discoverLeader: boolean;
 }
 
 export function resolveOptions(options: ClientOptions): ResolvedOptions {
@@ -73,6 +80,7 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     attemptTimeoutMs: options.attemptTimeoutMs ?? ATTEMPT_TIMEOUT_MS_DEFAULT,
     idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS_DEFAULT,
     tls: options.tls === true ? {} : options.tls === false ? undefined : options.tls,
+    discoverLeader: options.discoverLeader ?? true,
   };
   requirePositive("timeoutMs", resolved.timeoutMs);
   requirePositive("window", resolved.window);

@@ -16,7 +16,7 @@ import { FerryError } from "../protocol/errors.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
-import type { ConfState, Entry, Ready, Snapshot } from "../raft/types.js";
+import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
 import { RaftError } from "../raft/types.js";
 import { LmdbKv } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
@@ -25,6 +25,7 @@ import { type NodeConfig, parseHostPort } from "./config.js";
 import { decodeEntry, encodeEntry } from "./entry-codec.js";
 import { type Logger, silentLogger } from "./log.js";
 import { AddressBook } from "./members.js";
+import { NodeMetrics } from "./metrics.js";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
 import { toBrokerCommand, type Session } from "./requests.js";
 import { NodeTime } from "./time.js";
@@ -54,11 +55,14 @@ export class FerryNode {
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
   private fencedTicks = 0;
+  private writtenHardState: HardState | undefined;
+  private unwrittenHardState: HardState | undefined; // commit-only changes not yet written
   private leader = 0;
   private role = "follower";
   private snapshotting = false;
   private lastSnapshotIndex = 0;
   private appliedIndex: number;
+  readonly metrics: NodeMetrics;
 
   private constructor(
     readonly config: NodeConfig,
@@ -73,6 +77,7 @@ export class FerryNode {
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
     this.appliedIndex = broker.appliedIndex();
+    this.metrics = new NodeMetrics(this, config.id);
   }
 
   static async start(config: NodeConfig, dependencies: NodeDependencies = {}): Promise<FerryNode> {
@@ -132,6 +137,17 @@ export class FerryNode {
   // ---- client requests ----
 
   async execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+    try {
+      const reply = await this.executeRequest(request, session, signal);
+      this.metrics.requests.inc({ op: request.op, outcome: "ok" });
+      return reply;
+    } catch (error) {
+      this.metrics.requests.inc({ op: request.op, outcome: error instanceof FerryError ? error.code : "INTERNAL" });
+      throw error;
+    }
+  }
+
+  private async executeRequest(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
     if (this.stopped) throw new FerryError("SHUTTING_DOWN", "this node is stopping; retry on another node");
     switch (request.op) {
       case "status":
@@ -348,6 +364,8 @@ export class FerryNode {
       try {
         const { index, term } = this.raft.propose(data);
         this.inflight.add(index, { term, requests: batch });
+        this.metrics.entriesProposed.inc();
+        this.metrics.commandsProposed.inc(batch.length);
       } catch (error) {
         const failure = this.translate(error);
         for (const pending of batch) pending.fail(failure);
@@ -359,7 +377,10 @@ export class FerryNode {
   private async handleReady(ready: Ready): Promise<void> {
     if (ready.softState) this.changeRole(ready.softState.role, ready.softState.leader);
     this.transport.send(ready.messages);
-    await this.storage.persist({ hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot });
+    this.metrics.readies.inc();
+    const persistTimer = this.metrics.persistSeconds.startTimer();
+    await this.persist(ready);
+    persistTimer();
     if (ready.snapshot) this.installSnapshot(ready.snapshot);
     this.transport.send(ready.messagesAfterPersist);
     this.applyEntries(ready.committedEntries);
@@ -374,11 +395,32 @@ export class FerryNode {
     this.maybeSnapshot();
   }
 
+  // Only entries, a snapshot, a term or a vote must be durable before the Ready's messages go
+  // out (etcd's MustSync). A hard state that only moved the commit index is kept in memory and
+  // written with the next write: Raft recomputes commit after a crash, so losing it is harmless,
+  // and skipping the write keeps a disk round trip off the leader's commit path.
+  private async persist(ready: Ready): Promise<void> {
+    const hardState = ready.hardState ?? this.unwrittenHardState;
+    const before = this.writtenHardState;
+    const termOrVoteChanged = hardState !== undefined && (!before || hardState.term !== before.term || hardState.vote !== before.vote);
+    if (ready.entries.length === 0 && !ready.snapshot && !termOrVoteChanged) {
+      this.unwrittenHardState = hardState;
+      return;
+    }
+    await this.storage.persist({ hardState, entries: ready.entries, snapshot: ready.snapshot });
+    this.metrics.entriesPersisted.inc(ready.entries.length);
+    if (hardState) this.writtenHardState = hardState;
+    this.unwrittenHardState = undefined;
+  }
+
   private applyEntries(entries: Entry[]): void {
     if (entries.length === 0) return;
+    const applyTimer = this.metrics.applySeconds.startTimer();
     // One LMDB transaction per entry (inside Broker.apply); an entry holds a whole batch of commands.
     for (const entry of entries) this.applyEntry(entry);
     this.appliedIndex = entries[entries.length - 1]!.index;
+    applyTimer();
+    this.metrics.entriesApplied.inc(entries.length);
     for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);
     this.appliedWaiters.applied(this.appliedIndex);
   }
@@ -459,6 +501,7 @@ export class FerryNode {
         const compactTo = index - this.config.snapshotCatchUpEntries;
         if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
         this.lastSnapshotIndex = index;
+        this.metrics.snapshots.inc({ kind: "made" });
         this.log("info", "snapshot", { index, term, bytes: data.length });
       } catch (error) {
         this.fail(error as Error);
@@ -481,6 +524,7 @@ export class FerryNode {
     this.appliedIndex = snapshot.meta.index;
     this.lastSnapshotIndex = snapshot.meta.index;
     this.refreshPeers();
+    this.metrics.snapshots.inc({ kind: "installed" });
     this.log("info", "snapshot-installed", { index: snapshot.meta.index, term: snapshot.meta.term });
   }
 
@@ -578,7 +622,34 @@ export class FerryNode {
     this.transport.setPeers(this.book.peersOf(this.config.id, confMembers(this.raft.status().conf)));
   }
 
-  // ---- status and shutdown ----
+  // ---- status, metrics and shutdown ----
+
+  raftState() {
+    const status = this.raft.status();
+    const lagByPeer = new Map<number, number>();
+    for (const [id, progress] of status.progress) if (id !== this.config.id) lagByPeer.set(id, status.lastIndex - progress.match);
+    return { term: status.term, commit: status.commit, applied: this.appliedIndex, lastIndex: status.lastIndex, isLeader: status.role === "leader", lagByPeer };
+  }
+
+  clockState() {
+    return {
+      healthy: this.clock.healthy(),
+      offsetMs: this.clock.offsetMs(),
+      peers: [...this.clock.peerOffsets().values()].map((p) => ({ peer: p.peer, offsetMs: p.offsetMs, delayMs: p.delayMs })),
+    };
+  }
+
+  queueState() {
+    return { pendingRequests: this.queue.length, inflightEntries: this.inflight.size, longPollWaiters: this.mailboxWaiters.count };
+  }
+
+  // Liveness and readiness for health checks: unhealthy when fenced or without a leader.
+  health(): { healthy: boolean; reason: string } {
+    if (this.stopped) return { healthy: false, reason: "stopping" };
+    if (!this.clock.healthy()) return { healthy: false, reason: `clock: ${this.clock.healthReason()}` };
+    if (this.leader === 0) return { healthy: false, reason: "no leader known" };
+    return { healthy: true, reason: this.role === "leader" ? "leader" : `following node ${this.leader}` };
+  }
 
   status(): StatusReply {
     const status = this.raft.status();

@@ -88,6 +88,7 @@ export class LmdbKv implements OrderedKv {
   private groupTransactions = 0;
   private commitScheduled = false;
   private failure: unknown;
+  private beforeCommit: (() => void) | undefined;
 
   constructor(options: LmdbKvOptions) {
     this.db = open<Buffer, Buffer>({
@@ -148,10 +149,27 @@ export class LmdbKv implements OrderedKv {
     return result;
   }
 
+  setBeforeCommit(hook: (() => void) | undefined): void {
+    this.beforeCommit = hook;
+  }
+
   // Commits the open group now (no-op when none is open).
   commit(): void {
     const finish = this.finishGroup;
     if (finish === undefined) return;
+    if (this.beforeCommit !== undefined) {
+      assert(!this.inTransaction, "a group commits between transactions");
+      this.inTransaction = true;
+      try {
+        this.beforeCommit();
+      } catch (error) {
+        this.abort(error);
+        this.failure = error;
+        throw error;
+      } finally {
+        this.inTransaction = false;
+      }
+    }
     this.finishGroup = undefined;
     this.abortGroup = undefined;
     this.groupTransactions = 0;

@@ -58,7 +58,9 @@ export class Harness {
   }
 }
 
-// Every entry of a KV in key order, for byte-identity comparisons.
+// Every entry of a KV in key order, for byte-identity comparisons. A grouping store is committed
+// first: some data (mailbox counters) is written once per commit.
 export function dump(kv: OrderedKv): Array<[string, string]> {
+  (kv as { commit?: () => void }).commit?.();
   return kv.scan("", KEY_END, Number.POSITIVE_INFINITY).map((entry) => [entry.key, Buffer.from(entry.value).toString("hex")]);
 }

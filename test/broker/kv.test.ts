@@ -119,13 +119,29 @@ describe("LMDB store", () => {
     const broker = new Broker(kv);
     broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("hi") }]);
     broker.apply(2, msTimestamp(1001), [{ op: "receive", mailbox: "bob", max: 1 }]);
-    await kv.flushed();
+    assert.equal(await broker.flush(), 2);
     const before = dump(kv);
     await kv.close();
     const again = new Broker(lmdb({ path, noSync: false }));
     assert.equal(again.appliedIndex(), 2);
     assert.equal(again.list({ op: "list", mailbox: "bob" }, msTimestamp(1002)).ok, true);
     assert.deepEqual(dump((again as unknown as { kv: OrderedKv }).kv), before);
+  });
+
+  test("counters written once per commit match the state, also across a restore", () => {
+    const source = new Broker(lmdb());
+    source.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob", "carol"], body: text("1") }]);
+    const chunks = [...source.snapshot().chunks];
+    // groupTransactionsMax 2: the restore's own transaction closes the group and runs the hook.
+    for (const groupTransactionsMax of [2, 1000]) {
+      const kv = new LmdbKv({ path: join(directory, `restore-${groupTransactionsMax}`), noSync: true, groupTransactionsMax });
+      opened.push(kv);
+      const target = new Broker(kv);
+      target.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["junk"], body: text("x") }]);
+      target.restore(chunks);
+      assert.deepEqual(dump(kv), dump((source as unknown as { kv: OrderedKv }).kv));
+      assert.equal(new Broker(kv).mailboxCount(), 2);
+    }
   });
 
   test("an apply that throws falls back to the last commit, consistent with the applied index", () => {

@@ -126,10 +126,12 @@ after(async () => {
   for (const store of lmdbStores) await store.close();
   rmSync(directory, { recursive: true, force: true });
 });
-// Reused across runs (opening an environment per run is slow); emptied before each use.
+// Reused across runs (opening an environment per run is slow); emptied before each use. Small
+// groups: commits (and the counters written at commit) happen in the middle of every run.
 function lmdb(slot: number): LmdbKv {
-  while (lmdbStores.length <= slot) lmdbStores.push(new LmdbKv({ path: join(directory, `kv${lmdbStores.length}`), noSync: true }));
+  while (lmdbStores.length <= slot) lmdbStores.push(new LmdbKv({ path: join(directory, `kv${lmdbStores.length}`), noSync: true, groupTransactionsMax: 3 }));
   const store = lmdbStores[slot]!;
+  store.setBeforeCommit(undefined); // the previous run's broker is gone
   store.transaction(() => store.clear());
   return store;
 }

@@ -84,6 +84,17 @@ test("status prints the node table; cluster add passes the addresses", async () 
   assert.equal(server.requestsOf("cluster").at(-1)!.clientAddress, "127.0.0.1:12348");
 });
 
+test("status asks the leader the first node names, for the complete view", async () => {
+  const follower = await FakeServer.start();
+  follower.statusLeader = server.address;
+  const status = await ferry(["status", "--json", "--seeds", follower.address]);
+  assert.equal(status.code, 0, status.stderr);
+  const reply = JSON.parse(status.stdout);
+  assert.equal(reply.nodes[0].address, server.address); // the leader answered about itself
+  assert.equal(reply.nodes[0].role, "leader");
+  await follower.close();
+});
+
 test("errors print `error: <CODE> <message>` and exit with the code's status", async () => {
   const usage = await ferry(["receive", "bob", "--max", "lots", ...seeds]);
   assert.equal(usage.code, 2);

@@ -132,6 +132,16 @@ describe("client against one leader", () => {
     assert.equal(server.requestsOf("cluster").at(-1)!.peerAddress, "127.0.0.1:22348");
   });
 
+  test("acks of more ids than one request may carry are split and their counts added", async () => {
+    for (let index = 0; index < 2500; index++) server.store("bulk", `m${index}`);
+    const messages = await client.receive("bulk", { max: 1000 });
+    const more = [...(await client.receive("bulk", { max: 1000 })), ...(await client.receive("bulk", { max: 1000 }))];
+    const acks = server.requestsOf("ack").length;
+    assert.equal(await client.ack("bulk", [...messages, ...more].map((message) => message.id)), 2500);
+    assert.equal(server.requestsOf("ack").length - acks, 3);
+    assert.ok(server.requestsOf("ack").every((request) => (request.ids as string[]).length <= 1000));
+  });
+
   test("bad arguments fail with INVALID before anything is sent", async () => {
     const sends = server.requestsOf("send").length;
     for (const attempt of [
@@ -292,6 +302,38 @@ describe("failures, reconnects and leaders", () => {
     assert.equal(client.address, leader.address);
     await client.close();
     await Promise.all([leader.close(), follower.close()]);
+  });
+
+  test("leader discovery: a forwarding follower's status names the leader and the client moves there", async () => {
+    const leader = await FakeServer.start();
+    const follower = await FakeServer.start();
+    follower.statusLeader = leader.address;
+    const events: unknown[] = [];
+    const listen = (event: unknown) => events.push(event);
+    diagnostics.subscribe("ferry:client:leader", listen);
+    const client = await connect({ seeds: [follower.address], ...fast });
+    await until(() => client.address === leader.address, "the move to the leader");
+    diagnostics.unsubscribe("ferry:client:leader", listen);
+    await client.send("bob", "direct");
+    assert.equal(leader.requestsOf("send").length, 1);
+    assert.equal(follower.requestsOf("send").length, 0);
+    assert.deepEqual(events, [{ from: follower.address, to: leader.address }]);
+    await client.close();
+    await Promise.all([leader.close(), follower.close()]);
+  });
+
+  test("leader discovery does not chase a leader address that refuses connections", async () => {
+    const follower = await FakeServer.start();
+    follower.statusLeader = `127.0.0.1:${await closedPort()}`;
+    const client = await connect({ seeds: [follower.address], ...fast });
+    await until(() => client.address === follower.statusLeader, "the move to the advertised leader");
+    await client.send("bob", "still delivered"); // refused there, back to the seed
+    await client.send("bob", "and again");
+    assert.equal(follower.requestsOf("send").length, 2);
+    assert.equal(client.address, follower.address);
+    assert.equal(follower.requestsOf("status").length, 2); // asked again after reconnecting, not followed
+    await client.close();
+    await follower.close();
   });
 
   test("an unreachable seed is skipped; a NOT_LEADER without hint moves to the next seed; retries are published", async () => {

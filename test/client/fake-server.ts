@@ -44,7 +44,10 @@ export class FakeServer {
   delayMs: (request: FakeRequest) => number = () => 0;
   // Consulted for every request after the queued faults: a test's own fault schedule.
   faultFor: (request: FakeRequest) => Fault | undefined = () => undefined;
-  hold = false; // when true, answers wait until releaseHeld()
+  hold = false; // when true, answers (except hello and status) wait until releaseHeld()
+  // What STATUS says leads: "self" (this node, id 1), or the client address of another node,
+  // which makes this node a forwarding follower that still answers everything itself.
+  statusLeader: "self" | string = "self";
   connectionsAccepted = 0;
   inFlight = 0;
   inFlightMax = 0;
@@ -144,12 +147,14 @@ export class FakeServer {
       return;
     }
     if (fault?.kind === "ignore") return;
-    this.inFlight++;
+    // The client's own housekeeping (hello, leader discovery's status) is not counted.
+    const counted = request.op !== "hello" && request.op !== "status";
+    if (counted) this.inFlight++;
     this.inFlightMax = Math.max(this.inFlightMax, this.inFlight);
     try {
       const delayMs = this.delayMs(request);
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-      if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
+      if (this.hold && request.op !== "hello" && request.op !== "status") await new Promise<void>((resolve) => this.held.push(resolve));
       let reply: Reply;
       if (fault?.kind === "apply-then-drop") {
         await this.execute(session, request, socket);
@@ -163,7 +168,7 @@ export class FakeServer {
       }
       if (!socket.destroyed) socket.write(encodeFrame({ rid: request.rid, ...reply }));
     } finally {
-      this.inFlight--;
+      if (counted) this.inFlight--;
     }
   }
 
@@ -270,13 +275,16 @@ export class FakeServer {
   }
 
   private status(): Reply {
+    const leader = this.statusLeader === "self" ? 1 : 2;
+    const role = (id: number) => (id === leader ? "leader" : "follower");
+    const address2 = this.statusLeader === "self" ? "127.0.0.1:2" : this.statusLeader;
     return {
       ok: true,
       self: 1,
       nodes: [
-        { id: 1, address: this.address, role: "leader", term: 3, leader: 1, commit: 42, applied: 42, lag: 0, clockOffsetMs: 0, healthy: true },
-        { id: 2, address: "127.0.0.1:2", role: "follower", term: 3, leader: 1, commit: 41, applied: 40, lag: 1, clockOffsetMs: 1.5, healthy: true },
-        { id: 3, address: "127.0.0.1:3", role: "follower", term: 3, leader: 1, commit: 42, applied: 42, lag: 0, clockOffsetMs: -0.4, healthy: false },
+        { id: 1, address: this.address, role: role(1), term: 3, leader, commit: 42, applied: 42, lag: 0, clockOffsetMs: 0, healthy: true },
+        { id: 2, address: address2, role: role(2), term: 3, leader, commit: 41, applied: 40, lag: 1, clockOffsetMs: 1.5, healthy: true },
+        { id: 3, address: "127.0.0.1:3", role: role(3), term: 3, leader, commit: 42, applied: 42, lag: 0, clockOffsetMs: -0.4, healthy: false },
       ],
     };
   }

@@ -40,6 +40,15 @@ describe("a 3-node cluster of real processes", { timeout: 180_000 }, () => {
     assert.match(bad[0]!, /^ERR INVALID /);
   });
 
+  test("every node serves metrics and health over HTTP", async () => {
+    for (const node of cluster.nodes.values()) {
+      const metrics = await (await fetch(`http://${node.http}/metrics`)).text();
+      assert.match(metrics, /^ferry_raft_term\{node="\d"\} [1-9]/m);
+      assert.match(metrics, /^ferry_clock_peer_rtt_ms\{peer="\d",node="\d"\} /m);
+      assert.equal((await fetch(`http://${node.http}/health`)).status, 200);
+    }
+  });
+
   test("the client library sends, receives, nacks, acks; a retried id is stored once", async () => {
     const first = await client.send("lib", "one", { id: "fixed-id-1" });
     const again = await client.send("lib", "one", { id: "fixed-id-1" });

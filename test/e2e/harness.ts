@@ -10,6 +10,7 @@ export interface NodeProcess {
   id: number;
   client: string;
   peer: string;
+  http: string;
   dataDir: string;
   child?: ChildProcess;
   output: string[];
@@ -61,6 +62,7 @@ export class TestCluster {
       id,
       client: `127.0.0.1:${await freePort()}`,
       peer: `127.0.0.1:${await freePort()}`,
+      http: `127.0.0.1:${await freePort()}`,
       dataDir: join(this.root, `node${id}`),
       output: [],
     };
@@ -76,7 +78,7 @@ export class TestCluster {
   spawn(id: number, extra: string[] = []): NodeProcess {
     const node = this.nodes.get(id)!;
     const members = this.options.peerAddressFor && this.initialIds.length > 0 ? this.memberList(this.initialIds, id) : this.members || this.memberList();
-    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--members", members, ...(this.options.extraArgs ?? []), ...extra];
+    const args = ["--import", "tsx", "src/cli/main.ts", "start", "--id", String(id), "--data", node.dataDir, "--client", node.client, "--peer", node.peer, "--http", node.http, "--members", members, ...(this.options.extraArgs ?? []), ...extra];
     const env = { ...process.env, ...this.options.env, ...this.options.nodeEnv?.(id) };
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
     node.child = child;

@@ -1,0 +1,88 @@
+// The node's HTTP listener for operators: /metrics (Prometheus text), /health (200 when this node
+// can serve: not fenced, a leader known; 503 otherwise, with the reason), /status (the same JSON
+// as the STATUS request) and / (a status page that renders /status and refreshes itself).
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
+import type { StatusReply } from "../protocol/api.js";
+
+export interface HttpSource {
+  metricsText(): Promise<string>;
+  health(): { healthy: boolean; reason: string };
+  status(): StatusReply;
+}
+
+export class HttpEndpoint {
+  private constructor(private readonly server: Server) {}
+
+  static start(host: string, port: number, source: HttpSource): Promise<HttpEndpoint> {
+    const server = createServer((request, response) => void route(request, response, source));
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve(new HttpEndpoint(server));
+      });
+    });
+  }
+
+  address(): { host: string; port: number } {
+    const address = this.server.address() as { address: string; port: number };
+    return { host: address.address, port: address.port };
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}
+
+async function route(request: IncomingMessage, response: ServerResponse, source: HttpSource): Promise<void> {
+  const path = (request.url ?? "/").split("?")[0];
+  try {
+    if (request.method !== "GET") return send(response, 405, "text/plain", "only GET\n");
+    switch (path) {
+      case "/metrics":
+        return send(response, 200, "text/plain; version=0.0.4", await source.metricsText());
+      case "/health": {
+        const health = source.health();
+        return send(response, health.healthy ? 200 : 503, "application/json", JSON.stringify(health) + "\n");
+      }
+      case "/status":
+        return send(response, 200, "application/json", JSON.stringify(source.status(), null, 2) + "\n");
+      case "/":
+        return send(response, 200, "text/html; charset=utf-8", STATUS_PAGE);
+      default:
+        return send(response, 404, "text/plain", "not found: try /metrics, /health, /status or /\n");
+    }
+  } catch (error) {
+    send(response, 500, "text/plain", `${(error as Error).message}\n`);
+  }
+}
+
+function send(response: ServerResponse, code: number, type: string, body: string): void {
+  response.writeHead(code, { "content-type": type, "cache-control": "no-store" });
+  response.end(body);
+}
+
+const STATUS_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Ferry status</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
+.leader{font-weight:bold}.bad{color:#b00}</style></head>
+<body><h1>Ferry cluster</h1><p id="note">loading…</p><table id="nodes"><thead><tr>
+<th>node</th><th>address</th><th>role</th><th>term</th><th>commit</th><th>applied</th><th>lag</th><th>clock offset ms</th><th>healthy</th></tr></thead><tbody></tbody></table>
+<script>
+async function refresh() {
+  try {
+    const status = await (await fetch("/status")).json();
+    const rows = status.nodes.map((n) => "<tr class='" + (n.role === "leader" ? "leader" : "") + "'><td>" + n.id + (n.id === status.self ? " (this node)" : "") +
+      "</td><td>" + n.address + "</td><td>" + n.role + "</td><td>" + n.term + "</td><td>" + n.commit + "</td><td>" + n.applied +
+      "</td><td>" + (n.lag ?? "") + "</td><td>" + (n.clockOffsetMs === undefined ? "" : Number(n.clockOffsetMs).toFixed(1)) +
+      "</td><td class='" + (n.healthy ? "" : "bad") + "'>" + n.healthy + "</td></tr>");
+    document.querySelector("#nodes tbody").innerHTML = rows.join("");
+    document.getElementById("note").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (error) { document.getElementById("note").textContent = "cannot reach the node: " + error; }
+}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+`;

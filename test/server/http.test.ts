@@ -1,0 +1,42 @@
+// The operator endpoint: metrics, health (200 or 503 with the reason), status JSON, status page.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { HttpEndpoint, type HttpSource } from "../../src/server/http.js";
+
+let healthy = true;
+const source: HttpSource = {
+  metricsText: async () => "ferry_raft_term 7\n",
+  health: () => (healthy ? { healthy: true, reason: "leader" } : { healthy: false, reason: "clock: offset 5000 ms" }),
+  status: () => ({ ok: true, self: 1, nodes: [{ id: 1, address: "127.0.0.1:1", role: "leader", term: 7, leader: 1, commit: 3, applied: 3, healthy: true }] }),
+};
+let endpoint: HttpEndpoint;
+let base: string;
+
+before(async () => {
+  endpoint = await HttpEndpoint.start("127.0.0.1", 0, source);
+  base = `http://127.0.0.1:${endpoint.address().port}`;
+});
+after(() => endpoint.close());
+
+test("/metrics serves the Prometheus text", async () => {
+  const response = await fetch(`${base}/metrics`);
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), "ferry_raft_term 7\n");
+});
+
+test("/health is 200 when healthy and 503 with the reason when not", async () => {
+  healthy = true;
+  assert.equal((await fetch(`${base}/health`)).status, 200);
+  healthy = false;
+  const response = await fetch(`${base}/health`);
+  assert.equal(response.status, 503);
+  assert.match(await response.text(), /offset 5000 ms/);
+});
+
+test("/status is the STATUS reply as JSON; / is a page; unknown paths are 404", async () => {
+  const status = (await (await fetch(`${base}/status`)).json()) as { nodes: Array<{ role: string }> };
+  assert.equal(status.nodes[0]!.role, "leader");
+  const page = await fetch(`${base}/`);
+  assert.match(await page.text(), /<title>Ferry status<\/title>/);
+  assert.equal((await fetch(`${base}/nope`)).status, 404);
+});
