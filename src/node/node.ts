@@ -117,7 +117,7 @@ export class FerryNode {
       clusterId: config.clusterId,
       secret: config.secret,
       listen,
-      peers: book.peersOf(config.id, confMembers(raft.status().conf)),
+      peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
       onMessages: (_from, messages) => node?.receive(messages),
       onClockSample: (from, sample) => clock.sample(from, sample),
       onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
@@ -619,7 +619,7 @@ export class FerryNode {
   }
 
   private refreshPeers(): void {
-    this.transport.setPeers(this.book.peersOf(this.config.id, confMembers(this.raft.status().conf)));
+    this.transport.setPeers(peersToDial(this.config.id, this.book, confMembers(this.raft.status().conf)));
   }
 
   // ---- status, metrics and shutdown ----
@@ -711,6 +711,13 @@ export class FerryNode {
     await this.storage.close();
     await this.kv.close();
   }
+}
+
+// The peers the transport dials: the configuration's members. A joining node has no configuration
+// until the leader's first snapshot reaches it, yet must answer the leader to get that snapshot
+// (replies travel on our own outbound connection), so until then it dials every known member.
+function peersToDial(selfId: number, book: AddressBook, members: number[]): Map<number, string> {
+  return book.peersOf(selfId, members.length > 0 ? members : book.all().map((member) => member.id));
 }
 
 function commandBytes(command: BrokerCommand): number {
