@@ -562,13 +562,15 @@ export class FerryNode {
     }
   }
 
-  // A learner is promoted once its log is within a small distance of the leader's.
+  // A learner is promoted once its log is within a small distance of the leader's. It must have
+  // acknowledged something first: a fresh log is short, so a learner that never answered would
+  // otherwise count as caught up at once and become a voter that cannot vote.
   private async waitCaughtUp(nodeId: number): Promise<void> {
     const deadline = Date.now() + this.config.requestTimeoutMs * 6;
     for (;;) {
       const status = this.raft.status();
       const progress = status.progress.get(nodeId);
-      if (progress && status.lastIndex - progress.match <= 64) return;
+      if (progress && progress.match > 0 && status.lastIndex - progress.match <= 64) return;
       if (Date.now() > deadline) throw new FerryError("TIMEOUT", `node ${nodeId} did not catch up in time; it stays a learner`);
       await new Promise((resolve) => setTimeout(resolve, this.config.tickMs));
     }
