@@ -12,7 +12,7 @@ const LONG_FAULT_MS = 180_000;
 const seed = process.env.FERRY_CHAOS_SEED ? Number(process.env.FERRY_CHAOS_SEED) : Math.floor(Math.random() * 2 ** 31);
 const faultMs = process.env.FERRY_CHAOS_FAULT_MS ? Number(process.env.FERRY_CHAOS_FAULT_MS) : process.env.FERRY_CHAOS_LONG === "1" ? LONG_FAULT_MS : DEFAULT_FAULT_MS;
 
-test(`chaos: partitions, one-way links, kill -9, pauses; the contract holds (seed ${seed})`, { timeout: faultMs + 180_000 }, async (t) => {
+test(`chaos: partitions, one-way links, kill -9, pauses, clock jumps; the contract holds (seed ${seed})`, { timeout: faultMs + 180_000 }, async (t) => {
   t.diagnostic(`seed ${seed}: replay with FERRY_CHAOS_SEED=${seed}`);
   const report = await runChaos({ seed, faultMs, log: (line) => t.diagnostic(line) });
   t.diagnostic(`${report.acknowledged} sends acknowledged, ${report.delivered} deliveries, ${report.sendErrors} send errors retried, ${report.receiveErrors} receive/ack errors`);

@@ -1,10 +1,12 @@
 // The chaos run: a real 3-node cluster whose peer links each go through a LinkProxy, producers
 // and consumers running throughout, and a seeded schedule of faults (partitions, an isolated
-// leader, one-way links, kill -9 and restart, SIGSTOP/SIGCONT pauses). At the end every fault is
+// leader, one-way links, kill -9 and restart, SIGSTOP/SIGCONT pauses, clock jumps). At the end every fault is
 // healed, the mailboxes are drained, and the history is checked against the contract
 // (contract.ts). The schedule comes from the seed; which node is the leader when a fault
 // "isolate the leader" starts depends on the run, so a replay repeats the schedule, not every
 // interleaving.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect, type FerryClient } from "../../src/client/index.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import { sleep, TestCluster } from "../e2e/harness.js";
@@ -53,6 +55,7 @@ type Fault =
   | { kind: "one-way"; from: number | "leader"; to: number | "other"; mode: CutMode; ms: number }
   | { kind: "kill"; node: number | "leader"; downMs: number }
   | { kind: "pause"; node: number | "leader"; ms: number }
+  | { kind: "clock"; node: number | "leader"; jumpMs: number; ms: number }
   | { kind: "calm"; ms: number };
 
 export function makeSchedule(seed: number, faultMs: number): Fault[] {
@@ -68,7 +71,8 @@ export function makeSchedule(seed: number, faultMs: number): Fault[] {
     if (roll < 0.25) fault = { kind: "isolate", node: target(), mode: next() < 0.5 ? "reset" : "blackhole", ms: duration(1_000, 3_500) };
     else if (roll < 0.4) fault = { kind: "one-way", from: target(), to: next() < 0.5 ? "other" : pick(NODE_IDS), mode: next() < 0.5 ? "reset" : "blackhole", ms: duration(1_000, 3_500) };
     else if (roll < 0.65) fault = { kind: "kill", node: target(), downMs: duration(300, 2_500) };
-    else if (roll < 0.85) fault = { kind: "pause", node: target(), ms: duration(500, 3_000) };
+    else if (roll < 0.8) fault = { kind: "pause", node: target(), ms: duration(500, 3_000) };
+    else if (roll < 0.9) fault = { kind: "clock", node: target(), jumpMs: (next() < 0.5 ? -1 : 1) * duration(300, 3_000), ms: duration(1_500, 4_000) };
     else fault = { kind: "calm", ms: duration(500, 1_500) };
     faults.push(fault);
     total += ("ms" in fault ? fault.ms : fault.downMs) + 700;
@@ -86,6 +90,8 @@ function describeFault(fault: Fault): string {
       return `kill -9 ${fault.node}, restart after ${fault.downMs} ms`;
     case "pause":
       return `SIGSTOP ${fault.node} for ${fault.ms} ms`;
+    case "clock":
+      return `clock of ${fault.node} jumps ${fault.jumpMs > 0 ? "+" : ""}${fault.jumpMs} ms for ${fault.ms} ms`;
     case "calm":
       return `calm for ${fault.ms} ms`;
   }
@@ -107,7 +113,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     nodes: 3,
     peerAddressFor: (from, to) => proxies.get(`${from}>${to}`)!.address,
     extraArgs: ["--snapshot-entries", "400", "--snapshot-catch-up-entries", "50"],
+    nodeEnv: (id) => ({ FERRY_CLOCK_FILE: clockFile(id) }),
   });
+  const clockFile = (id: number) => join(cluster!.root, `clock-offset-${id}`);
+  for (const id of NODE_IDS) writeFileSync(clockFile(id), "0");
   const paused = new Set<number>();
   const clients: FerryClient[] = [];
   const history: History = { acknowledged: [], attempted: new Set(), deliveries: new Map(), audit: new Map() };
@@ -227,7 +236,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           paused.delete(node);
           await cluster!.kill(node, "SIGKILL");
           await sleep(fault.downMs);
-          cluster!.spawn(node);
+          // An overlapping fault may have restarted it already: never two processes on one dir.
+          if (!cluster!.nodes.get(node)!.child) cluster!.spawn(node);
           return;
         }
         case "pause": {
@@ -242,6 +252,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           paused.delete(node);
           return;
         }
+        case "clock": {
+          const node = await resolveNode(fault.node);
+          log(`  clock of node ${node} jumps ${fault.jumpMs} ms`);
+          writeFileSync(clockFile(node), String(fault.jumpMs));
+          await sleep(fault.ms);
+          writeFileSync(clockFile(node), "0");
+          return;
+        }
         case "calm":
           await sleep(fault.ms);
       }
@@ -249,17 +267,29 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     await Promise.race([
       (async () => {
+        // About one fault in four overlaps the next one (two at a time at most), so faults also
+        // combine: a node down while another is cut off, a pause during a partition.
+        const overlapping = random(seed ^ 0x5bd1e995);
+        let background: Promise<void> | undefined;
         for (const fault of schedule) {
           log(describeFault(fault));
-          await runFault(fault);
+          if (!background && overlapping() < 0.25) {
+            background = runFault(fault).finally(() => {
+              background = undefined;
+            });
+          } else {
+            await runFault(fault);
+          }
           await sleep(700);
         }
+        await background;
       })(),
       failed,
     ]);
 
     // Heal everything, let the cluster settle, stop producing, drain.
     log("heal");
+    for (const id of NODE_IDS) writeFileSync(clockFile(id), "0");
     for (const proxy of proxies.values()) proxy.heal();
     for (const node of cluster.nodes.values()) node.child?.kill("SIGCONT");
     for (const node of cluster.nodes.values()) if (!node.child) cluster.spawn(node.id);
@@ -313,6 +343,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       receiveErrors,
       dump: cluster.dump(),
     };
+  } catch (error) {
+    // Whatever went wrong, the nodes' logs are what explains it.
+    (error as Error).message += `\nseed ${seed}; schedule:\n${schedule.map(describeFault).join("\n")}\n${cluster.dump()}`;
+    throw error;
   } finally {
     for (const node of cluster.nodes.values()) node.child?.kill("SIGCONT");
     await Promise.all(clients.map((client) => client.close()));
