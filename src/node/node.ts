@@ -467,7 +467,11 @@ export class FerryNode {
     for (const entry of this.storage.entries(from, to + 1, Number.MAX_SAFE_INTEGER)) {
       if (entry.type !== "normal") continue;
       const decoded = decodeEntry(entry.data);
-      if (decoded && decoded.timestamp > max) max = decoded.timestamp;
+      if (!decoded) continue;
+      // Command i of an entry is stamped timestamp + i, so the entry uses values up to
+      // timestamp + count - 1 (the same bound applyEntry observes).
+      const last = decoded.timestamp + BigInt(decodeCommands(decoded.payload).length);
+      if (last > max) max = last;
     }
     return max > this.clock.lastTimestamp() ? max : this.clock.lastTimestamp();
   }
