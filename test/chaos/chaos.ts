@@ -124,6 +124,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let receiveErrors = 0;
   try {
     await cluster.start();
+    // A node that exits other than by our SIGKILL failed by itself (a fatal error): a bug.
+    const crashes: string[] = [];
+    const watch = (id: number) =>
+      cluster!.nodes.get(id)!.child?.once("exit", (code, signal) => {
+        if (signal !== "SIGKILL") crashes.push(`node ${id} exited by itself (code ${code}, signal ${signal})`);
+      });
+    const respawn = (id: number) => {
+      cluster!.spawn(id);
+      watch(id);
+    };
+    for (const id of NODE_IDS) watch(id);
     const seeds = cluster.seeds();
     const open = async (name: string, timeoutMs: number) => {
       const client = await connect({ seeds, name, timeoutMs, attemptTimeoutMs: 1_000, reconnectMaxMs: 500 });
@@ -237,7 +248,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           await cluster!.kill(node, "SIGKILL");
           await sleep(fault.downMs);
           // An overlapping fault may have restarted it already: never two processes on one dir.
-          if (!cluster!.nodes.get(node)!.child) cluster!.spawn(node);
+          if (!cluster!.nodes.get(node)!.child) respawn(node);
           return;
         }
         case "pause": {
@@ -292,7 +303,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const id of NODE_IDS) writeFileSync(clockFile(id), "0");
     for (const proxy of proxies.values()) proxy.heal();
     for (const node of cluster.nodes.values()) node.child?.kill("SIGCONT");
-    for (const node of cluster.nodes.values()) if (!node.child) cluster.spawn(node.id);
+    for (const node of cluster.nodes.values()) if (!node.child) respawn(node.id);
     await cluster.waitForLeader(30_000);
     await cluster.waitAllKnowLeader(30_000);
     producing = false;
@@ -302,7 +313,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await waitFor(
       "the consumers to drain every mailbox",
       async () => {
-        for (const mailbox of MAILBOXES) if ((await checker.list(mailbox, { limit: 1 })).items.length > 0) return false;
+        for (const mailbox of MAILBOXES) if ((await retrying(() => checker.list(mailbox, { limit: 1 }))).items.length > 0) return false;
         return true;
       },
       60_000,
@@ -314,12 +325,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const mailbox of MAILBOXES) {
       const records: DeliveryRecord[] = [];
       for (;;) {
-        const batch = await checker.receive(`${mailbox}:dlq`, { max: 500 });
+        const batch = await retrying(() => checker.receive(`${mailbox}:dlq`, { max: 500 }));
         if (batch.length === 0) break;
         for (const m of batch) records.push({ id: m.id, mailbox: `${mailbox}:dlq`, timestamp: m.timestamp, deliveries: m.deliveries });
-        await checker.ack(
-          `${mailbox}:dlq`,
-          batch.map((m) => m.id),
+        await retrying(() =>
+          checker.ack(
+            `${mailbox}:dlq`,
+            batch.map((m) => m.id),
+          ),
         );
       }
       if (records.length > 0) history.deliveries.set(`${mailbox}:dlq`, records);
@@ -328,9 +341,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const node of cluster.nodes.values()) {
       const reader = await connect({ seeds: [node.client], timeoutMs: 20_000 });
       clients.push(reader);
-      history.audit.set(node.id, await listAll(reader, AUDIT));
+      history.audit.set(node.id, await retrying(() => listAll(reader, AUDIT)));
     }
     const problems = checkContract(history);
+    problems.push(...crashes);
     let delivered = 0;
     for (const records of history.deliveries.values()) delivered += records.length;
     return {
@@ -352,6 +366,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await Promise.all(clients.map((client) => client.close()));
     await cluster.stop();
     await Promise.all([...proxies.values()].map((proxy) => proxy.close()));
+  }
+}
+
+// The end of a run has no faults, but a leader elected during the heal may still move once:
+// retryable errors get a few more tries.
+async function retrying<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof FerryError && error.retryable) || attempt >= 5) throw error;
+      await sleep(500);
+    }
   }
 }
 

@@ -80,7 +80,13 @@ export function checkContract(history: History): string[] {
       const item = items[i]!;
       if (seen.has(item.id)) problem(`node ${node}: ${item.id} is stored twice in the audit mailbox`);
       seen.add(item.id);
-      if (i > 0 && item.timestamp <= items[i - 1]!.timestamp) problem(`node ${node}: timestamps do not increase in log order at ${items[i - 1]!.id} (${items[i - 1]!.timestamp}) -> ${item.id} (${item.timestamp})`);
+      if (i > 0 && item.timestamp <= items[i - 1]!.timestamp) {
+        const around = items
+          .slice(Math.max(0, i - 6), i + 4)
+          .map((x) => `${x.id}@${x.timestamp}`)
+          .join(" ");
+        problem(`node ${node}: timestamps do not increase in log order at ${items[i - 1]!.id} (${items[i - 1]!.timestamp}) -> ${item.id} (${item.timestamp}); around: ${around}`);
+      }
       const acked = acknowledgedAt.get(item.id);
       if (acked !== undefined && acked !== item.timestamp) problem(`node ${node}: ${item.id} stored at ts ${item.timestamp} but acknowledged with ts ${acked}`);
       if (!history.attempted.has(item.id)) problem(`node ${node}: ${item.id} stored but never sent`);
