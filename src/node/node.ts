@@ -40,6 +40,7 @@ export interface NodeDependencies {
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
 const SHUTDOWN_TRANSFER_MS = 2_000;
+const LOOKBACK_ENTRIES = 64; // entries read per step when looking back for the last stamp
 
 export class FerryNode {
   private readonly queue: ProposalQueue<BrokerCommand, BrokerResult>;
@@ -459,21 +460,26 @@ export class FerryNode {
   }
 
   // A new leader stamps nothing below what its log already holds (HLC monotonic across leaders).
+  // Stamps increase with log order, so the last entry with commands holds the largest one: look
+  // back from the end of the log until one is found. Applied entries count too: a restarted node
+  // (its HLC starts at its own high-water mark) or one that restored a snapshot has not observed
+  // the stamps of entries it did not apply in this run, which another leader may have stamped
+  // ahead of this node's clock.
   private maxTimestampInLog(): bigint {
-    let max = 0n;
-    const from = Math.max(this.storage.firstIndex(), this.appliedIndex + 1);
-    const to = this.storage.lastIndex();
-    if (from > to) return this.clock.lastTimestamp();
-    for (const entry of this.storage.entries(from, to + 1, Number.MAX_SAFE_INTEGER)) {
-      if (entry.type !== "normal") continue;
-      const decoded = decodeEntry(entry.data);
-      if (!decoded) continue;
-      // Command i of an entry is stamped timestamp + i, so the entry uses values up to
-      // timestamp + count - 1 (the same bound applyEntry observes).
-      const last = decoded.timestamp + BigInt(decodeCommands(decoded.payload).length);
-      if (last > max) max = last;
+    const floor = this.clock.lastTimestamp();
+    const first = this.storage.firstIndex();
+    for (let hi = this.storage.lastIndex() + 1; hi > first; hi -= LOOKBACK_ENTRIES) {
+      const entries = this.storage.entries(Math.max(first, hi - LOOKBACK_ENTRIES), hi, Number.MAX_SAFE_INTEGER);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const entry = entries[i]!;
+        const decoded = entry.type === "normal" ? decodeEntry(entry.data) : undefined;
+        if (!decoded) continue;
+        // Command i is stamped timestamp + i (applyEntry observes the same bound).
+        const last = decoded.timestamp + BigInt(decodeCommands(decoded.payload).length);
+        return last > floor ? last : floor;
+      }
     }
-    return max > this.clock.lastTimestamp() ? max : this.clock.lastTimestamp();
+    return floor;
   }
 
   private notLeaderError(): FerryError {
