@@ -93,6 +93,7 @@ export class FerryNode {
     const book = await AddressBook.load(config.dataDir, config.members);
     await restoreFromStoredSnapshot(storage, broker, book);
     const clock = await NodeTime.open(config.dataDir, config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
+    clock.observe(storedSnapshotTimestamp(storage));
     const raft = new RaftNode(
       {
         id: config.id,
@@ -514,7 +515,8 @@ export class FerryNode {
     const conf = this.raft.status().conf;
     const { index, chunks } = this.broker.snapshot();
     const term = this.storage.term(index);
-    const data = encodeNodeSnapshot(this.book.all(), chunks);
+    // The HLC has observed every applied entry's stamps, so it bounds the state's stamps.
+    const data = encodeNodeSnapshot(this.book.all(), chunks, this.clock.lastTimestamp());
     void (async () => {
       try {
         await this.storage.saveSnapshot({ index, term, conf }, data);
@@ -539,8 +541,9 @@ export class FerryNode {
       this.refreshPeers();
       return;
     }
-    const { members, broker } = decodeNodeSnapshot(snapshot.data);
+    const { members, broker, lastTimestamp } = decodeNodeSnapshot(snapshot.data);
     this.broker.restore(broker);
+    this.clock.observe(lastTimestamp);
     for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
     this.appliedIndex = snapshot.meta.index;
     this.lastSnapshotIndex = snapshot.meta.index;
@@ -745,6 +748,17 @@ function peersToDial(selfId: number, book: AddressBook, members: number[]): Map<
 
 function commandBytes(command: BrokerCommand): number {
   return command.op === "send" ? command.body.length + 64 : 64;
+}
+
+// The HLC floor recorded in the stored snapshot (0n without one): the entries it replaced are not
+// in the log any more, so a restarted node that becomes leader would not see their stamps.
+function storedSnapshotTimestamp(storage: DiskRaftStorage): bigint {
+  try {
+    const snapshot = storage.snapshot();
+    return snapshot.data.length === 0 ? 0n : decodeNodeSnapshot(snapshot.data).lastTimestamp;
+  } catch {
+    return 0n;
+  }
 }
 
 // A snapshot the storage kept may be newer than the state machine (the node crashed after

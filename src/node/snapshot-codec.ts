@@ -1,21 +1,30 @@
 // A node snapshot: the address book (so a node that catches up from a snapshot can reach every
 // member) and the broker's snapshot chunks, with their boundaries kept (the broker's restore reads
-// chunk by chunk). Layout: [u32 BE length][members JSON] then, per chunk, [u32 BE length][chunk].
+// chunk by chunk), and the HLC floor: a timestamp at or above every stamp in the state, which a
+// node restoring the snapshot observes (it never sees the entries the snapshot replaced).
+// Layout: [u32 BE length][JSON {members, lastTimestamp}] then, per chunk, [u32 BE length][chunk].
+// Older snapshots hold a bare members array as their JSON (lastTimestamp 0).
 import type { MemberAddress } from "./config.js";
 
-export function encodeNodeSnapshot(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>): Uint8Array {
+export interface DecodedNodeSnapshot {
+  members: MemberAddress[];
+  lastTimestamp: bigint;
+  broker: Uint8Array[];
+}
+
+export function encodeNodeSnapshot(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>, lastTimestamp = 0n): Uint8Array {
   const parts: Buffer[] = [];
   const add = (bytes: Uint8Array) => {
     const length = Buffer.alloc(4);
     length.writeUInt32BE(bytes.length, 0);
     parts.push(length, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   };
-  add(Buffer.from(JSON.stringify(members)));
+  add(Buffer.from(JSON.stringify({ members, lastTimestamp: lastTimestamp.toString() })));
   for (const chunk of brokerChunks) add(chunk);
   return Buffer.concat(parts);
 }
 
-export function decodeNodeSnapshot(data: Uint8Array): { members: MemberAddress[]; broker: Uint8Array[] } {
+export function decodeNodeSnapshot(data: Uint8Array): DecodedNodeSnapshot {
   const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const pieces: Buffer[] = [];
   for (let offset = 0; offset < buffer.length; ) {
@@ -26,5 +35,7 @@ export function decodeNodeSnapshot(data: Uint8Array): { members: MemberAddress[]
     offset += 4 + length;
   }
   if (pieces.length === 0) throw new Error("node snapshot: empty");
-  return { members: JSON.parse(pieces[0]!.toString("utf8")) as MemberAddress[], broker: pieces.slice(1) };
+  const head = JSON.parse(pieces[0]!.toString("utf8")) as MemberAddress[] | { members: MemberAddress[]; lastTimestamp: string };
+  if (Array.isArray(head)) return { members: head, lastTimestamp: 0n, broker: pieces.slice(1) };
+  return { members: head.members, lastTimestamp: BigInt(head.lastTimestamp), broker: pieces.slice(1) };
 }
