@@ -1,53 +1,42 @@
 // The node's time: src/clock's NodeClock (offset estimator, disciplined clock, skew guard, HLC)
-// plus what needs I/O: the raw clock (optionally skewed for chaos tests), the persisted HLC
-// high-water mark (<dataDir>/clock.json) that keeps timestamps monotonic across restarts, and the
-// discipline cadence.
+// plus what needs I/O: the raw clock (optionally skewed for chaos tests) and the discipline
+// cadence.
+//
+// The HLC starts at 0 after a restart, not at a persisted high-water mark: such a mark has to be
+// reserved ahead of the clock (10 s), so a restarted leader stamped entries seconds in the future,
+// unfenced, and shifted every lease, delay and TTL by as much. Monotonic stamps in log order do not
+// need it: only a leader stamps, and it first observes the last stamp in its log and the floor
+// recorded in its snapshot (FerryNode.maxTimestampInLog, the node snapshot's lastTimestamp).
 //
 // Test hooks (never set in production): FERRY_CLOCK_OFFSET_MS / FERRY_CLOCK_DRIFT_PPM skew the raw
 // clock from the start; FERRY_CLOCK_FILE names a file holding an offset in ms, re-read every
 // second, so a test can make a running node's clock jump and jump back.
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { NodeClock } from "../clock/node-clock.js";
 import type { ClockSample, PeerOffset } from "../clock/offset-estimator.js";
 import { SkewedClock } from "../clock/skewed-clock.js";
 import { readClockSkewFromEnv } from "../transport/clock-env.js";
-import { writeFileDurably } from "./members.js";
 import type { Logger } from "./log.js";
 
-const FILE_NAME = "clock.json";
 const DISCIPLINE_INTERVAL_MS = 1000;
 
 export class NodeTime {
   private readonly clock: NodeClock;
   private lastDisciplineMs = 0;
-  private reserving = false;
-  private closed = false;
   private healthyBefore = true;
 
   private constructor(
-    private readonly dataDir: string,
     private readonly raw: SkewedClock,
-    highWaterMark: bigint,
     maxOffsetMs: number,
     private readonly log: Logger,
     private readonly clockFile: string | undefined,
   ) {
-    this.clock = new NodeClock(() => raw.nowMs(), { highWaterMark, maxOffsetMs });
+    this.clock = new NodeClock(() => raw.nowMs(), { maxOffsetMs });
   }
 
-  static async open(dataDir: string, maxOffsetMs: number, baseNowMs: () => number, log: Logger): Promise<NodeTime> {
+  static async open(_dataDir: string, maxOffsetMs: number, baseNowMs: () => number, log: Logger): Promise<NodeTime> {
     const raw = new SkewedClock(baseNowMs, readClockSkewFromEnv());
-    let highWaterMark = 0n;
-    try {
-      highWaterMark = BigInt(JSON.parse(await readFile(join(dataDir, FILE_NAME), "utf8")).highWaterMark);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`${join(dataDir, FILE_NAME)} is unreadable: ${(error as Error).message}`);
-    }
-    const time = new NodeTime(dataDir, raw, highWaterMark, maxOffsetMs, log, process.env.FERRY_CLOCK_FILE);
-    await time.reserve();
-    return time;
+    return new NodeTime(raw, maxOffsetMs, log, process.env.FERRY_CLOCK_FILE);
   }
 
   // The raw physical clock (for transport clock samples and timers).
@@ -61,9 +50,7 @@ export class NodeTime {
   }
 
   now(): bigint {
-    const timestamp = this.clock.hlc.now();
-    if (this.clock.hlc.needsReservation()) void this.reserve();
-    return timestamp;
+    return this.clock.hlc.now();
   }
 
   update(remote: bigint): void {
@@ -122,19 +109,5 @@ export class NodeTime {
     }
   }
 
-  private async reserve(): Promise<void> {
-    if (this.reserving || this.closed) return;
-    this.reserving = true;
-    try {
-      const highWaterMark = this.clock.hlc.reserveHighWaterMark();
-      await writeFileDurably(this.dataDir, FILE_NAME, JSON.stringify({ highWaterMark: highWaterMark.toString() }));
-    } finally {
-      this.reserving = false;
-    }
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    while (this.reserving) await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  async close(): Promise<void> {}
 }

@@ -1,11 +1,6 @@
-// PENDING (fails today; not part of the suite, which runs *.test.ts only):
-//   node --import tsx --test test/e2e/pending-restart-timestamps.ts
-// A restarted node's HLC starts at its persisted high-water mark (<data>/clock.json), which
-// src/clock reserves up to 10 s ahead of the clock. When that node leads, every entry it stamps
-// is seconds in the future, with no fencing (its clock is fine; only its HLC is ahead), and every
-// time-based decision taken from entry stamps (lease expiry, delays, TTL, the dedupe window)
-// shifts by as much. The contract wants timestamps to follow the disciplined clock, which the
-// skew guard keeps within clockMaxOffsetMs (250 ms) of the cluster.
+// A restarted node that leads again stamps entries from its clock, not from a high-water mark
+// reserved seconds ahead of it (which shifted every lease, delay and TTL by as much, unfenced).
+// Its clock is disciplined within clockMaxOffsetMs (250 ms) of the cluster, so are its stamps.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { connect, type FerryClient } from "../../src/client/index.js";
