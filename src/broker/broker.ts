@@ -855,11 +855,12 @@ function delivered(mailbox: string, message: StoredMessage): DeliveredMessage {
     body: message.body,
   };
   if (message.headers !== undefined) result.headers = message.headers;
+  if (message.senderTime !== undefined) result.senderTime = message.senderTime;
   return result;
 }
 
 function listItem(message: StoredMessage, nowMs: number): ListItem {
-  return {
+  const item: ListItem = {
     id: message.id,
     sender: message.sender,
     timestamp: message.timestamp,
@@ -867,6 +868,8 @@ function listItem(message: StoredMessage, nowMs: number): ListItem {
     deliveries: message.deliveries,
     bytes: message.body.length,
   };
+  if (message.senderTime !== undefined) item.senderTime = message.senderTime;
+  return item;
 }
 
 function stateAt(message: StoredMessage, nowMs: number): ListItem["state"] {

@@ -44,6 +44,7 @@ export interface DeliveredMessage {
   deliveries: number; // including this one
   body: Uint8Array;
   headers?: Record<string, string>;
+  senderTime?: Timestamp; // sender-time mailboxes: the time the message is ordered by
 }
 export interface ReceiveReply {
   ok: true;
@@ -83,6 +84,7 @@ export interface ListItem {
   state: MessageState;
   deliveries: number;
   bytes: number;
+  senderTime?: Timestamp; // sender-time mailboxes: the time the message is ordered by
 }
 export interface ListReply {
   ok: true;

@@ -281,6 +281,7 @@ export class Model {
         body: message.body,
       };
       if (message.headers !== undefined) out.headers = { ...message.headers };
+      if (message.senderTime !== undefined) out.senderTime = message.senderTime;
       delivered.push(out);
     }
     return { ok: true, messages: delivered };
@@ -361,6 +362,7 @@ export class Model {
         state: m.state === "ready" || m.visibleAtMs <= nowMs ? "ready" : m.state,
         deliveries: m.deliveries,
         bytes: m.body.length,
+        ...(m.senderTime === undefined ? {} : { senderTime: m.senderTime }),
       }));
   }
 

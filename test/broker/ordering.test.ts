@@ -24,7 +24,21 @@ describe("sender-time order", () => {
       ["delayed", "delayed"],
     );
     h.advance(1000); // t + 1100: both windows have passed
-    assert.deepEqual(h.bodies("bob"), ["earlier", "later"]);
+    assert.deepEqual(
+      h.list("bob").items.map((item) => [item.state, item.senderTime]),
+      [
+        ["ready", msTimestamp(t)],
+        ["ready", msTimestamp(t + 50)],
+      ],
+    );
+    const messages = h.receive("bob").messages;
+    assert.deepEqual(
+      messages.map((m) => [read(m.body), m.senderTime]),
+      [
+        ["earlier", msTimestamp(t)],
+        ["later", msTimestamp(t + 50)],
+      ],
+    );
   });
 
   test("a message is not visible before senderTime + window, and nextVisibleAt says when", () => {
@@ -100,6 +114,17 @@ describe("log order", () => {
     h.send("bob", "two", { senderTime: msTimestamp(t) });
     assert.deepEqual(h.bodies("bob"), ["one", "two"]);
   });
+});
+
+test("a version-1 command batch (before senderTime) still decodes", () => {
+  const commands = [
+    { op: "receive" as const, mailbox: "bob", max: 3 },
+    { op: "purge" as const, mailbox: "bob" },
+  ];
+  const bytes = encodeCommands(commands);
+  assert.equal(bytes[0], 2);
+  bytes[0] = 1; // these commands encode the same in both versions
+  assert.deepEqual(decodeCommands(bytes), commands);
 });
 
 test("senderTime and the order settings survive the command encoding", () => {

@@ -33,7 +33,13 @@ describe("sender-time order on a 3-node cluster of real processes", { timeout: 1
     await client.send("ordered", "earlier", { senderTime: t });
     await sleep(WINDOW_MS + 300);
     const messages = await client.receive("ordered", { max: 10 });
-    assert.deepEqual(messages.map((message) => text(message.body)), ["earlier", "later"]);
+    assert.deepEqual(
+      messages.map((message) => [text(message.body), message.senderTime]),
+      [
+        ["earlier", t],
+        ["later", t + ms(50)],
+      ],
+    );
   });
 
   test("a long poll wakes when the window passes; CONFIG and SENDAT work as typed into nc", async () => {
