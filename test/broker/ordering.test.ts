@@ -1,9 +1,12 @@
 // Per-mailbox order modes: "log" (the default, unchanged) and "sender-time" with a reorder window.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { msTimestamp } from "../../src/broker/broker.js";
+import fc from "fast-check";
+import { Broker, type BrokerCommand, msTimestamp, timestampMs } from "../../src/broker/broker.js";
+import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
 import { Harness, read } from "./harness.js";
+import { Model } from "./model.js";
 
 function senderTimeMailbox(reorderWindowMs = 1000): Harness {
   const h = new Harness();
@@ -133,4 +136,63 @@ test("senderTime and the order settings survive the command encoding", () => {
     { op: "set-mailbox-config" as const, mailbox: "bob", config: { order: "sender-time" as const, reorderWindowMs: 250 } },
   ];
   assert.deepEqual(decodeCommands(encodeCommands(commands)), commands);
+});
+
+// A sender-time mailbox under load: senders stamp around the current time (late, on time, a bit
+// ahead), consumers receive, nack and ack. The broker must match the model step by step, and every
+// RECEIVE that takes several messages takes them in (senderTime, log position) order.
+describe("sender-time order, property", () => {
+  type Step =
+    | { kind: "send"; advanceMs: number; offsetMs: number | undefined; logical: number }
+    | { kind: "receive"; advanceMs: number; max: number }
+    | { kind: "settle"; advanceMs: number; ack: boolean; nth: number };
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    { arbitrary: fc.record({ kind: fc.constant("send" as const), advanceMs: fc.integer({ min: 0, max: 400 }), offsetMs: fc.option(fc.integer({ min: -1500, max: 800 }), { nil: undefined }), logical: fc.integer({ min: 0, max: 2 }) }), weight: 5 },
+    { arbitrary: fc.record({ kind: fc.constant("receive" as const), advanceMs: fc.integer({ min: 0, max: 1500 }), max: fc.integer({ min: 1, max: 4 }) }), weight: 3 },
+    { arbitrary: fc.record({ kind: fc.constant("settle" as const), advanceMs: fc.integer({ min: 0, max: 300 }), ack: fc.boolean(), nth: fc.nat(5) }), weight: 1 },
+  );
+
+  test("matches the model and delivers in sender-time order", () => {
+    let overtaken = 0; // RECEIVEs where a message stored later came first (the point of the mode)
+    fc.assert(
+      fc.property(fc.constantFrom(0, 300, 1000), fc.array(step, { minLength: 1, maxLength: 60 }), (windowMs, steps) => {
+        const broker = new Broker(new MemoryKv());
+        const model = new Model();
+        let nowMs = 1_000_000;
+        let index = 0;
+        const leased: string[] = [];
+        const apply = (command: BrokerCommand) => {
+          index++;
+          const actual = broker.apply(index, msTimestamp(nowMs), [command]);
+          const expected = model.apply(index, msTimestamp(nowMs), [command]);
+          assert.deepEqual(actual.map((r) => (r.ok ? r : { ok: false, code: r.code })), expected);
+          return actual[0]!;
+        };
+        apply({ op: "set-mailbox-config", mailbox: "q", config: { order: "sender-time", reorderWindowMs: windowMs, deliveriesMax: 100 } });
+        for (const s of steps) {
+          nowMs += s.advanceMs;
+          if (s.kind === "send") {
+            const command: BrokerCommand = { op: "send", sender: "s", recipients: ["q"], body: new Uint8Array([index & 0xff]) };
+            if (s.offsetMs !== undefined) command.senderTime = msTimestamp(nowMs + s.offsetMs) + BigInt(s.logical);
+            assert.ok(apply(command).ok);
+          } else if (s.kind === "receive") {
+            const result = apply({ op: "receive", mailbox: "q", max: s.max, visibilityMs: 500 });
+            assert.ok(result.ok && "messages" in result);
+            const times = result.messages.map((m) => m.senderTime!);
+            for (let i = 1; i < times.length; i++) assert.ok(times[i - 1]! <= times[i]!, "one RECEIVE delivers in sender-time order");
+            const stored = result.messages.map((m) => m.timestamp);
+            if (stored.some((t, i) => i > 0 && t < stored[i - 1]!)) overtaken++;
+            for (const m of result.messages) assert.ok(timestampMs(m.senderTime!) + windowMs <= nowMs, "nothing is delivered inside its window");
+            leased.push(...result.messages.map((m) => m.id));
+          } else if (leased.length > 0) {
+            const [id] = leased.splice(s.nth % leased.length, 1);
+            apply({ op: s.ack ? "ack" : "nack", mailbox: "q", ids: [id!] });
+          }
+          assert.deepEqual(broker.list({ op: "list", mailbox: "q", limit: 1000 }, msTimestamp(nowMs)), { ok: true, items: model.list("q", nowMs) });
+        }
+      }),
+      { numRuns: 150 },
+    );
+    assert.ok(overtaken > 0, "the generator makes late, earlier-stamped messages overtake");
+  });
 });

@@ -282,12 +282,15 @@ test("the generated sequences reach the interesting paths", () => {
       for (const result of broker.apply(i + 1, msTimestamp(nowMs), e.commands)) {
         if (!result.ok) seen.add(result.code);
         else if ("duplicate" in result && result.duplicate) seen.add("duplicate");
-        else if ("messages" in result) for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
+        else if ("messages" in result) {
+          for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
+          if (result.messages.some((m) => m.senderTime !== undefined)) seen.add("sender-ordered");
+        }
         else if ("count" in result && result.count > 0) seen.add("count");
       }
     });
   }
-  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count"]) {
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered"]) {
     assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
   }
 });
