@@ -1,0 +1,152 @@
+// Ferry as a system under test: `ferry dev` (3 node processes, client ports 12345-12347, fsync
+// always, the default) started in a temporary directory so its ./data is private to the run;
+// the client library finds the leader itself. Everything Ferry-specific the benchmark needs is
+// in this file: wiring Ferry in means fixing the few constants and calls below.
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, openSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { isAlive, pidListeningOn, run, sleep } from "../lib/proc.js";
+import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest } from "./types.js";
+
+const ROOT_DIR = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const FERRY_BIN = join(ROOT_DIR, "bin", "ferry.js");
+// The client library, imported dynamically so the benchmark type-checks before it exists.
+const CLIENT_MODULE = join(ROOT_DIR, "src", "client", "index.ts");
+const DEV_ARGS = ["dev"]; // fsync always is Ferry's default; say it here if a flag is ever needed
+const STATUS_ARGS = ["status", "--json"];
+const CLIENT_PORTS = [12345, 12346, 12347];
+const SEEDS = CLIENT_PORTS.map((port) => `127.0.0.1:${port}`);
+const CLUSTER_READY_TIMEOUT_MS = 60_000;
+const RECEIVE_WAIT_MS = 1000;
+
+// The client API the benchmark uses (see docs/client.md).
+interface FerryClient {
+  send(recipient: string, body: Uint8Array, options?: { id?: string }): Promise<unknown>;
+  receive(mailbox: string, options: { max: number; waitMs: number }): Promise<Array<{ id: string }>>;
+  ack(mailbox: string, ids: string[]): Promise<unknown>;
+  close(): Promise<void>;
+}
+interface FerryClientModule {
+  connect(options: { seeds: string[]; window: number }): Promise<FerryClient>;
+}
+interface FerryStatus {
+  nodes: Array<{ id: number; address: string; role: string }>;
+  self: number;
+}
+
+export const ferrySystem: SystemUnderTest = {
+  name: "ferry",
+  label: "Ferry (fsync always)",
+  durability: "SEND acknowledged after the entry is fsynced on a majority of voters (fsync: always)",
+  ackSemantics: "ACK resolves after the ack is committed through Raft (confirmed)",
+  unavailable: async () => {
+    if (!existsSync(CLIENT_MODULE)) return `the client library ${CLIENT_MODULE} does not exist yet`;
+    if (!existsSync(join(ROOT_DIR, "dist", "cli", "main.js"))) return "Ferry is not built: run `npm run build`";
+    return undefined;
+  },
+  version: async () => {
+    const { createRequire } = await import("node:module");
+    const require = createRequire(import.meta.url);
+    return `Ferry ${(require(join(ROOT_DIR, "package.json")) as { version: string }).version}`;
+  },
+  start: startFerry,
+};
+
+async function loadClient(): Promise<FerryClientModule> {
+  return (await import(pathToFileURL(CLIENT_MODULE).href)) as FerryClientModule;
+}
+
+async function status(): Promise<FerryStatus> {
+  return JSON.parse(await run(process.execPath, [FERRY_BIN, ...STATUS_ARGS], { timeoutMs: 10_000 })) as FerryStatus;
+}
+
+function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(":") + 1));
+}
+
+async function waitForCluster(dev: ChildProcess): Promise<ClusterNode[]> {
+  const deadlineMs = performance.now() + CLUSTER_READY_TIMEOUT_MS;
+  let lastError = "";
+  while (performance.now() < deadlineMs) {
+    if (dev.exitCode !== null) throw new Error(`ferry dev exited with code ${dev.exitCode}`);
+    try {
+      const current = await status();
+      const pids = CLIENT_PORTS.map(pidListeningOn);
+      if (current.nodes.some((node) => node.role === "leader") && pids.every((pid) => pid !== undefined)) {
+        return CLIENT_PORTS.map((port, index) => ({ name: `127.0.0.1:${port}`, pid: pids[index]!, clientPort: port }));
+      }
+    } catch (error) {
+      lastError = (error as Error).message;
+    }
+    await sleep(250);
+  }
+  throw new Error(`the Ferry cluster had no leader after ${CLUSTER_READY_TIMEOUT_MS} ms: ${lastError}`);
+}
+
+async function startFerry(workDir: string): Promise<RunningCluster> {
+  const log = openSync(join(workDir, "ferry-dev.log"), "a");
+  // Its own process group, so stop() can end the dev process and the nodes it started together.
+  const dev = spawn(process.execPath, [FERRY_BIN, ...DEV_ARGS], { cwd: workDir, detached: true, stdio: ["ignore", log, log] });
+  const nodes = await waitForCluster(dev);
+  const client = await loadClient();
+  const opened: FerryClient[] = [];
+  return {
+    nodes,
+    prepare: async () => {}, // a mailbox exists once something is sent to it
+    leader: async () => {
+      const leader = (await status()).nodes.find((node) => node.role === "leader");
+      if (!leader) throw new Error("the Ferry cluster has no leader");
+      return `127.0.0.1:${portOf(leader.address)}`;
+    },
+    openSender: async (options) => {
+      const connection = await client.connect({ seeds: SEEDS, window: options.inFlightMax });
+      opened.push(connection);
+      return openSender(connection, options.target);
+    },
+    drain: async (options) => {
+      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * 2 });
+      opened.push(connection);
+      return drain(connection, options);
+    },
+    kill: (node) => {
+      const target = nodes.find((candidate) => candidate.name === node);
+      if (target && isAlive(target.pid)) process.kill(target.pid, "SIGKILL");
+    },
+    stop: async () => {
+      await Promise.allSettled(opened.map((connection) => connection.close()));
+      if (dev.pid !== undefined && isAlive(dev.pid)) process.kill(-dev.pid, "SIGTERM");
+      await sleep(1000);
+      for (const node of nodes) if (isAlive(node.pid)) process.kill(node.pid, "SIGKILL");
+    },
+  };
+}
+
+function openSender(client: FerryClient, mailbox: string): Sender {
+  return {
+    send: async (body) => {
+      await client.send(mailbox, body);
+    },
+    close: async () => {},
+  };
+}
+
+async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
+  let acked = 0;
+  let lastMessageMs = performance.now();
+  const loop = async () => {
+    while (acked < options.expected && performance.now() - lastMessageMs < options.idleMs) {
+      const messages = await client.receive(options.target, { max: options.batch, waitMs: RECEIVE_WAIT_MS });
+      if (messages.length === 0) continue;
+      lastMessageMs = performance.now();
+      await client.ack(
+        options.target,
+        messages.map((message) => message.id),
+      );
+      acked += messages.length;
+      options.onAcked(messages.length);
+    }
+  };
+  await Promise.all(Array.from({ length: options.consumers }, loop));
+  return acked;
+}
