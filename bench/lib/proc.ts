@@ -106,3 +106,12 @@ export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: str
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+// Fails with a clear message when something already listens on one of the ports a cluster needs
+// (typically a cluster left over from an interrupted run).
+export function assertPortsFree(ports: number[]): void {
+  for (const port of ports) {
+    const pid = pidListeningOn(port);
+    if (pid !== undefined) throw new Error(`port 127.0.0.1:${port} is already in use by pid ${pid}; stop that process first`);
+  }
+}

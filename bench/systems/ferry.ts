@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { isAlive, pidListeningOn, run, sleep } from "../lib/proc.js";
+import { assertPortsFree, isAlive, pidListeningOn, run, sleep } from "../lib/proc.js";
 import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest } from "./types.js";
 
 const ROOT_DIR = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
@@ -85,10 +85,17 @@ async function waitForCluster(dev: ChildProcess): Promise<ClusterNode[]> {
 }
 
 async function startFerry(workDir: string): Promise<RunningCluster> {
+  assertPortsFree(CLIENT_PORTS);
   const log = openSync(join(workDir, "ferry-dev.log"), "a");
   // Its own process group, so stop() can end the dev process and the nodes it started together.
   const dev = spawn(process.execPath, [FERRY_BIN, ...DEV_ARGS], { cwd: workDir, detached: true, stdio: ["ignore", log, log] });
-  const nodes = await waitForCluster(dev);
+  let nodes: ClusterNode[];
+  try {
+    nodes = await waitForCluster(dev);
+  } catch (error) {
+    if (dev.pid !== undefined && isAlive(dev.pid)) process.kill(-dev.pid, "SIGKILL");
+    throw error;
+  }
   const client = await loadClient();
   const opened: FerryClient[] = [];
   return {

@@ -4,14 +4,18 @@
 // fsync) and `sync_interval: always` where the server supports it (2.10+).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { isAlive, run } from "../lib/proc.js";
+import { assertPortsFree, isAlive, run } from "../lib/proc.js";
 import { importPeerClient, PEERS_SCRIPTS_DIR, peerClientInstalled, peerClientVersion } from "./peer-clients.js";
 import type { ClusterNode, DrainOptions, RunningCluster, Sender, SenderOptions, SystemUnderTest } from "./types.js";
 
 const CLIENT_PORT_BASE = 14222;
+const ROUTE_PORT_BASE = 16222;
 const NODE_COUNT = 3;
 const STREAM = "FERRYBENCH";
 const SUBJECT_PREFIX = "ferrybench";
+// Acks are fire-and-forget and the consumer is replicated (R3), so a small window would make the
+// fetches wait on ack processing rather than measure delivery; 10,000 is what users raise it to.
+const MAX_ACK_PENDING = 10_000;
 const FETCH_EXPIRES_MS = 1000;
 const SCRIPT = join(PEERS_SCRIPTS_DIR, "nats.sh");
 
@@ -72,7 +76,13 @@ export function natsSystem(sync: "default" | "always"): SystemUnderTest {
 }
 
 async function startNats(workDir: string, sync: string): Promise<RunningCluster> {
-  await run(SCRIPT, ["start", workDir, sync]);
+  assertPortsFree([0, 1, 2].flatMap((index) => [CLIENT_PORT_BASE + index, ROUTE_PORT_BASE + index]));
+  try {
+    await run(SCRIPT, ["start", workDir, sync]);
+  } catch (error) {
+    await run(SCRIPT, ["stop", workDir]).catch(() => {}); // nodes that did start must not outlive the run
+    throw error;
+  }
   const nodes: ClusterNode[] = [];
   for (let index = 1; index <= NODE_COUNT; index++) {
     const pid = Number(readFileSync(join(workDir, `n${index}`, "nats.pid"), "utf8").trim());
@@ -143,11 +153,12 @@ async function drain(
     durable_name: durable,
     ack_policy: "explicit",
     filter_subject: `${SUBJECT_PREFIX}.${options.target}`,
-    max_ack_pending: options.batch * options.consumers * 2,
+    max_ack_pending: MAX_ACK_PENDING,
   });
   const consumer = await connection.jetstream().consumers.get(STREAM, durable);
   let acked = 0;
   let lastMessageMs = performance.now();
+  // fetch() batches as the peers' notes measured them; consume() was not faster here.
   const loop = async () => {
     while (acked < options.expected && performance.now() - lastMessageMs < options.idleMs) {
       const batch = await consumer.fetch({ max_messages: options.batch, expires: FETCH_EXPIRES_MS });

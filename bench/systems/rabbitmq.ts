@@ -3,11 +3,12 @@
 // A quorum queue fsyncs its Raft log before the leader confirms, as Ferry does.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { isAlive, run } from "../lib/proc.js";
+import { assertPortsFree, isAlive, run } from "../lib/proc.js";
 import { importPeerClient, PEERS_SCRIPTS_DIR, peerClientInstalled, peerClientVersion } from "./peer-clients.js";
 import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest } from "./types.js";
 
 const AMQP_PORT_BASE = 25672;
+const DIST_PORT_BASE = 25682;
 const NODE_COUNT = 3;
 const QUEUE_PREFIX = "ferrybench-";
 const SCRIPT = join(PEERS_SCRIPTS_DIR, "rabbitmq.sh");
@@ -58,7 +59,13 @@ export const rabbitmqSystem: SystemUnderTest = {
 };
 
 async function startRabbitmq(workDir: string): Promise<RunningCluster> {
-  await run(SCRIPT, ["start", workDir], { timeoutMs: 300_000 });
+  assertPortsFree([0, 1, 2].flatMap((index) => [AMQP_PORT_BASE + index, DIST_PORT_BASE + index]));
+  try {
+    await run(SCRIPT, ["start", workDir], { timeoutMs: 300_000 });
+  } catch (error) {
+    await run(SCRIPT, ["stop", workDir]).catch(() => {}); // nodes that did start must not outlive the run
+    throw error;
+  }
   const nodes: ClusterNode[] = [];
   for (let index = 1; index <= NODE_COUNT; index++) {
     const pid = Number(readFileSync(join(workDir, `n${index}`, "rabbit.pid"), "utf8").trim());
