@@ -109,7 +109,7 @@ function summarize(events: SendEvent[], startMs: number, killedAtMs: number, set
     latencyBefore: before.summary(),
     latencyDuring: during.summary() satisfies LatencySummary,
     latencyAfter: after.summary(),
-    ratesPerSecond: timeline.ratesPerSecond(),
+    ratesPerSecond: timeline.ratesPerSecond(startMs + settings.failoverBeforeMs + settings.failoverAfterMs),
   };
 }
 

@@ -128,6 +128,10 @@ async function runSystemPhases(cluster: RunningCluster, result: SystemResult, se
   result.failover = await runPhase(result, "failover", () => measureFailover(cluster, settings, progress));
 }
 
+function perSecond(rates: number[]): Array<[number, number]> {
+  return rates.map((rate, second) => [second + 0.5, rate]);
+}
+
 function charts(results: SystemResult[]): ChartSpec[] {
   const ran = results.filter((result) => result.skipped === undefined);
   return [
@@ -140,7 +144,7 @@ function charts(results: SystemResult[]): ChartSpec[] {
       series: ran.filter((result) => result.latency).map((result) => ({ label: result.name, points: result.latency!.curve })),
     },
     {
-      title: "Acknowledged sends per second during failover (1 s buckets; dashed: kill -9 of the leader)",
+      title: "Acked sends per second around failover (dashed: kill -9 of the leader)",
       xLabel: "seconds since the start of the phase",
       yLabel: "msg/s",
       x: "linear",
@@ -149,23 +153,20 @@ function charts(results: SystemResult[]): ChartSpec[] {
         .filter((result) => result.failover)
         .map((result) => ({
           label: result.name,
-          points: result.failover!.ratesPerSecond.map((rate, second): [number, number] => [second + 0.5, rate]),
+          points: perSecond(result.failover!.ratesPerSecond),
           markerX: result.failover!.killedAtMs / 1000,
         })),
     },
     {
-      title: "Pipelined SEND, then RECEIVE+ACK, per second (1 s buckets)",
-      xLabel: "seconds",
+      title: "Pipelined SEND (solid) and RECEIVE+ACK (dotted) per second",
+      xLabel: "seconds since the start of the phase",
       yLabel: "msg/s",
       x: "linear",
       y: "linear",
-      series: ran
-        .filter((result) => result.throughput)
-        .map((result) => {
-          const send = result.throughput!.ratesPerSecond;
-          const drain = result.drain?.ratesPerSecond ?? [];
-          return { label: result.name, points: [...send, ...drain].map((rate, second): [number, number] => [second + 0.5, rate]) };
-        }),
+      series: ran.flatMap((result) => [
+        ...(result.throughput ? [{ label: `${result.name} send`, points: perSecond(result.throughput.ratesPerSecond) }] : []),
+        ...(result.drain ? [{ label: `${result.name} recv+ack`, points: perSecond(result.drain.ratesPerSecond), dashed: true }] : []),
+      ]),
     },
   ];
 }

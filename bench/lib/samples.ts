@@ -59,11 +59,12 @@ export class Samples {
     if (this.length === 0) return [];
     const decadesMax = Math.log10(this.length);
     const points: Array<[number, number]> = [];
-    for (let step = 0; step <= Math.ceil(decadesMax * pointsPerDecade); step++) {
+    for (let step = 0; step < Math.floor(decadesMax * pointsPerDecade); step++) {
       const fraction = 1 - 10 ** -(step / pointsPerDecade);
       points.push([fraction, round(this.percentile(fraction))]);
     }
-    points.push([1, round(this.percentile(1))]);
+    // The maximum sits at "1 in N", where the samples run out, not at an invented 100%.
+    points.push([1 - 1 / this.length, round(this.percentile(1))]);
     return points;
   }
 
@@ -83,6 +84,8 @@ export function round(valueMs: number): number {
   return Math.round(valueMs * 1000) / 1000;
 }
 
+const PARTIAL_BUCKET_FRACTION_MIN = 0.25;
+
 // Counts of events in fixed buckets from a start time: throughput over time.
 export class Timeline {
   private readonly counts: number[] = [];
@@ -98,8 +101,16 @@ export class Timeline {
     this.counts[index]! += count;
   }
 
-  // Events per second in each bucket.
-  ratesPerSecond(): number[] {
-    return this.counts.map((count) => Math.round((count * 1000) / this.bucketMs));
+  // Events per second in each bucket up to endMs; the last, partial bucket is rated over the
+  // part of it that elapsed (and left out when that is too short to say anything).
+  ratesPerSecond(endMs: number): number[] {
+    const elapsedMs = endMs - this.startMs;
+    const rates: number[] = [];
+    for (let index = 0; index * this.bucketMs < elapsedMs; index++) {
+      const coveredMs = Math.min(this.bucketMs, elapsedMs - index * this.bucketMs);
+      if (coveredMs < this.bucketMs * PARTIAL_BUCKET_FRACTION_MIN) break;
+      rates.push(Math.round(((this.counts[index] ?? 0) * 1000) / coveredMs));
+    }
+    return rates;
   }
 }

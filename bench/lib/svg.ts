@@ -10,6 +10,7 @@ export interface Series {
   label: string;
   points: Array<[number, number]>;
   markerX?: number; // a dashed vertical line (the kill), in x units
+  dashed?: boolean;
 }
 
 export interface ChartSpec {
@@ -55,9 +56,12 @@ function logAxis(values: number[]): Axis {
   return { min: low, max: Math.max(high, low + 1), ticks };
 }
 
-function ninesAxis(): Axis {
-  const labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"];
-  return { min: Math.log10(2), max: NINES_MAX, ticks: labels.slice(1).map((label, index) => [index + 1, label]) };
+function ninesAxis(values: number[]): Axis {
+  const labels = ["90%", "99%", "99.9%", "99.99%", "99.999%"];
+  const max = Math.min(NINES_MAX, Math.max(1, Math.ceil(Math.max(...values))));
+  const ticks: Array<[number, string]> = [[Math.log10(2), "50%"]];
+  for (let nines = 1; nines <= max; nines++) ticks.push([nines, labels[nines - 1]!]);
+  return { min: Math.log10(2), max, ticks };
 }
 
 function formatNumber(value: number): string {
@@ -68,7 +72,7 @@ function formatNumber(value: number): string {
 export function renderChart(spec: ChartSpec, offsetY: number): string {
   const xs = spec.series.flatMap((series) => series.points.map(([x]) => (spec.x === "nines" ? toNines(x) : x)));
   const ys = spec.series.flatMap((series) => series.points.map(([, y]) => y));
-  const xAxis = spec.x === "nines" ? ninesAxis() : linearAxis(xs);
+  const xAxis = spec.x === "nines" ? ninesAxis(xs) : linearAxis(xs);
   const yAxis = spec.y === "log" ? logAxis(ys) : linearAxis(ys);
   const plotWidth = CHART_WIDTH - MARGIN.left - MARGIN.right;
   const plotHeight = CHART_HEIGHT - MARGIN.top - MARGIN.bottom;
@@ -91,16 +95,23 @@ export function renderChart(spec: ChartSpec, offsetY: number): string {
   parts.push(
     `<text transform="translate(16,${MARGIN.top + plotHeight / 2}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`,
   );
+  // Solid and dashed series of one system share a color: dashed ones follow their solid one.
+  let colorIndex = -1;
   spec.series.forEach((series, index) => {
-    const color = COLORS[index % COLORS.length];
+    if (!series.dashed) colorIndex++;
+    const color = COLORS[Math.max(0, colorIndex) % COLORS.length];
+    const dash = series.dashed ? ` stroke-dasharray="2 3"` : "";
     const path = series.points.map(([x, y], pointIndex) => `${pointIndex === 0 ? "M" : "L"}${mapX(x).toFixed(1)},${mapY(y).toFixed(1)}`);
-    if (path.length > 0) parts.push(`<path d="${path.join(" ")}" fill="none" stroke="${color}" stroke-width="2"/>`);
+    if (path.length > 1) parts.push(`<path d="${path.join(" ")}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`);
+    for (const [x, y] of series.points.length === 1 ? series.points : []) {
+      parts.push(`<circle cx="${mapX(x).toFixed(1)}" cy="${mapY(y).toFixed(1)}" r="3" fill="${color}"/>`);
+    }
     if (series.markerX !== undefined) {
       const x = mapX(series.markerX).toFixed(1);
       parts.push(`<line x1="${x}" x2="${x}" y1="${MARGIN.top}" y2="${MARGIN.top + plotHeight}" stroke="${color}" stroke-dasharray="4 3"/>`);
     }
     const legendY = MARGIN.top + 14 + index * 18;
-    parts.push(`<line x1="${CHART_WIDTH - MARGIN.right + 12}" x2="${CHART_WIDTH - MARGIN.right + 32}" y1="${legendY - 4}" y2="${legendY - 4}" stroke="${color}" stroke-width="2"/>`);
+    parts.push(`<line x1="${CHART_WIDTH - MARGIN.right + 12}" x2="${CHART_WIDTH - MARGIN.right + 32}" y1="${legendY - 4}" y2="${legendY - 4}" stroke="${color}" stroke-width="2"${dash}/>`);
     parts.push(`<text x="${CHART_WIDTH - MARGIN.right + 36}" y="${legendY}">${escapeXml(series.label)}</text>`);
   });
   parts.push("</g>");
@@ -112,7 +123,8 @@ export function renderDocument(charts: ChartSpec[], caption: string): string {
   const height = charts.length * CHART_HEIGHT + captionHeight;
   const body = charts.map((chart, index) => renderChart(chart, captionHeight + index * CHART_HEIGHT));
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${CHART_WIDTH}" height="${height}" viewBox="0 0 ${CHART_WIDTH} ${height}">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${CHART_WIDTH}" height="${height}" viewBox="0 0 ${CHART_WIDTH} ${height}" role="img" aria-labelledby="title">`,
+    `<title id="title">Ferry benchmark: ${escapeXml(charts.map((chart) => chart.title).join("; "))}</title>`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="10" y="16" font-family="sans-serif" font-size="11" fill="#555">${escapeXml(caption)}</text>`,
     ...body,

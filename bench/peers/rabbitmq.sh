@@ -30,6 +30,7 @@ node_env() {
   export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
   export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
   export ERL_EPMD_ADDRESS=127.0.0.1
+  export ERL_CRASH_DUMP="$dir/erl_crash.dump" # rabbitmqctl too writes one into its cwd otherwise
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
