@@ -7,12 +7,13 @@ import { arch, cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { measureFailover } from "./failover.js";
+import { run } from "./lib/proc.js";
 import { Progress } from "./lib/progress.js";
 import { renderTable, type SystemResult } from "./lib/report.js";
 import { type ChartSpec, renderDocument } from "./lib/svg.js";
 import { ferrySystem } from "./systems/ferry.js";
 import { natsSystem } from "./systems/nats.js";
-import { BENCH_DIR } from "./systems/peer-clients.js";
+import { BENCH_DIR, PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
 import { rabbitmqSystem } from "./systems/rabbitmq.js";
 import type { RunningCluster, SystemUnderTest } from "./systems/types.js";
 import { measureDrain, measureLatency, measureMemory, measureThroughput, type Settings } from "./workloads.js";
@@ -171,12 +172,24 @@ function charts(results: SystemResult[]): ChartSpec[] {
   ];
 }
 
+// Installs the peers and their clients when missing (idempotent: quick when all is there).
+async function ensurePeersInstalled(systems: SystemUnderTest[], progress: Progress): Promise<void> {
+  if (systems.every((system) => system.name === "ferry")) return;
+  try {
+    const versions = await run(join(PEERS_SCRIPTS_DIR, "install.sh"), [], { timeoutMs: 600_000 });
+    progress.note(`peers installed: ${versions.trim().split("\n").join(", ")}`);
+  } catch (error) {
+    progress.note(`could not install the peers (they will be skipped): ${(error as Error).message}`);
+  }
+}
+
 async function main(): Promise<void> {
   const options = parseOptions();
   const settings = options.quick ? SETTINGS_QUICK : SETTINGS_DEFAULT;
   const startedAt = new Date();
   const progress = new Progress();
   const results: SystemResult[] = [];
+  await ensurePeersInstalled(options.systems, progress);
   for (const system of options.systems) results.push(await benchmark(system, settings, progress));
   const table = renderTable(results, options.peers);
   process.stdout.write(`\n${table}\n`);
