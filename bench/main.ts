@@ -7,6 +7,7 @@ import { arch, cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { measureFailover } from "./failover.js";
+import { measureFloor } from "./lib/floor.js";
 import { run } from "./lib/proc.js";
 import { Progress } from "./lib/progress.js";
 import { renderTable, type SystemResult } from "./lib/report.js";
@@ -189,18 +190,26 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const progress = new Progress();
   const results: SystemResult[] = [];
+  const machineInfo = machine(); // the load average before the run adds its own
   await ensurePeersInstalled(options.systems, progress);
+  const floor = await measureFloor();
+  progress.note(
+    `floor: fdatasync of a 4 KiB append p50 ${floor.fdatasyncAppend4KiB.p50Ms} ms, loopback round trip p50 ${floor.loopbackRoundTrip256Bytes.p50Ms} ms`,
+  );
   for (const system of options.systems) results.push(await benchmark(system, settings, progress));
   const table = renderTable(results, options.peers);
   process.stdout.write(`\n${table}\n`);
+  process.stdout.write(
+    `\nFloor on this machine: fdatasync of a 4 KiB append p50 ${floor.fdatasyncAppend4KiB.p50Ms} ms (p99 ${floor.fdatasyncAppend4KiB.p99Ms}), 256-byte loopback round trip p50 ${floor.loopbackRoundTrip256Bytes.p50Ms} ms.\n`,
+  );
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-").replace(/-\d{3}Z$/, "Z");
   const resultsDir = join(BENCH_DIR, "results");
   mkdirSync(resultsDir, { recursive: true });
   const jsonPath = join(resultsDir, `${stamp}.json`);
   const svgPath = join(resultsDir, `${stamp}.svg`);
-  const report = { startedAt: startedAt.toISOString(), argv: process.argv.slice(2), quick: options.quick, settings, machine: machine(), results };
+  const report = { startedAt: startedAt.toISOString(), argv: process.argv.slice(2), quick: options.quick, settings, machine: machineInfo, floor, results };
   writeFileSync(jsonPath, `${JSON.stringify(report, null, 1)}\n`);
-  const caption = `${startedAt.toISOString()} — ${report.machine.cpuCount} cores shared by 3 nodes + load generator — ${settings.bodyBytes}-byte bodies`;
+  const caption = `${startedAt.toISOString()} — ${machineInfo.cpuCount} cores shared by 3 nodes + load generator — ${settings.bodyBytes}-byte bodies`;
   writeFileSync(svgPath, renderDocument(charts(results), caption));
   process.stdout.write(`\nresults: ${jsonPath}\nplots:   ${svgPath}\n`);
 }

@@ -185,6 +185,7 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
   const startMs = performance.now();
   const timeline = new Timeline(startMs);
   let acked = 0;
+  let lastAckedMs = startMs;
   progress.start("receive+ack throughput", expected);
   const drained = await cluster.drain({
     target: "throughput",
@@ -194,12 +195,14 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
     idleMs: settings.drainIdleMs,
     onAcked: (count) => {
       acked += count;
-      timeline.add(performance.now(), count);
+      lastAckedMs = performance.now();
+      timeline.add(lastAckedMs, count);
       progress.update(acked);
     },
   });
-  // An idle stop counts the idle wait too; the rate is over the time until the last ack.
-  const durationMs = performance.now() - startMs - (drained < expected ? settings.drainIdleMs : 0);
+  // The rate is over the time until the last ack: consumers may then still wait for a long poll
+  // or a fetch to expire, or for the idle timeout, and that is not work.
+  const durationMs = lastAckedMs - startMs;
   const serverCpu = cpuSince(cluster.nodes, cpuBefore, drained);
   const messagesPerSecond = Math.round((drained * 1000) / durationMs);
   progress.end(`${messagesPerSecond} msg/s  (${drained} of ${expected})`);

@@ -162,15 +162,11 @@ async function drain(
   const loop = async () => {
     while (acked < options.expected && performance.now() - lastMessageMs < options.idleMs) {
       const batch = await consumer.fetch({ max_messages: options.batch, expires: FETCH_EXPIRES_MS });
-      let received = 0;
       for await (const message of batch) {
         message.ack();
-        received++;
-      }
-      if (received > 0) {
         lastMessageMs = performance.now();
-        acked += received;
-        options.onAcked(received);
+        acked++;
+        options.onAcked(1);
       }
     }
   };
