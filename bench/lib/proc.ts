@@ -89,8 +89,10 @@ export async function run(command: string, args: string[], options: { cwd?: stri
     });
     return stdout;
   } catch (error) {
-    const failure = error as { stderr?: string; message: string };
-    throw new Error(`${command} ${args.join(" ")} failed: ${(failure.stderr || failure.message).trim()}`);
+    // Some tools (tsc) report on stdout; keep the end of whichever says something.
+    const failure = error as { stderr?: string; stdout?: string; message: string };
+    const said = (failure.stderr?.trim() || failure.stdout?.trim() || failure.message).slice(-2000);
+    throw new Error(`${command} ${args.join(" ")} failed: ${said}`);
   }
 }
 

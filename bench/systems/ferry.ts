@@ -1,25 +1,40 @@
-// Ferry as a system under test: `ferry dev` (3 node processes, client ports 12345-12347, fsync
-// always, the default) started in a temporary directory so its ./data is private to the run;
-// the client library finds the leader itself. Everything Ferry-specific the benchmark needs is
+// Ferry as a system under test: `ferry dev` (3 node processes, client ports 12345-12347, peer
+// ports 22345-22347, fsync always) with its data in the run's temporary directory; the client
+// library finds the leader itself and status() names it. Everything Ferry-specific the benchmark needs is
 // in this file: wiring Ferry in means fixing the few constants and calls below.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { assertPortsFree, isAlive, pidListeningOn, sleep } from "../lib/proc.js";
+import { assertPortsFree, isAlive, pidListeningOn, run, sleep } from "../lib/proc.js";
 import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest } from "./types.js";
 
 const ROOT_DIR = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-// The CLI runs from source through tsx, so the benchmark never measures a stale dist/ build.
-const FERRY_CLI = ["--import", import.meta.resolve("tsx"), join(ROOT_DIR, "src", "cli", "main.ts")];
+const FERRY_BIN = join(ROOT_DIR, "bin", "ferry.js"); // runs dist/, rebuilt before every run
+const TSC_BIN = join(ROOT_DIR, "node_modules", "typescript", "bin", "tsc");
 // The client library, imported dynamically so the benchmark type-checks before it exists.
 const CLIENT_MODULE = join(ROOT_DIR, "src", "client", "index.ts");
-const DEV_ARGS = ["dev"]; // fsync always is Ferry's default; say it here if a flag is ever needed
-const CLIENT_PORTS = [12345, 12346, 12347];
+const NODE_COUNT = 3;
+// Overridable so the benchmark can run beside a cluster that already holds the default ports.
+const CLIENT_PORT_FIRST = Number(process.env.FERRY_BENCH_CLIENT_PORT ?? 12345);
+const PEER_PORT_FIRST = Number(process.env.FERRY_BENCH_PEER_PORT ?? 22345);
+const CLIENT_PORTS = Array.from({ length: NODE_COUNT }, (_, index) => CLIENT_PORT_FIRST + index);
+const PEER_PORTS = Array.from({ length: NODE_COUNT }, (_, index) => PEER_PORT_FIRST + index);
 const SEEDS = CLIENT_PORTS.map((port) => `127.0.0.1:${port}`);
 const CLUSTER_READY_TIMEOUT_MS = 60_000;
+const BUILD_TIMEOUT_MS = 300_000;
+const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
+
+function devArgs(workDir: string): string[] {
+  return [
+    FERRY_BIN,
+    "dev",
+    ...["--nodes", String(NODE_COUNT), "--data", join(workDir, "data"), "--fsync", "always"],
+    ...["--client-port", String(CLIENT_PORT_FIRST), "--peer-port", String(PEER_PORT_FIRST)],
+  ];
+}
 
 // The client API the benchmark uses (see docs/client.md).
 interface FerryClient {
@@ -96,10 +111,13 @@ async function connectWithin(client: FerryClientModule, dev: ChildProcess): Prom
 }
 
 async function startFerry(workDir: string): Promise<RunningCluster> {
-  assertPortsFree(CLIENT_PORTS);
+  assertPortsFree([...CLIENT_PORTS, ...PEER_PORTS]);
+  // `ferry dev` starts its nodes through bin/ferry.js, i.e. dist/: build it so the run measures
+  // the source as it is now, never a stale build.
+  await run(process.execPath, [TSC_BIN, "-p", "tsconfig.json"], { cwd: ROOT_DIR, timeoutMs: BUILD_TIMEOUT_MS });
   const log = openSync(join(workDir, "ferry-dev.log"), "a");
   // Its own process group, so stop() can end the dev process and the nodes it started together.
-  const dev = spawn(process.execPath, [...FERRY_CLI, ...DEV_ARGS], { cwd: workDir, detached: true, stdio: ["ignore", log, log] });
+  const dev = spawn(process.execPath, devArgs(workDir), { cwd: ROOT_DIR, detached: true, stdio: ["ignore", log, log] });
   const client = await loadClient();
   let nodes: ClusterNode[];
   let admin: FerryClient;
@@ -136,7 +154,8 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
     stop: async () => {
       await Promise.allSettled(opened.map((connection) => connection.close()));
       if (dev.pid !== undefined && isAlive(dev.pid)) process.kill(-dev.pid, "SIGTERM");
-      await sleep(1000);
+      const deadlineMs = performance.now() + STOP_GRACE_MS;
+      while (nodes.some((node) => isAlive(node.pid)) && performance.now() < deadlineMs) await sleep(100);
       for (const node of nodes) if (isAlive(node.pid)) process.kill(node.pid, "SIGKILL");
     },
   };
