@@ -10,6 +10,7 @@ import { measureFailover } from "./failover.js";
 import { measureFloor } from "./lib/floor.js";
 import { run } from "./lib/proc.js";
 import { Progress } from "./lib/progress.js";
+import { round } from "./lib/samples.js";
 import { renderTable, type SystemResult } from "./lib/report.js";
 import { type ChartSpec, renderDocument } from "./lib/svg.js";
 import { ferrySystem } from "./systems/ferry.js";
@@ -103,6 +104,7 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
     return result;
   }
   result.version = await system.version();
+  result.loadAverageStart = round(loadavg()[0]!);
   const workDir = mkdtempSync(join(tmpdir(), `ferry-bench-${system.name}-`));
   const startedMs = performance.now();
   progress.note(`starting a 3-node cluster in ${workDir} (${result.version})`);
@@ -117,6 +119,7 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
   } finally {
     await cluster?.stop().catch((error: Error) => result.errors.push(`stop: ${error.message}`));
     rmSync(workDir, { recursive: true, force: true });
+    result.loadAverageEnd = round(loadavg()[0]!);
   }
   return result;
 }
@@ -191,6 +194,11 @@ async function main(): Promise<void> {
   const progress = new Progress();
   const results: SystemResult[] = [];
   const machineInfo = machine(); // the load average before the run adds its own
+  if (machineInfo.loadAverageAtStart[0]! > machineInfo.cpuCount / 2) {
+    progress.note(
+      `warning: load average ${machineInfo.loadAverageAtStart[0]!.toFixed(1)} on ${machineInfo.cpuCount} cores before the run: other work competes with the clusters, figures will be low and noisy`,
+    );
+  }
   await ensurePeersInstalled(options.systems, progress);
   const floor = await measureFloor();
   progress.note(

@@ -10,6 +10,10 @@ export interface SystemResult {
   skipped?: string; // why the system did not run
   errors: string[]; // phases that failed, with their message
   clusterStartMs?: number;
+  // 1-minute load averages around this system's run: above the core count, the nodes and the
+  // load generator waited for CPU, and the figures say so.
+  loadAverageStart?: number;
+  loadAverageEnd?: number;
   latency?: LatencyResult;
   throughput?: ThroughputResult;
   drain?: DrainResult;
@@ -75,7 +79,8 @@ export function renderTable(results: SystemResult[], withRatios: boolean): strin
   const out = [line(header), widths.map((width) => "-".repeat(width)).join("  "), ...rows.map(line)];
   out.push("", "↓ lower is better, ↑ higher is better. Durability per system:");
   for (const result of results) {
-    const state = result.skipped ? `SKIPPED: ${result.skipped}` : result.version;
+    const load = result.loadAverageStart === undefined ? "" : `, load average ${result.loadAverageStart} -> ${result.loadAverageEnd}`;
+    const state = result.skipped ? `SKIPPED: ${result.skipped}` : `${result.version}${load}`;
     out.push(`  ${result.name}: ${result.durability}. Acks: ${result.ackSemantics}. [${state}]`);
     for (const error of result.errors) out.push(`    error: ${error}`);
   }
