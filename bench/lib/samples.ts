@@ -58,10 +58,11 @@ export class Samples {
   curve(pointsPerDecade = 20): Array<[fraction: number, valueMs: number]> {
     if (this.length === 0) return [];
     const decadesMax = Math.log10(this.length);
-    const points: Array<[number, number]> = [];
-    for (let step = 0; step < Math.floor(decadesMax * pointsPerDecade); step++) {
+    // From the median up: the plots start at 50%.
+    const points: Array<[number, number]> = [[0.5, round(this.percentile(0.5))]];
+    for (let step = Math.ceil(Math.log10(2) * pointsPerDecade); step < Math.floor(decadesMax * pointsPerDecade); step++) {
       const fraction = 1 - 10 ** -(step / pointsPerDecade);
-      points.push([fraction, round(this.percentile(fraction))]);
+      if (fraction > 0.5) points.push([fraction, round(this.percentile(fraction))]);
     }
     // The maximum sits at "1 in N", where the samples run out, not at an invented 100%.
     points.push([1 - 1 / this.length, round(this.percentile(1))]);

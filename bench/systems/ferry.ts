@@ -64,10 +64,22 @@ export const ferrySystem: SystemUnderTest = {
   version: async () => {
     const { createRequire } = await import("node:module");
     const require = createRequire(import.meta.url);
-    return `Ferry ${(require(join(ROOT_DIR, "package.json")) as { version: string }).version}`;
+    const version = (require(join(ROOT_DIR, "package.json")) as { version: string }).version;
+    return `Ferry ${version} (${await sourceRevision()})`;
   },
   start: startFerry,
 };
+
+// Which source was measured: the commit, and whether the work tree differed from it.
+async function sourceRevision(): Promise<string> {
+  try {
+    const commit = (await run("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT_DIR })).trim();
+    const dirty = (await run("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: ROOT_DIR })).trim() !== "";
+    return `git ${commit}${dirty ? " with uncommitted changes" : ""}`;
+  } catch {
+    return "not a git checkout";
+  }
+}
 
 async function loadClient(): Promise<FerryClientModule> {
   return (await import(pathToFileURL(CLIENT_MODULE).href)) as FerryClientModule;
