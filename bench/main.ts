@@ -50,6 +50,8 @@ const SETTINGS_QUICK: Settings = {
   failoverAfterMs: 8000,
 };
 
+const REPEAT_MAX = 9;
+
 const GROUPS: Record<string, SystemUnderTest[]> = {
   ferry: [ferrySystem],
   nats: [natsSystem("default"), natsSystem("always")],
@@ -62,13 +64,16 @@ function parseOptions() {
       peers: { type: "boolean", default: false },
       only: { type: "string" },
       quick: { type: "boolean", default: false },
+      repeat: { type: "string", default: "1" },
     },
   });
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > REPEAT_MAX) throw new Error(`--repeat takes 1..${REPEAT_MAX}, not '${values.repeat}'`);
   if (values.only !== undefined && !(values.only in GROUPS)) {
     throw new Error(`--only takes one of ${Object.keys(GROUPS).join(", ")}, not '${values.only}'`);
   }
   const systems = values.only ? GROUPS[values.only]! : values.peers ? Object.values(GROUPS).flat() : GROUPS.ferry!;
-  return { peers: values.peers === true, quick: values.quick === true, only: values.only, systems };
+  return { peers: values.peers === true, quick: values.quick === true, only: values.only, repeat, systems };
 }
 
 function machine() {
@@ -137,8 +142,10 @@ function perSecond(rates: number[]): Array<[number, number]> {
   return rates.map((rate, second) => [second + 0.5, rate]);
 }
 
+// Plots show the last run of each system (the JSON keeps every run).
 function charts(results: SystemResult[]): ChartSpec[] {
-  const ran = results.filter((result) => result.skipped === undefined);
+  const last = new Map(results.map((result) => [result.name, result]));
+  const ran = [...last.values()].filter((result) => result.skipped === undefined);
   return [
     {
       title: "SEND latency, 1 in flight, 256-byte bodies (percentile plot)",
@@ -204,7 +211,18 @@ async function main(): Promise<void> {
   progress.note(
     `floor: fdatasync of a 4 KiB append p50 ${floor.fdatasyncAppend4KiB.p50Ms} ms, loopback round trip p50 ${floor.loopbackRoundTrip256Bytes.p50Ms} ms`,
   );
-  for (const system of options.systems) results.push(await benchmark(system, settings, progress));
+  // Rounds interleave the systems, so drifting load on the shared machine spreads over all of them.
+  const skipped = new Set<string>();
+  for (let round = 1; round <= options.repeat; round++) {
+    for (const system of options.systems) {
+      if (skipped.has(system.name)) continue;
+      if (options.repeat > 1) progress.note(`round ${round} of ${options.repeat}`);
+      const result = await benchmark(system, settings, progress);
+      result.round = round;
+      if (result.skipped !== undefined) skipped.add(system.name);
+      results.push(result);
+    }
+  }
   const table = renderTable(results, options.peers);
   process.stdout.write(`\n${table}\n`);
   process.stdout.write(
@@ -215,7 +233,16 @@ async function main(): Promise<void> {
   mkdirSync(resultsDir, { recursive: true });
   const jsonPath = join(resultsDir, `${stamp}.json`);
   const svgPath = join(resultsDir, `${stamp}.svg`);
-  const report = { startedAt: startedAt.toISOString(), argv: process.argv.slice(2), quick: options.quick, settings, machine: machineInfo, floor, results };
+  const report = {
+    startedAt: startedAt.toISOString(),
+    argv: process.argv.slice(2),
+    quick: options.quick,
+    repeat: options.repeat,
+    settings,
+    machine: machineInfo,
+    floor,
+    results,
+  };
   writeFileSync(jsonPath, `${JSON.stringify(report, null, 1)}\n`);
   const caption = `${startedAt.toISOString()} — ${machineInfo.cpuCount} cores shared by 3 nodes + load generator — ${settings.bodyBytes}-byte bodies`;
   writeFileSync(svgPath, renderDocument(charts(results), caption));

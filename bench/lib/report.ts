@@ -7,6 +7,7 @@ export interface SystemResult {
   durability: string;
   ackSemantics: string;
   version?: string;
+  round?: number; // 1.. with --repeat
   skipped?: string; // why the system did not run
   errors: string[]; // phases that failed, with their message
   clusterStartMs?: number;
@@ -21,7 +22,7 @@ export interface SystemResult {
   failover?: FailoverResult;
 }
 
-interface Figure {
+export interface Figure {
   label: string;
   better: "lower" | "higher";
   value: (result: SystemResult) => number | null | undefined;
@@ -63,26 +64,43 @@ function ratio(ferry: number | null | undefined, peer: number | null | undefined
   return `${(ferry / peer).toFixed(2)}x`;
 }
 
-export function renderTable(results: SystemResult[], withRatios: boolean): string {
-  const ran = results.filter((result) => result.skipped === undefined);
-  const ferry = ran.find((result) => result.name === "ferry");
-  const peers = ran.filter((result) => result.name !== "ferry");
-  const header = ["figure", ...ran.map((result) => result.name)];
-  if (withRatios && ferry) header.push(...peers.map((peer) => `ferry/${peer.name}`));
+// The median of a figure over the repeated runs of one system (the middle one, or the mean of
+// the two middle ones); undefined when no run produced it.
+export function medianFigure(runs: SystemResult[], figure: Figure): number | undefined {
+  const values = runs
+    .map((run) => figure.value(run))
+    .filter((value): value is number => typeof value === "number" && !Number.isNaN(value))
+    .sort((left, right) => left - right);
+  if (values.length === 0) return undefined;
+  const middle = Math.floor(values.length / 2);
+  return values.length % 2 === 1 ? values[middle]! : (values[middle - 1]! + values[middle]!) / 2;
+}
+
+// `runs` holds every run of every system (several per system with --repeat); each cell is the
+// median over that system's runs.
+export function renderTable(runs: SystemResult[], withRatios: boolean): string {
+  const bySystem = new Map<string, SystemResult[]>();
+  for (const run of runs) bySystem.set(run.name, [...(bySystem.get(run.name) ?? []), run]);
+  const ran = [...bySystem.entries()].filter(([, group]) => group.some((run) => run.skipped === undefined));
+  const ferry = ran.find(([name]) => name === "ferry");
+  const peers = ran.filter(([name]) => name !== "ferry");
+  const header = ["figure", ...ran.map(([name, group]) => (group.length > 1 ? `${name} (median of ${group.length})` : name))];
+  if (withRatios && ferry) header.push(...peers.map(([name]) => `ferry/${name}`));
   const rows = FIGURES.map((figure) => {
-    const row = [`${figure.label}${figure.better === "lower" ? " ↓" : " ↑"}`, ...ran.map((result) => format(figure.value(result)))];
-    if (withRatios && ferry) row.push(...peers.map((peer) => ratio(figure.value(ferry), figure.value(peer))));
+    const row = [`${figure.label}${figure.better === "lower" ? " ↓" : " ↑"}`, ...ran.map(([, group]) => format(medianFigure(group, figure)))];
+    if (withRatios && ferry) row.push(...peers.map(([, group]) => ratio(medianFigure(ferry[1], figure), medianFigure(group, figure))));
     return row;
   });
   const widths = header.map((_, column) => Math.max(...[header, ...rows].map((row) => [...row[column]!].length)));
   const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join("  ");
   const out = [line(header), widths.map((width) => "-".repeat(width)).join("  "), ...rows.map(line)];
   out.push("", "↓ lower is better, ↑ higher is better. Durability per system:");
-  for (const result of results) {
-    const load = result.loadAverageStart === undefined ? "" : `, load average ${result.loadAverageStart} -> ${result.loadAverageEnd}`;
-    const state = result.skipped ? `SKIPPED: ${result.skipped}` : `${result.version}${load}`;
-    out.push(`  ${result.name}: ${result.durability}. Acks: ${result.ackSemantics}. [${state}]`);
-    for (const error of result.errors) out.push(`    error: ${error}`);
+  for (const [name, group] of bySystem) {
+    const first = group[0]!;
+    const loads = group.filter((run) => run.loadAverageStart !== undefined).map((run) => `${run.loadAverageStart} -> ${run.loadAverageEnd}`);
+    const state = first.skipped ? `SKIPPED: ${first.skipped}` : `${first.version}${loads.length ? `, load average ${loads.join(", ")}` : ""}`;
+    out.push(`  ${name}: ${first.durability}. Acks: ${first.ackSemantics}. [${state}]`);
+    for (const run of group) for (const error of run.errors) out.push(`    error: ${error}`);
   }
   if (withRatios && !ferry) out.push("", "Ferry/peer ratios need Ferry measured in the same run (figures move 20-30% between runs).");
   return out.join("\n");
