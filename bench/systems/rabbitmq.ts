@@ -139,7 +139,7 @@ async function drain(connection: AmqpConnection, options: DrainOptions): Promise
   const queue = QUEUE_PREFIX + options.target;
   let acked = 0;
   const channels: Array<{ channel: Channel; consumerTag: string }> = [];
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
     let idleTimer = setTimeout(resolve, options.idleMs);
     const onMessage = (channel: Channel) => (message: unknown) => {
       if (message === null) return; // the consumer was cancelled
@@ -157,7 +157,7 @@ async function drain(connection: AmqpConnection, options: DrainOptions): Promise
         const { consumerTag } = await channel.consume(queue, onMessage(channel), { noAck: false });
         channels.push({ channel, consumerTag });
       }
-    })();
+    })().catch(reject);
   });
   // Closing the channels flushes the acks already written and returns unacked messages.
   await Promise.allSettled(channels.map(({ channel, consumerTag }) => channel.cancel(consumerTag)));
