@@ -214,9 +214,9 @@ async function main(): Promise<void> {
   // Rounds interleave the systems, so drifting load on the shared machine spreads over all of them.
   const skipped = new Set<string>();
   for (let round = 1; round <= options.repeat; round++) {
+    if (options.repeat > 1) process.stderr.write(`\n== round ${round} of ${options.repeat}\n`);
     for (const system of options.systems) {
       if (skipped.has(system.name)) continue;
-      if (options.repeat > 1) progress.note(`round ${round} of ${options.repeat}`);
       const result = await benchmark(system, settings, progress);
       result.round = round;
       if (result.skipped !== undefined) skipped.add(system.name);
