@@ -1,7 +1,7 @@
 // Ferry as a system under test: `ferry dev` (3 node processes, client ports 12345-12347, peer
 // ports 22345-22347, fsync always) with its data in the run's temporary directory; the client
-// library finds the leader itself and status() names it. Everything Ferry-specific the benchmark needs is
-// in this file: wiring Ferry in means fixing the few constants and calls below.
+// library finds the leader itself and status() names it. Everything Ferry-specific the
+// benchmark needs is in this file.
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -123,6 +123,11 @@ async function connectWithin(client: FerryClientModule, dev: ChildProcess): Prom
 }
 
 async function startFerry(workDir: string): Promise<RunningCluster> {
+  for (const port of [...CLIENT_PORTS, ...PEER_PORTS]) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new Error(`FERRY_BENCH_CLIENT_PORT / FERRY_BENCH_PEER_PORT give port ${port}; each needs 3 ports in 1..65535`);
+    }
+  }
   assertPortsFree([...CLIENT_PORTS, ...PEER_PORTS]);
   // `ferry dev` starts its nodes through bin/ferry.js, i.e. dist/: build it so the run measures
   // the source as it is now, never a stale build.
