@@ -251,13 +251,15 @@ export class FerryNode {
         this.readWaiters.delete(context);
         reject(new FerryError("TIMEOUT", "the read could not be confirmed by a quorum in time"));
       }, this.config.requestTimeoutMs);
-      signal?.addEventListener("abort", () => {
+      const onAbort = () => {
         clearTimeout(timer);
         this.readWaiters.delete(context);
         reject(new FerryError("TIMEOUT", "aborted by the caller"));
-      });
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.readWaiters.set(context, (index) => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         this.appliedWaiters.wait(index, this.appliedIndex).then(resolve);
       });
       try {
