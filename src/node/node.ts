@@ -55,7 +55,8 @@ export class FerryNode {
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
   private fencedTicks = 0;
-  private syncedHardState: HardState | undefined;
+  private writtenHardState: HardState | undefined;
+  private unwrittenHardState: HardState | undefined; // commit-only changes not yet written
   private leader = 0;
   private role = "follower";
   private snapshotting = false;
@@ -250,13 +251,15 @@ export class FerryNode {
         this.readWaiters.delete(context);
         reject(new FerryError("TIMEOUT", "the read could not be confirmed by a quorum in time"));
       }, this.config.requestTimeoutMs);
-      signal?.addEventListener("abort", () => {
+      const onAbort = () => {
         clearTimeout(timer);
         this.readWaiters.delete(context);
         reject(new FerryError("TIMEOUT", "aborted by the caller"));
-      });
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.readWaiters.set(context, (index) => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         this.appliedWaiters.wait(index, this.appliedIndex).then(resolve);
       });
       try {
@@ -378,9 +381,8 @@ export class FerryNode {
     this.transport.send(ready.messages);
     this.metrics.readies.inc();
     const persistTimer = this.metrics.persistSeconds.startTimer();
-    await this.storage.persist({ hardState: ready.hardState, entries: ready.entries, snapshot: ready.snapshot, sync: this.mustSync(ready) });
+    await this.persist(ready);
     persistTimer();
-    this.metrics.entriesPersisted.inc(ready.entries.length);
     if (ready.snapshot) this.installSnapshot(ready.snapshot);
     this.transport.send(ready.messagesAfterPersist);
     this.applyEntries(ready.committedEntries);
@@ -395,15 +397,22 @@ export class FerryNode {
     this.maybeSnapshot();
   }
 
-  // Only entries, a snapshot, a term or a vote need an fdatasync before the Ready's messages go
-  // out; a hard state that only moved the commit index does not (etcd's MustSync).
-  private mustSync(ready: Ready): boolean {
-    const hardState = ready.hardState;
-    const before = this.syncedHardState;
-    if (hardState) this.syncedHardState = hardState;
-    if (ready.entries.length > 0 || ready.snapshot) return true;
-    if (!hardState) return false;
-    return !before || hardState.term !== before.term || hardState.vote !== before.vote;
+  // Only entries, a snapshot, a term or a vote must be durable before the Ready's messages go
+  // out (etcd's MustSync). A hard state that only moved the commit index is kept in memory and
+  // written with the next write: Raft recomputes commit after a crash, so losing it is harmless,
+  // and skipping the write keeps a disk round trip off the leader's commit path.
+  private async persist(ready: Ready): Promise<void> {
+    const hardState = ready.hardState ?? this.unwrittenHardState;
+    const before = this.writtenHardState;
+    const termOrVoteChanged = hardState !== undefined && (!before || hardState.term !== before.term || hardState.vote !== before.vote);
+    if (ready.entries.length === 0 && !ready.snapshot && !termOrVoteChanged) {
+      this.unwrittenHardState = hardState;
+      return;
+    }
+    await this.storage.persist({ hardState, entries: ready.entries, snapshot: ready.snapshot });
+    this.metrics.entriesPersisted.inc(ready.entries.length);
+    if (hardState) this.writtenHardState = hardState;
+    this.unwrittenHardState = undefined;
   }
 
   private applyEntries(entries: Entry[]): void {
