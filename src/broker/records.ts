@@ -54,17 +54,23 @@ export function u64Key(value: number): string {
   );
 }
 
-export function u64BigKey(value: bigint): string {
-  assert(value >= 0n && value < 1n << 64n, "key integer fits 64 bits");
-  let key = "";
-  for (let shift = 56n; shift >= 0n; shift -= 8n) key += String.fromCharCode(Number((value >> shift) & 0xffn));
-  return key;
-}
+const U64_LIMIT = 1n << 64n;
 
-export function readU64BigKey(key: string, offset: number): bigint {
-  let value = 0n;
-  for (let i = 0; i < U64_LENGTH; i++) value = (value << 8n) | BigInt(key.charCodeAt(offset + i));
-  return value;
+// As u64Key for a 64-bit bigint (sender times); two 32-bit halves keep the BigInt work small.
+export function u64BigKey(value: bigint): string {
+  if (!(value >= 0n && value < U64_LIMIT)) assert(false, `key integer ${value} fits 64 bits`);
+  const high = Number(value >> 32n);
+  const low = Number(value & 0xffffffffn);
+  return String.fromCharCode(
+    (high >>> 24) & 0xff,
+    (high >>> 16) & 0xff,
+    (high >>> 8) & 0xff,
+    high & 0xff,
+    (low >>> 24) & 0xff,
+    (low >>> 16) & 0xff,
+    (low >>> 8) & 0xff,
+    low & 0xff,
+  );
 }
 
 export function readU64Key(key: string, offset: number): number {
