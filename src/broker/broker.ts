@@ -9,7 +9,9 @@
 //
 // A message is ready (in the ready index, in log order), leased or delayed (in the pending index,
 // ordered by when it becomes visible). A RECEIVE first promotes pending entries that came due,
-// then leases ready ones in log order. A message whose expiry has passed counts as gone for every
+// then leases ready ones in log order. In a "sender-time" mailbox a message is ordered by its
+// sender's timestamp instead and held (delayed) until that time plus the reorder window; such
+// messages sit after the log-ordered ones in the ready index, by sender time. A message whose expiry has passed counts as gone for every
 // command; a bounded sweep at the start of each entry drops or dead-letters it.
 import type { AckReply, DeliveredMessage, ErrorReply, ListItem, ListReply, ListRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { LIST_PAGE_DEFAULT, LIST_PAGE_MAX } from "../protocol/api.js";
@@ -47,6 +49,7 @@ import {
   encodeMeta,
   encodeTimestamp,
   expiryKey,
+  hexToKey,
   idKey,
   MESSAGE,
   META,
@@ -202,7 +205,8 @@ export class Broker {
     const nowMs = timestampMs(now);
     const items: ListItem[] = [];
     let last: ListPosition | undefined;
-    for (const { position, message } of this.listed(request.mailbox, after)) {
+    // One message beyond the page tells whether there is a next one.
+    for (const { position, message } of this.listed(request.mailbox, after, Math.min(SCAN_BATCH, limit + 1))) {
       if (items.length === limit) return { ok: true, items, next: listCursor(last!) };
       last = position;
       if (isLive(message, nowMs)) items.push(listItem(message, nowMs));
@@ -210,15 +214,15 @@ export class Broker {
     return { ok: true, items };
   }
 
-  // The mailbox's messages in LIST order after a position, read in batches.
-  private *listed(mailbox: string, after: ListPosition | undefined): Generator<{ position: ListPosition; message: StoredMessage }> {
+  // The mailbox's messages in LIST order after a position, read `batch` keys at a time.
+  private *listed(mailbox: string, after: ListPosition | undefined, batch: number): Generator<{ position: ListPosition; message: StoredMessage }> {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined) return;
     if (after?.phase !== "sender" && meta.senderOrdered < meta.messages) {
       const prefix = mailboxPrefix(MESSAGE, mailbox);
       let start = after === undefined ? prefix : `${prefix}${after.key}\x00`;
       for (;;) {
-        const entries = this.kv.scan(start, prefixEnd(prefix), SCAN_BATCH);
+        const entries = this.kv.scan(start, prefixEnd(prefix), batch);
         if (entries.length === 0) break;
         for (const entry of entries) {
           const message = decodeMessage(entry.value);
@@ -231,7 +235,7 @@ export class Broker {
     const prefix = mailboxPrefix(ORDER, mailbox);
     let start = after?.phase === "sender" ? `${prefix}${after.key}\x00` : prefix;
     for (;;) {
-      const entries = this.kv.scan(start, prefixEnd(prefix), SCAN_BATCH);
+      const entries = this.kv.scan(start, prefixEnd(prefix), batch);
       if (entries.length === 0) return;
       for (const entry of entries) {
         const key = entry.key.slice(prefix.length);
@@ -829,16 +833,9 @@ function listCursor(position: ListPosition): string {
 }
 
 function parseListCursor(cursor: string): ListPosition | undefined {
-  if (cursor.startsWith("s")) {
-    const hex = cursor.slice(1);
-    if (hex.length !== 2 * (U64_LENGTH + SEQ_LENGTH)) return undefined;
-    const time = cursorToSeq(hex.slice(0, 16).padStart(24, "0"));
-    const seq = cursorToSeq(hex.slice(16));
-    if (time === undefined || seq === undefined) return undefined;
-    return { phase: "sender", key: time.slice(SEQ_LENGTH - U64_LENGTH) + seq };
-  }
-  const seq = cursorToSeq(cursor);
-  return seq === undefined ? undefined : { phase: "log", key: seq };
+  const phase = cursor.startsWith("s") ? "sender" : "log";
+  const key = phase === "sender" ? hexToKey(cursor.slice(1), U64_LENGTH + SEQ_LENGTH) : cursorToSeq(cursor);
+  return key === undefined ? undefined : { phase, key };
 }
 
 function isLive(message: StoredMessage, nowMs: number): boolean {

@@ -94,10 +94,15 @@ export function seqToCursor(seq: string): string {
 }
 
 export function cursorToSeq(cursor: string): string | undefined {
-  if (!/^[0-9a-f]{24}$/.test(cursor)) return undefined;
-  let seq = "";
-  for (let i = 0; i < cursor.length; i += 2) seq += String.fromCharCode(Number.parseInt(cursor.slice(i, i + 2), 16));
-  return seq;
+  return hexToKey(cursor, SEQ_LENGTH);
+}
+
+// The key bytes written as lowercase hex by seqToCursor, when `hex` is exactly `bytes` of them.
+export function hexToKey(hex: string, bytes: number): string | undefined {
+  if (hex.length !== 2 * bytes || !/^[0-9a-f]*$/.test(hex)) return undefined;
+  let key = "";
+  for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(Number.parseInt(hex.slice(i, i + 2), 16));
+  return key;
 }
 
 export const mailboxPrefix = (kind: string, mailbox: string): string => `${kind}${mailbox}\x00`;

@@ -86,6 +86,11 @@ describe("sender-time order", () => {
     const page2 = h.list("bob", 2, page1.next);
     assert.equal(page2.next, undefined);
     assert.equal(page1.items.length + page2.items.length, 3);
+    assert.match(page1.next, /^s[0-9a-f]{40}$/);
+    for (const cursor of ["s123", `s${"g".repeat(40)}`, `${"0".repeat(40)}`]) {
+      const reply = h.broker.list({ op: "list", mailbox: "bob", cursor }, msTimestamp(h.nowMs));
+      assert.equal(!reply.ok && reply.code, "INVALID", cursor);
+    }
     assert.deepEqual(h.bodies("bob"), ["a", "b", "c"]);
   });
 
