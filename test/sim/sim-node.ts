@@ -216,6 +216,11 @@ export class SimNode {
       this.leaderTermChecked = this.term;
       this.environment.checker.leaderLogChecked(this.id, this.term, logWithReady(this.storage, ready));
     }
+    // Storage must never be asked to rewrite a committed entry (DiskRaftStorage refuses it).
+    const first = ready.entries[0];
+    if (first !== undefined && ready.snapshot === undefined && first.index <= this.commitChecked) {
+      this.environment.checker.report(`n${this.id}: Ready hands out entry ${first.index} for persisting, at or below commit ${this.commitChecked}`);
+    }
     if (ready.hardState !== undefined && ready.hardState.commit > this.commitChecked) this.commitAdvanced(ready);
     for (const read of ready.readStates) this.environment.readAnswered(this, read.context, read.index);
     for (const message of ready.messages) this.environment.send(message);
