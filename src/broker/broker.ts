@@ -9,7 +9,9 @@
 //
 // A message is ready (in the ready index, in log order), leased or delayed (in the pending index,
 // ordered by when it becomes visible). A RECEIVE first promotes pending entries that came due,
-// then leases ready ones in log order. A message whose expiry has passed counts as gone for every
+// then leases ready ones in log order. In a "sender-time" mailbox a message is ordered by its
+// sender's timestamp instead and held (delayed) until that time plus the reorder window; such
+// messages sit after the log-ordered ones in the ready index, by sender time. A message whose expiry has passed counts as gone for every
 // command; a bounded sweep at the start of each entry drops or dead-letters it.
 import type { AckReply, DeliveredMessage, ErrorReply, ListItem, ListReply, ListRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { LIST_PAGE_DEFAULT, LIST_PAGE_MAX } from "../protocol/api.js";
@@ -47,12 +49,15 @@ import {
   encodeMeta,
   encodeTimestamp,
   expiryKey,
+  hexToKey,
   idKey,
   MESSAGE,
   META,
   type MailboxMeta,
   mailboxPrefix,
   messageKey,
+  ORDER,
+  orderKey,
   PENDING,
   pendingKey,
   READY,
@@ -81,6 +86,7 @@ import {
   isDeadLetterMailbox,
   mailboxConfigProblem,
   mailboxProblem,
+  senderTimeProblem,
 } from "./validate.js";
 
 export type { BrokerCommand, BrokerConfig, BrokerResult, MailboxConfig } from "./commands.js";
@@ -182,31 +188,61 @@ export class Broker {
     }
   }
 
+  // LIST: log-ordered messages in log order, then sender-ordered ones by (sender time, seq). A
+  // cursor names the last message listed: 24 hex digits (a seq) in the first phase, "s" and 40
+  // hex digits (sender time and seq) in the second.
   list(request: ListRequest, now: bigint): ListReply | ErrorReply {
     const problem =
       mailboxProblem(request.mailbox) ??
       (request.limit === undefined ? undefined : integerProblem("limit", request.limit, 1, LIST_PAGE_MAX));
     if (problem !== undefined) return problem;
     const limit = request.limit ?? LIST_PAGE_DEFAULT;
-    const prefix = mailboxPrefix(MESSAGE, request.mailbox);
-    let after: string | undefined;
+    let after: ListPosition | undefined;
     if (request.cursor !== undefined) {
-      after = cursorToSeq(request.cursor);
+      after = parseListCursor(request.cursor);
       if (after === undefined) return failure("INVALID", "cursor is malformed");
     }
     const nowMs = timestampMs(now);
     const items: ListItem[] = [];
-    const end = prefixEnd(prefix);
-    for (;;) {
-      const start = after === undefined ? prefix : `${prefix}${after}\x00`;
-      const entries = this.kv.scan(start, end, Math.min(SCAN_BATCH, limit - items.length + 1));
-      if (entries.length === 0) return { ok: true, items };
-      for (const entry of entries) {
-        if (items.length === limit) return { ok: true, items, next: seqToCursor(after!) };
-        after = entry.key.slice(prefix.length);
-        const message = decodeMessage(entry.value);
-        if (isLive(message, nowMs)) items.push(listItem(message, nowMs));
+    let last: ListPosition | undefined;
+    // One message beyond the page tells whether there is a next one.
+    for (const { position, message } of this.listed(request.mailbox, after, Math.min(SCAN_BATCH, limit + 1))) {
+      if (items.length === limit) return { ok: true, items, next: listCursor(last!) };
+      last = position;
+      if (isLive(message, nowMs)) items.push(listItem(message, nowMs));
+    }
+    return { ok: true, items };
+  }
+
+  // The mailbox's messages in LIST order after a position, read `batch` keys at a time.
+  private *listed(mailbox: string, after: ListPosition | undefined, batch: number): Generator<{ position: ListPosition; message: StoredMessage }> {
+    const meta = this.mailboxes.get(mailbox);
+    if (meta === undefined) return;
+    if (after?.phase !== "sender" && meta.senderOrdered < meta.messages) {
+      const prefix = mailboxPrefix(MESSAGE, mailbox);
+      let start = after === undefined ? prefix : `${prefix}${after.key}\x00`;
+      for (;;) {
+        const entries = this.kv.scan(start, prefixEnd(prefix), batch);
+        if (entries.length === 0) break;
+        for (const entry of entries) {
+          const message = decodeMessage(entry.value);
+          if (message.senderTime === undefined) yield { position: { phase: "log", key: entry.key.slice(prefix.length) }, message };
+        }
+        start = `${entries[entries.length - 1]!.key}\x00`;
       }
+    }
+    if (meta.senderOrdered === 0) return;
+    const prefix = mailboxPrefix(ORDER, mailbox);
+    let start = after?.phase === "sender" ? `${prefix}${after.key}\x00` : prefix;
+    for (;;) {
+      const entries = this.kv.scan(start, prefixEnd(prefix), batch);
+      if (entries.length === 0) return;
+      for (const entry of entries) {
+        const key = entry.key.slice(prefix.length);
+        const message = this.load(mailbox, key.slice(U64_LENGTH));
+        yield { position: { phase: "sender", key }, message };
+      }
+      start = `${entries[entries.length - 1]!.key}\x00`;
     }
   }
 
@@ -325,7 +361,8 @@ export class Broker {
       (command.id === undefined ? undefined : clientIdProblem(command.id, config)) ??
       headersProblem(command.headers, config) ??
       (command.delayMs === undefined ? undefined : integerProblem("delayMs", command.delayMs, 0, config.delayMsMax)) ??
-      (command.ttlMs === undefined ? undefined : integerProblem("ttlMs", command.ttlMs, 0, config.ttlMsMax))
+      (command.ttlMs === undefined ? undefined : integerProblem("ttlMs", command.ttlMs, 0, config.ttlMsMax)) ??
+      (command.senderTime === undefined ? undefined : senderTimeProblem(command.senderTime, this.nowMs, config))
     );
   }
 
@@ -366,7 +403,14 @@ export class Broker {
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
     for (const [position, recipient] of command.recipients.entries()) {
-      const ttlMs = command.ttlMs ?? this.mailboxConfig(recipient).ttlMs;
+      const settings = this.mailboxConfig(recipient);
+      const ttlMs = command.ttlMs ?? settings.ttlMs;
+      // Sender order: hidden until the reorder window after the sender's stamp has passed, so an
+      // earlier-stamped message arriving within the window still goes first.
+      const senderTime = settings.order === "sender-time" ? (command.senderTime ?? this.commandTimestamp) : undefined;
+      let visibleAtMs = delayMs > 0 ? this.nowMs + delayMs : 0;
+      if (senderTime !== undefined) visibleAtMs = Math.max(visibleAtMs, timestampMs(senderTime) + settings.reorderWindowMs);
+      const hidden = visibleAtMs > this.nowMs;
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
@@ -375,12 +419,13 @@ export class Broker {
         sender: command.sender,
         timestamp: this.commandTimestamp,
         deliveries: 0,
-        state: delayMs > 0 ? STATE_DELAYED : STATE_READY,
-        visibleAtMs: delayMs > 0 ? this.nowMs + delayMs : 0,
+        state: hidden ? STATE_DELAYED : STATE_READY,
+        visibleAtMs: hidden ? visibleAtMs : 0,
         expiresAtMs: ttlMs > 0 ? this.nowMs + ttlMs : 0,
         headers: command.headers === undefined ? undefined : { ...command.headers },
         body: command.body,
         idIndexed: command.id !== undefined,
+        senderTime,
       });
     }
     if (command.id !== undefined) this.recordDedupe(command.id);
@@ -437,7 +482,7 @@ export class Broker {
       const entries = this.kv.scan(prefix, end, command.max - messages.length);
       if (entries.length === 0) break;
       for (const entry of entries) {
-        const seq = entry.key.slice(prefix.length);
+        const seq = entry.key.slice(entry.key.length - SEQ_LENGTH);
         const message = this.load(mailbox, seq);
         if (!isLive(message, this.nowMs)) {
           this.expire(mailbox, seq, message);
@@ -478,7 +523,7 @@ export class Broker {
     this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
     message.state = STATE_READY;
     message.visibleAtMs = 0;
-    this.kv.put(readyKey(mailbox, seq), EMPTY);
+    this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
     this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
     this.wakeups.add(mailbox);
   }
@@ -625,7 +670,7 @@ export class Broker {
       if (this.mailboxes.size >= this.config.mailboxesMax) {
         return failure("LIMIT", `the cluster holds ${this.mailboxes.size} mailboxes; the limit is ${this.config.mailboxesMax}`);
       }
-      meta = { messages: 0, bytes: 0, config: undefined };
+      meta = { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 };
       this.mailboxes.set(command.mailbox, meta);
     }
     meta.config = empty ? undefined : settings;
@@ -655,7 +700,7 @@ export class Broker {
     if (message.body.length > config.bytesMax) return;
     const previous = this.findById(target, message.id);
     if (previous !== undefined) this.remove(target, previous.seq, previous.message);
-    if (!this.mailboxes.has(target)) this.mailboxes.set(target, { messages: 0, bytes: 0, config: undefined });
+    if (!this.mailboxes.has(target)) this.mailboxes.set(target, { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 });
     const meta = this.mailboxes.get(target)!;
     const prefix = mailboxPrefix(MESSAGE, target);
     while (meta.messages + 1 > config.messagesMax || meta.bytes + message.body.length > config.bytesMax) {
@@ -671,6 +716,7 @@ export class Broker {
       expiresAtMs: config.ttlMs > 0 ? this.nowMs + config.ttlMs : 0,
       headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(message.deliveries) },
       idIndexed: true,
+      senderTime: undefined, // dead letters are in the order of dead-lettering
     });
   }
 
@@ -707,18 +753,22 @@ export class Broker {
   private store(mailbox: string, seq: string, message: StoredMessage): void {
     let meta = this.mailboxes.get(mailbox);
     if (meta === undefined) {
-      meta = { messages: 0, bytes: 0, config: undefined };
+      meta = { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 };
       this.mailboxes.set(mailbox, meta);
     }
     this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
     if (message.state === STATE_READY) {
-      this.kv.put(readyKey(mailbox, seq), EMPTY);
+      this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
       this.wakeups.add(mailbox);
     } else {
       this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
     }
     if (message.idIndexed) this.kv.put(idKey(mailbox, message.id), seqValue(seq));
     if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
+    if (message.senderTime !== undefined) {
+      this.kv.put(orderKey(mailbox, message.senderTime, seq), EMPTY);
+      meta.senderOrdered++;
+    }
     meta.messages++;
     meta.bytes += message.body.length;
     this.dirtyMailboxes.add(mailbox);
@@ -728,10 +778,14 @@ export class Broker {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
     this.kv.delete(messageKey(mailbox, seq));
-    if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq));
+    if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq, message.senderTime));
     else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
     if (message.idIndexed) this.kv.delete(idKey(mailbox, message.id));
     if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
+    if (message.senderTime !== undefined) {
+      this.kv.delete(orderKey(mailbox, message.senderTime, seq));
+      meta.senderOrdered--;
+    }
     meta.messages--;
     meta.bytes -= message.body.length;
     this.dirtyMailboxes.add(mailbox);
@@ -768,6 +822,22 @@ export class Broker {
 
 const EMPTY = new Uint8Array(0);
 
+// Where a LIST page ended: a seq in the log-ordered phase, or sender time + seq in the sender one.
+interface ListPosition {
+  phase: "log" | "sender";
+  key: string;
+}
+
+function listCursor(position: ListPosition): string {
+  return position.phase === "log" ? seqToCursor(position.key) : `s${seqToCursor(position.key)}`;
+}
+
+function parseListCursor(cursor: string): ListPosition | undefined {
+  const phase = cursor.startsWith("s") ? "sender" : "log";
+  const key = phase === "sender" ? hexToKey(cursor.slice(1), U64_LENGTH + SEQ_LENGTH) : cursorToSeq(cursor);
+  return key === undefined ? undefined : { phase, key };
+}
+
 function isLive(message: StoredMessage, nowMs: number): boolean {
   return message.expiresAtMs === 0 || message.expiresAtMs > nowMs;
 }
@@ -782,11 +852,12 @@ function delivered(mailbox: string, message: StoredMessage): DeliveredMessage {
     body: message.body,
   };
   if (message.headers !== undefined) result.headers = message.headers;
+  if (message.senderTime !== undefined) result.senderTime = message.senderTime;
   return result;
 }
 
 function listItem(message: StoredMessage, nowMs: number): ListItem {
-  return {
+  const item: ListItem = {
     id: message.id,
     sender: message.sender,
     timestamp: message.timestamp,
@@ -794,6 +865,8 @@ function listItem(message: StoredMessage, nowMs: number): ListItem {
     deliveries: message.deliveries,
     bytes: message.body.length,
   };
+  if (message.senderTime !== undefined) item.senderTime = message.senderTime;
+  return item;
 }
 
 function stateAt(message: StoredMessage, nowMs: number): ListItem["state"] {

@@ -3,13 +3,17 @@
 // every SEND body travels through it once per replica).
 //
 // Encoding: u8 version, u32 count, then per command a u8 tag and its fields in a fixed order.
-// Optional fields have a presence byte. decodeCommands(encodeCommands(c)) deep-equals c.
+// Optional fields have a presence byte. Version 2 added senderTime to SEND and order /
+// reorderWindowMs to the mailbox settings; version 1 batches (older logs) still decode. decodeCommands(encodeCommands(c)) deep-equals c.
 import type { AckReply, AckRequest, ErrorReply, ExtendRequest, ListReply, PurgeRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { RECEIVE_MAX } from "../protocol/api.js";
 import { ByteReader, ByteWriter, setOwn } from "./bytes.js";
 
 export type OverflowPolicy = "reject" | "drop-oldest";
 export type ExpiryPolicy = "drop" | "dead-letter";
+// "log": messages are delivered in log order (the order the leader stamped them).
+// "sender-time": by the sender's timestamp, each hidden until senderTime + reorderWindowMs.
+export type OrderMode = "log" | "sender-time";
 
 // Per-mailbox settings; each mailbox may override the cluster defaults (BrokerConfig.mailbox).
 export interface MailboxConfig {
@@ -20,6 +24,8 @@ export interface MailboxConfig {
   overflow: OverflowPolicy; // what a SEND into a full mailbox does
   ttlMs: number; // 0: messages never expire unless the SEND sets a ttl
   expiry: ExpiryPolicy; // what happens to an expired message
+  order: OrderMode; // delivery and LIST order of messages sent from now on
+  reorderWindowMs: number; // sender-time: how long a message waits for earlier-stamped ones
 }
 
 export const MAILBOX_DEFAULTS: MailboxConfig = {
@@ -30,6 +36,8 @@ export const MAILBOX_DEFAULTS: MailboxConfig = {
   overflow: "reject",
   ttlMs: 0,
   expiry: "drop",
+  order: "log",
+  reorderWindowMs: 1000,
 };
 
 // Cluster-wide limits. Every replica must run with the same BrokerConfig: it is part of the
@@ -48,6 +56,10 @@ export interface BrokerConfig {
   visibilityMsMax: number;
   delayMsMax: number;
   ttlMsMax: number;
+  reorderWindowMsMax: number;
+  // A SEND's senderTime may be at most this far ahead of the entry time (a clock far ahead would
+  // otherwise hide its messages for as long).
+  senderTimeAheadMsMax: number;
   // Bounded work per entry so one entry never stalls the node: expired messages, expired dedupe
   // records, and leases/delays coming due per RECEIVE.
   expirySweepMax: number;
@@ -69,6 +81,8 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   visibilityMsMax: 12 * 3600_000,
   delayMsMax: 7 * 24 * 3600_000,
   ttlMsMax: 365 * 24 * 3600_000,
+  reorderWindowMsMax: 60_000,
+  senderTimeAheadMsMax: 60_000,
   expirySweepMax: 10_000,
   dedupeSweepMax: 10_000,
   promoteMax: 10_000,
@@ -83,6 +97,7 @@ export interface SendCommand {
   headers?: Record<string, string>;
   delayMs?: number;
   ttlMs?: number;
+  senderTime?: bigint; // HLC timestamp the sender stamped; default: the SEND's entry timestamp
 }
 export interface ReceiveCommand {
   op: "receive";
@@ -114,7 +129,7 @@ export interface MailboxConfigReply {
 export type BrokerResult = SendReply | ReceiveReply | AckReply | PurgeReply | MailboxConfigReply | ErrorReply;
 export type { ListReply };
 
-const ENCODING_VERSION = 1;
+const ENCODING_VERSION = 2;
 const TAG = { send: 1, receive: 2, ack: 3, nack: 4, extend: 5, purge: 6, delete: 7, "set-mailbox-config": 8 } as const;
 const CONFIG_NUMBER_FIELDS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
 
@@ -159,6 +174,8 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
         writer.string(name);
         writer.string(value);
       }
+      writer.u8(command.senderTime === undefined ? 0 : 1);
+      if (command.senderTime !== undefined) writer.u64(command.senderTime);
       writer.bytes(command.body);
       return;
     }
@@ -188,6 +205,8 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
       for (const field of CONFIG_NUMBER_FIELDS) optionalNumber(writer, command.config[field]);
       optionalString(writer, command.config.overflow);
       optionalString(writer, command.config.expiry);
+      optionalNumber(writer, command.config.reorderWindowMs);
+      optionalString(writer, command.config.order);
       return;
     }
   }
@@ -197,12 +216,12 @@ export function decodeCommands(data: Uint8Array): BrokerCommand[] {
   try {
     const reader = new ByteReader(data);
     const version = reader.u8();
-    if (version !== ENCODING_VERSION) throw new CommandDecodeError(`unknown command encoding version ${version}`);
+    if (version !== ENCODING_VERSION && version !== 1) throw new CommandDecodeError(`unknown command encoding version ${version}`);
     const count = reader.u32();
     // Every command takes at least 5 bytes, so a corrupt count cannot allocate much.
     if (count * 5 > data.length) throw new CommandDecodeError(`command count ${count} exceeds the input`);
     const commands: BrokerCommand[] = [];
-    for (let i = 0; i < count; i++) commands.push(decodeCommand(reader));
+    for (let i = 0; i < count; i++) commands.push(decodeCommand(reader, version));
     if (!reader.done()) throw new CommandDecodeError("trailing bytes after the commands");
     return commands;
   } catch (error) {
@@ -225,7 +244,7 @@ function readStrings(reader: ByteReader): string[] {
   return values;
 }
 
-function decodeCommand(reader: ByteReader): BrokerCommand {
+function decodeCommand(reader: ByteReader, version: number): BrokerCommand {
   const tag = reader.u8();
   switch (tag) {
     case TAG.send: {
@@ -244,6 +263,7 @@ function decodeCommand(reader: ByteReader): BrokerCommand {
         for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
         command.headers = headers;
       }
+      if (version >= 2 && reader.u8() === 1) command.senderTime = reader.u64();
       command.body = reader.bytes();
       return command;
     }
@@ -278,6 +298,12 @@ function decodeCommand(reader: ByteReader): BrokerCommand {
       const expiry = readOptionalString(reader);
       if (overflow !== undefined) config.overflow = overflow as OverflowPolicy;
       if (expiry !== undefined) config.expiry = expiry as ExpiryPolicy;
+      if (version >= 2) {
+        const reorderWindowMs = readOptionalNumber(reader);
+        const order = readOptionalString(reader);
+        if (reorderWindowMs !== undefined) config.reorderWindowMs = reorderWindowMs;
+        if (order !== undefined) config.order = order as OrderMode;
+      }
       return { op: "set-mailbox-config", mailbox, config };
     }
     default:

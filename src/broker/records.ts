@@ -9,11 +9,17 @@
 //   "\x01" name                               mailbox meta (counters, settings overrides)
 //   "\x02" name "\x00" seq                    message record (body included)
 //   "\x03" name "\x00" seq                    ready index: visible now, in log order
+//   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered messages by sender time
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
 //   "\x05" name "\x00" id                     id index -> seq (ACK / NACK / EXTEND by id)
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
 //   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
+//   "\x09" name "\x00" senderTime seq          sender order: sender-ordered messages (for LIST)
+//
+// A message stored in a "sender-time" mailbox is sender-ordered for life (a flag and its 64-bit
+// sender time in the record). The first byte of a seq is at most 0x1f (indexes < 2^53), so the
+// "\xff" marker sorts sender-ordered ready messages after every log-ordered one of the mailbox.
 import { assert } from "../util/assert.js";
 import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
@@ -27,6 +33,8 @@ export const ID = "\x05";
 export const EXPIRY = "\x06";
 export const DEDUPE = "\x07";
 export const DEDUPE_EXPIRY = "\x08";
+export const ORDER = "\x09";
+const SENDER_READY_MARK = "\xff";
 export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;
 
@@ -34,6 +42,25 @@ export function u64Key(value: number): string {
   if (!(Number.isSafeInteger(value) && value >= 0)) assert(false, `key integer ${value} is a safe non-negative integer`);
   const high = Math.floor(value / 0x1_0000_0000);
   const low = value >>> 0;
+  return String.fromCharCode(
+    (high >>> 24) & 0xff,
+    (high >>> 16) & 0xff,
+    (high >>> 8) & 0xff,
+    high & 0xff,
+    (low >>> 24) & 0xff,
+    (low >>> 16) & 0xff,
+    (low >>> 8) & 0xff,
+    low & 0xff,
+  );
+}
+
+const U64_LIMIT = 1n << 64n;
+
+// As u64Key for a 64-bit bigint (sender times); two 32-bit halves keep the BigInt work small.
+export function u64BigKey(value: bigint): string {
+  if (!(value >= 0n && value < U64_LIMIT)) assert(false, `key integer ${value} fits 64 bits`);
+  const high = Number(value >> 32n);
+  const low = Number(value & 0xffffffffn);
   return String.fromCharCode(
     (high >>> 24) & 0xff,
     (high >>> 16) & 0xff,
@@ -67,15 +94,22 @@ export function seqToCursor(seq: string): string {
 }
 
 export function cursorToSeq(cursor: string): string | undefined {
-  if (!/^[0-9a-f]{24}$/.test(cursor)) return undefined;
-  let seq = "";
-  for (let i = 0; i < cursor.length; i += 2) seq += String.fromCharCode(Number.parseInt(cursor.slice(i, i + 2), 16));
-  return seq;
+  return hexToKey(cursor, SEQ_LENGTH);
+}
+
+// The key bytes written as lowercase hex by seqToCursor, when `hex` is exactly `bytes` of them.
+export function hexToKey(hex: string, bytes: number): string | undefined {
+  if (hex.length !== 2 * bytes || !/^[0-9a-f]*$/.test(hex)) return undefined;
+  let key = "";
+  for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(Number.parseInt(hex.slice(i, i + 2), 16));
+  return key;
 }
 
 export const mailboxPrefix = (kind: string, mailbox: string): string => `${kind}${mailbox}\x00`;
 export const messageKey = (mailbox: string, seq: string): string => `${MESSAGE}${mailbox}\x00${seq}`;
-export const readyKey = (mailbox: string, seq: string): string => `${READY}${mailbox}\x00${seq}`;
+export const readyKey = (mailbox: string, seq: string, senderTime?: bigint): string =>
+  senderTime === undefined ? `${READY}${mailbox}\x00${seq}` : `${READY}${mailbox}\x00${SENDER_READY_MARK}${u64BigKey(senderTime)}${seq}`;
+export const orderKey = (mailbox: string, senderTime: bigint, seq: string): string => `${ORDER}${mailbox}\x00${u64BigKey(senderTime)}${seq}`;
 export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
   `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
 export const idKey = (mailbox: string, id: string): string => `${ID}${mailbox}\x00${id}`;
@@ -100,23 +134,26 @@ export interface StoredMessage {
   headers: Record<string, string> | undefined;
   body: Uint8Array;
   idIndexed: boolean; // an id index entry points here (client ids, dead letters)
+  senderTime: bigint | undefined; // sender-ordered messages only: the order key
 }
 
 const RECORD_VERSION = 1;
 const FLAG_ID_INDEXED = 0x80;
+const FLAG_SENDER_ORDERED = 0x40; // the sender time follows the timestamp (records without it are unchanged)
 
 const MESSAGE_FIXED_BYTES = 1 + 1 + 8 + 4 + 8 + 8 + 4 + 4 + 4 + 4;
 
 export function encodeMessage(message: StoredMessage): Uint8Array {
   // Exact size (ids and senders are ASCII), so the record is one allocation and no copy.
-  let size = MESSAGE_FIXED_BYTES + message.id.length + message.sender.length + message.body.length;
+  let size = MESSAGE_FIXED_BYTES + (message.senderTime === undefined ? 0 : 8) + message.id.length + message.sender.length + message.body.length;
   if (message.headers !== undefined) {
     for (const name in message.headers) size += 8 + utf8Length(name) + utf8Length(message.headers[name]!);
   }
   const writer = new ByteWriter(size);
   writer.u8(RECORD_VERSION);
-  writer.u8(message.state | (message.idIndexed ? FLAG_ID_INDEXED : 0));
+  writer.u8(message.state | (message.idIndexed ? FLAG_ID_INDEXED : 0) | (message.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED));
   writer.u64(message.timestamp);
+  if (message.senderTime !== undefined) writer.u64(message.senderTime);
   writer.u32(message.deliveries);
   writer.f64(message.visibleAtMs);
   writer.f64(message.expiresAtMs);
@@ -137,8 +174,9 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
   const version = reader.u8();
   if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
   const flags = reader.u8();
-  const state = (flags & ~FLAG_ID_INDEXED) as StateCode;
+  const state = (flags & ~(FLAG_ID_INDEXED | FLAG_SENDER_ORDERED)) as StateCode;
   const timestamp = reader.u64();
+  const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
   const deliveries = reader.u32();
   const visibleAtMs = reader.f64();
   const expiresAtMs = reader.f64();
@@ -151,13 +189,14 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
     for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
   }
   const body = reader.bytes();
-  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body, idIndexed: (flags & FLAG_ID_INDEXED) !== 0 };
+  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body, idIndexed: (flags & FLAG_ID_INDEXED) !== 0, senderTime };
 }
 
 export interface MailboxMeta {
   messages: number;
   bytes: number; // body bytes
   config: Partial<MailboxConfig> | undefined; // overrides of the cluster defaults
+  senderOrdered: number; // messages that are sender-ordered (LIST skips a phase when none or all are)
 }
 
 const CONFIG_NUMBERS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
@@ -172,12 +211,18 @@ export function encodeMeta(meta: MailboxMeta): Uint8Array {
     writer.string(meta.config.overflow ?? "");
     writer.string(meta.config.expiry ?? "");
   }
+  // Appended later: older records end above and read as defaults.
+  writer.f64(meta.senderOrdered);
+  if (meta.config !== undefined) {
+    writer.f64(meta.config.reorderWindowMs ?? -1);
+    writer.string(meta.config.order ?? "");
+  }
   return writer.finish();
 }
 
 export function decodeMeta(data: Uint8Array): MailboxMeta {
   const reader = new ByteReader(data);
-  const meta: MailboxMeta = { messages: reader.f64(), bytes: reader.f64(), config: undefined };
+  const meta: MailboxMeta = { messages: reader.f64(), bytes: reader.f64(), config: undefined, senderOrdered: 0 };
   if (reader.u8() === 1) {
     const config: Partial<MailboxConfig> = {};
     for (const field of CONFIG_NUMBERS) {
@@ -189,6 +234,14 @@ export function decodeMeta(data: Uint8Array): MailboxMeta {
     if (overflow !== "") config.overflow = overflow as MailboxConfig["overflow"];
     if (expiry !== "") config.expiry = expiry as MailboxConfig["expiry"];
     meta.config = config;
+  }
+  if (reader.done()) return meta;
+  meta.senderOrdered = reader.f64();
+  if (meta.config !== undefined) {
+    const reorderWindowMs = reader.f64();
+    const order = reader.string();
+    if (reorderWindowMs !== -1) meta.config.reorderWindowMs = reorderWindowMs;
+    if (order !== "") meta.config.order = order as MailboxConfig["order"];
   }
   return meta;
 }

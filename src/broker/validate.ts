@@ -79,6 +79,7 @@ export function mailboxConfigProblem(settings: Partial<MailboxConfig>, config: B
     ["messagesMax", 1, Number.MAX_SAFE_INTEGER],
     ["bytesMax", 1, Number.MAX_SAFE_INTEGER],
     ["ttlMs", 0, config.ttlMsMax],
+    ["reorderWindowMs", 0, config.reorderWindowMsMax],
   ];
   for (const [field, minimum, maximum] of checks) {
     if (settings[field] !== undefined) {
@@ -91,6 +92,21 @@ export function mailboxConfigProblem(settings: Partial<MailboxConfig>, config: B
   }
   if (settings.expiry !== undefined && settings.expiry !== "drop" && settings.expiry !== "dead-letter") {
     return failure("INVALID", "expiry must be drop or dead-letter");
+  }
+  if (settings.order !== undefined && settings.order !== "log" && settings.order !== "sender-time") {
+    return failure("INVALID", "order must be log or sender-time");
+  }
+  return undefined;
+}
+
+// A sender's HLC timestamp: a 64-bit value at most senderTimeAheadMsMax ahead of the entry time.
+export function senderTimeProblem(senderTime: unknown, nowMs: number, config: BrokerConfig): ErrorReply | undefined {
+  if (typeof senderTime !== "bigint" || senderTime < 0n || senderTime >= 1n << 64n) {
+    return failure("INVALID", "senderTime must be a 64-bit HLC timestamp");
+  }
+  const aheadMs = Number(senderTime >> 16n) - nowMs;
+  if (aheadMs > config.senderTimeAheadMsMax) {
+    return failure("INVALID", `senderTime is ${aheadMs} ms ahead of the leader's clock; the limit is ${config.senderTimeAheadMsMax}`);
   }
   return undefined;
 }

@@ -1,8 +1,9 @@
 // The message commands: send, receive, list, ack, nack. Each parses its flags, makes one or two
 // client calls, prints the result (text for people, --json for scripts).
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import type { SendOptions } from "../client/index.js";
 import { FerryError } from "../protocol/errors.js";
+import { registerConfigCommand } from "./config.js";
 import { addClientOptions, type ClientFlags, collect, parseNonNegativeInteger, parsePositiveInteger, print, printJson, withClient } from "./common.js";
 import { escapeBody, listItemJson, messageJson, table } from "./format.js";
 
@@ -11,6 +12,7 @@ interface SendFlags extends ClientFlags {
   header?: string[];
   delay?: number;
   ttl?: number;
+  senderTime?: bigint;
 }
 interface ReceiveFlags extends ClientFlags {
   max?: number;
@@ -37,13 +39,15 @@ export function registerMessageCommands(program: Command): void {
       .option("--id <id>", "message id (makes a resend a no-op); default: a random UUID")
       .option("--header <key=value>", "a header (repeatable)", collect)
       .option("--delay <ms>", "not delivered before this delay", parseNonNegativeInteger)
-      .option("--ttl <ms>", "expires after this long", parsePositiveInteger),
+      .option("--ttl <ms>", "expires after this long", parsePositiveInteger)
+      .option("--sender-time <hlc>", "the sender's HLC timestamp (orders the message in a sender-time mailbox)", parseTimestamp),
   ).action(async (recipient: string, body: string, flags: SendFlags) => {
     const options: SendOptions = {};
     if (flags.id !== undefined) options.id = flags.id;
     if (flags.header !== undefined) options.headers = parseHeaders(flags.header);
     if (flags.delay !== undefined) options.delayMs = flags.delay;
     if (flags.ttl !== undefined) options.ttlMs = flags.ttl;
+    if (flags.senderTime !== undefined) options.senderTime = flags.senderTime;
     const bytes = body === "-" ? await readStdin() : body;
     const recipients = recipient.split(",").filter((name) => name.length > 0);
     const reply = await withClient(flags, (client) => client.send(recipients, bytes, options));
@@ -135,6 +139,12 @@ export function registerMessageCommands(program: Command): void {
     if (flags.json) printJson({ count });
     else print(String(count));
   });
+  registerConfigCommand(program);
+}
+
+function parseTimestamp(value: string): bigint {
+  if (!/^[0-9]{1,20}$/.test(value)) throw new InvalidArgumentError("expected an HLC timestamp (decimal integer)");
+  return BigInt(value);
 }
 
 function parseHeaders(pairs: string[]): Record<string, string> {

@@ -10,10 +10,12 @@ import type {
   AckRequest,
   ClusterReply,
   ClusterRequest,
+  ConfigRequest,
   DeliveredMessage,
   ExtendRequest,
   ListReply,
   ListRequest,
+  MailboxSettings,
   PurgeRequest,
   NodeStatus,
   ReceiveRequest,
@@ -46,6 +48,7 @@ export interface SendOptions extends CallOptions {
   delayMs?: number;
   ttlMs?: number;
   after?: Timestamp; // causal token: the new message's timestamp will be above it
+  senderTime?: Timestamp; // the sender's HLC timestamp: orders the message in a sender-time mailbox
 }
 export interface ReceiveOptions extends CallOptions {
   max?: number; // 1..RECEIVE_MAX, default 1
@@ -141,6 +144,10 @@ export class FerryClient {
     if (options.delayMs !== undefined) request.delayMs = checkedNonNegative("delayMs", options.delayMs);
     if (options.ttlMs !== undefined) request.ttlMs = checkedPositive("ttlMs", options.ttlMs);
     if (options.after !== undefined) request.after = options.after;
+    if (options.senderTime !== undefined) {
+      if (typeof options.senderTime !== "bigint" || options.senderTime < 0n) throw new FerryError("INVALID", "send: senderTime must be a non-negative bigint (HLC timestamp)");
+      request.senderTime = options.senderTime;
+    }
     const reply = await this.call(request, "idempotent", options);
     return { ok: true, id: typeof reply.id === "string" ? reply.id : id, timestamp: toTimestamp(reply.timestamp), duplicate: reply.duplicate === true };
   }
@@ -203,6 +210,17 @@ export class FerryClient {
 
   async deleteMailbox(mailbox: string, options: CallOptions = {}): Promise<number> {
     return this.purgeOrDelete({ op: "delete", mailbox }, options);
+  }
+
+  // Replaces the mailbox's settings with `settings` (fields left out take the cluster defaults;
+  // {} resets) and resolves with the effective settings. Setting the same values twice is
+  // harmless, so the call is retried like a SEND.
+  async configure(mailbox: string, settings: Partial<MailboxSettings>, options: CallOptions = {}): Promise<MailboxSettings> {
+    requireName("mailbox", mailbox);
+    if (typeof settings !== "object" || settings === null) throw new FerryError("INVALID", "configure: settings must be an object");
+    const request: ConfigRequest = { op: "config", mailbox, settings: { ...settings } };
+    const reply = await this.call(request, "idempotent", options);
+    return reply.config as MailboxSettings;
   }
 
   async status(options: CallOptions = {}): Promise<StatusReply> {

@@ -41,11 +41,12 @@ export function toDeliveredMessage(raw: Record<string, unknown>): DeliveredMessa
     body: typeof raw.body === "string" ? encoder.encode(raw.body) : (raw.body as Uint8Array),
   };
   if (raw.headers !== undefined && raw.headers !== null) message.headers = raw.headers as Record<string, string>;
+  if (raw.senderTime !== undefined && raw.senderTime !== null) message.senderTime = toTimestamp(raw.senderTime);
   return message;
 }
 
 export function toListItem(raw: Record<string, unknown>): ListItem {
-  return {
+  const item: ListItem = {
     id: String(raw.id),
     sender: String(raw.sender ?? ""),
     timestamp: toTimestamp(raw.timestamp),
@@ -53,4 +54,6 @@ export function toListItem(raw: Record<string, unknown>): ListItem {
     deliveries: Number(raw.deliveries ?? 0),
     bytes: Number(raw.bytes ?? 0),
   };
+  if (raw.senderTime !== undefined && raw.senderTime !== null) item.senderTime = toTimestamp(raw.senderTime);
+  return item;
 }

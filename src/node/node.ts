@@ -248,29 +248,20 @@ export class FerryNode {
 
   private readBarrier(signal?: AbortSignal): Promise<void> {
     const context = `${this.config.id}:${++this.readSequence}`;
-    return new Promise<void>((resolveRead, rejectRead) => {
-      // The signal is the connection's, shared by all its requests: the listener must go when
-      // this read settles, or every LIST on a long-lived connection leaves one behind.
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readWaiters.delete(context);
+        reject(new FerryError("TIMEOUT", "the read could not be confirmed by a quorum in time"));
+      }, this.config.requestTimeoutMs);
       const onAbort = () => {
         clearTimeout(timer);
         this.readWaiters.delete(context);
         reject(new FerryError("TIMEOUT", "aborted by the caller"));
       };
-      const resolve = () => {
-        signal?.removeEventListener("abort", onAbort);
-        resolveRead();
-      };
-      const reject = (error: FerryError) => {
-        signal?.removeEventListener("abort", onAbort);
-        rejectRead(error);
-      };
-      const timer = setTimeout(() => {
-        this.readWaiters.delete(context);
-        reject(new FerryError("TIMEOUT", "the read could not be confirmed by a quorum in time"));
-      }, this.config.requestTimeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.readWaiters.set(context, (index) => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
         this.appliedWaiters.wait(index, this.appliedIndex).then(resolve);
       });
       try {

@@ -25,8 +25,11 @@ export function toBrokerCommand(request: Request, session: Session): BrokerComma
         headers: request.headers,
         delayMs: request.delayMs,
         ttlMs: request.ttlMs,
+        senderTime: request.senderTime,
       };
     }
+    case "config":
+      return { op: "set-mailbox-config", mailbox: request.mailbox, config: request.settings };
     case "receive":
       return { op: "receive", mailbox: request.mailbox, max: request.max, visibilityMs: request.visibilityMs, consumer: session.identity };
     case "ack":

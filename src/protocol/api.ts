@@ -16,6 +16,9 @@ export interface SendRequest {
   delayMs?: number; // not visible before entry time + delayMs
   ttlMs?: number; // expires after entry time + ttlMs
   after?: Timestamp; // causal token: the new timestamp is above it
+  // The sender's own HLC timestamp (same format as Timestamp). Orders the message in a
+  // "sender-time" mailbox; default: the timestamp the leader stamps. Ignored by "log" mailboxes.
+  senderTime?: Timestamp;
   sender?: string; // filled in by the server from the session's identity
 }
 export interface SendReply {
@@ -41,6 +44,7 @@ export interface DeliveredMessage {
   deliveries: number; // including this one
   body: Uint8Array;
   headers?: Record<string, string>;
+  senderTime?: Timestamp; // sender-time mailboxes: the time the message is ordered by
 }
 export interface ReceiveReply {
   ok: true;
@@ -80,6 +84,7 @@ export interface ListItem {
   state: MessageState;
   deliveries: number;
   bytes: number;
+  senderTime?: Timestamp; // sender-time mailboxes: the time the message is ordered by
 }
 export interface ListReply {
   ok: true;
@@ -90,6 +95,31 @@ export interface ListReply {
 export interface PurgeRequest {
   op: "purge" | "delete";
   mailbox: string;
+}
+
+// Per-mailbox settings (mirrors the broker's MailboxConfig).
+export interface MailboxSettings {
+  visibilityMs: number; // lease length of a RECEIVE that names none
+  deliveriesMax: number; // deliveries before a released message is dead-lettered
+  messagesMax: number; // capacity in messages
+  bytesMax: number; // capacity in body bytes
+  overflow: "reject" | "drop-oldest"; // what a SEND into a full mailbox does
+  ttlMs: number; // default time to live; 0: none
+  expiry: "drop" | "dead-letter"; // what happens to an expired message
+  order: "log" | "sender-time"; // delivery and LIST order of messages sent from now on
+  reorderWindowMs: number; // sender-time: a message is hidden until senderTime + this
+}
+
+// Replaces the mailbox's overrides of the cluster defaults with `settings` (fields left out take
+// the cluster default; {} resets the mailbox). Answers with the effective settings.
+export interface ConfigRequest {
+  op: "config";
+  mailbox: string;
+  settings: Partial<MailboxSettings>;
+}
+export interface ConfigReply {
+  ok: true;
+  config: MailboxSettings;
 }
 
 export interface StatusRequest {
@@ -136,6 +166,7 @@ export type Request =
   | ExtendRequest
   | ListRequest
   | PurgeRequest
+  | ConfigRequest
   | StatusRequest;
 
 export interface ErrorReply {
@@ -182,6 +213,7 @@ export interface ReplyByOp {
   list: ListReply;
   purge: PurgeReply;
   delete: PurgeReply;
+  config: ConfigReply;
   status: StatusReply;
   cluster: ClusterReply;
   hello: HelloReply;

@@ -14,9 +14,12 @@ import type {
   AckRequest,
   ClientRequest,
   ClusterRequest,
+  ConfigReply,
+  ConfigRequest,
   DeliveredMessage,
   ListItem,
   ListRequest,
+  MailboxSettings,
   ReceiveRequest,
   Reply,
   SendRequest,
@@ -132,6 +135,7 @@ export type TextCommand =
 export const TEXT_COMMANDS_HELP: readonly string[] = [
   "SEND <recipient>[,<recipient>...] <body>        -> OK <id>",
   "SENDID <recipient>[,<recipient>...] <id> <body> -> OK <id>   (idempotent: a retry with the same id stores nothing)",
+  "SENDAT <recipient>[,<recipient>...] <sender-time> <body> -> OK <id>   (sender-time: an HLC timestamp, orders the message in a sender-time mailbox)",
   "RECEIVE <recipient> [<max> [<wait-ms> [<visibility-ms>]]] -> MSG <id> <sender> <timestamp> <deliveries> <body> ... END",
   "ACK <recipient> <id> [<id> ...]                  -> OK <removed>",
   "NACK <recipient> <id> [<id> ...]                 -> OK <released>",
@@ -139,6 +143,7 @@ export const TEXT_COMMANDS_HELP: readonly string[] = [
   "LIST <recipient> [<limit> [<cursor>]]            -> ITEM <id> <sender> <timestamp> <state> <deliveries> <bytes> ... [NEXT <cursor>] END",
   "PURGE <recipient>                                -> OK <removed>",
   "DELETE <recipient>                               -> OK <removed>",
+  "CONFIG <recipient> [<key>=<value> ...]           -> OK <key>=<value> ...   (replaces the mailbox's settings; keys: visibility-ms deliveries-max messages-max bytes-max overflow ttl-ms expiry order reorder-window-ms)",
   "STATUS                                           -> NODE ... lines, END",
   "CLUSTER ADD <node-id> <peer-host:port> <client-host:port> | CLUSTER REMOVE <node-id> | CLUSTER TRANSFER [<node-id>] -> OK <message>",
   "HELLO <name>                                     -> OK   (sets the sender of later SENDs)",
@@ -191,6 +196,10 @@ export function parseCommand(line: string): TextCommand {
       return request(parseSend(tail, false));
     case "SENDID":
       return request(parseSend(tail, true));
+    case "SENDAT":
+      return request(parseSendAt(tail));
+    case "CONFIG":
+      return request(parseConfig(argumentWords(tail)));
     case "RECEIVE":
       return request(parseReceive(argumentWords(tail)));
     case "ACK":
@@ -251,6 +260,46 @@ function parseSend(tail: string, withId: boolean): SendRequest {
   const send: SendRequest = { op: "send", recipients: words[0]!.split(","), body: bodyFromText(rest) };
   if (withId) send.id = words[1]!;
   return send;
+}
+
+function parseSendAt(tail: string): SendRequest {
+  const { words, rest } = splitWords(tail, 2);
+  if (rest === undefined || words.some((word) => word.length === 0)) throw invalid("usage: SENDAT <recipient> <sender-time> <body>");
+  if (!/^[0-9]{1,20}$/.test(words[1]!)) throw invalid(`sender-time must be a timestamp (decimal integer), got '${truncate(words[1]!)}'`);
+  return { op: "send", recipients: words[0]!.split(","), body: bodyFromText(rest), senderTime: BigInt(words[1]!) };
+}
+
+// Text names of the mailbox settings (the words of `CONFIG` and of its reply).
+const SETTING_WORDS: ReadonlyArray<[string, keyof MailboxSettings, "number" | "word"]> = [
+  ["visibility-ms", "visibilityMs", "number"],
+  ["deliveries-max", "deliveriesMax", "number"],
+  ["messages-max", "messagesMax", "number"],
+  ["bytes-max", "bytesMax", "number"],
+  ["overflow", "overflow", "word"],
+  ["ttl-ms", "ttlMs", "number"],
+  ["expiry", "expiry", "word"],
+  ["order", "order", "word"],
+  ["reorder-window-ms", "reorderWindowMs", "number"],
+];
+
+function parseConfig(words: string[]): ConfigRequest {
+  if (words.length < 1) throw invalid("usage: CONFIG <recipient> [<key>=<value> ...]");
+  const settings: Record<string, string | number> = {};
+  for (const word of words.slice(1)) {
+    const equals = word.indexOf("=");
+    const key = equals === -1 ? word : word.slice(0, equals).toLowerCase();
+    const setting = SETTING_WORDS.find(([text]) => text === key);
+    if (equals === -1 || setting === undefined) {
+      throw invalid(`CONFIG takes <key>=<value> with a key among ${SETTING_WORDS.map(([text]) => text).join(" ")}, got '${truncate(word)}'`);
+    }
+    const value = word.slice(equals + 1);
+    settings[setting[1]] = setting[2] === "number" ? parseCount(value, key) : value;
+  }
+  return { op: "config", mailbox: words[0]!, settings: settings as Partial<MailboxSettings> };
+}
+
+export function formatConfig(config: MailboxSettings): string {
+  return `OK ${SETTING_WORDS.map(([text, field]) => `${text}=${config[field]}`).join(" ")}`;
 }
 
 function parseReceive(words: string[]): ReceiveRequest {
@@ -357,6 +406,8 @@ export function formatReply(request: ClientRequest, reply: Reply): string[] {
       return formatStatus(reply as StatusReply);
     case "cluster":
       return [`OK ${oneLine((reply as { message: string }).message)}`];
+    case "config":
+      return [oneLine(formatConfig((reply as ConfigReply).config))];
     case "hello":
       return ["OK"];
   }

@@ -22,6 +22,7 @@ import {
   isJoint,
   isLeaveJoint,
 } from "./confchange.js";
+import type { UnstableLog } from "./log-unstable.js";
 import type { Progress } from "./progress.js";
 import { RaftLog, entriesSizeBytes, entrySizeBytes } from "./raft-log.js";
 import { ReadOnlyQueue } from "./read-only.js";
@@ -276,7 +277,8 @@ export class RaftNode {
       this.log.appliedTo(outstanding.snapshotIndex);
     }
     if (outstanding.lastEntry !== undefined) {
-      this.log.unstable.stableTo(outstanding.lastEntry.index, outstanding.lastEntry.term);
+      const stable = lastUnchangedEntry(this.log.unstable, ready.entries, outstanding.lastEntry);
+      if (stable !== undefined) this.log.unstable.stableTo(stable.index, stable.term);
     }
     this.applyCommitted(ready.committedEntries);
     for (const message of outstanding.selfMessages) this.step(message);
@@ -1034,6 +1036,20 @@ export class RaftNode {
   private logLine(line: string): void {
     this.config.logger?.(`raft ${this.id} [term ${this.term}] ${line}`);
   }
+}
+
+// The last of the persisted entries that the unstable log still holds unchanged. An append that
+// arrived while they were being persisted may have replaced a suffix of them: the prefix before it
+// is durable all the same and must not be handed out again (it may be at or below the commit
+// index by now, which storage must refuse; found by the simulator over the real WAL).
+function lastUnchangedEntry(unstable: UnstableLog, persisted: Entry[], last: { index: number; term: number }): { index: number; term: number } | undefined {
+  if (unstable.term(last.index) === last.term) return last;
+  let unchanged: Entry | undefined;
+  for (const entry of persisted) {
+    if (unstable.term(entry.index) !== entry.term) break;
+    unchanged = entry;
+  }
+  return unchanged;
 }
 
 function hardStateEqual(a: HardState, b: HardState): boolean {

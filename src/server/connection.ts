@@ -9,6 +9,7 @@
 // pushes back on the client, so memory per connection stays bounded whatever the client does.
 // EOF from the client ends input: everything read is still answered, then the connection closes.
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
+import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
 import type { Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
@@ -87,6 +88,9 @@ export abstract class Connection {
     sessionId: number,
     context: ConnectionContext,
   ) {
+    // Every request in flight on this connection listens on its signal (limited by
+    // inFlightPerConnectionMax): not a leak, so no "possible leak" warning.
+    setMaxListeners(0, this.abortController.signal);
     this.context = context;
     this.limits = context.limits;
     this.session = {

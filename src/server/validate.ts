@@ -6,8 +6,10 @@ import type {
   AckRequest,
   ClientRequest,
   ClusterRequest,
+  ConfigRequest,
   ExtendRequest,
   ListRequest,
+  MailboxSettings,
   ReceiveRequest,
   SendRequest,
   Timestamp,
@@ -46,6 +48,8 @@ export function validateRequest(raw: unknown, limits: ServerLimits): ClientReque
     case "purge":
     case "delete":
       return { op, mailbox: name(fields.mailbox, "mailbox") };
+    case "config":
+      return validateConfig(fields);
     case "status":
       return { op };
     case "cluster":
@@ -146,6 +150,8 @@ function validateSend(fields: Fields, limits: ServerLimits): SendRequest {
   if (ttlMs !== undefined) send.ttlMs = ttlMs;
   const after = timestamp(fields.after, "after");
   if (after !== undefined) send.after = after;
+  const senderTime = timestamp(fields.senderTime, "senderTime");
+  if (senderTime !== undefined) send.senderTime = senderTime;
   // Honoured only from a trusted forwarder (the node checks the session); harmless otherwise.
   if (typeof fields.sender === "string") send.sender = name(fields.sender, "sender");
   return send;
@@ -194,6 +200,42 @@ function validateList(fields: Fields): ListRequest {
     list.stale = fields.stale;
   }
   return list;
+}
+
+// Mailbox settings: known keys only, integers in range, policies by name. The broker checks its
+// own (configurable, tighter) limits again when it applies the command.
+const SETTING_RANGES: Record<"visibilityMs" | "deliveriesMax" | "messagesMax" | "bytesMax" | "ttlMs" | "reorderWindowMs", [number, number]> = {
+  visibilityMs: [1, DURATION_MS_MAX],
+  deliveriesMax: [1, 1_000_000],
+  messagesMax: [1, Number.MAX_SAFE_INTEGER],
+  bytesMax: [1, Number.MAX_SAFE_INTEGER],
+  ttlMs: [0, DURATION_MS_MAX],
+  reorderWindowMs: [0, DURATION_MS_MAX],
+};
+const SETTING_CHOICES: Record<"overflow" | "expiry" | "order", readonly string[]> = {
+  overflow: ["reject", "drop-oldest"],
+  expiry: ["drop", "dead-letter"],
+  order: ["log", "sender-time"],
+};
+
+function validateConfig(fields: Fields): ConfigRequest {
+  const raw = fields.settings ?? {};
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid("settings must be a map");
+  const settings: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw as Fields)) {
+    if (value === undefined || value === null) continue;
+    if (Object.hasOwn(SETTING_RANGES, key)) {
+      const [minimum, maximum] = SETTING_RANGES[key as keyof typeof SETTING_RANGES];
+      settings[key] = integer(value, key, minimum, maximum);
+    } else if (Object.hasOwn(SETTING_CHOICES, key)) {
+      const choices = SETTING_CHOICES[key as keyof typeof SETTING_CHOICES];
+      if (typeof value !== "string" || !choices.includes(value)) throw invalid(`${key} must be one of ${choices.join(", ")}`);
+      settings[key] = value;
+    } else {
+      throw invalid(`unknown mailbox setting '${key.slice(0, 40)}'`);
+    }
+  }
+  return { op: "config", mailbox: name(fields.mailbox, "mailbox"), settings: settings as Partial<MailboxSettings> };
 }
 
 // host:port with a port; the node resolves and connects.

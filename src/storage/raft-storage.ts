@@ -566,13 +566,16 @@ export class DiskRaftStorage implements LogStorage {
     return this.files.cut(this.index.lastIndex + 1);
   }
 
-  // Returns the buffer offset of each entry record.
+  // Returns the buffer offset of each entry record. The hard state goes after the entries (as in
+  // etcd's WAL): a torn write that keeps a prefix must never keep a commit index beyond the
+  // entries it kept (the core refuses to start on commit > lastIndex; found by the simulator).
   private encodeUpdate(writer: RecordWriter, update: InternalUpdate): number[] {
     const snapshot = update.snapshot ?? update.localSnapshot;
     if (snapshot) writer.snapshotMarker({ index: snapshot.meta.index, term: snapshot.meta.term, conf: snapshot.meta.conf, reset: update.snapshot !== undefined });
     if (update.bootstrapConf) writer.snapshotMarker({ index: 0, term: 0, conf: update.bootstrapConf, reset: false });
+    const offsets = update.entries.map((entry) => writer.entry(entry));
     if (update.hardState) writer.hardState(update.hardState);
-    return update.entries.map((entry) => writer.entry(entry));
+    return offsets;
   }
 
   // Makes a durable update visible to readers. Returns whether the latest snapshot changed.

@@ -18,6 +18,7 @@ interface Message {
   expiresAtMs: number;
   headers: Record<string, string> | undefined;
   body: Uint8Array;
+  senderTime: bigint | undefined; // stored in a sender-time mailbox: its order key
 }
 interface Mailbox {
   config: Partial<MailboxConfig> | undefined;
@@ -27,6 +28,15 @@ interface Mailbox {
 export type ModelResult = Record<string, unknown>;
 
 const compareSeq = (a: [number, number], b: [number, number]): number => a[0] - b[0] || a[1] - b[1];
+// Delivery and LIST order: log-ordered messages by seq, then sender-ordered by (sender time, seq).
+const compareOrder = (a: Message, b: Message): number => {
+  if (a.senderTime === undefined || b.senderTime === undefined) {
+    if (a.senderTime !== b.senderTime) return a.senderTime === undefined ? -1 : 1;
+    return compareSeq(a.seq, b.seq);
+  }
+  return a.senderTime < b.senderTime ? -1 : a.senderTime > b.senderTime ? 1 : compareSeq(a.seq, b.seq);
+};
+const inOrder = (messages: Message[]): Message[] => [...messages].sort(compareOrder);
 const isDlq = (name: string): boolean => name.endsWith(":dlq");
 const validMailbox = (name: unknown): name is string =>
   typeof name === "string" && (isValidName(name) || (isDlq(name) && isValidName(name.slice(0, -4))));
@@ -136,6 +146,10 @@ export class Model {
     }
     if (command.delayMs !== undefined && !isInt(command.delayMs, 0, c.delayMsMax)) return error("INVALID");
     if (command.ttlMs !== undefined && !isInt(command.ttlMs, 0, c.ttlMsMax)) return error("INVALID");
+    if (command.senderTime !== undefined) {
+      if (typeof command.senderTime !== "bigint" || command.senderTime < 0n || command.senderTime >= 2n ** 64n) return error("INVALID");
+      if (timestampMs(command.senderTime) - this.nowMs > c.senderTimeAheadMsMax) return error("INVALID");
+    }
     if (command.id !== undefined) {
       const first = this.dedupe.get(command.id);
       if (first !== undefined && timestampMs(first) + c.dedupeWindowMs > this.nowMs) {
@@ -160,6 +174,10 @@ export class Model {
       const settings = this.settings(name);
       const delayMs = command.delayMs ?? 0;
       const ttlMs = command.ttlMs ?? settings.ttlMs;
+      const senderTime = settings.order === "sender-time" ? (command.senderTime ?? this.timestamp) : undefined;
+      let visibleAtMs = delayMs > 0 ? this.nowMs + delayMs : 0;
+      if (senderTime !== undefined) visibleAtMs = Math.max(visibleAtMs, timestampMs(senderTime) + settings.reorderWindowMs);
+      const hidden = visibleAtMs > this.nowMs;
       this.dropOldest(name, command.body.length);
       this.mailbox(name).messages.push({
         seq: [this.index, this.counter++],
@@ -167,11 +185,12 @@ export class Model {
         sender: command.sender,
         timestamp: this.timestamp,
         deliveries: 0,
-        state: delayMs > 0 ? "delayed" : "ready",
-        visibleAtMs: delayMs > 0 ? this.nowMs + delayMs : 0,
+        state: hidden ? "delayed" : "ready",
+        visibleAtMs: hidden ? visibleAtMs : 0,
         expiresAtMs: ttlMs > 0 ? this.nowMs + ttlMs : 0,
         headers: command.headers === undefined ? undefined : { ...command.headers },
         body: command.body,
+        senderTime,
       });
     }
     if (command.id !== undefined) this.dedupe.set(command.id, this.timestamp);
@@ -216,6 +235,7 @@ export class Model {
       visibleAtMs: 0,
       expiresAtMs: settings.ttlMs > 0 ? this.nowMs + settings.ttlMs : 0,
       headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(message.deliveries) },
+      senderTime: undefined,
     });
   }
 
@@ -243,7 +263,7 @@ export class Model {
       }
     }
     const delivered: ModelResult[] = [];
-    for (const message of mailbox.messages.filter((m) => m.state === "ready")) {
+    for (const message of inOrder(mailbox.messages.filter((m) => m.state === "ready"))) {
       if (delivered.length === command.max) break;
       if (!this.live(message)) {
         this.expire(command.mailbox, message);
@@ -261,6 +281,7 @@ export class Model {
         body: message.body,
       };
       if (message.headers !== undefined) out.headers = { ...message.headers };
+      if (message.senderTime !== undefined) out.senderTime = message.senderTime;
       delivered.push(out);
     }
     return { ok: true, messages: delivered };
@@ -314,10 +335,12 @@ export class Model {
       [s.messagesMax, 1, Number.MAX_SAFE_INTEGER],
       [s.bytesMax, 1, Number.MAX_SAFE_INTEGER],
       [s.ttlMs, 0, c.ttlMsMax],
+      [s.reorderWindowMs, 0, c.reorderWindowMsMax],
     ];
     if (numbers.some(([value, min, max]) => value !== undefined && !isInt(value, min, max))) return error("INVALID");
     if (s.overflow !== undefined && s.overflow !== "reject" && s.overflow !== "drop-oldest") return error("INVALID");
     if (s.expiry !== undefined && s.expiry !== "drop" && s.expiry !== "dead-letter") return error("INVALID");
+    if (s.order !== undefined && s.order !== "log" && s.order !== "sender-time") return error("INVALID");
     const settings = Object.fromEntries(Object.entries(s).filter(([, value]) => value !== undefined));
     const empty = Object.keys(settings).length === 0;
     if (!this.mailboxes.has(command.mailbox)) {
@@ -330,7 +353,7 @@ export class Model {
 
   // LIST of the whole mailbox (no pagination), at the model's current time.
   list(name: string, nowMs: number): ListItem[] {
-    return (this.mailboxes.get(name)?.messages ?? [])
+    return inOrder(this.mailboxes.get(name)?.messages ?? [])
       .filter((m) => m.expiresAtMs === 0 || m.expiresAtMs > nowMs)
       .map((m) => ({
         id: m.id,
@@ -339,6 +362,7 @@ export class Model {
         state: m.state === "ready" || m.visibleAtMs <= nowMs ? "ready" : m.state,
         deliveries: m.deliveries,
         bytes: m.body.length,
+        ...(m.senderTime === undefined ? {} : { senderTime: m.senderTime }),
       }));
   }
 

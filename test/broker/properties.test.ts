@@ -21,6 +21,7 @@ const CONFIG: Partial<BrokerConfig> = {
   expirySweepMax: 2,
   promoteMax: 2,
   recipientsMax: 3,
+  senderTimeAheadMsMax: 3000,
   bodyBytesMax: 12,
   mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
 };
@@ -40,6 +41,11 @@ function defined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
+// Sender stamps around the run's clock (entries advance ~2 s each): some late, some ahead, some
+// too far ahead (INVALID); a few share a millisecond and differ in the logical part.
+const senderTime = fc
+  .tuple(fc.integer({ min: 0, max: 40_000 }), fc.integer({ min: 0, max: 3 }))
+  .map(([ms, logical]) => msTimestamp(START_MS + ms) + BigInt(logical));
 const send = fc
   .record({
     recipients: fc.array(mailbox, { minLength: 1, maxLength: 2 }),
@@ -48,6 +54,7 @@ const send = fc
     headers: optional(fc.constant({ h: "v" })),
     delayMs: optional(fc.constantFrom(0, 500, 1500)),
     ttlMs: optional(fc.constantFrom(0, 1000, 3000)),
+    senderTime: fc.oneof({ arbitrary: fc.constant(undefined), weight: 3 }, { arbitrary: senderTime, weight: 1 }),
   })
   .map((fields): BrokerCommand => defined({ op: "send", sender: "s", ...fields }));
 const receive = fc
@@ -70,6 +77,8 @@ const settings = fc
     ttlMs: optional(fc.constantFrom(0, 1500)),
     expiry: optional(fc.constantFrom("drop" as const, "dead-letter" as const)),
     visibilityMs: optional(fc.constantFrom(300, 1000)),
+    order: fc.constantFrom(undefined, undefined, "log" as const, "sender-time" as const),
+    reorderWindowMs: optional(fc.constantFrom(0, 500, 2500)),
   })
   .map(defined);
 const configure = fc.record({ mailbox, config: settings }).map((fields): BrokerCommand => ({ op: "set-mailbox-config", ...fields }));
@@ -95,6 +104,9 @@ const invalid: fc.Arbitrary<BrokerCommand> = fc.constantFrom<BrokerCommand>(
   { op: "purge", mailbox: "x".repeat(201) },
   { op: "set-mailbox-config", mailbox: "a", config: { messagesMax: 0 } },
   { op: "set-mailbox-config", mailbox: "a", config: { overflow: "sometimes" as never } },
+  { op: "set-mailbox-config", mailbox: "a", config: { order: "random" as never } },
+  { op: "set-mailbox-config", mailbox: "a", config: { reorderWindowMs: 60_001 } },
+  { op: "send", sender: "s", recipients: ["a"], body: new Uint8Array(1), senderTime: -1n },
   { op: "nope" } as unknown as BrokerCommand,
 );
 
@@ -270,12 +282,15 @@ test("the generated sequences reach the interesting paths", () => {
       for (const result of broker.apply(i + 1, msTimestamp(nowMs), e.commands)) {
         if (!result.ok) seen.add(result.code);
         else if ("duplicate" in result && result.duplicate) seen.add("duplicate");
-        else if ("messages" in result) for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
+        else if ("messages" in result) {
+          for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
+          if (result.messages.some((m) => m.senderTime !== undefined)) seen.add("sender-ordered");
+        }
         else if ("count" in result && result.count > 0) seen.add("count");
       }
     });
   }
-  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count"]) {
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered"]) {
     assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
   }
 });

@@ -123,7 +123,7 @@ test("--tls-ca talks TLS to a node with that certificate", async () => {
 });
 
 test("every command has --help", async () => {
-  const commands = [["send"], ["receive"], ["consume"], ["list"], ["purge"], ["ack"], ["nack"], ["status"], ["cluster", "add"], ["cluster", "remove"], ["cluster", "transfer"]];
+  const commands = [["send"], ["receive"], ["consume"], ["list"], ["purge"], ["ack"], ["nack"], ["status"], ["config"], ["cluster", "add"], ["cluster", "remove"], ["cluster", "transfer"]];
   const runs = await Promise.all(commands.map((command) => ferry([...command, "--help"])));
   runs.forEach((run, index) => {
     assert.equal(run.code, 0, commands[index]!.join(" "));

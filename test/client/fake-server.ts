@@ -207,6 +207,8 @@ export class FakeServer {
         return this.status();
       case "cluster":
         return { ok: true, message: `${String(request.action)} ${String(request.nodeId)} accepted` };
+      case "config":
+        return { ok: true, config: { order: "log", reorderWindowMs: 1000, ...(request.settings as object) } };
       default:
         return { ok: false, code: "INVALID", message: `unknown op '${request.op}'` };
     }

@@ -227,3 +227,22 @@ test("a fenced node never campaigns, not even on a transfer, and leads again onc
   pump(members);
   assert.equal(fenced.status().role, "leader");
 });
+
+test("entries persisted while a new leader replaced their suffix are not handed out again", () => {
+  // Found by the simulator over the real WAL: the prefix that stayed came back in the next Ready,
+  // at or below the commit index by then, and DiskRaftStorage refused it.
+  const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+  const node = new RaftNode(defaultRaftConfig(2, () => 0, { preVote: false }), storage);
+  const entry = (index: number, term: number): Entry => ({ index, term, type: "normal", data: new Uint8Array() });
+  const base = { from: 1, to: 2, term: 1, logTerm: 0, index: 0, commit: 0, reject: false, rejectHint: 0 };
+  node.step({ ...base, type: "append", entries: [entry(1, 1), entry(2, 1), entry(3, 1)] });
+  const persisting = node.ready();
+  assert.deepEqual(persisting.entries.map((e) => e.index), [1, 2, 3]);
+  // While 1..3 are being persisted, leader 3 of term 2 replaces 2..3 and commits 1.
+  node.step({ ...base, from: 3, term: 2, logTerm: 1, index: 1, commit: 1, type: "append", entries: [entry(2, 2)] });
+  storage.append(persisting.entries);
+  node.advance(persisting);
+  const next = node.ready();
+  assert.deepEqual(next.entries.map((e) => `${e.index}/t${e.term}`), ["2/t2"]);
+  assert.equal(next.hardState?.commit, 1);
+});

@@ -15,6 +15,7 @@ import type {
   SendReply,
   StatusReply,
 } from "../../src/protocol/api.js";
+import { MAILBOX_DEFAULTS } from "../../src/broker/commands.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import type { Service, Session } from "../../src/server/service.js";
 
@@ -64,6 +65,8 @@ export class FakeService implements Service {
         return this.status();
       case "cluster":
         return { ok: true, message: `${request.action} ${request.nodeId} accepted` } satisfies ClusterReply;
+      case "config":
+        return { ok: true, config: { ...MAILBOX_DEFAULTS, ...request.settings } };
     }
   }
 

@@ -1,7 +1,8 @@
 // The simulator's command line (test/sim/main.ts calls runCli): runs a range of seeds and prints
 // one replay command and the trace for every seed that breaks a property.
 //
-//   npm run sim -- --seeds N [--from S] [--nodes K] [--steps M] [--profile P] [--bug B] [--verbose] [--trace]
+//   npm run sim -- --seeds N [--from S] [--nodes K] [--steps M] [--profile P] [--storage memory|disk]
+//                  [--bug B] [--verbose] [--trace]
 //
 // Without --nodes the cluster size cycles 3, 5, 7 with the seed. The last line is always
 //   sim: <N> seeds, <V> violations, <C> proposals committed, <F> faults injected
@@ -10,6 +11,7 @@
 import { parseArgs } from "node:util";
 import type { PlantedBugs } from "../../src/raft/types.js";
 import { PROFILES } from "./profile.js";
+import { STORAGE_MODELS, type StorageModel } from "./sim-disk.js";
 import { runSimulation, type SimulationOptions, type SimulationResult, type SimulationStats } from "./simulation.js";
 
 export const DEFAULT_STEPS = 1200;
@@ -23,6 +25,7 @@ export interface RunOptions {
   nodes: number | undefined;
   steps: number;
   profile: string;
+  storage: StorageModel;
   bug: (typeof BUG_NAMES)[number] | undefined;
   verbose: boolean;
   trace: boolean; // print the trace of every seed, passing or not
@@ -39,6 +42,7 @@ export function simulationOptions(options: RunOptions, seed: number, trace: bool
     nodes: nodesForSeed(seed, options.nodes),
     steps: options.steps,
     profile: PROFILES[options.profile]!,
+    storage: options.storage,
     ...(bugs ? { bugs } : {}),
     trace,
   };
@@ -48,6 +52,7 @@ export function replayCommand(options: RunOptions, seed: number): string {
   let command = `npm run sim -- --seeds 1 --from ${seed} --nodes ${nodesForSeed(seed, options.nodes)}`;
   if (options.steps !== DEFAULT_STEPS) command += ` --steps ${options.steps}`;
   if (options.profile !== "default") command += ` --profile ${options.profile}`;
+  if (options.storage !== "memory") command += ` --storage ${options.storage}`;
   if (options.bug) command += ` --bug ${options.bug}`;
   return command;
 }
@@ -61,6 +66,7 @@ function parseOptions(argv: string[]): RunOptions {
       nodes: { type: "string" },
       steps: { type: "string", default: String(DEFAULT_STEPS) },
       profile: { type: "string", default: "default" },
+      storage: { type: "string", default: "memory" },
       bug: { type: "string" },
       verbose: { type: "boolean", default: false },
       trace: { type: "boolean", default: false },
@@ -75,6 +81,8 @@ function parseOptions(argv: string[]): RunOptions {
   const nodes = values.nodes === undefined ? undefined : integer("nodes", values.nodes, 1);
   if (nodes !== undefined && !NODE_COUNTS.includes(nodes)) throw new Error(`--nodes must be 3, 5 or 7, got ${nodes}`);
   if (!(values.profile in PROFILES)) throw new Error(`--profile must be one of ${Object.keys(PROFILES).join(", ")}`);
+  const storage = values.storage as StorageModel;
+  if (!STORAGE_MODELS.includes(storage)) throw new Error(`--storage must be one of ${STORAGE_MODELS.join(", ")}`);
   const bug = values.bug as RunOptions["bug"];
   if (bug !== undefined && !BUG_NAMES.includes(bug)) throw new Error(`--bug must be one of ${BUG_NAMES.join(", ")}`);
   return {
@@ -83,6 +91,7 @@ function parseOptions(argv: string[]): RunOptions {
     nodes,
     steps: integer("steps", values.steps, 1),
     profile: values.profile,
+    storage,
     bug,
     verbose: values.verbose,
     trace: values.trace,
@@ -97,11 +106,11 @@ function describeStats(stats: SimulationStats): string {
     .join(" ");
 }
 
-function printFailure(options: RunOptions, result: SimulationResult, print: Print): void {
+async function printFailure(options: RunOptions, result: SimulationResult, print: Print): Promise<void> {
   print(`\nFAIL seed ${result.seed} (${result.nodes} nodes):`);
   for (const violation of result.violations) print(`  ${violation}`);
   print(`replay: ${replayCommand(options, result.seed)}`);
-  const traced = runSimulation(simulationOptions(options, result.seed, true));
+  const traced = await runSimulation(simulationOptions(options, result.seed, true));
   if (traced.violations.join("\n") !== result.violations.join("\n")) {
     print("WARNING: the traced rerun did not reproduce the same violations (the run is not deterministic)");
   }
@@ -116,7 +125,7 @@ function printFailure(options: RunOptions, result: SimulationResult, print: Prin
 }
 
 // Runs the seeds argv asks for; returns the process exit code.
-export function runCli(argv: string[], print: Print = (line) => console.log(line)): number {
+export async function runCli(argv: string[], print: Print = (line) => console.log(line)): Promise<number> {
   let options: RunOptions;
   try {
     options = parseOptions(argv);
@@ -131,7 +140,7 @@ export function runCli(argv: string[], print: Print = (line) => console.log(line
   let faults = 0;
   const totals: Record<string, number> = {};
   for (let seed = options.from; seed < options.from + options.seeds; seed++) {
-    const result = runSimulation(simulationOptions(options, seed, options.trace));
+    const result = await runSimulation(simulationOptions(options, seed, options.trace));
     if (options.trace) for (const line of result.trace) print(line);
     committed += result.committedProposals;
     faults += result.faultsInjected;
@@ -144,7 +153,7 @@ export function runCli(argv: string[], print: Print = (line) => console.log(line
     }
     if (result.violations.length > 0) {
       failed++;
-      printFailure(options, result, print);
+      await printFailure(options, result, print);
     }
   }
   print(`sim: totals ${describeStats(totals as unknown as SimulationStats)}`);

@@ -1,7 +1,6 @@
 // What the fault injector and the operators see of a running simulation (simulation.ts).
 
-import type { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { NodeId } from "../../src/raft/types.js";
+import type { ConfState, NodeId } from "../../src/raft/types.js";
 import type { SafetyChecker } from "./checker.js";
 import type { SimNetwork } from "./network.js";
 import type { FaultProfile } from "./profile.js";
@@ -16,7 +15,9 @@ export interface EventCounters {
   pauses: number;
   clockChanges: number; // including jumps
   clockJumps: number;
-  tornWrites: number; // crashes that kept a prefix of the persist in flight
+  tornWrites: number; // crashes that kept a prefix of the persist in flight (disk: tore the write in flight)
+  bitFlips: number; // disk: crashes that wrote the write in flight whole, with one bit flipped
+  tornTailRecoveries: number; // disk: reopens whose recovery cut off a damaged tail
   transfers: number;
 }
 
@@ -30,5 +31,5 @@ export interface Cluster {
   readonly initialVoters: number;
   step(): number;
   leaderNode(): SimNode | undefined; // the running leader with the highest term
-  addNode(id: NodeId, storage: MemoryLogStorage): SimNode;
+  addNode(id: NodeId, conf: ConfState): SimNode; // started at once, or once its disk is open
 }

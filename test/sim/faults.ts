@@ -1,11 +1,13 @@
 // The fault injector: partitions (halves, an isolated leader, one-way links, a bridge node),
-// crashes with restarts (sometimes keeping a torn prefix of the persist in flight), power loss
+// crashes with restarts (sometimes keeping a torn prefix of the persist in flight; with the
+// "disk" storage model, tearing the write in flight or flipping a bit in it), power loss
 // inside a persist, pauses, clock-rate changes and clock jumps, each at the rate of the run's
 // profile. It owns the fault stream of randomness.
 
 import type { Ready } from "../../src/raft/types.js";
 import type { Cluster } from "./cluster.js";
 import type { Random } from "./random.js";
+import type { LastWriteFault } from "./sim-disk.js";
 import type { SimNode } from "./sim-node.js";
 
 export class FaultInjector {
@@ -63,7 +65,7 @@ export class FaultInjector {
 
   restartDue(): void {
     for (const node of this.cluster.nodes) {
-      if (node.state === "crashed" && node.restartAtStep <= this.cluster.step()) this.restart(node);
+      if (node.state === "crashed" && node.restartAtStep <= this.cluster.step() && node.disk.ready()) this.restart(node);
     }
   }
 
@@ -122,10 +124,22 @@ export class FaultInjector {
 
   private crash(node: SimNode): void {
     const { profile } = this.cluster;
-    const pending = node.pendingEntries();
-    const torn = pending > 0 && this.random.chance(profile.tornWriteProbability) ? this.random.range(1, pending) : 0;
-    if (torn > 0) this.cluster.counters.tornWrites++;
-    node.crash(torn);
+    if (node.disk.model === "disk") {
+      // What the write in flight (if any reached the page cache) becomes; recovery sorts it out.
+      let lastWrite: LastWriteFault = "drop";
+      if (node.persistPending()) {
+        if (this.random.chance(profile.tornWriteProbability)) lastWrite = "tear";
+        else if (this.random.chance(profile.bitFlipProbability)) lastWrite = "flip";
+      }
+      if (lastWrite === "tear") this.cluster.counters.tornWrites++;
+      if (lastWrite === "flip") this.cluster.counters.bitFlips++;
+      node.crash(0, lastWrite, () => this.random.float());
+    } else {
+      const pending = node.pendingEntries();
+      const torn = pending > 0 && this.random.chance(profile.tornWriteProbability) ? this.random.range(1, pending) : 0;
+      if (torn > 0) this.cluster.counters.tornWrites++;
+      node.crash(torn);
+    }
     node.restartAtStep = this.cluster.step() + this.random.range(profile.restartDelayStepsMin, profile.restartDelayStepsMax);
     this.cluster.counters.crashes++;
   }

@@ -1,4 +1,4 @@
 // Entry point of `npm run sim` (see cli.ts for the options).
 import { runCli } from "./cli.js";
 
-process.exitCode = runCli(process.argv.slice(2));
+process.exitCode = await runCli(process.argv.slice(2));

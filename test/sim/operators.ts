@@ -4,7 +4,6 @@
 // configuration for good. It owns the client stream of randomness.
 
 import { confMembers, decodeConfChange, describeConfChange, emptyConf, isJoint } from "../../src/raft/confchange.js";
-import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
 import type { ConfChange, ConfState, Entry, NodeId } from "../../src/raft/types.js";
 import { RaftError } from "../../src/raft/types.js";
 import type { Cluster } from "./cluster.js";
@@ -147,7 +146,7 @@ export class Operators {
   // from the leader) and asks to add it as a learner.
   private addLearner(leader: SimNode): ConfChange {
     const id = this.nextNodeId++;
-    this.cluster.addNode(id, new MemoryLogStorage(emptyConf())).start();
+    this.cluster.addNode(id, emptyConf());
     this.cluster.trace.add(() => `new node n${id} (empty), asking n${leader.id} to add it`);
     return { transition: "auto", changes: [{ type: "add-learner", nodeId: id }] };
   }

@@ -20,33 +20,33 @@ interface Found {
   result: SimulationResult;
 }
 
-function search(bug: keyof PlantedBugs): Found | undefined {
+async function search(bug: keyof PlantedBugs): Promise<Found | undefined> {
   for (let seed = 1; seed <= SEEDS_SEARCHED_MAX; seed++) {
     const nodes = [3, 5, 7][seed % 3]!;
-    const result = runSimulation({ seed, nodes, steps: STEPS, profile: HUNT_PROFILE, bugs: { [bug]: true } });
+    const result = await runSimulation({ seed, nodes, steps: STEPS, profile: HUNT_PROFILE, bugs: { [bug]: true } });
     if (result.violations.length > 0) return { seed, nodes, result };
   }
   return undefined;
 }
 
-function expectFound(bug: keyof PlantedBugs, kinds: RegExp): void {
-  const found = search(bug);
+async function expectFound(bug: keyof PlantedBugs, kinds: RegExp): Promise<void> {
+  const found = await search(bug);
   assert.ok(found !== undefined, `${bug}: no violation within ${SEEDS_SEARCHED_MAX} seeds`);
   const first = found.result.violations[0]!.replace(/^step \d+: /, "");
   assert.match(first, kinds, `${bug}: seed ${found.seed} failed for another reason`);
   const replay = `npm run sim -- --seeds 1 --from ${found.seed} --nodes ${found.nodes} --profile hunt --bug ${bug}`;
-  const clean = runSimulation({ seed: found.seed, nodes: found.nodes, steps: STEPS, profile: HUNT_PROFILE });
+  const clean = await runSimulation({ seed: found.seed, nodes: found.nodes, steps: STEPS, profile: HUNT_PROFILE });
   assert.deepEqual(clean.violations, [], `without ${bug}, seed ${found.seed} still fails (${replay})`);
 }
 
-test("voteBeforePersist: two leaders in one term after a voter forgets its vote", () => {
-  expectFound("voteBeforePersist", /^(election safety|log matching|leader completeness|state machine safety)/);
+test("voteBeforePersist: two leaders in one term after a voter forgets its vote", async () => {
+  await expectFound("voteBeforePersist", /^(election safety|log matching|leader completeness|state machine safety)/);
 });
 
-test("skipVoteLogCheck: a leader without a committed entry", () => {
-  expectFound("skipVoteLogCheck", /^(leader completeness|state machine safety|log matching)/);
+test("skipVoteLogCheck: a leader without a committed entry", async () => {
+  await expectFound("skipVoteLogCheck", /^(leader completeness|state machine safety|log matching)/);
 });
 
-test("commitPreviousTermByCount: Figure 8, a committed entry overwritten", () => {
-  expectFound("commitPreviousTermByCount", /^(leader completeness|state machine safety)/);
+test("commitPreviousTermByCount: Figure 8, a committed entry overwritten", async () => {
+  await expectFound("commitPreviousTermByCount", /^(leader completeness|state machine safety)/);
 });

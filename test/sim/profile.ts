@@ -27,6 +27,9 @@ export interface FaultProfile {
   crashLeaderDuringPersistProbability: number;
   // Chance that a crash with a persist in flight keeps a prefix of its entries (a torn write).
   tornWriteProbability: number;
+  // "disk" storage model: of crashes with a persist in flight not torn, the chance that its write
+  // reaches the disk whole but with one bit flipped (recovery must cut it off as a torn tail).
+  bitFlipProbability: number;
   clockRateMin: number; // ticks per step; each node gets its own rate in [min, max]
   clockRateMax: number;
   clockChangePerStep: number; // chance per step that one node's clock rate changes (or it jumps)
@@ -69,6 +72,7 @@ export const DEFAULT_PROFILE: FaultProfile = {
   crashDuringPersistProbability: 0.01,
   crashLeaderDuringPersistProbability: 0.002,
   tornWriteProbability: 0.3,
+  bitFlipProbability: 0.5,
   clockRateMin: 0.6,
   clockRateMax: 1.4,
   clockChangePerStep: 0.003,

@@ -1,8 +1,8 @@
 // One simulated node: a real RaftNode driven the way src/node drives it, over a simulated disk.
 //
-// The disk is the node's MemoryLogStorage, which only ever holds what was persisted: a Ready's
-// hard state, entries and snapshot reach it when the simulated persist completes, some steps
-// after the Ready was taken. Until then the node keeps receiving messages and ticks, but no new
+// The disk (sim-disk.ts) only ever shows what was persisted: a Ready's hard state, entries and
+// snapshot reach it when the simulated persist completes, some steps after the Ready was taken
+// (with the "disk" model, when DiskRaftStorage.persist() resolved, once the persist was due). Until then the node keeps receiving messages and ticks, but no new
 // Ready is taken (the core's contract: one Ready outstanding). A crash throws away the RaftNode,
 // the state machine and the persist in flight; a restart builds a new RaftNode from the storage,
 // with the state machine restored from the storage's snapshot (so committed entries after it
@@ -14,8 +14,10 @@
 
 import { RaftNode } from "../../src/raft/raft-node.js";
 import type { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { ConfState, Entry, Message, NodeId, RaftConfig, RaftStatus, Ready, Role } from "../../src/raft/types.js";
+import type { ConfState, Entry, LogStorage, Message, NodeId, RaftConfig, RaftStatus, Ready, Role } from "../../src/raft/types.js";
+import type { DiskRaftStorage, RecoveryReport } from "../../src/storage/raft-storage.js";
 import type { LogView, SafetyChecker } from "./checker.js";
+import { type LastWriteFault, type SimDisk, snapshotIndexOf, WalSimDisk } from "./sim-disk.js";
 import { StateMachine } from "./state-machine.js";
 import { describeEntries, type Trace } from "./trace.js";
 
@@ -35,6 +37,7 @@ export interface NodeEnvironment {
   applied(node: SimNode, entry: Entry): void;
   readAnswered(node: SimNode, context: Uint8Array, index: number): void;
   leaderCommitted(node: SimNode, index: number, term: number, conf: ConfState): void;
+  recovered(node: SimNode, report: RecoveryReport): void; // "disk" model: the WAL was reopened
 }
 
 export interface NodeOptions {
@@ -66,11 +69,16 @@ export class SimNode {
 
   constructor(
     readonly id: NodeId,
-    readonly storage: MemoryLogStorage,
+    readonly disk: SimDisk,
     private readonly config: (applied: number) => RaftConfig,
     private readonly environment: NodeEnvironment,
     private readonly options: NodeOptions,
   ) {}
+
+  // The persisted log.
+  get storage(): LogStorage {
+    return this.disk.log;
+  }
 
   get running(): boolean {
     return this.state === "running";
@@ -91,7 +99,7 @@ export class SimNode {
 
   // (Re)starts from what the disk holds.
   start(): void {
-    const snapshot = this.storage.snapshot();
+    const snapshot = this.disk.restartSnapshot();
     this.machine = StateMachine.fromSnapshot(snapshot.data);
     if (this.machine.appliedIndex !== snapshot.meta.index) {
       this.environment.checker.report(
@@ -112,19 +120,24 @@ export class SimNode {
   // Loses everything in memory and the persist in flight, except that a torn write may leave the
   // first `tornEntries` entries of that persist on disk (a WAL whose tail did not make it; the
   // hard state, written after the entries, is lost).
-  crash(tornEntries = 0): void {
+  // With the "disk" model, lastWrite says what becomes of the write in flight (tornEntries is not
+  // used: the real WAL and its recovery decide what a torn write keeps).
+  crash(tornEntries = 0, lastWrite: LastWriteFault = "drop", random: () => number = () => 0): void {
     const lost = this.persisting?.ready;
-    const kept = lost === undefined || lost.snapshot !== undefined ? [] : lost.entries.slice(0, tornEntries);
+    const wal = this.disk instanceof WalSimDisk ? this.disk : undefined;
+    const kept = wal !== undefined || lost === undefined || lost.snapshot !== undefined ? [] : lost.entries.slice(0, tornEntries);
     if (kept.length > 0) {
-      this.storage.append(kept);
+      (this.storage as MemoryLogStorage).append(kept);
       this.environment.checker.entriesPersisted(this.id, kept, termOrUndefined(this.storage, kept[0]!.index - 1));
     }
     this.environment.trace.add(
       () =>
         `crash n${this.id}` +
         (lost ? ` (loses unpersisted ${describeEntries(lost.entries)}${lost.hardState ? ` hs t${lost.hardState.term}` : ""})` : "") +
-        (kept.length > 0 ? ` (torn write keeps ${describeEntries(kept)})` : ""),
+        (kept.length > 0 ? ` (torn write keeps ${describeEntries(kept)})` : "") +
+        (wal !== undefined && lastWrite !== "drop" ? ` (last write: ${lastWrite})` : ""),
     );
+    wal?.crash(lastWrite, random);
     this.raft = undefined;
     this.persisting = undefined;
     this.state = "crashed";
@@ -180,6 +193,11 @@ export class SimNode {
     for (let round = 0; round < READIES_PER_STEP_MAX && this.running; round++) {
       if (this.persisting !== undefined) {
         if (this.persisting.doneStep > step) return;
+        if (!this.disk.persistDone()) {
+          // Due: its fsync may complete now; it is persisted once the storage says so.
+          this.disk.releasePersist();
+          return;
+        }
         this.completePersist(this.persisting.ready);
         continue;
       }
@@ -198,10 +216,16 @@ export class SimNode {
       this.leaderTermChecked = this.term;
       this.environment.checker.leaderLogChecked(this.id, this.term, logWithReady(this.storage, ready));
     }
+    // Storage must never be asked to rewrite a committed entry (DiskRaftStorage refuses it).
+    const first = ready.entries[0];
+    if (first !== undefined && ready.snapshot === undefined && first.index <= this.commitChecked) {
+      this.environment.checker.report(`n${this.id}: Ready hands out entry ${first.index} for persisting, at or below commit ${this.commitChecked}`);
+    }
     if (ready.hardState !== undefined && ready.hardState.commit > this.commitChecked) this.commitAdvanced(ready);
     for (const read of ready.readStates) this.environment.readAnswered(this, read.context, read.index);
     for (const message of ready.messages) this.environment.send(message);
     this.persisting = { ready, doneStep: step + this.environment.persistDelaySteps() };
+    this.disk.startPersist(ready);
     this.environment.persistStarted(this, ready);
   }
 
@@ -237,12 +261,10 @@ export class SimNode {
   private completePersist(ready: Ready): void {
     this.persisting = undefined;
     const environment = this.environment;
-    if (ready.snapshot !== undefined) this.storage.applySnapshot(ready.snapshot);
+    this.disk.finishPersist(ready);
     if (ready.entries.length > 0) {
-      this.storage.append(ready.entries);
       environment.checker.entriesPersisted(this.id, ready.entries, termOrUndefined(this.storage, ready.entries[0]!.index - 1));
     }
-    if (ready.hardState !== undefined) this.storage.setHardState(ready.hardState);
     environment.trace.add(() => `persist n${this.id} ${describeEntries(ready.entries)}${describeHardState(ready)}`);
     for (const message of ready.messagesAfterPersist) environment.send(message);
     if (ready.snapshot !== undefined) this.restoreSnapshot(ready);
@@ -289,7 +311,7 @@ export class SimNode {
 
   private maybeCompact(): void {
     const applied = this.machine.appliedIndex;
-    const snapshotIndex = this.storage.snapshot().meta.index;
+    const snapshotIndex = snapshotIndexOf(this.storage);
     if (applied - snapshotIndex < this.options.snapshotEntries) return;
     this.takeSnapshot();
   }
@@ -297,15 +319,31 @@ export class SimNode {
   // Snapshots the state machine at its applied index and compacts the log behind it.
   takeSnapshot(): void {
     const applied = this.machine.appliedIndex;
-    if (applied <= this.storage.snapshot().meta.index) return;
-    this.storage.createSnapshot(applied, this.raft!.status().conf, this.machine.snapshotData());
-    const compactIndex = Math.max(1, applied - this.options.compactKeepEntries);
-    if (compactIndex >= this.storage.firstIndex()) this.storage.compact(compactIndex);
-    this.environment.trace.add(() => `snapshot n${this.id} at ${applied}, log from ${this.storage.firstIndex()}`);
+    if (applied <= snapshotIndexOf(this.storage) || this.disk.snapshotBusy()) return;
+    const meta = { index: applied, term: this.storage.term(applied), conf: this.raft!.status().conf };
+    const compactThrough = Math.max(1, applied - this.options.compactKeepEntries);
+    this.disk.saveSnapshot(meta, this.machine.snapshotData(), compactThrough);
+    this.environment.trace.add(() => `snapshot n${this.id} at ${applied}, compacting through ${compactThrough}`);
+  }
+
+  // The "disk" model reopened the WAL (at the start, or after a crash). Entries a torn write kept
+  // are on disk now: the checker sees the whole recovered log, against every other node's.
+  recovered(storage: DiskRaftStorage, report: RecoveryReport): void {
+    const torn = report.tornTail;
+    this.environment.trace.add(
+      () =>
+        `recover n${this.id} log=${storage.firstIndex()}..${storage.lastIndex()} hs=t${storage.initialState().hardState.term}` +
+        (torn ? ` (torn tail cut at ${torn.path}:${torn.offsetBytes}: ${torn.problem})` : ""),
+    );
+    this.environment.recovered(this, report);
+    if (storage.lastIndex() >= storage.firstIndex()) {
+      const entries = storage.entries(storage.firstIndex(), storage.lastIndex() + 1, Number.POSITIVE_INFINITY);
+      this.environment.checker.entriesPersisted(this.id, entries, termOrUndefined(storage, storage.firstIndex() - 1));
+    }
   }
 }
 
-function termOrUndefined(storage: MemoryLogStorage, index: number): number | undefined {
+function termOrUndefined(storage: LogStorage, index: number): number | undefined {
   if (index < storage.firstIndex() - 1 || index > storage.lastIndex()) return undefined;
   return storage.term(index);
 }
@@ -317,7 +355,7 @@ function describeHardState(ready: Ready): string {
 }
 
 // The log a node has once this Ready is persisted: storage with ready.entries laid over it.
-function logWithReady(storage: MemoryLogStorage, ready: Ready): LogView {
+function logWithReady(storage: LogStorage, ready: Ready): LogView {
   const entries = ready.entries;
   if (ready.snapshot !== undefined || entries.length === 0) {
     const snapshot = ready.snapshot;

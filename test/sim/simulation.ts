@@ -8,11 +8,14 @@
 // deliver the messages due, tick the clocks, then let each node persist and take Readies.
 //
 // Determinism: nothing here reads the clock or Math.random; every choice comes from a Random
-// forked from the seed, and iteration orders are fixed (arrays, insertion-ordered maps).
+// forked from the seed, and iteration orders are fixed (arrays, insertion-ordered maps). With the
+// "disk" storage model the real DiskRaftStorage works on promises: a step drains the microtask
+// queue (settle) after injecting faults and at its end, and nothing else runs in between.
 
-import { confMembers } from "../../src/raft/confchange.js";
-import { MemoryLogStorage } from "../../src/raft/memory-storage.js";
-import type { ConfState, Entry, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
+import { setImmediate as nextMacrotask } from "node:timers/promises";
+import { confFromVoters, confMembers } from "../../src/raft/confchange.js";
+import type { ConfState, Entry, LogStorage, Message, NodeId, PlantedBugs, RaftConfig, Ready } from "../../src/raft/types.js";
+import type { RecoveryReport } from "../../src/storage/raft-storage.js";
 import { RaftError } from "../../src/raft/types.js";
 import { SafetyChecker } from "./checker.js";
 import type { Cluster, EventCounters } from "./cluster.js";
@@ -21,6 +24,7 @@ import { type DropReason, RELIABLE_NETWORK, SimNetwork } from "./network.js";
 import { Operators, READ_CONTEXT_BYTES } from "./operators.js";
 import { DEFAULT_PROFILE, type FaultProfile, seedProfile } from "./profile.js";
 import { Random } from "./random.js";
+import { MemorySimDisk, type SimDisk, type StorageModel, WalSimDisk } from "./sim-disk.js";
 import { type NodeEnvironment, SimNode } from "./sim-node.js";
 import { decodeProposal, encodeProposal } from "./state-machine.js";
 import { describeMessage, Trace } from "./trace.js";
@@ -32,6 +36,7 @@ export interface SimulationOptions {
   profile?: FaultProfile;
   bugs?: PlantedBugs;
   trace?: boolean;
+  storage?: StorageModel; // "memory" (default) or "disk": the real WAL over a MemoryFileSystem per node
 }
 
 // What happened in a run, to show that faults and operations really were exercised.
@@ -42,7 +47,9 @@ export interface SimulationStats {
   pauses: number;
   clockChanges: number; // including jumps
   clockJumps: number;
-  tornWrites: number; // crashes that kept a prefix of the persist in flight
+  tornWrites: number; // crashes that kept a prefix of the persist in flight (disk: tore the write in flight)
+  bitFlips: number; // disk: crashes that wrote the write in flight whole, with one bit flipped
+  tornTailRecoveries: number; // disk: reopens whose recovery cut off a damaged tail
   messagesSent: number;
   messagesLost: number;
   messagesCut: number; // by partitions
@@ -77,10 +84,13 @@ const PROBE_RETRY_STEPS = 20; // a liveness probe not committed by then is propo
 const HEALED_CLOCK_RATE_MIN = 0.9; // ticks per step once faults are healed
 const HEALED_CLOCK_RATE_MAX = 1.1;
 const HEALED_PERSIST_DELAY_STEPS_MAX = 2;
+// "disk" model: the entry cache of each node's WAL. 0 and a small one make the core's reads of
+// older entries go to the (simulated) files: the cold path.
+const WAL_CACHE_SIZE_BYTES_CHOICES = [0, 2048, 1024 * 1024];
 
-export function runSimulation(options: SimulationOptions): SimulationResult {
+export async function runSimulation(options: SimulationOptions): Promise<SimulationResult> {
   const simulation = new Simulation(options);
-  simulation.run();
+  await simulation.run();
   return simulation.result();
 }
 
@@ -98,6 +108,8 @@ class Simulation implements NodeEnvironment, Cluster {
     clockChanges: 0,
     clockJumps: 0,
     tornWrites: 0,
+    bitFlips: 0,
+    tornTailRecoveries: 0,
     transfers: 0,
   };
   readonly initialVoters: number;
@@ -135,7 +147,7 @@ class Simulation implements NodeEnvironment, Cluster {
       duplicated: (message) => this.trace.add(() => `duplicate ${describeMessage(message)}`),
     });
     const voters = Array.from({ length: options.nodes }, (_, i) => i + 1);
-    for (const id of voters) this.addNode(id, MemoryLogStorage.withVoters(voters)).start();
+    for (const id of voters) this.addNode(id, confFromVoters(voters));
     this.trace.add(
       () =>
         `start seed=${options.seed} voters=${voters.join(",")} electionTicks=${this.electionTicks} ` +
@@ -193,15 +205,26 @@ class Simulation implements NodeEnvironment, Cluster {
     if (entry.type === "conf-change") this.operators.confChangeApplied(node, entry);
   }
 
+  recovered(_node: SimNode, report: RecoveryReport): void {
+    if (report.tornTail !== undefined) this.counters.tornTailRecoveries++;
+  }
+
   // --- the run ---
 
-  run(): void {
+  async run(): Promise<void> {
     const rounds = Math.max(1, Math.round(this.options.steps / ROUND_STEPS));
     const roundSteps = Math.ceil(this.options.steps / rounds);
     for (let round = 0; round < rounds && !this.checker.failed; round++) {
-      for (let i = 0; i < roundSteps && !this.checker.failed; i++) this.runStep(true);
-      if (!this.checker.failed) this.healAndCheckLiveness();
+      for (let i = 0; i < roundSteps && !this.checker.failed; i++) await this.runStep(true);
+      if (!this.checker.failed) await this.healAndCheckLiveness();
     }
+  }
+
+  // Lets the storage of every node ("disk" model) run until it waits for something the
+  // simulation decides (a held fsync) or is done: every promise chain it started completes here,
+  // in an order fixed by the program, since no timer or I/O is involved.
+  private async settle(): Promise<void> {
+    if (this.options.storage === "disk") await nextMacrotask();
   }
 
   result(): SimulationResult {
@@ -232,11 +255,12 @@ class Simulation implements NodeEnvironment, Cluster {
     };
   }
 
-  private runStep(chaos: boolean): void {
+  private async runStep(chaos: boolean): Promise<void> {
     this.trace.step = this.currentStep;
     this.checker.step = this.currentStep;
     try {
       if (chaos) this.faults.inject();
+      await this.settle(); // crashed disks recover before anyone looks at them
       this.faults.restartDue();
       this.operators.run(chaos);
       if (!chaos) this.proposeProbe();
@@ -247,6 +271,7 @@ class Simulation implements NodeEnvironment, Cluster {
       }
       this.operators.stopRemovedNodes();
       this.faults.crashDuringPersist();
+      await this.settle();
     } catch (error) {
       this.checker.report(`exception (core or driver): ${describeError(error)}`);
     }
@@ -297,7 +322,7 @@ class Simulation implements NodeEnvironment, Cluster {
 
   // --- heal and liveness ---
 
-  private healAndCheckLiveness(): void {
+  private async healAndCheckLiveness(): Promise<void> {
     this.network.heal();
     this.network.faults = RELIABLE_NETWORK;
     this.healed = true;
@@ -307,7 +332,7 @@ class Simulation implements NodeEnvironment, Cluster {
       // run much faster than the others' can start elections (bumping everyone's term and
       // resetting their timers) faster than an up-to-date node ever times out.
       node.tickRate = this.faults.random.between(HEALED_CLOCK_RATE_MIN, HEALED_CLOCK_RATE_MAX);
-      if (node.state === "crashed") this.faults.restart(node);
+      if (node.state === "crashed" && node.disk.ready()) this.faults.restart(node);
     }
     this.trace.add(() => "heal all: network repaired, crashed nodes restarted, faults off");
     this.probe = undefined;
@@ -316,7 +341,7 @@ class Simulation implements NodeEnvironment, Cluster {
     const boundSteps = Math.ceil((LIVENESS_ELECTION_TIMEOUTS * this.electionTicks) / slowestRate);
     const startStep = this.currentStep;
     while (this.currentStep - startStep < boundSteps && !this.checker.failed) {
-      this.runStep(false);
+      await this.runStep(false);
       if (this.probeCommittedIndex > 0 && this.lagging().length === 0) break;
     }
     if (this.checker.failed) return;
@@ -370,7 +395,9 @@ class Simulation implements NodeEnvironment, Cluster {
 
   // --- helpers ---
 
-  addNode(id: NodeId, storage: MemoryLogStorage): SimNode {
+  // A node with a brand-new disk holding conf; it starts at once ("memory") or once its WAL is
+  // open (next step).
+  addNode(id: NodeId, conf: ConfState): SimNode {
     const nodeRandom = this.random.fork();
     const config = (applied: number): RaftConfig => ({
       id,
@@ -387,12 +414,22 @@ class Simulation implements NodeEnvironment, Cluster {
       applied,
       ...(this.options.bugs ? { bugs: this.options.bugs } : {}),
     });
-    const node = new SimNode(id, storage, config, this, {
+    let node: SimNode | undefined;
+    const disk: SimDisk =
+      this.options.storage === "disk"
+        ? new WalSimDisk(conf, this.random.pick(WAL_CACHE_SIZE_BYTES_CHOICES), {
+            recovered: (storage, report) => node!.recovered(storage, report),
+            failed: (problem) => this.checker.report(`n${id}: storage: ${problem}`),
+          })
+        : new MemorySimDisk(conf);
+    node = new SimNode(id, disk, config, this, {
       snapshotEntries: this.random.range(this.profile.snapshotEntriesMin, this.profile.snapshotEntriesMax),
       compactKeepEntries: this.random.range(0, 5),
     });
     node.tickRate = this.random.between(this.profile.clockRateMin, this.profile.clockRateMax);
     this.nodes[id - 1] = node;
+    if (disk.ready()) node.start();
+    else node.restartAtStep = this.currentStep;
     return node;
   }
 
@@ -407,7 +444,7 @@ class Simulation implements NodeEnvironment, Cluster {
 }
 
 // Whether a node's disk holds (index, term); an index compacted away was applied, so it was held.
-function persistedHas(storage: MemoryLogStorage, index: number, term: number): boolean {
+function persistedHas(storage: LogStorage, index: number, term: number): boolean {
   const compacted = storage.firstIndex() - 1;
   if (index < compacted) return true;
   if (index > storage.lastIndex()) return false;

@@ -51,15 +51,16 @@ function applyToModel(state: LogState, hardState: HardState, made: Entry[]): Log
 }
 
 // The states a crash may leave: any state at or after the last acknowledged one, and any state
-// in the middle of an update (its hard state written, a prefix of its entries).
+// in the middle of an update (a prefix of its entries, the hard state before it: an update's hard
+// state is written after its entries, so a torn write never keeps a commit beyond its entries).
 function acceptable(states: LogState[], updates: Array<{ hardState: HardState; entries: Entry[] }>, ackedState: number): LogState[] {
   const result: LogState[] = [];
   for (let k = ackedState; k < states.length; k++) {
     result.push(states[k]!);
     const update = updates[k]; // leads from states[k] to states[k + 1]
     if (!update) continue;
-    for (let prefix = 0; prefix < update.entries.length; prefix++) {
-      result.push(applyToModel(states[k]!, update.hardState, update.entries.slice(0, prefix)));
+    for (let prefix = 0; prefix <= update.entries.length; prefix++) {
+      result.push(applyToModel(states[k]!, states[k]!.hardState, update.entries.slice(0, prefix)));
     }
   }
   return result;

@@ -1,0 +1,57 @@
+// The one interface every system under test implements, so the workloads in bench/workloads.ts
+// run unchanged against Ferry, NATS JetStream and RabbitMQ. An adapter starts its own 3-node
+// cluster on loopback, creates the replicated queue/stream/mailbox under test, and hands out
+// senders and a drainer. Every figure then comes from the same code path for every system.
+
+export interface ClusterNode {
+  name: string; // the system's own name for the node (n1, ferrybench1@localhost, node id)
+  pid: number; // the server process, for CPU and memory figures and for kill -9
+  clientPort: number;
+}
+
+export interface Sender {
+  // Resolves when the system acknowledges the message as durable by its own rule (see
+  // SystemUnderTest.durability); rejects on error or after timeoutMs.
+  send(body: Uint8Array, timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SenderOptions {
+  target: string; // the queue/subject/mailbox of this phase: phases never see each other's messages
+  node: string; // the node to connect to (systems whose client finds the leader may ignore it)
+  inFlightMax: number; // requests this connection will have outstanding at most
+}
+
+export interface DrainOptions {
+  target: string;
+  expected: number; // stop after this many messages were received and acknowledged
+  consumers: number; // concurrent consumer loops (or channels)
+  batch: number; // messages per fetch, or the prefetch window
+  idleMs: number; // stop early when nothing arrives for this long
+  onAcked: (count: number) => void;
+}
+
+export interface RunningCluster {
+  nodes: ClusterNode[];
+  // Creates the replicated queue/stream/mailbox of a phase (a no-op where sending creates it).
+  prepare(target: string): Promise<void>;
+  // The node leading the replicated queue/stream/log that holds `target`.
+  leader(target: string): Promise<string>;
+  openSender(options: SenderOptions): Promise<Sender>;
+  // Receives and acknowledges until `expected` or idle; returns how many were acknowledged.
+  drain(options: DrainOptions): Promise<number>;
+  // kill -9 of the named node's server process.
+  kill(node: string): void;
+  stop(): Promise<void>;
+}
+
+export interface SystemUnderTest {
+  name: string; // short key: ferry, nats, nats-sync-always, rabbitmq
+  label: string; // for tables and plots
+  durability: string; // when a send is acknowledged, in one sentence
+  ackSemantics: string; // what an ack costs the consumer (confirmed or fire-and-forget)
+  // Why the system cannot run here (not installed, not built), or undefined when it can.
+  unavailable(): Promise<string | undefined>;
+  version(): Promise<string>;
+  start(workDir: string): Promise<RunningCluster>;
+}

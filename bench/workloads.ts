@@ -1,0 +1,236 @@
+// The four measurements, written once against the SystemUnderTest interface so every system
+// runs the same code: send latency with one request in flight, pipelined send throughput,
+// receive+ack throughput, and failover under steady load (kill -9 of the leader).
+import type { Progress } from "./lib/progress.js";
+import { cpuSeconds, peakRssBytes, sleep, withTimeout } from "./lib/proc.js";
+import { type LatencySummary, round, Samples, Timeline } from "./lib/samples.js";
+import type { ClusterNode, RunningCluster, Sender } from "./systems/types.js";
+
+export interface Settings {
+  bodyBytes: number;
+  latencyWarmupCount: number;
+  latencySampleCount: number;
+  throughputMessageCount: number;
+  throughputConnectionCount: number;
+  throughputInFlightPerConnection: number;
+  throughputDurationMsMax: number;
+  drainConsumerCount: number;
+  drainBatchSize: number;
+  drainIdleMs: number;
+  failoverConnectionCount: number;
+  failoverInFlightPerConnection: number;
+  failoverBeforeMs: number;
+  failoverAfterMs: number;
+  failoverProbeIntervalMs: number;
+  sendTimeoutMs: number;
+}
+
+// How much the load generator itself used: it shares the 2 cores with the 3 nodes.
+export interface ClientCpu {
+  clientCpuSeconds: number;
+}
+
+export interface LatencyResult extends ClientCpu {
+  leader: string;
+  latency: LatencySummary;
+  curve: Array<[number, number]>;
+  samplesMs: number[];
+}
+
+export interface NodeCpu {
+  node: string;
+  cpuSeconds: number;
+  cpuSecondsPerMillionMessages: number;
+}
+
+export interface ThroughputResult extends ClientCpu {
+  messages: number;
+  errors: number;
+  durationMs: number;
+  messagesPerSecond: number;
+  latency: LatencySummary;
+  ratesPerSecond: number[];
+  serverCpu: NodeCpu[];
+  serverCpuSecondsPerMillionMessages: number;
+}
+
+export type DrainResult = Omit<ThroughputResult, "latency" | "errors"> & { expected: number };
+
+export interface FailoverResult {
+  killedNode: string;
+  newLeader: string;
+  killedAtMs: number; // from the start of the phase
+  writesResumedAfterMs: number | null; // kill → first acknowledged send issued after the kill
+  longestGapMs: number; // longest stretch without any acknowledged send, around the kill
+  errors: number;
+  latencyBefore: LatencySummary;
+  latencyDuring: LatencySummary; // sends issued between the kill and the resumption
+  latencyAfter: LatencySummary;
+  ratesPerSecond: number[];
+}
+
+export interface MemoryResult {
+  node: string;
+  peakRssBytes: number;
+}
+
+function makeBody(bodyBytes: number): Uint8Array {
+  const body = new Uint8Array(bodyBytes);
+  for (let index = 0; index < bodyBytes; index++) body[index] = 97 + (index % 26);
+  return body;
+}
+
+function clientCpuSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return round((used.user + used.system) / 1e6);
+}
+
+function snapshotCpu(nodes: ClusterNode[]): number[] {
+  return nodes.map((node) => cpuSeconds(node.pid));
+}
+
+function cpuSince(nodes: ClusterNode[], before: number[], messages: number): NodeCpu[] {
+  return nodes.map((node, index) => {
+    const used = cpuSeconds(node.pid) - before[index]!;
+    return { node: node.name, cpuSeconds: round(used), cpuSecondsPerMillionMessages: round((used / Math.max(1, messages)) * 1e6) };
+  });
+}
+
+function sumPerMillion(cpu: NodeCpu[]): number {
+  return round(cpu.reduce((total, node) => total + node.cpuSecondsPerMillionMessages, 0));
+}
+
+export async function measureLatency(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<LatencyResult> {
+  await cluster.prepare("latency");
+  const leader = await cluster.leader("latency");
+  const sender = await cluster.openSender({ target: "latency", node: leader, inFlightMax: 1 });
+  const body = makeBody(settings.bodyBytes);
+  const total = settings.latencyWarmupCount + settings.latencySampleCount;
+  const samples = new Samples();
+  const cpuStart = process.cpuUsage();
+  progress.start("send latency (1 in flight)", total);
+  for (let index = 0; index < total; index++) {
+    const startMs = performance.now();
+    await sendOnce(sender, body, settings.sendTimeoutMs);
+    if (index >= settings.latencyWarmupCount) samples.add(performance.now() - startMs);
+    progress.update(index + 1);
+  }
+  await sender.close();
+  const latency = samples.summary();
+  progress.end(`p50 ${latency.p50Ms} ms  p99 ${latency.p99Ms} ms  max ${latency.maxMs} ms`);
+  return { leader, latency, curve: samples.curve(), samplesMs: samples.toArray(), clientCpuSeconds: clientCpuSince(cpuStart) };
+}
+
+function sendOnce(sender: Sender, body: Uint8Array, timeoutMs: number): Promise<void> {
+  // The adapters time out on their own; this catches one that would not.
+  return withTimeout(sender.send(body, timeoutMs), timeoutMs + 1000, "send");
+}
+
+export async function measureThroughput(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<ThroughputResult> {
+  await cluster.prepare("throughput");
+  const leader = await cluster.leader("throughput");
+  const senders: Sender[] = [];
+  for (let index = 0; index < settings.throughputConnectionCount; index++) {
+    senders.push(await cluster.openSender({ target: "throughput", node: leader, inFlightMax: settings.throughputInFlightPerConnection }));
+  }
+  const body = makeBody(settings.bodyBytes);
+  const samples = new Samples();
+  const cpuBefore = snapshotCpu(cluster.nodes);
+  const cpuStart = process.cpuUsage();
+  const startMs = performance.now();
+  const timeline = new Timeline(startMs);
+  const deadlineMs = startMs + settings.throughputDurationMsMax;
+  let issued = 0;
+  let acked = 0;
+  let errors = 0;
+  progress.start("send throughput (pipelined)", settings.throughputMessageCount);
+  const worker = async (sender: Sender) => {
+    while (issued < settings.throughputMessageCount && performance.now() < deadlineMs) {
+      issued++;
+      const sentMs = performance.now();
+      try {
+        await sendOnce(sender, body, settings.sendTimeoutMs);
+        const doneMs = performance.now();
+        samples.add(doneMs - sentMs);
+        timeline.add(doneMs);
+        progress.update(++acked);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  const workers = senders.flatMap((sender) => Array.from({ length: settings.throughputInFlightPerConnection }, () => worker(sender)));
+  await Promise.all(workers);
+  const durationMs = performance.now() - startMs;
+  const serverCpu = cpuSince(cluster.nodes, cpuBefore, acked);
+  await Promise.all(senders.map((sender) => sender.close()));
+  const messagesPerSecond = Math.round((acked * 1000) / durationMs);
+  progress.end(`${messagesPerSecond} msg/s  (${acked} acked, ${errors} errors)`);
+  return {
+    messages: acked,
+    errors,
+    durationMs: Math.round(durationMs),
+    messagesPerSecond,
+    latency: samples.summary(),
+    ratesPerSecond: timeline.ratesPerSecond(startMs + durationMs),
+    serverCpu,
+    serverCpuSecondsPerMillionMessages: sumPerMillion(serverCpu),
+    clientCpuSeconds: clientCpuSince(cpuStart),
+  };
+}
+
+export async function measureDrain(cluster: RunningCluster, settings: Settings, expected: number, progress: Progress): Promise<DrainResult> {
+  const cpuBefore = snapshotCpu(cluster.nodes);
+  const cpuStart = process.cpuUsage();
+  const startMs = performance.now();
+  const timeline = new Timeline(startMs);
+  let acked = 0;
+  let lastAckedMs = startMs;
+  progress.start("receive+ack throughput", expected);
+  const drained = await cluster.drain({
+    target: "throughput",
+    expected,
+    consumers: settings.drainConsumerCount,
+    batch: settings.drainBatchSize,
+    idleMs: settings.drainIdleMs,
+    onAcked: (count) => {
+      acked += count;
+      lastAckedMs = performance.now();
+      timeline.add(lastAckedMs, count);
+      progress.update(acked);
+    },
+  });
+  // The rate is over the time until the last ack: consumers may then still wait for a long poll
+  // or a fetch to expire, or for the idle timeout, and that is not work.
+  const durationMs = lastAckedMs - startMs;
+  const serverCpu = cpuSince(cluster.nodes, cpuBefore, drained);
+  const messagesPerSecond = Math.round((drained * 1000) / durationMs);
+  progress.end(`${messagesPerSecond} msg/s  (${drained} of ${expected})`);
+  return {
+    expected,
+    messages: drained,
+    durationMs: Math.round(durationMs),
+    messagesPerSecond,
+    ratesPerSecond: timeline.ratesPerSecond(startMs + durationMs),
+    serverCpu,
+    serverCpuSecondsPerMillionMessages: sumPerMillion(serverCpu),
+    clientCpuSeconds: clientCpuSince(cpuStart),
+  };
+}
+
+export function measureMemory(cluster: RunningCluster): MemoryResult[] {
+  return cluster.nodes.map((node) => ({ node: node.name, peakRssBytes: peakRssBytes(node.pid) }));
+}
+
+// Asks for the leader until one answers (a new one is being elected right after a kill).
+export async function leaderWithin(cluster: RunningCluster, target: string, timeoutMs: number): Promise<string> {
+  const deadlineMs = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await withTimeout(cluster.leader(target), 10_000, "leader");
+    } catch (error) {
+      if (performance.now() > deadlineMs) return `unknown (${(error as Error).message})`;
+      await sleep(500);
+    }
+  }
+}
