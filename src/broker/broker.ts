@@ -34,14 +34,16 @@ import { type OrderedKv, prefixEnd } from "./kv.js";
 import {
   APPLIED_KEY,
   cursorToSeq,
-  DEDUPE_EXPIRY,
+  DEDUPE_LIST,
+  decodeIds,
   decodeIndex,
   decodeMessage,
   decodeMeta,
   decodeTimestamp,
-  dedupeExpiryKey,
   dedupeKey,
+  dedupeListKey,
   EXPIRY,
+  encodeIds,
   encodeIndex,
   encodeMessage,
   encodeMeta,
@@ -138,6 +140,8 @@ export class Broker {
   private nowMs = 0;
   private messagesInEntry = 0;
   private commandTimestamp = 0n;
+  // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
+  private dedupeIdsInEntry: string[] = [];
 
   constructor(
     private readonly kv: OrderedKv,
@@ -159,6 +163,7 @@ export class Broker {
     this.timestamp = timestamp;
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
+    this.dedupeIdsInEntry = [];
     try {
       const results = this.kv.transaction(() => {
         this.sweepExpiredMessages();
@@ -170,6 +175,7 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
+        if (this.dedupeIdsInEntry.length > 0) this.kv.put(dedupeListKey(this.nowMs, index), encodeIds(this.dedupeIdsInEntry));
         this.kv.put(APPLIED_KEY, encodeIndex(index));
         return results;
       });
@@ -398,11 +404,11 @@ export class Broker {
     return timestampMs(first) + this.config.dedupeWindowMs > this.nowMs ? first : undefined;
   }
 
+  // Overwrites a stale record: the stale one's id stays in an older dedupe list, whose sweep
+  // finds this record unexpired and keeps it.
   private recordDedupe(id: string): void {
-    const stale = this.kv.get(dedupeKey(id));
-    if (stale !== undefined) this.kv.delete(dedupeExpiryKey(timestampMs(decodeTimestamp(stale)), id));
     this.kv.put(dedupeKey(id), encodeTimestamp(this.commandTimestamp));
-    this.kv.put(dedupeExpiryKey(this.nowMs, id), new Uint8Array(0));
+    this.dedupeIdsInEntry.push(id);
   }
 
   // Drop-oldest: removes the oldest messages until one of `bytes` fits. (Reject was checked.)
@@ -686,13 +692,27 @@ export class Broker {
     }
   }
 
+  // Drops the dedupe records of the lists whose entry time left the window, oldest list first,
+  // whole lists until dedupeSweepMax ids were looked at (so at most that plus one entry's ids).
+  // A record re-recorded since (its id was stale when sent again) is younger and stays.
   private sweepDedupeRecords(): void {
     const horizonMs = this.nowMs - this.config.dedupeWindowMs;
     if (horizonMs < 0) return;
-    const due = this.kv.scan(DEDUPE_EXPIRY, DEDUPE_EXPIRY + u64Key(horizonMs + 1), this.config.dedupeSweepMax);
-    for (const entry of due) {
-      this.kv.delete(entry.key);
-      this.kv.delete(dedupeKey(entry.key.slice(DEDUPE_EXPIRY.length + U64_LENGTH)));
+    let budget = this.config.dedupeSweepMax;
+    const end = DEDUPE_LIST + u64Key(horizonMs + 1);
+    while (budget > 0) {
+      const due = this.kv.scan(DEDUPE_LIST, end, Math.min(budget, SCAN_BATCH));
+      if (due.length === 0) return;
+      for (const entry of due) {
+        if (budget <= 0) return;
+        this.kv.delete(entry.key);
+        for (const id of decodeIds(entry.value)) {
+          budget--;
+          const key = dedupeKey(id);
+          const value = this.kv.get(key);
+          if (value !== undefined && timestampMs(decodeTimestamp(value)) <= horizonMs) this.kv.delete(key);
+        }
+      }
     }
   }
 

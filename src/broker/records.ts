@@ -13,7 +13,8 @@
 //   "\x05" name "\x00" id                     id index -> seq (ACK / NACK / EXTEND by id)
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
-//   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
+//   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
+//                                             window sweep; one write per entry, not per SEND)
 import { assert } from "../util/assert.js";
 import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
@@ -26,7 +27,7 @@ export const PENDING = "\x04";
 export const ID = "\x05";
 export const EXPIRY = "\x06";
 export const DEDUPE = "\x07";
-export const DEDUPE_EXPIRY = "\x08";
+export const DEDUPE_LIST = "\x08";
 export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;
 
@@ -82,7 +83,24 @@ export const idKey = (mailbox: string, id: string): string => `${ID}${mailbox}\x
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
 export const dedupeKey = (id: string): string => `${DEDUPE}${id}`;
-export const dedupeExpiryKey = (firstMs: number, id: string): string => `${DEDUPE_EXPIRY}${u64Key(firstMs)}${id}`;
+export const dedupeListKey = (firstMs: number, index: number): string => `${DEDUPE_LIST}${u64Key(firstMs)}${u64Key(index)}`;
+
+export function encodeIds(ids: string[]): Uint8Array {
+  let size = 4;
+  for (const id of ids) size += 4 + id.length; // client ids are ASCII
+  const writer = new ByteWriter(size);
+  writer.u32(ids.length);
+  for (const id of ids) writer.string(id);
+  return writer.finish();
+}
+
+export function decodeIds(data: Uint8Array): string[] {
+  const reader = new ByteReader(data);
+  const count = reader.u32();
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) ids.push(reader.string());
+  return ids;
+}
 
 export const STATE_READY = 0;
 export const STATE_LEASED = 1;

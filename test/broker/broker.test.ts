@@ -31,6 +31,27 @@ describe("send", () => {
     assert.ok(later.ok && "duplicate" in later && !later.duplicate);
   });
 
+  test("the sweep drops dedupe records that left the window and keeps re-recorded ones", () => {
+    const h = new Harness({ dedupeWindowMs: 1000 });
+    const dedupeKeys = () => dump(h.kv).filter(([key]) => key.startsWith("\x07") || key.startsWith("\x08")).length;
+    h.send("bob", "a", { id: "m-1" });
+    h.send("bob", "b", { id: "m-2" });
+    h.receive("bob", 1);
+    h.apply({ op: "ack", mailbox: "bob", ids: ["m-1"] });
+    h.advance(1000);
+    // m-1 is stale: sent again, it is recorded anew (its old list still names it).
+    const again = h.send("bob", "c", { id: "m-1" });
+    assert.ok(again.ok && "duplicate" in again && !again.duplicate);
+    h.advance(1);
+    h.apply(); // sweeps the first lists: m-2 goes, the new m-1 stays
+    assert.equal(dedupeKeys(), 2); // m-1's record and its list
+    const duplicate = h.send("carol", "d", { id: "m-1" });
+    assert.ok(duplicate.ok && "duplicate" in duplicate && duplicate.duplicate);
+    h.advance(1000);
+    h.apply();
+    assert.equal(dedupeKeys(), 0);
+  });
+
   test("a client id still stored after the window is a conflict", () => {
     const h = new Harness({ dedupeWindowMs: 1000 });
     h.send("bob", "a", { id: "m-1" });
