@@ -10,9 +10,12 @@
 //   "\x02" name "\x00" seq                    message record (body included)
 //   "\x03" name "\x00" seq                    ready index: visible now, in log order
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
-//   "\x05" name "\x00" id                     id index -> seq (ACK / NACK / EXTEND by id)
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
+//   "\x07" id "\x00" name                     id index -> seq (ACK / NACK / EXTEND by id); next to
+//                                             the dedupe record, so a SEND with a client id dirties
+//                                             one B-tree page at a random place, not two (ids hold
+//                                             no "\x00", so these keys never clash)
 //   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
 //                                             window sweep; one write per entry, not per SEND)
 import { assert } from "../util/assert.js";
@@ -24,7 +27,6 @@ export const META = "\x01";
 export const MESSAGE = "\x02";
 export const READY = "\x03";
 export const PENDING = "\x04";
-export const ID = "\x05";
 export const EXPIRY = "\x06";
 export const DEDUPE = "\x07";
 export const DEDUPE_LIST = "\x08";
@@ -79,7 +81,7 @@ export const messageKey = (mailbox: string, seq: string): string => `${MESSAGE}$
 export const readyKey = (mailbox: string, seq: string): string => `${READY}${mailbox}\x00${seq}`;
 export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
   `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
-export const idKey = (mailbox: string, id: string): string => `${ID}${mailbox}\x00${id}`;
+export const idKey = (mailbox: string, id: string): string => `${DEDUPE}${id}\x00${mailbox}`;
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
 export const dedupeKey = (id: string): string => `${DEDUPE}${id}`;
