@@ -322,7 +322,7 @@ export class Broker {
       const problem = mailboxProblem(recipient);
       if (problem !== undefined) return problem;
     }
-    if (new Set(recipients).size !== recipients.length) return failure("INVALID", "a recipient is named twice");
+    if (recipients.length > 1 && new Set(recipients).size !== recipients.length) return failure("INVALID", "a recipient is named twice");
     if (!(command.body instanceof Uint8Array)) return failure("INVALID", "body must be bytes");
     if (command.body.length > config.bodyBytesMax) {
       return failure("TOO_LARGE", `body is ${command.body.length} bytes; the limit is ${config.bodyBytesMax}`);
@@ -371,7 +371,8 @@ export class Broker {
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
-    for (const [position, recipient] of command.recipients.entries()) {
+    for (let position = 0; position < command.recipients.length; position++) {
+      const recipient = command.recipients[position]!;
       const ttlMs = command.ttlMs ?? this.mailboxConfig(recipient).ttlMs;
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.

@@ -8,14 +8,17 @@ export class BytesError extends Error {
   override name = "BytesError";
 }
 
+// 64-bit values go through this scratch view and are copied: a DataView per writer (one per
+// stored record) was a visible share of an apply's allocations.
+const scratch = new Uint8Array(8);
+const scratchView = new DataView(scratch.buffer);
+
 export class ByteWriter {
   private buffer: Uint8Array;
-  private view: DataView;
   length = 0;
 
   constructor(capacityBytes = 256) {
     this.buffer = new Uint8Array(capacityBytes);
-    this.view = new DataView(this.buffer.buffer);
   }
 
   private reserve(bytes: number): void {
@@ -26,7 +29,14 @@ export class ByteWriter {
     const grown = new Uint8Array(capacity);
     grown.set(this.buffer.subarray(0, this.length));
     this.buffer = grown;
-    this.view = new DataView(grown.buffer);
+  }
+
+  private scratch8(): void {
+    this.reserve(8);
+    const buffer = this.buffer;
+    const at = this.length;
+    for (let i = 0; i < 8; i++) buffer[at + i] = scratch[i]!;
+    this.length += 8;
   }
 
   u8(value: number): void {
@@ -35,24 +45,25 @@ export class ByteWriter {
   }
   u16(value: number): void {
     this.reserve(2);
-    this.view.setUint16(this.length, value, true);
-    this.length += 2;
+    this.buffer[this.length++] = value & 0xff;
+    this.buffer[this.length++] = (value >>> 8) & 0xff;
   }
   u32(value: number): void {
     this.reserve(4);
-    this.view.setUint32(this.length, value, true);
-    this.length += 4;
+    const buffer = this.buffer;
+    buffer[this.length++] = value & 0xff;
+    buffer[this.length++] = (value >>> 8) & 0xff;
+    buffer[this.length++] = (value >>> 16) & 0xff;
+    buffer[this.length++] = (value >>> 24) & 0xff;
   }
   // Non-negative safe integers and "absent" (-1) fit a float64 exactly.
   f64(value: number): void {
-    this.reserve(8);
-    this.view.setFloat64(this.length, value, true);
-    this.length += 8;
+    scratchView.setFloat64(0, value, true);
+    this.scratch8();
   }
   u64(value: bigint): void {
-    this.reserve(8);
-    this.view.setBigUint64(this.length, value, true);
-    this.length += 8;
+    scratchView.setBigUint64(0, value, true);
+    this.scratch8();
   }
   bytes(value: Uint8Array): void {
     this.u32(value.length);
