@@ -39,17 +39,18 @@ import {
   decodeIndex,
   decodeMessage,
   decodeMeta,
-  decodeTimestamp,
-  dedupeKey,
+  decodeIdRecord,
   dedupeListKey,
   EXPIRY,
   encodeIds,
   encodeIndex,
   encodeMessage,
   encodeMeta,
-  encodeTimestamp,
+  encodeIdRecord,
   expiryKey,
-  idKey,
+  type IdHolder,
+  type IdRecord,
+  idRecordKey,
   MESSAGE,
   META,
   type MailboxMeta,
@@ -67,10 +68,8 @@ import {
   type StoredMessage,
   seqOf,
   seqToCursor,
-  seqValue,
   U64_LENGTH,
   u64Key,
-  valueSeq,
 } from "./records.js";
 import { readSnapshot, writeSnapshot } from "./snapshot.js";
 import {
@@ -142,6 +141,9 @@ export class Broker {
   private commandTimestamp = 0n;
   // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
   private dedupeIdsInEntry: string[] = [];
+  // Id records this entry read or wrote (undefined: absent), so that an ACK that found a message
+  // by id and then removes it, or a fan-out, reads each record once. Cleared around every apply.
+  private readonly idRecords = new Map<string, IdRecord | undefined>();
 
   constructor(
     private readonly kv: OrderedKv,
@@ -164,6 +166,7 @@ export class Broker {
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.dedupeIdsInEntry = [];
+    this.idRecords.clear();
     try {
       const results = this.kv.transaction(() => {
         this.sweepExpiredMessages();
@@ -180,6 +183,7 @@ export class Broker {
         return results;
       });
       this.applied = index;
+      this.idRecords.clear();
       return results;
     } catch (error) {
       // A bug (assertion) aborted the transaction: the KV is unchanged, so is the cache after this.
@@ -281,6 +285,7 @@ export class Broker {
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
     this.metaToWrite.clear();
+    this.idRecords.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -343,7 +348,7 @@ export class Broker {
       const meta = this.mailboxes.get(recipient);
       if (meta === undefined) created++;
       const config = this.mailboxConfig(recipient);
-      if (command.id !== undefined && this.kv.get(idKey(recipient, command.id)) !== undefined) {
+      if (command.id !== undefined && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient)) {
         return failure("CONFLICT", `message id '${command.id}' is still stored in mailbox ${recipient}`);
       }
       const size = command.body.length;
@@ -371,13 +376,16 @@ export class Broker {
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
+    const holders = command.id === undefined ? undefined : [...(this.idRecord(command.id)?.holders ?? [])];
     for (let position = 0; position < command.recipients.length; position++) {
       const recipient = command.recipients[position]!;
       const ttlMs = command.ttlMs ?? this.mailboxConfig(recipient).ttlMs;
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
-      this.store(recipient, this.nextSeq(), {
+      const seq = this.nextSeq();
+      holders?.push({ mailbox: recipient, seq });
+      this.store(recipient, seq, {
         id,
         sender: command.sender,
         timestamp: this.commandTimestamp,
@@ -390,7 +398,12 @@ export class Broker {
         idIndexed: command.id !== undefined,
       });
     }
-    if (command.id !== undefined) this.recordDedupe(command.id);
+    if (command.id !== undefined) {
+      // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
+      // this record unexpired and keeps it.
+      this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders: holders! });
+      this.dedupeIdsInEntry.push(command.id);
+    }
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
 
@@ -399,17 +412,41 @@ export class Broker {
   }
 
   private dedupeLookup(id: string): bigint | undefined {
-    const value = this.kv.get(dedupeKey(id));
-    if (value === undefined) return undefined;
-    const first = decodeTimestamp(value);
+    const first = this.idRecord(id)?.dedupeSince;
+    if (first === undefined) return undefined;
     return timestampMs(first) + this.config.dedupeWindowMs > this.nowMs ? first : undefined;
   }
 
-  // Overwrites a stale record: the stale one's id stays in an older dedupe list, whose sweep
-  // finds this record unexpired and keeps it.
-  private recordDedupe(id: string): void {
-    this.kv.put(dedupeKey(id), encodeTimestamp(this.commandTimestamp));
-    this.dedupeIdsInEntry.push(id);
+  private idRecord(id: string): IdRecord | undefined {
+    if (this.idRecords.has(id)) return this.idRecords.get(id);
+    const value = this.kv.get(idRecordKey(id));
+    const record = value === undefined ? undefined : decodeIdRecord(value);
+    this.idRecords.set(id, record);
+    return record;
+  }
+
+  // Records are never mutated once read: writers pass a new one.
+  private writeIdRecord(id: string, record: IdRecord): void {
+    if (record.dedupeSince === undefined && record.holders.length === 0) {
+      this.idRecords.set(id, undefined);
+      this.kv.delete(idRecordKey(id));
+    } else {
+      this.idRecords.set(id, record);
+      this.kv.put(idRecordKey(id), encodeIdRecord(record));
+    }
+  }
+
+  private dropHolder(id: string, mailbox: string, seq: string): void {
+    const record = this.idRecord(id);
+    if (record === undefined) return assert(false, `id ${id} has a record`);
+    const holders: IdHolder[] = [];
+    let found = false;
+    for (const holder of record.holders) {
+      if (holder.mailbox !== mailbox) holders.push(holder);
+      else found = holder.seq === seq;
+    }
+    if (!found) assert(false, `the id record of ${id} points at the removed copy in ${mailbox}`);
+    this.writeIdRecord(id, { dedupeSince: record.dedupeSince, holders });
   }
 
   // Drop-oldest: removes the oldest messages until one of `bytes` fits. (Reject was checked.)
@@ -528,10 +565,9 @@ export class Broker {
         }
       }
     }
-    const seqBytes = this.kv.get(idKey(mailbox, id));
-    if (seqBytes === undefined) return undefined;
-    const seq = valueSeq(seqBytes);
-    return { seq, message: this.load(mailbox, seq) };
+    const holder = this.idRecord(id)?.holders.find((candidate) => candidate.mailbox === mailbox);
+    if (holder === undefined) return undefined;
+    return { seq: holder.seq, message: this.load(mailbox, holder.seq) };
   }
 
   private ack(command: AckCommand): AckReply | ErrorReply {
@@ -670,7 +706,11 @@ export class Broker {
       assert(oldest !== undefined, "a full dead-letter mailbox holds a message");
       this.remove(target, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
     }
-    this.store(target, this.nextSeq(), {
+    const targetSeq = this.nextSeq();
+    const record = this.idRecord(message.id);
+    const holders = [...(record?.holders ?? []), { mailbox: target, seq: targetSeq }];
+    this.writeIdRecord(message.id, { dedupeSince: record?.dedupeSince, holders });
+    this.store(target, targetSeq, {
       ...message,
       deliveries: 0,
       state: STATE_READY,
@@ -709,9 +749,10 @@ export class Broker {
         this.kv.delete(entry.key);
         for (const id of decodeIds(entry.value)) {
           budget--;
-          const key = dedupeKey(id);
-          const value = this.kv.get(key);
-          if (value !== undefined && timestampMs(decodeTimestamp(value)) <= horizonMs) this.kv.delete(key);
+          const record = this.idRecord(id);
+          if (record?.dedupeSince !== undefined && timestampMs(record.dedupeSince) <= horizonMs) {
+            this.writeIdRecord(id, { dedupeSince: undefined, holders: record.holders });
+          }
         }
       }
     }
@@ -738,7 +779,6 @@ export class Broker {
     } else {
       this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
     }
-    if (message.idIndexed) this.kv.put(idKey(mailbox, message.id), seqValue(seq));
     if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
     meta.messages++;
     meta.bytes += message.body.length;
@@ -751,7 +791,7 @@ export class Broker {
     this.kv.delete(messageKey(mailbox, seq));
     if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq));
     else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    if (message.idIndexed) this.kv.delete(idKey(mailbox, message.id));
+    if (message.idIndexed) this.dropHolder(message.id, mailbox, seq);
     if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
     meta.messages--;
     meta.bytes -= message.body.length;

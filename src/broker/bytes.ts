@@ -96,11 +96,14 @@ function isAscii(value: string): boolean {
 }
 
 export class ByteReader {
-  private readonly view: DataView;
   offset = 0;
 
-  constructor(private readonly buffer: Uint8Array) {
-    this.view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  constructor(private readonly buffer: Uint8Array) {}
+
+  private toScratch8(): void {
+    this.need(8);
+    for (let i = 0; i < 8; i++) scratch[i] = this.buffer[this.offset + i]!;
+    this.offset += 8;
   }
 
   private need(bytes: number): void {
@@ -115,27 +118,26 @@ export class ByteReader {
   }
   u16(): number {
     this.need(2);
-    const value = this.view.getUint16(this.offset, true);
+    const buffer = this.buffer;
+    const value = buffer[this.offset]! | (buffer[this.offset + 1]! << 8);
     this.offset += 2;
     return value;
   }
   u32(): number {
     this.need(4);
-    const value = this.view.getUint32(this.offset, true);
+    const buffer = this.buffer;
+    const at = this.offset;
+    const value = (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
     this.offset += 4;
     return value;
   }
   f64(): number {
-    this.need(8);
-    const value = this.view.getFloat64(this.offset, true);
-    this.offset += 8;
-    return value;
+    this.toScratch8();
+    return scratchView.getFloat64(0, true);
   }
   u64(): bigint {
-    this.need(8);
-    const value = this.view.getBigUint64(this.offset, true);
-    this.offset += 8;
-    return value;
+    this.toScratch8();
+    return scratchView.getBigUint64(0, true);
   }
   // A view into the input (no copy): stored values are never mutated.
   bytes(): Uint8Array {

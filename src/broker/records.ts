@@ -11,11 +11,11 @@
 //   "\x03" name "\x00" seq                    ready index: visible now, in log order
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
-//   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
-//   "\x07" id "\x00" name                     id index -> seq (ACK / NACK / EXTEND by id); next to
-//                                             the dedupe record, so a SEND with a client id dirties
-//                                             one B-tree page at a random place, not two (ids hold
-//                                             no "\x00", so these keys never clash)
+//   "\x07" id                                 id record: the dedupe timestamp (HLC of the first
+//                                             SEND, while in the window) and the id index (the
+//                                             mailboxes holding a copy with that id, and its seq,
+//                                             for client ids and dead letters). One record, so a
+//                                             client-id SEND reads and writes one random key.
 //   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
 //                                             window sweep; one write per entry, not per SEND)
 import { assert } from "../util/assert.js";
@@ -81,10 +81,9 @@ export const messageKey = (mailbox: string, seq: string): string => `${MESSAGE}$
 export const readyKey = (mailbox: string, seq: string): string => `${READY}${mailbox}\x00${seq}`;
 export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
   `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
-export const idKey = (mailbox: string, id: string): string => `${DEDUPE}${id}\x00${mailbox}`;
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
-export const dedupeKey = (id: string): string => `${DEDUPE}${id}`;
+export const idRecordKey = (id: string): string => `${DEDUPE}${id}`;
 export const dedupeListKey = (firstMs: number, index: number): string => `${DEDUPE_LIST}${u64Key(firstMs)}${u64Key(index)}`;
 
 export function encodeIds(ids: string[]): Uint8Array {
@@ -241,4 +240,42 @@ export function seqValue(seq: string): Uint8Array {
 
 export function valueSeq(value: Uint8Array): string {
   return String.fromCharCode(...value);
+}
+
+// Who holds an id, and since when it dedupes. Exists while it dedupes or has a holder.
+export interface IdHolder {
+  mailbox: string;
+  seq: string;
+}
+export interface IdRecord {
+  dedupeSince: bigint | undefined; // HLC timestamp of the SEND that recorded it; undefined: swept
+  holders: IdHolder[];
+}
+
+export function encodeIdRecord(record: IdRecord): Uint8Array {
+  let size = 1 + 8 + 4;
+  for (const holder of record.holders) size += 4 + holder.mailbox.length + SEQ_LENGTH; // names are ASCII
+  const writer = new ByteWriter(size);
+  writer.u8(record.dedupeSince === undefined ? 0 : 1);
+  writer.u64(record.dedupeSince ?? 0n);
+  writer.u32(record.holders.length);
+  for (const holder of record.holders) {
+    writer.string(holder.mailbox);
+    for (let i = 0; i < SEQ_LENGTH; i++) writer.u8(holder.seq.charCodeAt(i));
+  }
+  return writer.finish();
+}
+
+export function decodeIdRecord(data: Uint8Array): IdRecord {
+  const reader = new ByteReader(data);
+  const dedupes = reader.u8() === 1;
+  const since = reader.u64();
+  const count = reader.u32();
+  const holders: IdHolder[] = [];
+  for (let i = 0; i < count; i++) {
+    const mailbox = reader.string();
+    const seq = reader.raw(SEQ_LENGTH);
+    holders.push({ mailbox, seq: String.fromCharCode(...seq) });
+  }
+  return { dedupeSince: dedupes ? since : undefined, holders };
 }
