@@ -135,7 +135,6 @@ export class Broker {
   private applied = 0;
   // The entry being applied.
   private index = 0;
-  private timestamp = 0n;
   private nowMs = 0;
   private messagesInEntry = 0;
   private commandTimestamp = 0n;
@@ -162,7 +161,6 @@ export class Broker {
   apply(index: number, timestamp: bigint, commands: BrokerCommand[]): BrokerResult[] {
     assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
     this.index = index;
-    this.timestamp = timestamp;
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.dedupeIdsInEntry = [];
@@ -438,7 +436,7 @@ export class Broker {
 
   private dropHolder(id: string, mailbox: string, seq: string): void {
     const record = this.idRecord(id);
-    if (record === undefined) return assert(false, `id ${id} has a record`);
+    if (record === undefined) assert(false, `id ${id} has a record`);
     const holders: IdHolder[] = [];
     let found = false;
     for (const holder of record.holders) {
