@@ -374,7 +374,7 @@ export class Broker {
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
-    const holders = command.id === undefined ? undefined : [...(this.idRecord(command.id)?.holders ?? [])];
+    const copies: IdHolder[] = [];
     for (let position = 0; position < command.recipients.length; position++) {
       const recipient = command.recipients[position]!;
       const ttlMs = command.ttlMs ?? this.mailboxConfig(recipient).ttlMs;
@@ -382,7 +382,7 @@ export class Broker {
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
       const seq = this.nextSeq();
-      holders?.push({ mailbox: recipient, seq });
+      copies.push({ mailbox: recipient, seq });
       this.store(recipient, seq, {
         id,
         sender: command.sender,
@@ -399,7 +399,9 @@ export class Broker {
     if (command.id !== undefined) {
       // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
       // this record unexpired and keeps it.
-      this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders: holders! });
+      // Read after the copies are stored (makeRoom may have rewritten other ids' records).
+      const holders = [...(this.idRecord(command.id)?.holders ?? []), ...copies];
+      this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders });
       this.dedupeIdsInEntry.push(command.id);
     }
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
