@@ -6,7 +6,8 @@
 // Scenarios (100 commands per entry, 256-byte bodies, 10 entries per event-loop turn so the
 // store group-commits as in a node): SEND with client ids (UUIDs, as the client library always
 // sends) into one mailbox and round-robin over 1000 mailboxes; SEND with assigned ids into one
-// mailbox; RECEIVE of 100 messages per command then ACK of 100 ids per command (client ids).
+// mailbox; RECEIVE of 100 messages per command then ACK of 100 ids per command (client ids); the
+// steady-state lifecycle of one mailbox (SEND, RECEIVE, ACK, dedupe sweep with a 1 s window).
 // Commands are decoded from their binary encoding outside the measured part; the measured part
 // is apply plus the group commits. Rates are per CPU second of the process (all threads, through
 // process.cpuUsage()) as well as per wall second: the machine is shared, CPU time is the figure
@@ -94,13 +95,33 @@ class Run {
   }
 }
 
-type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" };
+type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" | "lifecycle" };
 const SCENARIOS: Scenario[] = [
   { name: "SEND client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "send" },
   { name: "SEND client ids, 1000 mailboxes", mailboxes: 1000, clientIds: true, kind: "send" },
   { name: "SEND assigned ids, 1 mailbox", mailboxes: 1, clientIds: false, kind: "send" },
   { name: "RECEIVE+ACK 100/command, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "receive-ack" },
+  { name: "lifecycle SEND+RECEIVE+ACK+dedupe sweep, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "lifecycle" },
 ];
+// The lifecycle scenario shortens the dedupe window so that the sweep runs in steady state (at
+// 1 ms of entry time per entry, the default 2-minute window would never pass in a run).
+const LIFECYCLE_DEDUPE_WINDOW_MS = 1000;
+
+// Steady state of one busy mailbox: an entry of `batch` SENDs, an entry with one RECEIVE of
+// those messages, an entry with one ACK of their ids; dedupe records expire and are swept.
+async function lifecycle(run: Run, scenario: Scenario, count: number, encode: typeof BrokerModule.encodeCommands): Promise<void> {
+  const body = new Uint8Array(BODY_BYTES).fill(120);
+  const mailbox = mailboxName(0, scenario.mailboxes);
+  for (let done = 0; done < count; done += BATCH) {
+    const sends: BrokerCommand[] = [];
+    for (let i = 0; i < BATCH; i++) sends.push({ op: "send", sender: "bench", recipients: [mailbox], body, id: randomUUID() });
+    await run.apply(encode(sends), 0);
+    const [reply] = (await run.apply(encode([{ op: "receive", mailbox, max: BATCH, visibilityMs: 60_000 }]), 0)) as ReceiveReply[];
+    if (!reply?.ok || reply.messages.length !== BATCH) throw new Error(`receive failed: ${JSON.stringify(reply)}`);
+    const [acked] = await run.apply(encode([{ op: "ack", mailbox, ids: reply.messages.map((m) => m.id) }]), BATCH);
+    if ((acked as { count: number }).count !== BATCH) throw new Error(`ack failed: ${JSON.stringify(acked)}`);
+  }
+}
 
 const mailboxName = (i: number, mailboxes: number): string => `mailbox-${i % mailboxes}`;
 
@@ -155,9 +176,13 @@ async function runScenario(version: Version, scenario: Scenario, round: number):
   rmSync(path, { recursive: true, force: true });
   mkdirSync(path, { recursive: true });
   const kv = new version.lmdb.LmdbKv({ path });
-  const config = { mailbox: { ...version.broker.MAILBOX_DEFAULTS, messagesMax: 100_000_000, bytesMax: 1e12 } };
+  const config = {
+    mailbox: { ...version.broker.MAILBOX_DEFAULTS, messagesMax: 100_000_000, bytesMax: 1e12 },
+    ...(scenario.kind === "lifecycle" ? { dedupeWindowMs: LIFECYCLE_DEDUPE_WINDOW_MS } : {}),
+  };
   const fillRun = new Run(version, new version.broker.Broker(kv, config));
-  await fill(fillRun, scenario, SENDS, version.broker.encodeCommands);
+  if (scenario.kind === "lifecycle") await lifecycle(fillRun, scenario, SENDS, version.broker.encodeCommands);
+  else await fill(fillRun, scenario, SENDS, version.broker.encodeCommands);
   let measure = fillRun.measure;
   if (scenario.kind === "receive-ack") {
     await nextTurn();
@@ -195,7 +220,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`${SENDS} SENDs per scenario, ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, LMDB group commit`);
-  console.log("SEND rows count SENDs; RECEIVE+ACK rows count messages received and acked");
+  console.log("SEND rows count SENDs; RECEIVE+ACK and lifecycle rows count messages received and acked");
   console.table(rows);
   const date = new Date().toISOString().slice(0, 10);
   mkdirSync(join("bench", "results"), { recursive: true });
