@@ -36,21 +36,24 @@ import { type OrderedKv, prefixEnd } from "./kv.js";
 import {
   APPLIED_KEY,
   cursorToSeq,
-  DEDUPE_EXPIRY,
+  DEDUPE_LIST,
+  decodeIds,
   decodeIndex,
   decodeMessage,
   decodeMeta,
-  decodeTimestamp,
-  dedupeExpiryKey,
-  dedupeKey,
+  decodeIdRecord,
+  dedupeListKey,
   EXPIRY,
+  encodeIds,
   encodeIndex,
   encodeMessage,
   encodeMeta,
-  encodeTimestamp,
+  encodeIdRecord,
   expiryKey,
   hexToKey,
-  idKey,
+  type IdHolder,
+  type IdRecord,
+  idRecordKey,
   MESSAGE,
   META,
   type MailboxMeta,
@@ -70,10 +73,8 @@ import {
   type StoredMessage,
   seqOf,
   seqToCursor,
-  seqValue,
   U64_LENGTH,
   u64Key,
-  valueSeq,
 } from "./records.js";
 import { readSnapshot, writeSnapshot } from "./snapshot.js";
 import {
@@ -140,10 +141,14 @@ export class Broker {
   private applied = 0;
   // The entry being applied.
   private index = 0;
-  private timestamp = 0n;
   private nowMs = 0;
   private messagesInEntry = 0;
   private commandTimestamp = 0n;
+  // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
+  private dedupeIdsInEntry: string[] = [];
+  // Id records this entry read or wrote (undefined: absent), so that an ACK that found a message
+  // by id and then removes it, or a fan-out, reads each record once. Cleared around every apply.
+  private readonly idRecords = new Map<string, IdRecord | undefined>();
 
   constructor(
     private readonly kv: OrderedKv,
@@ -162,9 +167,10 @@ export class Broker {
   apply(index: number, timestamp: bigint, commands: BrokerCommand[]): BrokerResult[] {
     assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
     this.index = index;
-    this.timestamp = timestamp;
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
+    this.dedupeIdsInEntry = [];
+    this.idRecords.clear();
     try {
       const results = this.kv.transaction(() => {
         this.sweepExpiredMessages();
@@ -176,10 +182,12 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
+        if (this.dedupeIdsInEntry.length > 0) this.kv.put(dedupeListKey(this.nowMs, index), encodeIds(this.dedupeIdsInEntry));
         this.kv.put(APPLIED_KEY, encodeIndex(index));
         return results;
       });
       this.applied = index;
+      this.idRecords.clear();
       return results;
     } catch (error) {
       // A bug (assertion) aborted the transaction: the KV is unchanged, so is the cache after this.
@@ -311,6 +319,7 @@ export class Broker {
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
     this.metaToWrite.clear();
+    this.idRecords.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -352,7 +361,7 @@ export class Broker {
       const problem = mailboxProblem(recipient);
       if (problem !== undefined) return problem;
     }
-    if (new Set(recipients).size !== recipients.length) return failure("INVALID", "a recipient is named twice");
+    if (recipients.length > 1 && new Set(recipients).size !== recipients.length) return failure("INVALID", "a recipient is named twice");
     if (!(command.body instanceof Uint8Array)) return failure("INVALID", "body must be bytes");
     if (command.body.length > config.bodyBytesMax) {
       return failure("TOO_LARGE", `body is ${command.body.length} bytes; the limit is ${config.bodyBytesMax}`);
@@ -374,7 +383,7 @@ export class Broker {
       const meta = this.mailboxes.get(recipient);
       if (meta === undefined) created++;
       const config = this.mailboxConfig(recipient);
-      if (command.id !== undefined && this.kv.get(idKey(recipient, command.id)) !== undefined) {
+      if (command.id !== undefined && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient)) {
         return failure("CONFLICT", `message id '${command.id}' is still stored in mailbox ${recipient}`);
       }
       const size = command.body.length;
@@ -402,7 +411,9 @@ export class Broker {
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
-    for (const [position, recipient] of command.recipients.entries()) {
+    const copies: IdHolder[] = [];
+    for (let position = 0; position < command.recipients.length; position++) {
+      const recipient = command.recipients[position]!;
       const settings = this.mailboxConfig(recipient);
       const ttlMs = command.ttlMs ?? settings.ttlMs;
       // Sender order: hidden until the reorder window after the sender's stamp has passed, so an
@@ -414,7 +425,9 @@ export class Broker {
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
-      this.store(recipient, this.nextSeq(), {
+      const seq = this.nextSeq();
+      copies.push({ mailbox: recipient, seq });
+      this.store(recipient, seq, {
         id,
         sender: command.sender,
         timestamp: this.commandTimestamp,
@@ -428,7 +441,14 @@ export class Broker {
         senderTime,
       });
     }
-    if (command.id !== undefined) this.recordDedupe(command.id);
+    if (command.id !== undefined) {
+      // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
+      // this record unexpired and keeps it.
+      // Read after the copies are stored (makeRoom may have rewritten other ids' records).
+      const holders = [...(this.idRecord(command.id)?.holders ?? []), ...copies];
+      this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders });
+      this.dedupeIdsInEntry.push(command.id);
+    }
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
 
@@ -437,17 +457,41 @@ export class Broker {
   }
 
   private dedupeLookup(id: string): bigint | undefined {
-    const value = this.kv.get(dedupeKey(id));
-    if (value === undefined) return undefined;
-    const first = decodeTimestamp(value);
+    const first = this.idRecord(id)?.dedupeSince;
+    if (first === undefined) return undefined;
     return timestampMs(first) + this.config.dedupeWindowMs > this.nowMs ? first : undefined;
   }
 
-  private recordDedupe(id: string): void {
-    const stale = this.kv.get(dedupeKey(id));
-    if (stale !== undefined) this.kv.delete(dedupeExpiryKey(timestampMs(decodeTimestamp(stale)), id));
-    this.kv.put(dedupeKey(id), encodeTimestamp(this.commandTimestamp));
-    this.kv.put(dedupeExpiryKey(this.nowMs, id), new Uint8Array(0));
+  private idRecord(id: string): IdRecord | undefined {
+    if (this.idRecords.has(id)) return this.idRecords.get(id);
+    const value = this.kv.get(idRecordKey(id));
+    const record = value === undefined ? undefined : decodeIdRecord(value);
+    this.idRecords.set(id, record);
+    return record;
+  }
+
+  // Records are never mutated once read: writers pass a new one.
+  private writeIdRecord(id: string, record: IdRecord): void {
+    if (record.dedupeSince === undefined && record.holders.length === 0) {
+      this.idRecords.set(id, undefined);
+      this.kv.delete(idRecordKey(id));
+    } else {
+      this.idRecords.set(id, record);
+      this.kv.put(idRecordKey(id), encodeIdRecord(record));
+    }
+  }
+
+  private dropHolder(id: string, mailbox: string, seq: string): void {
+    const record = this.idRecord(id);
+    if (record === undefined) assert(false, `id ${id} has a record`);
+    const holders: IdHolder[] = [];
+    let found = false;
+    for (const holder of record.holders) {
+      if (holder.mailbox !== mailbox) holders.push(holder);
+      else found = holder.seq === seq;
+    }
+    if (!found) assert(false, `the id record of ${id} points at the removed copy in ${mailbox}`);
+    this.writeIdRecord(id, { dedupeSince: record.dedupeSince, holders });
   }
 
   // Drop-oldest: removes the oldest messages until one of `bytes` fits. (Reject was checked.)
@@ -566,10 +610,9 @@ export class Broker {
         }
       }
     }
-    const seqBytes = this.kv.get(idKey(mailbox, id));
-    if (seqBytes === undefined) return undefined;
-    const seq = valueSeq(seqBytes);
-    return { seq, message: this.load(mailbox, seq) };
+    const holder = this.idRecord(id)?.holders.find((candidate) => candidate.mailbox === mailbox);
+    if (holder === undefined) return undefined;
+    return { seq: holder.seq, message: this.load(mailbox, holder.seq) };
   }
 
   private ack(command: AckCommand): AckReply | ErrorReply {
@@ -708,7 +751,11 @@ export class Broker {
       assert(oldest !== undefined, "a full dead-letter mailbox holds a message");
       this.remove(target, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
     }
-    this.store(target, this.nextSeq(), {
+    const targetSeq = this.nextSeq();
+    const record = this.idRecord(message.id);
+    const holders = [...(record?.holders ?? []), { mailbox: target, seq: targetSeq }];
+    this.writeIdRecord(message.id, { dedupeSince: record?.dedupeSince, holders });
+    this.store(target, targetSeq, {
       ...message,
       deliveries: 0,
       state: STATE_READY,
@@ -732,13 +779,28 @@ export class Broker {
     }
   }
 
+  // Drops the dedupe records of the lists whose entry time left the window, oldest list first,
+  // whole lists until dedupeSweepMax ids were looked at (so at most that plus one entry's ids).
+  // A record re-recorded since (its id was stale when sent again) is younger and stays.
   private sweepDedupeRecords(): void {
     const horizonMs = this.nowMs - this.config.dedupeWindowMs;
     if (horizonMs < 0) return;
-    const due = this.kv.scan(DEDUPE_EXPIRY, DEDUPE_EXPIRY + u64Key(horizonMs + 1), this.config.dedupeSweepMax);
-    for (const entry of due) {
-      this.kv.delete(entry.key);
-      this.kv.delete(dedupeKey(entry.key.slice(DEDUPE_EXPIRY.length + U64_LENGTH)));
+    let budget = this.config.dedupeSweepMax;
+    const end = DEDUPE_LIST + u64Key(horizonMs + 1);
+    while (budget > 0) {
+      const due = this.kv.scan(DEDUPE_LIST, end, Math.min(budget, SCAN_BATCH));
+      if (due.length === 0) return;
+      for (const entry of due) {
+        if (budget <= 0) return;
+        this.kv.delete(entry.key);
+        for (const id of decodeIds(entry.value)) {
+          budget--;
+          const record = this.idRecord(id);
+          if (record?.dedupeSince !== undefined && timestampMs(record.dedupeSince) <= horizonMs) {
+            this.writeIdRecord(id, { dedupeSince: undefined, holders: record.holders });
+          }
+        }
+      }
     }
   }
 
@@ -763,7 +825,6 @@ export class Broker {
     } else {
       this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
     }
-    if (message.idIndexed) this.kv.put(idKey(mailbox, message.id), seqValue(seq));
     if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
     if (message.senderTime !== undefined) {
       this.kv.put(orderKey(mailbox, message.senderTime, seq), EMPTY);
@@ -780,7 +841,7 @@ export class Broker {
     this.kv.delete(messageKey(mailbox, seq));
     if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq, message.senderTime));
     else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    if (message.idIndexed) this.kv.delete(idKey(mailbox, message.id));
+    if (message.idIndexed) this.dropHolder(message.id, mailbox, seq);
     if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
     if (message.senderTime !== undefined) {
       this.kv.delete(orderKey(mailbox, message.senderTime, seq));

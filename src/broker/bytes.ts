@@ -8,14 +8,17 @@ export class BytesError extends Error {
   override name = "BytesError";
 }
 
+// 64-bit values go through this scratch view and are copied: a DataView per writer (one per
+// stored record) was a visible share of an apply's allocations.
+const scratch = new Uint8Array(8);
+const scratchView = new DataView(scratch.buffer);
+
 export class ByteWriter {
   private buffer: Uint8Array;
-  private view: DataView;
   length = 0;
 
   constructor(capacityBytes = 256) {
     this.buffer = new Uint8Array(capacityBytes);
-    this.view = new DataView(this.buffer.buffer);
   }
 
   private reserve(bytes: number): void {
@@ -26,7 +29,14 @@ export class ByteWriter {
     const grown = new Uint8Array(capacity);
     grown.set(this.buffer.subarray(0, this.length));
     this.buffer = grown;
-    this.view = new DataView(grown.buffer);
+  }
+
+  private scratch8(): void {
+    this.reserve(8);
+    const buffer = this.buffer;
+    const at = this.length;
+    for (let i = 0; i < 8; i++) buffer[at + i] = scratch[i]!;
+    this.length += 8;
   }
 
   u8(value: number): void {
@@ -35,24 +45,25 @@ export class ByteWriter {
   }
   u16(value: number): void {
     this.reserve(2);
-    this.view.setUint16(this.length, value, true);
-    this.length += 2;
+    this.buffer[this.length++] = value & 0xff;
+    this.buffer[this.length++] = (value >>> 8) & 0xff;
   }
   u32(value: number): void {
     this.reserve(4);
-    this.view.setUint32(this.length, value, true);
-    this.length += 4;
+    const buffer = this.buffer;
+    buffer[this.length++] = value & 0xff;
+    buffer[this.length++] = (value >>> 8) & 0xff;
+    buffer[this.length++] = (value >>> 16) & 0xff;
+    buffer[this.length++] = (value >>> 24) & 0xff;
   }
   // Non-negative safe integers and "absent" (-1) fit a float64 exactly.
   f64(value: number): void {
-    this.reserve(8);
-    this.view.setFloat64(this.length, value, true);
-    this.length += 8;
+    scratchView.setFloat64(0, value, true);
+    this.scratch8();
   }
   u64(value: bigint): void {
-    this.reserve(8);
-    this.view.setBigUint64(this.length, value, true);
-    this.length += 8;
+    scratchView.setBigUint64(0, value, true);
+    this.scratch8();
   }
   bytes(value: Uint8Array): void {
     this.u32(value.length);
@@ -85,11 +96,14 @@ function isAscii(value: string): boolean {
 }
 
 export class ByteReader {
-  private readonly view: DataView;
   offset = 0;
 
-  constructor(private readonly buffer: Uint8Array) {
-    this.view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  constructor(private readonly buffer: Uint8Array) {}
+
+  private toScratch8(): void {
+    this.need(8);
+    for (let i = 0; i < 8; i++) scratch[i] = this.buffer[this.offset + i]!;
+    this.offset += 8;
   }
 
   private need(bytes: number): void {
@@ -104,27 +118,26 @@ export class ByteReader {
   }
   u16(): number {
     this.need(2);
-    const value = this.view.getUint16(this.offset, true);
+    const buffer = this.buffer;
+    const value = buffer[this.offset]! | (buffer[this.offset + 1]! << 8);
     this.offset += 2;
     return value;
   }
   u32(): number {
     this.need(4);
-    const value = this.view.getUint32(this.offset, true);
+    const buffer = this.buffer;
+    const at = this.offset;
+    const value = (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
     this.offset += 4;
     return value;
   }
   f64(): number {
-    this.need(8);
-    const value = this.view.getFloat64(this.offset, true);
-    this.offset += 8;
-    return value;
+    this.toScratch8();
+    return scratchView.getFloat64(0, true);
   }
   u64(): bigint {
-    this.need(8);
-    const value = this.view.getBigUint64(this.offset, true);
-    this.offset += 8;
-    return value;
+    this.toScratch8();
+    return scratchView.getBigUint64(0, true);
   }
   // A view into the input (no copy): stored values are never mutated.
   bytes(): Uint8Array {

@@ -11,10 +11,14 @@
 //   "\x03" name "\x00" seq                    ready index: visible now, in log order
 //   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered messages by sender time
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
-//   "\x05" name "\x00" id                     id index -> seq (ACK / NACK / EXTEND by id)
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
-//   "\x07" id                                 dedupe record -> HLC timestamp of the first SEND
-//   "\x08" firstMs id                         dedupe expiry index (for the window sweep)
+//   "\x07" id                                 id record: the dedupe timestamp (HLC of the first
+//                                             SEND, while in the window) and the id index (the
+//                                             mailboxes holding a copy with that id, and its seq,
+//                                             for client ids and dead letters). One record, so a
+//                                             client-id SEND reads and writes one random key.
+//   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
+//                                             window sweep; one write per entry, not per SEND)
 //   "\x09" name "\x00" senderTime seq          sender order: sender-ordered messages (for LIST)
 //
 // A message stored in a "sender-time" mailbox is sender-ordered for life (a flag and its 64-bit
@@ -29,10 +33,9 @@ export const META = "\x01";
 export const MESSAGE = "\x02";
 export const READY = "\x03";
 export const PENDING = "\x04";
-export const ID = "\x05";
 export const EXPIRY = "\x06";
 export const DEDUPE = "\x07";
-export const DEDUPE_EXPIRY = "\x08";
+export const DEDUPE_LIST = "\x08";
 export const ORDER = "\x09";
 const SENDER_READY_MARK = "\xff";
 export const SEQ_LENGTH = 12;
@@ -112,11 +115,27 @@ export const readyKey = (mailbox: string, seq: string, senderTime?: bigint): str
 export const orderKey = (mailbox: string, senderTime: bigint, seq: string): string => `${ORDER}${mailbox}\x00${u64BigKey(senderTime)}${seq}`;
 export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
   `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
-export const idKey = (mailbox: string, id: string): string => `${ID}${mailbox}\x00${id}`;
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
-export const dedupeKey = (id: string): string => `${DEDUPE}${id}`;
-export const dedupeExpiryKey = (firstMs: number, id: string): string => `${DEDUPE_EXPIRY}${u64Key(firstMs)}${id}`;
+export const idRecordKey = (id: string): string => `${DEDUPE}${id}`;
+export const dedupeListKey = (firstMs: number, index: number): string => `${DEDUPE_LIST}${u64Key(firstMs)}${u64Key(index)}`;
+
+export function encodeIds(ids: string[]): Uint8Array {
+  let size = 4;
+  for (const id of ids) size += 4 + id.length; // client ids are ASCII
+  const writer = new ByteWriter(size);
+  writer.u32(ids.length);
+  for (const id of ids) writer.string(id);
+  return writer.finish();
+}
+
+export function decodeIds(data: Uint8Array): string[] {
+  const reader = new ByteReader(data);
+  const count = reader.u32();
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) ids.push(reader.string());
+  return ids;
+}
 
 export const STATE_READY = 0;
 export const STATE_LEASED = 1;
@@ -274,4 +293,42 @@ export function seqValue(seq: string): Uint8Array {
 
 export function valueSeq(value: Uint8Array): string {
   return String.fromCharCode(...value);
+}
+
+// Who holds an id, and since when it dedupes. Exists while it dedupes or has a holder.
+export interface IdHolder {
+  mailbox: string;
+  seq: string;
+}
+export interface IdRecord {
+  dedupeSince: bigint | undefined; // HLC timestamp of the SEND that recorded it; undefined: swept
+  holders: IdHolder[];
+}
+
+export function encodeIdRecord(record: IdRecord): Uint8Array {
+  let size = 1 + 8 + 4;
+  for (const holder of record.holders) size += 4 + holder.mailbox.length + SEQ_LENGTH; // names are ASCII
+  const writer = new ByteWriter(size);
+  writer.u8(record.dedupeSince === undefined ? 0 : 1);
+  writer.u64(record.dedupeSince ?? 0n);
+  writer.u32(record.holders.length);
+  for (const holder of record.holders) {
+    writer.string(holder.mailbox);
+    for (let i = 0; i < SEQ_LENGTH; i++) writer.u8(holder.seq.charCodeAt(i));
+  }
+  return writer.finish();
+}
+
+export function decodeIdRecord(data: Uint8Array): IdRecord {
+  const reader = new ByteReader(data);
+  const dedupes = reader.u8() === 1;
+  const since = reader.u64();
+  const count = reader.u32();
+  const holders: IdHolder[] = [];
+  for (let i = 0; i < count; i++) {
+    const mailbox = reader.string();
+    const seq = reader.raw(SEQ_LENGTH);
+    holders.push({ mailbox, seq: String.fromCharCode(...seq) });
+  }
+  return { dedupeSince: dedupes ? since : undefined, holders };
 }

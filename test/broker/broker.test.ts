@@ -31,6 +31,35 @@ describe("send", () => {
     assert.ok(later.ok && "duplicate" in later && !later.duplicate);
   });
 
+  test("id records go once their dedupe window passed and no mailbox holds the id", () => {
+    const h = new Harness({ dedupeWindowMs: 1000 });
+    const keys = (prefix: string) => dump(h.kv).filter(([key]) => key.startsWith(prefix)).length;
+    h.send("bob", "a", { id: "m-1" });
+    h.send("bob", "b", { id: "m-2" });
+    h.receive("bob", 2);
+    h.apply({ op: "ack", mailbox: "bob", ids: ["m-1"] });
+    h.advance(1000);
+    // m-1 is stale: sent again, it is recorded anew (its old dedupe list still names it).
+    const again = h.send("bob", "c", { id: "m-1" });
+    assert.ok(again.ok && "duplicate" in again && !again.duplicate);
+    h.advance(1);
+    h.apply(); // sweeps the first list: m-2 stops deduping (still stored), the new m-1 stays
+    assert.equal(keys("\x07"), 2);
+    assert.equal(keys("\x08"), 1);
+    const duplicate = h.send("carol", "d", { id: "m-1" });
+    assert.ok(duplicate.ok && "duplicate" in duplicate && duplicate.duplicate);
+    const conflict = h.send("bob", "e", { id: "m-2" });
+    assert.equal(!conflict.ok && conflict.code, "CONFLICT");
+    assert.deepEqual(h.apply({ op: "ack", mailbox: "bob", ids: ["m-2"] }), [{ ok: true, count: 1 }]);
+    assert.equal(keys("\x07"), 1); // m-2: neither deduping nor held
+    h.receive("bob", 1);
+    h.apply({ op: "ack", mailbox: "bob", ids: ["m-1"] });
+    assert.equal(keys("\x07"), 1); // m-1 still dedupes
+    h.advance(1000);
+    h.apply();
+    assert.equal(keys("\x07") + keys("\x08"), 0);
+  });
+
   test("a client id still stored after the window is a conflict", () => {
     const h = new Harness({ dedupeWindowMs: 1000 });
     h.send("bob", "a", { id: "m-1" });
