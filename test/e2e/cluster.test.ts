@@ -64,6 +64,16 @@ describe("a 3-node cluster of real processes", { timeout: 180_000 }, () => {
     assert.equal(await client.ack("lib", [messages[0]!.id]), 1);
   });
 
+  test("a causal token puts the new timestamp above it; a token far in the future is refused", async () => {
+    const seen = (await client.send("causal", "first")).timestamp;
+    const token = seen + (2_000n << 16n); // a timestamp 2 s ahead of the one the client saw
+    const next = await client.send("causal", "second", { after: token });
+    assert.ok(next.timestamp > token, `${next.timestamp} is not above the token ${token}`);
+    const later = await client.send("causal", "third");
+    assert.ok(later.timestamp > next.timestamp, "timestamps keep increasing after the token");
+    await assert.rejects(client.send("causal", "too far", { after: seen + (3_600_000n << 16n) }), (error: { code?: string }) => error.code === "INVALID");
+  });
+
   test("a long poll wakes up when a message arrives", async () => {
     const waiting = client.receive("poll", { max: 1, waitMs: 5_000 });
     await sleep(300);
