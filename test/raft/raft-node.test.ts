@@ -246,3 +246,23 @@ test("entries persisted while a new leader replaced their suffix are not handed 
   assert.deepEqual(next.entries.map((e) => `${e.index}/t${e.term}`), ["2/t2"]);
   assert.equal(next.hardState?.commit, 1);
 });
+
+test("a follower that lost its log (wiped, same id) is probed from its real end and catches up", () => {
+  const members = cluster([1, 2, 3], { preVote: false, checkQuorum: false });
+  members.get(1)!.node.campaign();
+  pump(members);
+  const leader = members.get(1)!.node;
+  for (const word of ["a", "b", "c"]) leader.propose(text(word));
+  pump(members);
+  const before = leader.status().progress.get(3)!.match;
+  assert.ok(before >= 4);
+  // Node 3's disk is wiped: it restarts with an empty log and the initial configuration.
+  const storage = MemoryLogStorage.withVoters([1, 2, 3]);
+  members.set(3, { node: new RaftNode(defaultRaftConfig(3, () => 0, { preVote: false, checkQuorum: false }), storage), storage, applied: [] });
+  for (let tick = 0; tick < 5; tick++) {
+    leader.tick();
+    pump(members);
+  }
+  assert.equal(members.get(3)!.storage.lastIndex(), leader.status().lastIndex, "the wiped follower has the whole log again");
+  assert.deepEqual(members.get(3)!.applied.filter((e) => e.data.length > 0).map(decode), ["a", "b", "c"]);
+});
