@@ -26,6 +26,7 @@ const BUILD_TIMEOUT_MS = 300_000;
 const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
+const ACKS_IN_FLIGHT_MAX = 4;
 
 function devArgs(workDir: string): string[] {
   return [
@@ -190,18 +191,31 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;
   let lastMessageMs = performance.now();
+  let received = 0;
+  // Each consumer keeps receiving while its acks are committed (at most ACKS_IN_FLIGHT_MAX per
+  // consumer), as the peers' consumers do with their prefetch windows and asynchronous acks. An
+  // ack still counts only once Ferry confirms it is durable.
   const loop = async () => {
-    while (acked < options.expected && performance.now() - lastMessageMs < options.idleMs) {
+    const acks = new Set<Promise<unknown>>();
+    while (received < options.expected && performance.now() - lastMessageMs < options.idleMs) {
       const messages = await client.receive(options.target, { max: options.batch, waitMs: RECEIVE_WAIT_MS });
       if (messages.length === 0) continue;
       lastMessageMs = performance.now();
-      await client.ack(
-        options.target,
-        messages.map((message) => message.id),
-      );
-      acked += messages.length;
-      options.onAcked(messages.length);
+      received += messages.length;
+      const ack: Promise<unknown> = client
+        .ack(
+          options.target,
+          messages.map((message) => message.id),
+        )
+        .then(() => {
+          acked += messages.length;
+          options.onAcked(messages.length);
+          acks.delete(ack);
+        });
+      acks.add(ack);
+      if (acks.size >= ACKS_IN_FLIGHT_MAX) await Promise.race(acks);
     }
+    await Promise.all(acks);
   };
   await Promise.all(Array.from({ length: options.consumers }, loop));
   return acked;
