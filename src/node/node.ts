@@ -92,7 +92,7 @@ export class FerryNode {
     const broker = new Broker(kv);
     const book = await AddressBook.load(config.dataDir, config.members);
     await restoreFromStoredSnapshot(storage, broker, book);
-    const clock = await NodeTime.open(config.dataDir, config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
+    const clock = NodeTime.create(config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
     clock.observe(storedSnapshotTimestamp(storage));
     const raft = new RaftNode(
       {

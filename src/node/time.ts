@@ -34,7 +34,7 @@ export class NodeTime {
     this.clock = new NodeClock(() => raw.nowMs(), { maxOffsetMs });
   }
 
-  static async open(_dataDir: string, maxOffsetMs: number, baseNowMs: () => number, log: Logger): Promise<NodeTime> {
+  static create(maxOffsetMs: number, baseNowMs: () => number, log: Logger): NodeTime {
     const raw = new SkewedClock(baseNowMs, readClockSkewFromEnv());
     return new NodeTime(raw, maxOffsetMs, log, process.env.FERRY_CLOCK_FILE);
   }
