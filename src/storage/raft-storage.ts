@@ -79,10 +79,6 @@ export interface StorageOptions {
 export interface PersistUpdate {
   hardState?: HardState;
   entries: Entry[];
-  // false: write but do not fdatasync for this update (a hard state whose only change is the
-  // commit index: Raft recomputes commit after a crash, so losing it is harmless). Another
-  // update in the same batch, or the next synced one, makes it durable too. Default true.
-  sync?: boolean;
   snapshot?: Snapshot; // received from the leader: replaces the log up to its index
 }
 
@@ -536,7 +532,7 @@ export class DiskRaftStorage implements LogStorage {
     assert(writer.offsetBytes === sizeBytes, `batch encoded ${writer.offsetBytes} bytes, expected ${sizeBytes}`);
     await segment.handle.write(writer.buffer, batchStart);
     segment.endBytes += sizeBytes;
-    if (this.policy === "always" && updates.some((update) => update.sync !== false)) await segment.handle.datasync();
+    if (this.policy === "always") await segment.handle.datasync();
     else segment.synced = false;
     let snapshotChanged = false;
     for (const { update, offsets } of placed) snapshotChanged = this.apply(update, segment, batchStart, offsets) || snapshotChanged;

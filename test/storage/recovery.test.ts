@@ -272,23 +272,3 @@ test("fsync never / interval: persist resolves after the write, a clean close sy
   }
 });
 
-test("sync: false writes without fdatasync; the next synced persist makes it durable too", async () => {
-  let fs = new MemoryFileSystem();
-  let storage = await DiskRaftStorage.open(DIR, options(fs));
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 0 }, entries: entries(1, 5, 1) });
-  const syncsBefore = fs.syncCount;
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 5 }, entries: [], sync: false });
-  assert.equal(fs.syncCount, syncsBefore, "a commit-only hard state is not fdatasynced");
-  fs = fs.crash();
-  storage = await DiskRaftStorage.open(DIR, options(fs));
-  assert.equal(storage.lastIndex(), 5, "synced entries survive");
-  assert.equal(storage.initialState().hardState.term, 1);
-  assert.ok(storage.initialState().hardState.commit <= 5);
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 5 }, entries: [], sync: false });
-  await storage.persist({ entries: entries(6, 6, 1) });
-  fs = fs.crash();
-  storage = await DiskRaftStorage.open(DIR, options(fs));
-  assert.equal(storage.lastIndex(), 6);
-  assert.equal(storage.initialState().hardState.commit, 5, "the unsynced commit rode along with the next sync");
-  await storage.close();
-});
