@@ -5,7 +5,6 @@
 // every SEND carries a message id, generated here when the caller gives none, so a retried SEND
 // is deduplicated by the cluster. Each call has one deadline covering the window wait,
 // connecting, every attempt and every backoff sleep.
-import { randomUUID } from "node:crypto";
 import type {
   AckRequest,
   ClusterReply,
@@ -35,6 +34,7 @@ import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./con
 import { type ClientOptions, type ResolvedOptions, resolveOptions, UNREACHABLE_MEMORY_MS } from "./options.js";
 import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./replies.js";
 import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
+import { uuidv7 } from "./ids.js";
 import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
 
@@ -43,7 +43,7 @@ export interface CallOptions {
   signal?: AbortSignal; // aborting rejects the call with signal.reason
 }
 export interface SendOptions extends CallOptions {
-  id?: string; // message id; default crypto.randomUUID(). Reusing it makes a resend a no-op.
+  id?: string; // message id; default a time-ordered UUIDv7 (ids.ts). Reusing it makes a resend a no-op.
   headers?: Record<string, string>;
   delayMs?: number;
   ttlMs?: number;
@@ -135,7 +135,7 @@ export class FerryClient {
     const recipients = Array.isArray(recipient) ? recipient : [recipient];
     if (recipients.length === 0) throw new FerryError("INVALID", "send: give at least one recipient");
     for (const name of recipients) requireName("recipient", name);
-    const id = options.id ?? randomUUID();
+    const id = options.id ?? uuidv7();
     if (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id)) {
       throw new FerryError("INVALID", "send: id must be a non-empty word of printable ASCII");
     }
