@@ -34,6 +34,8 @@ function devArgs(workDir: string): string[] {
     "dev",
     ...["--nodes", String(NODE_COUNT), "--data", join(workDir, "data"), "--fsync", "always"],
     ...["--client-port", String(CLIENT_PORT_FIRST), "--peer-port", String(PEER_PORT_FIRST)],
+    // Extra Node.js flags for the nodes (bench/profile.ts passes --cpu-prof through this).
+    ...(process.env.FERRY_BENCH_NODE_ARGS ? ["--node-args", process.env.FERRY_BENCH_NODE_ARGS] : []),
   ];
 }
 

@@ -13,6 +13,7 @@ interface DevFlags {
   data: string;
   host: string;
   fsync?: string;
+  nodeArgs?: string;
 }
 
 export function registerDevCommand(program: Command): void {
@@ -25,6 +26,7 @@ export function registerDevCommand(program: Command): void {
     .option("--data <dir>", "data directory (one folder per node inside)", "./data")
     .option("--host <host>", "listen host", "127.0.0.1")
     .option("--fsync <policy>", "always | never | interval:<ms>")
+    .option("--node-args <flags>", "extra Node.js flags for every node process, space-separated (e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\")")
     .action((flags: DevFlags) => runDev(flags));
 }
 
@@ -46,7 +48,8 @@ function runDev(flags: DevFlags): void {
     const args = [cli, "start", "--id", String(id), "--data", dataDir, "--client", `${flags.host}:${clientPort + id - 1}`, "--peer", `${flags.host}:${peerPort + id - 1}`, "--members", members];
     if (flags.fsync) args.push("--fsync", flags.fsync);
     args.push("--http", `${flags.host}:${clientPort + 1000 + id - 1}`);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "inherit", "inherit"] });
+    const nodeArgs = flags.nodeArgs === undefined ? [] : flags.nodeArgs.split(" ").filter((arg) => arg !== "");
+    const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["ignore", "inherit", "inherit"] });
     children.set(id, child);
     child.on("exit", (code, signal) => {
       children.delete(id);
