@@ -23,6 +23,19 @@ export class NodeMetrics {
   readonly requests = new Counter({ name: "ferry_requests_total", help: "client requests executed by this node", labelNames: ["op", "outcome"], registers: [this.registry] });
   readonly snapshots = new Counter({ name: "ferry_snapshots_total", help: "snapshots taken (made) or installed (received)", labelNames: ["kind"], registers: [this.registry] });
 
+  // ferry_requests_total's children by op and outcome: labels are hashed once, not per request.
+  private readonly requestCounters = new Map<string, { inc(): void }>();
+
+  countRequest(op: string, outcome: string): void {
+    const key = `${op} ${outcome}`;
+    let counter = this.requestCounters.get(key);
+    if (counter === undefined) {
+      counter = this.requests.labels({ op, outcome });
+      this.requestCounters.set(key, counter);
+    }
+    counter.inc();
+  }
+
   constructor(source: MetricsSource, nodeId: number) {
     this.registry.setDefaultLabels({ node: String(nodeId) });
     collectDefaultMetrics({ register: this.registry });

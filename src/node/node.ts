@@ -141,10 +141,10 @@ export class FerryNode {
   async execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
     try {
       const reply = await this.executeRequest(request, session, signal);
-      this.metrics.requests.inc({ op: request.op, outcome: "ok" });
+      this.metrics.countRequest(request.op, "ok");
       return reply;
     } catch (error) {
-      this.metrics.requests.inc({ op: request.op, outcome: error instanceof FerryError ? error.code : "INTERNAL" });
+      this.metrics.countRequest(request.op, error instanceof FerryError ? error.code : "INTERNAL");
       throw error;
     }
   }
@@ -201,25 +201,41 @@ export class FerryNode {
     });
   }
 
+  // No timer and no abort listener per request: a per-request setTimeout and an 'abort' listener
+  // on the connection's signal (shared by all its requests, so adding and removing one walks a
+  // list as long as the requests in flight) cost more than the rest of the bookkeeping. The tick
+  // expires requests past their deadline (expireRequests); a request whose connection went away
+  // completes normally and its answer is dropped by the connection.
   private enqueue(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
+    if (signal?.aborted) return Promise.reject(new FerryError("TIMEOUT", "aborted by the caller before it was proposed"));
     return new Promise<BrokerResult>((resolve, reject) => {
       let settled = false;
-      const timer = setTimeout(() => finish(new FerryError("TIMEOUT", `no answer within ${this.config.requestTimeoutMs} ms; the request may or may not have been applied`)), this.config.requestTimeoutMs);
-      const onAbort = () => finish(new FerryError("TIMEOUT", "aborted by the caller; the request may or may not have been applied"));
-      const finish = (outcome: BrokerResult | FerryError) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        if (outcome instanceof FerryError) reject(outcome);
-        else if (outcome.ok === false) reject(new FerryError(outcome.code, outcome.message));
-        else resolve(outcome);
+      const pending: Pending = {
+        command,
+        bytes: commandBytes(command),
+        deadlineMs: Date.now() + this.config.requestTimeoutMs,
+        settle: (result) => {
+          if (settled) return;
+          settled = true;
+          if (result.ok === false) reject(new FerryError(result.code, result.message));
+          else resolve(result);
+        },
+        fail: (error) => {
+          if (settled) return;
+          settled = true;
+          reject(error);
+        },
       };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      const pending: Pending = { command, bytes: commandBytes(command), settle: finish, fail: finish };
       this.queue.push(pending);
       this.schedule();
     });
+  }
+
+  private expireRequests(): void {
+    const nowMs = Date.now();
+    const timeout = () => new FerryError("TIMEOUT", `no answer within ${this.config.requestTimeoutMs} ms; the request may or may not have been applied`);
+    this.queue.expire(nowMs, timeout);
+    this.inflight.expire(nowMs, timeout);
   }
 
   // RECEIVE with a wait: lease what is visible; if nothing is, park until the mailbox gains
@@ -302,6 +318,7 @@ export class FerryNode {
       this.clock.tick();
       this.fenceIfClockIsOff();
       this.raft.tick();
+      this.expireRequests();
       this.schedule();
     }, this.config.tickMs);
   }
@@ -382,9 +399,7 @@ export class FerryNode {
     if (ready.softState) this.changeRole(ready.softState.role, ready.softState.leader);
     this.transport.send(ready.messages);
     this.metrics.readies.inc();
-    const persistTimer = this.metrics.persistSeconds.startTimer();
     await this.persist(ready);
-    persistTimer();
     if (ready.snapshot) this.installSnapshot(ready.snapshot);
     this.transport.send(ready.messagesAfterPersist);
     this.applyEntries(ready.committedEntries);
@@ -411,7 +426,9 @@ export class FerryNode {
       this.unwrittenHardState = hardState;
       return;
     }
+    const persistTimer = this.metrics.persistSeconds.startTimer();
     await this.storage.persist({ hardState, entries: ready.entries, snapshot: ready.snapshot });
+    persistTimer();
     this.metrics.entriesPersisted.inc(ready.entries.length);
     if (hardState) this.writtenHardState = hardState;
     this.unwrittenHardState = undefined;

@@ -1,11 +1,15 @@
 // Requests on their way through the log: queued until the next batch is proposed, then in flight
 // until their entry is applied. Bounded at both stages: the queue by pendingRequestsMax (callers
 // get OVERLOADED), the log by inflightEntriesMax (batching waits, the queue absorbs the burst).
+// Deadlines: every request carries one, and the driver calls expire() on each tick, instead of a
+// timer per request. Requests share one timeout and are queued and proposed in order, so the
+// expired ones are always at the front: a sweep costs only the requests it fails.
 import { FerryError } from "../protocol/errors.js";
 
 export interface PendingRequest<C, R> {
   command: C;
   bytes: number;
+  deadlineMs: number; // fail() with a timeout when not settled by then (see expire())
   settle(result: R): void;
   fail(error: FerryError): void;
 }
@@ -14,6 +18,7 @@ export interface PendingRequest<C, R> {
 export interface InflightEntry<C, R> {
   term: number;
   requests: PendingRequest<C, R>[];
+  expired?: boolean; // its requests were failed with a timeout; the results are dropped
 }
 
 export class ProposalQueue<C, R> {
@@ -57,6 +62,13 @@ export class ProposalQueue<C, R> {
     this.head = 0;
     for (const request of failed) request.fail(error);
   }
+
+  // Fails (and drops) the queued requests whose deadline has passed.
+  expire(nowMs: number, error: () => FerryError): void {
+    while (this.head < this.queue.length && this.queue[this.head]!.deadlineMs <= nowMs) {
+      this.queue[this.head++]!.fail(error());
+    }
+  }
 }
 
 export class InflightProposals<C, R> {
@@ -76,6 +88,7 @@ export class InflightProposals<C, R> {
     const entry = this.entries.get(index);
     if (!entry) return;
     this.entries.delete(index);
+    if (entry.expired) return; // its requests already failed with a timeout
     if (entry.term !== term) {
       const error = new FerryError("NOT_LEADER", "leadership changed before the request committed; it was not applied");
       for (const request of entry.requests) request.fail(error);
@@ -83,6 +96,17 @@ export class InflightProposals<C, R> {
     }
     const values = results();
     for (let i = 0; i < entry.requests.length; i++) entry.requests[i]!.settle(values[i]!);
+  }
+
+  // Fails the requests of entries whose oldest request's deadline has passed. The entry stays
+  // until applied (its results are then dropped): its position in the log is still owed.
+  expire(nowMs: number, error: () => FerryError): void {
+    for (const entry of this.entries.values()) {
+      if (entry.expired) continue;
+      if (entry.requests[0]!.deadlineMs > nowMs) return;
+      entry.expired = true;
+      for (const request of entry.requests) request.fail(error());
+    }
   }
 
   failAll(error: FerryError): void {
