@@ -245,6 +245,14 @@ export class MemoryFileSystem implements FileSystem {
         check();
         disk.sync(inode);
       },
+      // As on the real disk: a crash before it resolves may keep none, some or all of the bytes.
+      writeDurable: async (data, position) => {
+        check();
+        disk.write(inode, data, position);
+        await disk.syncGate();
+        check();
+        disk.sync(inode);
+      },
       truncate: async (sizeBytes) => {
         check();
         disk.truncate(inode, sizeBytes);

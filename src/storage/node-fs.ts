@@ -21,13 +21,22 @@ class NodeFile implements FileHandle {
   constructor(
     readonly path: string,
     private readonly handle: NodeFileHandle,
+    // A second descriptor of the same file, opened with O_DSYNC together with the first (never
+    // later by path: WAL segments are renamed after they are opened), for writeDurable. Absent
+    // for read-only files.
+    private durable: NodeFileHandle | undefined,
   ) {}
 
-  async write(data: Uint8Array, position: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, position + done);
-      done += bytesWritten;
+  write(data: Uint8Array, position: number): Promise<void> {
+    return writeAll(this.handle, data, position);
+  }
+
+  async writeDurable(data: Uint8Array, position: number): Promise<void> {
+    if (this.durable === undefined) {
+      await writeAll(this.handle, data, position);
+      await this.handle.datasync();
+    } else {
+      await writeAll(this.durable, data, position);
     }
   }
 
@@ -58,8 +67,23 @@ class NodeFile implements FileHandle {
     return (await this.handle.stat()).size;
   }
 
-  close(): Promise<void> {
-    return this.handle.close();
+  async close(): Promise<void> {
+    const durable = this.durable;
+    this.durable = undefined;
+    try {
+      if (durable !== undefined) await durable.close();
+    } finally {
+      await this.handle.close();
+    }
+  }
+}
+
+// Never a short write: loops until every byte is written (or throws).
+async function writeAll(handle: NodeFileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
   }
 }
 
@@ -77,7 +101,14 @@ function processAlive(pid: number): boolean {
 
 export class NodeFileSystem implements FileSystem {
   async open(path: string, mode: OpenMode): Promise<FileHandle> {
-    return new NodeFile(path, await open(path, OPEN_FLAGS[mode], 0o644));
+    const handle = await open(path, OPEN_FLAGS[mode], 0o644);
+    if (mode === "read") return new NodeFile(path, handle, undefined);
+    try {
+      return new NodeFile(path, handle, await open(path, constants.O_WRONLY | constants.O_DSYNC));
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      throw error;
+    }
   }
 
   readdir(dir: string): Promise<string[]> {

@@ -530,10 +530,18 @@ export class DiskRaftStorage implements LogStorage {
     const placed: Array<{ update: InternalUpdate; offsets: number[] }> = [];
     for (const update of updates) placed.push({ update, offsets: this.encodeUpdate(writer, update) });
     assert(writer.offsetBytes === sizeBytes, `batch encoded ${writer.offsetBytes} bytes, expected ${sizeBytes}`);
-    await segment.handle.write(writer.buffer, batchStart);
+    // "always": one O_DSYNC write, when everything before this batch in the segment is durable
+    // already (every batch under "always" is; a new segment is preallocated and synced when cut).
+    if (this.policy === "always" && segment.synced) {
+      await segment.handle.writeDurable(writer.buffer, batchStart);
+    } else {
+      await segment.handle.write(writer.buffer, batchStart);
+      if (this.policy === "always") {
+        await segment.handle.datasync();
+        segment.synced = true;
+      } else segment.synced = false;
+    }
     segment.endBytes += sizeBytes;
-    if (this.policy === "always") await segment.handle.datasync();
-    else segment.synced = false;
     let snapshotChanged = false;
     for (const { update, offsets } of placed) snapshotChanged = this.apply(update, segment, batchStart, offsets) || snapshotChanged;
     if (snapshotChanged && this.latestSnapshot) await this.snapshots.prune(this.latestSnapshot.meta);
