@@ -1,7 +1,7 @@
 // One TCP connection speaking the binary protocol to one node. It writes the preamble, then
 // pipelines requests as frames `{ rid, ...request }` and matches replies by rid, in whatever
-// order they come. Frames written in one tick go out in one socket write (gathered, then written
-// once on the next tick). Each request in flight is one PendingRequest object: the entry in
+// order they come. Frames written in one tick are encoded into one FrameWriter and go out in one
+// socket write on the next tick. Each request in flight is one PendingRequest object: the entry in
 // `pending`, the listener of the call's Cancel and, for an attempt with a deadline, the entry of
 // that DeadlineList, so a request allocates no closures beyond its promise.
 //
@@ -10,7 +10,8 @@
 // without being written, which the retry policy can tell apart through `requestSent`.
 import net from "node:net";
 import tls from "node:tls";
-import { BINARY_PREAMBLE, decodePayload, encodeFrameWithRid, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
+import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
+import { FrameWriter } from "../protocol/frame-writer.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
 import type { Cancel, CancelListener, DeadlineEntry, DeadlineList } from "./scope.js";
@@ -94,8 +95,7 @@ export class Connection {
   private readonly pending = new Map<number, PendingRequest>();
   private readonly decoder: FrameDecoder;
   private nextRid = 1;
-  private outbox: Buffer[] = [];
-  private outboxBytes = 0;
+  private readonly output = new FrameWriter();
   private flushScheduled = false;
   private closed = false;
   private closeWhenIdle = false;
@@ -166,11 +166,10 @@ export class Connection {
       return Promise.reject(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
     }
     const rid = this.takeRid();
-    const frame = encodeFrameWithRid(rid, request);
-    if (frame.length - FRAME_HEADER_BYTES > this.frameBytesMax) {
-      return Promise.reject(
-        new FerryError("TOO_LARGE", `request of ${frame.length - FRAME_HEADER_BYTES} bytes exceeds the frame limit of ${this.frameBytesMax}`),
-      );
+    const payloadBytes = this.output.append(rid, request as Record<string, unknown>);
+    if (payloadBytes > this.frameBytesMax) {
+      this.output.dropLast(payloadBytes);
+      return Promise.reject(new FerryError("TOO_LARGE", `request of ${payloadBytes} bytes exceeds the frame limit of ${this.frameBytesMax}`));
     }
     const pending = new PendingRequest(this, rid, cancel);
     const promise = new Promise<ReplyRecord>((resolve, reject) => {
@@ -183,7 +182,7 @@ export class Connection {
       attemptDeadlines.add(pending);
     }
     this.pending.set(rid, pending);
-    this.write(frame);
+    this.scheduleFlush();
     return promise;
   }
 
@@ -213,9 +212,7 @@ export class Connection {
   }
 
   // Frames written in one tick leave in one socket write, after the tick.
-  private write(frame: Buffer): void {
-    this.outbox.push(frame);
-    this.outboxBytes += frame.length;
+  private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       process.nextTick(() => this.flush());
@@ -224,12 +221,8 @@ export class Connection {
 
   private flush(): void {
     this.flushScheduled = false;
-    const frames = this.outbox;
-    if (frames.length === 0) return;
-    const bytes = frames.length === 1 ? frames[0]! : Buffer.concat(frames, this.outboxBytes);
-    this.outbox = [];
-    this.outboxBytes = 0;
-    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(bytes);
+    const bytes = this.output.take();
+    if (bytes !== undefined && !this.socket.destroyed && !this.socket.writableEnded) this.socket.write(bytes);
   }
 
   private onData(chunk: Buffer): void {

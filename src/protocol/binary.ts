@@ -32,34 +32,6 @@ export function encodeFrame(value: unknown): Buffer {
   return frame;
 }
 
-// msgpackr writes a plain object as a map16: 0xde, then the entry count (16 bits), then entries.
-const MAP16 = 0xde;
-const MAP16_HEADER_BYTES = 3;
-const MAP16_ENTRIES_MAX = 0xffff;
-const UINT32 = 0xce;
-const RID_KEY = Uint8Array.from([0xa3, 0x72, 0x69, 0x64]); // fixstr "rid"
-const RID_ENTRY_BYTES = RID_KEY.length + 5; // the key, then the rid as a uint32
-// Room left in front of the packed object: the frame header and the rid entry; its own map
-// header is rewritten in place (with the count one higher), right before the rid entry.
-const RID_FRAME_RESERVED_BYTES = FRAME_HEADER_BYTES + RID_ENTRY_BYTES;
-
-// encodeFrame({ rid, ...value }) without copying `value`: the object is packed once with room in
-// front, and the rid entry is written before its entries. Request ids are unsigned 32-bit.
-export function encodeFrameWithRid(rid: number, value: object): Buffer {
-  const frame = packr.pack(value, RESERVE_START_SPACE | RID_FRAME_RESERVED_BYTES);
-  const mapAt = RID_FRAME_RESERVED_BYTES;
-  if (frame[mapAt] !== MAP16 || "rid" in value) return encodeFrame({ rid, ...value }); // not the layout assumed here
-  const entryCount = frame.readUInt16BE(mapAt + 1) + 1;
-  if (entryCount > MAP16_ENTRIES_MAX) return encodeFrame({ rid, ...value });
-  frame.writeUInt32BE(frame.length - FRAME_HEADER_BYTES, 0);
-  frame[FRAME_HEADER_BYTES] = MAP16;
-  frame.writeUInt16BE(entryCount, FRAME_HEADER_BYTES + 1);
-  frame.set(RID_KEY, FRAME_HEADER_BYTES + MAP16_HEADER_BYTES);
-  frame[FRAME_HEADER_BYTES + MAP16_HEADER_BYTES + RID_KEY.length] = UINT32;
-  frame.writeUInt32BE(rid, FRAME_HEADER_BYTES + MAP16_HEADER_BYTES + RID_KEY.length + 1);
-  return frame;
-}
-
 export class FrameTooLargeError extends Error {
   override name = "FrameTooLargeError";
 }

@@ -1,10 +1,10 @@
 // FrameWriter must produce frames that decode exactly like binary.ts's encodeFrame({ rid, ...value })
 // for every value a reply can hold, including kinds it hands to msgpackr, across buffer growth and
-// take() boundaries; and encodeFrameWithRid must decode like the spread it replaces.
+// take() boundaries.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { decodePayload, encodeFrame, encodeFrameWithRid, FrameDecoder } from "../../src/protocol/binary.js";
+import { decodePayload, encodeFrame, FrameDecoder } from "../../src/protocol/binary.js";
 import { FrameWriter } from "../../src/protocol/frame-writer.js";
 
 const leaf = fc.oneof(
@@ -78,15 +78,4 @@ test("FrameWriter.dropLast removes the frame just appended", () => {
     { rid: 1, ok: true },
     { rid: 3, ok: false, code: "TOO_LARGE" },
   ]);
-});
-
-test("encodeFrameWithRid decodes like encodeFrame({ rid, ...value })", () => {
-  fc.assert(
-    fc.property(fc.nat({ max: 0xffff_ffff }), reply, (rid, value) => {
-      const want = expected(rid, value);
-      if (typeof want === "function") return;
-      assert.deepEqual(decodeAll([encodeFrameWithRid(rid, value)]), [want]);
-    }),
-    { numRuns: 300 },
-  );
 });
