@@ -142,11 +142,15 @@ export class DeadlineList {
   }
 }
 
+const TIMER_DELAY_MS_MAX = 0x7fff_ffff; // setTimeout's ceiling
+
 // One DeadlineList per duration (a client uses one or two: its timeoutMs and attemptTimeoutMs).
 export class Deadlines {
   private readonly lists = new Map<number, DeadlineList>();
 
-  list(durationMs: number): DeadlineList {
+  list(requestedMs: number): DeadlineList {
+    // As setTimeout does: a duration it cannot take (negative, NaN, past 2^31-1 ms) means 1 ms.
+    const durationMs = requestedMs >= 1 && requestedMs <= TIMER_DELAY_MS_MAX ? requestedMs : 1;
     let list = this.lists.get(durationMs);
     if (list === undefined) {
       list = new DeadlineList(durationMs);
