@@ -33,9 +33,9 @@ import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, type ResolvedOptions, resolveOptions, UNREACHABLE_MEMORY_MS } from "./options.js";
 import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./replies.js";
-import { AttemptTimeoutError, mayRetry, type RetryKind, routeAfter } from "./retry.js";
+import { mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { uuidv7 } from "./ids.js";
-import { CallScope, type Cancel, ChildScope, raceCancel, sleep } from "./scope.js";
+import { CallScope, type Cancel, type DeadlineList, Deadlines, raceCancel, sleep } from "./scope.js";
 import { RequestWindow } from "./window.js";
 
 export interface CallOptions {
@@ -101,7 +101,11 @@ export class FerryClient {
   private connection: Connection | undefined;
   private connecting: Promise<Connection> | undefined;
   private readonly retired = new Set<Connection>();
-  private readonly scopes = new Set<CallScope>(); // calls under way, ended at once by close()
+  // Deadlines of the calls under way (ended at once by close()), one list per duration.
+  private readonly callDeadlines = new Deadlines();
+  // Deadlines of idempotent attempts in flight, and of internal requests (hello, status).
+  private readonly otherDeadlines = new Deadlines();
+  private readonly attemptDeadlines: DeadlineList;
   private readonly unreachableSinceMs = new Map<string, number>(); // address → last failed connect
   private closed = false;
 
@@ -109,6 +113,7 @@ export class FerryClient {
     this.options = resolveOptions(options);
     this.window = new RequestWindow(this.options.window);
     this.target = this.options.seeds[0]!;
+    this.attemptDeadlines = this.otherDeadlines.list(this.options.attemptTimeoutMs);
   }
 
   // The address requests currently go to (a seed, or the leader a node pointed at).
@@ -125,9 +130,9 @@ export class FerryClient {
   async ready(options: CallOptions = {}): Promise<void> {
     const scope = this.openScope(options);
     try {
-      await this.withRetries(scope, "idempotent", "connect", (connection) => Promise.resolve(connection));
+      await this.withRetries(scope, "idempotent", "connect", undefined);
     } finally {
-      this.closeScope(scope);
+      scope.dispose();
     }
   }
 
@@ -136,7 +141,8 @@ export class FerryClient {
     if (recipients.length === 0) throw new FerryError("INVALID", "send: give at least one recipient");
     for (const name of recipients) requireName("recipient", name);
     const id = options.id ?? uuidv7();
-    if (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id)) {
+    // A generated id is valid by construction; only the caller's is checked.
+    if (options.id !== undefined && (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id))) {
       throw new FerryError("INVALID", "send: id must be a non-empty word of printable ASCII");
     }
     const request: SendRequest = { op: "send", recipients, body: toBytes(body), id };
@@ -256,7 +262,7 @@ export class FerryClient {
     // Calls waiting for the window, connecting or backing off end now; calls in flight end
     // when their connection closes below.
     const closedError = new ConnectionError("the client was closed before an answer", this.target, false);
-    for (const scope of this.scopes) scope.abort(closedError);
+    for (const scope of this.callDeadlines.entries()) (scope as CallScope).abort(closedError);
     this.window.rejectWaiters(closedError);
     const connections = [...this.retired];
     if (this.connection !== undefined) connections.push(this.connection);
@@ -301,42 +307,36 @@ export class FerryClient {
   private async call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
     const scope = this.openScope(options);
     try {
-      await this.window.acquire(scope);
+      if (!this.window.tryAcquire()) await this.window.acquire(scope);
       try {
-        return await this.withRetries(scope, kind, request.op, (connection) => this.attempt(connection, request, kind, scope));
+        return (await this.withRetries(scope, kind, request.op, request))!;
       } finally {
         this.window.release();
       }
     } finally {
-      this.closeScope(scope);
+      scope.dispose();
     }
   }
 
   private openScope(options: CallOptions): CallScope {
     if (this.closed) throw new ConnectionError("client closed", this.target, false);
-    const scope = new CallScope(options.timeoutMs ?? this.options.timeoutMs, options.signal);
-    this.scopes.add(scope);
-    return scope;
+    return new CallScope(this.callDeadlines, options.timeoutMs ?? this.options.timeoutMs, options.signal);
   }
 
-  private closeScope(scope: CallScope): void {
-    scope.dispose();
-    this.scopes.delete(scope);
-  }
-
-  // Runs attempt() on a connection until it succeeds, fails in a way that must not be retried,
-  // or the scope ends. Between attempts it reroutes (leader hint, next seed) and backs off; the
-  // first redirect to a hinted leader goes at once.
-  private async withRetries<T>(scope: CallScope, kind: RetryKind, op: string, attempt: (connection: Connection) => Promise<T>): Promise<T> {
+  // Sends `request` (or, without one, only gets a connection) until it succeeds, fails in a way
+  // that must not be retried, or the scope ends. Between attempts it reroutes (leader hint, next
+  // seed) and backs off; the first redirect to a hinted leader goes at once.
+  private async withRetries(scope: CallScope, kind: RetryKind, op: string, request: WireRequest | undefined): Promise<ReplyRecord | undefined> {
     let redirectIsFree = true;
     let lastFailure: FerryError | undefined;
     for (let retry = 0; ; retry++) {
       let address: string | undefined;
       let failure: unknown;
       try {
-        const connection = await this.connectionFor(scope);
+        const connection = this.openConnectionNow() ?? (await this.connectionFor(scope));
         address = connection.address;
-        return await attempt(connection);
+        if (request === undefined) return undefined;
+        return await this.attempt(connection, request, kind, scope);
       } catch (error) {
         failure = error;
       }
@@ -366,15 +366,15 @@ export class FerryClient {
 
   // One request on one connection. Idempotent requests also get the attempt deadline, after
   // which the retry loop sends them elsewhere; the others wait for the call's deadline.
-  private async attempt(connection: Connection, request: WireRequest, kind: RetryKind, scope: CallScope): Promise<ReplyRecord> {
-    if (kind !== "idempotent" || scope.aborted) return connection.request(request, scope);
-    const attemptTimeoutMs = this.options.attemptTimeoutMs;
-    const attemptScope = new ChildScope(scope, attemptTimeoutMs, () => new AttemptTimeoutError(connection.address, attemptTimeoutMs));
-    try {
-      return await connection.request(request, attemptScope);
-    } finally {
-      attemptScope.dispose();
-    }
+  private attempt(connection: Connection, request: WireRequest, kind: RetryKind, scope: CallScope): Promise<ReplyRecord> {
+    return connection.request(request, scope, kind === "idempotent" ? this.attemptDeadlines : undefined);
+  }
+
+  // The open connection to the target, when there is one (no promise, no tick).
+  private openConnectionNow(): Connection | undefined {
+    if (this.closed) return undefined;
+    const current = this.connection;
+    return current?.isOpen ? current : undefined;
   }
 
   private connectionFor(cancel: Cancel): Promise<Connection> {
@@ -424,7 +424,7 @@ export class FerryClient {
   // Asks the node just connected which node leads and moves there (calls already on their way
   // finish here). Only an optimization: any failure leaves the client where it is.
   private async discoverLeader(connection: Connection): Promise<void> {
-    const scope = new CallScope(this.options.connectTimeoutMs, undefined);
+    const scope = new CallScope(this.otherDeadlines, this.options.connectTimeoutMs, undefined);
     try {
       const leaderAddress = leaderAddressOf(await connection.request({ op: "status" }, scope));
       if (leaderAddress === undefined || leaderAddress === connection.address) return;
@@ -443,7 +443,7 @@ export class FerryClient {
   private async hello(connection: Connection, name: string): Promise<void> {
     const request: HelloWireRequest = { op: "hello", name };
     const timeoutMs = this.options.connectTimeoutMs;
-    const scope = new CallScope(timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
+    const scope = new CallScope(this.otherDeadlines, timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
     try {
       await connection.request(request, scope);
     } catch (error) {

@@ -1,16 +1,20 @@
 // One TCP connection speaking the binary protocol to one node. It writes the preamble, then
 // pipelines requests as frames `{ rid, ...request }` and matches replies by rid, in whatever
-// order they come. Frames written in one tick go out in one socket write (cork/uncork).
+// order they come. Frames written in one tick are encoded into one FrameWriter and go out in one
+// socket write on the next tick. Each request in flight is one PendingRequest object: the entry in
+// `pending`, the listener of the call's Cancel and, for an attempt with a deadline, the entry of
+// that DeadlineList, so a request allocates no closures beyond its promise.
 //
 // Invariants: every request settles exactly once (reply, abort, or connection loss); once the
 // connection is closed every pending request fails with UNAVAILABLE and new ones are refused
 // without being written, which the retry policy can tell apart through `requestSent`.
 import net from "node:net";
 import tls from "node:tls";
-import { BINARY_PREAMBLE, decodePayload, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
+import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
+import { FrameWriter } from "../protocol/frame-writer.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
-import type { Cancel } from "./scope.js";
+import type { Cancel, CancelListener, DeadlineEntry, DeadlineList } from "./scope.js";
 
 // UNAVAILABLE with one more fact: whether the request reached the socket. A request that was
 // never written cannot have been applied, so any request may be retried after one.
@@ -24,12 +28,57 @@ export class ConnectionError extends FerryError {
   }
 }
 
+// An idempotent attempt left unanswered for attemptTimeoutMs: the node may be paused or cut off
+// (the retry loop then sends the request elsewhere; see retry.ts).
+export class AttemptTimeoutError extends FerryError {
+  constructor(address: string, attemptTimeoutMs: number) {
+    super("TIMEOUT", `no answer from ${address} within ${attemptTimeoutMs} ms`);
+  }
+}
+
+// The ok reply as decoded (it still carries its rid).
 export type ReplyRecord = Record<string, unknown> & { ok: true };
 
-interface Pending {
-  resolve(reply: ReplyRecord): void;
-  reject(error: unknown): void;
+// One request in flight. Settled exactly once: by its reply, the call's cancel, its attempt
+// deadline, or the loss of the connection; each way unhooks it from the others.
+class PendingRequest implements CancelListener, DeadlineEntry {
+  deadlineMs = 0;
+  deadlinePrevious: DeadlineEntry | undefined = undefined;
+  deadlineNext: DeadlineEntry | undefined = undefined;
+  deadlineList: DeadlineList | undefined = undefined;
+  attemptTimeoutMs = 0; // when it is an entry of an attempt DeadlineList
+  resolve: (reply: ReplyRecord) => void = noop;
+  reject: (error: unknown) => void = noop;
+
+  constructor(
+    private readonly connection: Connection,
+    readonly rid: number,
+    private readonly cancel: Cancel,
+  ) {}
+
+  settle(reply: ReplyRecord | undefined, error: unknown): void {
+    this.cancel.unsubscribe(this);
+    this.deadlineList?.remove(this);
+    if (reply !== undefined) this.resolve(reply);
+    else this.reject(error);
+  }
+
+  // The call was cancelled: a late reply is ignored.
+  onCancel(reason: unknown): void {
+    this.deadlineList?.remove(this);
+    this.connection.forget(this);
+    this.reject(reason);
+  }
+
+  // The attempt deadline passed (the list has removed the entry already).
+  expire(): void {
+    this.cancel.unsubscribe(this);
+    this.connection.forget(this);
+    this.reject(new AttemptTimeoutError(this.connection.address, this.attemptTimeoutMs));
+  }
 }
+
+function noop(): void {}
 
 const KEEPALIVE_DELAY_MS = 10_000;
 // Request ids are integers from 1 to 2^32-1 (0 marks a server error not tied to a request).
@@ -43,10 +92,11 @@ export interface ConnectionOptions {
 }
 
 export class Connection {
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Map<number, PendingRequest>();
   private readonly decoder: FrameDecoder;
   private nextRid = 1;
-  private corked = false;
+  private readonly output = new FrameWriter();
+  private flushScheduled = false;
   private closed = false;
   private closeWhenIdle = false;
   private serverNotice: string | undefined;
@@ -107,38 +157,39 @@ export class Connection {
     else this.closeListeners.push(listener);
   }
 
-  // Sends one request; resolves with the ok reply (rid removed), rejects with FerryError for an
-  // error reply, ConnectionError when the connection is or gets lost, the reason on cancel.
-  request(request: object, cancel: Cancel): Promise<ReplyRecord> {
+  // Sends one request; resolves with the ok reply, rejects with FerryError for an error reply,
+  // ConnectionError when the connection is or gets lost, the reason on cancel, and
+  // AttemptTimeoutError when `attemptDeadlines` is given and its duration passes first.
+  request(request: object, cancel: Cancel, attemptDeadlines?: DeadlineList): Promise<ReplyRecord> {
     if (cancel.aborted) return Promise.reject(cancel.reason);
     if (this.closed || this.closeWhenIdle || this.socket.destroyed || this.socket.writableEnded) {
       return Promise.reject(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
     }
     const rid = this.takeRid();
-    const frame = encodeFrame({ rid, ...request });
-    if (frame.length - FRAME_HEADER_BYTES > this.frameBytesMax) {
-      return Promise.reject(
-        new FerryError("TOO_LARGE", `request of ${frame.length - FRAME_HEADER_BYTES} bytes exceeds the frame limit of ${this.frameBytesMax}`),
-      );
+    const payloadBytes = this.output.append(rid, request as Record<string, unknown>);
+    if (payloadBytes > this.frameBytesMax) {
+      this.output.dropLast(payloadBytes);
+      return Promise.reject(new FerryError("TOO_LARGE", `request of ${payloadBytes} bytes exceeds the frame limit of ${this.frameBytesMax}`));
     }
-    return new Promise<ReplyRecord>((resolve, reject) => {
-      const unsubscribe = cancel.subscribe((reason) => {
-        this.pending.delete(rid); // a late reply is ignored
-        reject(reason);
-        this.closeIfIdle();
-      });
-      this.pending.set(rid, {
-        resolve: (reply) => {
-          unsubscribe();
-          resolve(reply);
-        },
-        reject: (error) => {
-          unsubscribe();
-          reject(error);
-        },
-      });
-      this.write(frame);
+    const pending = new PendingRequest(this, rid, cancel);
+    const promise = new Promise<ReplyRecord>((resolve, reject) => {
+      pending.resolve = resolve;
+      pending.reject = reject;
     });
+    cancel.subscribe(pending);
+    if (attemptDeadlines !== undefined) {
+      pending.attemptTimeoutMs = attemptDeadlines.durationMs;
+      attemptDeadlines.add(pending);
+    }
+    this.pending.set(rid, pending);
+    this.scheduleFlush();
+    return promise;
+  }
+
+  // A request given up (cancelled or timed out): free its rid; a late reply is ignored.
+  forget(pending: PendingRequest): void {
+    if (this.pending.get(pending.rid) === pending) this.pending.delete(pending.rid);
+    this.closeIfIdle();
   }
 
   // Stops taking requests and closes once the ones in flight have settled (used when the client
@@ -160,16 +211,18 @@ export class Connection {
     return rid;
   }
 
-  private write(frame: Buffer): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+  // Frames written in one tick leave in one socket write, after the tick.
+  private scheduleFlush(): void {
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => this.flush());
     }
-    this.socket.write(frame);
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const bytes = this.output.take();
+    if (bytes !== undefined && !this.socket.destroyed && !this.socket.writableEnded) this.socket.write(bytes);
   }
 
   private onData(chunk: Buffer): void {
@@ -193,21 +246,25 @@ export class Connection {
       return;
     }
     if (typeof reply !== "object" || reply === null) return;
-    const { rid, ...rest } = reply as Record<string, unknown>;
-    if (rid === 0 && rest.ok === false) {
+    const record = reply as Record<string, unknown>;
+    const rid = record.rid;
+    if (rid === 0 && record.ok === false) {
       // The server's word on why it is about to close the connection (framing lost, stopping).
-      this.serverNotice = errorFromReply(rest).message;
+      this.serverNotice = errorFromReply(record).message;
       return;
     }
     const pending = typeof rid === "number" ? this.pending.get(rid) : undefined;
     if (pending === undefined) return; // answer to an aborted or timed-out request
     this.pending.delete(rid as number);
-    if (rest.ok === true) pending.resolve(rest as ReplyRecord);
-    else pending.reject(errorFromReply(rest));
+    if (record.ok === true) pending.settle(record as ReplyRecord, undefined);
+    else pending.settle(undefined, errorFromReply(record));
   }
 
   private closeIfIdle(): void {
-    if (this.closeWhenIdle && this.pending.size === 0 && !this.closed) this.socket.end();
+    if (this.closeWhenIdle && this.pending.size === 0 && !this.closed) {
+      this.flush(); // frames of this tick go first (a request cancelled since was still written)
+      this.socket.end();
+    }
   }
 
   private onClose(): void {
@@ -216,7 +273,7 @@ export class Connection {
     const error = new ConnectionError(`connection to ${this.address} lost before an answer${why}`, this.address, true);
     const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const request of pending) request.reject(error);
+    for (const request of pending) request.settle(undefined, error);
     for (const listener of this.closeListeners.splice(0)) listener();
   }
 }

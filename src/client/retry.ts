@@ -8,17 +8,14 @@
 // - "unapplied-only": RECEIVE, ACK, NACK, EXTEND, CLUSTER change state in ways a blind repeat
 //   could double (a second lease, a wrong count). They retry only on errors proving that the
 //   request was not applied: NOT_LEADER, OVERLOADED, or a connection that failed before writing.
-import { FerryError } from "../protocol/errors.js";
-import { ConnectionError } from "./connection.js";
+import type { FerryError } from "../protocol/errors.js";
+import { AttemptTimeoutError, ConnectionError } from "./connection.js";
 
 export type RetryKind = "idempotent" | "unapplied-only";
 
-// An idempotent attempt left unanswered for attemptTimeoutMs: the node may be paused or cut off.
-export class AttemptTimeoutError extends FerryError {
-  constructor(address: string, attemptTimeoutMs: number) {
-    super("TIMEOUT", `no answer from ${address} within ${attemptTimeoutMs} ms`);
-  }
-}
+// An idempotent attempt left unanswered for attemptTimeoutMs (raised by the connection, which
+// keeps the attempt's deadline with the request in flight).
+export { AttemptTimeoutError };
 
 export function mayRetry(kind: RetryKind, error: FerryError): boolean {
   if (error instanceof ConnectionError) return kind === "idempotent" || !error.requestSent;

@@ -5,13 +5,24 @@
 //
 // Why not AbortController inside: it is an EventTarget, and two of them per call (call + attempt)
 // were a tenth of the client's CPU at high request rates, plus garbage. A Cancel is a flag and a
-// short list of callbacks; the caller's AbortSignal, when given, is listened to once per call.
+// short list of listener objects (objects, not closures: the request in flight is its own
+// listener, so a call allocates nothing to listen); the caller's AbortSignal, when given, is
+// listened to once per call.
+//
+// Why not a setTimeout per call: deadlines of one duration expire in the order they were set, so
+// a DeadlineList keeps them in an intrusive FIFO list with one timer, armed for the oldest. Adding
+// and removing is O(1) and allocates nothing; the timer exists exactly while the list is not
+// empty, so an idle client holds no timer (and does not keep the process alive).
 import { FerryError } from "../protocol/errors.js";
 
-export type CancelListener = (reason: unknown) => void;
+export interface CancelListener {
+  onCancel(reason: unknown): void;
+}
 
 export class Cancel {
-  private listeners: CancelListener[] | undefined;
+  // The first listener has its own field: almost every Cancel has exactly one.
+  private firstListener: CancelListener | undefined;
+  private moreListeners: CancelListener[] | undefined;
   private cancelled = false;
   private cause: unknown;
 
@@ -27,43 +38,154 @@ export class Cancel {
     if (this.cancelled) return;
     this.cancelled = true;
     this.cause = reason;
-    const listeners = this.listeners;
-    this.listeners = undefined;
-    if (listeners !== undefined) for (const listener of listeners) listener(reason);
+    const first = this.firstListener;
+    const more = this.moreListeners;
+    this.firstListener = undefined;
+    this.moreListeners = undefined;
+    first?.onCancel(reason);
+    if (more !== undefined) for (const listener of more) listener.onCancel(reason);
   }
 
-  // Calls listener once on cancellation; returns the unsubscribe function. Listener lists hold
-  // one or two entries, so removal by search is cheap.
-  subscribe(listener: CancelListener): () => void {
-    if (this.cancelled) return noop;
-    (this.listeners ??= []).push(listener);
-    return () => {
-      const listeners = this.listeners;
-      if (listeners === undefined) return;
-      const index = listeners.indexOf(listener);
-      if (index >= 0) listeners.splice(index, 1);
-    };
+  // Calls listener.onCancel once on cancellation (never when already cancelled). Listener lists
+  // hold one or two entries, so removal by search is cheap.
+  subscribe(listener: CancelListener): void {
+    if (this.cancelled) return;
+    if (this.firstListener === undefined) this.firstListener = listener;
+    else (this.moreListeners ??= []).push(listener);
+  }
+
+  unsubscribe(listener: CancelListener): void {
+    if (this.firstListener === listener) {
+      this.firstListener = undefined;
+      return;
+    }
+    const more = this.moreListeners;
+    if (more === undefined) return;
+    const index = more.indexOf(listener);
+    if (index >= 0) more.splice(index, 1);
   }
 }
 
-function noop(): void {}
+// An entry of a DeadlineList (fields owned by the list).
+export interface DeadlineEntry {
+  deadlineMs: number;
+  deadlinePrevious: DeadlineEntry | undefined;
+  deadlineNext: DeadlineEntry | undefined;
+  deadlineList: DeadlineList | undefined;
+  // Called once when the deadline passes while the entry is still in the list (already removed).
+  expire(): void;
+}
 
-export class CallScope extends Cancel {
-  private readonly timer: NodeJS.Timeout;
-  private readonly unlinkCaller: (() => void) | undefined;
+// Entries sharing one duration, oldest first, with one timer for the oldest.
+export class DeadlineList {
+  private head: DeadlineEntry | undefined;
+  private tail: DeadlineEntry | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private entryCount = 0;
+
+  constructor(readonly durationMs: number) {}
+
+  get size(): number {
+    return this.entryCount;
+  }
+
+  add(entry: DeadlineEntry): void {
+    entry.deadlineMs = performance.now() + this.durationMs;
+    entry.deadlineList = this;
+    entry.deadlineNext = undefined;
+    entry.deadlinePrevious = this.tail;
+    if (this.tail === undefined) this.head = entry;
+    else this.tail.deadlineNext = entry;
+    this.tail = entry;
+    this.entryCount++;
+    if (this.timer === undefined) this.arm(entry.deadlineMs);
+  }
+
+  remove(entry: DeadlineEntry): void {
+    if (entry.deadlineList !== this) return;
+    const { deadlinePrevious: previous, deadlineNext: next } = entry;
+    if (previous === undefined) this.head = next;
+    else previous.deadlineNext = next;
+    if (next === undefined) this.tail = previous;
+    else next.deadlinePrevious = previous;
+    entry.deadlineList = undefined;
+    entry.deadlinePrevious = undefined;
+    entry.deadlineNext = undefined;
+    this.entryCount--;
+    // A timer armed for an earlier head stays: when it fires it re-arms for the new head. Only an
+    // empty list drops it, so nothing is left pending.
+    if (this.head === undefined && this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  // Every entry, oldest first (a copy: expiring or removing them meanwhile is fine).
+  entries(): DeadlineEntry[] {
+    const all: DeadlineEntry[] = [];
+    for (let entry = this.head; entry !== undefined; entry = entry.deadlineNext) all.push(entry);
+    return all;
+  }
+
+  private arm(atMs: number): void {
+    this.timer = setTimeout(() => this.fire(), Math.max(1, Math.ceil(atMs - performance.now())));
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    const nowMs = performance.now();
+    for (let entry = this.head; entry !== undefined && entry.deadlineMs <= nowMs; entry = this.head) {
+      this.remove(entry);
+      entry.expire();
+    }
+    if (this.head !== undefined && this.timer === undefined) this.arm(this.head.deadlineMs);
+  }
+}
+
+const TIMER_DELAY_MS_MAX = 0x7fff_ffff; // setTimeout's ceiling
+
+// One DeadlineList per duration (a client uses one or two: its timeoutMs and attemptTimeoutMs).
+export class Deadlines {
+  private readonly lists = new Map<number, DeadlineList>();
+
+  list(requestedMs: number): DeadlineList {
+    // As setTimeout does: a duration it cannot take (negative, NaN, past 2^31-1 ms) means 1 ms.
+    const durationMs = requestedMs >= 1 && requestedMs <= TIMER_DELAY_MS_MAX ? requestedMs : 1;
+    let list = this.lists.get(durationMs);
+    if (list === undefined) {
+      list = new DeadlineList(durationMs);
+      this.lists.set(durationMs, list);
+    }
+    return list;
+  }
+
+  entries(): DeadlineEntry[] {
+    return [...this.lists.values()].flatMap((list) => list.entries());
+  }
+}
+
+// A call's scope: cancelled by its deadline (an entry of `deadlines`) or the caller's signal.
+// dispose() must be called when the call ends.
+export class CallScope extends Cancel implements DeadlineEntry {
+  deadlineMs = 0;
+  deadlinePrevious: DeadlineEntry | undefined = undefined;
+  deadlineNext: DeadlineEntry | undefined = undefined;
+  deadlineList: DeadlineList | undefined = undefined;
+  private callerSignal: AbortSignal | undefined;
   private deadlinePassed = false;
 
-  constructor(timeoutMs: number, callerSignal: AbortSignal | undefined, timeoutReason: () => unknown = () => callTimeout(timeoutMs)) {
+  constructor(
+    deadlines: Deadlines,
+    private readonly timeoutMs: number,
+    callerSignal: AbortSignal | undefined,
+    private readonly timeoutReason?: () => unknown,
+  ) {
     super();
-    this.timer = setTimeout(() => {
-      this.deadlinePassed = true;
-      this.abort(timeoutReason());
-    }, timeoutMs);
+    deadlines.list(timeoutMs).add(this);
     if (callerSignal?.aborted) this.abort(callerSignal.reason);
     else if (callerSignal !== undefined) {
-      const onAbort = () => this.abort(callerSignal.reason);
-      callerSignal.addEventListener("abort", onAbort, { once: true });
-      this.unlinkCaller = () => callerSignal.removeEventListener("abort", onAbort);
+      this.callerSignal = callerSignal;
+      callerSignal.addEventListener("abort", this, { once: true });
     }
   }
 
@@ -72,27 +194,22 @@ export class CallScope extends Cancel {
     return this.deadlinePassed;
   }
 
-  dispose(): void {
-    clearTimeout(this.timer);
-    this.unlinkCaller?.();
+  expire(): void {
+    this.deadlinePassed = true;
+    this.abort(this.timeoutReason === undefined ? callTimeout(this.timeoutMs) : this.timeoutReason());
   }
-}
 
-// A scope inside another: cancelled by its parent, or by its own (shorter) deadline.
-export class ChildScope extends Cancel {
-  private readonly timer: NodeJS.Timeout;
-  private readonly unlinkParent: () => void;
-
-  constructor(parent: Cancel, timeoutMs: number, timeoutReason: () => unknown) {
-    super();
-    if (parent.aborted) this.abort(parent.reason);
-    this.unlinkParent = parent.subscribe((reason) => this.abort(reason));
-    this.timer = setTimeout(() => this.abort(timeoutReason()), timeoutMs);
+  // The caller's signal aborted (EventListener object form: no closure per call).
+  handleEvent(): void {
+    this.abort(this.callerSignal?.reason);
   }
 
   dispose(): void {
-    clearTimeout(this.timer);
-    this.unlinkParent();
+    this.deadlineList?.remove(this);
+    if (this.callerSignal !== undefined) {
+      this.callerSignal.removeEventListener("abort", this);
+      this.callerSignal = undefined;
+    }
   }
 }
 
@@ -107,12 +224,15 @@ export function sleep(delayMs: number, cancel?: Cancel): Promise<void> {
       reject(cancel.reason);
       return;
     }
-    const unsubscribe = cancel?.subscribe((reason) => {
-      clearTimeout(timer);
-      reject(reason);
-    });
+    const listener: CancelListener = {
+      onCancel: (reason) => {
+        clearTimeout(timer);
+        reject(reason);
+      },
+    };
+    cancel?.subscribe(listener);
     const timer = setTimeout(() => {
-      unsubscribe?.();
+      cancel?.unsubscribe(listener);
       resolve();
     }, delayMs);
   });
@@ -137,14 +257,15 @@ export function sleepUnlessAborted(delayMs: number, signal: AbortSignal | undefi
 export function raceCancel<T>(promise: Promise<T>, cancel: Cancel): Promise<T> {
   if (cancel.aborted) return Promise.reject(cancel.reason);
   return new Promise<T>((resolve, reject) => {
-    const unsubscribe = cancel.subscribe(reject);
+    const listener: CancelListener = { onCancel: reject };
+    cancel.subscribe(listener);
     promise.then(
       (value) => {
-        unsubscribe();
+        cancel.unsubscribe(listener);
         resolve(value);
       },
       (error: unknown) => {
-        unsubscribe();
+        cancel.unsubscribe(listener);
         reject(error);
       },
     );

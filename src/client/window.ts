@@ -5,13 +5,13 @@
 // The queue is an array with a moving head, so taking the next waiter is O(1) even with many
 // thousands queued; an aborted waiter is only marked, and skipped when its turn comes.
 
-interface Waiter {
+interface Waiter extends CancelListener {
   cancelled: boolean;
   grant(): void;
   fail(reason: unknown): void;
 }
 
-import type { Cancel } from "./scope.js";
+import type { Cancel, CancelListener } from "./scope.js";
 
 const COMPACT_AFTER_WAITERS = 1024;
 
@@ -31,30 +31,37 @@ export class RequestWindow {
     return this.queued;
   }
 
-  acquire(cancel: Cancel): Promise<void> {
-    if (cancel.aborted) return Promise.reject(cancel.reason);
+  // Takes a slot when one is free and nobody is waiting: the common case, with no promise.
+  tryAcquire(): boolean {
     if (this.inFlight < this.size && this.queued === 0) {
       this.inFlight++;
-      return Promise.resolve();
+      return true;
     }
+    return false;
+  }
+
+  acquire(cancel: Cancel): Promise<void> {
+    if (cancel.aborted) return Promise.reject(cancel.reason);
+    if (this.tryAcquire()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         cancelled: false,
         grant: () => {
-          unsubscribe();
+          cancel.unsubscribe(waiter);
           this.inFlight++;
           resolve();
         },
         fail: (reason) => {
-          unsubscribe();
+          cancel.unsubscribe(waiter);
+          reject(reason);
+        },
+        onCancel: (reason) => {
+          waiter.cancelled = true;
+          this.queued--;
           reject(reason);
         },
       };
-      const unsubscribe = cancel.subscribe((reason) => {
-        waiter.cancelled = true;
-        this.queued--;
-        reject(reason);
-      });
+      cancel.subscribe(waiter);
       this.queue.push(waiter);
       this.queued++;
     });

@@ -8,7 +8,7 @@
 // order, matched by rid. Integers beyond 2^53 (timestamps) travel as msgpack int64 and decode as
 // bigint. The decoder is resumable (feed it any split of the byte stream) and enforces the frame
 // size limit before buffering a frame, so a hostile length cannot make it allocate.
-import { Packr } from "msgpackr";
+import { Packr, RESERVE_START_SPACE } from "msgpackr";
 
 export const BINARY_PREAMBLE = Uint8Array.from([0x00, 0x46, 0x52, 0x59, 0x01]); // \0 F R Y v1
 export const FRAME_HEADER_BYTES = 4;
@@ -24,12 +24,11 @@ export function decodePayload(payload: Uint8Array): unknown {
   return packr.unpack(payload);
 }
 
-// Encodes one frame (header + msgpack payload).
+// Encodes one frame (header + msgpack payload). msgpackr leaves room for the header in front of
+// the payload it writes (RESERVE_START_SPACE), so the frame is its output, not a copy of it.
 export function encodeFrame(value: unknown): Buffer {
-  const payload = packr.pack(value);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
-  frame.writeUInt32BE(payload.length, 0);
-  payload.copy(frame, FRAME_HEADER_BYTES);
+  const frame = packr.pack(value, RESERVE_START_SPACE | FRAME_HEADER_BYTES);
+  frame.writeUInt32BE(frame.length - FRAME_HEADER_BYTES, 0);
   return frame;
 }
 

@@ -7,10 +7,13 @@
 // request gets an error reply with its rid (rid 0 when the rid itself is missing or invalid) and
 // the connection goes on. At most requestsInFlightMax requests run at once; frames decoded beyond
 // it wait in `queue` (at most one socket read's worth) and the socket is not read meanwhile.
+// Replies are encoded straight into the connection's FrameWriter and leave in one socket write
+// per turn of the event loop.
 import type { Socket } from "node:net";
-import type { Reply } from "../protocol/api.js";
-import { BINARY_PREAMBLE, decodePayload, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder } from "../protocol/binary.js";
+import type { Reply, Request } from "../protocol/api.js";
+import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
 import type { ErrorCode } from "../protocol/errors.js";
+import { FrameWriter } from "../protocol/frame-writer.js";
 import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
 
@@ -22,6 +25,7 @@ export class BinaryConnection extends Connection {
   private preambleBytesMatched = 0;
   private queue: Buffer[] = [];
   private readonly ridsInFlight = new Set<number>();
+  private readonly output = new FrameWriter();
 
   constructor(socket: Socket, sessionId: number, context: ConnectionContext) {
     super(socket, "binary", sessionId, context);
@@ -80,6 +84,14 @@ export class BinaryConnection extends Connection {
     }
   }
 
+  protected override outputBytes(): number {
+    return this.output.pendingBytes;
+  }
+
+  protected override takeOutput(): Buffer | undefined {
+    return this.output.take();
+  }
+
   protected closeIdle(): void {
     this.finish();
   }
@@ -132,58 +144,64 @@ export class BinaryConnection extends Connection {
       return;
     }
     if (request.op === "hello") {
-      if (request.forwardProof !== undefined) {
-        if (!this.context.verifyForwarder?.(request.forwardProof)) {
-          this.sendOutcome(rid, { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" });
-          return;
-        }
-        this.session.trustedForwarder = true;
+      if (request.forwardProof !== undefined && !this.context.verifyForwarder?.(request.forwardProof)) {
+        this.sendOutcome(rid, { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" });
+        return;
       }
-      this.session.identity = request.name;
+      // Replaced, not changed: requests under way keep the session they started with.
+      this.session = { ...this.session, identity: request.name, ...(request.forwardProof !== undefined ? { trustedForwarder: true } : {}) };
       this.sendOutcome(rid, { ok: true, reply: { ok: true, name: request.name } });
       return;
     }
     this.ridsInFlight.add(rid);
-    void this.execute(request).then((outcome) => {
-      this.ridsInFlight.delete(rid);
-      this.sendOutcome(rid, outcome);
-      if (this.queue.length > 0) this.pump();
-      else this.updateFlow();
-    });
+    void this.run(rid, request);
+  }
+
+  private async run(rid: number, request: Request): Promise<void> {
+    const outcome = await this.execute(request);
+    this.ridsInFlight.delete(rid);
+    this.sendOutcome(rid, outcome);
+    if (this.queue.length > 0) this.pump();
+    else this.updateFlow();
   }
 
   private sendOutcome(rid: number, outcome: Outcome): void {
     if (!outcome.ok) {
-      this.sendFrame({ rid, ok: false, code: outcome.code, message: outcome.message, leaderHint: outcome.leaderHint });
+      const error: Record<string, unknown> = { ok: false, code: outcome.code, message: outcome.message };
+      if (outcome.leaderHint !== undefined) error.leaderHint = outcome.leaderHint;
+      this.sendFrame(rid, error);
       return;
     }
     this.sendReply(rid, outcome.reply);
   }
 
   private sendReply(rid: number, reply: Reply): void {
-    let frame: Buffer;
+    let payloadBytes: number;
     try {
-      frame = encodeFrame({ ...reply, rid });
+      payloadBytes = this.output.append(rid, reply as unknown as Record<string, unknown>);
     } catch (error) {
       const outcome = outcomeOfError(error, this.context.log);
       this.sendError(rid, outcome.code, outcome.message);
       return;
     }
     // The client enforces the same frame limit: a reply over it would cost the client its framing.
-    if (frame.length - FRAME_HEADER_BYTES > this.limits.frameBytesMax) {
-      this.sendError(rid, "TOO_LARGE", `reply of ${frame.length - FRAME_HEADER_BYTES} bytes exceeds the frame limit of ${this.limits.frameBytesMax}`);
+    if (payloadBytes > this.limits.frameBytesMax) {
+      this.output.dropLast(payloadBytes);
+      this.sendError(rid, "TOO_LARGE", `reply of ${payloadBytes} bytes exceeds the frame limit of ${this.limits.frameBytesMax}`);
       return;
     }
-    this.write(frame);
+    this.scheduleFlush();
   }
 
   private sendError(rid: number, code: ErrorCode, message: string): void {
-    this.sendFrame({ rid, ok: false, code, message });
+    this.sendFrame(rid, { ok: false, code, message });
   }
 
-  private sendFrame(value: Record<string, unknown>): void {
-    if (value.leaderHint === undefined) delete value.leaderHint;
-    this.write(encodeFrame(value));
+  private sendFrame(rid: number, value: Record<string, unknown>): void {
+    if (!this.isClosed) {
+      this.output.append(rid, value);
+      this.scheduleFlush();
+    }
   }
 }
 

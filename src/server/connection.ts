@@ -69,7 +69,9 @@ export function outcomeOfError(error: unknown, log: (line: string) => void): Out
 }
 
 export abstract class Connection {
-  readonly session: Session;
+  // Replaced, never mutated, when HELLO changes it: a request under way keeps the session it
+  // started with, without a copy per request.
+  session: Session;
   protected readonly limits: ServerLimits;
   protected readonly context: ConnectionContext;
   protected shuttingDown = false; // read no more requests; close once the in-flight ones are answered
@@ -107,7 +109,7 @@ export abstract class Connection {
       this.updateFlow();
     });
     socket.on("timeout", () => {
-      if (this.pendingReplies() > 0 || this.outbox.length > 0) return; // a long poll is not idleness
+      if (this.pendingReplies() > 0 || this.outputBytes() > 0) return; // a long poll is not idleness
       this.context.stats.idleClosed += 1;
       this.closeIdle();
     });
@@ -128,6 +130,10 @@ export abstract class Connection {
 
   get signal(): AbortSignal {
     return this.abortController.signal;
+  }
+
+  protected get isClosed(): boolean {
+    return this.closed;
   }
 
   get whenClosed(): Promise<void> {
@@ -151,14 +157,28 @@ export abstract class Connection {
 
   // True while replies waiting to be sent exceed writeBufferBytesMax.
   protected writeBlocked(): boolean {
-    return this.socket.writableLength + this.outboxBytes > this.limits.writeBufferBytesMax;
+    return this.socket.writableLength + this.outputBytes() > this.limits.writeBufferBytesMax;
+  }
+
+  // Bytes of replies ready and not yet handed to the socket.
+  protected outputBytes(): number {
+    return this.outboxBytes;
+  }
+
+  // The bytes ready to go, as one buffer (undefined when none); they leave the connection's hands.
+  protected takeOutput(): Buffer | undefined {
+    if (this.outbox.length === 0) return undefined;
+    const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox, this.outboxBytes);
+    this.outbox = [];
+    this.outboxBytes = 0;
+    return bytes;
   }
 
   protected async execute(request: Request): Promise<Outcome> {
     this.context.stats.requestsExecuted += 1;
     try {
-      // A copy: a later HELLO must not change the sender of a request already under way.
-      const reply = await this.context.service.execute(request, { ...this.session }, this.signal);
+      // this.session is replaced, not changed, by a later HELLO: no copy needed.
+      const reply = await this.context.service.execute(request, this.session, this.signal);
       if (typeof reply !== "object" || reply === null || reply.ok !== true) {
         throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
       }
@@ -172,6 +192,11 @@ export abstract class Connection {
     if (this.closed) return;
     this.outbox.push(bytes);
     this.outboxBytes += bytes.length;
+    this.scheduleFlush();
+  }
+
+  // Replies ready in this turn leave together, in one socket write, in the next.
+  protected scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -180,22 +205,23 @@ export abstract class Connection {
 
   protected flush(): void {
     this.flushScheduled = false;
-    if (this.outbox.length === 0 || this.closed) return;
-    const bytes = this.outbox.length === 1 ? this.outbox[0]! : Buffer.concat(this.outbox);
-    this.outbox = [];
-    this.outboxBytes = 0;
+    if (this.closed) return;
+    const bytes = this.takeOutput();
+    if (bytes === undefined) return;
     if (!this.socket.writableEnded) {
       this.context.stats.socketWrites += 1;
       this.context.stats.bytesWritten += bytes.length;
       // The callback runs once these bytes reach the kernel: the moment to start waiting work
       // again. 'drain' alone is not enough: it only fires past the socket's own high-water mark,
       // which may be above writeBufferBytesMax.
-      this.socket.write(bytes, () => {
-        if (this.readPaused) this.resumeWork();
-      });
+      this.socket.write(bytes, this.onWritten);
     }
     this.updateFlow();
   }
+
+  private readonly onWritten = (): void => {
+    if (this.readPaused) this.resumeWork();
+  };
 
   // Re-evaluates whether the socket should be read; also ends the connection once a shutdown
   // has answered everything.

@@ -125,7 +125,7 @@ export class TextConnection extends Connection {
         this.answer(["OK"]);
         return;
       case "hello":
-        this.session.identity = work.name;
+        this.session = { ...this.session, identity: work.name }; // replaced: requests under way keep theirs
         this.answer(["OK"]);
         return;
       case "request":

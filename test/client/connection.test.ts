@@ -51,7 +51,7 @@ test("unusable replies are ignored; error replies become FerryError (unknown cod
   assert.equal(strange.code, "INTERNAL");
   const redirect = await connection.request({ op: "b" }, cancel).catch((error: unknown) => error);
   assert.equal((redirect as FerryError).leaderHint, "127.0.0.1:2");
-  assert.deepEqual(await connection.request({ op: "c" }, cancel), { ok: true, value: 3 });
+  assert.deepEqual(await connection.request({ op: "c" }, cancel), { rid: 3, ok: true, value: 3 });
   connection.close();
   await server.close();
 });
@@ -90,7 +90,7 @@ test("a cancelled request frees its rid and ignores the late answer", async () =
   const second = connection.request({ op: "second" }, new Cancel());
   while (held.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
   for (const release of held) release();
-  assert.deepEqual(await second, { ok: true, op: "second" });
+  assert.deepEqual(await second, { rid: 2, ok: true, op: "second" }); // replies keep their rid
   connection.close();
   await server.close();
 });

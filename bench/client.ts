@@ -1,0 +1,191 @@
+// Micro-benchmark of the CPU one pipelined SEND costs the client library and the server's
+// client-connection path (src/client, src/server, src/protocol), without a cluster.
+//
+//   npm run bench:client
+//   npm run bench:client -- --sends 200000 --baseline /tmp/ferry-base/src
+//
+// Two child processes per run, so each side's CPU is its own (process.cpuUsage, all threads):
+// a server (FerryServer over a Service that answers every request at once, as a leader would
+// after commit, with { id, timestamp, duplicate }) and a client (FerryClient) driving SENDs in a
+// closed loop: `--connections` clients with `--window` requests in flight each, as
+// bench/workloads.ts does. Both warm up first; the measured part is the `--sends` SENDs after
+// that. The server's figure is everything its process did meanwhile: reading and decoding frames,
+// validating, the service call, encoding and writing replies. `--baseline <dir>` (a copy of
+// another version's src/) runs the same against that version, interleaved round by round, so both
+// see the same machine. Prints a table and writes bench/results/client-<date>.json.
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import type * as ClientModule from "../src/client/index.js";
+import type { Reply, Request } from "../src/protocol/api.js";
+import type * as ServerModule from "../src/server/index.js";
+
+const { values: options } = parseArgs({
+  options: {
+    role: { type: "string", default: "main" },
+    src: { type: "string", default: resolve("src") },
+    port: { type: "string", default: "0" },
+    sends: { type: "string", default: "300000" },
+    warmup: { type: "string", default: "50000" },
+    connections: { type: "string", default: "4" },
+    window: { type: "string", default: "256" },
+    "body-bytes": { type: "string", default: "256" },
+    rounds: { type: "string", default: "3" },
+    baseline: { type: "string" },
+  },
+});
+const SENDS = Number(options.sends);
+const WARMUP_SENDS = Number(options.warmup);
+const CONNECTIONS = Number(options.connections);
+const WINDOW = Number(options.window);
+const BODY_BYTES = Number(options["body-bytes"]);
+const ROUNDS = Number(options.rounds);
+
+interface CpuReport {
+  cpuUs: number;
+  wallMs: number;
+  socketWrites?: number;
+}
+
+type ParentMessage = { type: "start" } | { type: "stop" };
+type ChildMessage = { type: "listening"; port: number } | { type: "warm" } | ({ type: "done" } & CpuReport);
+
+function cpuUsNow(): number {
+  const usage = process.cpuUsage();
+  return usage.user + usage.system;
+}
+
+function post(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+function nextMessage(child: ChildProcess | NodeJS.Process, type: ChildMessage["type"] | ParentMessage["type"]): Promise<ChildMessage & ParentMessage> {
+  return new Promise((resolvePromise, reject) => {
+    const onMessage = (message: { type: string }) => {
+      if (message.type !== type) return;
+      child.off("message", onMessage);
+      resolvePromise(message as ChildMessage & ParentMessage);
+    };
+    child.on("message", onMessage);
+    child.once("exit", (code) => reject(new Error(`child exited (${code}) before '${type}'`)));
+  });
+}
+
+// A leader that has just committed: answers every SEND at once.
+async function runServer(src: string): Promise<void> {
+  const { FerryServer } = (await import(pathToFileURL(join(src, "server", "index.ts")).href)) as typeof ServerModule;
+  let timestamp = 1_700_000_000_000n << 16n;
+  const service = {
+    async execute(request: Request): Promise<Reply> {
+      timestamp += 1n;
+      if (request.op === "send") return { ok: true, id: request.id ?? "assigned", timestamp, duplicate: false };
+      if (request.op === "status") return { ok: true, nodes: [], self: 1 };
+      throw new Error(`unexpected ${request.op}`);
+    },
+  };
+  const server = await FerryServer.start({ port: 0, service, log: () => {} });
+  post({ type: "listening", port: server.address().port });
+  await nextMessage(process, "start");
+  const cpuStart = cpuUsNow();
+  const writesStart = server.stats.socketWrites;
+  const startMs = performance.now();
+  await nextMessage(process, "stop");
+  post({ type: "done", cpuUs: cpuUsNow() - cpuStart, wallMs: performance.now() - startMs, socketWrites: server.stats.socketWrites - writesStart });
+  await server.close();
+  process.exit(0);
+}
+
+async function runClient(src: string, port: number): Promise<void> {
+  const { connect } = (await import(pathToFileURL(join(src, "client", "index.ts")).href)) as typeof ClientModule;
+  const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => connect({ seeds: [`127.0.0.1:${port}`], window: WINDOW, discoverLeader: false })));
+  const body = new Uint8Array(BODY_BYTES).fill(97);
+  const drive = async (count: number) => {
+    let issued = 0;
+    const worker = async (client: ClientModule.FerryClient) => {
+      while (issued < count) {
+        issued++;
+        await client.send("bench", body);
+      }
+    };
+    await Promise.all(clients.flatMap((client) => Array.from({ length: WINDOW }, () => worker(client))));
+  };
+  await drive(WARMUP_SENDS);
+  post({ type: "warm" });
+  await nextMessage(process, "start");
+  const cpuStart = cpuUsNow();
+  const startMs = performance.now();
+  await drive(SENDS);
+  post({ type: "done", cpuUs: cpuUsNow() - cpuStart, wallMs: performance.now() - startMs });
+  await Promise.all(clients.map((client) => client.close()));
+  process.exit(0);
+}
+
+function spawn(role: "server" | "client", src: string, port = 0): ChildProcess {
+  const self = fileURLToPath(import.meta.url);
+  const args = ["--role", role, "--src", src, "--port", String(port)];
+  for (const name of ["sends", "warmup", "connections", "window", "body-bytes"] as const) args.push(`--${name}`, String(options[name]));
+  return fork(self, args, { execArgv: ["--import", "tsx", ...(process.env.FERRY_BENCH_PROF === role ? ["--cpu-prof", "--cpu-prof-dir=prof"] : [])] });
+}
+
+interface Row {
+  version: string;
+  round: number;
+  sends: number;
+  sendsPerSecond: number;
+  clientCpuUsPerSend: number;
+  serverCpuUsPerSend: number;
+  sendsPerServerWrite: number;
+}
+
+async function runOnce(version: string, src: string, round: number): Promise<Row> {
+  const server = spawn("server", src);
+  const { port } = (await nextMessage(server, "listening")) as unknown as { port: number };
+  const client = spawn("client", src, port);
+  await nextMessage(client, "warm");
+  const serverDone = nextMessage(server, "done");
+  const clientDone = nextMessage(client, "done");
+  server.send({ type: "start" });
+  client.send({ type: "start" });
+  const clientReport = (await clientDone) as unknown as CpuReport;
+  server.send({ type: "stop" });
+  const serverReport = (await serverDone) as unknown as CpuReport;
+  const perSend = (cpuUs: number) => Math.round((cpuUs / SENDS) * 100) / 100;
+  return {
+    version,
+    round,
+    sends: SENDS,
+    sendsPerSecond: Math.round(SENDS / (clientReport.wallMs / 1000)),
+    clientCpuUsPerSend: perSend(clientReport.cpuUs),
+    serverCpuUsPerSend: perSend(serverReport.cpuUs),
+    sendsPerServerWrite: Math.round((SENDS / (serverReport.socketWrites ?? 1)) * 10) / 10,
+  };
+}
+
+async function main(): Promise<void> {
+  const versions: Array<[string, string]> = [["current", resolve("src")]];
+  if (options.baseline !== undefined) versions.unshift(["baseline", resolve(options.baseline)]);
+  const rows: Row[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [version, src] of versions) {
+      const row = await runOnce(version, src, round);
+      process.stderr.write(`${version}: client ${row.clientCpuUsPerSend} µs/send, server ${row.serverCpuUsPerSend} µs/send, ${row.sendsPerSecond}/s\n`);
+      rows.push(row);
+    }
+  }
+  console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies`);
+  console.table(rows);
+  const date = new Date().toISOString().slice(0, 10);
+  mkdirSync(join("bench", "results"), { recursive: true });
+  const file = join("bench", "results", `client-${date}.json`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, rows }, null, 2)}\n`,
+  );
+  console.log(`wrote ${file}`);
+}
+
+if (options.role === "server") await runServer(options.src);
+else if (options.role === "client") await runClient(options.src, Number(options.port));
+else await main();

@@ -1,0 +1,274 @@
+// Writes binary-protocol frames `{ rid, ...value }` (binary.ts) straight into one growing buffer,
+// so a connection answering many requests in one turn builds its output in place and hands the
+// socket one slice per flush: no buffer, no object spread and no copy per reply.
+//
+// The msgpack written is what msgpackr writes for the same values (integers in their smallest
+// form, doubles as float64, bigints as int64/uint64, byte arrays as bin, undefined as fixext 0),
+// except that maps and strings use their smallest header; any value of another kind (a Date, a
+// Map, a class instance, a bigint beyond 64 bits) makes the whole frame go through msgpackr
+// instead, so what decodes is always what binary.ts's encodeFrame would have produced.
+//
+// Invariant: bytes before `start` belong to the socket (handed out by take()) and are never
+// written again; a full buffer is replaced, not reused.
+import { encodeFrame, FRAME_HEADER_BYTES } from "./binary.js";
+
+export const FRAME_WRITER_CHUNK_BYTES_DEFAULT = 64 * 1024;
+
+class UnsupportedValue extends Error {}
+const unsupported = new UnsupportedValue("value kind not written by FrameWriter");
+
+export class FrameWriter {
+  private buffer: Buffer;
+  private start = 0; // first byte not yet taken
+  private position = 0;
+
+  constructor(private readonly chunkBytes: number = FRAME_WRITER_CHUNK_BYTES_DEFAULT) {
+    this.buffer = Buffer.allocUnsafe(chunkBytes);
+  }
+
+  // Bytes written and not yet taken.
+  get pendingBytes(): number {
+    return this.position - this.start;
+  }
+
+  // Appends the frame of `{ rid, ...value }` (rid an unsigned 32-bit integer, value a plain
+  // object without a rid) and returns its payload size in bytes.
+  append(rid: number, value: Record<string, unknown>): number {
+    const frameOffset = this.position - this.start; // offsets survive replace()
+    try {
+      this.ensure(FRAME_HEADER_BYTES);
+      this.position += FRAME_HEADER_BYTES;
+      this.writeMapWithRid(rid, value);
+    } catch (error) {
+      if (!(error instanceof UnsupportedValue)) throw error;
+      this.position = this.start + frameOffset;
+      const frame = encodeFrame({ rid, ...value });
+      this.ensure(frame.length);
+      frame.copy(this.buffer, this.position);
+      this.position += frame.length;
+    }
+    const frameStart = this.start + frameOffset;
+    const payloadBytes = this.position - frameStart - FRAME_HEADER_BYTES;
+    this.buffer.writeUInt32BE(payloadBytes, frameStart);
+    return payloadBytes;
+  }
+
+  // Drops the last frame appended (it was over a size limit), given the payload size it returned.
+  dropLast(payloadBytes: number): void {
+    this.position -= payloadBytes + FRAME_HEADER_BYTES;
+  }
+
+  // The bytes written since the last take (undefined when none). They are the caller's now.
+  take(): Buffer | undefined {
+    if (this.position === this.start) return undefined;
+    const bytes = this.buffer.subarray(this.start, this.position);
+    this.start = this.position;
+    if (this.buffer.length - this.position < this.chunkBytes / 8) this.replace(0);
+    return bytes;
+  }
+
+  private writeMapWithRid(rid: number, value: Record<string, unknown>): void {
+    const keys = Object.keys(value);
+    this.writeMapHeader(keys.length + 1);
+    this.writeString("rid");
+    this.writeNumber(rid);
+    for (const key of keys) {
+      this.writeString(key);
+      this.writeValue(value[key]);
+    }
+  }
+
+  private writeValue(value: unknown): void {
+    switch (typeof value) {
+      case "string":
+        this.writeString(value);
+        return;
+      case "number":
+        this.writeNumber(value);
+        return;
+      case "boolean":
+        this.ensure(1);
+        this.buffer[this.position++] = value ? 0xc3 : 0xc2;
+        return;
+      case "bigint":
+        this.writeBigInt(value);
+        return;
+      case "undefined":
+        this.ensure(3);
+        this.buffer[this.position++] = 0xd4;
+        this.buffer[this.position++] = 0;
+        this.buffer[this.position++] = 0;
+        return;
+      case "object":
+        this.writeObject(value);
+        return;
+      default:
+        throw unsupported;
+    }
+  }
+
+  private writeObject(value: object | null): void {
+    if (value === null) {
+      this.ensure(1);
+      this.buffer[this.position++] = 0xc0;
+      return;
+    }
+    if (Array.isArray(value)) {
+      this.writeArrayHeader(value.length);
+      for (const item of value) this.writeValue(item);
+      return;
+    }
+    const prototype = Object.getPrototypeOf(value);
+    if (prototype === Uint8Array.prototype || prototype === Buffer.prototype) {
+      this.writeBinary(value as Uint8Array);
+      return;
+    }
+    if (prototype !== Object.prototype && prototype !== null) throw unsupported;
+    const record = value as Record<string, unknown>;
+    const keys = Object.keys(record);
+    this.writeMapHeader(keys.length);
+    for (const key of keys) {
+      this.writeString(key);
+      this.writeValue(record[key]);
+    }
+  }
+
+  private writeNumber(value: number): void {
+    this.ensure(9);
+    const buffer = this.buffer;
+    if (value >>> 0 === value) {
+      if (value < 0x80) buffer[this.position++] = value;
+      else if (value < 0x100) {
+        buffer[this.position++] = 0xcc;
+        buffer[this.position++] = value;
+      } else if (value < 0x10000) {
+        buffer[this.position++] = 0xcd;
+        this.position = buffer.writeUInt16BE(value, this.position);
+      } else {
+        buffer[this.position++] = 0xce;
+        this.position = buffer.writeUInt32BE(value, this.position);
+      }
+    } else if (value >> 0 === value) {
+      if (value >= -0x20) buffer[this.position++] = value & 0xff;
+      else if (value >= -0x80) {
+        buffer[this.position++] = 0xd0;
+        this.position = buffer.writeInt8(value, this.position);
+      } else if (value >= -0x8000) {
+        buffer[this.position++] = 0xd1;
+        this.position = buffer.writeInt16BE(value, this.position);
+      } else {
+        buffer[this.position++] = 0xd2;
+        this.position = buffer.writeInt32BE(value, this.position);
+      }
+    } else {
+      buffer[this.position++] = 0xcb;
+      this.position = buffer.writeDoubleBE(value, this.position);
+    }
+  }
+
+  private writeBigInt(value: bigint): void {
+    this.ensure(9);
+    if (value < 0x8000000000000000n && value >= -0x8000000000000000n) {
+      this.buffer[this.position++] = 0xd3;
+      this.position = this.buffer.writeBigInt64BE(value, this.position);
+    } else if (value < 0x10000000000000000n && value > 0n) {
+      this.buffer[this.position++] = 0xcf;
+      this.position = this.buffer.writeBigUInt64BE(value, this.position);
+    } else {
+      throw unsupported;
+    }
+  }
+
+  private writeString(value: string): void {
+    const length = value.length;
+    if (length < 32) {
+      // Short ASCII (keys, ids, names): copied one char per byte, no native call.
+      this.ensure(1 + length);
+      const buffer = this.buffer;
+      let at = this.position + 1;
+      let index = 0;
+      for (; index < length; index++) {
+        const code = value.charCodeAt(index);
+        if (code >= 0x80) break;
+        buffer[at++] = code;
+      }
+      if (index === length) {
+        buffer[this.position] = 0xa0 | length;
+        this.position = at;
+        return;
+      }
+    }
+    const bytes = Buffer.byteLength(value, "utf8");
+    this.ensure(5 + bytes);
+    const buffer = this.buffer;
+    if (bytes < 32) buffer[this.position++] = 0xa0 | bytes;
+    else if (bytes < 0x100) {
+      buffer[this.position++] = 0xd9;
+      buffer[this.position++] = bytes;
+    } else if (bytes < 0x10000) {
+      buffer[this.position++] = 0xda;
+      this.position = buffer.writeUInt16BE(bytes, this.position);
+    } else {
+      buffer[this.position++] = 0xdb;
+      this.position = buffer.writeUInt32BE(bytes, this.position);
+    }
+    this.position += buffer.write(value, this.position, bytes, "utf8");
+  }
+
+  private writeBinary(value: Uint8Array): void {
+    const bytes = value.length;
+    this.ensure(5 + bytes);
+    const buffer = this.buffer;
+    if (bytes < 0x100) {
+      buffer[this.position++] = 0xc4;
+      buffer[this.position++] = bytes;
+    } else if (bytes < 0x10000) {
+      buffer[this.position++] = 0xc5;
+      this.position = buffer.writeUInt16BE(bytes, this.position);
+    } else {
+      buffer[this.position++] = 0xc6;
+      this.position = buffer.writeUInt32BE(bytes, this.position);
+    }
+    buffer.set(value, this.position);
+    this.position += bytes;
+  }
+
+  private writeArrayHeader(count: number): void {
+    this.ensure(5);
+    if (count < 16) this.buffer[this.position++] = 0x90 | count;
+    else if (count < 0x10000) {
+      this.buffer[this.position++] = 0xdc;
+      this.position = this.buffer.writeUInt16BE(count, this.position);
+    } else {
+      this.buffer[this.position++] = 0xdd;
+      this.position = this.buffer.writeUInt32BE(count, this.position);
+    }
+  }
+
+  private writeMapHeader(count: number): void {
+    this.ensure(5);
+    if (count < 16) this.buffer[this.position++] = 0x80 | count;
+    else if (count < 0x10000) {
+      this.buffer[this.position++] = 0xde;
+      this.position = this.buffer.writeUInt16BE(count, this.position);
+    } else {
+      this.buffer[this.position++] = 0xdf;
+      this.position = this.buffer.writeUInt32BE(count, this.position);
+    }
+  }
+
+  private ensure(bytes: number): void {
+    if (this.position + bytes > this.buffer.length) this.replace(bytes);
+  }
+
+  // A new buffer with room for `bytes` more, holding the bytes not yet taken (the old one may
+  // still be on its way to the socket).
+  private replace(bytes: number): void {
+    const pending = this.position - this.start;
+    const next = Buffer.allocUnsafe(Math.max(this.chunkBytes, 2 * (pending + bytes)));
+    this.buffer.copy(next, 0, this.start, this.position);
+    this.buffer = next;
+    this.start = 0;
+    this.position = pending;
+  }
+}
