@@ -6,20 +6,34 @@
 // in the log: 8 bytes of entry index then 4 bytes of its number within the entry (12 bytes).
 //
 //   "\x00a"                                   applied index
-//   "\x01" name                               mailbox meta (counters, settings overrides)
-//   "\x02" name "\x00" seq                    message record (body included)
-//   "\x03" name "\x00" seq                    ready index: visible now, in log order
-//   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered messages by sender time
+//   "\x01" name                               mailbox meta (counters, settings overrides, fresh cursor)
+//   "\x02" name "\x00" seq                    message record: immutable (written once, body included)
+//   "\x03" name "\x00" seq                    ready index: messages that came back (NACK, lease
+//                                             expiry, delay ended), in log order ...
+//   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered ready messages by sender time
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
+//                                             (value: the message id, to find its state record)
+//   "\x05" name "\x00" id                     state record: state, deliveries, lease end / not-before,
+//                                             and what removal needs (seq, expiry, bytes, sender
+//                                             time); exists from the first lease (or the end of a
+//                                             delay) on. A message without one is in its stored state.
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 id record: the dedupe timestamp (HLC of the first
-//                                             SEND, while in the window) and the id index (the
-//                                             mailboxes holding a copy with that id, and its seq,
-//                                             for client ids and dead letters). One record, so a
-//                                             client-id SEND reads and writes one random key.
-//   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
-//                                             window sweep; one write per entry, not per SEND)
+//                                             SEND, while in the window) and the holders (mailbox
+//                                             and seq of each copy with that id, for client ids
+//                                             and dead letters). Removing a copy leaves its holder
+//                                             entry stale: a holder counts only while the record at
+//                                             its seq exists (seqs are never reused).
+//   "\x08" firstMs index                      dedupe list: the ids an entry recorded (or listed again
+//                                             for a later look), for the window sweep
 //   "\x09" name "\x00" senderTime seq          sender order: sender-ordered messages (for LIST)
+//
+// Fresh messages: a log-ordered message ready at SEND gets no ready-index key. The mailbox meta
+// holds a fresh cursor (the last record RECEIVE passed); such messages after it are ready and
+// never leased. RECEIVE merges the ready index (log part) with the records after the cursor by
+// seq, and moves the cursor past what it leases and past records that are tracked elsewhere
+// (hidden or sender-ordered at SEND). Every new seq is above every stored one, so a new message
+// is always after the cursor.
 //
 // A message stored in a "sender-time" mailbox is sender-ordered for life (a flag and its 64-bit
 // sender time in the record). The first byte of a seq is at most 0x1f (indexes < 2^53), so the
