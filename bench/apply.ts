@@ -4,8 +4,8 @@
 //   npm run bench:apply -- --sends 200000 --baseline /tmp/ferry-base/src
 //
 // Scenarios (100 commands per entry, 256-byte bodies, 10 entries per event-loop turn so the
-// store group-commits as in a node): SEND with client ids (UUIDs, as the client library always
-// sends) into one mailbox and round-robin over 1000 mailboxes; SEND with assigned ids into one
+// store group-commits as in a node): SEND with client ids (time-ordered UUIDv7, as the client library
+// sends by default) into one mailbox and round-robin over 1000 mailboxes; SEND with assigned ids into one
 // mailbox; RECEIVE of 100 messages per command then ACK of 100 ids per command (client ids); the
 // steady-state lifecycle of one mailbox (SEND, RECEIVE, ACK, dedupe sweep with a 1 s window).
 // Commands are decoded from their binary encoding outside the measured part; the measured part
@@ -14,13 +14,13 @@
 // that compares. `--baseline <dir>` runs every scenario also against the broker in <dir>
 // (a copy of another version's src/), interleaved, so both versions see the same conditions.
 // Prints a table and writes bench/results/apply-<date>.json.
-import { randomUUID } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type * as BrokerModule from "../src/broker/broker.js";
 import type { BrokerCommand } from "../src/broker/broker.js";
+import { uuidv7 } from "../src/client/ids.js";
 import type { ReceiveReply } from "../src/protocol/api.js";
 import type * as LmdbModule from "../src/storage/kv-lmdb.js";
 
@@ -114,7 +114,7 @@ async function lifecycle(run: Run, scenario: Scenario, count: number, encode: ty
   const mailbox = mailboxName(0, scenario.mailboxes);
   for (let done = 0; done < count; done += BATCH) {
     const sends: BrokerCommand[] = [];
-    for (let i = 0; i < BATCH; i++) sends.push({ op: "send", sender: "bench", recipients: [mailbox], body, id: randomUUID() });
+    for (let i = 0; i < BATCH; i++) sends.push({ op: "send", sender: "bench", recipients: [mailbox], body, id: uuidv7() });
     await run.apply(encode(sends), 0);
     const [reply] = (await run.apply(encode([{ op: "receive", mailbox, max: BATCH, visibilityMs: 60_000 }]), 0)) as ReceiveReply[];
     if (!reply?.ok || reply.messages.length !== BATCH) throw new Error(`receive failed: ${JSON.stringify(reply)}`);
@@ -131,7 +131,7 @@ async function fill(run: Run, scenario: Scenario, count: number, encode: typeof 
     const commands: BrokerCommand[] = [];
     for (let i = 0; i < BATCH && sent + i < count; i++) {
       const command: BrokerCommand = { op: "send", sender: "bench", recipients: [mailboxName(sent + i, scenario.mailboxes)], body };
-      if (scenario.clientIds) command.id = randomUUID();
+      if (scenario.clientIds) command.id = uuidv7();
       commands.push(command);
     }
     const results = await run.apply(encode(commands), commands.length);

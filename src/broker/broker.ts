@@ -7,9 +7,12 @@
 // command changes nothing. Messages, bodies and indexes live in the KV; the heap holds only one
 // small counter record per mailbox (bounded by mailboxesMax).
 //
-// A message is ready (in the ready index, in log order), leased or delayed (in the pending index,
-// ordered by when it becomes visible). A RECEIVE first promotes pending entries that came due,
-// then leases ready ones in log order. In a "sender-time" mailbox a message is ordered by its
+// A message is ready, leased or delayed (in the pending index, ordered by when it becomes
+// visible). Ready messages are fresh (log-ordered, never leased: the message records after the
+// mailbox's fresh cursor) or in the ready index (they came back, or are sender-ordered). A RECEIVE
+// first promotes pending entries that came due, then leases ready ones in log order. A message's
+// record (with the body) is written once; its delivery state lives in a small state record from
+// its first lease on. In a "sender-time" mailbox a message is ordered by its
 // sender's timestamp instead and held (delayed) until that time plus the reorder window; such
 // messages sit after the log-ordered ones in the ready index, by sender time. A message whose expiry has passed counts as gone for every
 // command; a bounded sweep at the start of each entry drops or dead-letters it.
@@ -32,7 +35,7 @@ import {
   type ReceiveCommand,
   type SendCommand,
 } from "./commands.js";
-import { type OrderedKv, prefixEnd } from "./kv.js";
+import { bytesToKey, type KvEntry, keyToBytes, type OrderedKv, prefixEnd } from "./kv.js";
 import {
   APPLIED_KEY,
   cursorToSeq,
@@ -41,6 +44,7 @@ import {
   decodeIndex,
   decodeMessage,
   decodeMeta,
+  decodeState,
   decodeIdRecord,
   dedupeListKey,
   EXPIRY,
@@ -48,6 +52,7 @@ import {
   encodeIndex,
   encodeMessage,
   encodeMeta,
+  encodeState,
   encodeIdRecord,
   expiryKey,
   hexToKey,
@@ -57,6 +62,7 @@ import {
   MESSAGE,
   META,
   type MailboxMeta,
+  type MessageState,
   mailboxPrefix,
   messageKey,
   ORDER,
@@ -66,10 +72,13 @@ import {
   READY,
   readU64Key,
   readyKey,
+  SENDER_READY_MARK,
   SEQ_LENGTH,
   STATE_DELAYED,
   STATE_LEASED,
   STATE_READY,
+  type StateCode,
+  stateKey,
   type StoredMessage,
   seqOf,
   seqToCursor,
@@ -145,7 +154,7 @@ export class Broker {
   private messagesInEntry = 0;
   private commandTimestamp = 0n;
   // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
-  private dedupeIdsInEntry: string[] = [];
+  private dedupeIdsInEntry = new Set<string>();
   // Id records this entry read or wrote (undefined: absent), so that an ACK that found a message
   // by id and then removes it, or a fan-out, reads each record once. Cleared around every apply.
   private readonly idRecords = new Map<string, IdRecord | undefined>();
@@ -169,7 +178,7 @@ export class Broker {
     this.index = index;
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
-    this.dedupeIdsInEntry = [];
+    this.dedupeIdsInEntry = new Set();
     this.idRecords.clear();
     try {
       const results = this.kv.transaction(() => {
@@ -182,7 +191,7 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
-        if (this.dedupeIdsInEntry.length > 0) this.kv.put(dedupeListKey(this.nowMs, index), encodeIds(this.dedupeIdsInEntry));
+        if (this.dedupeIdsInEntry.size > 0) this.kv.put(dedupeListKey(this.nowMs, index), encodeIds([...this.dedupeIdsInEntry]));
         this.kv.put(APPLIED_KEY, encodeIndex(index));
         return results;
       });
@@ -214,16 +223,16 @@ export class Broker {
     const items: ListItem[] = [];
     let last: ListPosition | undefined;
     // One message beyond the page tells whether there is a next one.
-    for (const { position, message } of this.listed(request.mailbox, after, Math.min(SCAN_BATCH, limit + 1))) {
+    for (const { position, seq, message } of this.listed(request.mailbox, after, Math.min(SCAN_BATCH, limit + 1))) {
       if (items.length === limit) return { ok: true, items, next: listCursor(last!) };
       last = position;
-      if (isLive(message, nowMs)) items.push(listItem(message, nowMs));
+      if (isLive(message, nowMs)) items.push(listItem(message, this.stateOf(request.mailbox, seq, message), nowMs));
     }
     return { ok: true, items };
   }
 
   // The mailbox's messages in LIST order after a position, read `batch` keys at a time.
-  private *listed(mailbox: string, after: ListPosition | undefined, batch: number): Generator<{ position: ListPosition; message: StoredMessage }> {
+  private *listed(mailbox: string, after: ListPosition | undefined, batch: number): Generator<{ position: ListPosition; seq: string; message: StoredMessage }> {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined) return;
     if (after?.phase !== "sender" && meta.senderOrdered < meta.messages) {
@@ -234,7 +243,8 @@ export class Broker {
         if (entries.length === 0) break;
         for (const entry of entries) {
           const message = decodeMessage(entry.value);
-          if (message.senderTime === undefined) yield { position: { phase: "log", key: entry.key.slice(prefix.length) }, message };
+          const seq = entry.key.slice(prefix.length);
+          if (message.senderTime === undefined) yield { position: { phase: "log", key: seq }, seq, message };
         }
         start = `${entries[entries.length - 1]!.key}\x00`;
       }
@@ -247,8 +257,8 @@ export class Broker {
       if (entries.length === 0) return;
       for (const entry of entries) {
         const key = entry.key.slice(prefix.length);
-        const message = this.load(mailbox, key.slice(U64_LENGTH));
-        yield { position: { phase: "sender", key }, message };
+        const seq = key.slice(U64_LENGTH);
+        yield { position: { phase: "sender", key }, seq, message: this.load(mailbox, seq) };
       }
       start = `${entries[entries.length - 1]!.key}\x00`;
     }
@@ -383,7 +393,7 @@ export class Broker {
       const meta = this.mailboxes.get(recipient);
       if (meta === undefined) created++;
       const config = this.mailboxConfig(recipient);
-      if (command.id !== undefined && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient)) {
+      if (command.id !== undefined && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient && this.holds(holder))) {
         return failure("CONFLICT", `message id '${command.id}' is still stored in mailbox ${recipient}`);
       }
       const size = command.body.length;
@@ -431,23 +441,22 @@ export class Broker {
         id,
         sender: command.sender,
         timestamp: this.commandTimestamp,
-        deliveries: 0,
-        state: hidden ? STATE_DELAYED : STATE_READY,
-        visibleAtMs: hidden ? visibleAtMs : 0,
+        hiddenUntilMs: hidden ? visibleAtMs : 0,
         expiresAtMs: ttlMs > 0 ? this.nowMs + ttlMs : 0,
         headers: command.headers === undefined ? undefined : { ...command.headers },
         body: command.body,
-        idIndexed: command.id !== undefined,
         senderTime,
       });
     }
     if (command.id !== undefined) {
       // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
-      // this record unexpired and keeps it.
-      // Read after the copies are stored (makeRoom may have rewritten other ids' records).
-      const holders = [...(this.idRecord(command.id)?.holders ?? []), ...copies];
+      // this record unexpired and keeps it. Holders whose copy is gone are dropped here (they are
+      // left stale when a copy is removed; only an id re-sent after its window has any).
+      // Read after the copies are stored (makeRoom may have removed copies).
+      const record = this.idRecord(command.id);
+      const holders = record === undefined || record.holders.length === 0 ? copies : [...this.liveHolders(record), ...copies];
       this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders });
-      this.dedupeIdsInEntry.push(command.id);
+      this.dedupeIdsInEntry.add(command.id);
     }
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
@@ -481,17 +490,14 @@ export class Broker {
     }
   }
 
-  private dropHolder(id: string, mailbox: string, seq: string): void {
-    const record = this.idRecord(id);
-    if (record === undefined) assert(false, `id ${id} has a record`);
-    const holders: IdHolder[] = [];
-    let found = false;
-    for (const holder of record.holders) {
-      if (holder.mailbox !== mailbox) holders.push(holder);
-      else found = holder.seq === seq;
-    }
-    if (!found) assert(false, `the id record of ${id} points at the removed copy in ${mailbox}`);
-    this.writeIdRecord(id, { dedupeSince: record.dedupeSince, holders });
+  // Whether the copy a holder entry names is still stored (seqs are never reused, so a record at
+  // that position is that copy). Removing a copy leaves its holder entry stale.
+  private holds(holder: IdHolder): boolean {
+    return this.kv.get(messageKey(holder.mailbox, holder.seq)) !== undefined;
+  }
+
+  private liveHolders(record: IdRecord): IdHolder[] {
+    return record.holders.filter((holder) => this.holds(holder));
   }
 
   // Drop-oldest: removes the oldest messages until one of `bytes` fits. (Reject was checked.)
@@ -499,12 +505,15 @@ export class Broker {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined) return;
     const config = this.mailboxConfig(mailbox);
+    while (meta.messages + 1 > config.messagesMax || meta.bytes + bytes > config.bytesMax) this.removeOldest(mailbox);
+  }
+
+  private removeOldest(mailbox: string): void {
     const prefix = mailboxPrefix(MESSAGE, mailbox);
-    while (meta.messages + 1 > config.messagesMax || meta.bytes + bytes > config.bytesMax) {
-      const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
-      assert(oldest !== undefined, "a mailbox over capacity holds a message");
-      this.remove(mailbox, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
-    }
+    const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+    assert(oldest !== undefined, "a mailbox over capacity holds a message");
+    const seq = oldest.key.slice(prefix.length);
+    this.remove(mailbox, this.stateOf(mailbox, seq, decodeMessage(oldest.value)));
   }
 
   // RECEIVE -----------------------------------------------------------------------------------
@@ -516,32 +525,78 @@ export class Broker {
       (command.visibilityMs === undefined ? undefined : integerProblem("visibilityMs", command.visibilityMs, 1, this.config.visibilityMsMax));
     if (problem !== undefined) return problem;
     const mailbox = command.mailbox;
-    if (!this.mailboxes.has(mailbox)) return { ok: true, messages: [] };
+    const meta = this.mailboxes.get(mailbox);
+    if (meta === undefined) return { ok: true, messages: [] };
     const visibilityMs = command.visibilityMs ?? this.mailboxConfig(mailbox).visibilityMs;
     this.promote(mailbox);
     const messages: DeliveredMessage[] = [];
-    const prefix = mailboxPrefix(READY, mailbox);
-    const end = prefixEnd(prefix);
+    // Log-ordered ready messages: those that came back (ready index) merged by seq with the fresh
+    // records after the cursor. Records the cursor passes without leasing them (held, delayed or
+    // sender-ordered at SEND) are tracked by the pending and ready indexes.
+    const readyPrefix = mailboxPrefix(READY, mailbox);
+    const returned = new KeyStream(this.kv, readyPrefix, readyPrefix + SENDER_READY_MARK);
+    const messagePrefix = mailboxPrefix(MESSAGE, mailbox);
+    const fresh = new KeyStream(this.kv, messagePrefix + (meta.freshAfter === "" ? "" : `${meta.freshAfter}\x00`), prefixEnd(messagePrefix));
     while (messages.length < command.max) {
-      const entries = this.kv.scan(prefix, end, command.max - messages.length);
+      const batch = command.max - messages.length;
+      let next = fresh.peek(batch);
+      let message: StoredMessage | undefined;
+      while (next !== undefined) {
+        message = decodeMessage(next.value);
+        if (message.hiddenUntilMs === 0 && message.senderTime === undefined) break;
+        this.passFresh(mailbox, meta, next.key.slice(messagePrefix.length));
+        fresh.next();
+        next = fresh.peek(batch);
+      }
+      const back = returned.peek(batch);
+      let held: Held;
+      if (next !== undefined && (back === undefined || next.key.slice(messagePrefix.length) < back.key.slice(readyPrefix.length))) {
+        fresh.next();
+        const seq = next.key.slice(messagePrefix.length);
+        this.passFresh(mailbox, meta, seq);
+        held = freshState(seq, message!);
+      } else if (back !== undefined) {
+        returned.next();
+        const seq = back.key.slice(readyPrefix.length);
+        message = this.load(mailbox, seq);
+        held = this.stateOf(mailbox, seq, message);
+      } else {
+        break;
+      }
+      if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
+      else messages.push(this.lease(mailbox, held, message!, visibilityMs));
+    }
+    // Then sender-ordered ready messages, by sender time.
+    const senderPrefix = readyPrefix + SENDER_READY_MARK;
+    const end = prefixEnd(senderPrefix);
+    while (messages.length < command.max) {
+      const entries = this.kv.scan(senderPrefix, end, command.max - messages.length);
       if (entries.length === 0) break;
       for (const entry of entries) {
         const seq = entry.key.slice(entry.key.length - SEQ_LENGTH);
         const message = this.load(mailbox, seq);
-        if (!isLive(message, this.nowMs)) {
-          this.expire(mailbox, seq, message);
-          continue;
-        }
-        this.kv.delete(entry.key);
-        message.deliveries++;
-        message.state = STATE_LEASED;
-        message.visibleAtMs = this.nowMs + visibilityMs;
-        this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
-        this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
-        messages.push(delivered(mailbox, message));
+        const held = this.stateOf(mailbox, seq, message);
+        if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
+        else messages.push(this.lease(mailbox, held, message, visibilityMs));
       }
     }
     return { ok: true, messages };
+  }
+
+  private passFresh(mailbox: string, meta: MailboxMeta, seq: string): void {
+    meta.freshAfter = seq;
+    this.dirtyMailboxes.add(mailbox);
+  }
+
+  private lease(mailbox: string, held: Held, message: StoredMessage, visibilityMs: number): DeliveredMessage {
+    assert(held.state === STATE_READY, "only a ready message is leased");
+    if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, held.seq, held.senderTime));
+    held.deliveries++;
+    held.state = STATE_LEASED;
+    held.visibleAtMs = this.nowMs + visibilityMs;
+    this.kv.put(pendingKey(mailbox, held.visibleAtMs, held.seq), keyToBytes(held.id));
+    this.writeState(mailbox, held);
+    return delivered(mailbox, message, held.deliveries);
   }
 
   // Makes leased and delayed messages whose time has come ready again (at most promoteMax per
@@ -551,24 +606,24 @@ export class Broker {
     const due = this.kv.scan(prefix, prefix + u64Key(this.nowMs + 1), this.config.promoteMax);
     for (const entry of due) {
       const seq = entry.key.slice(prefix.length + U64_LENGTH);
-      const message = this.load(mailbox, seq);
-      if (!isLive(message, this.nowMs)) this.expire(mailbox, seq, message);
-      else if (message.state === STATE_LEASED && this.exhausted(mailbox, message)) this.deadLetter(mailbox, seq, message, "max-deliveries");
-      else this.makeReady(mailbox, seq, message);
+      const held = this.pendingState(mailbox, seq, bytesToKey(entry.value));
+      if (!isLive(held, this.nowMs)) this.expire(mailbox, held);
+      else if (held.state === STATE_LEASED && this.exhausted(mailbox, held)) this.deadLetter(mailbox, held, "max-deliveries");
+      else this.makeReady(mailbox, held);
     }
   }
 
-  private exhausted(mailbox: string, message: StoredMessage): boolean {
-    return !isDeadLetterMailbox(mailbox) && message.deliveries >= this.mailboxConfig(mailbox).deliveriesMax;
+  private exhausted(mailbox: string, held: Held): boolean {
+    return !isDeadLetterMailbox(mailbox) && held.deliveries >= this.mailboxConfig(mailbox).deliveriesMax;
   }
 
-  private makeReady(mailbox: string, seq: string, message: StoredMessage): void {
-    assert(message.state !== STATE_READY, "only a pending message becomes ready");
-    this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    message.state = STATE_READY;
-    message.visibleAtMs = 0;
-    this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
-    this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
+  private makeReady(mailbox: string, held: Held): void {
+    assert(held.state !== STATE_READY, "only a pending message becomes ready");
+    this.kv.delete(pendingKey(mailbox, held.visibleAtMs, held.seq));
+    held.state = STATE_READY;
+    held.visibleAtMs = 0;
+    this.kv.put(readyKey(mailbox, held.seq, held.senderTime), EMPTY);
+    this.writeState(mailbox, held);
     this.wakeups.add(mailbox);
   }
 
@@ -578,19 +633,20 @@ export class Broker {
     return mailboxProblem(command.mailbox) ?? idsProblem(command.ids, this.config);
   }
 
-  // The leased message with this id, or undefined when it is not currently leased.
-  private leased(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
-    const found = this.findById(mailbox, id);
-    if (found === undefined) return undefined;
-    const { seq, message } = found;
-    if (message.state !== STATE_LEASED || message.visibleAtMs <= this.nowMs || !isLive(message, this.nowMs)) return undefined;
-    return { seq, message };
+  // The leased message with this id, or undefined when it is not currently leased: one read of
+  // the small state record (a message never leased has none).
+  private leased(mailbox: string, id: string): Held | undefined {
+    const value = this.kv.get(stateKey(mailbox, id));
+    if (value === undefined) return undefined;
+    const held: Held = { ...decodeState(value), id, stored: true };
+    if (held.state !== STATE_LEASED || held.visibleAtMs <= this.nowMs || !isLive(held, this.nowMs)) return undefined;
+    return held;
   }
 
-  // A message by id. An assigned id "<index>~<n>" names the log position of the SEND's first copy
-  // and the copies are consecutive, so a mailbox's copy is the first message at or after that
-  // position within the entry: no id index entry is needed for it (one write less per SEND).
-  // Client ids and dead letters go through the id index.
+  // A stored message by id (dead-lettering replaces an earlier copy in the target). An assigned
+  // id "<index>~<n>" names the log position of the SEND's first copy and the copies are
+  // consecutive, so a mailbox's copy is the first message at or after that position within the
+  // entry. Client ids and dead letters go through the id record's holders.
   private findById(mailbox: string, id: string): { seq: string; message: StoredMessage } | undefined {
     const position = parseAssignedId(id);
     if (position !== undefined) {
@@ -610,9 +666,12 @@ export class Broker {
         }
       }
     }
-    const holder = this.idRecord(id)?.holders.find((candidate) => candidate.mailbox === mailbox);
-    if (holder === undefined) return undefined;
-    return { seq: holder.seq, message: this.load(mailbox, holder.seq) };
+    for (const holder of this.idRecord(id)?.holders ?? []) {
+      if (holder.mailbox !== mailbox) continue;
+      const value = this.kv.get(messageKey(mailbox, holder.seq));
+      if (value !== undefined) return { seq: holder.seq, message: decodeMessage(value) };
+    }
+    return undefined;
   }
 
   private ack(command: AckCommand): AckReply | ErrorReply {
@@ -621,9 +680,9 @@ export class Broker {
     if (command.delayMs !== undefined) return failure("INVALID", "ACK takes no delay");
     let count = 0;
     for (const id of command.ids) {
-      const found = this.leased(command.mailbox, id);
-      if (found === undefined) continue;
-      this.remove(command.mailbox, found.seq, found.message);
+      const held = this.leased(command.mailbox, id);
+      if (held === undefined) continue;
+      this.remove(command.mailbox, held);
       count++;
     }
     return { ok: true, count };
@@ -637,17 +696,12 @@ export class Broker {
     const delayMs = command.delayMs ?? 0;
     let count = 0;
     for (const id of command.ids) {
-      const found = this.leased(command.mailbox, id);
-      if (found === undefined) continue;
-      const { seq, message } = found;
+      const held = this.leased(command.mailbox, id);
+      if (held === undefined) continue;
       count++;
-      if (this.exhausted(command.mailbox, message)) this.deadLetter(command.mailbox, seq, message, "max-deliveries");
-      else if (delayMs === 0) this.makeReady(command.mailbox, seq, message);
-      else {
-        this.movePending(command.mailbox, seq, message, this.nowMs + delayMs);
-        message.state = STATE_DELAYED;
-        this.kv.put(messageKey(command.mailbox, seq), encodeMessage(message));
-      }
+      if (this.exhausted(command.mailbox, held)) this.deadLetter(command.mailbox, held, "max-deliveries");
+      else if (delayMs === 0) this.makeReady(command.mailbox, held);
+      else this.movePending(command.mailbox, held, STATE_DELAYED, this.nowMs + delayMs);
     }
     return { ok: true, count };
   }
@@ -658,19 +712,20 @@ export class Broker {
     if (problem !== undefined) return problem;
     let count = 0;
     for (const id of command.ids) {
-      const found = this.leased(command.mailbox, id);
-      if (found === undefined) continue;
-      this.movePending(command.mailbox, found.seq, found.message, this.nowMs + command.visibilityMs);
-      this.kv.put(messageKey(command.mailbox, found.seq), encodeMessage(found.message));
+      const held = this.leased(command.mailbox, id);
+      if (held === undefined) continue;
+      this.movePending(command.mailbox, held, STATE_LEASED, this.nowMs + command.visibilityMs);
       count++;
     }
     return { ok: true, count };
   }
 
-  private movePending(mailbox: string, seq: string, message: StoredMessage, visibleAtMs: number): void {
-    this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    message.visibleAtMs = visibleAtMs;
-    this.kv.put(pendingKey(mailbox, visibleAtMs, seq), EMPTY);
+  private movePending(mailbox: string, held: Held, state: StateCode, visibleAtMs: number): void {
+    this.kv.delete(pendingKey(mailbox, held.visibleAtMs, held.seq));
+    held.state = state;
+    held.visibleAtMs = visibleAtMs;
+    this.kv.put(pendingKey(mailbox, visibleAtMs, held.seq), keyToBytes(held.id));
+    this.writeState(mailbox, held);
   }
 
   // PURGE / DELETE / settings -----------------------------------------------------------------
@@ -687,7 +742,7 @@ export class Broker {
       const entries = this.kv.scan(prefix, end, SCAN_BATCH);
       if (entries.length === 0) break;
       for (const entry of entries) {
-        this.remove(command.mailbox, entry.key.slice(prefix.length), decodeMessage(entry.value));
+        this.remove(command.mailbox, this.stateOf(command.mailbox, entry.key.slice(prefix.length), decodeMessage(entry.value)));
         count++;
       }
     }
@@ -713,7 +768,7 @@ export class Broker {
       if (this.mailboxes.size >= this.config.mailboxesMax) {
         return failure("LIMIT", `the cluster holds ${this.mailboxes.size} mailboxes; the limit is ${this.config.mailboxesMax}`);
       }
-      meta = { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 };
+      meta = newMeta();
       this.mailboxes.set(command.mailbox, meta);
     }
     meta.config = empty ? undefined : settings;
@@ -724,45 +779,40 @@ export class Broker {
 
   // Expiry, dead letters, sweeps --------------------------------------------------------------
 
-  private expire(mailbox: string, seq: string, message: StoredMessage): void {
+  private expire(mailbox: string, held: Held, message?: StoredMessage): void {
     if (!isDeadLetterMailbox(mailbox) && this.mailboxConfig(mailbox).expiry === "dead-letter") {
-      this.deadLetter(mailbox, seq, message, "expired");
+      this.deadLetter(mailbox, held, "expired", message);
     } else {
-      this.remove(mailbox, seq, message);
+      this.remove(mailbox, held);
     }
   }
 
   // Moves a message to "<mailbox>:dlq" as a new ready message (new log position, delivery count
   // reset, the reason in a header). A full dead-letter mailbox drops its oldest messages whatever
   // its overflow policy, so dead-lettering never fails; it is exempt from mailboxesMax.
-  private deadLetter(mailbox: string, seq: string, message: StoredMessage, reason: DeadLetterReason): void {
+  private deadLetter(mailbox: string, held: Held, reason: DeadLetterReason, loaded?: StoredMessage): void {
     assert(!isDeadLetterMailbox(mailbox), "dead-letter mailboxes do not dead-letter");
-    this.remove(mailbox, seq, message);
+    const message = loaded ?? this.load(mailbox, held.seq);
+    this.remove(mailbox, held);
     const target = mailbox + DEAD_LETTER_SUFFIX;
     const config = this.mailboxConfig(target);
     if (message.body.length > config.bytesMax) return;
     const previous = this.findById(target, message.id);
-    if (previous !== undefined) this.remove(target, previous.seq, previous.message);
-    if (!this.mailboxes.has(target)) this.mailboxes.set(target, { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 });
+    if (previous !== undefined) this.remove(target, this.stateOf(target, previous.seq, previous.message));
+    if (!this.mailboxes.has(target)) this.mailboxes.set(target, newMeta());
     const meta = this.mailboxes.get(target)!;
-    const prefix = mailboxPrefix(MESSAGE, target);
-    while (meta.messages + 1 > config.messagesMax || meta.bytes + message.body.length > config.bytesMax) {
-      const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
-      assert(oldest !== undefined, "a full dead-letter mailbox holds a message");
-      this.remove(target, oldest.key.slice(prefix.length), decodeMessage(oldest.value));
-    }
+    while (meta.messages + 1 > config.messagesMax || meta.bytes + message.body.length > config.bytesMax) this.removeOldest(target);
     const targetSeq = this.nextSeq();
     const record = this.idRecord(message.id);
-    const holders = [...(record?.holders ?? []), { mailbox: target, seq: targetSeq }];
+    const holders = [...(record === undefined ? [] : this.liveHolders(record)), { mailbox: target, seq: targetSeq }];
     this.writeIdRecord(message.id, { dedupeSince: record?.dedupeSince, holders });
+    // Listed, so that a sweep one window later finds the record and drops it once unheld.
+    this.dedupeIdsInEntry.add(message.id);
     this.store(target, targetSeq, {
       ...message,
-      deliveries: 0,
-      state: STATE_READY,
-      visibleAtMs: 0,
+      hiddenUntilMs: 0,
       expiresAtMs: config.ttlMs > 0 ? this.nowMs + config.ttlMs : 0,
-      headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(message.deliveries) },
-      idIndexed: true,
+      headers: { ...message.headers, [DEAD_LETTER_REASON_HEADER]: reason, [DEAD_LETTER_DELIVERIES_HEADER]: String(held.deliveries) },
       senderTime: undefined, // dead letters are in the order of dead-lettering
     });
   }
@@ -775,13 +825,17 @@ export class Broker {
       const seq = key.slice(key.length - SEQ_LENGTH);
       // An earlier expiry in this sweep may have removed it (a dead letter replaces its own id).
       const value = this.kv.get(messageKey(mailbox, seq));
-      if (value !== undefined) this.expire(mailbox, seq, decodeMessage(value));
+      if (value === undefined) continue;
+      const message = decodeMessage(value);
+      this.expire(mailbox, this.stateOf(mailbox, seq, message), message);
     }
   }
 
-  // Drops the dedupe records of the lists whose entry time left the window, oldest list first,
-  // whole lists until dedupeSweepMax ids were looked at (so at most that plus one entry's ids).
-  // A record re-recorded since (its id was stale when sent again) is younger and stays.
+  // Walks the dedupe lists whose entry time left the window, oldest list first, whole lists until
+  // dedupeSweepMax ids were looked at (so at most that plus one entry's ids). A record
+  // re-recorded since (its id was stale when sent again) is younger: its newer list handles it.
+  // Otherwise the record stops deduping; it is dropped when no copy it names is still stored, else
+  // kept (for CONFLICT) with the live holders and listed again, to be looked at a window later.
   private sweepDedupeRecords(): void {
     const horizonMs = this.nowMs - this.config.dedupeWindowMs;
     if (horizonMs < 0) return;
@@ -796,9 +850,11 @@ export class Broker {
         for (const id of decodeIds(entry.value)) {
           budget--;
           const record = this.idRecord(id);
-          if (record?.dedupeSince !== undefined && timestampMs(record.dedupeSince) <= horizonMs) {
-            this.writeIdRecord(id, { dedupeSince: undefined, holders: record.holders });
-          }
+          if (record === undefined) continue;
+          if (record.dedupeSince !== undefined && timestampMs(record.dedupeSince) > horizonMs) continue;
+          const holders = this.liveHolders(record);
+          if (holders.length > 0) this.dedupeIdsInEntry.add(id);
+          if (record.dedupeSince !== undefined || holders.length !== record.holders.length) this.writeIdRecord(id, { dedupeSince: undefined, holders });
         }
       }
     }
@@ -812,18 +868,51 @@ export class Broker {
     return decodeMessage(value);
   }
 
+  // The delivery state of a stored message: its state record, or (none) the state it was stored
+  // in. Only a message the fresh cursor passed, or one hidden or sender-ordered at SEND, can have
+  // a state record; the others are fresh and cost no read.
+  private stateOf(mailbox: string, seq: string, message: StoredMessage): Held {
+    const freshAfter = this.mailboxes.get(mailbox)?.freshAfter ?? "";
+    if (seq <= freshAfter || message.hiddenUntilMs > 0 || message.senderTime !== undefined) {
+      const value = this.kv.get(stateKey(mailbox, message.id));
+      if (value !== undefined) {
+        const held: Held = { ...decodeState(value), id: message.id, stored: true };
+        assert(held.seq === seq, `the state record of ${message.id} in ${mailbox} is its message's`);
+        return held;
+      }
+    }
+    return freshState(seq, message);
+  }
+
+  // The state of a message in the pending index (whose value is the message's id).
+  private pendingState(mailbox: string, seq: string, id: string): Held {
+    const value = this.kv.get(stateKey(mailbox, id));
+    if (value === undefined) return freshState(seq, this.load(mailbox, seq));
+    const held: Held = { ...decodeState(value), id, stored: true };
+    assert(held.seq === seq, `the state record of ${id} in ${mailbox} is its pending message's`);
+    return held;
+  }
+
+  private writeState(mailbox: string, held: Held): void {
+    this.kv.put(stateKey(mailbox, held.id), encodeState(held));
+    held.stored = true;
+  }
+
+  // Stores a new message: a hidden one in the pending index, a sender-ordered ready one in the
+  // ready index; a log-ordered ready one needs no index key (it is after the fresh cursor).
   private store(mailbox: string, seq: string, message: StoredMessage): void {
     let meta = this.mailboxes.get(mailbox);
     if (meta === undefined) {
-      meta = { messages: 0, bytes: 0, config: undefined, senderOrdered: 0 };
+      meta = newMeta();
       this.mailboxes.set(mailbox, meta);
     }
+    assert(seq > meta.freshAfter, "a new message is after the fresh cursor");
     this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
-    if (message.state === STATE_READY) {
-      this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
-      this.wakeups.add(mailbox);
+    if (message.hiddenUntilMs > 0) {
+      this.kv.put(pendingKey(mailbox, message.hiddenUntilMs, seq), keyToBytes(message.id));
     } else {
-      this.kv.put(pendingKey(mailbox, message.visibleAtMs, seq), EMPTY);
+      if (message.senderTime !== undefined) this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
+      this.wakeups.add(mailbox);
     }
     if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
     if (message.senderTime !== undefined) {
@@ -835,20 +924,23 @@ export class Broker {
     this.dirtyMailboxes.add(mailbox);
   }
 
-  private remove(mailbox: string, seq: string, message: StoredMessage): void {
+  // Removes a message and its keys. Its id record is left alone: the holder entry goes stale
+  // (checked where it matters; the dedupe sweep drops it).
+  private remove(mailbox: string, held: Held): void {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
+    const seq = held.seq;
     this.kv.delete(messageKey(mailbox, seq));
-    if (message.state === STATE_READY) this.kv.delete(readyKey(mailbox, seq, message.senderTime));
-    else this.kv.delete(pendingKey(mailbox, message.visibleAtMs, seq));
-    if (message.idIndexed) this.dropHolder(message.id, mailbox, seq);
-    if (message.expiresAtMs > 0) this.kv.delete(expiryKey(message.expiresAtMs, mailbox, seq));
-    if (message.senderTime !== undefined) {
-      this.kv.delete(orderKey(mailbox, message.senderTime, seq));
+    if (held.state !== STATE_READY) this.kv.delete(pendingKey(mailbox, held.visibleAtMs, seq));
+    else if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, seq, held.senderTime));
+    if (held.stored) this.kv.delete(stateKey(mailbox, held.id));
+    if (held.expiresAtMs > 0) this.kv.delete(expiryKey(held.expiresAtMs, mailbox, seq));
+    if (held.senderTime !== undefined) {
+      this.kv.delete(orderKey(mailbox, held.senderTime, seq));
       meta.senderOrdered--;
     }
     meta.messages--;
-    meta.bytes -= message.body.length;
+    meta.bytes -= held.bytes;
     this.dirtyMailboxes.add(mailbox);
   }
 
@@ -883,6 +975,59 @@ export class Broker {
 
 const EMPTY = new Uint8Array(0);
 
+// A message's delivery state, its id, and whether its state record is stored.
+interface Held extends MessageState {
+  id: string;
+  stored: boolean;
+}
+
+function freshState(seq: string, message: StoredMessage): Held {
+  return {
+    seq,
+    state: message.hiddenUntilMs > 0 ? STATE_DELAYED : STATE_READY,
+    deliveries: 0,
+    visibleAtMs: message.hiddenUntilMs,
+    expiresAtMs: message.expiresAtMs,
+    bytes: message.body.length,
+    senderTime: message.senderTime,
+    id: message.id,
+    stored: false,
+  };
+}
+
+function newMeta(): MailboxMeta {
+  return { messages: 0, bytes: 0, config: undefined, senderOrdered: 0, freshAfter: "" };
+}
+
+// Keys of a range in order, read `limit` at a time as the reader asks for them; keys already
+// returned may be written meanwhile (scan returns arrays).
+class KeyStream {
+  private entries: KvEntry[] = [];
+  private position = 0;
+  private last = false;
+
+  constructor(
+    private readonly kv: OrderedKv,
+    private start: string,
+    private readonly end: string,
+  ) {}
+
+  peek(limit: number): KvEntry | undefined {
+    if (this.position < this.entries.length) return this.entries[this.position];
+    if (this.last) return undefined;
+    this.entries = this.kv.scan(this.start, this.end, limit);
+    this.position = 0;
+    this.last = this.entries.length < limit;
+    if (this.entries.length === 0) return undefined;
+    this.start = `${this.entries[this.entries.length - 1]!.key}\x00`;
+    return this.entries[0];
+  }
+
+  next(): void {
+    this.position++;
+  }
+}
+
 // Where a LIST page ended: a seq in the log-ordered phase, or sender time + seq in the sender one.
 interface ListPosition {
   phase: "log" | "sender";
@@ -899,17 +1044,17 @@ function parseListCursor(cursor: string): ListPosition | undefined {
   return key === undefined ? undefined : { phase, key };
 }
 
-function isLive(message: StoredMessage, nowMs: number): boolean {
-  return message.expiresAtMs === 0 || message.expiresAtMs > nowMs;
+function isLive(state: { expiresAtMs: number }, nowMs: number): boolean {
+  return state.expiresAtMs === 0 || state.expiresAtMs > nowMs;
 }
 
-function delivered(mailbox: string, message: StoredMessage): DeliveredMessage {
+function delivered(mailbox: string, message: StoredMessage, deliveries: number): DeliveredMessage {
   const result: DeliveredMessage = {
     id: message.id,
     sender: message.sender,
     recipient: mailbox,
     timestamp: message.timestamp,
-    deliveries: message.deliveries,
+    deliveries,
     body: message.body,
   };
   if (message.headers !== undefined) result.headers = message.headers;
@@ -917,23 +1062,22 @@ function delivered(mailbox: string, message: StoredMessage): DeliveredMessage {
   return result;
 }
 
-function listItem(message: StoredMessage, nowMs: number): ListItem {
+function listItem(message: StoredMessage, held: Held, nowMs: number): ListItem {
   const item: ListItem = {
     id: message.id,
     sender: message.sender,
     timestamp: message.timestamp,
-    state: stateAt(message, nowMs),
-    deliveries: message.deliveries,
+    state: stateAt(held, nowMs),
+    deliveries: held.deliveries,
     bytes: message.body.length,
   };
   if (message.senderTime !== undefined) item.senderTime = message.senderTime;
   return item;
 }
 
-function stateAt(message: StoredMessage, nowMs: number): ListItem["state"] {
-  if (message.state === STATE_READY || message.visibleAtMs <= nowMs) return "ready";
-  if (message.state === STATE_LEASED) return "leased";
-  if (message.state === STATE_DELAYED) return "delayed";
-  return unreachable(message.state as never, "message state");
+function stateAt(held: Held, nowMs: number): ListItem["state"] {
+  if (held.state === STATE_READY || held.visibleAtMs <= nowMs) return "ready";
+  if (held.state === STATE_LEASED) return "leased";
+  if (held.state === STATE_DELAYED) return "delayed";
+  return unreachable(held.state as never, "message state");
 }
-

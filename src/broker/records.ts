@@ -6,20 +6,34 @@
 // in the log: 8 bytes of entry index then 4 bytes of its number within the entry (12 bytes).
 //
 //   "\x00a"                                   applied index
-//   "\x01" name                               mailbox meta (counters, settings overrides)
-//   "\x02" name "\x00" seq                    message record (body included)
-//   "\x03" name "\x00" seq                    ready index: visible now, in log order
-//   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered messages by sender time
+//   "\x01" name                               mailbox meta (counters, settings overrides, fresh cursor)
+//   "\x02" name "\x00" seq                    message record: immutable (written once, body included)
+//   "\x03" name "\x00" seq                    ready index: messages that came back (NACK, lease
+//                                             expiry, delay ended), in log order ...
+//   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered ready messages by sender time
 //   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
+//                                             (value: the message id, to find its state record)
+//   "\x05" name "\x00" id                     state record: state, deliveries, lease end / not-before,
+//                                             and what removal needs (seq, expiry, bytes, sender
+//                                             time); exists from the first lease (or the end of a
+//                                             delay) on. A message without one is in its stored state.
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 id record: the dedupe timestamp (HLC of the first
-//                                             SEND, while in the window) and the id index (the
-//                                             mailboxes holding a copy with that id, and its seq,
-//                                             for client ids and dead letters). One record, so a
-//                                             client-id SEND reads and writes one random key.
-//   "\x08" firstMs index                      dedupe list: the client ids an entry recorded (for the
-//                                             window sweep; one write per entry, not per SEND)
+//                                             SEND, while in the window) and the holders (mailbox
+//                                             and seq of each copy with that id, for client ids
+//                                             and dead letters). Removing a copy leaves its holder
+//                                             entry stale: a holder counts only while the record at
+//                                             its seq exists (seqs are never reused).
+//   "\x08" firstMs index                      dedupe list: the ids an entry recorded (or listed again
+//                                             for a later look), for the window sweep
 //   "\x09" name "\x00" senderTime seq          sender order: sender-ordered messages (for LIST)
+//
+// Fresh messages: a log-ordered message ready at SEND gets no ready-index key. The mailbox meta
+// holds a fresh cursor (the last record RECEIVE passed); such messages after it are ready and
+// never leased. RECEIVE merges the ready index (log part) with the records after the cursor by
+// seq, and moves the cursor past what it leases and past records that are tracked elsewhere
+// (hidden or sender-ordered at SEND). Every new seq is above every stored one, so a new message
+// is always after the cursor.
 //
 // A message stored in a "sender-time" mailbox is sender-ordered for life (a flag and its 64-bit
 // sender time in the record). The first byte of a seq is at most 0x1f (indexes < 2^53), so the
@@ -34,10 +48,11 @@ export const MESSAGE = "\x02";
 export const READY = "\x03";
 export const PENDING = "\x04";
 export const EXPIRY = "\x06";
+export const STATE = "\x05";
 export const DEDUPE = "\x07";
 export const DEDUPE_LIST = "\x08";
 export const ORDER = "\x09";
-const SENDER_READY_MARK = "\xff";
+export const SENDER_READY_MARK = "\xff";
 export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;
 
@@ -117,6 +132,7 @@ export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): s
   `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
+export const stateKey = (mailbox: string, id: string): string => `${STATE}${mailbox}\x00${id}`;
 export const idRecordKey = (id: string): string => `${DEDUPE}${id}`;
 export const dedupeListKey = (firstMs: number, index: number): string => `${DEDUPE_LIST}${u64Key(firstMs)}${u64Key(index)}`;
 
@@ -142,25 +158,22 @@ export const STATE_LEASED = 1;
 export const STATE_DELAYED = 2;
 export type StateCode = typeof STATE_READY | typeof STATE_LEASED | typeof STATE_DELAYED;
 
+// The immutable part of a message: written once at SEND (or dead-lettering), never rewritten.
 export interface StoredMessage {
   id: string;
   sender: string;
   timestamp: bigint; // HLC timestamp of the SEND's entry
-  deliveries: number;
-  state: StateCode;
-  visibleAtMs: number; // leased / delayed: when it becomes visible again; ready: 0
+  hiddenUntilMs: number; // stored delayed (or held for its reorder window) until then; 0: ready at SEND
   expiresAtMs: number; // 0: never
   headers: Record<string, string> | undefined;
   body: Uint8Array;
-  idIndexed: boolean; // an id index entry points here (client ids, dead letters)
   senderTime: bigint | undefined; // sender-ordered messages only: the order key
 }
 
-const RECORD_VERSION = 1;
-const FLAG_ID_INDEXED = 0x80;
-const FLAG_SENDER_ORDERED = 0x40; // the sender time follows the timestamp (records without it are unchanged)
+const RECORD_VERSION = 2;
+const FLAG_SENDER_ORDERED = 0x40; // the sender time follows the timestamp
 
-const MESSAGE_FIXED_BYTES = 1 + 1 + 8 + 4 + 8 + 8 + 4 + 4 + 4 + 4;
+const MESSAGE_FIXED_BYTES = 1 + 1 + 8 + 8 + 8 + 4 + 4 + 4;
 
 export function encodeMessage(message: StoredMessage): Uint8Array {
   // Exact size (ids and senders are ASCII), so the record is one allocation and no copy.
@@ -170,11 +183,10 @@ export function encodeMessage(message: StoredMessage): Uint8Array {
   }
   const writer = new ByteWriter(size);
   writer.u8(RECORD_VERSION);
-  writer.u8(message.state | (message.idIndexed ? FLAG_ID_INDEXED : 0) | (message.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED));
+  writer.u8(message.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED);
   writer.u64(message.timestamp);
   if (message.senderTime !== undefined) writer.u64(message.senderTime);
-  writer.u32(message.deliveries);
-  writer.f64(message.visibleAtMs);
+  writer.f64(message.hiddenUntilMs);
   writer.f64(message.expiresAtMs);
   writer.string(message.id);
   writer.string(message.sender);
@@ -193,11 +205,9 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
   const version = reader.u8();
   if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
   const flags = reader.u8();
-  const state = (flags & ~(FLAG_ID_INDEXED | FLAG_SENDER_ORDERED)) as StateCode;
   const timestamp = reader.u64();
   const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
-  const deliveries = reader.u32();
-  const visibleAtMs = reader.f64();
+  const hiddenUntilMs = reader.f64();
   const expiresAtMs = reader.f64();
   const id = reader.string();
   const sender = reader.string();
@@ -208,7 +218,49 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
     for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
   }
   const body = reader.bytes();
-  return { id, sender, timestamp, deliveries, state, visibleAtMs, expiresAtMs, headers, body, idIndexed: (flags & FLAG_ID_INDEXED) !== 0, senderTime };
+  return { id, sender, timestamp, hiddenUntilMs, expiresAtMs, headers, body, senderTime };
+}
+
+// The mutable part of a message (its delivery state) plus what removing it needs, so that ACK,
+// NACK and EXTEND read and write this small value and never the record with the body. Stored
+// under "\x05" name "\x00" id once the message was leased (or a delayed one became ready);
+// before that it follows from the record (fresh: no deliveries, ready or hidden as stored).
+export interface MessageState {
+  seq: string;
+  state: StateCode;
+  deliveries: number;
+  visibleAtMs: number; // leased / delayed: when it becomes visible again; ready: 0
+  expiresAtMs: number; // 0: never
+  bytes: number; // body bytes (the mailbox counter)
+  senderTime: bigint | undefined;
+}
+
+const STATE_FIXED_BYTES = SEQ_LENGTH + 1 + 1 + 4 + 8 + 8 + 4;
+
+export function encodeState(state: MessageState): Uint8Array {
+  const writer = new ByteWriter(STATE_FIXED_BYTES + (state.senderTime === undefined ? 0 : 8));
+  for (let i = 0; i < SEQ_LENGTH; i++) writer.u8(state.seq.charCodeAt(i));
+  writer.u8(state.state);
+  writer.u8(state.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED);
+  writer.u32(state.deliveries);
+  writer.f64(state.visibleAtMs);
+  writer.f64(state.expiresAtMs);
+  writer.u32(state.bytes);
+  if (state.senderTime !== undefined) writer.u64(state.senderTime);
+  return writer.finish();
+}
+
+export function decodeState(data: Uint8Array): MessageState {
+  const reader = new ByteReader(data);
+  const seq = String.fromCharCode(...reader.raw(SEQ_LENGTH));
+  const state = reader.u8() as StateCode;
+  const flags = reader.u8();
+  const deliveries = reader.u32();
+  const visibleAtMs = reader.f64();
+  const expiresAtMs = reader.f64();
+  const bytes = reader.u32();
+  const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
+  return { seq, state, deliveries, visibleAtMs, expiresAtMs, bytes, senderTime };
 }
 
 export interface MailboxMeta {
@@ -216,6 +268,10 @@ export interface MailboxMeta {
   bytes: number; // body bytes
   config: Partial<MailboxConfig> | undefined; // overrides of the cluster defaults
   senderOrdered: number; // messages that are sender-ordered (LIST skips a phase when none or all are)
+  // The fresh cursor: the seq of the last message record RECEIVE passed ("": none yet). Every
+  // log-ordered message after it that was ready at SEND is fresh: never leased, no state record,
+  // no ready-index key (RECEIVE reads such messages straight from the records).
+  freshAfter: string;
 }
 
 const CONFIG_NUMBERS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
@@ -236,12 +292,13 @@ export function encodeMeta(meta: MailboxMeta): Uint8Array {
     writer.f64(meta.config.reorderWindowMs ?? -1);
     writer.string(meta.config.order ?? "");
   }
+  writer.string(meta.freshAfter);
   return writer.finish();
 }
 
 export function decodeMeta(data: Uint8Array): MailboxMeta {
   const reader = new ByteReader(data);
-  const meta: MailboxMeta = { messages: reader.f64(), bytes: reader.f64(), config: undefined, senderOrdered: 0 };
+  const meta: MailboxMeta = { messages: reader.f64(), bytes: reader.f64(), config: undefined, senderOrdered: 0, freshAfter: "" };
   if (reader.u8() === 1) {
     const config: Partial<MailboxConfig> = {};
     for (const field of CONFIG_NUMBERS) {
@@ -262,6 +319,7 @@ export function decodeMeta(data: Uint8Array): MailboxMeta {
     if (reorderWindowMs !== -1) meta.config.reorderWindowMs = reorderWindowMs;
     if (order !== "") meta.config.order = order as MailboxConfig["order"];
   }
+  meta.freshAfter = reader.string();
   return meta;
 }
 

@@ -175,7 +175,7 @@ describe("memory store", () => {
     const before = dump(kv);
     const put = kv.put.bind(kv);
     kv.put = (key, value) => {
-      if (key.startsWith("\x03")) throw new Error("injected bug");
+      if (key.startsWith("\x02")) throw new Error("injected bug");
       put(key, value);
     };
     assert.throws(() => broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["carol"], body: text("2") }]), /injected/);

@@ -201,3 +201,93 @@ describe("sender-time order, property", () => {
     assert.ok(overtaken > 0, "the generator makes late, earlier-stamped messages overtake");
   });
 });
+
+// A log-ordered mailbox: fresh messages are read from the records after the mailbox's fresh
+// cursor, returned ones (NACK, lease expiry, ended delays) from the ready index, and RECEIVE
+// merges the two by log position. Sends, delayed sends (at and beyond the cursor), TTLs, leases
+// that expire, NACK with and without delay, EXTEND, ACK and dead letters, checked against the
+// model at every step (results and LIST of the mailbox and its dead-letter mailbox).
+describe("log order, fresh cursor, property", () => {
+  type Step =
+    | { kind: "send"; advanceMs: number; delayMs: number; ttlMs: number; id: string | undefined }
+    | { kind: "receive"; advanceMs: number; max: number }
+    | { kind: "settle"; advanceMs: number; op: "ack" | "nack" | "nack-delay" | "extend"; nth: number };
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    {
+      arbitrary: fc.record({
+        kind: fc.constant("send" as const),
+        advanceMs: fc.integer({ min: 0, max: 200 }),
+        delayMs: fc.constantFrom(0, 0, 0, 150, 600),
+        ttlMs: fc.constantFrom(0, 0, 0, 900),
+        id: fc.option(fc.constantFrom("c1", "c2", "c3", "c4"), { nil: undefined }),
+      }),
+      weight: 5,
+    },
+    { arbitrary: fc.record({ kind: fc.constant("receive" as const), advanceMs: fc.integer({ min: 0, max: 500 }), max: fc.integer({ min: 1, max: 5 }) }), weight: 3 },
+    {
+      arbitrary: fc.record({
+        kind: fc.constant("settle" as const),
+        advanceMs: fc.integer({ min: 0, max: 150 }),
+        op: fc.constantFrom("ack" as const, "nack" as const, "nack-delay" as const, "extend" as const),
+        nth: fc.nat(5),
+      }),
+      weight: 3,
+    },
+  );
+
+  test("matches the model with returned messages interleaved with fresh ones", () => {
+    let merged = 0; // RECEIVEs that took a returned message and a fresh one
+    let delayedAmongFresh = 0; // RECEIVEs that took an ended-delay message and a fresh one
+    fc.assert(
+      fc.property(fc.constantFrom<"drop" | "dead-letter">("drop", "dead-letter"), fc.array(step, { minLength: 1, maxLength: 60 }), (expiry, steps) => {
+        const config = { dedupeWindowMs: 700, promoteMax: 3 };
+        const broker = new Broker(new MemoryKv(), config);
+        const model = new Model(config);
+        let nowMs = 1_000_000;
+        let index = 0;
+        const leased: string[] = [];
+        const delayedIds = new Set<string>();
+        const apply = (command: BrokerCommand) => {
+          index++;
+          const actual = broker.apply(index, msTimestamp(nowMs), [command]);
+          const expected = model.apply(index, msTimestamp(nowMs), [command]);
+          assert.deepEqual(actual.map((r) => (r.ok ? r : { ok: false, code: r.code })), expected);
+          return actual[0]!;
+        };
+        apply({ op: "set-mailbox-config", mailbox: "q", config: { deliveriesMax: 3, visibilityMs: 300, expiry } });
+        for (const s of steps) {
+          nowMs += s.advanceMs;
+          if (s.kind === "send") {
+            const command: BrokerCommand = { op: "send", sender: "s", recipients: ["q"], body: new Uint8Array([index & 0xff]) };
+            if (s.delayMs > 0) command.delayMs = s.delayMs;
+            if (s.ttlMs > 0) command.ttlMs = s.ttlMs;
+            if (s.id !== undefined) command.id = s.id;
+            const result = apply(command);
+            if (result.ok && "id" in result && s.delayMs > 0 && !result.duplicate) delayedIds.add(result.id);
+          } else if (s.kind === "receive") {
+            const result = apply({ op: "receive", mailbox: "q", max: s.max });
+            assert.ok(result.ok && "messages" in result);
+            const stamps = result.messages.map((m) => m.timestamp);
+            for (let i = 1; i < stamps.length; i++) assert.ok(stamps[i - 1]! <= stamps[i]!, "one RECEIVE delivers in log order");
+            const first = result.messages.filter((m) => m.deliveries === 1);
+            if (first.length > 0 && first.length < result.messages.length) merged++;
+            if (first.some((m) => delayedIds.has(m.id)) && first.some((m) => !delayedIds.has(m.id))) delayedAmongFresh++;
+            leased.push(...result.messages.map((m) => m.id));
+          } else if (leased.length > 0) {
+            const id = leased[s.nth % leased.length]!;
+            if (s.op !== "extend") leased.splice(s.nth % leased.length, 1);
+            if (s.op === "extend") apply({ op: "extend", mailbox: "q", ids: [id], visibilityMs: 400 });
+            else if (s.op === "nack-delay") apply({ op: "nack", mailbox: "q", ids: [id], delayMs: 200 });
+            else apply({ op: s.op, mailbox: "q", ids: [id] });
+          }
+          for (const name of ["q", "q:dlq"]) {
+            assert.deepEqual(broker.list({ op: "list", mailbox: name, limit: 1000 }, msTimestamp(nowMs)), { ok: true, items: model.list(name, nowMs) });
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
+    assert.ok(merged > 0, "the generator interleaves returned and fresh messages in one RECEIVE");
+    assert.ok(delayedAmongFresh > 0, "the generator delivers ended delays among fresh messages");
+  });
+});
