@@ -160,6 +160,8 @@ const WIDTH = 1400;
 const ROW_HEIGHT = 17;
 const CHAR_WIDTH = 6.6;
 const MIN_WIDTH = 0.6;
+const LEGEND_PER_ROW = 5;
+const LEGEND_COLUMN_WIDTH = 250;
 
 // An icicle-style flame graph (callers above callees), widths by busy time, colours by part.
 // Hover a box for its name and times.
@@ -189,9 +191,13 @@ export function flameGraphSvg(profile: CpuProfile, title: string): string {
   draw(root, 0, 0);
   const legendY = 40 + (depthMax + 2) * ROW_HEIGHT;
   const legend = Object.entries(PART_COLORS)
-    .map(([part, color], index) => `<rect x="${10 + index * 170}" y="${legendY}" width="12" height="12" fill="${color}"/><text x="${26 + index * 170}" y="${legendY + 10}">${escapeXml(part)}</text>`)
+    .map(([part, color], index) => {
+      const x = 10 + (index % LEGEND_PER_ROW) * LEGEND_COLUMN_WIDTH;
+      const y = legendY + Math.floor(index / LEGEND_PER_ROW) * ROW_HEIGHT;
+      return `<rect x="${x}" y="${y}" width="12" height="12" fill="${color}"/><text x="${x + 16}" y="${y + 10}">${escapeXml(part)}</text>`;
+    })
     .join("");
-  const height = legendY + 30;
+  const height = legendY + Math.ceil(Object.keys(PART_COLORS).length / LEGEND_PER_ROW) * ROW_HEIGHT + 20;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH + 20}" height="${height}" font-family="monospace" font-size="11">`,
     `<title>${escapeXml(title)}</title>`,
