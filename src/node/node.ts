@@ -106,6 +106,10 @@ export class FerryNode {
         maxInflightBytes: 0,
         maxCommittedBytesPerReady: 16 * 1024 * 1024,
         maxUncommittedBytes: 256 * 1024 * 1024,
+        // Followers learn a new commit index from the next append or heartbeat rather than from
+        // an extra append each: per request at one in flight, 5 socket writes across the cluster
+        // instead of 9, and a cross-process wake-up is the largest cost of a lightly loaded node.
+        eagerCommitBroadcast: false,
         random: dependencies.random ?? Math.random,
         applied: broker.appliedIndex(),
         logger: (line) => log("debug", "raft", { line }),

@@ -667,6 +667,18 @@ export class RaftNode {
     for (const id of this.tracker.progress.keys()) if (id !== this.id) this.sendAppend(id);
   }
 
+  // The commit index moved: see RaftConfig.eagerCommitBroadcast. Lazily, only followers with
+  // entries to receive get an append now; the others learn the commit from the next append or
+  // heartbeat (which carries min(match, commit)).
+  // `unpaused`: a follower whose progress was just unpaused gets an append even when empty.
+  private broadcastCommit(unpaused: NodeId = NONE): void {
+    if (this.config.eagerCommitBroadcast !== false) {
+      this.broadcastAppend();
+      return;
+    }
+    for (const id of this.tracker.progress.keys()) if (id !== this.id) this.maybeSendAppend(id, id === unpaused);
+  }
+
   private sendAppend(to: NodeId): void {
     this.maybeSendAppend(to, true);
   }
@@ -744,7 +756,7 @@ export class RaftNode {
       } else if (progress.state === "replicate") {
         progress.inflights.freeLE(m.index);
       }
-      if (this.maybeCommit()) this.broadcastAppend();
+      if (this.maybeCommit()) this.broadcastCommit(wasPaused ? m.from : NONE);
       else if (wasPaused) this.sendAppend(m.from);
       while (this.maybeSendAppend(m.from, false)) {
         // Fill the inflight window.
@@ -811,7 +823,7 @@ export class RaftNode {
     if (this.role !== "leader") return;
     const self = this.tracker.progress.get(this.id);
     if (self === undefined) return;
-    if (self.maybeUpdate(this.log.persistedLastIndex()) && this.maybeCommit()) this.broadcastAppend();
+    if (self.maybeUpdate(this.log.persistedLastIndex()) && this.maybeCommit()) this.broadcastCommit();
   }
 
   private sendTimeoutNow(to: NodeId): void {

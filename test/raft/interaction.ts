@@ -15,7 +15,8 @@
 // Commands (ids are node ids; the driver contract is followed exactly, see processReady):
 //   add-nodes N voters=(1,2,3) [learners=(4)] [prevote=true] [checkquorum=true] [election=10]
 //             [heartbeat=1] [max-msg-bytes=N] [max-inflight=N] [max-inflight-bytes=N]
-//             [max-uncommitted-bytes=N] [max-committed-bytes=N] [bug=<PlantedBugs key>]
+//             [max-uncommitted-bytes=N] [max-committed-bytes=N] [commit-broadcast=eager|lazy]
+//             [bug=<PlantedBugs key>]
 //   campaign ID | propose ID DATA | propose-conf-change ID [joint] (add-voter|add-learner|remove-node ID)... | leave
 //   tick ID [N] | tick-election ID... | tick-heartbeat ID...
 //   process-ready [ID...] | deliver-msgs [ID...] [type=T] | drop-msgs ID... | stabilize [ID...]
@@ -196,6 +197,7 @@ export class InteractionEnv {
       maxInflightBytes: number("max-inflight-bytes", 0),
       maxCommittedBytesPerReady: number("max-committed-bytes", 1024 * 1024),
       maxUncommittedBytes: number("max-uncommitted-bytes", 0),
+      eagerCommitBroadcast: options.get("commit-broadcast") !== "lazy",
     });
     const bug = options.get("bug");
     if (bug !== undefined) config.bugs = { [bug]: true };
