@@ -336,7 +336,9 @@ export class FerryClient {
         const connection = this.openConnectionNow() ?? (await this.connectionFor(scope));
         address = connection.address;
         if (request === undefined) return undefined;
-        return await this.attempt(connection, request, kind, scope);
+        const reply = await this.attempt(connection, request, kind, scope);
+        if (reply.leaderHint !== undefined) this.followLeaderHint(connection.address, reply.leaderHint);
+        return reply;
       } catch (error) {
         failure = error;
       }
@@ -438,6 +440,17 @@ export class FerryClient {
     } finally {
       scope.dispose();
     }
+  }
+
+  // A follower forwarded the call and named the leader: later calls go there directly (calls
+  // already on their way finish where they are). As with discovery, not toward an address that
+  // refused a connection lately.
+  private followLeaderHint(address: string, hint: unknown): void {
+    if (typeof hint !== "string" || hint === address || address !== this.target || this.closed) return;
+    const failedAtMs = this.unreachableSinceMs.get(hint);
+    if (failedAtMs !== undefined && performance.now() - failedAtMs < UNREACHABLE_MEMORY_MS) return;
+    publishLeaderFound(address, hint);
+    this.moveTo(hint);
   }
 
   private async hello(connection: Connection, name: string): Promise<void> {

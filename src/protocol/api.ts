@@ -219,4 +219,7 @@ export interface ReplyByOp {
   hello: HelloReply;
 }
 export type Reply = ReplyByOp[keyof ReplyByOp];
+// Any ok reply a follower forwarded to the leader and relayed also names the leader's client
+// address, so the client can send there directly (src/server/forwarder.ts).
+export type ForwardedReply = Reply & { leaderHint: string };
 export type ReplyFor<R extends { op: keyof ReplyByOp }> = ReplyByOp[R["op"]];

@@ -6,7 +6,7 @@
 // forwarded again (no loops: the second hop answers NOT_LEADER and the client retries).
 import { createHmac } from "node:crypto";
 import { connect, type Socket } from "node:net";
-import type { Reply, Request } from "../protocol/api.js";
+import type { ForwardedReply, Reply, Request } from "../protocol/api.js";
 import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import type { Service, Session } from "./service.js";
@@ -39,7 +39,10 @@ export class ForwardingService implements Service {
     } catch (error) {
       if (!(error instanceof FerryError) || error.code !== "NOT_LEADER" || !error.leaderHint || isForwarded(session)) throw error;
       const forwarded = request.op === "send" ? { ...request, sender: session.identity } : request;
-      return this.link(error.leaderHint).call(forwarded, signal);
+      const reply = await this.link(error.leaderHint).call(forwarded, signal);
+      // The client learns where the leader is and sends its next requests there (docs/protocol.md).
+      const relayed: ForwardedReply = { ...reply, leaderHint: error.leaderHint };
+      return relayed;
     }
   }
 

@@ -322,6 +322,27 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([leader.close(), follower.close()]);
   });
 
+  test("an answer a follower forwarded names the leader: later calls go there (leadership moved after connecting)", async () => {
+    const leader = await FakeServer.start();
+    const follower = await FakeServer.start(); // STATUS says it leads: discovery keeps the client here
+    const client = await connect({ seeds: [follower.address], ...fast });
+    await client.send("bob", "first");
+    assert.equal(client.address, follower.address);
+    follower.forwardedLeaderHint = leader.address; // leadership moved; the follower now forwards
+    const events: unknown[] = [];
+    const listen = (event: unknown) => events.push(event);
+    diagnostics.subscribe("ferry:client:leader", listen);
+    await client.send("bob", "forwarded");
+    await client.send("bob", "direct");
+    diagnostics.unsubscribe("ferry:client:leader", listen);
+    assert.equal(client.address, leader.address);
+    assert.equal(follower.requestsOf("send").length, 2);
+    assert.equal(leader.requestsOf("send").length, 1);
+    assert.deepEqual(events, [{ from: follower.address, to: leader.address }]);
+    await client.close();
+    await Promise.all([leader.close(), follower.close()]);
+  });
+
   test("leader discovery does not chase a leader address that refuses connections", async () => {
     const follower = await FakeServer.start();
     follower.statusLeader = `127.0.0.1:${await closedPort()}`;

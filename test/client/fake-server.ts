@@ -48,6 +48,8 @@ export class FakeServer {
   // What STATUS says leads: "self" (this node, id 1), or the client address of another node,
   // which makes this node a forwarding follower that still answers everything itself.
   statusLeader: "self" | string = "self";
+  // Set: answers (but hello and status) carry it as leaderHint, as a follower's forwarded answers do.
+  forwardedLeaderHint: string | undefined;
   connectionsAccepted = 0;
   inFlight = 0;
   inFlightMax = 0;
@@ -165,6 +167,7 @@ export class FakeServer {
         reply = { ok: false, code: fault.code, message: fault.message ?? `injected ${fault.code}`, ...(fault.leaderHint ? { leaderHint: fault.leaderHint } : {}) };
       } else {
         reply = await this.execute(session, request, socket);
+        if (this.forwardedLeaderHint !== undefined && counted) reply = { ...reply, leaderHint: this.forwardedLeaderHint };
       }
       if (!socket.destroyed) socket.write(encodeFrame({ rid: request.rid, ...reply }));
     } finally {
