@@ -6,6 +6,7 @@
 // Ferry code that called them. Garbage collection, idle time and V8's "(program)" are their own
 // rows. Samples can be limited to a time window (µs on the monotonic clock V8 and
 // process.hrtime share on Linux), so one profile yields a row per benchmark phase.
+import { escapeXml } from "./svg.js";
 
 export interface CallFrame {
   functionName: string;
@@ -150,10 +151,6 @@ function callTree(profile: CpuProfile): Frame {
   };
   total(root);
   return root;
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
 const WIDTH = 1400;
