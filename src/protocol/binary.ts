@@ -9,6 +9,7 @@
 // bigint. The decoder is resumable (feed it any split of the byte stream) and enforces the frame
 // size limit before buffering a frame, so a hostile length cannot make it allocate.
 import { Packr, RESERVE_START_SPACE } from "msgpackr";
+import { readPayload } from "./frame-reader.js";
 
 export const BINARY_PREAMBLE = Uint8Array.from([0x00, 0x46, 0x52, 0x59, 0x01]); // \0 F R Y v1
 export const FRAME_HEADER_BYTES = 4;
@@ -20,7 +21,13 @@ export function encodePayload(value: unknown): Buffer {
   return packr.pack(value);
 }
 
+// The common shapes go through frame-reader.ts (same result, less work); the rest through msgpackr.
 export function decodePayload(payload: Uint8Array): unknown {
+  // Bin values are views of the payload's kind: the fast reader makes Buffer views only.
+  return Buffer.isBuffer(payload) ? readPayload(payload, unpackWithMsgpackr) : packr.unpack(payload);
+}
+
+function unpackWithMsgpackr(payload: Buffer): unknown {
   return packr.unpack(payload);
 }
 
