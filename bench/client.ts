@@ -12,7 +12,9 @@
 // that. The server's figure is everything its process did meanwhile: reading and decoding frames,
 // validating, the service call, encoding and writing replies. `--baseline <dir>` (a copy of
 // another version's src/) runs the same against that version, interleaved round by round, so both
-// see the same machine. `--forwarding` puts the service behind a ForwardingService, as a node's
+// see the same machine. FERRY_BENCH_PROF=server|client writes that process's CPU profile to
+// prof/; FERRY_BENCH_HEAP_PROF=server samples the server's allocations over the measured part,
+// garbage included (prof/server-<pid>.heapprofile). `--forwarding` puts the service behind a ForwardingService, as a node's
 // server has it (src/cli/node-start.ts). Prints a table and writes bench/results/client-<date>.json.
 import { type ChildProcess, fork } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -76,6 +78,21 @@ function nextMessage(child: ChildProcess | NodeJS.Process, type: ChildMessage["t
   });
 }
 
+// Samples every allocation of the measured part, garbage included (--heap-prof keeps only what
+// is still live at exit); the returned function writes prof/server-<pid>.heapprofile.
+async function startAllocationSampling(): Promise<() => Promise<void>> {
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as object);
+  return async () => {
+    const { profile } = (await session.post("HeapProfiler.stopSampling")) as { profile: unknown };
+    mkdirSync("prof", { recursive: true });
+    writeFileSync(join("prof", `server-${process.pid}.heapprofile`), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
 // A leader that has just committed: answers every SEND at once.
 async function runServer(src: string): Promise<void> {
   const { FerryServer } = (await import(pathToFileURL(join(src, "server", "index.ts")).href)) as typeof ServerModule;
@@ -96,10 +113,12 @@ async function runServer(src: string): Promise<void> {
   const server = await FerryServer.start({ port: 0, service: served, log: () => {} });
   post({ type: "listening", port: server.address().port });
   await nextMessage(process, "start");
+  const heapProfile = process.env.FERRY_BENCH_HEAP_PROF === "server" ? await startAllocationSampling() : undefined;
   const cpuStart = cpuUsNow();
   const writesStart = server.stats.socketWrites;
   const startMs = performance.now();
   await nextMessage(process, "stop");
+  await heapProfile?.();
   post({ type: "done", cpuUs: cpuUsNow() - cpuStart, wallMs: performance.now() - startMs, socketWrites: server.stats.socketWrites - writesStart });
   await server.close();
   process.exit(0);

@@ -135,13 +135,12 @@ function validateSend(fields: Fields, limits: ServerLimits): SendRequest {
   if (recipients.length > limits.recipientsPerSendMax) {
     throw tooLarge(`${recipients.length} recipients; the limit is ${limits.recipientsPerSendMax}`);
   }
-  const send: SendRequest = {
-    op: "send",
-    recipients: recipients.map((recipient) => name(recipient, "recipient")),
-    body: body(fields.body, limits),
-  };
-  if (!distinct(send.recipients)) throw invalid("recipients must be distinct");
-  if (fields.id !== undefined && fields.id !== null) send.id = word(fields.id, "id");
+  const names = recipients.map((recipient) => name(recipient, "recipient"));
+  const bytes = body(fields.body, limits);
+  if (!distinct(names)) throw invalid("recipients must be distinct");
+  // The usual SEND (with an id, nothing else) is built whole: no property added afterwards.
+  const send: SendRequest =
+    fields.id !== undefined && fields.id !== null ? { op: "send", recipients: names, body: bytes, id: word(fields.id, "id") } : { op: "send", recipients: names, body: bytes };
   const headerMap = headers(fields.headers, limits);
   if (headerMap !== undefined) send.headers = headerMap;
   const delayMs = optionalInteger(fields.delayMs, "delayMs", 0, DURATION_MS_MAX);
