@@ -12,7 +12,10 @@
 // that. The server's figure is everything its process did meanwhile: reading and decoding frames,
 // validating, the service call, encoding and writing replies. `--baseline <dir>` (a copy of
 // another version's src/) runs the same against that version, interleaved round by round, so both
-// see the same machine. Prints a table and writes bench/results/client-<date>.json.
+// see the same machine. FERRY_BENCH_PROF=server|client writes that process's CPU profile to
+// prof/; FERRY_BENCH_HEAP_PROF=server samples the server's allocations over the measured part,
+// garbage included (prof/server-<pid>.heapprofile). `--forwarding` puts the service behind a ForwardingService, as a node's
+// server has it (src/cli/node-start.ts). Prints a table and writes bench/results/client-<date>.json.
 import { type ChildProcess, fork } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -20,6 +23,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type * as ClientModule from "../src/client/index.js";
 import type { Reply, Request } from "../src/protocol/api.js";
+import type * as ForwarderModule from "../src/server/forwarder.js";
 import type * as ServerModule from "../src/server/index.js";
 
 const { values: options } = parseArgs({
@@ -34,6 +38,7 @@ const { values: options } = parseArgs({
     "body-bytes": { type: "string", default: "256" },
     rounds: { type: "string", default: "3" },
     baseline: { type: "string" },
+    forwarding: { type: "boolean", default: false },
   },
 });
 const SENDS = Number(options.sends);
@@ -73,6 +78,21 @@ function nextMessage(child: ChildProcess | NodeJS.Process, type: ChildMessage["t
   });
 }
 
+// Samples every allocation of the measured part, garbage included (--heap-prof keeps only what
+// is still live at exit); the returned function writes prof/server-<pid>.heapprofile.
+async function startAllocationSampling(): Promise<() => Promise<void>> {
+  const { Session } = await import("node:inspector/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as object);
+  return async () => {
+    const { profile } = (await session.post("HeapProfiler.stopSampling")) as { profile: unknown };
+    mkdirSync("prof", { recursive: true });
+    writeFileSync(join("prof", `server-${process.pid}.heapprofile`), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
 // A leader that has just committed: answers every SEND at once.
 async function runServer(src: string): Promise<void> {
   const { FerryServer } = (await import(pathToFileURL(join(src, "server", "index.ts")).href)) as typeof ServerModule;
@@ -85,13 +105,20 @@ async function runServer(src: string): Promise<void> {
       throw new Error(`unexpected ${request.op}`);
     },
   };
-  const server = await FerryServer.start({ port: 0, service, log: () => {} });
+  let served: ServerModule.Service = service;
+  if (options.forwarding) {
+    const { ForwardingService } = (await import(pathToFileURL(join(src, "server", "forwarder.ts")).href)) as typeof ForwarderModule;
+    served = new ForwardingService(service, { proof: "bench", name: "bench" });
+  }
+  const server = await FerryServer.start({ port: 0, service: served, log: () => {} });
   post({ type: "listening", port: server.address().port });
   await nextMessage(process, "start");
+  const heapProfile = process.env.FERRY_BENCH_HEAP_PROF === "server" ? await startAllocationSampling() : undefined;
   const cpuStart = cpuUsNow();
   const writesStart = server.stats.socketWrites;
   const startMs = performance.now();
   await nextMessage(process, "stop");
+  await heapProfile?.();
   post({ type: "done", cpuUs: cpuUsNow() - cpuStart, wallMs: performance.now() - startMs, socketWrites: server.stats.socketWrites - writesStart });
   await server.close();
   process.exit(0);
@@ -126,6 +153,7 @@ function spawn(role: "server" | "client", src: string, port = 0): ChildProcess {
   const self = fileURLToPath(import.meta.url);
   const args = ["--role", role, "--src", src, "--port", String(port)];
   for (const name of ["sends", "warmup", "connections", "window", "body-bytes"] as const) args.push(`--${name}`, String(options[name]));
+  if (options.forwarding) args.push("--forwarding");
   return fork(self, args, { execArgv: ["--import", "tsx", ...(process.env.FERRY_BENCH_PROF === role ? ["--cpu-prof", "--cpu-prof-dir=prof"] : [])] });
 }
 
@@ -174,14 +202,14 @@ async function main(): Promise<void> {
       rows.push(row);
     }
   }
-  console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies`);
+  console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies${options.forwarding ? ", behind a ForwardingService" : ""}`);
   console.table(rows);
   const date = new Date().toISOString().slice(0, 10);
   mkdirSync(join("bench", "results"), { recursive: true });
   const file = join("bench", "results", `client-${date}.json`);
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, rows }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, forwarding: options.forwarding, rows }, null, 2)}\n`,
   );
   console.log(`wrote ${file}`);
 }

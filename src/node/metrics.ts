@@ -20,20 +20,29 @@ export class NodeMetrics {
   readonly commandsProposed = new Counter({ name: "ferry_commands_proposed_total", help: "client commands proposed (many per entry)", registers: [this.registry] });
   readonly entriesApplied = new Counter({ name: "ferry_entries_applied_total", help: "entries applied to the state machine", registers: [this.registry] });
   readonly applySeconds = new Histogram({ name: "ferry_apply_seconds", help: "time to apply the committed entries of one Ready", buckets: LATENCY_BUCKETS_SECONDS, registers: [this.registry] });
-  readonly requests = new Counter({ name: "ferry_requests_total", help: "client requests executed by this node", labelNames: ["op", "outcome"], registers: [this.registry] });
+  // Counted in plain numbers per request (requestCounts) and handed to prom-client when scraped:
+  // a prom-client inc() hashes and validates its labels and allocates on every call.
+  readonly requests = new Counter({
+    name: "ferry_requests_total",
+    help: "client requests executed by this node",
+    labelNames: ["op", "outcome"],
+    registers: [this.registry],
+    collect: () => this.publishRequestCounts(),
+  });
   readonly snapshots = new Counter({ name: "ferry_snapshots_total", help: "snapshots taken (made) or installed (received)", labelNames: ["kind"], registers: [this.registry] });
 
-  // ferry_requests_total's children by op and outcome: labels are hashed once, not per request.
-  private readonly requestCounters = new Map<string, { inc(): void }>();
+  // ferry_requests_total by op, then outcome: totals since the node started.
+  private readonly requestCounts = new Map<string, Map<string, number>>();
 
   countRequest(op: string, outcome: string): void {
-    const key = `${op} ${outcome}`;
-    let counter = this.requestCounters.get(key);
-    if (counter === undefined) {
-      counter = this.requests.labels({ op, outcome });
-      this.requestCounters.set(key, counter);
-    }
-    counter.inc();
+    let byOutcome = this.requestCounts.get(op);
+    if (byOutcome === undefined) this.requestCounts.set(op, (byOutcome = new Map()));
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+  }
+
+  private publishRequestCounts(): void {
+    this.requests.reset();
+    for (const [op, byOutcome] of this.requestCounts) for (const [outcome, count] of byOutcome) this.requests.inc({ op, outcome }, count);
   }
 
   constructor(source: MetricsSource, nodeId: number) {

@@ -142,37 +142,55 @@ export class FerryNode {
 
   // ---- client requests ----
 
-  async execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+  // Not async: a SEND on the leader goes from here to the proposal queue synchronously, and its
+  // answer reaches the caller through one promise reaction (the metrics count), not a chain of
+  // async frames. Anything thrown on the way becomes a rejection, as from an async function.
+  execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+    let answer: Promise<Reply>;
     try {
-      const reply = await this.executeRequest(request, session, signal);
-      this.metrics.countRequest(request.op, "ok");
-      return reply;
+      answer = this.executeRequest(request, session, signal);
     } catch (error) {
-      this.metrics.countRequest(request.op, error instanceof FerryError ? error.code : "INTERNAL");
-      throw error;
+      answer = Promise.reject(error);
     }
+    const op = request.op;
+    return answer.then(
+      (reply) => {
+        this.metrics.countRequest(op, "ok");
+        return reply;
+      },
+      (error: unknown) => {
+        this.metrics.countRequest(op, error instanceof FerryError ? error.code : "INTERNAL");
+        throw error;
+      },
+    );
   }
 
-  private async executeRequest(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+  // May throw synchronously (execute turns that into a rejection).
+  private executeRequest(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
     if (this.stopped) throw new FerryError("SHUTTING_DOWN", "this node is stopping; retry on another node");
     switch (request.op) {
       case "status":
-        return this.status();
+        return Promise.resolve(this.status());
       case "list":
-        return (await this.list(request, signal)) as Reply;
+        return this.list(request, signal) as Promise<Reply>;
       case "cluster":
         return this.cluster(request);
       case "receive":
         return this.receiveWaiting(request, session, signal);
       case "send":
-        return (await this.propose(toBrokerCommand(request, session), signal, request.after)) as Reply;
+        return this.propose(toBrokerCommand(request, session), signal, request.after) as Promise<Reply>;
       default:
-        return (await this.propose(toBrokerCommand(request, session), signal)) as Reply;
+        return this.propose(toBrokerCommand(request, session), signal) as Promise<Reply>;
     }
   }
 
-  private async propose(command: BrokerCommand, signal?: AbortSignal, after?: bigint): Promise<BrokerResult> {
-    if (this.leader === 0) await this.waitForLeader(signal);
+  // May throw synchronously when a leader is known (callers turn that into a rejection).
+  private propose(command: BrokerCommand, signal?: AbortSignal, after?: bigint): Promise<BrokerResult> {
+    if (this.leader === 0) return this.waitForLeader(signal).then(() => this.proposeAsLeader(command, signal, after));
+    return this.proposeAsLeader(command, signal, after);
+  }
+
+  private proposeAsLeader(command: BrokerCommand, signal?: AbortSignal, after?: bigint): Promise<BrokerResult> {
     this.requireLeader();
     if (after !== undefined) this.observeCausalToken(after);
     return this.enqueue(command, signal);
@@ -213,24 +231,7 @@ export class FerryNode {
   private enqueue(command: BrokerCommand, signal?: AbortSignal): Promise<BrokerResult> {
     if (signal?.aborted) return Promise.reject(new FerryError("TIMEOUT", "aborted by the caller before it was proposed"));
     return new Promise<BrokerResult>((resolve, reject) => {
-      let settled = false;
-      const pending: Pending = {
-        command,
-        bytes: commandBytes(command),
-        deadlineMs: Date.now() + this.config.requestTimeoutMs,
-        settle: (result) => {
-          if (settled) return;
-          settled = true;
-          if (result.ok === false) reject(new FerryError(result.code, result.message));
-          else resolve(result);
-        },
-        fail: (error) => {
-          if (settled) return;
-          settled = true;
-          reject(error);
-        },
-      };
-      this.queue.push(pending);
+      this.queue.push(new PendingCommand(command, Date.now() + this.config.requestTimeoutMs, resolve, reject));
       this.schedule();
     });
   }
@@ -756,6 +757,34 @@ export class FerryNode {
 // (replies travel on our own outbound connection), so until then it dials every known member.
 function peersToDial(selfId: number, book: AddressBook, members: number[]): Map<number, string> {
   return book.peersOf(selfId, members.length > 0 ? members : book.all().map((member) => member.id));
+}
+
+// A request waiting for its entry: settles its promise once (the first of settle, fail wins).
+class PendingCommand implements Pending {
+  readonly bytes: number;
+  private settled = false;
+
+  constructor(
+    readonly command: BrokerCommand,
+    readonly deadlineMs: number,
+    private readonly resolve: (result: BrokerResult) => void,
+    private readonly reject: (error: Error) => void,
+  ) {
+    this.bytes = commandBytes(command);
+  }
+
+  settle(result: BrokerResult): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (result.ok === false) this.reject(new FerryError(result.code, result.message));
+    else this.resolve(result);
+  }
+
+  fail(error: FerryError): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(error);
+  }
 }
 
 function commandBytes(command: BrokerCommand): number {

@@ -9,6 +9,7 @@
 // bigint. The decoder is resumable (feed it any split of the byte stream) and enforces the frame
 // size limit before buffering a frame, so a hostile length cannot make it allocate.
 import { Packr, RESERVE_START_SPACE } from "msgpackr";
+import { readPayload } from "./frame-reader.js";
 
 export const BINARY_PREAMBLE = Uint8Array.from([0x00, 0x46, 0x52, 0x59, 0x01]); // \0 F R Y v1
 export const FRAME_HEADER_BYTES = 4;
@@ -20,7 +21,13 @@ export function encodePayload(value: unknown): Buffer {
   return packr.pack(value);
 }
 
+// The common shapes go through frame-reader.ts (same result, less work); the rest through msgpackr.
 export function decodePayload(payload: Uint8Array): unknown {
+  // Bin values are views of the payload's kind: the fast reader makes Buffer views only.
+  return Buffer.isBuffer(payload) ? readPayload(payload, unpackWithMsgpackr) : packr.unpack(payload);
+}
+
+function unpackWithMsgpackr(payload: Buffer): unknown {
   return packr.unpack(payload);
 }
 
@@ -40,7 +47,10 @@ export class FrameTooLargeError extends Error {
 // it throws FrameTooLargeError when a header announces more than frameBytesMax (framing is then
 // lost: the caller must close the connection).
 export class FrameDecoder {
+  // Unconsumed input: buffered[0] from `offset` on, then the later chunks whole. Consuming moves
+  // `offset` rather than slicing, so a frame costs one view (its payload) however many share a read.
   private buffered: Buffer[] = [];
+  private offset = 0;
   private bufferedBytes = 0;
 
   constructor(private readonly frameBytesMax: number = FRAME_BYTES_MAX_DEFAULT) {}
@@ -51,43 +61,57 @@ export class FrameDecoder {
 
   push(chunk: Uint8Array): Buffer[] {
     if (chunk.length > 0) {
-      this.buffered.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      this.buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
       this.bufferedBytes += chunk.length;
     }
     const frames: Buffer[] = [];
-    for (;;) {
-      if (this.bufferedBytes < FRAME_HEADER_BYTES) break;
-      const head = this.peek(FRAME_HEADER_BYTES);
-      const length = head.readUInt32BE(0);
+    while (this.bufferedBytes >= FRAME_HEADER_BYTES) {
+      const length = this.peekLength();
       if (length > this.frameBytesMax) {
         throw new FrameTooLargeError(`frame of ${length} bytes exceeds the limit of ${this.frameBytesMax}`);
       }
       if (this.bufferedBytes < FRAME_HEADER_BYTES + length) break;
-      this.take(FRAME_HEADER_BYTES);
+      this.skip(FRAME_HEADER_BYTES);
       frames.push(this.take(length));
     }
     return frames;
   }
 
-  private peek(count: number): Buffer {
+  private peekLength(): number {
     const first = this.buffered[0]!;
-    if (first.length >= count) return first.subarray(0, count);
-    return Buffer.concat(this.buffered).subarray(0, count);
+    if (first.length - this.offset >= FRAME_HEADER_BYTES) return first.readUInt32BE(this.offset);
+    this.joinFirst(FRAME_HEADER_BYTES);
+    return this.buffered[0]!.readUInt32BE(0);
+  }
+
+  // Makes buffered[0] hold at least `count` unconsumed bytes (count <= bufferedBytes).
+  private joinFirst(count: number): void {
+    const first = this.buffered[0]!;
+    if (first.length - this.offset >= count) return;
+    const joined = Buffer.concat([first.subarray(this.offset), ...this.buffered.slice(1)]);
+    this.buffered = [joined];
+    this.offset = 0;
+  }
+
+  private skip(count: number): void {
+    this.joinFirst(count);
+    this.consume(count);
   }
 
   private take(count: number): Buffer {
-    const first = this.buffered[0]!;
-    let out: Buffer;
-    if (first.length >= count) {
-      out = first.subarray(0, count);
-      if (first.length === count) this.buffered.shift();
-      else this.buffered[0] = first.subarray(count);
-    } else {
-      const all = Buffer.concat(this.buffered);
-      out = all.subarray(0, count);
-      this.buffered = all.length > count ? [all.subarray(count)] : [];
-    }
-    this.bufferedBytes -= count;
+    this.joinFirst(count);
+    const out = this.buffered[0]!.subarray(this.offset, this.offset + count);
+    this.consume(count);
     return out;
+  }
+
+  // buffered[0] holds at least `count` unconsumed bytes.
+  private consume(count: number): void {
+    this.offset += count;
+    this.bufferedBytes -= count;
+    if (this.offset === this.buffered[0]!.length) {
+      this.buffered.shift();
+      this.offset = 0;
+    }
   }
 }

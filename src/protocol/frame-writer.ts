@@ -14,6 +14,10 @@ import { encodeFrame, FRAME_HEADER_BYTES } from "./binary.js";
 
 export const FRAME_WRITER_CHUNK_BYTES_DEFAULT = 64 * 1024;
 
+const int64Scratch = new BigInt64Array(1);
+const int64ScratchBytes = new Uint8Array(int64Scratch.buffer);
+const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
 class UnsupportedValue extends Error {}
 const unsupported = new UnsupportedValue("value kind not written by FrameWriter");
 
@@ -170,13 +174,23 @@ export class FrameWriter {
     this.ensure(9);
     if (value < 0x8000000000000000n && value >= -0x8000000000000000n) {
       this.buffer[this.position++] = 0xd3;
-      this.position = this.buffer.writeBigInt64BE(value, this.position);
+      this.writeInt64Bits(value);
     } else if (value < 0x10000000000000000n && value > 0n) {
       this.buffer[this.position++] = 0xcf;
-      this.position = this.buffer.writeBigUInt64BE(value, this.position);
+      this.writeInt64Bits(value);
     } else {
       throw unsupported;
     }
+  }
+
+  // The low 64 bits of value, big-endian. Through a typed array: Buffer's writeBig(U)Int64BE
+  // allocates intermediate bigints, and every SEND reply carries a timestamp.
+  private writeInt64Bits(value: bigint): void {
+    int64Scratch[0] = value; // stored modulo 2^64: a uint64 above 2^63 keeps its bits
+    const buffer = this.buffer;
+    const at = this.position;
+    for (let index = 0; index < 8; index++) buffer[at + index] = int64ScratchBytes[HOST_LITTLE_ENDIAN ? 7 - index : index]!;
+    this.position = at + 8;
   }
 
   private writeString(value: string): void {

@@ -14,7 +14,7 @@ import type { Reply, Request } from "../protocol/api.js";
 import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
 import type { ErrorCode } from "../protocol/errors.js";
 import { FrameWriter } from "../protocol/frame-writer.js";
-import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
+import { checkedReply, Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
 
 // Request ids are unsigned integers below 2^32; 0 is reserved for errors not tied to a request.
@@ -154,13 +154,35 @@ export class BinaryConnection extends Connection {
       return;
     }
     this.ridsInFlight.add(rid);
-    void this.run(rid, request);
+    this.run(rid, request);
   }
 
-  private async run(rid: number, request: Request): Promise<void> {
-    const outcome = await this.execute(request);
+  // One promise reaction per request between the service's answer and the reply frame.
+  private run(rid: number, request: Request): void {
+    this.call(request).then(
+      (reply) => {
+        let checked: Reply;
+        try {
+          checked = checkedReply(request, reply);
+        } catch (error) {
+          this.finishRequest(rid, outcomeOfError(error, this.context.log));
+          return;
+        }
+        this.ridsInFlight.delete(rid);
+        this.sendReply(rid, checked);
+        this.afterReply();
+      },
+      (error: unknown) => this.finishRequest(rid, outcomeOfError(error, this.context.log)),
+    );
+  }
+
+  private finishRequest(rid: number, outcome: Outcome): void {
     this.ridsInFlight.delete(rid);
     this.sendOutcome(rid, outcome);
+    this.afterReply();
+  }
+
+  private afterReply(): void {
     if (this.queue.length > 0) this.pump();
     else this.updateFlow();
   }

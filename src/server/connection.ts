@@ -68,6 +68,14 @@ export function outcomeOfError(error: unknown, log: (line: string) => void): Out
   return { ok: false, code: "INTERNAL", message: "internal error (logged on the node)" };
 }
 
+// The reply, when the service answered with an ok reply; throws otherwise (an INTERNAL error).
+export function checkedReply(request: Request, reply: Reply): Reply {
+  if (typeof reply !== "object" || reply === null || reply.ok !== true) {
+    throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
+  }
+  return reply;
+}
+
 export abstract class Connection {
   // Replaced, never mutated, when HELLO changes it: a request under way keeps the session it
   // started with, without a copy per request.
@@ -175,16 +183,21 @@ export abstract class Connection {
   }
 
   protected async execute(request: Request): Promise<Outcome> {
+    try {
+      return { ok: true, reply: checkedReply(request, await this.call(request)) };
+    } catch (error) {
+      return outcomeOfError(error, this.context.log);
+    }
+  }
+
+  // Hands the request to the service: its promise, rejected (not thrown) on any failure.
+  protected call(request: Request): Promise<Reply> {
     this.context.stats.requestsExecuted += 1;
     try {
       // this.session is replaced, not changed, by a later HELLO: no copy needed.
-      const reply = await this.context.service.execute(request, this.session, this.signal);
-      if (typeof reply !== "object" || reply === null || reply.ok !== true) {
-        throw new Error(`the service answered ${request.op} with ${JSON.stringify(reply)?.slice(0, 200)}, not an ok reply`);
-      }
-      return { ok: true, reply };
+      return this.context.service.execute(request, this.session, this.signal);
     } catch (error) {
-      return outcomeOfError(error, this.context.log);
+      return Promise.reject(error);
     }
   }
 
