@@ -44,6 +44,7 @@ import {
   decodeIndex,
   decodeMessage,
   decodeMeta,
+  decodePendingIds,
   decodeState,
   decodeIdRecord,
   dedupeListKey,
@@ -52,6 +53,7 @@ import {
   encodeIndex,
   encodeMessage,
   encodeMeta,
+  encodePendingIds,
   encodeState,
   encodeIdRecord,
   expiryKey,
@@ -59,6 +61,7 @@ import {
   type IdHolder,
   type IdRecord,
   idRecordKey,
+  isPendingBatchTag,
   MESSAGE,
   META,
   type MailboxMeta,
@@ -68,6 +71,7 @@ import {
   ORDER,
   orderKey,
   PENDING,
+  pendingBatchTag,
   pendingKey,
   READY,
   readU64Key,
@@ -152,6 +156,8 @@ export class Broker {
   private index = 0;
   private nowMs = 0;
   private messagesInEntry = 0;
+  // Pending batch keys this entry wrote (their tags number them).
+  private pendingBatchesInEntry = 0;
   private commandTimestamp = 0n;
   // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
   private dedupeIdsInEntry = new Set<string>();
@@ -178,6 +184,7 @@ export class Broker {
     this.index = index;
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
+    this.pendingBatchesInEntry = 0;
     this.dedupeIdsInEntry = new Set();
     this.idRecords.clear();
     try {
@@ -278,10 +285,27 @@ export class Broker {
     return mailboxes;
   }
 
+  // Skips stale pending entries (ids acked, NACKed or extended since) by reading their state
+  // records, at most promoteMax ids; past that it answers the time of the key it stopped at, which
+  // may be early: the waiter's RECEIVE then consumes every key due by that time, so each early
+  // wake-up removes at least promoteMax stale ids (no busy loop).
   nextVisibleAt(mailbox: string): bigint | undefined {
     const prefix = mailboxPrefix(PENDING, mailbox);
-    const [first] = this.kv.scan(prefix, prefixEnd(prefix), 1);
-    return first === undefined ? undefined : msTimestamp(readU64Key(first.key, prefix.length));
+    const end = prefixEnd(prefix);
+    let budget = this.config.promoteMax;
+    let start = prefix;
+    for (;;) {
+      const entries = this.kv.scan(start, end, SCAN_BATCH);
+      for (const entry of entries) {
+        const visibleAtMs = readU64Key(entry.key, prefix.length);
+        if (!isPendingBatchTag(entry.key, prefix.length + U64_LENGTH)) return msTimestamp(visibleAtMs);
+        for (const id of decodePendingIds(entry.value)) {
+          if (budget-- <= 0 || this.pendingEntry(mailbox, id, visibleAtMs) !== undefined) return msTimestamp(visibleAtMs);
+        }
+      }
+      if (entries.length < SCAN_BATCH) return undefined;
+      start = `${entries[entries.length - 1]!.key}\x00`;
+    }
   }
 
   snapshot(): { index: number; chunks: Iterable<Uint8Array> } {
@@ -530,6 +554,7 @@ export class Broker {
     const visibilityMs = command.visibilityMs ?? this.mailboxConfig(mailbox).visibilityMs;
     this.promote(mailbox);
     const messages: DeliveredMessage[] = [];
+    const visibleAtMs = this.nowMs + visibilityMs;
     // Log-ordered ready messages: those that came back (ready index) merged by seq with the fresh
     // records after the cursor. Records the cursor passes without leasing them (held, delayed or
     // sender-ordered at SEND) are tracked by the pending and ready indexes.
@@ -564,7 +589,7 @@ export class Broker {
         break;
       }
       if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
-      else messages.push(this.lease(mailbox, held, message!, visibilityMs));
+      else messages.push(this.lease(mailbox, held, message!, visibleAtMs));
     }
     // Then sender-ordered ready messages, by sender time.
     const senderPrefix = readyPrefix + SENDER_READY_MARK;
@@ -577,9 +602,10 @@ export class Broker {
         const message = this.load(mailbox, seq);
         const held = this.stateOf(mailbox, seq, message);
         if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
-        else messages.push(this.lease(mailbox, held, message, visibilityMs));
+        else messages.push(this.lease(mailbox, held, message, visibleAtMs));
       }
     }
+    if (messages.length > 0) this.writePendingBatch(mailbox, visibleAtMs, messages.map((message) => message.id));
     return { ok: true, messages };
   }
 
@@ -588,38 +614,80 @@ export class Broker {
     this.dirtyMailboxes.add(mailbox);
   }
 
-  private lease(mailbox: string, held: Held, message: StoredMessage, visibilityMs: number): DeliveredMessage {
+  // The caller writes the pending batch key of what it leased (writePendingBatch).
+  private lease(mailbox: string, held: Held, message: StoredMessage, visibleAtMs: number): DeliveredMessage {
     assert(held.state === STATE_READY, "only a ready message is leased");
     if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, held.seq, held.senderTime));
     held.deliveries++;
     held.state = STATE_LEASED;
-    held.visibleAtMs = this.nowMs + visibilityMs;
-    this.kv.put(pendingKey(mailbox, held.visibleAtMs, held.seq), keyToBytes(held.id));
+    held.visibleAtMs = visibleAtMs;
     this.writeState(mailbox, held);
     return delivered(mailbox, message, held.deliveries);
   }
 
-  // Makes leased and delayed messages whose time has come ready again (at most promoteMax per
-  // RECEIVE), dead-lettering those released after their last allowed delivery.
+  // Makes leased and delayed messages whose time has come ready again, dead-lettering those
+  // released after their last allowed delivery. Walks the due pending keys in key order and
+  // examines at most promoteMax ids per RECEIVE, stale ones included (a key cut short is written
+  // back with the ids not examined). The messages found are handled in (visibleAt, seq) order,
+  // which fixes the order of dead letters whatever keys they were listed in.
   private promote(mailbox: string): void {
     const prefix = mailboxPrefix(PENDING, mailbox);
-    const due = this.kv.scan(prefix, prefix + u64Key(this.nowMs + 1), this.config.promoteMax);
-    for (const entry of due) {
-      const seq = entry.key.slice(prefix.length + U64_LENGTH);
-      const held = this.pendingState(mailbox, seq, bytesToKey(entry.value));
+    const end = prefix + u64Key(this.nowMs + 1);
+    const found: Held[] = [];
+    const seen = new Set<string>();
+    let budget = this.config.promoteMax;
+    while (budget > 0) {
+      const due = this.kv.scan(prefix, end, Math.min(budget, SCAN_BATCH));
+      for (const entry of due) {
+        if (budget <= 0) break;
+        const visibleAtMs = readU64Key(entry.key, prefix.length);
+        let held: Held | undefined;
+        if (!isPendingBatchTag(entry.key, prefix.length + U64_LENGTH)) {
+          budget--;
+          this.kv.delete(entry.key);
+          held = this.sendPendingState(mailbox, entry.key.slice(prefix.length + U64_LENGTH), bytesToKey(entry.value), visibleAtMs);
+          if (held !== undefined && !seen.has(held.id)) {
+            seen.add(held.id);
+            found.push(held);
+          }
+          continue;
+        }
+        const ids = decodePendingIds(entry.value);
+        const examined = Math.min(ids.length, budget);
+        budget -= examined;
+        if (examined < ids.length) this.kv.put(entry.key, encodePendingIds(ids.slice(examined)));
+        else this.kv.delete(entry.key);
+        for (let i = 0; i < examined; i++) {
+          const id = ids[i]!;
+          if (seen.has(id)) continue;
+          held = this.pendingEntry(mailbox, id, visibleAtMs);
+          if (held === undefined) continue;
+          seen.add(id);
+          found.push(held);
+        }
+      }
+      if (due.length < SCAN_BATCH) break;
+    }
+    if (found.length > 1) found.sort((a, b) => a.visibleAtMs - b.visibleAtMs || (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+    for (const held of found) {
       if (!isLive(held, this.nowMs)) this.expire(mailbox, held);
       else if (held.state === STATE_LEASED && this.exhausted(mailbox, held)) this.deadLetter(mailbox, held, "max-deliveries");
       else this.makeReady(mailbox, held);
     }
   }
 
+  // One pending key for the ids a command leased or moved to `visibleAtMs`.
+  private writePendingBatch(mailbox: string, visibleAtMs: number, ids: string[]): void {
+    this.kv.put(pendingKey(mailbox, visibleAtMs, pendingBatchTag(this.index, this.pendingBatchesInEntry++)), encodePendingIds(ids));
+  }
+
   private exhausted(mailbox: string, held: Held): boolean {
     return !isDeadLetterMailbox(mailbox) && held.deliveries >= this.mailboxConfig(mailbox).deliveriesMax;
   }
 
+  // Its pending entry is left stale (promote deleted it already, when it came due).
   private makeReady(mailbox: string, held: Held): void {
     assert(held.state !== STATE_READY, "only a pending message becomes ready");
-    this.kv.delete(pendingKey(mailbox, held.visibleAtMs, held.seq));
     held.state = STATE_READY;
     held.visibleAtMs = 0;
     this.kv.put(readyKey(mailbox, held.seq, held.senderTime), EMPTY);
@@ -694,6 +762,7 @@ export class Broker {
       (command.delayMs === undefined ? undefined : integerProblem("delayMs", command.delayMs, 0, this.config.delayMsMax));
     if (problem !== undefined) return problem;
     const delayMs = command.delayMs ?? 0;
+    const delayed: string[] = [];
     let count = 0;
     for (const id of command.ids) {
       const held = this.leased(command.mailbox, id);
@@ -701,8 +770,9 @@ export class Broker {
       count++;
       if (this.exhausted(command.mailbox, held)) this.deadLetter(command.mailbox, held, "max-deliveries");
       else if (delayMs === 0) this.makeReady(command.mailbox, held);
-      else this.movePending(command.mailbox, held, STATE_DELAYED, this.nowMs + delayMs);
+      else delayed.push(this.movePending(command.mailbox, held, STATE_DELAYED, this.nowMs + delayMs));
     }
+    if (delayed.length > 0) this.writePendingBatch(command.mailbox, this.nowMs + delayMs, delayed);
     return { ok: true, count };
   }
 
@@ -710,22 +780,23 @@ export class Broker {
     const problem =
       this.idsCommandProblem(command) ?? integerProblem("visibilityMs", command.visibilityMs, 1, this.config.visibilityMsMax);
     if (problem !== undefined) return problem;
-    let count = 0;
+    const moved: string[] = [];
     for (const id of command.ids) {
       const held = this.leased(command.mailbox, id);
       if (held === undefined) continue;
-      this.movePending(command.mailbox, held, STATE_LEASED, this.nowMs + command.visibilityMs);
-      count++;
+      moved.push(this.movePending(command.mailbox, held, STATE_LEASED, this.nowMs + command.visibilityMs));
     }
-    return { ok: true, count };
+    if (moved.length > 0) this.writePendingBatch(command.mailbox, this.nowMs + command.visibilityMs, moved);
+    return { ok: true, count: moved.length };
   }
 
-  private movePending(mailbox: string, held: Held, state: StateCode, visibleAtMs: number): void {
-    this.kv.delete(pendingKey(mailbox, held.visibleAtMs, held.seq));
+  // Moves a leased message to a new visibleAt; the caller lists the returned id in one pending
+  // batch key for the command, and the old entry goes stale.
+  private movePending(mailbox: string, held: Held, state: StateCode, visibleAtMs: number): string {
     held.state = state;
     held.visibleAtMs = visibleAtMs;
-    this.kv.put(pendingKey(mailbox, visibleAtMs, held.seq), keyToBytes(held.id));
     this.writeState(mailbox, held);
+    return held.id;
   }
 
   // PURGE / DELETE / settings -----------------------------------------------------------------
@@ -884,13 +955,24 @@ export class Broker {
     return freshState(seq, message);
   }
 
-  // The state of a message in the pending index (whose value is the message's id).
-  private pendingState(mailbox: string, seq: string, id: string): Held {
+  // The message a per-message pending key (tag = seq, value = id) names: hidden since its SEND
+  // (no state record), or, in a store written before batch keys, a pending state record (a stale
+  // one, which such stores may hold, is skipped).
+  private sendPendingState(mailbox: string, seq: string, id: string, visibleAtMs: number): Held | undefined {
     const value = this.kv.get(stateKey(mailbox, id));
     if (value === undefined) return freshState(seq, this.load(mailbox, seq));
     const held: Held = { ...decodeState(value), id, stored: true };
-    assert(held.seq === seq, `the state record of ${id} in ${mailbox} is its pending message's`);
-    return held;
+    return held.seq === seq && held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
+  }
+
+  // The message with this id when a batch key's entry at `visibleAtMs` is current: its state
+  // record is leased or delayed until exactly then. Otherwise (acked, removed, NACKed, extended,
+  // leased again since) the entry is stale: undefined.
+  private pendingEntry(mailbox: string, id: string, visibleAtMs: number): Held | undefined {
+    const value = this.kv.get(stateKey(mailbox, id));
+    if (value === undefined) return undefined;
+    const held: Held = { ...decodeState(value), id, stored: true };
+    return held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
   }
 
   private writeState(mailbox: string, held: Held): void {
@@ -931,8 +1013,11 @@ export class Broker {
     if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
     const seq = held.seq;
     this.kv.delete(messageKey(mailbox, seq));
-    if (held.state !== STATE_READY) this.kv.delete(pendingKey(mailbox, held.visibleAtMs, seq));
-    else if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, seq, held.senderTime));
+    // A pending message with a state record is listed in a batch key, left stale; one hidden
+    // since its SEND has a key of its own.
+    if (held.state !== STATE_READY) {
+      if (!held.stored) this.kv.delete(pendingKey(mailbox, held.visibleAtMs, seq));
+    } else if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, seq, held.senderTime));
     if (held.stored) this.kv.delete(stateKey(mailbox, held.id));
     if (held.expiresAtMs > 0) this.kv.delete(expiryKey(held.expiresAtMs, mailbox, seq));
     if (held.senderTime !== undefined) {
@@ -950,6 +1035,7 @@ export class Broker {
     for (const mailbox of this.dirtyMailboxes) {
       const meta = this.mailboxes.get(mailbox);
       assert(meta !== undefined, "a dirty mailbox is known");
+      if (meta.messages === 0) this.dropPendingKeys(mailbox);
       if (meta.messages === 0 && meta.config === undefined) {
         assert(meta.bytes === 0, "an empty mailbox holds no bytes");
         this.mailboxes.delete(mailbox);
@@ -960,6 +1046,18 @@ export class Broker {
     }
     this.dirtyMailboxes.clear();
     if (!this.metaPerCommit) this.writeMeta();
+  }
+
+  // An empty mailbox's pending keys are all stale: drop them, so that a mailbox nobody receives
+  // from again keeps none (each key is deleted once: amortized over the commands that wrote them).
+  private dropPendingKeys(mailbox: string): void {
+    const prefix = mailboxPrefix(PENDING, mailbox);
+    const end = prefixEnd(prefix);
+    for (;;) {
+      const entries = this.kv.scan(prefix, end, SCAN_BATCH);
+      for (const entry of entries) this.kv.delete(entry.key);
+      if (entries.length < SCAN_BATCH) return;
+    }
   }
 
   // Inside a transaction (the apply's, or the KV's group right before it commits). The counters

@@ -11,8 +11,16 @@
 //   "\x03" name "\x00" seq                    ready index: messages that came back (NACK, lease
 //                                             expiry, delay ended), in log order ...
 //   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered ready messages by sender time
-//   "\x04" name "\x00" visibleAtMs seq        pending index: leased or delayed until visibleAtMs
-//                                             (value: the message id, to find its state record)
+//   "\x04" name "\x00" visibleAtMs seq        pending index, a message hidden at SEND (delayed, or held
+//                                             for its reorder window) until visibleAtMs; value: its id.
+//                                             Deleted when it comes due or the message is removed.
+//   "\x04" name "\x00" visibleAtMs batch      pending index, the ids one RECEIVE leased (or one NACK
+//                                             with delay / EXTEND moved) until visibleAtMs; value: the
+//                                             ids joined by "\x00". batch = entry index (8 bytes) and
+//                                             0x80000000 + the number of the key in the entry (4 bytes),
+//                                             so it never equals a seq. Entries go stale (ACK, NACK,
+//                                             EXTEND, removal leave them): an id is current only while
+//                                             its state record is pending with this visibleAtMs.
 //   "\x05" name "\x00" id                     state record: state, deliveries, lease end / not-before,
 //                                             and what removal needs (seq, expiry, bytes, sender
 //                                             time); exists from the first lease (or the end of a
@@ -97,8 +105,11 @@ export function readU64Key(key: string, offset: number): number {
   return value;
 }
 
+// Message numbers stay below 2^31: the top bit marks pending batch tags (pendingBatchTag).
+const BATCH_NUMBER_BASE_SEQ = 0x8000_0000;
+
 export function seqOf(index: number, number: number): string {
-  assert(number >= 0 && number <= 0xffffffff, "message number within an entry fits 32 bits");
+  assert(number >= 0 && number < BATCH_NUMBER_BASE_SEQ, "message number within an entry fits 31 bits");
   return (
     u64Key(index) +
     String.fromCharCode((number >>> 24) & 0xff, (number >>> 16) & 0xff, (number >>> 8) & 0xff, number & 0xff)
@@ -128,8 +139,49 @@ export const messageKey = (mailbox: string, seq: string): string => `${MESSAGE}$
 export const readyKey = (mailbox: string, seq: string, senderTime?: bigint): string =>
   senderTime === undefined ? `${READY}${mailbox}\x00${seq}` : `${READY}${mailbox}\x00${SENDER_READY_MARK}${u64BigKey(senderTime)}${seq}`;
 export const orderKey = (mailbox: string, senderTime: bigint, seq: string): string => `${ORDER}${mailbox}\x00${u64BigKey(senderTime)}${seq}`;
-export const pendingKey = (mailbox: string, visibleAtMs: number, seq: string): string =>
-  `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${seq}`;
+// `tag` is the seq of a message hidden at SEND, or a batch tag (pendingBatchTag).
+export const pendingKey = (mailbox: string, visibleAtMs: number, tag: string): string =>
+  `${PENDING}${mailbox}\x00${u64Key(visibleAtMs)}${tag}`;
+
+const BATCH_NUMBER_BASE = 0x8000_0000;
+export const PENDING_BATCHES_PER_ENTRY_MAX = 0x8000_0000;
+
+// The tag of the `number`th pending batch key written by entry `index`: its 4-byte number has the
+// top bit set, message numbers never do (seqOf), so a batch tag is never a seq.
+export function pendingBatchTag(index: number, number: number): string {
+  assert(number >= 0 && number < PENDING_BATCHES_PER_ENTRY_MAX, "pending batch number fits 31 bits");
+  const tagged = BATCH_NUMBER_BASE + number;
+  return u64Key(index) + String.fromCharCode((tagged >>> 24) & 0xff, (tagged >>> 16) & 0xff, (tagged >>> 8) & 0xff, tagged & 0xff);
+}
+
+// Whether a pending key's tag (the SEQ_LENGTH bytes after visibleAtMs) is a batch tag.
+export function isPendingBatchTag(key: string, tagOffset: number): boolean {
+  return key.charCodeAt(tagOffset + U64_LENGTH) >= 0x80;
+}
+
+// Ids are ASCII without "\x00" (validate.ts), so a batch value is the ids joined by "\x00".
+export function encodePendingIds(ids: string[]): Uint8Array {
+  let size = ids.length - 1;
+  for (const id of ids) size += id.length;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (let i = 0; i < ids.length; i++) {
+    if (i > 0) bytes[at++] = 0;
+    const id = ids[i]!;
+    for (let j = 0; j < id.length; j++) bytes[at++] = id.charCodeAt(j);
+  }
+  return bytes;
+}
+
+const DECODE_CHUNK = 8192;
+
+export function decodePendingIds(value: Uint8Array): string[] {
+  let text = "";
+  for (let at = 0; at < value.length; at += DECODE_CHUNK) {
+    text += String.fromCharCode.apply(null, value.subarray(at, at + DECODE_CHUNK) as unknown as number[]);
+  }
+  return text.split("\x00");
+}
 export const expiryKey = (expiresAtMs: number, mailbox: string, seq: string): string =>
   `${EXPIRY}${u64Key(expiresAtMs)}${mailbox}\x00${seq}`;
 export const stateKey = (mailbox: string, id: string): string => `${STATE}${mailbox}\x00${id}`;

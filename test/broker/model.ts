@@ -23,7 +23,19 @@ interface Message {
 interface Mailbox {
   config: Partial<MailboxConfig> | undefined;
   messages: Message[]; // in seq order
+  hints: PendingHint[];
 }
+// The pending index as docs/broker.md describes it, because promoteMax counts its entries, stale
+// ones included: a message hidden at SEND has a hint of its own (gone with the message); each
+// RECEIVE, NACK with delay and EXTEND lists its ids in one hint that ACK / NACK / EXTEND leave
+// stale. Ordered by (visibleAtMs, tag); a batch tag sorts after the entry's message seqs.
+interface PendingHint {
+  visibleAtMs: number;
+  tag: [number, number];
+  batch: boolean;
+  ids: string[];
+}
+const BATCH_TAG_BASE = 0x8000_0000;
 
 export type ModelResult = Record<string, unknown>;
 
@@ -52,6 +64,7 @@ export class Model {
   nowMs = 0;
   timestamp = 0n;
   counter = 0;
+  batchCounter = 0;
 
   constructor(config?: Partial<BrokerConfig>) {
     this.config = mergeConfig(config);
@@ -66,12 +79,14 @@ export class Model {
     this.timestamp = timestamp;
     this.nowMs = timestampMs(timestamp);
     this.counter = 0;
+    this.batchCounter = 0;
     this.sweep();
     const results = commands.map((command, position) => {
       this.timestamp = timestamp + BigInt(position); // each command's own timestamp
       return this.execute(command);
     });
     for (const [name, mailbox] of this.mailboxes) {
+      if (mailbox.messages.length === 0) mailbox.hints = []; // all stale: dropped
       if (mailbox.messages.length === 0 && mailbox.config === undefined) this.mailboxes.delete(name);
     }
     return results;
@@ -115,7 +130,7 @@ export class Model {
   private mailbox(name: string): Mailbox {
     let mailbox = this.mailboxes.get(name);
     if (mailbox === undefined) {
-      mailbox = { config: undefined, messages: [] };
+      mailbox = { config: undefined, messages: [], hints: [] };
       this.mailboxes.set(name, mailbox);
     }
     return mailbox;
@@ -179,8 +194,10 @@ export class Model {
       if (senderTime !== undefined) visibleAtMs = Math.max(visibleAtMs, timestampMs(senderTime) + settings.reorderWindowMs);
       const hidden = visibleAtMs > this.nowMs;
       this.dropOldest(name, command.body.length);
+      const seq: [number, number] = [this.index, this.counter++];
+      if (hidden) this.mailbox(name).hints.push({ visibleAtMs, tag: seq, batch: false, ids: [id] });
       this.mailbox(name).messages.push({
-        seq: [this.index, this.counter++],
+        seq,
         id,
         sender: command.sender,
         timestamp: this.timestamp,
@@ -250,10 +267,7 @@ export class Model {
     const mailbox = this.mailboxes.get(command.mailbox);
     if (mailbox === undefined) return { ok: true, messages: [] };
     const visibilityMs = command.visibilityMs ?? this.settings(command.mailbox).visibilityMs;
-    const due = mailbox.messages
-      .filter((m) => m.state !== "ready" && m.visibleAtMs <= this.nowMs)
-      .sort((a, b) => a.visibleAtMs - b.visibleAtMs || compareSeq(a.seq, b.seq))
-      .slice(0, this.config.promoteMax);
+    const due = this.dueMessages(mailbox);
     for (const message of due) {
       if (!this.live(message)) this.expire(command.mailbox, message);
       else if (message.state === "leased" && this.exhausted(command.mailbox, message)) this.deadLetter(command.mailbox, message, "max-deliveries");
@@ -284,7 +298,47 @@ export class Model {
       if (message.senderTime !== undefined) out.senderTime = message.senderTime;
       delivered.push(out);
     }
+    if (delivered.length > 0) this.addBatch(mailbox, this.nowMs + visibilityMs, delivered.map((m) => m.id as string));
     return { ok: true, messages: delivered };
+  }
+
+  private addBatch(mailbox: Mailbox, visibleAtMs: number, ids: string[]): void {
+    mailbox.hints.push({ visibleAtMs, tag: [this.index, BATCH_TAG_BASE + this.batchCounter++], batch: true, ids });
+  }
+
+  // The messages whose hints come due, examining at most promoteMax hint ids (stale ones count),
+  // in (visibleAtMs, seq) order. A hint cut short keeps the ids not examined.
+  private dueMessages(mailbox: Mailbox): Message[] {
+    const hints = [...mailbox.hints].sort((a, b) => a.visibleAtMs - b.visibleAtMs || compareSeq(a.tag, b.tag));
+    const kept: PendingHint[] = [];
+    const due = new Set<Message>();
+    let budget = this.config.promoteMax;
+    for (const hint of hints) {
+      if (hint.visibleAtMs > this.nowMs) {
+        kept.push(hint);
+        continue;
+      }
+      if (!hint.batch) {
+        const message = mailbox.messages.find((m) => compareSeq(m.seq, hint.tag) === 0);
+        if (message === undefined) continue; // removed: its hint went with it
+        if (budget <= 0) kept.push(hint);
+        else {
+          budget--;
+          due.add(message);
+        }
+        continue;
+      }
+      const examined = Math.min(hint.ids.length, Math.max(budget, 0));
+      budget -= examined;
+      if (examined < hint.ids.length) kept.push({ ...hint, ids: hint.ids.slice(examined) });
+      for (const id of hint.ids.slice(0, examined)) {
+        const message = mailbox.messages.find((m) => m.id === id);
+        // Current only while the message is pending until exactly this time (and was leased).
+        if (message !== undefined && message.state !== "ready" && message.visibleAtMs === hint.visibleAtMs && message.deliveries > 0) due.add(message);
+      }
+    }
+    mailbox.hints = kept;
+    return [...due].sort((a, b) => a.visibleAtMs - b.visibleAtMs || compareSeq(a.seq, b.seq));
   }
 
   private release(command: BrokerCommand & { op: "ack" | "nack" | "extend" }): ModelResult {
@@ -297,12 +351,16 @@ export class Model {
     if (command.op === "nack" && command.delayMs !== undefined && !isInt(command.delayMs, 0, this.config.delayMsMax)) return error("INVALID");
     if (command.op === "extend" && !isInt(command.visibilityMs, 1, this.config.visibilityMsMax)) return error("INVALID");
     let count = 0;
+    const moved: string[] = [];
     for (const id of command.ids) {
       const message = this.mailboxes.get(command.mailbox)?.messages.find((m) => m.id === id);
       if (message === undefined || message.state !== "leased" || message.visibleAtMs <= this.nowMs || !this.live(message)) continue;
       count++;
       if (command.op === "ack") this.remove(command.mailbox, message);
-      else if (command.op === "extend") message.visibleAtMs = this.nowMs + command.visibilityMs;
+      else if (command.op === "extend") {
+        message.visibleAtMs = this.nowMs + command.visibilityMs;
+        moved.push(id);
+      }
       else if (this.exhausted(command.mailbox, message)) this.deadLetter(command.mailbox, message, "max-deliveries");
       else if ((command.delayMs ?? 0) === 0) {
         message.state = "ready";
@@ -310,7 +368,12 @@ export class Model {
       } else {
         message.state = "delayed";
         message.visibleAtMs = this.nowMs + command.delayMs!;
+        moved.push(id);
       }
+    }
+    const mailbox = this.mailboxes.get(command.mailbox);
+    if (mailbox !== undefined && moved.length > 0) {
+      this.addBatch(mailbox, command.op === "extend" ? this.nowMs + command.visibilityMs : this.nowMs + command.delayMs!, moved);
     }
     return { ok: true, count };
   }
