@@ -3,7 +3,9 @@
 // get OVERLOADED), the log by inflightEntriesMax (batching waits, the queue absorbs the burst).
 // Deadlines: every request carries one, and the driver calls expire() on each tick, instead of a
 // timer per request. Requests share one timeout and are queued and proposed in order, so the
-// expired ones are always at the front: a sweep costs only the requests it fails.
+// expired ones are always at the front: a sweep costs only the requests it fails. Once proposed,
+// the requests of one entry share its fate: they all fail when its oldest one's deadline passes
+// (the younger ones early by at most the time they waited for the batch).
 import { FerryError } from "../protocol/errors.js";
 
 export interface PendingRequest<C, R> {
@@ -98,7 +100,7 @@ export class InflightProposals<C, R> {
     for (let i = 0; i < entry.requests.length; i++) entry.requests[i]!.settle(values[i]!);
   }
 
-  // Fails the requests of entries whose oldest request's deadline has passed. The entry stays
+  // Fails all requests of entries whose oldest request's deadline has passed. The entry stays
   // until applied (its results are then dropped): its position in the log is still owed.
   expire(nowMs: number, error: () => FerryError): void {
     for (const entry of this.entries.values()) {

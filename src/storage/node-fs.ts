@@ -31,13 +31,9 @@ class NodeFile implements FileHandle {
     return writeAll(this.handle, data, position);
   }
 
-  async writeDurable(data: Uint8Array, position: number): Promise<void> {
-    if (this.durable === undefined) {
-      await writeAll(this.handle, data, position);
-      await this.handle.datasync();
-    } else {
-      await writeAll(this.durable, data, position);
-    }
+  writeDurable(data: Uint8Array, position: number): Promise<void> {
+    if (this.durable === undefined) return Promise.reject(new Error(`${this.path} was opened read-only`));
+    return writeAll(this.durable, data, position);
   }
 
   async read(buffer: Uint8Array, position: number): Promise<number> {

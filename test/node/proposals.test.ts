@@ -1,5 +1,6 @@
-// Request deadlines without a timer per request: the driver's tick calls expire(), which fails
-// exactly the queued and in-flight requests past their deadline, once, and nothing younger.
+// Request deadlines without a timer per request: the driver's tick calls expire(), which fails the
+// queued requests past their deadline and the in-flight entries whose oldest request is past it,
+// once, and nothing queued or proposed later.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "../../src/node/proposals.js";
