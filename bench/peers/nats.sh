@@ -7,24 +7,15 @@
 # stops a cluster left running in <dir> and wipes its data first; stop of a stopped cluster is a
 # no-op. Processes are stopped by their pid files, nothing else is touched.
 set -euo pipefail
+# shellcheck source=bench/peers/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 client_port_base=14222
 route_port_base=16222
 leader_wait_s=30
 
 stop_cluster() {
-  local dir="$1"
-  for i in 1 2 3; do
-    local pidfile="$dir/n$i/nats.pid"
-    [ -f "$pidfile" ] || continue
-    local pid; pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-  done
+  stop_by_pidfiles "$1" nats.pid 50
 }
 
 # sync_interval (and its value "always") appeared in nats-server 2.10; 2.9 rejects or ignores it.

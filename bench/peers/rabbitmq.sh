@@ -9,6 +9,8 @@
 # start stops a cluster left running in <dir> and wipes its state first. Nodes are stopped by
 # the pids in their pid files; nothing else is touched.
 set -euo pipefail
+# shellcheck source=bench/peers/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 amqp_port_base=25672
 dist_port_base=25682
@@ -41,18 +43,7 @@ ctl() {
 }
 
 stop_cluster() {
-  local dir="$1"
-  for i in 1 2 3; do
-    local pidfile="$dir/n$i/rabbit.pid"
-    [ -s "$pidfile" ] || continue
-    local pid; pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-  done
+  stop_by_pidfiles "$1" rabbit.pid 100
 }
 
 write_files() {
