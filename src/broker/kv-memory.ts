@@ -145,7 +145,7 @@ export class MemoryKv implements OrderedKv {
     const previous = this.values.get(key);
     this.remember(key, previous);
     if (previous === undefined) this.keys.insert(key);
-    this.values.set(key, value);
+    this.values.set(key, value.slice()); // the caller may reuse its buffer (OrderedKv.put)
   }
 
   delete(key: string): void {

@@ -23,6 +23,7 @@ export interface KvReadView extends KvReader {
 }
 
 export interface OrderedKv extends KvReader {
+  // Copies `value` before returning: callers hand it buffers they reuse (ByteWriter.scratch).
   put(key: string, value: Uint8Array): void;
   delete(key: string): void;
   // Runs fn as one atomic write batch: all of its writes become visible and durable together,

@@ -46,6 +46,9 @@
 // A message stored in a "sender-time" mailbox is sender-ordered for life (a flag and its 64-bit
 // sender time in the record). The first byte of a seq is at most 0x1f (indexes < 2^53), so the
 // "\xff" marker sorts sender-ordered ready messages after every log-ordered one of the mailbox.
+//
+// Encoders write into the shared scratch buffer (ByteWriter.scratch): what they return is valid
+// until the next encoding and is meant to be handed straight to OrderedKv.put, which copies it.
 import { assert } from "../util/assert.js";
 import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
@@ -163,14 +166,13 @@ export function isPendingBatchTag(key: string, tagOffset: number): boolean {
 export function encodePendingIds(ids: string[]): Uint8Array {
   let size = ids.length - 1;
   for (const id of ids) size += id.length;
-  const bytes = new Uint8Array(size);
-  let at = 0;
+  const writer = ByteWriter.scratch(size);
   for (let i = 0; i < ids.length; i++) {
-    if (i > 0) bytes[at++] = 0;
+    if (i > 0) writer.u8(0);
     const id = ids[i]!;
-    for (let j = 0; j < id.length; j++) bytes[at++] = id.charCodeAt(j);
+    for (let j = 0; j < id.length; j++) writer.u8(id.charCodeAt(j));
   }
-  return bytes;
+  return writer.finish();
 }
 
 const DECODE_CHUNK = 8192;
@@ -191,7 +193,7 @@ export const dedupeListKey = (firstMs: number, index: number): string => `${DEDU
 export function encodeIds(ids: string[]): Uint8Array {
   let size = 4;
   for (const id of ids) size += 4 + id.length; // client ids are ASCII
-  const writer = new ByteWriter(size);
+  const writer = ByteWriter.scratch(size);
   writer.u32(ids.length);
   for (const id of ids) writer.string(id);
   return writer.finish();
@@ -233,7 +235,7 @@ export function encodeMessage(message: StoredMessage): Uint8Array {
   if (message.headers !== undefined) {
     for (const name in message.headers) size += 8 + utf8Length(name) + utf8Length(message.headers[name]!);
   }
-  const writer = new ByteWriter(size);
+  const writer = ByteWriter.scratch(size);
   writer.u8(RECORD_VERSION);
   writer.u8(message.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED);
   writer.u64(message.timestamp);
@@ -290,7 +292,7 @@ export interface MessageState {
 const STATE_FIXED_BYTES = SEQ_LENGTH + 1 + 1 + 4 + 8 + 8 + 4;
 
 export function encodeState(state: MessageState): Uint8Array {
-  const writer = new ByteWriter(STATE_FIXED_BYTES + (state.senderTime === undefined ? 0 : 8));
+  const writer = ByteWriter.scratch(STATE_FIXED_BYTES + (state.senderTime === undefined ? 0 : 8));
   for (let i = 0; i < SEQ_LENGTH; i++) writer.u8(state.seq.charCodeAt(i));
   writer.u8(state.state);
   writer.u8(state.senderTime === undefined ? 0 : FLAG_SENDER_ORDERED);
@@ -329,7 +331,7 @@ export interface MailboxMeta {
 const CONFIG_NUMBERS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
 
 export function encodeMeta(meta: MailboxMeta): Uint8Array {
-  const writer = new ByteWriter(96);
+  const writer = ByteWriter.scratch(96);
   writer.f64(meta.messages);
   writer.f64(meta.bytes);
   writer.u8(meta.config === undefined ? 0 : 1);
@@ -376,7 +378,7 @@ export function decodeMeta(data: Uint8Array): MailboxMeta {
 }
 
 export function encodeIndex(index: number): Uint8Array {
-  const writer = new ByteWriter(8);
+  const writer = ByteWriter.scratch(8);
   writer.f64(index);
   return writer.finish();
 }
@@ -386,7 +388,7 @@ export function decodeIndex(data: Uint8Array): number {
 }
 
 export function encodeTimestamp(timestamp: bigint): Uint8Array {
-  const writer = new ByteWriter(8);
+  const writer = ByteWriter.scratch(8);
   writer.u64(timestamp);
   return writer.finish();
 }
@@ -418,7 +420,7 @@ export interface IdRecord {
 export function encodeIdRecord(record: IdRecord): Uint8Array {
   let size = 1 + 8 + 4;
   for (const holder of record.holders) size += 4 + holder.mailbox.length + SEQ_LENGTH; // names are ASCII
-  const writer = new ByteWriter(size);
+  const writer = ByteWriter.scratch(size);
   writer.u8(record.dedupeSince === undefined ? 0 : 1);
   writer.u64(record.dedupeSince ?? 0n);
   writer.u32(record.holders.length);

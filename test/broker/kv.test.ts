@@ -9,6 +9,7 @@ import fc from "fast-check";
 import { Broker, msTimestamp } from "../../src/broker/broker.js";
 import { KEY_END, type OrderedKv, prefixEnd } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
+import { decodeMessage, encodeMessage } from "../../src/broker/records.js";
 import { LmdbKv } from "../../src/storage/kv-lmdb.js";
 import { dump, text } from "./harness.js";
 
@@ -81,6 +82,19 @@ for (const [kind, make] of KINDS) {
       assert.deepEqual(view.scan("", KEY_END, 10).map((e) => e.key), ["a"]);
       view.release();
       assert.deepEqual(kv.scan("", KEY_END, 10).map((e) => e.key), ["a", "b"]);
+    });
+
+    test("put copies the value: the caller may reuse its buffer at once (scratch encoders do)", () => {
+      const kv = make();
+      const buffer = new Uint8Array(300).fill(7);
+      kv.transaction(() => {
+        kv.put("a", buffer.subarray(0, 200));
+        buffer.fill(9);
+        kv.put("b", buffer.subarray(100, 300));
+        buffer.fill(0);
+      });
+      assert.deepEqual([...(kv.get("a") ?? [])], new Array(200).fill(7));
+      assert.deepEqual([...(kv.get("b") ?? [])], new Array(200).fill(9));
     });
 
     test("a transaction that throws leaves no trace of itself", () => {
@@ -183,5 +197,26 @@ describe("memory store", () => {
     assert.deepEqual(dump(kv), before);
     assert.equal(broker.appliedIndex(), 1);
     assert.equal(broker.mailboxCount(), 1);
+  });
+});
+
+describe("scratch encoders", () => {
+  test("records larger than the scratch buffer grow it; each encoding reuses it", () => {
+    const big = new Uint8Array(200 * 1024).map((_, i) => i % 251);
+    const message = {
+      id: "m1",
+      sender: "s",
+      timestamp: 5n,
+      hiddenUntilMs: 0,
+      expiresAtMs: 0,
+      headers: { a: "b" },
+      body: big,
+      senderTime: undefined,
+    };
+    const encoded = encodeMessage(message);
+    assert.deepEqual(decodeMessage(encoded.slice()), message);
+    const small = encodeMessage({ ...message, id: "m2", body: new Uint8Array([1, 2, 3]) });
+    assert.equal(small.buffer, encoded.buffer, "the second encoding reuses the (grown) scratch buffer");
+    assert.deepEqual([...decodeMessage(small).body], [1, 2, 3]);
   });
 });
