@@ -4,8 +4,9 @@
 // also records the applied index, so the state and the index move together. "Now" is the entry's
 // HLC timestamp; nothing here reads a clock, so every replica fed the same entries ends with the
 // same bytes. Errors are results with codes and are detected before any write, so a failed
-// command changes nothing. Messages, bodies and indexes live in the KV; the heap holds only one
-// small counter record per mailbox (bounded by mailboxesMax).
+// command changes nothing. Messages, bodies and indexes live in the KV; the heap holds one small
+// counter record per mailbox (bounded by mailboxesMax) and the counters and state records written
+// since the KV's last commit (bounded by its group), which reach the KV with that commit.
 //
 // A message is ready, leased or delayed (in the pending index, ordered by when it becomes
 // visible). Ready messages are fresh (log-ordered, never leased: the message records after the
@@ -150,6 +151,10 @@ export class Broker {
   // Written at the end of each apply, or once per commit when the KV groups commits.
   private readonly metaToWrite = new Map<string, MailboxMeta | undefined>();
   private readonly metaPerCommit: boolean;
+  // State records written or deleted since the last commit, by key, written with the counters
+  // (writeMeta). A message leased and acked within one group commit, the usual case for a
+  // consumer that keeps up, then never writes its state record to the store.
+  private readonly statesToWrite = new Map<string, StateWrite>();
   private wakeups = new Set<string>();
   private applied = 0;
   // The entry being applied.
@@ -317,8 +322,9 @@ export class Broker {
   }
 
   restore(chunks: Iterable<Uint8Array>): void {
-    // Pending counters describe the state being replaced: they must not reach the commit.
+    // Pending counters and states describe the state being replaced: they must not reach the commit.
     this.metaToWrite.clear();
+    this.statesToWrite.clear();
     try {
       this.kv.transaction(() => {
         this.kv.clear();
@@ -353,6 +359,7 @@ export class Broker {
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
     this.metaToWrite.clear();
+    this.statesToWrite.clear();
     this.idRecords.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
@@ -704,9 +711,8 @@ export class Broker {
   // The leased message with this id, or undefined when it is not currently leased: one read of
   // the small state record (a message never leased has none).
   private leased(mailbox: string, id: string): Held | undefined {
-    const value = this.kv.get(stateKey(mailbox, id));
-    if (value === undefined) return undefined;
-    const held: Held = { ...decodeState(value), id, stored: true };
+    const held = this.readState(mailbox, id);
+    if (held === undefined) return undefined;
     if (held.state !== STATE_LEASED || held.visibleAtMs <= this.nowMs || !isLive(held, this.nowMs)) return undefined;
     return held;
   }
@@ -945,9 +951,8 @@ export class Broker {
   private stateOf(mailbox: string, seq: string, message: StoredMessage): Held {
     const freshAfter = this.mailboxes.get(mailbox)?.freshAfter ?? "";
     if (seq <= freshAfter || message.hiddenUntilMs > 0 || message.senderTime !== undefined) {
-      const value = this.kv.get(stateKey(mailbox, message.id));
-      if (value !== undefined) {
-        const held: Held = { ...decodeState(value), id: message.id, stored: true };
+      const held = this.readState(mailbox, message.id);
+      if (held !== undefined) {
         assert(held.seq === seq, `the state record of ${message.id} in ${mailbox} is its message's`);
         return held;
       }
@@ -959,9 +964,8 @@ export class Broker {
   // (no state record), or, in a store written before batch keys, a pending state record (a stale
   // one, which such stores may hold, is skipped).
   private sendPendingState(mailbox: string, seq: string, id: string, visibleAtMs: number): Held | undefined {
-    const value = this.kv.get(stateKey(mailbox, id));
-    if (value === undefined) return freshState(seq, this.load(mailbox, seq));
-    const held: Held = { ...decodeState(value), id, stored: true };
+    const held = this.readState(mailbox, id);
+    if (held === undefined) return freshState(seq, this.load(mailbox, seq));
     return held.seq === seq && held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
   }
 
@@ -969,15 +973,33 @@ export class Broker {
   // record is leased or delayed until exactly then. Otherwise (acked, removed, NACKed, extended,
   // leased again since) the entry is stale: undefined.
   private pendingEntry(mailbox: string, id: string, visibleAtMs: number): Held | undefined {
-    const value = this.kv.get(stateKey(mailbox, id));
-    if (value === undefined) return undefined;
-    const held: Held = { ...decodeState(value), id, stored: true };
+    const held = this.readState(mailbox, id);
+    if (held === undefined) return undefined;
     return held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
   }
 
+  // The state record of a message (from the writes not yet stored, else the store).
+  private readState(mailbox: string, id: string): Held | undefined {
+    const key = stateKey(mailbox, id);
+    const pending = this.statesToWrite.get(key);
+    if (pending !== undefined) return pending.state === undefined ? undefined : heldFrom(pending.state, id);
+    const value = this.kv.get(key);
+    return value === undefined ? undefined : heldFrom(decodeState(value), id);
+  }
+
   private writeState(mailbox: string, held: Held): void {
-    this.kv.put(stateKey(mailbox, held.id), encodeState(held));
+    const key = stateKey(mailbox, held.id);
+    // held.stored: a record exists, in the store unless it is among the writes not yet stored.
+    const inStore = this.statesToWrite.get(key)?.inStore ?? held.stored;
+    this.statesToWrite.set(key, { state: stateRecord(held), inStore });
     held.stored = true;
+  }
+
+  private deleteState(mailbox: string, id: string): void {
+    const key = stateKey(mailbox, id);
+    const pending = this.statesToWrite.get(key);
+    if (pending !== undefined && !pending.inStore) this.statesToWrite.delete(key);
+    else this.statesToWrite.set(key, { state: undefined, inStore: true });
   }
 
   // Stores a new message: a hidden one in the pending index, a sender-ordered ready one in the
@@ -1018,7 +1040,7 @@ export class Broker {
     if (held.state !== STATE_READY) {
       if (!held.stored) this.kv.delete(pendingKey(mailbox, held.visibleAtMs, seq));
     } else if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, seq, held.senderTime));
-    if (held.stored) this.kv.delete(stateKey(mailbox, held.id));
+    if (held.stored) this.deleteState(mailbox, held.id);
     if (held.expiresAtMs > 0) this.kv.delete(expiryKey(held.expiresAtMs, mailbox, seq));
     if (held.senderTime !== undefined) {
       this.kv.delete(orderKey(mailbox, held.senderTime, seq));
@@ -1068,6 +1090,11 @@ export class Broker {
       else this.kv.put(META + mailbox, encodeMeta(meta));
     }
     this.metaToWrite.clear();
+    for (const [key, write] of this.statesToWrite) {
+      if (write.state === undefined) this.kv.delete(key);
+      else this.kv.put(key, encodeState(write.state));
+    }
+    this.statesToWrite.clear();
   }
 }
 
@@ -1077,6 +1104,39 @@ const EMPTY = new Uint8Array(0);
 interface Held extends MessageState {
   id: string;
   stored: boolean;
+}
+
+// A state record to write at the next commit (state undefined: delete it); inStore: the store may
+// hold an earlier record under the key (otherwise a delete needs no store operation).
+interface StateWrite {
+  state: MessageState | undefined;
+  inStore: boolean;
+}
+
+function heldFrom(state: MessageState, id: string): Held {
+  return {
+    seq: state.seq,
+    state: state.state,
+    deliveries: state.deliveries,
+    visibleAtMs: state.visibleAtMs,
+    expiresAtMs: state.expiresAtMs,
+    bytes: state.bytes,
+    senderTime: state.senderTime,
+    id,
+    stored: true,
+  };
+}
+
+function stateRecord(held: Held): MessageState {
+  return {
+    seq: held.seq,
+    state: held.state,
+    deliveries: held.deliveries,
+    visibleAtMs: held.visibleAtMs,
+    expiresAtMs: held.expiresAtMs,
+    bytes: held.bytes,
+    senderTime: held.senderTime,
+  };
 }
 
 function freshState(seq: string, message: StoredMessage): Held {

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import fc from "fast-check";
-import { Broker, msTimestamp } from "../../src/broker/broker.js";
+import { Broker, type BrokerCommand, msTimestamp } from "../../src/broker/broker.js";
 import { KEY_END, type OrderedKv, prefixEnd } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeMessage, encodeMessage } from "../../src/broker/records.js";
@@ -156,6 +156,81 @@ describe("LMDB store", () => {
       assert.deepEqual(dump(kv), dump((source as unknown as { kv: OrderedKv }).kv));
       assert.equal(new Broker(kv).mailboxCount(), 2);
     }
+  });
+
+  test("state records reach the store at the commit: a lease acked within one group never writes one", async () => {
+    const path = join(directory, "states");
+    const kv = lmdb({ path, noSync: false });
+    const grouped = new Broker(kv);
+    const perApply = new Broker(new MemoryKv()); // writes every state record in its apply
+    const stateOps: string[] = [];
+    const put = kv.put.bind(kv);
+    const remove = kv.delete.bind(kv);
+    kv.put = (key, value) => {
+      if (key.startsWith("\x05")) stateOps.push(`put ${key.slice(key.indexOf("\x00") + 1)}`);
+      put(key, value);
+    };
+    kv.delete = (key) => {
+      if (key.startsWith("\x05")) stateOps.push(`delete ${key.slice(key.indexOf("\x00") + 1)}`);
+      remove(key);
+    };
+    const entries: BrokerCommand[][] = [
+      ["m1", "m2", "m3", "m4"].map((id) => ({ op: "send", sender: "a", recipients: ["bob"], body: text(id), id })),
+      [{ op: "receive", mailbox: "bob", max: 3, visibilityMs: 60_000 }],
+      [{ op: "ack", mailbox: "bob", ids: ["m1"] }],
+      [{ op: "nack", mailbox: "bob", ids: ["m2"] }],
+    ];
+    // lmdb-js hands out Buffers, the memory store Uint8Arrays: compare the bytes.
+    const plain = (value: unknown): string =>
+      JSON.stringify(value, (_, v) => (typeof v === "bigint" ? v.toString() : v?.type === "Buffer" ? v.data : v instanceof Uint8Array ? [...v] : v));
+    entries.forEach((commands, i) => {
+      assert.equal(plain(grouped.apply(i + 1, msTimestamp(1000 + i), commands)), plain(perApply.apply(i + 1, msTimestamp(1000 + i), commands)));
+    });
+    assert.deepEqual(stateOps, [], "nothing is written before the commit");
+    const listed = (broker: Broker) => broker.list({ op: "list", mailbox: "bob" }, msTimestamp(2000));
+    assert.deepEqual(listed(grouped), listed(perApply), "reads see the states not yet stored");
+    await grouped.flush();
+    assert.deepEqual(stateOps.sort(), ["put m2", "put m3"], "m1 was leased and acked within the group");
+    assert.deepEqual(dump(kv), dump((perApply as unknown as { kv: OrderedKv }).kv));
+    // A state record already stored is updated or deleted at the next commit, also when it was
+    // updated within the group first.
+    stateOps.length = 0;
+    const later: BrokerCommand[][] = [
+      [{ op: "extend", mailbox: "bob", ids: ["m3"], visibilityMs: 90_000 }],
+      [{ op: "ack", mailbox: "bob", ids: ["m3"] }],
+    ];
+    later.forEach((commands, i) => {
+      assert.equal(plain(grouped.apply(5 + i, msTimestamp(1005), commands)), plain(perApply.apply(5 + i, msTimestamp(1005), commands)));
+    });
+    await grouped.flush();
+    assert.deepEqual(stateOps, ["delete m3"]);
+    assert.deepEqual(dump(kv), dump((perApply as unknown as { kv: OrderedKv }).kv));
+    await kv.close();
+    const again = new Broker(lmdb({ path, noSync: false }));
+    assert.deepEqual(listed(again), listed(perApply));
+  });
+
+  test("an apply that throws drops the state records of the uncommitted group", () => {
+    const kv = lmdb();
+    const broker = new Broker(kv);
+    broker.apply(1, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("1"), id: "m1" }]);
+    kv.commit();
+    broker.apply(2, msTimestamp(1000), [{ op: "receive", mailbox: "bob", max: 1 }]);
+    const put = kv.put.bind(kv);
+    kv.put = () => {
+      throw new Error("injected bug");
+    };
+    assert.throws(() => broker.apply(3, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("2") }]), /injected/);
+    kv.put = put;
+    const listed = broker.list({ op: "list", mailbox: "bob" }, msTimestamp(1000));
+    assert.deepEqual(listed.ok && listed.items.map((item) => [item.id, item.state, item.deliveries]), [["m1", "ready", 0]]);
+    // Entry 2 again, differently this time: the lost lease must not reach the store.
+    broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("2"), id: "m2" }]);
+    kv.commit();
+    assert.deepEqual(
+      dump(kv).filter(([key]) => key.startsWith("\x05")),
+      [],
+    );
   });
 
   test("an apply that throws falls back to the last commit, consistent with the applied index", () => {
