@@ -53,6 +53,8 @@ export class FerryNode {
   private leaderWaiters: Array<() => void> = [];
   private scheduled = false;
   private processing = false;
+  // Set while a Ready's persist is awaited after its committed entries were applied.
+  private applyingEarly = false;
   private stopped = false;
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
@@ -359,7 +361,11 @@ export class FerryNode {
   }
 
   private async process(): Promise<void> {
-    if (this.processing || this.stopped) return;
+    if (this.stopped) return;
+    if (this.processing) {
+      if (this.applyingEarly) this.applyCommittedEarly();
+      return;
+    }
     this.processing = true;
     try {
       this.proposeQueued();
@@ -405,10 +411,30 @@ export class FerryNode {
     if (ready.softState) this.changeRole(ready.softState.role, ready.softState.leader);
     this.transport.send(ready.messages);
     this.metrics.readies.inc();
-    await this.persist(ready);
-    if (ready.snapshot) this.installSnapshot(ready.snapshot);
-    this.transport.send(ready.messagesAfterPersist);
-    this.applyEntries(ready.committedEntries);
+    if (ready.snapshot) {
+      await this.persist(ready);
+      this.installSnapshot(ready.snapshot);
+      this.transport.send(ready.messagesAfterPersist);
+      this.applyEntries(ready.committedEntries);
+    } else {
+      // The committed entries are durable here already (the raft core never hands out more than
+      // this node persisted) and on a majority: apply them, and answer their requests, while this
+      // Ready's new entries are being written. Applying after the write made every answer under
+      // load wait for the next entry's disk write as well as its own.
+      // Entries that commit meanwhile are applied as the news arrives (applyCommittedEarly).
+      const persisted = this.persist(ready);
+      try {
+        this.applyEntries(ready.committedEntries);
+        this.applyingEarly = true;
+        await persisted;
+      } catch (error) {
+        await persisted.catch(() => {});
+        throw error;
+      } finally {
+        this.applyingEarly = false;
+      }
+      this.transport.send(ready.messagesAfterPersist);
+    }
     for (const readState of ready.readStates) {
       const context = new TextDecoder().decode(readState.context);
       const waiter = this.readWaiters.get(context);
@@ -438,6 +464,16 @@ export class FerryNode {
     this.metrics.entriesPersisted.inc(ready.entries.length);
     if (hardState) this.writtenHardState = hardState;
     this.unwrittenHardState = undefined;
+  }
+
+  // While a Ready's persist is in flight: entries committed since it was taken.
+  private applyCommittedEarly(): void {
+    try {
+      const entries = this.raft.takeCommitted();
+      if (entries.length > 0) this.applyEntries(entries);
+    } catch (error) {
+      this.fail(error as Error);
+    }
   }
 
   private applyEntries(entries: Entry[]): void {

@@ -57,6 +57,7 @@ interface Outstanding {
   selfMessages: Message[]; // stepped once the Ready is persisted
   lastEntry?: { index: number; term: number };
   snapshotIndex?: number;
+  committedApplied?: boolean; // takeCommitted() already counted the Ready's committedEntries applied
 }
 
 export class RaftNode {
@@ -267,6 +268,34 @@ export class RaftNode {
     return ready;
   }
 
+  // Committed entries the driver may apply now, while a Ready's persist is still in flight: the
+  // entries committed since that Ready was taken, so that applying them (and answering their
+  // requests) does not wait for the disk write of newer entries. Contract: the driver has
+  // applied the outstanding Ready's committedEntries already; the entries returned count as
+  // applied (here and for that Ready's advance()). They were persisted by earlier Readies (the
+  // usual bound, persistedLastIndex, holds). Stops before a configuration change, which is left
+  // to the next Ready, and hands out nothing while a snapshot or a configuration change is
+  // outstanding.
+  takeCommitted(): Entry[] {
+    const outstanding = this.outstanding;
+    if (outstanding === undefined || outstanding.snapshotIndex !== undefined) return [];
+    if (!outstanding.committedApplied && outstanding.ready.committedEntries.some((entry) => entry.type === "conf-change")) return [];
+    const entries =
+      this.config.bugs?.takeCommittedUnpersisted === true
+        ? this.log.slice(this.log.applying + 1, this.log.committed + 1, this.config.maxCommittedBytesPerReady)
+        : this.log.nextCommittedEntries(this.config.maxCommittedBytesPerReady);
+    const confChange = entries.findIndex((entry) => entry.type === "conf-change");
+    if (confChange >= 0) entries.length = confChange;
+    if (entries.length === 0) return [];
+    if (!outstanding.committedApplied) {
+      outstanding.committedApplied = true;
+      this.applyCommitted(outstanding.ready.committedEntries);
+    }
+    this.log.applying = entries[entries.length - 1]!.index;
+    this.applyCommitted(entries);
+    return entries;
+  }
+
   advance(ready: Ready): void {
     const outstanding = this.outstanding;
     assert(outstanding !== undefined && outstanding.ready === ready, "raft: advance() without its ready()");
@@ -280,7 +309,7 @@ export class RaftNode {
       const stable = lastUnchangedEntry(this.log.unstable, ready.entries, outstanding.lastEntry);
       if (stable !== undefined) this.log.unstable.stableTo(stable.index, stable.term);
     }
-    this.applyCommitted(ready.committedEntries);
+    if (!outstanding.committedApplied) this.applyCommitted(ready.committedEntries);
     for (const message of outstanding.selfMessages) this.step(message);
     this.acknowledgeOwnEntries();
   }

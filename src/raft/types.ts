@@ -142,6 +142,7 @@ export interface PlantedBugs {
   commitPreviousTermByCount?: boolean; // commit an older term's entry once a majority has it
   voteBeforePersist?: boolean; // reply to a vote without waiting for the vote to be persisted
   skipVoteLogCheck?: boolean; // grant votes without the up-to-date log check
+  takeCommittedUnpersisted?: boolean; // takeCommitted() hands out committed entries not yet persisted here
 }
 
 export interface RaftConfig {

@@ -266,3 +266,52 @@ test("a follower that lost its log (wiped, same id) is probed from its real end 
   assert.equal(members.get(3)!.storage.lastIndex(), leader.status().lastIndex, "the wiped follower has the whole log again");
   assert.deepEqual(members.get(3)!.applied.filter((e) => e.data.length > 0).map(decode), ["a", "b", "c"]);
 });
+
+test("takeCommitted hands out, while a Ready is outstanding, what committed since and this node persisted", () => {
+  const members = cluster([1, 2, 3], { preVote: false, checkQuorum: false });
+  members.get(1)!.node.campaign();
+  pump(members);
+  const leader = members.get(1)!;
+  assert.deepEqual(leader.node.takeCommitted(), [], "nothing while no Ready is outstanding");
+  // Persists a follower's Readies and returns what it answers.
+  const follow = (messages: Message[]): Message[] => {
+    const out: Message[] = [];
+    for (const message of messages) {
+      const member = members.get(message.to)!;
+      member.node.step(message);
+      while (member.node.hasReady()) {
+        const ready = member.node.ready();
+        member.storage.append(ready.entries);
+        if (ready.hardState) member.storage.setHardState(ready.hardState);
+        out.push(...ready.messages, ...ready.messagesAfterPersist);
+        member.node.advance(ready);
+      }
+    }
+    return out.filter((message) => message.to === 1);
+  };
+  const persist = (ready: ReturnType<RaftNode["ready"]>): void => {
+    leader.storage.append(ready.entries);
+    if (ready.hardState) leader.storage.setHardState(ready.hardState);
+  };
+  leader.node.propose(text("a"));
+  const first = leader.node.ready();
+  const answersForA = follow(first.messages);
+  persist(first);
+  leader.node.advance(first);
+  leader.node.propose(text("b"));
+  const second = leader.node.ready(); // b is being persisted (outstanding); a is not committed yet
+  assert.deepEqual(second.committedEntries, []);
+  for (const message of answersForA) leader.node.step(message);
+  assert.deepEqual(leader.node.takeCommitted().map(decode), ["a"], "a committed meanwhile: apply it now");
+  assert.deepEqual(leader.node.takeCommitted(), [], "handed out once");
+  // The followers persist b and answer: b commits on their disks, but not yet on the leader's.
+  for (const message of follow(second.messages)) leader.node.step(message);
+  assert.equal(leader.node.status().commit, 3);
+  assert.deepEqual(leader.node.takeCommitted(), [], "never an entry this node has not persisted");
+  persist(second);
+  leader.node.advance(second);
+  const third = leader.node.ready();
+  assert.deepEqual(third.committedEntries.map(decode), ["b"], "the next Ready does not hand out a again");
+  leader.node.advance(third);
+  assert.equal(leader.node.status().applied, 3);
+});

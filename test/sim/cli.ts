@@ -17,7 +17,7 @@ import { runSimulation, type SimulationOptions, type SimulationResult, type Simu
 export const DEFAULT_STEPS = 1200;
 const NODE_COUNTS = [3, 5, 7];
 const TRACE_LINES_SHOWN = 400; // of a failing seed's trace, when several seeds run
-const BUG_NAMES = ["commitPreviousTermByCount", "voteBeforePersist", "skipVoteLogCheck"] as const;
+const BUG_NAMES = ["commitPreviousTermByCount", "voteBeforePersist", "skipVoteLogCheck", "takeCommittedUnpersisted"] as const;
 
 export interface RunOptions {
   seeds: number;

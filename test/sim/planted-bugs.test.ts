@@ -47,6 +47,10 @@ test("skipVoteLogCheck: a leader without a committed entry", async () => {
   await expectFound("skipVoteLogCheck", /^(leader completeness|state machine safety|log matching)/);
 });
 
+test("takeCommittedUnpersisted: an entry applied before this node persisted it", async () => {
+  await expectFound("takeCommittedUnpersisted", /handed out, the disk has/);
+});
+
 test("commitPreviousTermByCount: Figure 8, a committed entry overwritten", async () => {
   await expectFound("commitPreviousTermByCount", /^(leader completeness|state machine safety)/);
 });

@@ -8,8 +8,11 @@
 // with the state machine restored from the storage's snapshot (so committed entries after it
 // are applied again, and the checker sees that they are the same ones).
 //
-// Driver contract: messages are sent at once, messagesAfterPersist only after the persist,
-// committed entries applied after the persist, then advance(). After applying, the node takes a
+// Driver contract (as src/node/node.ts): messages are sent at once, messagesAfterPersist only
+// after the persist, then advance(). Committed entries are applied when the Ready is taken,
+// before its persist (they were persisted by earlier Readies), and entries that commit while the
+// persist is in flight are applied as they do (takeCommitted); a Ready with a snapshot applies
+// its committed entries after the persist. After applying, the node takes a
 // snapshot and compacts its log now and then, so lagging and new nodes need InstallSnapshot.
 
 import { RaftNode } from "../../src/raft/raft-node.js";
@@ -192,7 +195,10 @@ export class SimNode {
     const step = this.environment.step();
     for (let round = 0; round < READIES_PER_STEP_MAX && this.running; round++) {
       if (this.persisting !== undefined) {
-        if (this.persisting.doneStep > step) return;
+        if (this.persisting.doneStep > step) {
+          if (this.persisting.ready.snapshot === undefined) for (const entry of this.raft!.takeCommitted()) this.apply(entry);
+          return;
+        }
         if (!this.disk.persistDone()) {
           // Due: its fsync may complete now; it is persisted once the storage says so.
           this.disk.releasePersist();
@@ -224,6 +230,7 @@ export class SimNode {
     if (ready.hardState !== undefined && ready.hardState.commit > this.commitChecked) this.commitAdvanced(ready);
     for (const read of ready.readStates) this.environment.readAnswered(this, read.context, read.index);
     for (const message of ready.messages) this.environment.send(message);
+    if (ready.snapshot === undefined) for (const entry of ready.committedEntries) this.apply(entry);
     this.persisting = { ready, doneStep: step + this.environment.persistDelaySteps() };
     this.disk.startPersist(ready);
     this.environment.persistStarted(this, ready);
@@ -267,8 +274,10 @@ export class SimNode {
     }
     environment.trace.add(() => `persist n${this.id} ${describeEntries(ready.entries)}${describeHardState(ready)}`);
     for (const message of ready.messagesAfterPersist) environment.send(message);
-    if (ready.snapshot !== undefined) this.restoreSnapshot(ready);
-    for (const entry of ready.committedEntries) this.apply(entry);
+    if (ready.snapshot !== undefined) {
+      this.restoreSnapshot(ready);
+      for (const entry of ready.committedEntries) this.apply(entry);
+    }
     this.raft!.advance(ready);
     const status = this.observeRole(); // advance() counts the node's own persisted vote: it may win here
     // The core's configuration is the one at the applied index, unless a snapshot beyond it was
