@@ -29,6 +29,7 @@ interface StartFlags {
   heartbeatTicks?: string;
   snapshotEntries?: string;
   snapshotCatchUpEntries?: string;
+  stateCommitMs?: string;
   clockMaxOffsetMs?: string;
   http?: string;
 }
@@ -49,6 +50,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   heartbeatTicks: "FERRY_HEARTBEAT_TICKS",
   snapshotEntries: "FERRY_SNAPSHOT_ENTRIES",
   snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
+  stateCommitMs: "FERRY_STATE_COMMIT_MS",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
   http: "FERRY_HTTP",
 };
@@ -72,6 +74,7 @@ export function registerStartCommand(program: Command): void {
     .option("--heartbeat-ticks <n>", "heartbeat interval in ticks")
     .option("--snapshot-entries <n>", "take a snapshot every n applied entries")
     .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
+    .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
     .action(async (flags: StartFlags) => {
@@ -121,6 +124,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     heartbeatTicks: number("heartbeatTicks", fromFile.heartbeatTicks ?? NODE_DEFAULTS.heartbeatTicks),
     snapshotEntries: number("snapshotEntries", fromFile.snapshotEntries ?? NODE_DEFAULTS.snapshotEntries),
     snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
+    stateCommitMs: number("stateCommitMs", fromFile.stateCommitMs ?? NODE_DEFAULTS.stateCommitMs),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };
   if (config.members.length === 0 && !config.join) {

@@ -29,6 +29,7 @@ export interface NodeConfig {
   inflightEntriesMax: number; // proposed but not yet applied entries on the leader
   requestTimeoutMs: number; // a request not answered by then gets TIMEOUT
   snapshotEntries: number; // take a snapshot after this many applied entries
+  stateCommitMs: number; // the state store (LMDB) commits its group of applied entries this often; the WAL replays the rest after a crash
   snapshotCatchUpEntries: number; // entries kept below a snapshot so slow followers need no snapshot
   clockMaxOffsetMs: number; // beyond it the node fences itself
   waitMsMax: number; // longest long poll
@@ -47,6 +48,7 @@ export const NODE_DEFAULTS = {
   inflightEntriesMax: 256,
   requestTimeoutMs: 10_000,
   snapshotEntries: 20_000,
+  stateCommitMs: 1000,
   snapshotCatchUpEntries: 5_000,
   clockMaxOffsetMs: 250,
   waitMsMax: 60_000,
@@ -83,7 +85,7 @@ export function validateConfig(config: NodeConfig): void {
   }
   if (new Set(config.members.map((m) => m.id)).size !== config.members.length) problems.push("member ids repeat");
   if (config.electionTicks <= config.heartbeatTicks) problems.push("electionTicks must exceed heartbeatTicks");
-  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "clockMaxOffsetMs"] as const) {
+  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "stateCommitMs", "clockMaxOffsetMs"] as const) {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
   parseHostPort(config.clientListen);

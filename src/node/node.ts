@@ -91,7 +91,7 @@ export class FerryNode {
       ? undefined
       : { voters: config.members.map((m) => m.id), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
-    const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024 });
+    const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024, commitIntervalMs: config.stateCommitMs });
     const broker = new Broker(kv);
     const book = await AddressBook.load(config.dataDir, config.members);
     await restoreFromStoredSnapshot(storage, broker, book);
