@@ -12,8 +12,10 @@ import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest
 const ROOT_DIR = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const FERRY_BIN = join(ROOT_DIR, "bin", "ferry.js"); // runs dist/, rebuilt before every run
 const TSC_BIN = join(ROOT_DIR, "node_modules", "typescript", "bin", "tsc");
-// The client library, imported dynamically so the benchmark type-checks before it exists.
-const CLIENT_MODULE = join(ROOT_DIR, "src", "client", "index.ts");
+// The client library as users get it: the compiled package (dist/, built right before it is
+// loaded), not src/ through tsx, whose transform adds a helper call to every function it creates
+// (esbuild keepNames). Imported dynamically so the benchmark type-checks before dist/ exists.
+const CLIENT_MODULE = join(ROOT_DIR, "dist", "client", "index.js");
 const NODE_COUNT = 3;
 // Overridable so the benchmark can run beside a cluster that already holds the default ports.
 const CLIENT_PORT_FIRST = Number(process.env.FERRY_BENCH_CLIENT_PORT ?? 12345);
