@@ -10,9 +10,29 @@ import type { BrokerConfig, MailboxConfig } from "./commands.js";
 export const DEAD_LETTER_SUFFIX = ":dlq";
 // Client-supplied ids: the name alphabet plus a few characters common in UUIDs and base64.
 // "~" is reserved: assigned ids contain it, so they never collide with a client's.
-const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:\-+=@/]+$/;
+// Checked with a table rather than a regular expression: every replica checks every id of every
+// SEND and ACK, and the regex test was ~0.7 us of a SEND's ~5 us apply.
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:\-+=@/]+$/;
 const ASSIGNED_ID_LENGTH_MAX = 32;
-const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+export const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
+const CLIENT_ID_CHAR = asciiTable(CLIENT_ID_PATTERN);
+const PRINTABLE_CHAR = asciiTable(PRINTABLE_ASCII);
+
+// Which ASCII characters a one-character-class pattern like the two above accepts.
+function asciiTable(pattern: RegExp): Uint8Array {
+  const table = new Uint8Array(128);
+  for (let code = 0; code < 128; code++) table[code] = pattern.test(String.fromCharCode(code)) ? 1 : 0;
+  return table;
+}
+
+// Whether every character of a non-empty string is in the table (non-ASCII never is).
+export function allIn(table: Uint8Array, text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 128 || table[code] === 0) return false;
+  }
+  return true;
+}
 
 export function failure(code: ErrorCode, message: string): ErrorReply {
   return { ok: false, code, message };
@@ -40,7 +60,7 @@ export function integerProblem(what: string, value: unknown, minimum: number, ma
 export function clientIdProblem(id: unknown, config: BrokerConfig): ErrorReply | undefined {
   if (typeof id !== "string" || id.length === 0) return failure("INVALID", "message id is empty");
   if (id.length > config.idLengthMax) return failure("TOO_LARGE", `message id is ${id.length} characters; the limit is ${config.idLengthMax}`);
-  if (!CLIENT_ID_PATTERN.test(id)) return failure("INVALID", "message id may contain only A-Z a-z 0-9 . _ : - + = @ /");
+  if (!allIn(CLIENT_ID_CHAR, id)) return failure("INVALID", "message id may contain only A-Z a-z 0-9 . _ : - + = @ /");
   return undefined;
 }
 
@@ -50,7 +70,7 @@ export function idsProblem(ids: unknown, config: BrokerConfig): ErrorReply | und
   if (ids.length > config.idsPerRequestMax) return failure("TOO_LARGE", `${ids.length} ids; the limit is ${config.idsPerRequestMax}`);
   const lengthMax = Math.max(config.idLengthMax, ASSIGNED_ID_LENGTH_MAX);
   for (const id of ids) {
-    if (typeof id !== "string" || id.length === 0 || id.length > lengthMax || !PRINTABLE_ASCII.test(id)) {
+    if (typeof id !== "string" || id.length === 0 || id.length > lengthMax || !allIn(PRINTABLE_CHAR, id)) {
       return failure("INVALID", `message id '${String(id).slice(0, 64)}' is malformed`);
     }
   }
