@@ -35,6 +35,9 @@ export interface NodeConfig {
   waitMsMax: number; // longest long poll
 }
 
+// A longer group only adds WAL to replay after a crash; past a minute that replay is the cost.
+export const STATE_COMMIT_MS_MAX = 60_000;
+
 export const NODE_DEFAULTS = {
   clusterId: "ferry",
   secret: "ferry-dev-secret",
@@ -85,6 +88,9 @@ export function validateConfig(config: NodeConfig): void {
   }
   if (new Set(config.members.map((m) => m.id)).size !== config.members.length) problems.push("member ids repeat");
   if (config.electionTicks <= config.heartbeatTicks) problems.push("electionTicks must exceed heartbeatTicks");
+  if (!(Number.isInteger(config.stateCommitMs) && config.stateCommitMs <= STATE_COMMIT_MS_MAX)) {
+    problems.push(`stateCommitMs must be a whole number of ms up to ${STATE_COMMIT_MS_MAX}`);
+  }
   for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "stateCommitMs", "clockMaxOffsetMs"] as const) {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }

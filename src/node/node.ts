@@ -55,6 +55,8 @@ export class FerryNode {
   private processing = false;
   // Set while a Ready's persist is awaited after its committed entries were applied.
   private applyingEarly = false;
+  // An early apply that threw: handleReady rethrows it once the persist is done, before advance().
+  private earlyFailure: Error | undefined;
   private stopped = false;
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
@@ -433,6 +435,13 @@ export class FerryNode {
       } finally {
         this.applyingEarly = false;
       }
+      const failure = this.earlyFailure;
+      if (failure !== undefined) {
+        // Fatal (a broker bug): the broker fell back to its last commit, so nothing may advance,
+        // answer or snapshot past it; process() hands the error to fail().
+        this.earlyFailure = undefined;
+        throw failure;
+      }
       this.transport.send(ready.messagesAfterPersist);
     }
     for (const readState of ready.readStates) {
@@ -468,11 +477,12 @@ export class FerryNode {
 
   // While a Ready's persist is in flight: entries committed since it was taken.
   private applyCommittedEarly(): void {
+    if (this.earlyFailure !== undefined) return;
     try {
       const entries = this.raft.takeCommitted();
       if (entries.length > 0) this.applyEntries(entries);
     } catch (error) {
-      this.fail(error as Error);
+      this.earlyFailure = error as Error;
     }
   }
 

@@ -16,4 +16,6 @@ test("--state-commit-ms comes from the flag, else FERRY_STATE_COMMIT_MS, else th
   }
   assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "0" }), /stateCommitMs must be positive/);
   assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "soon" }), /must be a number/);
+  assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "2.5" }), /stateCommitMs must be a whole number of ms up to 60000/);
+  assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "3000000000" }), /stateCommitMs must be a whole number of ms up to 60000/);
 });
