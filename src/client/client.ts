@@ -304,8 +304,39 @@ export class FerryClient {
     return Number(reply.count ?? 0);
   }
 
-  private async call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
-    const scope = this.openScope(options);
+  // The common case (a window slot free, the connection to the target open) sends at once and
+  // enters the retry loop only when that first attempt fails, as its retry 0; otherwise the
+  // whole call goes through the loop. Both ways obey the same rules (withRetries).
+  private call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
+    let scope: CallScope;
+    try {
+      scope = this.openScope(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const connection = this.openConnectionNow();
+    if (connection === undefined || !this.window.tryAcquire()) return this.callThroughRetries(scope, kind, request);
+    let reply: Promise<ReplyRecord>;
+    try {
+      reply = this.attempt(connection, request, kind, scope);
+    } catch (error) {
+      reply = Promise.reject(error);
+    }
+    return reply.then(
+      (record) => {
+        try {
+          if (record.leaderHint !== undefined) this.followLeaderHint(connection.address, record.leaderHint);
+        } finally {
+          this.window.release();
+          scope.dispose();
+        }
+        return record;
+      },
+      (failure: unknown) => this.retryAfterFirstAttempt(scope, kind, request, failure, connection.address),
+    );
+  }
+
+  private async callThroughRetries(scope: CallScope, kind: RetryKind, request: WireRequest): Promise<ReplyRecord> {
     try {
       if (!this.window.tryAcquire()) await this.window.acquire(scope);
       try {
@@ -318,6 +349,16 @@ export class FerryClient {
     }
   }
 
+  // The first attempt of a call (window slot held) failed on the connection to `address`.
+  private async retryAfterFirstAttempt(scope: CallScope, kind: RetryKind, request: WireRequest, failure: unknown, address: string): Promise<ReplyRecord> {
+    try {
+      return (await this.withRetries(scope, kind, request.op, request, { failure, address }))!;
+    } finally {
+      this.window.release();
+      scope.dispose();
+    }
+  }
+
   private openScope(options: CallOptions): CallScope {
     if (this.closed) throw new ConnectionError("client closed", this.target, false);
     return new CallScope(this.callDeadlines, options.timeoutMs ?? this.options.timeoutMs, options.signal);
@@ -325,22 +366,34 @@ export class FerryClient {
 
   // Sends `request` (or, without one, only gets a connection) until it succeeds, fails in a way
   // that must not be retried, or the scope ends. Between attempts it reroutes (leader hint, next
-  // seed) and backs off; the first redirect to a hinted leader goes at once.
-  private async withRetries(scope: CallScope, kind: RetryKind, op: string, request: WireRequest | undefined): Promise<ReplyRecord | undefined> {
+  // seed) and backs off; the first redirect to a hinted leader goes at once. `firstAttempt`: the
+  // call's fast path already made attempt 0 on the connection to `address`, which failed.
+  private async withRetries(
+    scope: CallScope,
+    kind: RetryKind,
+    op: string,
+    request: WireRequest | undefined,
+    firstAttempt?: { failure: unknown; address: string },
+  ): Promise<ReplyRecord | undefined> {
     let redirectIsFree = true;
     let lastFailure: FerryError | undefined;
     for (let retry = 0; ; retry++) {
       let address: string | undefined;
       let failure: unknown;
-      try {
-        const connection = this.openConnectionNow() ?? (await this.connectionFor(scope));
-        address = connection.address;
-        if (request === undefined) return undefined;
-        const reply = await this.attempt(connection, request, kind, scope);
-        if (reply.leaderHint !== undefined) this.followLeaderHint(connection.address, reply.leaderHint);
-        return reply;
-      } catch (error) {
-        failure = error;
+      if (retry === 0 && firstAttempt !== undefined) {
+        address = firstAttempt.address;
+        failure = firstAttempt.failure;
+      } else {
+        try {
+          const connection = this.openConnectionNow() ?? (await this.connectionFor(scope));
+          address = connection.address;
+          if (request === undefined) return undefined;
+          const reply = await this.attempt(connection, request, kind, scope);
+          if (reply.leaderHint !== undefined) this.followLeaderHint(connection.address, reply.leaderHint);
+          return reply;
+        } catch (error) {
+          failure = error;
+        }
       }
       if (scope.aborted) {
         // Deadline passed while still connecting: the last real error says more than TIMEOUT.

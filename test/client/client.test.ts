@@ -383,6 +383,48 @@ describe("failures, reconnects and leaders", () => {
     await Promise.all([leader.close(), lost.close()]);
   });
 
+  test("a first attempt on the open connection that fails follows the retry rules: free redirect, retry 0, slot and deadline freed", async () => {
+    const leader = await FakeServer.start();
+    const follower = await FakeServer.start({ role: "follower", leaderHint: leader.address });
+    // Backoff longer than the calls' deadline: only a free redirect or no retry at all can pass.
+    const client = await connect({ seeds: [follower.address], discoverLeader: false, reconnectMinMs: 60_000, reconnectMaxMs: 60_000, connectTimeoutMs: 1000 });
+    const events: Array<Record<string, unknown>> = [];
+    const listen = (event: unknown) => events.push(event as Record<string, unknown>);
+    diagnostics.subscribe("ferry:client:retry", listen);
+    try {
+      const reply = await client.send("bob", "redirected", { timeoutMs: 2000 });
+      assert.equal(follower.requestsOf("send")[0]!.id, reply.id);
+      assert.equal(leader.requestsOf("send")[0]!.id, reply.id);
+      assert.deepEqual(
+        events.map(({ op, code, retry, from, to }) => ({ op, code, retry, from, to })),
+        [{ op: "send", code: "NOT_LEADER", retry: 0, from: follower.address, to: leader.address }],
+      );
+      assert.deepEqual(client.pending, { inFlight: 0, waiting: 0 });
+
+      // Not retryable: the first failure is the call's answer.
+      leader.faults.push({ op: "send", kind: "error", code: "INVALID", message: "no" });
+      const invalid = await rejection(client.send("bob", "refused", { timeoutMs: 2000 }));
+      assert.equal((invalid as FerryError).code, "INVALID");
+      assert.equal(leader.requestsOf("send").length, 2);
+
+      // Retryable, but the backoff outlasts the deadline: TIMEOUT is not what the call says,
+      // the failure is (nothing was in flight while backing off).
+      leader.faults.push({ op: "send", kind: "error", code: "OVERLOADED" });
+      const overloaded = await rejection(client.send("bob", "busy", { timeoutMs: 50 }));
+      assert.equal((overloaded as FerryError).code, "OVERLOADED");
+      assert.equal(leader.requestsOf("send").length, 3);
+      assert.equal(events.at(-1)!.retry, 0);
+      assert.deepEqual(client.pending, { inFlight: 0, waiting: 0 });
+
+      // The window and the connection are still good.
+      await client.send("bob", "after", { timeoutMs: 2000 });
+    } finally {
+      diagnostics.unsubscribe("ferry:client:retry", listen);
+      await client.close();
+      await Promise.all([leader.close(), follower.close()]);
+    }
+  });
+
   test("the client reconnects with backoff after the server goes away and comes back", async () => {
     const first = await FakeServer.start();
     const port = first.port;
