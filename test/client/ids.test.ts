@@ -32,3 +32,14 @@ test("a clock that steps back does not reorder ids; a full counter moves the tim
   const lastMs = Number.parseInt(ids.at(-1)!.slice(0, 8) + ids.at(-1)!.slice(9, 13), 16);
   assert.equal(lastMs, ms + 1);
 });
+
+test("the 62 bits after the variant are random: every hex digit of them varies between ids", () => {
+  const ids = Array.from({ length: 2000 }, () => uuidv7());
+  for (let position = 20; position < 36; position++) {
+    if (position === 23) continue; // the dash
+    const digits = new Set(ids.map((id) => id[position]));
+    assert.ok(digits.size >= 14, `position ${position}: ${[...digits].join("")}`);
+  }
+  // The variant digit takes its two random bits: 8, 9, a and b.
+  assert.deepEqual(new Set(ids.map((id) => id[19])), new Set(["8", "9", "a", "b"]));
+});
