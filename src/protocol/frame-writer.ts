@@ -18,6 +18,10 @@ const int64Scratch = new BigInt64Array(1);
 const int64ScratchBytes = new Uint8Array(int64Scratch.buffer);
 const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
+// Strings up to this length are tried as ASCII copied char by char: cheaper than measuring and
+// encoding UTF-8 natively for short ones (must stay below 256, the str8 limit).
+const ASCII_COPY_CHARS_MAX = 64;
+
 class UnsupportedValue extends Error {}
 const unsupported = new UnsupportedValue("value kind not written by FrameWriter");
 
@@ -195,11 +199,12 @@ export class FrameWriter {
 
   private writeString(value: string): void {
     const length = value.length;
-    if (length < 32) {
-      // Short ASCII (keys, ids, names): copied one char per byte, no native call.
-      this.ensure(1 + length);
+    if (length <= ASCII_COPY_CHARS_MAX) {
+      // Short ASCII (keys, names, 36-character UUIDs): copied one char per byte, no native call.
+      const headerBytes = length < 32 ? 1 : 2; // fixstr, or str8
+      this.ensure(headerBytes + length);
       const buffer = this.buffer;
-      let at = this.position + 1;
+      let at = this.position + headerBytes;
       let index = 0;
       for (; index < length; index++) {
         const code = value.charCodeAt(index);
@@ -207,7 +212,11 @@ export class FrameWriter {
         buffer[at++] = code;
       }
       if (index === length) {
-        buffer[this.position] = 0xa0 | length;
+        if (headerBytes === 1) buffer[this.position] = 0xa0 | length;
+        else {
+          buffer[this.position] = 0xd9;
+          buffer[this.position + 1] = length;
+        }
         this.position = at;
         return;
       }

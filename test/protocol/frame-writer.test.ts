@@ -79,3 +79,22 @@ test("FrameWriter.dropLast removes the frame just appended", () => {
     { rid: 3, ok: false, code: "TOO_LARGE" },
   ]);
 });
+
+test("FrameWriter writes strings with their smallest header, ASCII or not, at every length up to 300", () => {
+  const writer = new FrameWriter(64);
+  for (let length = 0; length <= 300; length++) {
+    for (const text of ["u".repeat(length), `${"u".repeat(Math.max(0, length - 1))}é`.slice(-Math.max(length, 1))]) {
+      const bytes = Buffer.byteLength(text);
+      writer.append(length, { s: text });
+      const frame = writer.take()!;
+      // header (4) + fixmap (1) + "rid" (4) + rid (1-3) + "s" (2), then the string's header
+      const payload = frame.subarray(4);
+      assert.deepEqual(decodePayload(payload), { rid: length, s: text });
+      const at = payload.length - bytes;
+      const header = payload.subarray(0, at).subarray(-(bytes < 32 ? 1 : bytes < 0x100 ? 2 : 3));
+      if (bytes < 32) assert.equal(header[0], 0xa0 | bytes);
+      else if (bytes < 0x100) assert.deepEqual([...header], [0xd9, bytes]);
+      else assert.deepEqual([...header], [0xda, bytes >> 8, bytes & 0xff]);
+    }
+  }
+});
