@@ -29,7 +29,7 @@ import { FerryError } from "../protocol/errors.js";
 import { checkedAddress, checkedNonNegative, checkedPositive, requireName, toBytes } from "./arguments.js";
 import { backoffDelayMs } from "./backoff.js";
 import { publishConnected, publishDisconnected, publishLeaderFound, publishRetry } from "./diagnostics.js";
-import { Connection, ConnectionError, type ReplyRecord } from "./connection.js";
+import { Connection, ConnectionError, NotSent, type ReplyRecord, type RequestListener } from "./connection.js";
 import { type ConsumedMessage, type ConsumeOptions, consumeMailbox } from "./consume.js";
 import { type ClientOptions, type ResolvedOptions, resolveOptions, UNREACHABLE_MEMORY_MS } from "./options.js";
 import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./replies.js";
@@ -92,6 +92,70 @@ export async function connect(options: ClientOptions): Promise<FerryClient> {
   return client;
 }
 
+const NO_OPTIONS: SendOptions = Object.freeze({});
+
+// The SEND request of send()'s arguments; throws FerryError INVALID for a bad one.
+function sendRequestOf(recipient: string | string[], body: string | Uint8Array, options: SendOptions): SendRequest {
+  const recipients = Array.isArray(recipient) ? recipient : [recipient];
+  if (recipients.length === 0) throw new FerryError("INVALID", "send: give at least one recipient");
+  for (const name of recipients) requireName("recipient", name);
+  const id = options.id ?? uuidv7();
+  // A generated id is valid by construction; only the caller's is checked.
+  if (options.id !== undefined && (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id))) {
+    throw new FerryError("INVALID", "send: id must be a non-empty word of printable ASCII");
+  }
+  const request: SendRequest = { op: "send", recipients, body: toBytes(body), id };
+  if (options.headers !== undefined) request.headers = options.headers;
+  if (options.delayMs !== undefined) request.delayMs = checkedNonNegative("delayMs", options.delayMs);
+  if (options.ttlMs !== undefined) request.ttlMs = checkedPositive("ttlMs", options.ttlMs);
+  if (options.after !== undefined) request.after = options.after;
+  if (options.senderTime !== undefined) {
+    if (typeof options.senderTime !== "bigint" || options.senderTime < 0n) throw new FerryError("INVALID", "send: senderTime must be a non-negative bigint (HLC timestamp)");
+    request.senderTime = options.senderTime;
+  }
+  return request;
+}
+
+// The SEND reply as send() resolves it; the id is the request's when the node leaves it out.
+function sendReplyOf(reply: ReplyRecord, request: WireRequest): SendReply {
+  const id = reply.id;
+  return { ok: true, id: typeof id === "string" ? id : (request as SendRequest).id!, timestamp: toTimestamp(reply.timestamp), duplicate: reply.duplicate === true };
+}
+
+function asIs(reply: ReplyRecord): ReplyRecord {
+  return reply;
+}
+
+function noop(): void {}
+
+// A promise executor without a closure: the resolving functions wait here for the caller.
+let capturedResolve: (value: never) => void = noop;
+let capturedReject: (error: unknown) => void = noop;
+function captureResolvers(resolve: (value: never) => void, reject: (error: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+// The first attempt of a call on the fast path: the listener of its request, holding what the
+// call needs to finish or to go on retrying.
+class FirstAttempt implements RequestListener {
+  resolve: (value: unknown) => void = noop; // a function per instance here would cost one per call
+  reject: (error: unknown) => void = noop;
+
+  constructor(
+    private readonly settled: (attempt: FirstAttempt, reply: ReplyRecord | undefined, error: unknown) => void,
+    readonly scope: CallScope,
+    readonly kind: RetryKind,
+    readonly request: WireRequest,
+    readonly address: string,
+    readonly shape: (reply: ReplyRecord, request: WireRequest) => unknown,
+  ) {}
+
+  onSettled(reply: ReplyRecord | undefined, error: unknown): void {
+    this.settled(this, reply, error);
+  }
+}
+
 export class FerryClient {
   private readonly options: ResolvedOptions;
   private readonly window: RequestWindow;
@@ -136,26 +200,15 @@ export class FerryClient {
     }
   }
 
-  async send(recipient: string | string[], body: string | Uint8Array, options: SendOptions = {}): Promise<SendReply> {
-    const recipients = Array.isArray(recipient) ? recipient : [recipient];
-    if (recipients.length === 0) throw new FerryError("INVALID", "send: give at least one recipient");
-    for (const name of recipients) requireName("recipient", name);
-    const id = options.id ?? uuidv7();
-    // A generated id is valid by construction; only the caller's is checked.
-    if (options.id !== undefined && (typeof id !== "string" || !/^[\x21-\x7e]+$/.test(id))) {
-      throw new FerryError("INVALID", "send: id must be a non-empty word of printable ASCII");
+  // Not an async function: its promise is the call's own (a bad argument still rejects it).
+  send(recipient: string | string[], body: string | Uint8Array, options: SendOptions = NO_OPTIONS): Promise<SendReply> {
+    let request: SendRequest;
+    try {
+      request = sendRequestOf(recipient, body, options);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const request: SendRequest = { op: "send", recipients, body: toBytes(body), id };
-    if (options.headers !== undefined) request.headers = options.headers;
-    if (options.delayMs !== undefined) request.delayMs = checkedNonNegative("delayMs", options.delayMs);
-    if (options.ttlMs !== undefined) request.ttlMs = checkedPositive("ttlMs", options.ttlMs);
-    if (options.after !== undefined) request.after = options.after;
-    if (options.senderTime !== undefined) {
-      if (typeof options.senderTime !== "bigint" || options.senderTime < 0n) throw new FerryError("INVALID", "send: senderTime must be a non-negative bigint (HLC timestamp)");
-      request.senderTime = options.senderTime;
-    }
-    const reply = await this.call(request, "idempotent", options);
-    return { ok: true, id: typeof reply.id === "string" ? reply.id : id, timestamp: toTimestamp(reply.timestamp), duplicate: reply.duplicate === true };
+    return this.callAndShape(request, "idempotent", options, sendReplyOf);
   }
 
   async receive(mailbox: string, options: ReceiveOptions = {}): Promise<DeliveredMessage[]> {
@@ -304,10 +357,15 @@ export class FerryClient {
     return Number(reply.count ?? 0);
   }
 
-  // The common case (a window slot free, the connection to the target open) sends at once and
-  // enters the retry loop only when that first attempt fails, as its retry 0; otherwise the
-  // whole call goes through the loop. Both ways obey the same rules (withRetries).
   private call(request: WireRequest, kind: RetryKind, options: CallOptions): Promise<ReplyRecord> {
+    return this.callAndShape(request, kind, options, asIs);
+  }
+
+  // Runs the call and resolves with shape(reply). The common case (a window slot free, the
+  // connection to the target open) sends at once with no promise but the call's own, and enters
+  // the retry loop only when that first attempt fails, as its retry 0; otherwise the whole call
+  // goes through the loop. Both ways obey the same rules (withRetries).
+  private callAndShape<T>(request: WireRequest, kind: RetryKind, options: CallOptions, shape: (reply: ReplyRecord, request: WireRequest) => T): Promise<T> {
     let scope: CallScope;
     try {
       scope = this.openScope(options);
@@ -315,26 +373,48 @@ export class FerryClient {
       return Promise.reject(error);
     }
     const connection = this.openConnectionNow();
-    if (connection === undefined || !this.window.tryAcquire()) return this.callThroughRetries(scope, kind, request);
-    let reply: Promise<ReplyRecord>;
-    try {
-      reply = this.attempt(connection, request, kind, scope);
-    } catch (error) {
-      reply = Promise.reject(error);
+    if (connection === undefined || !this.window.tryAcquire()) {
+      const reply = this.callThroughRetries(scope, kind, request);
+      return shape === asIs ? (reply as Promise<T>) : reply.then((record) => shape(record, request));
     }
-    return reply.then(
-      (record) => {
-        try {
-          if (record.leaderHint !== undefined) this.followLeaderHint(connection.address, record.leaderHint);
-        } finally {
-          this.window.release();
-          scope.dispose();
-        }
-        return record;
-      },
-      (failure: unknown) => this.retryAfterFirstAttempt(scope, kind, request, failure, connection.address),
-    );
+    const attempt = new FirstAttempt(this.firstAttemptSettled, scope, kind, request, connection.address, shape);
+    const promise = new Promise<T>(captureResolvers);
+    attempt.resolve = capturedResolve as (value: unknown) => void;
+    attempt.reject = capturedReject;
+    let notSent: NotSent | undefined;
+    try {
+      notSent = connection.send(request, scope, kind === "idempotent" ? this.attemptDeadlines : undefined, attempt);
+    } catch (error) {
+      notSent = new NotSent(error);
+    }
+    // Refused before writing: the retry loop takes over (in a microtask, after this returns).
+    if (notSent !== undefined) attempt.onSettled(undefined, notSent.error);
+    return promise;
   }
+
+  // The outcome of a call's first attempt made by callAndShape (one function per client, given
+  // to each FirstAttempt). Success settles the call here; a failure goes on in the retry loop,
+  // after the event that reported it (a reply read, a deadline, an abort) has been handled.
+  private readonly firstAttemptSettled = (attempt: FirstAttempt, reply: ReplyRecord | undefined, error: unknown): void => {
+    if (reply === undefined) {
+      queueMicrotask(() => {
+        this.retryAfterFirstAttempt(attempt.scope, attempt.kind, attempt.request, error, attempt.address).then((record) => attempt.shape(record, attempt.request), undefined).then(attempt.resolve, attempt.reject);
+      });
+      return;
+    }
+    let value: unknown;
+    try {
+      if (reply.leaderHint !== undefined) this.followLeaderHint(attempt.address, reply.leaderHint);
+      value = attempt.shape(reply, attempt.request);
+    } catch (failure) {
+      attempt.reject(failure);
+      return;
+    } finally {
+      this.window.release();
+      attempt.scope.dispose();
+    }
+    attempt.resolve(value);
+  };
 
   private async callThroughRetries(scope: CallScope, kind: RetryKind, request: WireRequest): Promise<ReplyRecord> {
     try {

@@ -39,6 +39,12 @@ export class AttemptTimeoutError extends FerryError {
 // The ok reply as decoded (it still carries its rid).
 export type ReplyRecord = Record<string, unknown> & { ok: true };
 
+// Takes the outcome of a request sent with Connection.send(): exactly one call, with the ok reply
+// or (reply undefined) the error, possibly from within the connection's own event handling.
+export interface RequestListener {
+  onSettled(reply: ReplyRecord | undefined, error: unknown): void;
+}
+
 // One request in flight. Settled exactly once: by its reply, the call's cancel, its attempt
 // deadline, or the loss of the connection; each way unhooks it from the others.
 class PendingRequest implements CancelListener, DeadlineEntry {
@@ -47,6 +53,8 @@ class PendingRequest implements CancelListener, DeadlineEntry {
   deadlineNext: DeadlineEntry | undefined = undefined;
   deadlineList: DeadlineList | undefined = undefined;
   attemptTimeoutMs = 0; // when it is an entry of an attempt DeadlineList
+  // Told the outcome when set (send()); otherwise the outcome settles request()'s promise.
+  listener: RequestListener | undefined = undefined;
   resolve: (reply: ReplyRecord) => void = noop;
   reject: (error: unknown) => void = noop;
 
@@ -59,26 +67,45 @@ class PendingRequest implements CancelListener, DeadlineEntry {
   settle(reply: ReplyRecord | undefined, error: unknown): void {
     this.cancel.unsubscribe(this);
     this.deadlineList?.remove(this);
-    if (reply !== undefined) this.resolve(reply);
-    else this.reject(error);
+    this.finish(reply, error);
   }
 
   // The call was cancelled: a late reply is ignored.
   onCancel(reason: unknown): void {
     this.deadlineList?.remove(this);
     this.connection.forget(this);
-    this.reject(reason);
+    this.finish(undefined, reason);
   }
 
   // The attempt deadline passed (the list has removed the entry already).
   expire(): void {
     this.cancel.unsubscribe(this);
     this.connection.forget(this);
-    this.reject(new AttemptTimeoutError(this.connection.address, this.attemptTimeoutMs));
+    this.finish(undefined, new AttemptTimeoutError(this.connection.address, this.attemptTimeoutMs));
+  }
+
+  private finish(reply: ReplyRecord | undefined, error: unknown): void {
+    if (this.listener !== undefined) this.listener.onSettled(reply, error);
+    else if (reply !== undefined) this.resolve(reply);
+    else this.reject(error);
   }
 }
 
 function noop(): void {}
+
+// Why a request was refused before it was written (the call was cancelled, the connection is
+// closed, the frame is too large).
+export class NotSent {
+  constructor(readonly error: unknown) {}
+}
+
+// A promise executor without a closure: the resolving functions wait here for the caller.
+let capturedResolve: (reply: ReplyRecord) => void = noop;
+let capturedReject: (error: unknown) => void = noop;
+function capture(resolve: (reply: ReplyRecord) => void, reject: (error: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
 
 const KEEPALIVE_DELAY_MS = 10_000;
 // Request ids are integers from 1 to 2^32-1 (0 marks a server error not tied to a request).
@@ -161,29 +188,48 @@ export class Connection {
   // ConnectionError when the connection is or gets lost, the reason on cancel, and
   // AttemptTimeoutError when `attemptDeadlines` is given and its duration passes first.
   request(request: object, cancel: Cancel, attemptDeadlines?: DeadlineList): Promise<ReplyRecord> {
-    if (cancel.aborted) return Promise.reject(cancel.reason);
+    const pending = this.write(request, cancel);
+    if (pending instanceof NotSent) return Promise.reject(pending.error);
+    const promise = new Promise<ReplyRecord>(capture);
+    pending.resolve = capturedResolve;
+    pending.reject = capturedReject;
+    this.track(pending, cancel, attemptDeadlines);
+    return promise;
+  }
+
+  // request() without a promise: the outcome goes to `listener` (never from within this call).
+  // Returns undefined, or NotSent when the request was not written (the listener is not called).
+  send(request: object, cancel: Cancel, attemptDeadlines: DeadlineList | undefined, listener: RequestListener): NotSent | undefined {
+    const pending = this.write(request, cancel);
+    if (pending instanceof NotSent) return pending;
+    pending.listener = listener;
+    this.track(pending, cancel, attemptDeadlines);
+    return undefined;
+  }
+
+  // Encodes the request into this tick's output, or returns why not.
+  private write(request: object, cancel: Cancel): PendingRequest | NotSent {
+    if (cancel.aborted) return new NotSent(cancel.reason);
     if (this.closed || this.closeWhenIdle || this.socket.destroyed || this.socket.writableEnded) {
-      return Promise.reject(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
+      return new NotSent(new ConnectionError(`connection to ${this.address} is closed`, this.address, false));
     }
     const rid = this.takeRid();
     const payloadBytes = this.output.append(rid, request as Record<string, unknown>);
     if (payloadBytes > this.frameBytesMax) {
       this.output.dropLast(payloadBytes);
-      return Promise.reject(new FerryError("TOO_LARGE", `request of ${payloadBytes} bytes exceeds the frame limit of ${this.frameBytesMax}`));
+      return new NotSent(new FerryError("TOO_LARGE", `request of ${payloadBytes} bytes exceeds the frame limit of ${this.frameBytesMax}`));
     }
-    const pending = new PendingRequest(this, rid, cancel);
-    const promise = new Promise<ReplyRecord>((resolve, reject) => {
-      pending.resolve = resolve;
-      pending.reject = reject;
-    });
+    return new PendingRequest(this, rid, cancel);
+  }
+
+  private track(pending: PendingRequest, cancel: Cancel, attemptDeadlines: DeadlineList | undefined): void {
     cancel.subscribe(pending);
     if (attemptDeadlines !== undefined) {
       pending.attemptTimeoutMs = attemptDeadlines.durationMs;
       attemptDeadlines.add(pending);
     }
-    this.pending.set(rid, pending);
+    this.pending.set(pending.rid, pending);
     this.scheduleFlush();
-    return promise;
   }
 
   // A request given up (cancelled or timed out): free its rid; a late reply is ignored.
