@@ -155,6 +155,13 @@ export class Broker {
   // (writeMeta). A message leased and acked within one group commit, the usual case for a
   // consumer that keeps up, then never writes its state record to the store.
   private readonly statesToWrite = new Map<string, StateWrite>();
+  // Lower bounds of the times in the expiry index and of the dedupe lists' entry times (undefined:
+  // unknown, look). A sweep whose bound is still in the future has nothing to do and skips its
+  // scan: at one command per entry the two scans were a visible share of an apply. Puts lower
+  // them; a sweep that got through everything due reads the first key again. They only skip scans
+  // that would find nothing, so the state is the same with or without them.
+  private expiryFloorMs: number | undefined;
+  private dedupeFloorMs: number | undefined;
   private wakeups = new Set<string>();
   private applied = 0;
   // The entry being applied.
@@ -203,7 +210,10 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
-        if (this.dedupeIdsInEntry.size > 0) this.kv.put(dedupeListKey(this.nowMs, index), encodeIds([...this.dedupeIdsInEntry]));
+        if (this.dedupeIdsInEntry.size > 0) {
+          this.kv.put(dedupeListKey(this.nowMs, index), encodeIds([...this.dedupeIdsInEntry]));
+          if (this.dedupeFloorMs !== undefined) this.dedupeFloorMs = Math.min(this.dedupeFloorMs, this.nowMs);
+        }
         this.kv.put(APPLIED_KEY, encodeIndex(index));
         return results;
       });
@@ -361,6 +371,8 @@ export class Broker {
     this.metaToWrite.clear();
     this.statesToWrite.clear();
     this.idRecords.clear();
+    this.expiryFloorMs = undefined;
+    this.dedupeFloorMs = undefined;
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -895,6 +907,7 @@ export class Broker {
   }
 
   private sweepExpiredMessages(): void {
+    if (this.expiryFloorMs !== undefined && this.expiryFloorMs > this.nowMs) return;
     const due = this.kv.scan(EXPIRY, EXPIRY + u64Key(this.nowMs + 1), this.config.expirySweepMax);
     for (const entry of due) {
       const key = entry.key;
@@ -906,6 +919,13 @@ export class Broker {
       const message = decodeMessage(value);
       this.expire(mailbox, this.stateOf(mailbox, seq, message), message);
     }
+    if (due.length < this.config.expirySweepMax) this.expiryFloorMs = this.firstTimeMs(EXPIRY);
+  }
+
+  // The time in the first key of an index keyed by a time after its 1-byte prefix (Infinity: empty).
+  private firstTimeMs(prefix: string): number {
+    const [first] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+    return first === undefined ? Number.POSITIVE_INFINITY : readU64Key(first.key, prefix.length);
   }
 
   // Walks the dedupe lists whose entry time left the window, oldest list first, whole lists until
@@ -916,11 +936,16 @@ export class Broker {
   private sweepDedupeRecords(): void {
     const horizonMs = this.nowMs - this.config.dedupeWindowMs;
     if (horizonMs < 0) return;
+    if (this.dedupeFloorMs !== undefined && this.dedupeFloorMs > horizonMs) return;
     let budget = this.config.dedupeSweepMax;
     const end = DEDUPE_LIST + u64Key(horizonMs + 1);
     while (budget > 0) {
       const due = this.kv.scan(DEDUPE_LIST, end, Math.min(budget, SCAN_BATCH));
-      if (due.length === 0) return;
+      if (due.length === 0) {
+        // Everything due was swept (lists written by this entry lower the bound as they are put).
+        this.dedupeFloorMs = this.firstTimeMs(DEDUPE_LIST);
+        return;
+      }
       for (const entry of due) {
         if (budget <= 0) return;
         this.kv.delete(entry.key);
@@ -1018,7 +1043,10 @@ export class Broker {
       if (message.senderTime !== undefined) this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
       this.wakeups.add(mailbox);
     }
-    if (message.expiresAtMs > 0) this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
+    if (message.expiresAtMs > 0) {
+      this.kv.put(expiryKey(message.expiresAtMs, mailbox, seq), EMPTY);
+      if (this.expiryFloorMs !== undefined) this.expiryFloorMs = Math.min(this.expiryFloorMs, message.expiresAtMs);
+    }
     if (message.senderTime !== undefined) {
       this.kv.put(orderKey(mailbox, message.senderTime, seq), EMPTY);
       meta.senderOrdered++;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { DEAD_LETTER_REASON_HEADER, msTimestamp } from "../../src/broker/broker.js";
+import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
 import { dump, Harness, read, text } from "./harness.js";
 
@@ -326,5 +327,67 @@ describe("encoding and recovery", () => {
     assert.throws(() => copy.broker.restore(damaged), /checksum|corrupt/);
     assert.throws(() => copy.broker.restore(saved.slice(0, -1)), /truncated/);
     assert.deepEqual(dump(copy.kv), before);
+  });
+});
+
+describe("sweeps skip their scan while nothing can be due", () => {
+  // Counts the scans of the expiry index ("\x06") and of the dedupe lists ("\x08").
+  function counted(): { kv: MemoryKv; scans: { expiry: number; dedupe: number } } {
+    const kv = new MemoryKv();
+    const scans = { expiry: 0, dedupe: 0 };
+    const scan = kv.scan.bind(kv);
+    kv.scan = (start, end, limit, reverse) => {
+      if (start.startsWith("\x06")) scans.expiry++;
+      if (start.startsWith("\x08")) scans.dedupe++;
+      return scan(start, end, limit, reverse);
+    };
+    return { kv, scans };
+  }
+
+  test("a TTL still expires on time, a dedupe window still ends on time, and entries in between scan nothing", () => {
+    const { kv, scans } = counted();
+    const h = new Harness({ dedupeWindowMs: 1000 }, kv);
+    h.apply({ op: "set-mailbox-config", mailbox: "bob", config: { expiry: "dead-letter" } });
+    h.send("bob", "short", { ttlMs: 500 });
+    h.send("dave", "once", { id: "d" });
+    const received = h.receive("dave");
+    assert.deepEqual(h.apply({ op: "ack", mailbox: "dave", ids: received.messages.map((m) => m.id) }), [{ ok: true, count: 1 }]);
+    const before = { ...scans };
+    for (let i = 0; i < 20; i++) {
+      h.advance(10);
+      h.send("carol", `n${i}`);
+    }
+    assert.deepEqual(scans, before, "200 ms with nothing due: no sweep scans");
+    const early = h.send("dave", "twice", { id: "d" });
+    assert.equal(early.ok && "duplicate" in early && early.duplicate, true, "within the window: a duplicate");
+    h.advance(400); // past the TTL
+    h.send("carol", "tick");
+    assert.deepEqual(h.list("bob").items, [], "the TTL message expired on time");
+    assert.equal(h.list("bob:dlq").items.length, 1, "and the sweep dead-lettered it");
+    assert.notEqual(kv.get("\x07d"), undefined);
+    h.advance(1000); // past the dedupe window of "d"
+    h.send("carol", "tick");
+    assert.equal(kv.get("\x07d"), undefined, "the dedupe sweep dropped the id record of the acked message");
+    const late = h.send("dave", "thrice", { id: "d" });
+    assert.equal(late.ok && "duplicate" in late && late.duplicate, false, "the id left the dedupe window");
+    assert.equal(h.list("dave").items.length, 1);
+  });
+
+  test("a restored or reopened broker looks again before it skips", () => {
+    const source = new Harness();
+    source.apply({ op: "set-mailbox-config", mailbox: "bob", config: { expiry: "dead-letter" } });
+    source.send("bob", "x", { ttlMs: 100 });
+    const { kv } = counted();
+    const target = new Harness({}, kv);
+    target.send("carol", "y"); // the target's sweeps now know its (empty) expiry index
+    target.advance(10);
+    target.send("carol", "z");
+    target.broker.restore(source.broker.snapshot().chunks);
+    target.index = source.index;
+    target.nowMs = source.nowMs + 200; // past the TTL of the restored message
+    target.send("carol", "tick");
+    assert.equal(target.list("bob:dlq").items.length, 1, "the restored message was swept");
+    const reopened = new Harness({}, kv);
+    assert.equal(reopened.broker.appliedIndex(), target.index);
   });
 });
