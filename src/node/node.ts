@@ -425,6 +425,9 @@ export class FerryNode {
       // load wait for the next entry's disk write as well as its own.
       // Entries that commit meanwhile are applied as the news arrives (applyCommittedEarly).
       const persisted = this.persist(ready);
+      // The appends of this Ready go out before the apply, not after it (the end of the turn):
+      // held back, they left the followers idle for the whole apply.
+      if (ready.committedEntries.length > 0) this.transport.flush();
       try {
         this.applyEntries(ready.committedEntries);
         this.applyingEarly = true;

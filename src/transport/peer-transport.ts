@@ -154,6 +154,14 @@ export class PeerTransport {
     this.scheduleFlush();
   }
 
+  // Writes what send() queued now instead of at the end of the turn: for a caller about to do a
+  // long piece of synchronous work (the leader applying entries) that would otherwise hold the
+  // messages back.
+  flush(): void {
+    if (this.closed) return;
+    for (const link of this.links.values()) link.flush();
+  }
+
   setPeers(peers: Map<NodeId, string>): void {
     validatePeers(this.options.selfId, peers);
     for (const [peer, link] of this.links) {
