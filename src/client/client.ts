@@ -36,6 +36,7 @@ import { leaderAddressOf, toDeliveredMessage, toListItem, toTimestamp } from "./
 import { mayRetry, type RetryKind, routeAfter } from "./retry.js";
 import { uuidv7 } from "./ids.js";
 import { CallScope, type Cancel, type DeadlineList, Deadlines, raceCancel, sleep } from "./scope.js";
+import { noop, promiseInto } from "./settlers.js";
 import { RequestWindow } from "./window.js";
 
 export interface CallOptions {
@@ -124,16 +125,6 @@ function sendReplyOf(reply: ReplyRecord, request: WireRequest): SendReply {
 
 function asIs(reply: ReplyRecord): ReplyRecord {
   return reply;
-}
-
-function noop(): void {}
-
-// A promise executor without a closure: the resolving functions wait here for the caller.
-let capturedResolve: (value: never) => void = noop;
-let capturedReject: (error: unknown) => void = noop;
-function captureResolvers(resolve: (value: never) => void, reject: (error: unknown) => void): void {
-  capturedResolve = resolve;
-  capturedReject = reject;
 }
 
 // The first attempt of a call on the fast path: the listener of its request, holding what the
@@ -378,9 +369,7 @@ export class FerryClient {
       return shape === asIs ? (reply as Promise<T>) : reply.then((record) => shape(record, request));
     }
     const attempt = new FirstAttempt(this.firstAttemptSettled, scope, kind, request, connection.address, shape);
-    const promise = new Promise<T>(captureResolvers);
-    attempt.resolve = capturedResolve as (value: unknown) => void;
-    attempt.reject = capturedReject;
+    const promise = promiseInto<unknown>(attempt) as Promise<T>;
     let notSent: NotSent | undefined;
     try {
       notSent = connection.send(request, scope, kind === "idempotent" ? this.attemptDeadlines : undefined, attempt);

@@ -15,6 +15,7 @@ import { FrameWriter } from "../protocol/frame-writer.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
 import type { Cancel, CancelListener, DeadlineEntry, DeadlineList } from "./scope.js";
+import { noop, promiseInto } from "./settlers.js";
 
 // UNAVAILABLE with one more fact: whether the request reached the socket. A request that was
 // never written cannot have been applied, so any request may be retried after one.
@@ -91,20 +92,10 @@ class PendingRequest implements CancelListener, DeadlineEntry {
   }
 }
 
-function noop(): void {}
-
 // Why a request was refused before it was written (the call was cancelled, the connection is
 // closed, the frame is too large).
 export class NotSent {
   constructor(readonly error: unknown) {}
-}
-
-// A promise executor without a closure: the resolving functions wait here for the caller.
-let capturedResolve: (reply: ReplyRecord) => void = noop;
-let capturedReject: (error: unknown) => void = noop;
-function capture(resolve: (reply: ReplyRecord) => void, reject: (error: unknown) => void): void {
-  capturedResolve = resolve;
-  capturedReject = reject;
 }
 
 const KEEPALIVE_DELAY_MS = 10_000;
@@ -190,9 +181,7 @@ export class Connection {
   request(request: object, cancel: Cancel, attemptDeadlines?: DeadlineList): Promise<ReplyRecord> {
     const pending = this.write(request, cancel);
     if (pending instanceof NotSent) return Promise.reject(pending.error);
-    const promise = new Promise<ReplyRecord>(capture);
-    pending.resolve = capturedResolve;
-    pending.reject = capturedReject;
+    const promise = promiseInto(pending);
     this.track(pending, cancel, attemptDeadlines);
     return promise;
   }
