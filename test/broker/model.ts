@@ -1,8 +1,9 @@
 // A small reference model of the broker: plain arrays, no indexes, no KV. Written from the
 // semantics in docs/broker.md, not from broker.ts, so the property test compares two readings of
 // the same rules. Error replies are reduced to their code.
-import type { BrokerCommand, BrokerConfig, MailboxConfig } from "../../src/broker/broker.js";
-import { assignedId, DEAD_LETTER_DELIVERIES_HEADER, DEAD_LETTER_REASON_HEADER, mergeConfig, timestampMs } from "../../src/broker/broker.js";
+import assert from "node:assert/strict";
+import type { Broker, BrokerCommand, BrokerConfig, BrokerResult, MailboxConfig } from "../../src/broker/broker.js";
+import { assignedId, msTimestamp, DEAD_LETTER_DELIVERIES_HEADER, DEAD_LETTER_REASON_HEADER, mergeConfig, timestampMs } from "../../src/broker/broker.js";
 import type { ListItem } from "../../src/protocol/api.js";
 import { isValidName } from "../../src/protocol/names.js";
 
@@ -38,6 +39,15 @@ interface PendingHint {
 const BATCH_TAG_BASE = 0x8000_0000;
 
 export type ModelResult = Record<string, unknown>;
+
+// Applies one command as entry `index` at `nowMs` to the broker and to the model, checks that they
+// agree (error results by code), and returns the broker's result.
+export function applyToBoth(broker: Broker, model: Model, index: number, nowMs: number, command: BrokerCommand): BrokerResult {
+  const actual = broker.apply(index, msTimestamp(nowMs), [command]);
+  const expected = model.apply(index, msTimestamp(nowMs), [command]);
+  assert.deepEqual(actual.map((r) => (r.ok ? r : { ok: false, code: r.code })), expected);
+  return actual[0]!;
+}
 
 const compareSeq = (a: [number, number], b: [number, number]): number => a[0] - b[0] || a[1] - b[1];
 // Delivery and LIST order: log-ordered messages by seq, then sender-ordered by (sender time, seq).

@@ -6,7 +6,7 @@ import { Broker, type BrokerCommand, msTimestamp, timestampMs } from "../../src/
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
 import { Harness, read } from "./harness.js";
-import { Model } from "./model.js";
+import { applyToBoth, Model } from "./model.js";
 
 function senderTimeMailbox(reorderWindowMs = 1000): Harness {
   const h = new Harness();
@@ -166,13 +166,7 @@ describe("sender-time order, property", () => {
         let nowMs = 1_000_000;
         let index = 0;
         const leased: string[] = [];
-        const apply = (command: BrokerCommand) => {
-          index++;
-          const actual = broker.apply(index, msTimestamp(nowMs), [command]);
-          const expected = model.apply(index, msTimestamp(nowMs), [command]);
-          assert.deepEqual(actual.map((r) => (r.ok ? r : { ok: false, code: r.code })), expected);
-          return actual[0]!;
-        };
+        const apply = (command: BrokerCommand) => applyToBoth(broker, model, ++index, nowMs, command);
         apply({ op: "set-mailbox-config", mailbox: "q", config: { order: "sender-time", reorderWindowMs: windowMs, deliveriesMax: 100 } });
         for (const s of steps) {
           nowMs += s.advanceMs;
@@ -247,13 +241,7 @@ describe("log order, fresh cursor, property", () => {
         let index = 0;
         const leased: string[] = [];
         const delayedIds = new Set<string>();
-        const apply = (command: BrokerCommand) => {
-          index++;
-          const actual = broker.apply(index, msTimestamp(nowMs), [command]);
-          const expected = model.apply(index, msTimestamp(nowMs), [command]);
-          assert.deepEqual(actual.map((r) => (r.ok ? r : { ok: false, code: r.code })), expected);
-          return actual[0]!;
-        };
+        const apply = (command: BrokerCommand) => applyToBoth(broker, model, ++index, nowMs, command);
         apply({ op: "set-mailbox-config", mailbox: "q", config: { deliveriesMax: 3, visibilityMs: 300, expiry } });
         for (const s of steps) {
           nowMs += s.advanceMs;
