@@ -152,7 +152,7 @@ export class Broker {
   private readonly metaToWrite = new Map<string, MailboxMeta | undefined>();
   private readonly metaPerCommit: boolean;
   // State records written or deleted since the last commit, by key, written with the counters
-  // (writeMeta). A message leased and acked within one group commit, the usual case for a
+  // (writeDeferred). A message leased and acked within one group commit, the usual case for a
   // consumer that keeps up, then never writes its state record to the store.
   private readonly statesToWrite = new Map<string, StateWrite>();
   // Lower bounds of the times in the expiry index and of the dedupe lists' entry times (undefined:
@@ -183,7 +183,7 @@ export class Broker {
   ) {
     this.config = mergeConfig(config);
     this.metaPerCommit = kv.setBeforeCommit !== undefined;
-    kv.setBeforeCommit?.(() => this.writeMeta());
+    kv.setBeforeCommit?.(() => this.writeDeferred());
     this.reloadState();
   }
 
@@ -1095,7 +1095,7 @@ export class Broker {
       }
     }
     this.dirtyMailboxes.clear();
-    if (!this.metaPerCommit) this.writeMeta();
+    if (!this.metaPerCommit) this.writeDeferred();
   }
 
   // An empty mailbox's pending keys are all stale: drop them, so that a mailbox nobody receives
@@ -1110,9 +1110,10 @@ export class Broker {
     }
   }
 
-  // Inside a transaction (the apply's, or the KV's group right before it commits). The counters
-  // written are those of the last applied entry, which the same commit holds.
-  private writeMeta(): void {
+  // Writes the mailbox counters and state records kept since the last commit. Inside a
+  // transaction (the apply's, or the KV's group right before it commits). The counters written are
+  // those of the last applied entry, which the same commit holds.
+  private writeDeferred(): void {
     for (const [mailbox, meta] of this.metaToWrite) {
       if (meta === undefined) this.kv.delete(META + mailbox);
       else this.kv.put(META + mailbox, encodeMeta(meta));

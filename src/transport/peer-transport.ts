@@ -230,8 +230,7 @@ export class PeerTransport {
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      if (this.closed) return;
-      for (const link of this.links.values()) link.flush();
+      this.flush();
     });
   }
 
