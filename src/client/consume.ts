@@ -3,13 +3,23 @@
 //
 // Rules (at-least-once, never silently dropped):
 // - autoAck (default true): a message is acked once the loop body for it finishes, unless the
-//   body settled it itself. Acks go out without waiting, and are awaited before the next RECEIVE.
+//   body settled it itself.
+// - Acks are coalesced: every ack (auto or explicit) made in one event-loop turn goes out as one
+//   ACK request, so a batch handled without waiting costs one ACK, not one per message. Each
+//   message's ack() still settles with that request. At most acksInFlightMax ACK requests are
+//   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
+//   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
+// - prefetch (default true): when a batch came back full, the next RECEIVE goes out before the
+//   batch is handed to the loop body, so the body's work and the round trip overlap. The
+//   prefetched messages are leased meanwhile: their visibility timeout runs while the current
+//   batch is handled.
 // - Leaving the loop early (break, return, throw) nacks the message in hand (autoAck only: the
-//   body may have failed on it) and every message of the batch not yet yielded, so they are
-//   redelivered at once rather than after their lease. To stop after handling a message with
-//   autoAck, ack it (`await message.ack()`) before breaking.
+//   body may have failed on it), every message of the batch not yet yielded, and a prefetched
+//   batch, so they are redelivered at once rather than after their lease. To stop after
+//   handling a message with autoAck, ack it (`await message.ack()`) before breaking.
 // - Retryable errors of RECEIVE and ACK are absorbed with backoff (a lost ack means a
-//   redelivery, which at-least-once allows); other errors end the loop by throwing.
+//   redelivery, which at-least-once allows); other errors end the loop by throwing (an
+//   auto-ack's at the next RECEIVE).
 // - Aborting options.signal or closing the client ends the loop quietly.
 import type { DeliveredMessage } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
@@ -20,8 +30,9 @@ import { sleepUnlessAborted } from "./scope.js";
 
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
+export const CONSUME_ACKS_IN_FLIGHT_MAX_DEFAULT = 4;
 // An empty batch that came back sooner than this (waitMs 0, or a server that does not long-poll)
-// is followed by a pause for the rest of it, so an idle consumer never spins on RECEIVE.
+// is followed by a pause for the rest of it, so an idle consumer never spins.
 export const CONSUME_EMPTY_POLL_MS_MIN = 100;
 
 export interface ConsumeOptions {
@@ -29,6 +40,8 @@ export interface ConsumeOptions {
   max?: number; // messages per RECEIVE (default 16)
   waitMs?: number; // long poll per RECEIVE (default 5 s)
   visibilityMs?: number;
+  prefetch?: boolean; // default true: receive the next batch while this one is handled
+  acksInFlightMax?: number; // ACK requests outstanding before the next RECEIVE waits (default 4)
   signal?: AbortSignal;
 }
 
@@ -44,58 +57,81 @@ interface Settleable {
 
 export async function* consumeMailbox(client: FerryClient, mailbox: string, options: ConsumeOptions): AsyncGenerator<ConsumedMessage> {
   const autoAck = options.autoAck ?? true;
+  const prefetch = options.prefetch ?? true;
+  const max = options.max ?? CONSUME_MAX_DEFAULT;
+  const acksInFlightMax = options.acksInFlightMax ?? CONSUME_ACKS_IN_FLIGHT_MAX_DEFAULT;
+  if (!Number.isInteger(acksInFlightMax) || acksInFlightMax < 1) throw new FerryError("INVALID", `acksInFlightMax takes an integer >= 1, not ${acksInFlightMax}`);
   const signal = options.signal;
-  let acks: Array<Promise<unknown>> = []; // each settles with undefined or the ack's error
+  const acker = new Acker(client, mailbox);
+  const receive = (): Promise<DeliveredMessage[]> =>
+    client.receive(mailbox, {
+      max,
+      waitMs: options.waitMs ?? CONSUME_WAIT_MS_DEFAULT,
+      ...(options.visibilityMs === undefined ? {} : { visibilityMs: options.visibilityMs }),
+      ...(signal === undefined ? {} : { signal }),
+    });
+  let ahead: Promise<DeliveredMessage[]> | undefined; // the prefetched RECEIVE
   let failures = 0;
-  while (!signal?.aborted && !client.isClosed) {
-    let batch: DeliveredMessage[];
-    const startedMs = performance.now();
-    try {
-      await awaitAcks(acks);
-      acks = [];
-      batch = await client.receive(mailbox, {
-        max: options.max ?? CONSUME_MAX_DEFAULT,
-        waitMs: options.waitMs ?? CONSUME_WAIT_MS_DEFAULT,
-        ...(options.visibilityMs === undefined ? {} : { visibilityMs: options.visibilityMs }),
-        ...(signal === undefined ? {} : { signal }),
-      });
-      failures = 0;
-      const elapsedMs = performance.now() - startedMs;
-      if (batch.length === 0 && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
-    } catch (error) {
-      if (signal?.aborted || client.isClosed) return;
-      if (!(error instanceof FerryError) || !error.retryable) throw error;
-      await sleepUnlessAborted(backoffDelayMs(failures++, RECONNECT_MIN_MS_DEFAULT, RECONNECT_MAX_MS_DEFAULT, Math.random), signal);
-      continue;
-    }
-    const entries = batch.map((delivered) => settleable(client, mailbox, delivered));
-    let index = 0;
-    try {
-      for (; index < entries.length; index++) {
-        if (signal?.aborted || client.isClosed) break;
-        const entry = entries[index]!;
-        yield entry.message;
-        if (autoAck && !entry.settled) acks.push(entry.message.ack().then(noError, (error: unknown) => error ?? new Error("ack failed")));
+  try {
+    while (!signal?.aborted && !client.isClosed) {
+      let batch: DeliveredMessage[];
+      const startedMs = performance.now();
+      try {
+        acker.throwIfFailed();
+        await acker.belowInFlight(acksInFlightMax);
+        const pending = ahead ?? receive();
+        ahead = undefined;
+        batch = await pending;
+        failures = 0;
+        const elapsedMs = performance.now() - startedMs;
+        if (batch.length === 0 && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
+      } catch (error) {
+        if (signal?.aborted || client.isClosed) return;
+        if (!(error instanceof FerryError) || !error.retryable) throw error;
+        await sleepUnlessAborted(backoffDelayMs(failures++, RECONNECT_MIN_MS_DEFAULT, RECONNECT_MAX_MS_DEFAULT, Math.random), signal);
+        continue;
       }
-    } finally {
-      // index < length: the loop was left early (or aborted); give the rest back.
-      const unsettled = entries.slice(index).filter((entry, offset) => !entry.settled && (autoAck || offset > 0));
-      if (unsettled.length > 0 && !client.isClosed) {
-        await client.nack(mailbox, unsettled.map((entry) => entry.message.id)).catch(() => undefined);
+      // A full batch: more is likely waiting. (After a short one, a prefetch would only hold
+      // back, leased here, messages that arrive while this batch is handled.)
+      if (prefetch && batch.length === max) {
+        ahead = receive();
+        ahead.catch(noError); // its error is handled where it is awaited
+      }
+      const entries = batch.map((delivered) => settleable(acker, client, mailbox, delivered));
+      let index = 0;
+      try {
+        for (; index < entries.length; index++) {
+          if (signal?.aborted || client.isClosed) break;
+          const entry = entries[index]!;
+          yield entry.message;
+          if (autoAck && !entry.settled) acker.autoAck(entry.message.id);
+        }
+      } finally {
+        // index < length: the loop was left early (or aborted); give the rest back.
+        const unsettled = entries.slice(index).filter((entry, offset) => !entry.settled && (autoAck || offset > 0));
+        if (unsettled.length > 0 && !client.isClosed) {
+          await client.nack(mailbox, unsettled.map((entry) => entry.message.id)).catch(noError);
+        }
       }
     }
+  } finally {
+    acker.flush();
+    if (ahead !== undefined) {
+      const prefetched = await ahead.catch((): DeliveredMessage[] => []);
+      if (prefetched.length > 0 && !client.isClosed) await client.nack(mailbox, prefetched.map((message) => message.id)).catch(noError);
+    }
+    await acker.idle();
   }
-  await awaitAcks(acks).catch(() => undefined);
 }
 
-function settleable(client: FerryClient, mailbox: string, delivered: DeliveredMessage): Settleable {
+function settleable(acker: Acker, client: FerryClient, mailbox: string, delivered: DeliveredMessage): Settleable {
   const entry: Settleable = {
     settled: false,
     message: {
       ...delivered,
-      ack: async () => {
+      ack: () => {
         entry.settled = true;
-        await client.ack(mailbox, [delivered.id]);
+        return acker.ack(delivered.id);
       },
       nack: async (delayMs?: number) => {
         entry.settled = true;
@@ -106,14 +142,78 @@ function settleable(client: FerryClient, mailbox: string, delivered: DeliveredMe
   return entry;
 }
 
-function noError(): undefined {
-  return undefined;
+interface AckWaiter {
+  resolve(): void;
+  reject(error: unknown): void;
 }
 
-// Waits for auto-acks; a retryable failure only means a redelivery later, anything else throws.
-// (The ack promises carry their errors as values so that none is ever an unhandled rejection.)
-async function awaitAcks(acks: Array<Promise<unknown>>): Promise<void> {
-  for (const error of await Promise.all(acks)) {
-    if (error !== undefined && !(error instanceof FerryError && error.retryable)) throw error;
+// Coalesces the acks of one event-loop turn into one ACK request (see the rules above).
+class Acker {
+  private ids: string[] = [];
+  private waiters: Array<AckWaiter | undefined> = []; // undefined: an auto-ack
+  private scheduled = false;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown; // the first auto-ack error that is not retryable
+
+  constructor(
+    private readonly client: FerryClient,
+    private readonly mailbox: string,
+  ) {}
+
+  ack(id: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => this.add(id, { resolve, reject }));
   }
+
+  autoAck(id: string): void {
+    this.add(id, undefined);
+  }
+
+  throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  async belowInFlight(max: number): Promise<void> {
+    while (this.inFlight.size >= max) await Promise.race(this.inFlight);
+  }
+
+  async idle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+  }
+
+  // Sends what was collected (also called by the turn's end).
+  flush(): void {
+    if (this.ids.length === 0) return;
+    const ids = this.ids;
+    const waiters = this.waiters;
+    this.ids = [];
+    this.waiters = [];
+    const done = this.client.ack(this.mailbox, ids).then(
+      () => {
+        for (const waiter of waiters) waiter?.resolve();
+      },
+      (error: unknown) => {
+        const failure = error ?? new Error("ack failed");
+        for (const waiter of waiters) waiter?.reject(failure);
+        const auto = waiters.some((waiter) => waiter === undefined);
+        if (auto && this.failure === undefined && !(failure instanceof FerryError && failure.retryable)) this.failure = failure;
+      },
+    );
+    this.inFlight.add(done);
+    void done.then(() => this.inFlight.delete(done));
+  }
+
+  private add(id: string, waiter: AckWaiter | undefined): void {
+    this.ids.push(id);
+    this.waiters.push(waiter);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+}
+
+function noError(): undefined {
+  return undefined;
 }

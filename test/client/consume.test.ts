@@ -7,6 +7,10 @@ import { FakeServer } from "./fake-server.js";
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20 };
 const text = (body: Uint8Array) => new TextDecoder().decode(body);
 
+function ackedIds(server: FakeServer): unknown[] {
+  return server.requestsOf("ack").flatMap((request) => request.ids as unknown[]);
+}
+
 async function setup() {
   const server = await FakeServer.start();
   const client = await connect({ seeds: [server.address], ...fast });
@@ -25,8 +29,73 @@ test("autoAck acks each message after its loop body; abort ends the loop quietly
     if (seen.length === 3) controller.abort();
   }
   assert.deepEqual(seen, ["one", "two", "three"]);
-  assert.equal(server.requestsOf("ack").length, 3);
+  assert.equal(ackedIds(server).length, 3);
   assert.equal(server.mailbox("jobs").length, 0);
+  await client.close();
+  await server.close();
+});
+
+test("the acks of a batch handled without waiting go out as one ACK request; explicit acks settle with it", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
+  const controller = new AbortController();
+  const explicit: Array<Promise<void>> = [];
+  let seen = 0;
+  for await (const message of client.consume("jobs", { max: 5, waitMs: 50, prefetch: false, signal: controller.signal })) {
+    if (seen % 2 === 0) explicit.push(message.ack()); // not awaited: coalesced with the auto-acks
+    if (++seen === 5) controller.abort();
+  }
+  await Promise.all(explicit);
+  assert.equal(server.requestsOf("ack").length, 1);
+  assert.equal(ackedIds(server).length, 5);
+  assert.equal(server.mailbox("jobs").length, 0);
+  await client.close();
+  await server.close();
+});
+
+test("prefetch: after a full batch the next RECEIVE goes out before the body runs; leaving gives the prefetched batch back", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
+  // Count the RECEIVE calls consume() makes (the fake server sees them a little later).
+  let receives = 0;
+  const receive = client.receive.bind(client);
+  client.receive = (...args: Parameters<typeof client.receive>) => {
+    receives++;
+    return receive(...args);
+  };
+  const receivesWhenSeen: number[] = [];
+  for await (const message of client.consume("jobs", { max: 2, waitMs: 50 })) {
+    receivesWhenSeen.push(receives);
+    if (text(message.body) === "job 2") {
+      await message.ack();
+      break;
+    }
+  }
+  // Batch [0, 1] was full, so [2, 3] was asked for before job 0 was handed out; [2, 3] full too.
+  assert.deepEqual(receivesWhenSeen, [2, 2, 3]);
+  // 0, 1 auto-acked, 2 acked; 3 (the batch's rest) and 4 (prefetched) are ready again at once.
+  assert.deepEqual(
+    server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]),
+    [
+      ["job 3", false],
+      ["job 4", false],
+    ],
+  );
+  // Without prefetch, only the batch in hand is leased when the body runs.
+  receives = 0;
+  const counts: number[] = [];
+  for await (const message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false })) {
+    counts.push(receives);
+    if (counts.length === 2) {
+      await message.ack();
+      break;
+    }
+  }
+  assert.deepEqual(counts, [1, 2]);
+  assert.deepEqual(
+    server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]),
+    [],
+  );
   await client.close();
   await server.close();
 });
