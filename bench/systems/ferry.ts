@@ -28,7 +28,9 @@ const BUILD_TIMEOUT_MS = 300_000;
 const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
-const ACKS_IN_FLIGHT_MAX = 4;
+const IDLE_CHECK_MS = 100;
+// Per consumer: a RECEIVE, a prefetched one and up to 4 ACK requests (consume()'s default).
+const REQUESTS_PER_CONSUMER = 6;
 
 function devArgs(workDir: string): string[] {
   return [
@@ -44,8 +46,7 @@ function devArgs(workDir: string): string[] {
 // The client API the benchmark uses (see docs/client.md).
 interface FerryClient {
   send(recipient: string, body: Uint8Array, options?: { id?: string }): Promise<unknown>;
-  receive(mailbox: string, options: { max: number; waitMs: number }): Promise<Array<{ id: string }>>;
-  ack(mailbox: string, ids: string[]): Promise<unknown>;
+  consume(mailbox: string, options: { max: number; waitMs: number; autoAck: boolean; signal: AbortSignal }): AsyncIterable<{ ack(): Promise<void> }>;
   status(): Promise<FerryStatus>;
   close(): Promise<void>;
 }
@@ -165,7 +166,7 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
       return openSender(connection, options.target);
     },
     drain: async (options) => {
-      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * 2 });
+      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * REQUESTS_PER_CONSUMER });
       opened.push(connection);
       return drain(connection, options);
     },
@@ -192,35 +193,36 @@ function openSender(client: FerryClient, mailbox: string): Sender {
   };
 }
 
+// Each consumer is the client library's consume() loop as users run it (docs/client.md): acks of
+// one event-loop turn coalesced into one ACK request, at most 4 of them outstanding, the next
+// batch prefetched after a full one, as the peers' consumers keep prefetch windows and
+// asynchronous acks. An ack still counts only once Ferry confirms it is durable.
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;
-  let lastMessageMs = performance.now();
   let received = 0;
-  // Each consumer keeps receiving while its acks are committed (at most ACKS_IN_FLIGHT_MAX per
-  // consumer), as the peers' consumers do with their prefetch windows and asynchronous acks. An
-  // ack still counts only once Ferry confirms it is durable.
+  let lastMessageMs = performance.now();
+  const stop = new AbortController();
+  const idle = setInterval(() => {
+    if (performance.now() - lastMessageMs >= options.idleMs) stop.abort();
+  }, IDLE_CHECK_MS);
+  const acks: Array<Promise<void>> = [];
   const loop = async () => {
-    const acks = new Set<Promise<unknown>>();
-    while (received < options.expected && performance.now() - lastMessageMs < options.idleMs) {
-      const messages = await client.receive(options.target, { max: options.batch, waitMs: RECEIVE_WAIT_MS });
-      if (messages.length === 0) continue;
+    for await (const message of client.consume(options.target, { max: options.batch, waitMs: RECEIVE_WAIT_MS, autoAck: false, signal: stop.signal })) {
       lastMessageMs = performance.now();
-      received += messages.length;
-      const ack: Promise<unknown> = client
-        .ack(
-          options.target,
-          messages.map((message) => message.id),
-        )
-        .then(() => {
-          acked += messages.length;
-          options.onAcked(messages.length);
-          acks.delete(ack);
-        });
-      acks.add(ack);
-      if (acks.size >= ACKS_IN_FLIGHT_MAX) await Promise.race(acks);
+      acks.push(
+        message.ack().then(() => {
+          acked++;
+          options.onAcked(1);
+        }),
+      );
+      if (++received >= options.expected) stop.abort();
     }
-    await Promise.all(acks);
   };
-  await Promise.all(Array.from({ length: options.consumers }, loop));
+  try {
+    await Promise.all(Array.from({ length: options.consumers }, loop));
+    await Promise.all(acks);
+  } finally {
+    clearInterval(idle);
+  }
   return acked;
 }
