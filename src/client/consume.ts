@@ -6,7 +6,8 @@
 //   body settled it itself.
 // - Acks are coalesced: every ack (auto or explicit) made in one event-loop turn goes out as one
 //   ACK request, so a batch handled without waiting costs one ACK, not one per message. Each
-//   message's ack() still settles with that request. At most acksInFlightMax ACK requests are
+//   message's ack() still settles with that request; what is collected goes out at the latest
+//   before the next RECEIVE, in the same write. At most acksInFlightMax ACK requests are
 //   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
 //   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
 // - prefetch (default true): when a batch came back full, the next RECEIVE goes out before the
@@ -79,6 +80,9 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       try {
         acker.throwIfFailed();
         await acker.belowInFlight(acksInFlightMax);
+        // The acks collected so far go out ahead of the RECEIVE, in the same write, so the leader
+        // usually proposes both in one entry (one Raft round) instead of two.
+        acker.flush();
         const pending = ahead ?? receive();
         ahead = undefined;
         batch = await pending;
@@ -94,6 +98,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       // A full batch: more is likely waiting. (After a short one, a prefetch would only hold
       // back, leased here, messages that arrive while this batch is handled.)
       if (prefetch && batch.length === max) {
+        acker.flush();
         ahead = receive();
         ahead.catch(noError); // its error is handled where it is awaited
       }

@@ -53,6 +53,20 @@ test("the acks of a batch handled without waiting go out as one ACK request; exp
   await server.close();
 });
 
+test("the acks collected go out ahead of the next RECEIVE, so the leader can take both in one entry", async () => {
+  const { server, client } = await setup();
+  for (const body of ["one", "two", "three"]) await client.send("jobs", body);
+  const controller = new AbortController();
+  let seen = 0;
+  for await (const _message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false, signal: controller.signal })) {
+    if (++seen === 3) controller.abort();
+  }
+  const order = server.requests.filter((request) => request.op === "receive" || request.op === "ack").map((request) => request.op);
+  assert.deepEqual(order, ["receive", "ack", "receive", "ack", "receive", "ack"]);
+  await client.close();
+  await server.close();
+});
+
 test("prefetch: after a full batch the next RECEIVE goes out before the body runs; leaving gives the prefetched batch back", async () => {
   const { server, client } = await setup();
   for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
