@@ -6,7 +6,8 @@
 // peer we keep a small window and trust its minimum-delay sample (NTP's clock filter). Peers are
 // combined with the median of {0 (ourselves)} ∪ {peer offsets}: for an odd cluster that is the
 // median clock minus ours, the same point for every node, so all nodes converge on it and one
-// wild clock (ours or a peer's) cannot drag the others.
+// wild clock (ours or a peer's) cannot drag the others. With an even count the two middle clocks
+// are not averaged (centralOffsetMs): a wild clock could drag us halfway.
 import { assert } from "../util/assert.js";
 
 // The four timestamps of one exchange, in ms: t1 and t4 on our clock, t2 and t3 on the peer's.
@@ -116,6 +117,21 @@ export class OffsetEstimator {
   clusterOffsetMs(nowMs: number): number | undefined {
     const offsets = this.peerOffsets(nowMs);
     if (offsets.length === 0) return undefined;
-    return median([0, ...offsets.map((offset) => offset.offsetMs)]);
+    return centralOffsetMs(offsets.map((offset) => offset.offsetMs));
   }
+}
+
+// The median of {0 (ourselves)} ∪ peer offsets, except that with an even count (a node that has
+// heard from only some of its peers: one peer in a young 3-node cluster, or an even cluster) it
+// never averages the two middle clocks: when we lie between them we are a middle clock (0);
+// otherwise the nearer one. Averaging made a follower that had heard only from the leader step
+// halfway to a leader whose clock had jumped (median of {0, +5000} = +2500), fencing it too.
+export function centralOffsetMs(peerOffsetsMs: readonly number[]): number {
+  const sorted = [0, ...peerOffsetsMs].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  if (sorted.length % 2 === 1) return sorted[middle]!;
+  const low = sorted[middle - 1]!;
+  const high = sorted[middle]!;
+  if (low <= 0 && high >= 0) return 0;
+  return high < 0 ? high : low;
 }

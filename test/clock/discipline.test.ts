@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { DisciplinedClock } from "../../src/clock/disciplined-clock.js";
-import { measureSample, median, OffsetEstimator } from "../../src/clock/offset-estimator.js";
+import { centralOffsetMs, measureSample, median, OffsetEstimator } from "../../src/clock/offset-estimator.js";
 import { SkewGuard } from "../../src/clock/skew-guard.js";
 import { SkewedClock } from "../../src/clock/skewed-clock.js";
 
@@ -44,17 +44,44 @@ test("the estimator trusts each peer's minimum-delay sample and takes the median
   // Peer 3 is 10 ms behind: the median of {0, +100, -10} is 0 — we are the middle clock.
   estimator.addSample(3, exchange(3000, 0, -10, 1, 0, 1));
   assert.equal(estimator.clusterOffsetMs(3100), 0);
-  // Peer 4 also ahead by 50: median of {0, -10, 50, 100} is 25.
+  // Peer 4 also ahead by 50: {-10, 0, 50, 100} has an even count; we lie between the two middle
+  // clocks (0 and 50), so we are a middle clock: no correction (an average would say 25).
   estimator.addSample(4, exchange(3000, 0, 50, 1, 0, 1));
-  assert.equal(estimator.clusterOffsetMs(3100), 25);
+  assert.equal(estimator.clusterOffsetMs(3100), 0);
+  // Peer 5 ahead by 70: the median of {-10, 0, 50, 70, 100} is 50.
+  estimator.addSample(5, exchange(3000, 0, 70, 1, 0, 1));
+  assert.equal(estimator.clusterOffsetMs(3100), 50);
   assert.equal(median([5]), 5);
+});
+
+test("with an even count the two middle clocks are never averaged: one jumped peer cannot drag us halfway", () => {
+  // A follower of a young 3-node cluster that has heard only from the leader, whose clock jumped
+  // 5 s ahead: the median of {0, +5000} would be +2500, a step that fenced the follower too.
+  assert.equal(centralOffsetMs([5000]), 0);
+  assert.equal(centralOffsetMs([-5000]), 0);
+  // Once the other follower is heard from, the odd median names the two agreeing clocks.
+  assert.equal(centralOffsetMs([5000, 3]), 3);
+  // Even counts with us outside the two middle clocks: the nearer of them.
+  assert.equal(centralOffsetMs([100, 200, 300]), 100);
+  assert.equal(centralOffsetMs([-100, -200, -300]), -100);
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: -10_000, max: 10_000 }), { minLength: 1, maxLength: 6 }), (offsets) => {
+      const central = centralOffsetMs(offsets);
+      const all = [0, ...offsets].sort((a, b) => a - b);
+      // Always one of the clocks (never a midpoint), between the two middle ones.
+      assert.ok(all.includes(central));
+      assert.ok(central >= all[(all.length - 1) >> 1]! && central <= all[all.length >> 1]!);
+      if (all.length % 2 === 1) assert.equal(central, median(all));
+    }),
+  );
 });
 
 test("old samples expire, and samples with a negative or huge delay are rejected", () => {
   const estimator = new OffsetEstimator({ sampleMaxAgeMs: 10_000, sampleDelayMsMax: 500 });
   assert.equal(estimator.clusterOffsetMs(0), undefined, "alone: no estimate");
   estimator.addSample(2, exchange(1000, 0, 30, 1, 0, 1));
-  assert.equal(estimator.clusterOffsetMs(5000), 15);
+  assert.equal(estimator.clusterOffsetMs(5000), 0, "one peer: {0, +30}, we are a middle clock");
+  assert.equal(estimator.peerOffset(2, 5000)?.offsetMs, 30);
   assert.equal(estimator.clusterOffsetMs(20_000), undefined, "stale");
   assert.equal(estimator.addSample(2, { t1Ms: 100, t2Ms: 100, t3Ms: 200, t4Ms: 150 }), undefined, "negative delay");
   assert.equal(estimator.addSample(2, exchange(1000, 0, 30, 400, 0, 400)), undefined, "delay over the limit");
