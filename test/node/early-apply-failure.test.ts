@@ -12,7 +12,6 @@
 // through the client library a retried SEND could be answered by the next leader instead.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -20,6 +19,7 @@ import type { BrokerCommand, BrokerResult } from "../../src/broker/commands.js";
 import { type MemberAddress, NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
 import { FerryNode } from "../../src/node/node.js";
 import { FerryError } from "../../src/protocol/errors.js";
+import { freePort } from "../e2e/harness.js";
 
 const BOOM = "boom";
 const LOAD_WORKERS = 64; // requests kept in flight by the load
@@ -41,17 +41,6 @@ interface NodeInternals {
 
 function internals(node: FerryNode): NodeInternals {
   return node as unknown as NodeInternals;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function sleep(ms: number): Promise<void> {
