@@ -19,7 +19,8 @@ import type { BrokerCommand, BrokerResult } from "../../src/broker/commands.js";
 import { type MemberAddress, NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
 import { FerryNode } from "../../src/node/node.js";
 import { FerryError } from "../../src/protocol/errors.js";
-import { freePort } from "../e2e/harness.js";
+import { freePort, sleep } from "../e2e/harness.js";
+import { waitFor } from "../e2e/tools.js";
 
 const BOOM = "boom";
 const LOAD_WORKERS = 64; // requests kept in flight by the load
@@ -41,18 +42,6 @@ interface NodeInternals {
 
 function internals(node: FerryNode): NodeInternals {
   return node as unknown as NodeInternals;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 async function startCluster(root: string, nodes: FerryNode[]): Promise<void> {
