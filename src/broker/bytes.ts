@@ -115,6 +115,7 @@ function isAscii(value: string): boolean {
 
 export class ByteReader {
   offset = 0;
+  private latin1: Buffer | undefined; // the input as a Buffer, made on the first string()
 
   constructor(private readonly buffer: Uint8Array) {}
 
@@ -179,8 +180,11 @@ export class ByteReader {
       }
     }
     if (!ascii) return textDecoder.decode(this.raw(length));
-    let value = "";
-    for (let i = 0; i < length; i++) value += String.fromCharCode(this.buffer[this.offset + i]!);
+    // One string, where appending character by character allocated a string per character (the
+    // largest allocation of an apply: ~1 KB per SEND for its UUID).
+    const buffer = this.buffer;
+    this.latin1 ??= Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    const value = this.latin1.toString("latin1", this.offset, this.offset + length);
     this.offset += length;
     return value;
   }

@@ -244,13 +244,15 @@ function readStrings(reader: ByteReader): string[] {
   return values;
 }
 
+const NO_BODY = new Uint8Array(0);
+
 function decodeCommand(reader: ByteReader, version: number): BrokerCommand {
   const tag = reader.u8();
   switch (tag) {
     case TAG.send: {
       const sender = reader.string();
       const recipients = readStrings(reader);
-      const command: SendCommand = { op: "send", sender, recipients, body: new Uint8Array(0) };
+      const command: SendCommand = { op: "send", sender, recipients, body: NO_BODY }; // the body comes last
       const id = readOptionalString(reader);
       const delayMs = readOptionalNumber(reader);
       const ttlMs = readOptionalNumber(reader);
