@@ -13,7 +13,7 @@
 // process.cpuUsage()) as well as per wall second: the machine is shared, CPU time is the figure
 // that compares. `--baseline <dir>` runs every scenario also against the broker in <dir>
 // (a copy of another version's src/), interleaved, so both versions see the same conditions.
-// Prints a table and writes bench/results/apply-<date>.json.
+// Prints a table and writes bench/results/apply-<date and time>.json.
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -23,6 +23,7 @@ import type { BrokerCommand } from "../src/broker/broker.js";
 import { uuidv7 } from "../src/client/ids.js";
 import type { ReceiveReply } from "../src/protocol/api.js";
 import type * as LmdbModule from "../src/storage/kv-lmdb.js";
+import { resultPath } from "./lib/results.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -222,9 +223,7 @@ async function main(): Promise<void> {
   console.log(`${SENDS} SENDs per scenario, ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, LMDB group commit`);
   console.log("SEND rows count SENDs; RECEIVE+ACK and lifecycle rows count messages received and acked");
   console.table(rows);
-  const date = new Date().toISOString().slice(0, 10);
-  mkdirSync(join("bench", "results"), { recursive: true });
-  const file = join("bench", "results", `apply-${date}.json`);
+  const file = resultPath("apply-", ".json");
   writeFileSync(
     file,
     `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, batch: BATCH, entriesPerTurn: ENTRIES_PER_TURN, bodyBytes: BODY_BYTES, rounds: ROUNDS, rows }, null, 2)}\n`,

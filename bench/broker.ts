@@ -20,6 +20,7 @@ import type { OrderedKv } from "../src/broker/kv.js";
 import { MemoryKv } from "../src/broker/kv-memory.js";
 import type { ReceiveReply } from "../src/protocol/api.js";
 import { LmdbKv } from "../src/storage/kv-lmdb.js";
+import { resultPath } from "./lib/results.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -229,9 +230,7 @@ async function main(): Promise<void> {
   console.log(`batch ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, RECEIVE max ${RECEIVE_MAX}`);
   console.log(`baseline before any store: heap ${Math.round(baseline.heapUsedMB)} MB, RssAnon ${Math.round(baseline.rssAnonMB)} MB`);
   console.table(rows);
-  const date = new Date().toISOString().slice(0, 10);
-  mkdirSync(join("bench", "results"), { recursive: true });
-  const file = join("bench", "results", `broker-${date}${options.big ? "-big" : ""}${Number(options.memory) > 0 ? "" : "-lmdb"}.json`);
+  const file = resultPath("broker-", `${options.big ? "-big" : ""}${Number(options.memory) > 0 ? "" : "-lmdb"}.json`);
   writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, batch: BATCH, entriesPerTurn: ENTRIES_PER_TURN, commitIntervalMs: COMMIT_INTERVAL_MS, bodyBytes: BODY_BYTES, mailboxes: MAILBOXES, receiveMax: RECEIVE_MAX, baseline, rows }, null, 2)}\n`);
   console.log(`wrote ${file}`);
 }

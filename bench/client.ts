@@ -25,6 +25,7 @@ import type * as ClientModule from "../src/client/index.js";
 import type { Reply, Request } from "../src/protocol/api.js";
 import type * as ForwarderModule from "../src/server/forwarder.js";
 import type * as ServerModule from "../src/server/index.js";
+import { resultPath } from "./lib/results.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -204,9 +205,7 @@ async function main(): Promise<void> {
   }
   console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies${options.forwarding ? ", behind a ForwardingService" : ""}`);
   console.table(rows);
-  const date = new Date().toISOString().slice(0, 10);
-  mkdirSync(join("bench", "results"), { recursive: true });
-  const file = join("bench", "results", `client-${date}.json`);
+  const file = resultPath("client-", ".json");
   writeFileSync(
     file,
     `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, forwarding: options.forwarding, rows }, null, 2)}\n`,

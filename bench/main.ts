@@ -2,7 +2,7 @@
 // cluster of each system under test in turn, measures send latency, send throughput,
 // receive+ack throughput, failover and server resources, prints a table (with Ferry/peer ratios
 // under --peers) and writes bench/results/<date>.json and .svg. Only 127.0.0.1 is ever used.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { arch, cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -15,10 +15,11 @@ import { renderTable, type SystemResult } from "./lib/report.js";
 import { type ChartSpec, renderDocument } from "./lib/svg.js";
 import { ferrySystem } from "./systems/ferry.js";
 import { natsSystem } from "./systems/nats.js";
-import { BENCH_DIR, PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
+import { PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
 import { rabbitmqSystem } from "./systems/rabbitmq.js";
 import type { RunningCluster, SystemUnderTest } from "./systems/types.js";
 import { measureDrain, measureLatency, measureMemory, measureThroughput, type Settings } from "./workloads.js";
+import { resultPath } from "./lib/results.js";
 
 const SETTINGS_DEFAULT: Settings = {
   bodyBytes: 256,
@@ -228,11 +229,8 @@ async function main(): Promise<void> {
   process.stdout.write(
     `\nFloor on this machine: fdatasync of a 4 KiB append p50 ${floor.fdatasyncAppend4KiB.p50Ms} ms (p99 ${floor.fdatasyncAppend4KiB.p99Ms}), 256-byte loopback round trip p50 ${floor.loopbackRoundTrip256Bytes.p50Ms} ms.\n`,
   );
-  const stamp = startedAt.toISOString().replace(/[:.]/g, "-").replace(/-\d{3}Z$/, "Z");
-  const resultsDir = join(BENCH_DIR, "results");
-  mkdirSync(resultsDir, { recursive: true });
-  const jsonPath = join(resultsDir, `${stamp}.json`);
-  const svgPath = join(resultsDir, `${stamp}.svg`);
+  const jsonPath = resultPath("", ".json", startedAt);
+  const svgPath = resultPath("", ".svg", startedAt);
   const report = {
     startedAt: startedAt.toISOString(),
     argv: process.argv.slice(2),

@@ -13,16 +13,15 @@
 // take absolute throughput from `npm run bench`.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type CpuProfile, flameGraphSvg, PART_ORDER, partTimes } from "./lib/cpuprofile.js";
 import { Progress } from "./lib/progress.js";
 import { sleep } from "./lib/proc.js";
 import { ferrySystem } from "./systems/ferry.js";
 import { measureDrain, measureThroughput, type NodeCpu, type Settings } from "./workloads.js";
+import { RESULTS_DIR, resultStamp } from "./lib/results.js";
 
-const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), "results");
 const PROFILE_WAIT_MS = 15_000;
 
 const { values: options } = parseArgs({ options: { messages: { type: "string", default: "60000" } } });
@@ -102,7 +101,7 @@ interface NodeReport {
   phases: Array<{ phase: string; busyMs: number; idleMs: number; busyUsPerMessage: number; cpuUsPerMessage: number; partsUsPerMessage: Record<string, number> }>;
 }
 
-const stamp = new Date().toISOString().replace(/[:.]/g, "-").replace(/-\d+Z$/, "Z");
+const stamp = resultStamp();
 mkdirSync(RESULTS_DIR, { recursive: true });
 const reports: NodeReport[] = [];
 for (const node of cluster.nodes) {

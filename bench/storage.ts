@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Entry } from "../src/raft/types.js";
 import { DiskRaftStorage } from "../src/storage/raft-storage.js";
+import { resultPath } from "./lib/results.js";
 
 interface Arguments {
   dir: string;
@@ -229,9 +230,7 @@ async function main(): Promise<void> {
   const { raw, appends } = args.startupOnly ? { raw: undefined, appends: [] } : await appendSection(args);
   const startup = await startupSection(args);
   const targets = judgeTargets(raw, appends, startup);
-  const date = new Date().toISOString().slice(0, 10);
-  const output = join(import.meta.dirname, "results", `storage-${date}${args.startupOnly ? "-startup" : ""}.json`);
-  mkdirSync(join(import.meta.dirname, "results"), { recursive: true });
+  const output = resultPath("storage-", `${args.startupOnly ? "-startup" : ""}.json`);
   const result = { date: new Date().toISOString(), node: process.version, loadAverage: load, cpus: cpus().length, dir: args.dir, durationMs: args.durationMs, rawFdatasync: raw, appends, startup, targets };
   writeFileSync(output, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`\nwrote ${output}`);
