@@ -14,6 +14,7 @@ import { decodeCommands, encodeCommands } from "../broker/commands.js";
 import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { TimestampAheadError } from "../clock/hlc.js";
+import { centralOffsetMs } from "../clock/offset-estimator.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
@@ -701,14 +702,26 @@ export class FerryNode {
     return { ok: true, message: `leadership transferred to node ${this.leader || target}` };
   }
 
+  // The voter to hand leadership to: the most caught-up of those whose clocks agree with the
+  // cluster's, else the most caught-up of all. A fenced node never campaigns, so a transfer to it
+  // fails, and while a transfer is pending the leader drops proposals: a fenced leader that kept
+  // choosing a fenced peer (tied on progress, first in order) stayed leader and refused writes.
   private mostCaughtUpVoter(): number {
     const status = this.raft.status();
+    const offsets = this.clock.peerOffsets();
+    const clusterMs = centralOffsetMs([...offsets.values()].map((offset) => offset.offsetMs));
+    const clockAgrees = (id: number): boolean => {
+      const offset = offsets.get(id);
+      return offset !== undefined && Math.abs(offset.offsetMs - clusterMs) <= this.config.clockMaxOffsetMs;
+    };
     let best = 0;
     let bestMatch = -1;
+    let bestAgrees = false;
     for (const id of status.conf.voters) {
       const progress = status.progress.get(id);
       if (id === this.config.id || !progress) continue;
-      if (progress.match > bestMatch) [best, bestMatch] = [id, progress.match];
+      const agrees = clockAgrees(id);
+      if ((agrees && !bestAgrees) || (agrees === bestAgrees && progress.match > bestMatch)) [best, bestMatch, bestAgrees] = [id, progress.match, agrees];
     }
     return best;
   }

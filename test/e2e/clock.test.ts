@@ -1,7 +1,8 @@
 // A clock jump on a running node (FERRY_CLOCK_FILE, re-read every second by src/node/time.ts):
 // the leader's clock jumps +5 s; it fences itself (unhealthy in its own STATUS) and leadership
 // moves away; the cluster keeps serving and message timestamps stay strictly increasing in log
-// order; once the jump is undone the node is healthy again and can lead.
+// order; once the jump is undone the node is healthy again and can lead. Then two clocks at once:
+// a fenced leader hands over to the node whose clock agrees, never to a fenced one.
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -89,5 +90,39 @@ describe("a clock jump on a running node", { timeout: 180_000 }, () => {
     assert.deepEqual(ids, acknowledged.map((a) => a.id), "delivered once each, in timestamp order");
     const statuses = await Promise.all(cluster.seeds().map((address) => statusOf(address)));
     for (const status of statuses) assert.ok(status?.find((node) => node.self)?.healthy, "every node healthy at the end");
+  });
+
+  // Two clocks off at once: the leader's (+5 s) and the follower's that comes first among the
+  // voters (-5 s). Both are fenced; the leader must hand over to the one node whose clock agrees
+  // with the cluster. Choosing by progress alone, it picked the fenced follower (tied on progress,
+  // first in order), which never campaigns: the leader kept the leadership and dropped writes
+  // while each transfer was pending.
+  test("a fenced leader hands over to the node whose clock agrees, not to a fenced one", async () => {
+    const leader = await cluster.waitForLeader();
+    const followers = [...cluster.nodes.keys()].filter((id) => id !== leader).sort((a, b) => a - b);
+    const [fencedFollower, healthy] = [followers[0]!, followers[1]!];
+    await client.send("clock-2", "before"); // no traffic after it: both followers are equally caught up
+    // The follower first, so that it is fenced (for the 5 s rejoin period) before the leader is.
+    for (const [id, offsetMs] of [
+      [fencedFollower, "-5000"],
+      [leader, "5000"],
+    ] as const) {
+      writeFileSync(clockFile(id), offsetMs);
+      const address = cluster.nodes.get(id)!.client;
+      await waitFor(`node ${id} to fence itself`, async () => (await selfStatus(address))?.healthy === false, 20_000, () => cluster.dump());
+    }
+    const healthyAddress = cluster.nodes.get(healthy)!.client;
+    await waitFor(
+      `leadership to move to node ${healthy}, the only one whose clock agrees`,
+      async () => (await selfStatus(healthyAddress))?.role === "leader",
+      20_000,
+      () => cluster.dump(),
+    );
+    const reply = await client.send("clock-2", "after", { timeoutMs: 10_000 });
+    assert.equal(reply.duplicate, false);
+    for (const id of [leader, fencedFollower]) writeFileSync(clockFile(id), "0");
+    for (const address of cluster.seeds()) {
+      await waitFor(`${address} to be healthy again`, async () => (await selfStatus(address))?.healthy === true, 40_000, () => cluster.dump());
+    }
   });
 });
