@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import fc from "fast-check";
 import { DEAD_LETTER_REASON_HEADER, msTimestamp } from "../../src/broker/broker.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
@@ -298,6 +299,28 @@ describe("encoding and recovery", () => {
     assert.deepEqual(decodeCommands(encodeCommands(commands as never)), commands);
     assert.throws(() => decodeCommands(new Uint8Array([1, 1, 0, 0, 0, 99])), /unknown command tag|corrupt/);
     assert.throws(() => decodeCommands(encodeCommands(commands as never).subarray(0, 20)), /corrupt|exceeds/);
+  });
+
+  // Strings are decoded from wherever the entry's bytes sit: a Buffer or a plain Uint8Array, at
+  // any offset into a larger buffer (an entry inside a WAL batch or a peer frame), ASCII or not.
+  test("strings decode the same from any view of the bytes", () => {
+    const text16 = fc.string({ unit: "binary", maxLength: 40 });
+    fc.assert(
+      fc.property(text16, fc.array(text16, { minLength: 1, maxLength: 3 }), text16, text16, fc.nat(64), (sender, recipients, id, header, pad) => {
+        const commands = [{ op: "send", sender, recipients, body: text("b"), id, headers: { h: header } }];
+        const encoded = encodeCommands(commands as never);
+        const larger = new Uint8Array(pad + encoded.length + 7);
+        larger.set(encoded, pad);
+        const plainView = larger.subarray(pad, pad + encoded.length);
+        const bufferView = Buffer.from(larger.buffer, pad, encoded.length);
+        for (const view of [encoded, plainView, bufferView]) {
+          // A body decoded from a Buffer is a Buffer: compare its bytes.
+          const decoded = decodeCommands(view).map((command) => ({ ...command, body: new Uint8Array((command as { body: Uint8Array }).body) }));
+          assert.deepEqual(decoded, commands);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 
   test("a header named __proto__ is kept as a header", () => {
