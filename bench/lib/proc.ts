@@ -109,11 +109,20 @@ export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: str
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-// Fails with a clear message when something already listens on one of the ports a cluster needs
-// (typically a cluster left over from an interrupted run).
-export function assertPortsFree(ports: number[]): void {
+export const PORTS_FREE_GRACE_MS = 10_000;
+
+// Fails with a clear message when something still listens on one of the ports a cluster needs
+// after graceMs (typically a cluster left over from an interrupted run). It waits first: a
+// cluster stopped a moment ago (SIGTERM, then a graceful shutdown) holds its ports for a second
+// or two, and refusing at once cost a whole benchmark round.
+export async function assertPortsFree(ports: number[], graceMs = PORTS_FREE_GRACE_MS): Promise<void> {
+  const deadline = Date.now() + graceMs;
   for (const port of ports) {
-    const pid = pidListeningOn(port);
-    if (pid !== undefined) throw new Error(`port 127.0.0.1:${port} is already in use by pid ${pid}; stop that process first`);
+    for (;;) {
+      const pid = pidListeningOn(port);
+      if (pid === undefined) break;
+      if (Date.now() >= deadline) throw new Error(`port 127.0.0.1:${port} is still in use by pid ${pid} after ${graceMs} ms; stop that process first`);
+      await sleep(200);
+    }
   }
 }

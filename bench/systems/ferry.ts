@@ -134,7 +134,7 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
       throw new Error(`FERRY_BENCH_CLIENT_PORT / FERRY_BENCH_PEER_PORT give port ${port}; each needs 3 ports in 1..65535`);
     }
   }
-  assertPortsFree([...CLIENT_PORTS, ...PEER_PORTS]);
+  await assertPortsFree([...CLIENT_PORTS, ...PEER_PORTS]);
   // `ferry dev` starts its nodes through bin/ferry.js, i.e. dist/: build it so the run measures
   // the source as it is now, never a stale build.
   await run(process.execPath, [TSC_BIN, "-p", "tsconfig.json"], { cwd: ROOT_DIR, timeoutMs: BUILD_TIMEOUT_MS });

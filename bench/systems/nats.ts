@@ -76,7 +76,7 @@ export function natsSystem(sync: "default" | "always"): SystemUnderTest {
 }
 
 async function startNats(workDir: string, sync: string): Promise<RunningCluster> {
-  assertPortsFree([0, 1, 2].flatMap((index) => [CLIENT_PORT_BASE + index, ROUTE_PORT_BASE + index]));
+  await assertPortsFree([0, 1, 2].flatMap((index) => [CLIENT_PORT_BASE + index, ROUTE_PORT_BASE + index]));
   try {
     await run(SCRIPT, ["start", workDir, sync]);
   } catch (error) {

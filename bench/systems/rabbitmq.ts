@@ -59,7 +59,7 @@ export const rabbitmqSystem: SystemUnderTest = {
 };
 
 async function startRabbitmq(workDir: string): Promise<RunningCluster> {
-  assertPortsFree([0, 1, 2].flatMap((index) => [AMQP_PORT_BASE + index, DIST_PORT_BASE + index]));
+  await assertPortsFree([0, 1, 2].flatMap((index) => [AMQP_PORT_BASE + index, DIST_PORT_BASE + index]));
   try {
     await run(SCRIPT, ["start", workDir], { timeoutMs: 300_000 });
   } catch (error) {
