@@ -36,9 +36,13 @@ import {
   type ReceiveCommand,
   type SendCommand,
 } from "./commands.js";
-import { bytesToKey, type KvEntry, keyToBytes, type OrderedKv, prefixEnd } from "./kv.js";
+import { bytesToKey, KEY_END, type KvEntry, keyToBytes, type OrderedKv, prefixEnd } from "./kv.js";
 import {
   APPLIED_KEY,
+  decodeFormat,
+  encodeFormat,
+  FORMAT_KEY,
+  STATE_FORMAT,
   cursorToSeq,
   DEDUPE_LIST,
   decodeIds,
@@ -114,6 +118,21 @@ const TIMESTAMP_LOGICAL_BITS = 16n;
 
 export type DeadLetterReason = "max-deliveries" | "expired";
 
+// The state store was written with another record layout (format undefined: before the format
+// record existed). Ferry does not migrate stores: the node must start with an empty data
+// directory, and catches up from its peers.
+export class StateFormatError extends Error {
+  override name = "StateFormatError";
+  constructor(
+    readonly format: number | undefined,
+    dataDir?: string,
+  ) {
+    super(
+      `the state store${dataDir === undefined ? "" : ` in ${dataDir}`} was written ${format === undefined ? "by a Ferry from before state format versioning" : `in state format ${format}`}; this Ferry reads format ${STATE_FORMAT} only: start the node with an empty data directory${dataDir === undefined ? "" : ` (remove ${dataDir})`} and it catches up from its peers, or run the version that wrote it`,
+    );
+  }
+}
+
 export function timestampMs(timestamp: bigint): number {
   return Number(timestamp >> TIMESTAMP_LOGICAL_BITS);
 }
@@ -166,6 +185,7 @@ export class Broker {
   private dedupeFloorMs: number | undefined;
   private wakeups = new Set<string>();
   private applied = 0;
+  private formatStored = false; // the store holds FORMAT_KEY (written with the first apply)
   // The entry being applied.
   private index = 0;
   private nowMs = 0;
@@ -217,6 +237,10 @@ export class Broker {
           if (this.dedupeFloorMs !== undefined) this.dedupeFloorMs = Math.min(this.dedupeFloorMs, this.nowMs);
         }
         this.kv.put(APPLIED_KEY, encodeIndex(index));
+        if (!this.formatStored) {
+          this.kv.put(FORMAT_KEY, encodeFormat(STATE_FORMAT));
+          this.formatStored = true; // an abort reloads it from the store
+        }
         return results;
       });
       this.applied = index;
@@ -341,6 +365,7 @@ export class Broker {
       this.kv.transaction(() => {
         this.kv.clear();
         readSnapshot(chunks, (key, value) => this.kv.put(key, value));
+        this.checkFormat(); // a snapshot of another layout aborts the restore: nothing changes
       });
     } finally {
       this.reloadState();
@@ -365,6 +390,7 @@ export class Broker {
   }
 
   private reloadState(): void {
+    this.formatStored = this.checkFormat();
     const applied = this.kv.get(APPLIED_KEY);
     this.applied = applied === undefined ? 0 : decodeIndex(applied);
     this.mailboxes = new Map();
@@ -378,6 +404,19 @@ export class Broker {
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
+  }
+
+  // Whether the store holds the format record; throws StateFormatError when it holds records of
+  // another layout (or records but no format record: written before it existed).
+  private checkFormat(): boolean {
+    const stored = this.kv.get(FORMAT_KEY);
+    if (stored === undefined) {
+      if (this.kv.scan("", KEY_END, 1).length > 0) throw new StateFormatError(undefined);
+      return false;
+    }
+    const format = decodeFormat(stored);
+    if (format !== STATE_FORMAT) throw new StateFormatError(format);
+    return true;
   }
 
   private execute(command: BrokerCommand): BrokerResult {

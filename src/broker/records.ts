@@ -54,6 +54,14 @@ import { ByteReader, ByteWriter, setOwn, utf8Length } from "./bytes.js";
 import type { MailboxConfig } from "./commands.js";
 
 export const APPLIED_KEY = "\x00a";
+// The layout of every record below, as one number: written with the first apply into an empty
+// store, checked whenever the store is opened or restored from a snapshot. Raise it with any
+// change a store written before could not be read with (there is no migration: a node whose
+// store is refused starts over with an empty data directory and catches up from its peers).
+// Stores written before this record existed (before 2026-11-25) have none and are refused too:
+// one of them held dedupe keys of an older layout that made every node's apply fail at once.
+export const FORMAT_KEY = "\x00f";
+export const STATE_FORMAT = 1;
 export const META = "\x01";
 export const MESSAGE = "\x02";
 export const READY = "\x03";
@@ -375,6 +383,16 @@ export function decodeMeta(data: Uint8Array): MailboxMeta {
   }
   meta.freshAfter = reader.string();
   return meta;
+}
+
+export function encodeFormat(format: number): Uint8Array {
+  const writer = ByteWriter.scratch(4);
+  writer.u32(format);
+  return writer.finish();
+}
+
+export function decodeFormat(data: Uint8Array): number | undefined {
+  return data.length === 4 ? new ByteReader(data).u32() : undefined;
 }
 
 export function encodeIndex(index: number): Uint8Array {

@@ -8,7 +8,7 @@
 // being persisted the next one accumulates, so the fsync rate, not the request rate, bounds work.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { Broker } from "../broker/broker.js";
+import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
 import { decodeCommands, encodeCommands } from "../broker/commands.js";
 import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
@@ -95,9 +95,19 @@ export class FerryNode {
       : { voters: config.members.map((m) => m.id), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
     const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024, commitIntervalMs: config.stateCommitMs });
-    const broker = new Broker(kv);
-    const book = await AddressBook.load(config.dataDir, config.members);
-    await restoreFromStoredSnapshot(storage, broker, book);
+    let broker: Broker;
+    let book: AddressBook;
+    try {
+      broker = new Broker(kv);
+      book = await AddressBook.load(config.dataDir, config.members);
+      await restoreFromStoredSnapshot(storage, broker, book);
+    } catch (error) {
+      await kv.close().catch(() => undefined);
+      await storage.close().catch(() => undefined);
+      // A store or stored snapshot of another layout (StateFormatError): say which directory to empty.
+      if (error instanceof StateFormatError) throw new StateFormatError(error.format, config.dataDir);
+      throw error;
+    }
     const clock = NodeTime.create(config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
     clock.observe(storedSnapshotTimestamp(storage));
     const raft = new RaftNode(

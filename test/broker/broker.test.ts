@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { DEAD_LETTER_REASON_HEADER, msTimestamp } from "../../src/broker/broker.js";
+import { Broker, DEAD_LETTER_REASON_HEADER, msTimestamp, StateFormatError } from "../../src/broker/broker.js";
+import { APPLIED_KEY, DEDUPE_LIST, encodeFormat, encodeIndex, FORMAT_KEY, STATE_FORMAT, u64Key } from "../../src/broker/records.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeCommands, encodeCommands } from "../../src/broker/commands.js";
 import { dump, Harness, read, text } from "./harness.js";
@@ -270,7 +271,7 @@ describe("list, purge, delete, wakeups", () => {
     assert.deepEqual(h.apply({ op: "delete", mailbox: "bob" }), [{ ok: true, count: 0 }]);
     assert.equal(h.broker.mailboxConfig("bob").visibilityMs, 30_000);
     assert.equal(h.broker.mailboxCount(), 0);
-    assert.deepEqual(dump(h.kv).map(([key]) => key), ["\x00a"]);
+    assert.deepEqual(dump(h.kv).map(([key]) => key), ["\x00a", "\x00f"]); // the applied index and the state format
   });
 
   test("wakeups name mailboxes that gained visible messages", () => {
@@ -350,6 +351,50 @@ describe("encoding and recovery", () => {
     assert.throws(() => copy.broker.restore(damaged), /checksum|corrupt/);
     assert.throws(() => copy.broker.restore(saved.slice(0, -1)), /truncated/);
     assert.deepEqual(dump(copy.kv), before);
+  });
+});
+
+describe("state format", () => {
+  const put = (kv: MemoryKv, key: string, value: Uint8Array) => kv.transaction(() => kv.put(key, value));
+
+  test("a fresh store gets the format record with its first apply, and opens again", () => {
+    const h = new Harness();
+    assert.equal(h.kv.get(FORMAT_KEY), undefined);
+    h.send("bob", "a");
+    assert.deepEqual(h.kv.get(FORMAT_KEY), encodeFormat(STATE_FORMAT));
+    const reopened = new Broker(h.kv);
+    assert.equal(reopened.appliedIndex(), h.index);
+  });
+
+  // The store `npm start` found in an old ./data: a dedupe key per SEND (the layout before one
+  // dedupe list per entry), with an empty value. Read as a list, it failed every node's apply.
+  test("a store from before the format record is refused at open, with what to do", () => {
+    const kv = new MemoryKv();
+    put(kv, APPLIED_KEY, encodeIndex(7));
+    put(kv, `${DEDUPE_LIST}${u64Key(1_000)}01a20f4c-1d80-7000-8000-000000000000`, new Uint8Array(0));
+    assert.throws(
+      () => new Broker(kv),
+      (error: unknown) => error instanceof StateFormatError && error.format === undefined && /before state format versioning.*empty data directory/.test(error.message),
+    );
+  });
+
+  test("a store of another format is refused at open", () => {
+    const kv = new MemoryKv();
+    put(kv, APPLIED_KEY, encodeIndex(7));
+    put(kv, FORMAT_KEY, encodeFormat(STATE_FORMAT + 1));
+    assert.throws(() => new Broker(kv), (error: unknown) => error instanceof StateFormatError && error.format === STATE_FORMAT + 1 && /state format 2/.test(error.message));
+  });
+
+  test("a snapshot of another format is refused and changes nothing", () => {
+    const foreign = new Harness();
+    foreign.send("bob", "a");
+    put(foreign.kv as MemoryKv, FORMAT_KEY, encodeFormat(STATE_FORMAT + 1));
+    const h = new Harness();
+    h.send("carol", "b");
+    const before = dump(h.kv);
+    assert.throws(() => h.broker.restore([...foreign.broker.snapshot().chunks]), StateFormatError);
+    assert.deepEqual(dump(h.kv), before);
+    assert.equal(h.receive("carol").messages.length, 1, "the broker still serves its own state");
   });
 });
 
