@@ -118,18 +118,43 @@ const TIMESTAMP_LOGICAL_BITS = 16n;
 
 export type DeadLetterReason = "max-deliveries" | "expired";
 
-// The state store was written with another record layout (format undefined: before the format
-// record existed). Ferry does not migrate stores: the node must start with an empty data
-// directory, and catches up from its peers.
+// A state store, or a snapshot of one, in another record layout than this Ferry's (format
+// undefined: records but no format record, written before it existed; "damaged": a format record
+// that does not decode). Ferry does not migrate: a refused store means an empty data directory
+// (the node catches up from its peers); a refused snapshot, nodes running Ferrys of different
+// formats.
+export type StoredFormat = number | undefined | "damaged";
+
 export class StateFormatError extends Error {
   override name = "StateFormatError";
   constructor(
-    readonly format: number | undefined,
-    dataDir?: string,
+    readonly format: StoredFormat,
+    readonly source: "store" | "snapshot",
+    readonly dataDir?: string,
+    options?: ErrorOptions,
   ) {
-    super(
-      `the state store${dataDir === undefined ? "" : ` in ${dataDir}`} was written ${format === undefined ? "by a Ferry from before state format versioning" : `in state format ${format}`}; this Ferry reads format ${STATE_FORMAT} only: start the node with an empty data directory${dataDir === undefined ? "" : ` (remove ${dataDir})`} and it catches up from its peers, or run the version that wrote it`,
-    );
+    super(StateFormatError.describe(format, source, dataDir), options);
+  }
+
+  // The same error, naming the node's data directory.
+  inDirectory(dataDir: string): StateFormatError {
+    return new StateFormatError(this.format, this.source, dataDir, { cause: this });
+  }
+
+  private static describe(format: StoredFormat, source: "store" | "snapshot", dataDir: string | undefined): string {
+    const written =
+      format === undefined
+        ? "was written by a Ferry from before state format versioning"
+        : format === "damaged"
+          ? "has a damaged format record"
+          : `was written in state format ${format}`;
+    const reads = `this Ferry reads state format ${STATE_FORMAT} only`;
+    if (source === "snapshot") {
+      const where = dataDir === undefined ? "a snapshot" : `the snapshot stored in ${dataDir}/raft`;
+      return `${where} ${written}; ${reads}: every node of a cluster must run a Ferry that reads the same state format`;
+    }
+    const where = dataDir === undefined ? "the state store" : `the state store in ${dataDir}`;
+    return `${where} ${written}; ${reads}: start the node with an empty data directory${dataDir === undefined ? "" : ` (remove ${dataDir})`} and it catches up from its peers, or run the version that wrote it`;
   }
 }
 
@@ -365,7 +390,7 @@ export class Broker {
       this.kv.transaction(() => {
         this.kv.clear();
         readSnapshot(chunks, (key, value) => this.kv.put(key, value));
-        this.checkFormat(); // a snapshot of another layout aborts the restore: nothing changes
+        this.checkFormat("snapshot"); // a snapshot of another layout aborts the restore
       });
     } finally {
       this.reloadState();
@@ -390,7 +415,7 @@ export class Broker {
   }
 
   private reloadState(): void {
-    this.formatStored = this.checkFormat();
+    this.formatStored = this.checkFormat("store");
     const applied = this.kv.get(APPLIED_KEY);
     this.applied = applied === undefined ? 0 : decodeIndex(applied);
     this.mailboxes = new Map();
@@ -408,14 +433,14 @@ export class Broker {
 
   // Whether the store holds the format record; throws StateFormatError when it holds records of
   // another layout (or records but no format record: written before it existed).
-  private checkFormat(): boolean {
+  private checkFormat(source: "store" | "snapshot"): boolean {
     const stored = this.kv.get(FORMAT_KEY);
     if (stored === undefined) {
-      if (this.kv.scan("", KEY_END, 1).length > 0) throw new StateFormatError(undefined);
+      if (this.kv.scan("", KEY_END, 1).length > 0) throw new StateFormatError(undefined, source);
       return false;
     }
     const format = decodeFormat(stored);
-    if (format !== STATE_FORMAT) throw new StateFormatError(format);
+    if (format !== STATE_FORMAT) throw new StateFormatError(format ?? "damaged", source);
     return true;
   }
 

@@ -62,6 +62,7 @@ export class FerryNode {
   private ticker: NodeJS.Timeout | undefined;
   private readSequence = 0;
   private fencedTicks = 0;
+  private fencedTransferTarget = 0; // the voter of the last transfer while fenced (0: none)
   private writtenHardState: HardState | undefined;
   private unwrittenHardState: HardState | undefined; // commit-only changes not yet written
   private leader = 0;
@@ -94,62 +95,62 @@ export class FerryNode {
       ? undefined
       : { voters: config.members.map((m) => m.id), learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
-    const kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024, commitIntervalMs: config.stateCommitMs });
-    let broker: Broker;
-    let book: AddressBook;
+    let kv: LmdbKv | undefined;
     try {
-      broker = new Broker(kv);
-      book = await AddressBook.load(config.dataDir, config.members);
+      kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024, commitIntervalMs: config.stateCommitMs });
+      const broker = new Broker(kv);
+      const book = await AddressBook.load(config.dataDir, config.members);
       await restoreFromStoredSnapshot(storage, broker, book);
+      const clock = NodeTime.create(config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
+      clock.observe(storedSnapshotTimestamp(storage));
+      const raft = new RaftNode(
+        {
+          id: config.id,
+          electionTicks: config.electionTicks,
+          heartbeatTicks: config.heartbeatTicks,
+          preVote: true,
+          checkQuorum: true,
+          maxMessageBytes: 1024 * 1024,
+          maxInflightMessages: 256,
+          maxInflightBytes: 0,
+          maxCommittedBytesPerReady: 16 * 1024 * 1024,
+          maxUncommittedBytes: 256 * 1024 * 1024,
+          // Followers learn a new commit index from the next append or heartbeat rather than from
+          // an extra append each: per request at one in flight, 5 socket writes across the cluster
+          // instead of 9, and a cross-process wake-up is the largest cost of a lightly loaded node.
+          eagerCommitBroadcast: false,
+          random: dependencies.random ?? Math.random,
+          applied: broker.appliedIndex(),
+          logger: (line) => log("debug", "raft", { line }),
+        },
+        storage,
+      );
+      let node: FerryNode | undefined;
+      const listen = parseHostPort(config.peerListen);
+      const transport = await PeerTransport.start({
+        selfId: config.id,
+        clusterId: config.clusterId,
+        secret: config.secret,
+        listen,
+        peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
+        onMessages: (_from, messages) => node?.receive(messages),
+        onClockSample: (from, sample) => clock.sample(from, sample),
+        onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
+        onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
+        now: () => clock.physicalNowMs(),
+        log: (event, fields) => log("debug", event, fields),
+      });
+      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
+      node.startTicking();
+      return node;
     } catch (error) {
-      await kv.close().catch(() => undefined);
+      // Nothing may keep the directory (the WAL's lock, LMDB) after a failed start.
+      await kv?.close().catch(() => undefined);
       await storage.close().catch(() => undefined);
-      // A store or stored snapshot of another layout (StateFormatError): say which directory to empty.
-      if (error instanceof StateFormatError) throw new StateFormatError(error.format, config.dataDir);
+      // A store or stored snapshot of another layout: say which directory it is.
+      if (error instanceof StateFormatError) throw error.inDirectory(config.dataDir);
       throw error;
     }
-    const clock = NodeTime.create(config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
-    clock.observe(storedSnapshotTimestamp(storage));
-    const raft = new RaftNode(
-      {
-        id: config.id,
-        electionTicks: config.electionTicks,
-        heartbeatTicks: config.heartbeatTicks,
-        preVote: true,
-        checkQuorum: true,
-        maxMessageBytes: 1024 * 1024,
-        maxInflightMessages: 256,
-        maxInflightBytes: 0,
-        maxCommittedBytesPerReady: 16 * 1024 * 1024,
-        maxUncommittedBytes: 256 * 1024 * 1024,
-        // Followers learn a new commit index from the next append or heartbeat rather than from
-        // an extra append each: per request at one in flight, 5 socket writes across the cluster
-        // instead of 9, and a cross-process wake-up is the largest cost of a lightly loaded node.
-        eagerCommitBroadcast: false,
-        random: dependencies.random ?? Math.random,
-        applied: broker.appliedIndex(),
-        logger: (line) => log("debug", "raft", { line }),
-      },
-      storage,
-    );
-    let node: FerryNode | undefined;
-    const listen = parseHostPort(config.peerListen);
-    const transport = await PeerTransport.start({
-      selfId: config.id,
-      clusterId: config.clusterId,
-      secret: config.secret,
-      listen,
-      peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
-      onMessages: (_from, messages) => node?.receive(messages),
-      onClockSample: (from, sample) => clock.sample(from, sample),
-      onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
-      onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
-      now: () => clock.physicalNowMs(),
-      log: (event, fields) => log("debug", event, fields),
-    });
-    node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
-    node.startTicking();
-    return node;
   }
 
   onFatal(listener: (error: Error) => void): void {
@@ -346,14 +347,22 @@ export class FerryNode {
 
   // Skew guard: a node whose clock is off by more than clockMaxOffsetMs must not lead (its
   // timestamps would mislead every lease and TTL). It refuses to campaign and a leader hands its
-  // leadership to the most caught-up voter, retrying every election timeout until it moves.
+  // leadership away, retrying every election timeout until it moves: to the most caught-up voter
+  // whose clock agrees with the cluster's, and not to the one the previous attempt failed with
+  // while there is another. A fenced voter never campaigns, so a transfer to it fails, and while
+  // a transfer is pending the leader drops proposals: choosing by progress alone, a fenced leader
+  // with a fenced follower first in order kept the leadership and refused writes.
   private fenceIfClockIsOff(): void {
     const fenced = !this.clock.healthy();
     this.raft.setFenced(fenced);
-    if (!fenced || this.role !== "leader") return;
+    if (!fenced || this.role !== "leader") {
+      this.fencedTransferTarget = 0;
+      return;
+    }
     this.fencedTicks++;
     if (this.fencedTicks % this.config.electionTicks !== 1) return;
-    const target = this.mostCaughtUpVoter();
+    const target = this.mostCaughtUpVoter({ preferAgreeingClocks: true, avoid: this.fencedTransferTarget });
+    this.fencedTransferTarget = target;
     this.log("warn", "fenced-leader-transferring", { to: target, reason: this.clock.healthReason() });
     if (target) this.raft.transferLeadership(target);
   }
@@ -712,11 +721,12 @@ export class FerryNode {
     return { ok: true, message: `leadership transferred to node ${this.leader || target}` };
   }
 
-  // The voter to hand leadership to: the most caught-up of those whose clocks agree with the
-  // cluster's, else the most caught-up of all. A fenced node never campaigns, so a transfer to it
-  // fails, and while a transfer is pending the leader drops proposals: a fenced leader that kept
-  // choosing a fenced peer (tied on progress, first in order) stayed leader and refused writes.
-  private mostCaughtUpVoter(): number {
+  // The voter to hand leadership to: the most caught-up one. For a fenced leader
+  // (preferAgreeingClocks), first those whose raw clock agrees with the cluster's median as this
+  // node measures it (peers do not report their fencing; a peer whose raw clock is off but
+  // disciplined back may rank low, so this is used only while fenced, not for a shutdown or
+  // `cluster transfer 0`), and `avoid` last.
+  private mostCaughtUpVoter(options: { preferAgreeingClocks?: boolean; avoid?: number } = {}): number {
     const status = this.raft.status();
     const offsets = this.clock.peerOffsets();
     const clusterMs = centralOffsetMs([...offsets.values()].map((offset) => offset.offsetMs));
@@ -724,14 +734,15 @@ export class FerryNode {
       const offset = offsets.get(id);
       return offset !== undefined && Math.abs(offset.offsetMs - clusterMs) <= this.config.clockMaxOffsetMs;
     };
+    // Ranked by (clock agrees, if asked; not avoided; progress), each deciding only on a tie of the one before.
+    const rank = (id: number, match: number): number[] => [options.preferAgreeingClocks && clockAgrees(id) ? 1 : 0, id === options.avoid ? 0 : 1, match];
     let best = 0;
-    let bestMatch = -1;
-    let bestAgrees = false;
+    let bestRank: number[] | undefined;
     for (const id of status.conf.voters) {
       const progress = status.progress.get(id);
       if (id === this.config.id || !progress) continue;
-      const agrees = clockAgrees(id);
-      if ((agrees && !bestAgrees) || (agrees === bestAgrees && progress.match > bestMatch)) [best, bestMatch, bestAgrees] = [id, progress.match, agrees];
+      const candidate = rank(id, progress.match);
+      if (bestRank === undefined || isRankedHigher(candidate, bestRank)) [best, bestRank] = [id, candidate];
     }
     return best;
   }
@@ -904,6 +915,11 @@ function storedSnapshotTimestamp(storage: DiskRaftStorage): bigint {
 
 // A snapshot the storage kept may be newer than the state machine (the node crashed after
 // receiving it and before the state was durable): restore from it before replaying the log.
+function isRankedHigher(a: number[], b: number[]): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! > b[i]!;
+  return false;
+}
+
 async function restoreFromStoredSnapshot(storage: DiskRaftStorage, broker: Broker, book: AddressBook): Promise<void> {
   let snapshot: Snapshot;
   try {

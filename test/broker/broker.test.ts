@@ -383,6 +383,8 @@ describe("state format", () => {
     put(kv, APPLIED_KEY, encodeIndex(7));
     put(kv, FORMAT_KEY, encodeFormat(STATE_FORMAT + 1));
     assert.throws(() => new Broker(kv), (error: unknown) => error instanceof StateFormatError && error.format === STATE_FORMAT + 1 && /state format 2/.test(error.message));
+    put(kv, FORMAT_KEY, new Uint8Array([1, 0, 0]));
+    assert.throws(() => new Broker(kv), (error: unknown) => error instanceof StateFormatError && error.format === "damaged" && /damaged format record/.test(error.message));
   });
 
   test("a snapshot of another format is refused and changes nothing", () => {
@@ -392,7 +394,10 @@ describe("state format", () => {
     const h = new Harness();
     h.send("carol", "b");
     const before = dump(h.kv);
-    assert.throws(() => h.broker.restore([...foreign.broker.snapshot().chunks]), StateFormatError);
+    assert.throws(
+      () => h.broker.restore([...foreign.broker.snapshot().chunks]),
+      (error: unknown) => error instanceof StateFormatError && error.source === "snapshot" && /a snapshot was written in state format 2.*same state format/.test(error.message),
+    );
     assert.deepEqual(dump(h.kv), before);
     assert.equal(h.receive("carol").messages.length, 1, "the broker still serves its own state");
   });
