@@ -728,14 +728,14 @@ export class FerryNode {
   // `cluster transfer 0`), and `avoid` last.
   private mostCaughtUpVoter(options: { preferAgreeingClocks?: boolean; avoid?: number } = {}): number {
     const status = this.raft.status();
-    const offsets = this.clock.peerOffsets();
+    const offsets = options.preferAgreeingClocks ? this.clock.peerOffsets() : new Map<number, { offsetMs: number }>();
     const clusterMs = centralOffsetMs([...offsets.values()].map((offset) => offset.offsetMs));
     const clockAgrees = (id: number): boolean => {
       const offset = offsets.get(id);
       return offset !== undefined && Math.abs(offset.offsetMs - clusterMs) <= this.config.clockMaxOffsetMs;
     };
     // Ranked by (clock agrees, if asked; not avoided; progress), each deciding only on a tie of the one before.
-    const rank = (id: number, match: number): number[] => [options.preferAgreeingClocks && clockAgrees(id) ? 1 : 0, id === options.avoid ? 0 : 1, match];
+    const rank = (id: number, match: number): number[] => [clockAgrees(id) ? 1 : 0, id === options.avoid ? 0 : 1, match];
     let best = 0;
     let bestRank: number[] | undefined;
     for (const id of status.conf.voters) {
