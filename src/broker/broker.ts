@@ -496,13 +496,14 @@ export class Broker {
 
   // Whether every recipient can take the message; checked for all before anything is written,
   // which makes a fan-out atomic.
-  private capacityProblem(command: SendCommand): ErrorReply | undefined {
+  // idIsNew: the SEND's client id had no record (so no stored copy to conflict with).
+  private capacityProblem(command: SendCommand, idIsNew: boolean): ErrorReply | undefined {
     let created = 0;
     for (const recipient of command.recipients) {
       const meta = this.mailboxes.get(recipient);
       if (meta === undefined) created++;
       const config = this.mailboxConfig(recipient);
-      if (command.id !== undefined && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient && this.holds(holder))) {
+      if (command.id !== undefined && !idIsNew && this.idRecord(command.id)?.holders.some((holder) => holder.mailbox === recipient && this.holds(holder))) {
         return failure("CONFLICT", `message id '${command.id}' is still stored in mailbox ${recipient}`);
       }
       const size = command.body.length;
@@ -521,12 +522,19 @@ export class Broker {
   private send(command: SendCommand): SendReply | ErrorReply {
     const problem = this.sendProblem(command);
     if (problem !== undefined) return problem;
-    if (command.id !== undefined) {
+    // A client id seen for the first time (the usual case) claims its id record in the same
+    // lookup that finds it absent; otherwise the record decides (a duplicate, or a stale record
+    // from before the window that this SEND replaces).
+    const claimed = command.id !== undefined && this.claimId(command.id, command.recipients);
+    if (command.id !== undefined && !claimed) {
       const first = this.dedupeLookup(command.id);
       if (first !== undefined) return { ok: true, id: command.id, timestamp: first, duplicate: true };
     }
-    const capacity = this.capacityProblem(command);
-    if (capacity !== undefined) return capacity;
+    const capacity = this.capacityProblem(command, claimed);
+    if (capacity !== undefined) {
+      if (claimed) this.writeIdRecord(command.id!, { dedupeSince: undefined, holders: [] }); // unclaim
+      return capacity;
+    }
     const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
@@ -557,7 +565,9 @@ export class Broker {
         senderTime,
       });
     }
-    if (command.id !== undefined) {
+    if (claimed) {
+      this.dedupeIdsInEntry.add(command.id!);
+    } else if (command.id !== undefined) {
       // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
       // this record unexpired and keeps it. Holders whose copy is gone are dropped here (they are
       // left stale when a copy is removed; only an id re-sent after its window has any).
@@ -572,6 +582,20 @@ export class Broker {
 
   private nextSeq(): string {
     return seqOf(this.index, this.messagesInEntry++);
+  }
+
+  // Writes the id record of a SEND about to store its copies when the store has none: true when
+  // it did. The holders are the seqs the copies will take (consecutive, from the next one).
+  private claimId(id: string, recipients: readonly string[]): boolean {
+    if (this.idRecords.get(id) !== undefined) return false;
+    const holders: IdHolder[] = [];
+    for (let position = 0; position < recipients.length; position++) {
+      holders.push({ mailbox: recipients[position]!, seq: seqOf(this.index, this.messagesInEntry + position) });
+    }
+    const record: IdRecord = { dedupeSince: this.commandTimestamp, holders };
+    if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;
+    this.idRecords.set(id, record);
+    return true;
   }
 
   private dedupeLookup(id: string): bigint | undefined {

@@ -148,6 +148,12 @@ export class MemoryKv implements OrderedKv {
     this.values.set(key, value.slice()); // the caller may reuse its buffer (OrderedKv.put)
   }
 
+  putIfAbsent(key: string, value: Uint8Array): boolean {
+    if (this.values.has(key)) return false;
+    this.put(key, value);
+    return true;
+  }
+
   delete(key: string): void {
     const previous = this.values.get(key);
     if (previous === undefined) return;

@@ -25,6 +25,9 @@ export interface KvReadView extends KvReader {
 export interface OrderedKv extends KvReader {
   // Copies `value` before returning: callers hand it buffers they reuse (ByteWriter.scratch).
   put(key: string, value: Uint8Array): void;
+  // put() when `key` is absent: returns true and stores, or false and changes nothing. One lookup
+  // instead of a get and a put where absence is the usual case (a new client id).
+  putIfAbsent(key: string, value: Uint8Array): boolean;
   delete(key: string): void;
   // Runs fn as one atomic write batch: all of its writes become visible and durable together,
   // or (when fn throws) none of them.

@@ -37,6 +37,7 @@ const SYNCHRONOUS_COMMIT = 2;
 const NO_SYNC_FLUSH = 0x10000;
 const TRANSACTION_FLAGS = ABORTABLE | SYNCHRONOUS_COMMIT | NO_SYNC_FLUSH;
 const CLEAR_BATCH = 10_000;
+const NO_OVERWRITE = { noOverwrite: true };
 
 export const GROUP_TRANSACTIONS_MAX = 10_000;
 export const COMMIT_INTERVAL_MS = 100;
@@ -137,6 +138,14 @@ export class LmdbKv implements OrderedKv {
   put(key: string, value: Uint8Array): void {
     assert(this.inTransaction, "writes happen inside a transaction");
     this.db.putSync(key, value as Buffer);
+  }
+
+  // LMDB's MDB_NOOVERWRITE: the insert's own descent finds an existing key.
+  putIfAbsent(key: string, value: Uint8Array): boolean {
+    assert(this.inTransaction, "writes happen inside a transaction");
+    // Typed void, but inside a write transaction lmdb-js returns whether the put happened.
+    const stored: unknown = this.db.putSync(key, value as Buffer, NO_OVERWRITE);
+    return stored === true;
   }
 
   delete(key: string): void {

@@ -82,14 +82,15 @@ describe("send", () => {
     const before = dump(h.kv);
     const invalid = h.send(["bob", "no spaces"], "hi");
     assert.equal(!invalid.ok && invalid.code, "INVALID");
-    const limited = h.send(["bob", "full"], "hi");
+    // With a client id too: the id record its lookup claimed is given back.
+    const limited = h.send(["bob", "full"], "hi", { id: "f-1" });
     assert.equal(!limited.ok && limited.code, "LIMIT");
     const twice = h.send(["bob", "bob"], "hi");
     assert.equal(!twice.ok && twice.code, "INVALID");
     // Only the applied index moved.
     assert.deepEqual(dump(h.kv).filter(([key]) => key !== "\x00a"), before.filter(([key]) => key !== "\x00a"));
-    const ok = h.send(["bob", "carol"], "hi");
-    assert.ok(ok.ok);
+    const ok = h.send(["bob", "carol"], "hi", { id: "f-1" });
+    assert.ok(ok.ok && "duplicate" in ok && !ok.duplicate, "the refused SEND left its id free");
     assert.deepEqual(h.bodies("bob"), ["hi"]);
     assert.deepEqual(h.bodies("carol"), ["hi"]);
   });

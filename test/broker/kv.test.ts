@@ -97,6 +97,26 @@ for (const [kind, make] of KINDS) {
       assert.deepEqual([...(kv.get("b") ?? [])], new Array(200).fill(9));
     });
 
+    test("putIfAbsent stores only when the key is absent; a transaction that throws undoes it", () => {
+      const kv = make();
+      kv.transaction(() => {
+        assert.equal(kv.putIfAbsent("a", text("1")), true);
+        assert.equal(kv.putIfAbsent("a", text("2")), false);
+        kv.delete("a");
+        assert.equal(kv.putIfAbsent("a", text("3")), true);
+      });
+      assert.deepEqual([...(kv.get("a") ?? [])], [...text("3")]);
+      if (kv instanceof LmdbKv) kv.commit();
+      assert.throws(() =>
+        kv.transaction(() => {
+          assert.equal(kv.putIfAbsent("b", text("4")), true);
+          throw new Error("bug");
+        }),
+      );
+      assert.equal(kv.get("b"), undefined);
+      assert.deepEqual([...(kv.get("a") ?? [])], [...text("3")]);
+    });
+
     test("a transaction that throws leaves no trace of itself", () => {
       const kv = make();
       kv.transaction(() => kv.put("keep", text("1")));
