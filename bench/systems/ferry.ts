@@ -29,8 +29,8 @@ const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
 const IDLE_CHECK_MS = 100;
-// Per consumer: a RECEIVE, a prefetched one and up to 4 ACK requests (consume()'s default).
-const REQUESTS_PER_CONSUMER = 6;
+// Per consumer (consume()'s defaults): up to 3 RECEIVEs (prefetch), up to 4 ACK requests, a NACK.
+const REQUESTS_PER_CONSUMER = 8;
 
 function devArgs(workDir: string): string[] {
   return [
@@ -195,7 +195,7 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 
 // Each consumer is the client library's consume() loop as users run it (docs/client.md): acks of
 // one event-loop turn coalesced into one ACK request, at most 4 of them outstanding, the next
-// batch prefetched after a full one, as the peers' consumers keep prefetch windows and
+// 3 batches prefetched after a full one, as the peers' consumers keep prefetch windows and
 // asynchronous acks. An ack still counts only once Ferry confirms it is durable.
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;

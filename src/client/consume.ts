@@ -10,18 +10,23 @@
 //   before the next RECEIVE, in the same write. At most acksInFlightMax ACK requests are
 //   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
 //   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
-// - prefetch (default true): when a batch came back full, the next RECEIVE goes out before the
-//   batch is handed to the loop body, so the body's work and the round trip overlap. The
-//   prefetched messages are leased meanwhile: their visibility timeout runs while the current
-//   batch is handled.
+// - prefetch (default 3 batches): when a batch came back full, RECEIVEs go out before the batch
+//   is handed to the loop body until that many are outstanding, so the body's work and the
+//   round trips overlap, and a consumer whose body is quick is not held to one round trip per
+//   batch. The prefetched messages are leased meanwhile: their visibility timeout runs while
+//   the batches before them are handled. true means the default, false or 0 none.
 // - Leaving the loop early (break, return, throw) nacks the message in hand (autoAck only: the
-//   body may have failed on it), every message of the batch not yet yielded, and a prefetched
-//   batch, so they are redelivered at once rather than after their lease. To stop after
-//   handling a message with autoAck, ack it (`await message.ack()`) before breaking.
+//   body may have failed on it), every message of the batch not yet yielded, and the
+//   prefetched batches, so they are redelivered at once rather than after their lease. To stop
+//   after handling a message with autoAck, ack it (`await message.ack()`) before breaking.
 // - Retryable errors of RECEIVE and ACK are absorbed with backoff (a lost ack means a
 //   redelivery, which at-least-once allows); other errors end the loop by throwing (an
 //   auto-ack's at the next RECEIVE).
-// - Aborting options.signal or closing the client ends the loop quietly.
+// - Aborting options.signal or closing the client ends the loop quietly. The RECEIVEs still
+//   outstanding are not cancelled (the cluster may already have leased their messages): what
+//   they bring is nacked when it arrives, if the client is still open. The loop waits up to
+//   CONSUME_ABORT_GRACE_MS for prefetched ones (they usually answer at once), so that a client
+//   closed right after the loop does not leave their messages leased until the lease ends.
 import type { DeliveredMessage } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { backoffDelayMs } from "./backoff.js";
@@ -32,6 +37,11 @@ import { sleepUnlessAborted } from "./scope.js";
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
 export const CONSUME_ACKS_IN_FLIGHT_MAX_DEFAULT = 4;
+export const CONSUME_PREFETCH_DEFAULT = 3;
+export const CONSUME_PREFETCH_MAX = 16;
+// How long an aborted loop waits for its prefetched RECEIVEs to answer before it returns (what they
+// bring later is still given back while the client is open).
+export const CONSUME_ABORT_GRACE_MS = 500;
 // An empty batch that came back sooner than this (waitMs 0, or a server that does not long-poll)
 // is followed by a pause for the rest of it, so an idle consumer never spins.
 export const CONSUME_EMPTY_POLL_MS_MIN = 100;
@@ -41,7 +51,7 @@ export interface ConsumeOptions {
   max?: number; // messages per RECEIVE (default 16)
   waitMs?: number; // long poll per RECEIVE (default 5 s)
   visibilityMs?: number;
-  prefetch?: boolean; // default true: receive the next batch while this one is handled
+  prefetch?: boolean | number; // batches received ahead while one is handled (default 3; false: 0)
   acksInFlightMax?: number; // ACK requests outstanding before the next RECEIVE waits (default 4)
   signal?: AbortSignal;
 }
@@ -58,20 +68,24 @@ interface Settleable {
 
 export async function* consumeMailbox(client: FerryClient, mailbox: string, options: ConsumeOptions): AsyncGenerator<ConsumedMessage> {
   const autoAck = options.autoAck ?? true;
-  const prefetch = options.prefetch ?? true;
+  const prefetch = prefetchBatches(options.prefetch);
   const max = options.max ?? CONSUME_MAX_DEFAULT;
   const acksInFlightMax = options.acksInFlightMax ?? CONSUME_ACKS_IN_FLIGHT_MAX_DEFAULT;
   if (!Number.isInteger(acksInFlightMax) || acksInFlightMax < 1) throw new FerryError("INVALID", `acksInFlightMax takes an integer >= 1, not ${acksInFlightMax}`);
   const signal = options.signal;
   const acker = new Acker(client, mailbox);
-  const receive = (): Promise<DeliveredMessage[]> =>
-    client.receive(mailbox, {
+  // Not bound to the signal: an abort stops waiting for a RECEIVE, not the RECEIVE (see giveBack).
+  const receive = (): Promise<DeliveredMessage[]> => {
+    const pending = client.receive(mailbox, {
       max,
       waitMs: options.waitMs ?? CONSUME_WAIT_MS_DEFAULT,
       ...(options.visibilityMs === undefined ? {} : { visibilityMs: options.visibilityMs }),
-      ...(signal === undefined ? {} : { signal }),
     });
-  let ahead: Promise<DeliveredMessage[]> | undefined; // the prefetched RECEIVE
+    pending.catch(noError); // its error is handled where it is awaited
+    return pending;
+  };
+  const ahead: Array<Promise<DeliveredMessage[]>> = []; // prefetched RECEIVEs, oldest first
+  let waiting: Promise<DeliveredMessage[]> | undefined; // the RECEIVE an abort interrupted
   let failures = 0;
   try {
     while (!signal?.aborted && !client.isClosed) {
@@ -83,9 +97,13 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
         // The acks collected so far go out ahead of the RECEIVE, in the same write, so the leader
         // usually proposes both in one entry (one Raft round) instead of two.
         acker.flush();
-        const pending = ahead ?? receive();
-        ahead = undefined;
-        batch = await pending;
+        const pending = ahead.shift() ?? receive();
+        const arrived = await unlessAborted(pending, signal);
+        if (arrived === undefined) {
+          waiting = pending;
+          return;
+        }
+        batch = arrived;
         failures = 0;
         const elapsedMs = performance.now() - startedMs;
         if (batch.length === 0 && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
@@ -97,10 +115,9 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       }
       // A full batch: more is likely waiting. (After a short one, a prefetch would only hold
       // back, leased here, messages that arrive while this batch is handled.)
-      if (prefetch && batch.length === max) {
+      if (batch.length === max && ahead.length < prefetch) {
         acker.flush();
-        ahead = receive();
-        ahead.catch(noError); // its error is handled where it is awaited
+        while (ahead.length < prefetch) ahead.push(receive());
       }
       const entries = batch.map((delivered) => settleable(acker, client, mailbox, delivered));
       let index = 0;
@@ -121,12 +138,64 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
     }
   } finally {
     acker.flush();
-    if (ahead !== undefined) {
-      const prefetched = await ahead.catch((): DeliveredMessage[] => []);
-      if (prefetched.length > 0 && !client.isClosed) await client.nack(mailbox, prefetched.map((message) => message.id)).catch(noError);
+    if (waiting !== undefined) void giveBack(client, mailbox, waiting);
+    const givenBack = Promise.all(ahead.map((pending) => giveBack(client, mailbox, pending)));
+    if (signal?.aborted || client.isClosed) {
+      // Prefetched RECEIVEs went out after a full batch and usually answer at once: wait a little
+      // for them, so that a client closed right after the loop has given their messages back,
+      // but not for a long poll on a mailbox that just ran dry.
+      await untilOrAfter(givenBack, CONSUME_ABORT_GRACE_MS);
+    } else {
+      await givenBack;
     }
     await acker.idle();
   }
+}
+
+function prefetchBatches(option: boolean | number | undefined): number {
+  if (option === undefined || option === true) return CONSUME_PREFETCH_DEFAULT;
+  if (option === false) return 0;
+  if (!Number.isInteger(option) || option < 0 || option > CONSUME_PREFETCH_MAX) {
+    throw new FerryError("INVALID", `prefetch takes true, false or an integer from 0 to ${CONSUME_PREFETCH_MAX}, not ${option}`);
+  }
+  return option;
+}
+
+// The batch, or undefined as soon as the signal aborts.
+function unlessAborted<T>(pending: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
+  if (signal === undefined) return pending;
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const aborted = (): void => resolve(undefined);
+    signal.addEventListener("abort", aborted, { once: true });
+    pending.then(
+      (value) => {
+        signal.removeEventListener("abort", aborted);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", aborted);
+        reject(error);
+      },
+    );
+  });
+}
+
+function untilOrAfter(done: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    void done.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+// Nacks what a RECEIVE the loop will not hand out brings, when it arrives, so it is redelivered
+// at once rather than after its lease (unless the client was closed meanwhile).
+async function giveBack(client: FerryClient, mailbox: string, pending: Promise<DeliveredMessage[]>): Promise<void> {
+  const messages = await pending.catch((): DeliveredMessage[] => []);
+  if (messages.length > 0 && !client.isClosed) await client.nack(mailbox, messages.map((message) => message.id)).catch(noError);
 }
 
 function settleable(acker: Acker, client: FerryClient, mailbox: string, delivered: DeliveredMessage): Settleable {

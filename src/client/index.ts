@@ -11,7 +11,7 @@ export {
   type ReceiveOptions,
   type SendOptions,
 } from "./client.js";
-export { CONSUME_MAX_DEFAULT, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
+export { CONSUME_ABORT_GRACE_MS, CONSUME_MAX_DEFAULT, CONSUME_PREFETCH_DEFAULT, CONSUME_PREFETCH_MAX, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
 export {
   type ClientOptions,
   ATTEMPT_TIMEOUT_MS_DEFAULT,

@@ -67,36 +67,83 @@ test("the acks collected go out ahead of the next RECEIVE, so the leader can tak
   await server.close();
 });
 
-test("prefetch: after a full batch the next RECEIVE goes out before the body runs; leaving gives the prefetched batch back", async () => {
+test("prefetch: after a full batch the next RECEIVEs go out before the body runs; leaving gives the prefetched batches back", async () => {
   const { server, client } = await setup();
-  for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
-  // Count the RECEIVE calls consume() makes (the fake server sees them a little later).
+  for (const [prefetch, expected] of [
+    [undefined, [4, 4, 5]], // the default, 3 batches ahead: [2, 3], [4] and [] were asked for before job 0 was handed out
+    [2, [3, 3, 4]], // [2, 3] and [4]
+    [1, [2, 2, 3]], // [2, 3] only
+  ] as const) {
+    for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
+    let receives = 0;
+    const receive = client.receive.bind(client);
+    client.receive = (...args: Parameters<typeof client.receive>) => {
+      receives++;
+      return receive(...args);
+    };
+    const receivesWhenSeen: number[] = [];
+    for await (const message of client.consume("jobs", { max: 2, waitMs: 50, ...(prefetch === undefined ? {} : { prefetch }) })) {
+      receivesWhenSeen.push(receives);
+      if (text(message.body) === "job 2") {
+        await message.ack();
+        break;
+      }
+    }
+    client.receive = receive;
+    assert.deepEqual(receivesWhenSeen, expected, `prefetch ${prefetch}`);
+    // 0, 1 auto-acked, 2 acked; 3 (the batch's rest) and 4 (prefetched) are ready again at once.
+    assert.deepEqual(
+      server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]),
+      [
+        ["job 3", false],
+        ["job 4", false],
+      ],
+    );
+    await client.purge("jobs");
+  }
+  await assert.rejects(consumeOnce(client, { prefetch: 17 }), /prefetch takes/);
+  await client.close();
+  await server.close();
+});
+
+async function consumeOnce(client: Awaited<ReturnType<typeof connect>>, options: Record<string, unknown>): Promise<void> {
+  for await (const _message of client.consume("jobs", { waitMs: 10, ...options })) break;
+}
+
+test("aborting gives back what the prefetched RECEIVEs lease, also when the client is closed right after", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 6; i++) await client.send("jobs", `job ${i}`);
+  const controller = new AbortController();
+  const seen: string[] = [];
+  // Batch [0, 1] is full: [2, 3] and [4, 5] are asked for before job 0 is handed out, then the
+  // loop is aborted while they are on their way.
+  for await (const message of client.consume("jobs", { max: 2, waitMs: 50, visibilityMs: 60_000, signal: controller.signal })) {
+    seen.push(text(message.body));
+    controller.abort();
+  }
+  assert.deepEqual(seen, ["job 0"]);
+  // Closed right after the loop, as programs do: the loop waited for the prefetched batches.
+  await client.close();
+  // Job 0 was auto-acked; everything else is ready again, not leased for 60 s.
+  assert.deepEqual(server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]), [
+    ["job 1", false],
+    ["job 2", false],
+    ["job 3", false],
+    ["job 4", false],
+    ["job 5", false],
+  ]);
+  await server.close();
+});
+
+test("prefetch false: only the batch in hand is leased when the body runs", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 2; i++) await client.send("jobs", `job ${i}`);
   let receives = 0;
   const receive = client.receive.bind(client);
   client.receive = (...args: Parameters<typeof client.receive>) => {
     receives++;
     return receive(...args);
   };
-  const receivesWhenSeen: number[] = [];
-  for await (const message of client.consume("jobs", { max: 2, waitMs: 50 })) {
-    receivesWhenSeen.push(receives);
-    if (text(message.body) === "job 2") {
-      await message.ack();
-      break;
-    }
-  }
-  // Batch [0, 1] was full, so [2, 3] was asked for before job 0 was handed out; [2, 3] full too.
-  assert.deepEqual(receivesWhenSeen, [2, 2, 3]);
-  // 0, 1 auto-acked, 2 acked; 3 (the batch's rest) and 4 (prefetched) are ready again at once.
-  assert.deepEqual(
-    server.mailbox("jobs").map((stored) => [text(stored.body), stored.leased]),
-    [
-      ["job 3", false],
-      ["job 4", false],
-    ],
-  );
-  // Without prefetch, only the batch in hand is leased when the body runs.
-  receives = 0;
   const counts: number[] = [];
   for await (const message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false })) {
     counts.push(receives);
