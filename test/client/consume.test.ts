@@ -11,6 +11,22 @@ function ackedIds(server: FakeServer): unknown[] {
   return server.requestsOf("ack").flatMap((request) => request.ids as unknown[]);
 }
 
+// Counts the RECEIVE calls consume() makes (the fake server sees them a little later).
+function countReceives(client: Awaited<ReturnType<typeof connect>>): { count: number; restore(): void } {
+  const receive = client.receive;
+  const counter = {
+    count: 0,
+    restore: () => {
+      client.receive = receive;
+    },
+  };
+  client.receive = (...args: Parameters<typeof client.receive>) => {
+    counter.count++;
+    return receive.apply(client, args);
+  };
+  return counter;
+}
+
 async function setup() {
   const server = await FakeServer.start();
   const client = await connect({ seeds: [server.address], ...fast });
@@ -75,21 +91,16 @@ test("prefetch: after a full batch the next RECEIVEs go out before the body runs
     [1, [2, 2, 3]], // [2, 3] only
   ] as const) {
     for (let i = 0; i < 5; i++) await client.send("jobs", `job ${i}`);
-    let receives = 0;
-    const receive = client.receive.bind(client);
-    client.receive = (...args: Parameters<typeof client.receive>) => {
-      receives++;
-      return receive(...args);
-    };
+    const receives = countReceives(client);
     const receivesWhenSeen: number[] = [];
     for await (const message of client.consume("jobs", { max: 2, waitMs: 50, ...(prefetch === undefined ? {} : { prefetch }) })) {
-      receivesWhenSeen.push(receives);
+      receivesWhenSeen.push(receives.count);
       if (text(message.body) === "job 2") {
         await message.ack();
         break;
       }
     }
-    client.receive = receive;
+    receives.restore();
     assert.deepEqual(receivesWhenSeen, expected, `prefetch ${prefetch}`);
     // 0, 1 auto-acked, 2 acked; 3 (the batch's rest) and 4 (prefetched) are ready again at once.
     assert.deepEqual(
@@ -138,15 +149,10 @@ test("aborting gives back what the prefetched RECEIVEs lease, also when the clie
 test("prefetch false: only the batch in hand is leased when the body runs", async () => {
   const { server, client } = await setup();
   for (let i = 0; i < 2; i++) await client.send("jobs", `job ${i}`);
-  let receives = 0;
-  const receive = client.receive.bind(client);
-  client.receive = (...args: Parameters<typeof client.receive>) => {
-    receives++;
-    return receive(...args);
-  };
+  const receives = countReceives(client);
   const counts: number[] = [];
   for await (const message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false })) {
-    counts.push(receives);
+    counts.push(receives.count);
     if (counts.length === 2) {
       await message.ack();
       break;
