@@ -31,6 +31,7 @@ const SETTINGS_DEFAULT: Settings = {
   throughputDurationMsMax: 60_000,
   drainConsumerCount: 2,
   drainBatchSize: 100,
+  drainDepth: 400, // the batch in hand and 3 ahead: consume()'s default prefetch
   drainIdleMs: 5000,
   failoverConnectionCount: 2,
   failoverInFlightPerConnection: 8,

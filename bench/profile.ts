@@ -39,6 +39,7 @@ const SETTINGS: Settings = {
   throughputDurationMsMax: 120_000,
   drainConsumerCount: 2,
   drainBatchSize: 100,
+  drainDepth: 400,
   drainIdleMs: 5000,
   failoverConnectionCount: 0,
   failoverInFlightPerConnection: 0,

@@ -16,6 +16,7 @@ export interface Settings {
   throughputDurationMsMax: number;
   drainConsumerCount: number;
   drainBatchSize: number;
+  drainDepth: number; // see DrainOptions.depth
   drainIdleMs: number;
   failoverConnectionCount: number;
   failoverInFlightPerConnection: number;
@@ -192,6 +193,7 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
     expected,
     consumers: settings.drainConsumerCount,
     batch: settings.drainBatchSize,
+    depth: settings.drainDepth,
     idleMs: settings.drainIdleMs,
     onAcked: (count) => {
       acked += count;

@@ -46,7 +46,7 @@ function devArgs(workDir: string): string[] {
 // The client API the benchmark uses (see docs/client.md).
 interface FerryClient {
   send(recipient: string, body: Uint8Array, options?: { id?: string }): Promise<unknown>;
-  consume(mailbox: string, options: { max: number; waitMs: number; autoAck: boolean; signal: AbortSignal }): AsyncIterable<{ ack(): Promise<void> }>;
+  consume(mailbox: string, options: { max: number; prefetch: number; waitMs: number; autoAck: boolean; signal: AbortSignal }): AsyncIterable<{ ack(): Promise<void> }>;
   status(): Promise<FerryStatus>;
   close(): Promise<void>;
 }
@@ -194,8 +194,9 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 }
 
 // Each consumer is the client library's consume() loop as users run it (docs/client.md): acks of
-// one event-loop turn coalesced into one ACK request, at most 4 of them outstanding, the next
-// 3 batches prefetched after a full one, as the peers' consumers keep prefetch windows and
+// one event-loop turn coalesced into one ACK request, at most 4 of them outstanding, batches
+// prefetched after a full one up to DrainOptions.depth messages in hand (consume()'s default of 3
+// ahead for 100-message batches), as the peers' consumers keep windows of the same depth, with
 // asynchronous acks. An ack still counts only once Ferry confirms it is durable.
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;
@@ -207,7 +208,8 @@ async function drain(client: FerryClient, options: DrainOptions): Promise<number
   }, IDLE_CHECK_MS);
   const acks: Array<Promise<void>> = [];
   const loop = async () => {
-    for await (const message of client.consume(options.target, { max: options.batch, waitMs: RECEIVE_WAIT_MS, autoAck: false, signal: stop.signal })) {
+    const prefetch = Math.max(0, Math.ceil(options.depth / options.batch) - 1);
+    for await (const message of client.consume(options.target, { max: options.batch, prefetch, waitMs: RECEIVE_WAIT_MS, autoAck: false, signal: stop.signal })) {
       lastMessageMs = performance.now();
       acks.push(
         message.ack().then(() => {

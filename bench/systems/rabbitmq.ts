@@ -153,7 +153,7 @@ async function drain(connection: AmqpConnection, options: DrainOptions): Promise
     void (async () => {
       for (let index = 0; index < options.consumers; index++) {
         const channel = await connection.createChannel();
-        await channel.prefetch(options.batch);
+        await channel.prefetch(options.depth);
         const { consumerTag } = await channel.consume(queue, onMessage(channel), { noAck: false });
         channels.push({ channel, consumerTag });
       }

@@ -26,7 +26,11 @@ export interface DrainOptions {
   target: string;
   expected: number; // stop after this many messages were received and acknowledged
   consumers: number; // concurrent consumer loops (or channels)
-  batch: number; // messages per fetch, or the prefetch window
+  batch: number; // messages per fetch (RECEIVE)
+  // Messages a consumer may hold unacknowledged at once, the same for every system: Ferry's
+  // consume() prefetches depth / batch - 1 batches ahead, NATS's consume() buffers depth
+  // messages, RabbitMQ's channel has a prefetch of depth.
+  depth: number;
   idleMs: number; // stop early when nothing arrives for this long
   onAcked: (count: number) => void;
 }
