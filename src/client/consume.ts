@@ -32,7 +32,7 @@ import { FerryError } from "../protocol/errors.js";
 import { backoffDelayMs } from "./backoff.js";
 import type { FerryClient } from "./client.js";
 import { RECONNECT_MAX_MS_DEFAULT, RECONNECT_MIN_MS_DEFAULT } from "./options.js";
-import { sleepUnlessAborted } from "./scope.js";
+import { sleepUnlessAborted, unlessAborted } from "./scope.js";
 
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
@@ -144,7 +144,9 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       // Prefetched RECEIVEs went out after a full batch and usually answer at once: wait a little
       // for them, so that a client closed right after the loop has given their messages back,
       // but not for a long poll on a mailbox that just ran dry.
-      await untilOrAfter(givenBack, CONSUME_ABORT_GRACE_MS);
+      const answered = new AbortController();
+      void givenBack.then(() => answered.abort());
+      await sleepUnlessAborted(CONSUME_ABORT_GRACE_MS, answered.signal);
     } else {
       await givenBack;
     }
@@ -159,36 +161,6 @@ function prefetchBatches(option: boolean | number | undefined): number {
     throw new FerryError("INVALID", `prefetch takes true, false or an integer from 0 to ${CONSUME_PREFETCH_MAX}, not ${option}`);
   }
   return option;
-}
-
-// The batch, or undefined as soon as the signal aborts.
-function unlessAborted<T>(pending: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
-  if (signal === undefined) return pending;
-  if (signal.aborted) return Promise.resolve(undefined);
-  return new Promise<T | undefined>((resolve, reject) => {
-    const aborted = (): void => resolve(undefined);
-    signal.addEventListener("abort", aborted, { once: true });
-    pending.then(
-      (value) => {
-        signal.removeEventListener("abort", aborted);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", aborted);
-        reject(error);
-      },
-    );
-  });
-}
-
-function untilOrAfter(done: Promise<unknown>, ms: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    void done.then(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }
 
 // Nacks what a RECEIVE the loop will not hand out brings, when it arrives, so it is redelivered

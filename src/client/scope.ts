@@ -252,6 +252,27 @@ export function sleepUnlessAborted(delayMs: number, signal: AbortSignal | undefi
   });
 }
 
+// Settles like `promise`, or resolves with undefined as soon as the signal aborts (consume()
+// stops waiting for a RECEIVE without dropping it). The promise itself keeps running.
+export function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const aborted = (): void => resolve(undefined);
+    signal.addEventListener("abort", aborted, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", aborted);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", aborted);
+        reject(error);
+      },
+    );
+  });
+}
+
 // Settles like `promise`, or rejects with the cancel's reason when it comes first. The promise
 // itself keeps running (it is shared with other callers).
 export function raceCancel<T>(promise: Promise<T>, cancel: Cancel): Promise<T> {
