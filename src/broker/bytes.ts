@@ -190,6 +190,14 @@ export class ByteReader {
   }
 }
 
+// Whether the string survives UTF-8 (string -> UTF-8 -> string gives it back): false only for
+// lone surrogates, which the encoder turns into U+FFFD. String.prototype.isWellFormed is ES2024:
+// Node 20 has it, our ES2023 typings do not.
+// Anything but a string answers false (the encoder's callers validate types; this never throws).
+export function roundTripsUtf8(value: unknown): boolean {
+  return typeof value === "string" && (value as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
 export function utf8Length(value: string): number {
   return isAscii(value) ? value.length : textEncoder.encode(value).length;
 }

@@ -7,7 +7,7 @@
 // reorderWindowMs to the mailbox settings; version 1 batches (older logs) still decode. decodeCommands(encodeCommands(c)) deep-equals c.
 import type { AckReply, AckRequest, ErrorReply, ExtendRequest, ListReply, PurgeRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { RECEIVE_MAX } from "../protocol/api.js";
-import { ByteReader, ByteWriter, setOwn } from "./bytes.js";
+import { ByteReader, ByteWriter, roundTripsUtf8, setOwn } from "./bytes.js";
 
 export type OverflowPolicy = "reject" | "drop-oldest";
 export type ExpiryPolicy = "drop" | "dead-letter";
@@ -210,6 +210,51 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
       return;
     }
   }
+}
+
+// Whether decodeCommands(encodeCommands(commands)) gives back every field the broker reads of
+// these commands, value for value: then the leader may apply the commands it holds instead of
+// decoding the entry it encoded from them (FerryNode.applyEntry), and its state is the one its
+// followers and its own WAL replay build. The encoding is exact except for: an optional number
+// of -1 (it reads back as absent), a string with a lone surrogate (it reads back with U+FFFD), a
+// sender time outside [0, 2^64) (wrapped), and fields it does not carry (the broker reads none of
+// those). Only the commands of the hot path are vouched for (send, receive, ack, nack); any other
+// answers false and is decoded as on a follower. test/broker/commands.property.test.ts holds the
+// claim against the encoding and against two brokers fed either way.
+export function roundTripsExactly(commands: readonly BrokerCommand[]): boolean {
+  for (const command of commands) {
+    switch (command.op) {
+      case "send":
+        if (!roundTripsUtf8(command.sender) || !allRoundTrip(command.recipients)) return false;
+        if (command.id !== undefined && !roundTripsUtf8(command.id)) return false;
+        if (command.delayMs === -1 || command.ttlMs === -1) return false;
+        if (command.senderTime !== undefined && !(command.senderTime >= 0n && command.senderTime < U64_LIMIT)) return false;
+        if (command.headers !== undefined) {
+          for (const [name, value] of Object.entries(command.headers)) {
+            if (!roundTripsUtf8(name) || !roundTripsUtf8(value)) return false;
+          }
+        }
+        break;
+      case "receive":
+        if (!roundTripsUtf8(command.mailbox) || command.visibilityMs === -1) return false;
+        if (command.consumer !== undefined && !roundTripsUtf8(command.consumer)) return false;
+        break;
+      case "ack":
+      case "nack":
+        if (!roundTripsUtf8(command.mailbox) || !allRoundTrip(command.ids) || command.delayMs === -1) return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+const U64_LIMIT = 1n << 64n;
+
+function allRoundTrip(values: readonly string[]): boolean {
+  for (const value of values) if (!roundTripsUtf8(value)) return false;
+  return true;
 }
 
 export function decodeCommands(data: Uint8Array): BrokerCommand[] {

@@ -10,7 +10,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
-import { decodeCommands, encodeCommands } from "../broker/commands.js";
+import { decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { TimestampAheadError } from "../clock/hlc.js";
@@ -415,10 +415,11 @@ export class FerryNode {
       const timestamp = this.clock.now();
       // The broker stamps command i with timestamp + i: reserve those values.
       this.clock.observe(timestamp + BigInt(batch.length));
-      const data = encodeEntry("commands", timestamp, encodeCommands(batch.map((p) => p.command)));
+      const commands = batch.map((p) => p.command);
+      const data = encodeEntry("commands", timestamp, encodeCommands(commands));
       try {
         const { index, term } = this.raft.propose(data);
-        this.inflight.add(index, { term, requests: batch });
+        this.inflight.add(index, { term, requests: batch, commands: roundTripsExactly(commands) ? commands : undefined });
         this.metrics.entriesProposed.inc();
         this.metrics.commandsProposed.inc(batch.length);
       } catch (error) {
@@ -533,7 +534,9 @@ export class FerryNode {
       return;
     }
     let results: BrokerResult[] | undefined;
-    const commands = decodeCommands(decoded.payload);
+    // The leader applies the commands it encoded this entry from, when they are exactly what the
+    // entry decodes to (about a microsecond per SEND, and its garbage, off the busiest node).
+    const commands = this.inflight.heldCommands(entry.index, entry.term) ?? decodeCommands(decoded.payload);
     this.clock.observe(decoded.timestamp + BigInt(commands.length));
     results = this.broker.apply(entry.index, decoded.timestamp, commands);
     this.inflight.applied(entry.index, entry.term, () => results!);

@@ -21,6 +21,9 @@ export interface InflightEntry<C, R> {
   term: number;
   requests: PendingRequest<C, R>[];
   expired?: boolean; // its requests were failed with a timeout; the results are dropped
+  // The commands the entry encodes, when decoding the entry gives them back exactly (see
+  // roundTripsExactly): the leader applies these instead of decoding its own entry.
+  commands?: C[];
 }
 
 export class ProposalQueue<C, R> {
@@ -82,6 +85,12 @@ export class InflightProposals<C, R> {
 
   add(index: number, entry: InflightEntry<C, R>): void {
     this.entries.set(index, entry);
+  }
+
+  // The commands this node proposed at index in term, when it holds them (see InflightEntry).
+  heldCommands(index: number, term: number): C[] | undefined {
+    const entry = this.entries.get(index);
+    return entry !== undefined && entry.term === term ? entry.commands : undefined;
   }
 
   // The entry at index was applied with these results. If it is not the entry we proposed (a
