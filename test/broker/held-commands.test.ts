@@ -120,7 +120,7 @@ describe("the leader's held commands", () => {
   });
 
   test("values the encoding changes are refused", () => {
-    const base = { op: "send", sender: "s", recipients: ["a"], body: new Uint8Array(1) } as const;
+    const base = { op: "send" as const, sender: "s", recipients: ["a"], body: new Uint8Array(1) };
     const changed: BrokerCommand[] = [
       { ...base, sender: `s${LONE}` },
       { ...base, recipients: [`a${LONE}`] },
