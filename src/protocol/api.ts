@@ -189,6 +189,10 @@ export interface HelloRequest {
   op: "hello";
   name: string;
   forwardProof?: string; // node-to-node only: proves the cluster secret (src/server/forwarder.ts)
+  // Credentials, for a node that requires them (src/server/auth.ts): the identity becomes `user`.
+  // The text protocol's `AUTH <user> <password>` is this request.
+  user?: string;
+  password?: string;
 }
 export interface HelloReply {
   ok: true;

@@ -147,6 +147,7 @@ export const TEXT_COMMANDS_HELP: readonly string[] = [
   "STATUS                                           -> NODE ... lines, END",
   "CLUSTER ADD <node-id> <peer-host:port> <client-host:port> | CLUSTER REMOVE <node-id> | CLUSTER TRANSFER [<node-id>] -> OK <message>",
   "HELLO <name>                                     -> OK   (sets the sender of later SENDs)",
+  "AUTH <user> <password>                           -> OK   (log in: a node with a users file requires it; the user is the sender)",
   "PING                                             -> OK",
   "HELP                                             -> these lines, END",
   "QUIT                                             -> OK, then the connection closes",
@@ -219,6 +220,12 @@ export function parseCommand(line: string): TextCommand {
       return request(parseCluster(argumentWords(tail)));
     case "HELLO":
       return request({ op: "hello", name: exactlyOne(tail, verb) });
+    case "AUTH": {
+      // The password is the rest of the line (it may hold spaces).
+      const { words, rest } = splitWords(tail, 1);
+      if (words[0] === "" || rest === undefined || rest === "") throw invalid("usage: AUTH <user> <password>");
+      return request({ op: "hello", name: words[0]!, user: words[0]!, password: rest });
+    }
     case "HELP":
       noArguments(tail, verb);
       return { kind: "help" };

@@ -25,6 +25,7 @@ export class BinaryConnection extends Connection {
   private preambleBytesMatched = 0;
   private queue: Buffer[] = [];
   private readonly ridsInFlight = new Set<number>();
+  private loggingIn = false; // a login (HELLO with credentials) is being checked: start nothing else
   private readonly output = new FrameWriter();
 
   constructor(socket: Socket, sessionId: number, context: ConnectionContext) {
@@ -112,7 +113,7 @@ export class BinaryConnection extends Connection {
 
   private pump(): void {
     let index = 0;
-    while (index < this.queue.length && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown && !this.writeBlocked()) {
+    while (index < this.queue.length && !this.loggingIn && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown && !this.writeBlocked()) {
       this.handle(this.queue[index]!);
       index += 1;
     }
@@ -144,13 +145,27 @@ export class BinaryConnection extends Connection {
       return;
     }
     if (request.op === "hello") {
-      if (request.forwardProof !== undefined && !this.context.verifyForwarder?.(request.forwardProof)) {
-        this.sendOutcome(rid, { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" });
+      const outcome = this.hello(request);
+      if (!(outcome instanceof Promise)) {
+        this.sendOutcome(rid, outcome);
         return;
       }
-      // Replaced, not changed: requests under way keep the session they started with.
-      this.session = { ...this.session, identity: request.name, ...(request.forwardProof !== undefined ? { trustedForwarder: true } : {}) };
-      this.sendOutcome(rid, { ok: true, reply: { ok: true, name: request.name } });
+      // A login: nothing after it starts until it is decided, so the requests a client pipelines
+      // behind its HELLO run as the user it logs in as.
+      this.ridsInFlight.add(rid);
+      this.loggingIn = true;
+      void outcome.then((decided) => {
+        this.loggingIn = false;
+        if ("closeAfter" in decided && decided.closeAfter) {
+          this.ridsInFlight.delete(rid);
+          this.sendOutcome(rid, decided);
+          this.queue = [];
+          this.finish();
+          this.shuttingDown = true;
+          return;
+        }
+        this.finishRequest(rid, decided);
+      });
       return;
     }
     this.ridsInFlight.add(rid);

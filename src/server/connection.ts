@@ -11,14 +11,16 @@
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
-import type { Reply, Request } from "../protocol/api.js";
+import type { HelloRequest, Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
+import { type Authenticator, authorizationProblem } from "./auth.js";
 import type { ServerLimits } from "./limits.js";
 import type { Service, Session } from "./service.js";
 
 export interface ConnectionContext {
   service: Service;
   verifyForwarder?: (proof: string) => boolean;
+  auth?: Authenticator; // clients must authenticate and are authorized per request (src/server/auth.ts)
   limits: ServerLimits;
   log: (line: string) => void;
   stats: ServerStats;
@@ -31,6 +33,8 @@ export interface ServerStats {
   connectionsRejected: number; // over connectionsMax
   requestsExecuted: number; // handed to the service
   requestsRejected: number; // answered with an error before reaching the service
+  authFailures: number; // logins refused (wrong user or password)
+  unauthorized: number; // requests refused for want of a login or a permission
   framingErrors: number; // binary connections closed because the byte stream broke
   idleClosed: number;
   socketWrites: number;
@@ -47,6 +51,8 @@ export function emptyStats(): ServerStats {
     connectionsRejected: 0,
     requestsExecuted: 0,
     requestsRejected: 0,
+    authFailures: 0,
+    unauthorized: 0,
     framingErrors: 0,
     idleClosed: 0,
     socketWrites: 0,
@@ -57,6 +63,9 @@ export function emptyStats(): ServerStats {
 }
 
 export type Outcome = { ok: true; reply: Reply } | { ok: false; code: ErrorCode; message: string; leaderHint?: string };
+export type HelloOutcome = Outcome | { ok: false; code: ErrorCode; message: string; closeAfter: boolean };
+
+const AUTHENTICATE_FIRST = "this node requires a login: AUTH <user> <password> (binary: HELLO with user and password)";
 
 export function outcomeOfError(error: unknown, log: (line: string) => void): Outcome & { ok: false } {
   if (error instanceof FerryError) {
@@ -91,6 +100,7 @@ export abstract class Connection {
   private readPaused = false;
   private closed = false;
   private readonly closedPromise: Promise<void>;
+  private authFailures = 0;
 
   constructor(
     readonly socket: Socket,
@@ -190,8 +200,57 @@ export abstract class Connection {
     }
   }
 
+  // HELLO (the text protocol's HELLO and AUTH): the outcome and the session it leaves. Without a
+  // users file a HELLO names the sender (credentials, if any, are not checked). With one, only
+  // a login changes the identity: the user and password must match (checked off the event loop),
+  // and a HELLO with just a name answers OK once logged in (the identity stays the user's) and
+  // UNAUTHORIZED before. A node proving the cluster secret (forwardProof) is trusted as is.
+  // `closeAfter`: the login failed for the authFailuresMax-th time; answer, then close.
+  protected hello(request: HelloRequest): Outcome | Promise<HelloOutcome> {
+    const auth = this.context.auth;
+    if (request.forwardProof !== undefined) {
+      if (!this.context.verifyForwarder?.(request.forwardProof)) {
+        return { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" };
+      }
+      this.session = { ...this.session, identity: request.name, trustedForwarder: true };
+      return { ok: true, reply: { ok: true, name: request.name } };
+    }
+    if (auth === undefined) {
+      const identity = request.user ?? request.name;
+      this.session = { ...this.session, identity };
+      return { ok: true, reply: { ok: true, name: identity } };
+    }
+    if (request.user === undefined) {
+      if (this.session.user !== undefined) return { ok: true, reply: { ok: true, name: this.session.identity } };
+      this.context.stats.unauthorized += 1;
+      return { ok: false, code: "UNAUTHORIZED", message: AUTHENTICATE_FIRST };
+    }
+    const userName = request.user;
+    return auth.verify(userName, request.password ?? "").then((user): HelloOutcome => {
+      if (user === undefined) {
+        this.context.stats.authFailures += 1;
+        this.authFailures += 1;
+        const closeAfter = this.authFailures >= this.limits.authFailuresMax;
+        const suffix = closeAfter ? `; ${this.authFailures} failed logins, closing the connection` : "";
+        return { ok: false, code: "UNAUTHORIZED", message: `wrong user or password${suffix}`, closeAfter };
+      }
+      // Replaced, not changed: requests under way keep the session they started with.
+      this.session = { ...this.session, identity: user.name, user };
+      return { ok: true, reply: { ok: true, name: user.name } };
+    });
+  }
+
   // Hands the request to the service: its promise, rejected (not thrown) on any failure.
   protected call(request: Request): Promise<Reply> {
+    const auth = this.context.auth;
+    if (auth !== undefined && this.session.trustedForwarder !== true) {
+      const user = this.session.user;
+      const problem = user === undefined ? AUTHENTICATE_FIRST : authorizationProblem(user, request);
+      if (problem !== undefined) {
+        this.context.stats.unauthorized += 1;
+        return Promise.reject(new FerryError("UNAUTHORIZED", problem));
+      }
+    }
     this.context.stats.requestsExecuted += 1;
     try {
       // this.session is replaced, not changed, by a later HELLO: no copy needed.

@@ -17,6 +17,8 @@ export const IDS_PER_REQUEST_MAX_DEFAULT = 1000; // ACK / NACK / EXTEND ids in o
 export const RECIPIENTS_PER_SEND_MAX_DEFAULT = 64; // atomic fan-out width
 export const HEADERS_BYTES_MAX_DEFAULT = 16 * 1024; // sum of header key and value bytes
 export const MESSAGE_ID_LENGTH_MAX = 200; // client-supplied message ids and cursors
+// Failed logins (AUTH / HELLO with a wrong user or password) after which a connection is closed.
+export const AUTH_FAILURES_MAX_DEFAULT = 3;
 export const DURATION_MS_MAX = 365 * 24 * 60 * 60 * 1000; // delays, TTLs, leases
 
 export interface ServerLimits {
@@ -32,6 +34,7 @@ export interface ServerLimits {
   idsPerRequestMax: number;
   recipientsPerSendMax: number;
   headersBytesMax: number;
+  authFailuresMax: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
@@ -47,6 +50,7 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
   idsPerRequestMax: IDS_PER_REQUEST_MAX_DEFAULT,
   recipientsPerSendMax: RECIPIENTS_PER_SEND_MAX_DEFAULT,
   headersBytesMax: HEADERS_BYTES_MAX_DEFAULT,
+  authFailuresMax: AUTH_FAILURES_MAX_DEFAULT,
 });
 
 // Fills in defaults and rejects nonsense at startup rather than at the first request.

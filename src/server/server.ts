@@ -6,6 +6,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TlsOptions } from "node:tls";
 import { BINARY_PREAMBLE } from "../protocol/binary.js";
+import type { Authenticator } from "./auth.js";
 import { formatError } from "../protocol/text.js";
 import { BinaryConnection } from "./binary-connection.js";
 import { type Connection, type ConnectionContext, emptyStats, type ServerStats } from "./connection.js";
@@ -18,6 +19,8 @@ export interface ServerOptions {
   port: number; // 0 picks a free port (tests)
   service: Service;
   verifyForwarder?: (proof: string) => boolean; // accepts another node's HELLO forwardProof
+  // Clients must log in and may do only what their user may (src/server/auth.ts); off when absent.
+  auth?: Authenticator;
   limits?: Partial<ServerLimits>;
   // Serve TLS on the client port (key and cert at least). Both protocols work the same inside it;
   // the protocol is told apart by the first byte after the handshake.
@@ -40,6 +43,7 @@ export class FerryServer {
     const context: ConnectionContext = {
       service: options.service,
       verifyForwarder: options.verifyForwarder,
+      ...(options.auth === undefined ? {} : { auth: options.auth }),
       limits: resolveLimits(options.limits),
       log: options.log ?? ((line) => console.error(line)),
       stats: emptyStats(),

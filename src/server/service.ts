@@ -2,10 +2,12 @@
 // request, then asks the service to execute it on behalf of a session. The node implements it;
 // tests use an in-memory fake (test/server/fake-service.ts).
 import type { Reply, Request } from "../protocol/api.js";
+import type { AuthUser } from "./auth.js";
 
 export interface Session {
   id: number; // unique per server, for logs and lease ownership
-  identity: string; // the sender of SENDs: HELLO's name, else "anonymous"
+  identity: string; // the sender of SENDs: the authenticated user, else HELLO's name, else "anonymous"
+  user?: AuthUser; // set once the connection authenticated (a node with a users file; src/server/auth.ts)
   remoteAddress: string; // host:port of the client
   protocol: "text" | "binary";
   // Another node of this cluster forwarding its clients' requests (it proved the cluster secret

@@ -11,7 +11,7 @@
 // request is answered, so a script's RECEIVE or LIST sees the SENDs written before it, exactly as
 // if a person had waited for each reply.
 import type { Socket } from "node:net";
-import type { Request } from "../protocol/api.js";
+import type { HelloRequest, Request } from "../protocol/api.js";
 import { formatError, formatReply, LineParser, type LineEvent, parseCommand, TEXT_COMMANDS_HELP } from "../protocol/text.js";
 import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
@@ -25,7 +25,7 @@ type Work =
   | { kind: "answer"; lines: string[] } // errors, PING: the reply is known already
   | { kind: "help" }
   | { kind: "quit" }
-  | { kind: "hello"; name: string }
+  | { kind: "hello"; request: HelloRequest }
   | { kind: "request"; request: Request };
 
 export class TextConnection extends Connection {
@@ -82,7 +82,7 @@ export class TextConnection extends Connection {
       if (command.kind === "ping") return { kind: "answer", lines: ["OK"] };
       if (command.kind !== "request") return { kind: command.kind };
       const request = validateRequest(command.request, this.limits);
-      return request.op === "hello" ? { kind: "hello", name: request.name } : { kind: "request", request };
+      return request.op === "hello" ? { kind: "hello", request } : { kind: "request", request };
     } catch (error) {
       this.context.stats.requestsRejected += 1;
       const outcome = outcomeOfError(error, this.context.log);
@@ -100,12 +100,18 @@ export class TextConnection extends Connection {
     while (index < this.queue.length && this.slots.length < this.limits.requestsInFlightMax && !this.quitting && !this.writeBlocked()) {
       const work = this.queue[index]!;
       if (work.kind === "request" && !this.mayStart(work.request)) break;
+      // A login (checked off the event loop) waits for what runs, and holds back what follows.
+      if (work.kind === "hello" && this.isLogin(work.request) && this.running > 0) break;
       this.perform(work);
       index += 1;
     }
     this.queue = this.quitting ? [] : this.queue.slice(index);
     this.pumping = false;
     this.updateFlow();
+  }
+
+  private isLogin(request: HelloRequest): boolean {
+    return request.user !== undefined && request.forwardProof === undefined && this.context.auth !== undefined;
   }
 
   private mayStart(request: Request): boolean {
@@ -125,13 +131,34 @@ export class TextConnection extends Connection {
         this.answer(["OK"]);
         return;
       case "hello":
-        this.session = { ...this.session, identity: work.name }; // replaced: requests under way keep theirs
-        this.answer(["OK"]);
+        this.runHello(work.request);
         return;
       case "request":
         this.run(work.request);
         return;
     }
+  }
+
+  // HELLO and AUTH (Connection.hello). A login is checked off the event loop; meanwhile it counts
+  // as running, so nothing after it starts until it is decided.
+  private runHello(request: HelloRequest): void {
+    const outcome = this.hello(request);
+    if (!(outcome instanceof Promise)) {
+      this.answer(outcome.ok ? ["OK"] : [formatError(outcome.code, outcome.message)]);
+      return;
+    }
+    const slot: Slot = {};
+    this.slots.push(slot);
+    this.running += 1;
+    void outcome.then((decided) => {
+      this.running -= 1;
+      slot.lines = decided.ok ? ["OK"] : [formatError(decided.code, decided.message)];
+      if ("closeAfter" in decided && decided.closeAfter) {
+        this.quitting = true; // answer what came before and this, then close (release() does)
+        this.queue = [];
+      }
+      this.release();
+    });
   }
 
   private run(request: Request): void {

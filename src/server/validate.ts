@@ -8,6 +8,7 @@ import type {
   ClusterRequest,
   ConfigRequest,
   ExtendRequest,
+  HelloRequest,
   ListRequest,
   MailboxSettings,
   ReceiveRequest,
@@ -55,12 +56,24 @@ export function validateRequest(raw: unknown, limits: ServerLimits): ClientReque
     case "cluster":
       return validateCluster(fields);
     case "hello":
-      return typeof fields.forwardProof === "string"
-        ? { op, name: name(fields.name, "name"), forwardProof: fields.forwardProof.slice(0, 128) }
-        : { op, name: name(fields.name, "name") };
+      return validateHello(fields);
     default:
       throw invalid(`unknown op ${typeof op === "string" ? `'${op.slice(0, 40)}'` : typeof op}`);
   }
+}
+
+export const PASSWORD_BYTES_MAX = 1024;
+
+function validateHello(fields: Record<string, unknown>): HelloRequest {
+  const hello: HelloRequest = { op: "hello", name: name(fields.name, "name") };
+  if (typeof fields.forwardProof === "string") hello.forwardProof = fields.forwardProof.slice(0, 128);
+  if (fields.user !== undefined || fields.password !== undefined) {
+    hello.user = name(fields.user, "user");
+    if (typeof fields.password !== "string") throw invalid("password must be a string");
+    if (Buffer.byteLength(fields.password) > PASSWORD_BYTES_MAX) throw invalid(`password longer than ${PASSWORD_BYTES_MAX} bytes`);
+    hello.password = fields.password;
+  }
+  return hello;
 }
 
 function name(value: unknown, what: string): string {

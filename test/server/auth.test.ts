@@ -1,0 +1,167 @@
+// Authentication and authorization on the client port (src/server/auth.ts): a server with a
+// users file serves only logged-in clients, on both protocols, and each user only what its
+// permissions name; bad logins are refused without a hint of which part was wrong, and a
+// connection that keeps failing is closed. Passwords use a cheap scrypt cost here (N = 1024)
+// so the tests stay fast; the default is 16384.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { Authenticator, authorizationProblem, hashPassword, UsersFileError } from "../../src/server/auth.js";
+import { BinaryClient, LineClient, startServer } from "./helpers.js";
+
+const COST = 1024;
+const users = async () =>
+  Authenticator.fromJson({
+    users: [
+      { name: "alice", password: await hashPassword("alice secret", COST), send: ["*"], receive: ["alice", "alice:*"] },
+      { name: "bob", password: await hashPassword("hunter2", COST), send: ["alice"], receive: ["bob"] },
+      { name: "root", password: await hashPassword("r00t", COST), send: ["*"], receive: ["*"], admin: true },
+    ],
+  });
+
+describe("auth", () => {
+  test("text: nothing but HELP, PING and QUIT before AUTH; the user is the sender; permissions hold", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const client = await LineClient.connect(port);
+    assert.match(await client.request("SEND alice hi"), /^ERR UNAUTHORIZED this node requires a login: AUTH <user> <password>/);
+    assert.match(await client.request("STATUS"), /^ERR UNAUTHORIZED/);
+    assert.match(await client.request("HELLO mallory"), /^ERR UNAUTHORIZED/);
+    assert.equal(await client.request("PING"), "OK");
+    assert.equal(service.calls.length, 0, "nothing reached the service");
+    assert.equal(await client.request("AUTH bob wrong"), "ERR UNAUTHORIZED wrong user or password");
+    assert.equal(await client.request("AUTH nobody hunter2"), "ERR UNAUTHORIZED wrong user or password");
+    assert.equal(await client.request("AUTH bob hunter2"), "OK");
+    assert.match(await client.request("SEND alice from bob"), /^OK /);
+    assert.equal(service.calls.at(-1)!.session.identity, "bob");
+    // HELLO cannot change a logged-in identity.
+    assert.equal(await client.request("HELLO mallory"), "OK");
+    assert.match(await client.request("SEND alice still bob"), /^OK /);
+    assert.equal(service.calls.at(-1)!.session.identity, "bob");
+    assert.equal(await client.request("SEND carol no"), "ERR UNAUTHORIZED user 'bob' may not send to 'carol'");
+    assert.deepEqual(await client.request("RECEIVE alice"), "ERR UNAUTHORIZED user 'bob' may not receive mailbox 'alice'");
+    assert.equal(await client.request("PURGE bob"), `ERR UNAUTHORIZED user 'bob' may not purge: that needs "admin": true`);
+    client.write("RECEIVE bob\n");
+    assert.deepEqual(await client.untilEnd(), ["END"]);
+    client.close();
+    await server.close();
+  });
+
+  test("text: a password may hold spaces; requests pipelined behind AUTH run as its user", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const client = await LineClient.connect(port);
+    client.write("AUTH alice alice secret\nSEND bob one\nRECEIVE alice\n");
+    assert.equal(await client.line(), "OK");
+    assert.match(await client.line(), /^OK /);
+    assert.deepEqual(await client.untilEnd(), ["END"]);
+    assert.deepEqual(
+      service.calls.map((call) => [call.request.op, call.session.identity]),
+      [
+        ["send", "alice"],
+        ["receive", "alice"],
+      ],
+    );
+    client.close();
+    await server.close();
+  });
+
+  test("binary: HELLO with user and password logs in; pipelined requests wait for it; a wrong one is refused", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const client = await BinaryClient.connect(port);
+    const before = await client.request({ op: "send", recipients: ["alice"], body: new Uint8Array([1]) });
+    assert.deepEqual([before.ok, before.code], [false, "UNAUTHORIZED"]);
+    const wrong = await client.request({ op: "hello", name: "x", user: "alice", password: "nope" });
+    assert.deepEqual([wrong.ok, wrong.code, wrong.message], [false, "UNAUTHORIZED", "wrong user or password"]);
+    const [hello, send] = await Promise.all([
+      client.request({ op: "hello", name: "x", user: "alice", password: "alice secret" }),
+      client.request({ op: "send", recipients: ["bob"], body: new Uint8Array([2]) }),
+    ]);
+    assert.deepEqual([hello.ok, hello.name], [true, "alice"]);
+    assert.equal(send.ok, true);
+    assert.equal(service.calls.length, 1);
+    assert.equal(service.calls[0]!.session.identity, "alice");
+    const denied = await client.request({ op: "receive", mailbox: "bob", max: 1 });
+    assert.deepEqual([denied.ok, denied.code], [false, "UNAUTHORIZED"]);
+    const own = await client.request({ op: "receive", mailbox: "alice:dlq", max: 1 });
+    assert.equal(own.ok, true);
+    client.close();
+    await server.close();
+  });
+
+  test("after authFailuresMax failed logins the connection closes; other connections go on", async () => {
+    const { server, port } = await startServer({ auth: await users(), limits: { authFailuresMax: 2 } });
+    const other = await LineClient.connect(port);
+    assert.equal(await other.request("AUTH root r00t"), "OK");
+    const text = await LineClient.connect(port);
+    assert.equal(await text.request("AUTH root guess1"), "ERR UNAUTHORIZED wrong user or password");
+    assert.equal(await text.request("AUTH root guess2"), "ERR UNAUTHORIZED wrong user or password; 2 failed logins, closing the connection");
+    await text.closed;
+    const binary = await BinaryClient.connect(port);
+    await binary.request({ op: "hello", name: "x", user: "root", password: "a" });
+    const last = await binary.request({ op: "hello", name: "x", user: "root", password: "b" });
+    assert.match(String(last.message), /closing the connection/);
+    await binary.closed;
+    assert.equal(server.stats.authFailures, 4);
+    assert.match(await other.request("PURGE anything"), /^OK /);
+    other.close();
+    await server.close();
+  });
+
+  test("a node proving the cluster secret is trusted without a user; a wrong proof is refused", async () => {
+    const { server, service, port } = await startServer({ auth: await users(), verifyForwarder: (proof) => proof === "right" });
+    const client = await BinaryClient.connect(port);
+    const refused = await client.request({ op: "hello", name: "node-2", forwardProof: "wrong" });
+    assert.equal(refused.code, "UNAUTHORIZED");
+    const hello = await client.request({ op: "hello", name: "node-2", forwardProof: "right" });
+    assert.equal(hello.ok, true);
+    const send = await client.request({ op: "send", recipients: ["anywhere"], body: new Uint8Array([3]), sender: "bob" });
+    assert.equal(send.ok, true);
+    assert.equal(service.calls[0]!.session.trustedForwarder, true);
+    client.close();
+    await server.close();
+  });
+
+  test("without a users file nothing is checked; credentials only name the sender", async () => {
+    const { server, service, port } = await startServer();
+    const client = await LineClient.connect(port);
+    assert.match(await client.request("SEND bob before"), /^OK /);
+    assert.equal(await client.request("AUTH tina anything"), "OK");
+    assert.match(await client.request("PURGE bob"), /^OK /);
+    assert.equal(service.calls.at(-1)!.session.identity, "tina");
+    client.close();
+    await server.close();
+  });
+});
+
+describe("users file and permissions", () => {
+  test("patterns: exact names, prefixes ending in *, and * for all", () => {
+    const user = { name: "u", send: ["orders.*", "audit"], receive: ["*"], admin: false };
+    assert.equal(authorizationProblem(user, { op: "send", recipients: ["orders.eu", "audit"], body: new Uint8Array() }), undefined);
+    assert.match(authorizationProblem(user, { op: "send", recipients: ["orders.eu", "audits"], body: new Uint8Array() }) ?? "", /may not send to 'audits'/);
+    assert.equal(authorizationProblem(user, { op: "list", mailbox: "x" }), undefined);
+    assert.equal(authorizationProblem(user, { op: "status" }), undefined);
+    assert.match(authorizationProblem(user, { op: "cluster", action: "transfer", nodeId: 0 }) ?? "", /needs "admin"/);
+  });
+
+  test("a bad users file is refused with what is wrong", async () => {
+    const hash = await hashPassword("x", COST);
+    const cases: Array<[unknown, RegExp]> = [
+      [{}, /at least one user/],
+      [{ users: [{ name: "bad name", password: hash }] }, /name must follow/],
+      [{ users: [{ name: "a", password: "plain" }] }, /scrypt:N:r:p:salt:hash/],
+      [{ users: [{ name: "a", password: hash, send: "*" }] }, /send must be a list/],
+      [{ users: [{ name: "a", password: hash, receive: ["bad name*"] }] }, /receive\[0\]/],
+      [{ users: [{ name: "a", password: hash, admin: "yes" }] }, /admin must be true or false/],
+      [{ users: [{ name: "a", password: hash, role: "x" }] }, /unknown field 'role'/],
+      [{ users: [{ name: "a", password: hash }, { name: "a", password: hash }] }, /appears twice/],
+      [{ users: [{ name: "a", password: "scrypt:1048576:8:1:c2FsdHNhbHQ=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }] }, /power of two/],
+    ];
+    for (const [file, expected] of cases) assert.throws(() => Authenticator.fromJson(file), (error: unknown) => error instanceof UsersFileError && expected.test(error.message));
+  });
+
+  test("a stored hash verifies only its own password", async () => {
+    const auth = await users();
+    assert.equal((await auth.verify("bob", "hunter2"))?.name, "bob");
+    assert.equal(await auth.verify("bob", "hunter3"), undefined);
+    assert.equal(await auth.verify("carol", "hunter2"), undefined);
+    assert.notEqual(await hashPassword("same", COST), await hashPassword("same", COST), "salted");
+  });
+});
