@@ -17,6 +17,8 @@ export interface ClientFlags {
   seeds?: string;
   timeout?: number;
   name?: string;
+  user?: string;
+  password?: string;
   json?: boolean;
   tls?: boolean;
   tlsCa?: string;
@@ -54,6 +56,8 @@ export function addClientOptions(command: Command): Command {
     .option("--seeds <addresses>", `comma-separated host:port of cluster nodes (env FERRY_SEEDS; default ${SEEDS_DEFAULT})`)
     .option("--timeout <ms>", `per-request deadline including retries (default ${CLI_TIMEOUT_MS_DEFAULT})`, parsePositiveInteger)
     .option("--name <name>", "identity to send as (env FERRY_NAME; default anonymous)")
+    .option("--user <name>", "log in as this user, for nodes started with --users (env FERRY_USER)")
+    .option("--password <text>", "the user's password (env FERRY_PASSWORD, which other users of the machine cannot see in ps)")
     .option("--tls", "connect with TLS, trusting the system's CAs (env FERRY_TLS=1)")
     .option("--tls-ca <file>", "connect with TLS, trusting this PEM certificate (env FERRY_TLS_CA)")
     .option("--tls-servername <name>", "the host name the node's certificate is for, when seeds are IP addresses")
@@ -72,6 +76,11 @@ export function seedsOf(flags: ClientFlags): string[] {
 // node (no leader discovery), for questions addressed to that node.
 export async function withClient<T>(flags: ClientFlags, work: (client: FerryClient) => Promise<T>, only?: string): Promise<T> {
   const name = flags.name ?? process.env.FERRY_NAME;
+  const user = flags.user ?? process.env.FERRY_USER;
+  const password = flags.password ?? process.env.FERRY_PASSWORD;
+  if (user !== undefined && user !== "" && (password === undefined || password === "")) {
+    throw new FerryError("INVALID", "--user needs a password: --password or FERRY_PASSWORD");
+  }
   const timeoutMs = flags.timeout ?? CLI_TIMEOUT_MS_DEFAULT;
   const tls = tlsOf(flags);
   const client = new FerryClient({
@@ -79,6 +88,7 @@ export async function withClient<T>(flags: ClientFlags, work: (client: FerryClie
     timeoutMs,
     ...(only === undefined ? {} : { discoverLeader: false }),
     ...(name === undefined || name === "" ? {} : { name }),
+    ...(user === undefined || user === "" ? {} : { user, password }),
     ...(tls === undefined ? {} : { tls }),
   });
   try {

@@ -18,6 +18,7 @@ interface DevFlags {
   data: string;
   host: string;
   fsync?: string;
+  users?: string;
   nodeArgs?: string;
 }
 
@@ -31,6 +32,7 @@ export function registerDevCommand(program: Command): void {
     .option("--data <dir>", "data directory (one folder per node inside)", "./data")
     .option("--host <host>", "listen host", "127.0.0.1")
     .option("--fsync <policy>", "always | never | interval:<ms>")
+    .option("--users <file>", "every node requires a login from this users file (see `ferry start --users`)")
     .option("--node-args <flags>", "extra Node.js flags for every node process, space-separated (e.g. \"--cpu-prof --cpu-prof-dir=/tmp/prof\")")
     .action((flags: DevFlags) => runDev(flags));
 }
@@ -52,6 +54,7 @@ function runDev(flags: DevFlags): void {
     mkdirSync(dataDir, { recursive: true });
     const args = [cli, "start", "--id", String(id), "--data", dataDir, "--client", `${flags.host}:${clientPort + id - 1}`, "--peer", `${flags.host}:${peerPort + id - 1}`, "--members", members];
     if (flags.fsync) args.push("--fsync", flags.fsync);
+    if (flags.users) args.push("--users", flags.users);
     args.push("--http", `${flags.host}:${clientPort + 1000 + id - 1}`);
     const nodeArgs = flags.nodeArgs === undefined ? [] : flags.nodeArgs.split(" ").filter((arg) => arg !== "");
     const child = spawn(process.execPath, [...NODE_FLAGS_DEFAULT, ...nodeArgs, ...args], { stdio: ["ignore", "inherit", "inherit"] });
@@ -68,6 +71,7 @@ function runDev(flags: DevFlags): void {
   console.log(`  try:      ./ferry send bob "hi"   then   ./ferry receive bob`);
   console.log(`  or:       nc ${flags.host} ${clientPort}   and type   SEND bob hello`);
   console.log(`  status:   ./ferry status   or   http://${flags.host}:${clientPort + 1000}/  (metrics at /metrics, health at /health)`);
+  if (flags.users) console.log(`  login:    users from ${flags.users}: ./ferry --user <name> (FERRY_PASSWORD), or AUTH <user> <password> in nc`);
   console.log("  Ctrl-C stops all nodes.");
   let stopping = false;
   const stop = () => {

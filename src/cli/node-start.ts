@@ -3,10 +3,12 @@
 // data directory. SIGTERM/SIGINT: stop accepting, finish in-flight requests, hand leadership
 // over, flush, exit 0.
 import { readFileSync } from "node:fs";
+import type { ConnectionOptions as TlsConnectionOptions, TlsOptions } from "node:tls";
 import type { Command } from "commander";
 import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "../node/config.js";
 import { FerryNode } from "../node/node.js";
 import { createLogger } from "../node/log.js";
+import { Authenticator } from "../server/auth.js";
 import { ForwardingService, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
@@ -32,6 +34,10 @@ interface StartFlags {
   stateCommitMs?: string;
   clockMaxOffsetMs?: string;
   http?: string;
+  users?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 const ENVIRONMENT: Record<keyof StartFlags, string> = {
@@ -53,7 +59,18 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   stateCommitMs: "FERRY_STATE_COMMIT_MS",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
   http: "FERRY_HTTP",
+  users: "FERRY_USERS",
+  tlsCert: "FERRY_TLS_CERT",
+  tlsKey: "FERRY_TLS_KEY",
+  tlsCa: "FERRY_TLS_CA",
 };
+
+// The client port's security, besides NodeConfig: who may log in (a users file) and TLS.
+export interface ClientSecurity {
+  auth?: Authenticator;
+  tls?: TlsOptions; // the client port speaks TLS with this key and certificate
+  forwardTls?: TlsConnectionOptions; // how a follower reaches the leader's (TLS) client port
+}
 
 export function registerStartCommand(program: Command): void {
   program
@@ -77,16 +94,22 @@ export function registerStartCommand(program: Command): void {
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
+    .option("--users <file>", "JSON users file: clients must log in, and may do what their user may (docs/node.md#authentication)")
+    .option("--tls-cert <file>", "serve the client port over TLS with this PEM certificate (with --tls-key)")
+    .option("--tls-key <file>", "the PEM private key of --tls-cert")
+    .option("--tls-ca <file>", "the PEM CA a follower trusts when it forwards to the leader over TLS (default: --tls-cert)")
     .action(async (flags: StartFlags) => {
       let config: NodeConfig;
+      let security: ClientSecurity;
       try {
         config = resolveConfig(flags);
+        security = resolveSecurity(flags);
       } catch (error) {
         console.error(`ferry start: ${(error as Error).message}`);
         process.exit(2);
       }
       const http = flags.http ?? process.env[ENVIRONMENT.http];
-      await runNode(config, typeof http === "string" ? http : undefined);
+      await runNode(config, typeof http === "string" ? http : undefined, security);
     });
 }
 
@@ -134,6 +157,42 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
   return config;
 }
 
+// Flags, then FERRY_* variables, then the config file's users / tlsCert / tlsKey / tlsCa keys.
+export function resolveSecurity(flags: StartFlags): ClientSecurity {
+  const file = flags.config ?? process.env[ENVIRONMENT.config];
+  const fromFile = typeof file === "string" ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : {};
+  const pick = (key: "users" | "tlsCert" | "tlsKey" | "tlsCa"): string | undefined => {
+    const value = flags[key] ?? process.env[ENVIRONMENT[key]] ?? fromFile[key];
+    if (value !== undefined && typeof value !== "string") throw new Error(`${key} must be a file path`);
+    return value;
+  };
+  const read = (path: string, what: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new Error(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+    }
+  };
+  const security: ClientSecurity = {};
+  const users = pick("users");
+  if (users !== undefined) security.auth = Authenticator.fromFile(users);
+  const certPath = pick("tlsCert");
+  const keyPath = pick("tlsKey");
+  const caPath = pick("tlsCa");
+  if ((certPath === undefined) !== (keyPath === undefined)) throw new Error("--tls-cert and --tls-key go together");
+  if (certPath !== undefined && keyPath !== undefined) {
+    const cert = read(certPath, "TLS certificate");
+    security.tls = { cert, key: read(keyPath, "TLS key") };
+    // Followers forward to the leader's client port: trust the cluster's CA (or its shared
+    // certificate). The peers are named by address, not host name, so the check is the chain,
+    // and the forwarding connection still proves the cluster secret in its HELLO.
+    security.forwardTls = { ca: caPath === undefined ? cert : read(caPath, "TLS CA"), checkServerIdentity: () => undefined };
+  } else if (caPath !== undefined) {
+    throw new Error("--tls-ca needs --tls-cert and --tls-key");
+  }
+  return security;
+}
+
 function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
   if (text === undefined) return undefined;
   if (text === "always" || text === "never") return text;
@@ -142,7 +201,7 @@ function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
   throw new Error(`--fsync must be always, never or interval:<ms>, got '${text}'`);
 }
 
-async function runNode(config: NodeConfig, httpAddress: string | undefined): Promise<void> {
+async function runNode(config: NodeConfig, httpAddress: string | undefined, security: ClientSecurity): Promise<void> {
   const log = createLogger(`node${config.id}`);
   let node: FerryNode;
   let server: FerryServer;
@@ -152,9 +211,17 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined): Pro
     node = await FerryNode.start(config, { log });
     const { host, port } = parseHostPort(config.clientListen);
     const proof = forwardProof(config.clusterId, config.secret);
-    forwarder = new ForwardingService(node, { proof, name: `node-${config.id}` });
+    forwarder = new ForwardingService(node, { proof, name: `node-${config.id}`, ...(security.forwardTls ? { tls: security.forwardTls } : {}) });
     const verifyForwarder = (candidate: string) => candidate.length === proof.length && timingSafeEqual(Buffer.from(candidate), Buffer.from(proof));
-    server = await FerryServer.start({ host, port, service: forwarder, verifyForwarder, log: (line) => log("info", "server", { line }) });
+    server = await FerryServer.start({
+      host,
+      port,
+      service: forwarder,
+      verifyForwarder,
+      ...(security.auth ? { auth: security.auth } : {}),
+      ...(security.tls ? { tls: security.tls } : {}),
+      log: (line) => log("info", "server", { line }),
+    });
     if (httpAddress !== undefined) {
       const { host: httpHost, port: httpPort } = parseHostPort(httpAddress);
       const running = node;
@@ -164,7 +231,14 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined): Pro
     log("fatal", "start-failed", { error: describeStartError(error, config) });
     process.exit(1);
   }
-  log("info", "serving", { client: config.clientListen, peer: config.peerListen, http: httpAddress ?? "off", data: config.dataDir });
+  log("info", "serving", {
+    client: config.clientListen,
+    peer: config.peerListen,
+    http: httpAddress ?? "off",
+    data: config.dataDir,
+    auth: security.auth ? `${security.auth.userCount} users` : "off",
+    tls: security.tls ? "on" : "off",
+  });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

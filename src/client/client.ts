@@ -70,11 +70,13 @@ export interface ClusterAddresses {
   clientAddress?: string;
 }
 
-// Sent once per connection when the client has a name: the identity its SENDs carry.
-// Mirrors HelloRequest of src/protocol/api.ts.
+// Sent once per connection when the client has a name or a user: the identity its SENDs carry,
+// and the login a node with a users file requires. Mirrors HelloRequest of src/protocol/api.ts.
 interface HelloWireRequest {
   op: "hello";
   name: string;
+  user?: string;
+  password?: string;
 }
 type WireRequest = Request | HelloWireRequest;
 
@@ -523,7 +525,7 @@ export class FerryClient {
     this.unreachableSinceMs.delete(address);
     try {
       if (this.closed) throw new ConnectionError("client closed", address, false);
-      if (this.options.name !== undefined) await this.hello(connection, this.options.name);
+      if (this.options.name !== undefined || this.options.user !== undefined) await this.hello(connection);
     } catch (error) {
       connection.close();
       throw error;
@@ -575,8 +577,10 @@ export class FerryClient {
     this.moveTo(hint);
   }
 
-  private async hello(connection: Connection, name: string): Promise<void> {
-    const request: HelloWireRequest = { op: "hello", name };
+  private async hello(connection: Connection): Promise<void> {
+    const { name, user, password } = this.options;
+    const request: HelloWireRequest = { op: "hello", name: name ?? user! };
+    if (user !== undefined) Object.assign(request, { user, password });
     const timeoutMs = this.options.connectTimeoutMs;
     const scope = new CallScope(this.otherDeadlines, timeoutMs, undefined, () => new ConnectionError(`no answer to hello from ${connection.address} within ${timeoutMs} ms`, connection.address, false));
     try {

@@ -22,6 +22,10 @@ export const UNREACHABLE_MEMORY_MS = 10_000;
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
   name?: string; // identity sent with HELLO: the sender of this client's messages
+  // The login a node started with a users file requires (docs/node.md#authentication); the
+  // user is then the sender of this client's messages. Both or neither.
+  user?: string;
+  password?: string;
   timeoutMs?: number; // per call, including retries (default 10 s)
   window?: number; // max requests in flight; callers beyond it wait (default 1024)
   reconnectMinMs?: number; // first backoff step (default 50 ms)
@@ -45,6 +49,8 @@ export interface ClientOptions {
 export interface ResolvedOptions {
   seeds: string[];
   name: string | undefined;
+  user: string | undefined;
+  password: string | undefined;
   timeoutMs: number;
   window: number;
   reconnectMinMs: number;
@@ -67,9 +73,19 @@ export function resolveOptions(options: ClientOptions): ResolvedOptions {
     const problem = nameProblem(options.name);
     if (problem !== undefined) throw new FerryError("INVALID", `name: ${problem}`);
   }
+  if ((options.user === undefined) !== (options.password === undefined)) {
+    throw new FerryError("INVALID", "user and password go together");
+  }
+  if (options.user !== undefined) {
+    const problem = nameProblem(options.user);
+    if (problem !== undefined) throw new FerryError("INVALID", `user: ${problem}`);
+    if (typeof options.password !== "string" || options.password.length === 0) throw new FerryError("INVALID", "password must be a non-empty string");
+  }
   const resolved: ResolvedOptions = {
     seeds: [...options.seeds],
     name: options.name,
+    user: options.user,
+    password: options.password,
     timeoutMs: options.timeoutMs ?? TIMEOUT_MS_DEFAULT,
     window: options.window ?? WINDOW_REQUESTS_DEFAULT,
     reconnectMinMs: options.reconnectMinMs ?? RECONNECT_MIN_MS_DEFAULT,

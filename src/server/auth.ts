@@ -6,8 +6,9 @@
 // an authenticated connection is its user: it is the sender of every SEND, and HELLO cannot change
 // it. Each user may SEND to the mailboxes its `send` patterns match, RECEIVE, ACK, NACK, EXTEND and
 // LIST the mailboxes its `receive` patterns match, and run PURGE, DELETE, CONFIG and CLUSTER only
-// with `admin`. STATUS, HELP, PING and QUIT need only the login (HELP, PING, QUIT not even that).
-// Anything else is answered with UNAUTHORIZED and the connection stays usable; after
+// with `admin`. STATUS needs only the login; HELP, PING and QUIT not even that. A request before
+// the login is answered with UNAUTHORIZED, one the user may not make with FORBIDDEN, and the
+// connection stays usable; after
 // authFailuresMax failed logins the connection is closed. Without a users file nothing is checked
 // (the `ferry dev` cluster and tests), as before.
 //

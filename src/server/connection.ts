@@ -34,7 +34,7 @@ export interface ServerStats {
   requestsExecuted: number; // handed to the service
   requestsRejected: number; // answered with an error before reaching the service
   authFailures: number; // logins refused (wrong user or password)
-  unauthorized: number; // requests refused for want of a login or a permission
+  unauthorized: number; // requests refused for want of a login (UNAUTHORIZED) or a permission (FORBIDDEN)
   framingErrors: number; // binary connections closed because the byte stream broke
   idleClosed: number;
   socketWrites: number;
@@ -245,10 +245,11 @@ export abstract class Connection {
     const auth = this.context.auth;
     if (auth !== undefined && this.session.trustedForwarder !== true) {
       const user = this.session.user;
+      // UNAUTHORIZED: no login yet; FORBIDDEN: logged in, but this user may not.
       const problem = user === undefined ? AUTHENTICATE_FIRST : authorizationProblem(user, request);
       if (problem !== undefined) {
         this.context.stats.unauthorized += 1;
-        return Promise.reject(new FerryError("UNAUTHORIZED", problem));
+        return Promise.reject(new FerryError(user === undefined ? "UNAUTHORIZED" : "FORBIDDEN", problem));
       }
     }
     this.context.stats.requestsExecuted += 1;

@@ -6,6 +6,7 @@
 // forwarded again (no loops: the second hop answers NOT_LEADER and the client retries).
 import { createHmac } from "node:crypto";
 import { connect, type Socket } from "node:net";
+import { type ConnectionOptions as TlsConnectionOptions, connect as connectTls } from "node:tls";
 import type { ForwardedReply, Reply, Request } from "../protocol/api.js";
 import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
@@ -23,6 +24,9 @@ export interface ForwardingOptions {
   name: string; // this node's identity on forwarded connections, e.g. "node-2"
   connectTimeoutMs?: number;
   inflightMax?: number;
+  // The leader's client port speaks TLS (nodes started with a certificate): connect with these
+  // options (the trusted CA; see node-start.ts).
+  tls?: TlsConnectionOptions;
 }
 
 export class ForwardingService implements Service {
@@ -96,10 +100,11 @@ class ForwardLink {
     private readonly options: ForwardingOptions,
   ) {
     const at = address.lastIndexOf(":");
-    this.socket = connect({ host: address.slice(0, at), port: Number(address.slice(at + 1)) });
+    const target = { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
+    this.socket = options.tls === undefined ? connect(target) : connectTls({ ...options.tls, ...target });
     this.socket.setNoDelay(true);
     const timer = setTimeout(() => this.fail("connect timeout"), options.connectTimeoutMs ?? FORWARD_CONNECT_TIMEOUT_MS_DEFAULT);
-    this.socket.once("connect", () => clearTimeout(timer));
+    this.socket.once(options.tls === undefined ? "connect" : "secureConnect", () => clearTimeout(timer));
     this.socket.write(BINARY_PREAMBLE);
     this.socket.write(encodeFrame({ rid: 1, op: "hello", name: options.name, forwardProof: options.proof }));
     this.socket.on("data", (chunk) => this.receive(chunk));

@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect } from "node:net";
+import { type ConnectionOptions as TlsConnectionOptions, connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -25,6 +26,11 @@ export interface ClusterOptions {
   peerAddressFor?: (from: number, to: number) => string;
   // Extra environment for one node (e.g. FERRY_CLOCK_FILE).
   nodeEnv?: (id: number) => Record<string, string>;
+  // The line that logs in before the harness's own STATUS requests (nodes started with --users),
+  // e.g. "AUTH root r00t".
+  login?: string;
+  // The nodes serve TLS (--tls-cert): the harness's STATUS requests connect with these options.
+  tls?: TlsConnectionOptions;
 }
 
 export async function freePort(): Promise<number> {
@@ -117,7 +123,7 @@ export class TestCluster {
     while (Date.now() < deadline) {
       for (const node of this.nodes.values()) {
         if (!node.child) continue;
-        const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
+        const lines = await textRequest(node.client, "STATUS", 5_000, this.options.login, this.options.tls).catch(() => [] as string[]);
         const leader = lines.map((l) => /^NODE (\d+) .*\brole=leader\b/.exec(l)?.[1]).find(Boolean);
         if (leader) return Number(leader);
       }
@@ -132,7 +138,7 @@ export class TestCluster {
     while (Date.now() < deadline) {
       const leaders = await Promise.all(
         [...this.nodes.values()].filter((n) => n.child).map(async (node) => {
-          const lines = await textRequest(node.client, "STATUS").catch(() => [] as string[]);
+          const lines = await textRequest(node.client, "STATUS", 5_000, this.options.login, this.options.tls).catch(() => [] as string[]);
           const self = lines.find((l) => / self$/.test(l));
           return self ? /\bleader=(\d+)/.exec(self)?.[1] : undefined;
         }),
@@ -157,20 +163,25 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// Sends one text-protocol line and collects the reply: one line, or lines up to END.
-export function textRequest(address: string, line: string, timeoutMs = 5_000): Promise<string[]> {
+// Sends one text-protocol line and collects the reply: one line, or lines up to END. With
+// `login`, that line goes first and its own reply ("OK") is dropped.
+export function textRequest(address: string, line: string, timeoutMs = 5_000, login?: string, tls?: TlsConnectionOptions): Promise<string[]> {
   const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
   return new Promise((resolve, reject) => {
-    const socket = netConnect({ host, port });
+    const socket = tls === undefined ? netConnect({ host, port }) : tlsConnect({ ...tls, host, port });
     let buffered = "";
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`no reply to '${line}' from ${address}`));
     }, timeoutMs);
-    socket.on("connect", () => socket.write(`${line}\n`));
+    socket.on(tls === undefined ? "connect" : "secureConnect", () => socket.write(login === undefined ? `${line}\n` : `${login}\n${line}\n`));
     socket.on("data", (chunk) => {
       buffered += chunk.toString();
-      const lines = buffered.split("\n").slice(0, -1).map((l) => l.replace(/\r$/, ""));
+      const lines = buffered
+        .split("\n")
+        .slice(0, -1)
+        .map((l) => l.replace(/\r$/, ""))
+        .slice(login === undefined ? 0 : 1);
       const first = lines[0];
       if (first === undefined) return;
       const multi = /^(MSG|ITEM|END|NODE|STATUS|\S+=)/.test(first) || lines.some((l) => l === "END");

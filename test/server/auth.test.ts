@@ -36,9 +36,9 @@ describe("auth", () => {
     assert.equal(await client.request("HELLO mallory"), "OK");
     assert.match(await client.request("SEND alice still bob"), /^OK /);
     assert.equal(service.calls.at(-1)!.session.identity, "bob");
-    assert.equal(await client.request("SEND carol no"), "ERR UNAUTHORIZED user 'bob' may not send to 'carol'");
-    assert.deepEqual(await client.request("RECEIVE alice"), "ERR UNAUTHORIZED user 'bob' may not receive mailbox 'alice'");
-    assert.equal(await client.request("PURGE bob"), `ERR UNAUTHORIZED user 'bob' may not purge: that needs "admin": true`);
+    assert.equal(await client.request("SEND carol no"), "ERR FORBIDDEN user 'bob' may not send to 'carol'");
+    assert.deepEqual(await client.request("RECEIVE alice"), "ERR FORBIDDEN user 'bob' may not receive mailbox 'alice'");
+    assert.equal(await client.request("PURGE bob"), `ERR FORBIDDEN user 'bob' may not purge: that needs "admin": true`);
     client.write("RECEIVE bob\n");
     assert.deepEqual(await client.untilEnd(), ["END"]);
     client.close();
@@ -79,7 +79,7 @@ describe("auth", () => {
     assert.equal(service.calls.length, 1);
     assert.equal(service.calls[0]!.session.identity, "alice");
     const denied = await client.request({ op: "receive", mailbox: "bob", max: 1 });
-    assert.deepEqual([denied.ok, denied.code], [false, "UNAUTHORIZED"]);
+    assert.deepEqual([denied.ok, denied.code], [false, "FORBIDDEN"]);
     const own = await client.request({ op: "receive", mailbox: "alice:dlq", max: 1 });
     assert.equal(own.ok, true);
     client.close();
