@@ -113,8 +113,14 @@ export function matches(patternsOfUser: readonly string[], mailbox: string): boo
   return false;
 }
 
+// Logins checked at once. scrypt runs on the libuv thread pool (4 threads by default), which the
+// WAL's writes share: a burst of logins must leave threads for them, so the rest wait their turn.
+export const LOGINS_CONCURRENT_MAX = 2;
+
 export class Authenticator {
   private readonly users: Map<string, StoredUser>;
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
   // Checked for an unknown name, so that it costs what a known one does.
   private readonly decoy: ParsedHash;
 
@@ -171,15 +177,27 @@ export class Authenticator {
     return this.users.size;
   }
 
+  // Logins being checked now (at most LOGINS_CONCURRENT_MAX), for tests and metrics.
+  get loginsRunning(): number {
+    return this.running;
+  }
+
   // The user, when the password is theirs; undefined otherwise (never throws for bad input).
   async verify(name: string, password: string): Promise<AuthUser | undefined> {
     const user = this.users.get(name);
     const hash = user?.hash ?? this.decoy;
+    // A waiter is handed the slot of the login that finishes (running is not lowered for it).
+    if (this.running >= LOGINS_CONCURRENT_MAX) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running += 1;
     let key: Buffer;
     try {
       key = await derive(password, hash);
     } catch {
       return undefined;
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.running -= 1;
     }
     if (!timingSafeEqual(key, hash.key) || user === undefined) return undefined;
     const { hash: _hash, ...permissions } = user;

@@ -5,7 +5,7 @@
 // so the tests stay fast; the default is 16384.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Authenticator, authorizationProblem, hashPassword, UsersFileError } from "../../src/server/auth.js";
+import { Authenticator, authorizationProblem, hashPassword, LOGINS_CONCURRENT_MAX, UsersFileError } from "../../src/server/auth.js";
 import { BinaryClient, LineClient, startServer } from "./helpers.js";
 
 const COST = 1024;
@@ -155,6 +155,27 @@ describe("users file and permissions", () => {
       [{ users: [{ name: "a", password: "scrypt:1048576:8:1:c2FsdHNhbHQ=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }] }, /power of two/],
     ];
     for (const [file, expected] of cases) assert.throws(() => Authenticator.fromJson(file), (error: unknown) => error instanceof UsersFileError && expected.test(error.message));
+  });
+
+  test("at most LOGINS_CONCURRENT_MAX logins run scrypt at once; the rest wait their turn and all are answered", async () => {
+    const auth = await users();
+    let peak = 0;
+    const logins = Array.from({ length: 7 }, (_, i) => {
+      const login = auth.verify(i % 2 === 0 ? "bob" : "alice", i % 2 === 0 ? "hunter2" : "wrong");
+      peak = Math.max(peak, auth.loginsRunning);
+      return login;
+    });
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, auth.loginsRunning);
+    }, 1);
+    const results = await Promise.all(logins);
+    clearInterval(sampler);
+    assert.equal(peak, LOGINS_CONCURRENT_MAX);
+    assert.deepEqual(
+      results.map((user) => user?.name),
+      ["bob", undefined, "bob", undefined, "bob", undefined, "bob"],
+    );
+    assert.equal(auth.loginsRunning, 0);
   });
 
   test("a stored hash verifies only its own password", async () => {
