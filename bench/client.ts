@@ -109,7 +109,7 @@ async function runServer(src: string): Promise<void> {
   let served: ServerModule.Service = service;
   if (options.forwarding) {
     const { ForwardingService } = (await import(pathToFileURL(join(src, "server", "forwarder.ts")).href)) as typeof ForwarderModule;
-    served = new ForwardingService(service, { proof: "bench", name: "bench" });
+    served = new ForwardingService(service, { proof: () => "bench", name: "bench" }); // never forwards: the fake service leads
   }
   const server = await FerryServer.start({ port: 0, service: served, log: () => {} });
   post({ type: "listening", port: server.address().port });

@@ -2,6 +2,7 @@
 // 12345.., peer ports 22345.., data under ./data/node<N>). Prints how to connect; Ctrl-C (or
 // SIGTERM) stops every node gracefully and waits for them.
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
@@ -49,12 +50,14 @@ function runDev(flags: DevFlags): void {
   const members = ids.map((id) => `${id}=${flags.host}:${peerPort + id - 1}/${flags.host}:${clientPort + id - 1}`).join(",");
   const cli = fileURLToPath(new URL("../../bin/ferry.js", import.meta.url));
   const children = new Map<number, ChildProcess>();
+  // A secured dev cluster gets a secret of its own (a users file needs one): random per run.
+  const secret = randomBytes(24).toString("hex");
   for (const id of ids) {
     const dataDir = `${flags.data}/node${id}`;
     mkdirSync(dataDir, { recursive: true });
     const args = [cli, "start", "--id", String(id), "--data", dataDir, "--client", `${flags.host}:${clientPort + id - 1}`, "--peer", `${flags.host}:${peerPort + id - 1}`, "--members", members];
     if (flags.fsync) args.push("--fsync", flags.fsync);
-    if (flags.users) args.push("--users", flags.users);
+    if (flags.users) args.push("--users", flags.users, "--secret", secret);
     args.push("--http", `${flags.host}:${clientPort + 1000 + id - 1}`);
     const nodeArgs = flags.nodeArgs === undefined ? [] : flags.nodeArgs.split(" ").filter((arg) => arg !== "");
     const child = spawn(process.execPath, [...NODE_FLAGS_DEFAULT, ...nodeArgs, ...args], { stdio: ["ignore", "inherit", "inherit"] });

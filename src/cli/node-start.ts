@@ -9,10 +9,9 @@ import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "..
 import { FerryNode } from "../node/node.js";
 import { createLogger } from "../node/log.js";
 import { Authenticator } from "../server/auth.js";
-import { ForwardingService, forwardProof } from "../server/forwarder.js";
+import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
-import { timingSafeEqual } from "node:crypto";
 import { parseHostPort } from "../node/config.js";
 
 interface StartFlags {
@@ -104,6 +103,7 @@ export function registerStartCommand(program: Command): void {
       try {
         config = resolveConfig(flags);
         security = resolveSecurity(flags);
+        requireSecretForUsers(config, security);
       } catch (error) {
         console.error(`ferry start: ${(error as Error).message}`);
         process.exit(2);
@@ -193,6 +193,18 @@ export function resolveSecurity(flags: StartFlags): ClientSecurity {
   return security;
 }
 
+// A node's requests skip the users' checks, and it proves itself with the cluster secret: with the
+// default (public) secret anyone could pass as a node, so a users file needs a secret of its own.
+export const SECRET_LENGTH_MIN_WITH_USERS = 16;
+export function requireSecretForUsers(config: NodeConfig, security: ClientSecurity): void {
+  if (security.auth === undefined) return;
+  if (config.secret === NODE_DEFAULTS.secret || config.secret.length < SECRET_LENGTH_MIN_WITH_USERS) {
+    throw new Error(
+      `--users needs a cluster secret of your own (--secret or FERRY_SECRET, at least ${SECRET_LENGTH_MIN_WITH_USERS} characters, the same on every node): with the default one anyone could pass as a node and skip the users' checks`,
+    );
+  }
+}
+
 function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
   if (text === undefined) return undefined;
   if (text === "always" || text === "never") return text;
@@ -210,9 +222,10 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
   try {
     node = await FerryNode.start(config, { log });
     const { host, port } = parseHostPort(config.clientListen);
-    const proof = forwardProof(config.clusterId, config.secret);
+    const proof = () => forwardProof(config.clusterId, config.secret);
     forwarder = new ForwardingService(node, { proof, name: `node-${config.id}`, ...(security.forwardTls ? { tls: security.forwardTls } : {}) });
-    const verifyForwarder = (candidate: string) => candidate.length === proof.length && timingSafeEqual(Buffer.from(candidate), Buffer.from(proof));
+    const verifier = new ForwardProofVerifier(config.clusterId, config.secret);
+    const verifyForwarder = (candidate: string) => verifier.verify(candidate);
     server = await FerryServer.start({
       host,
       port,

@@ -116,6 +116,13 @@ export function matches(patternsOfUser: readonly string[], mailbox: string): boo
 // Logins checked at once. scrypt runs on the libuv thread pool (4 threads by default), which the
 // WAL's writes share: a burst of logins must leave threads for them, so the rest wait their turn.
 export const LOGINS_CONCURRENT_MAX = 2;
+// Logins waiting for their turn; beyond it a login is answered OVERLOADED at once (a flood of
+// logins cannot queue without end in front of real ones).
+export const LOGINS_WAITING_MAX = 64;
+
+export class LoginsOverloadedError extends Error {
+  override name = "LoginsOverloadedError";
+}
 
 export class Authenticator {
   private readonly users: Map<string, StoredUser>;
@@ -126,8 +133,16 @@ export class Authenticator {
 
   private constructor(users: Map<string, StoredUser>) {
     this.users = users;
-    const first = users.values().next().value as StoredUser | undefined;
-    const shape = first?.hash ?? { cost: SCRYPT_COST_DEFAULT, blockSize: SCRYPT_BLOCK_SIZE, parallelism: SCRYPT_PARALLELISM };
+    // The costliest user's parameters: an unknown name takes at least as long as any known one.
+    let shape: Omit<ParsedHash, "salt" | "key"> = { cost: SCRYPT_COST_DEFAULT, blockSize: SCRYPT_BLOCK_SIZE, parallelism: SCRYPT_PARALLELISM };
+    const work = (hash: Omit<ParsedHash, "salt" | "key">) => hash.cost * hash.blockSize * hash.parallelism;
+    let most = 0;
+    for (const user of users.values()) {
+      if (work(user.hash) > most) {
+        most = work(user.hash);
+        shape = { cost: user.hash.cost, blockSize: user.hash.blockSize, parallelism: user.hash.parallelism };
+      }
+    }
     this.decoy = { ...shape, salt: randomBytes(SALT_BYTES), key: randomBytes(KEY_BYTES) };
   }
 
@@ -182,15 +197,22 @@ export class Authenticator {
     return this.running;
   }
 
-  // The user, when the password is theirs; undefined otherwise (never throws for bad input).
-  async verify(name: string, password: string): Promise<AuthUser | undefined> {
+  // The user, when the password is theirs; undefined otherwise, and when `signal` was aborted
+  // (the client left) before the login's turn came: its scrypt is then not run. Rejects with
+  // LoginsOverloadedError when LOGINS_WAITING_MAX logins already wait. Never throws for bad input.
+  async verify(name: string, password: string, signal?: AbortSignal): Promise<AuthUser | undefined> {
     const user = this.users.get(name);
     const hash = user?.hash ?? this.decoy;
     // A waiter is handed the slot of the login that finishes (running is not lowered for it).
-    if (this.running >= LOGINS_CONCURRENT_MAX) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.running += 1;
+    if (this.running >= LOGINS_CONCURRENT_MAX) {
+      if (this.waiting.length >= LOGINS_WAITING_MAX) throw new LoginsOverloadedError(`${this.waiting.length} logins are waiting; retry later`);
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.running += 1;
+    }
     let key: Buffer;
     try {
+      if (signal?.aborted === true) return undefined;
       key = await derive(password, hash);
     } catch {
       return undefined;

@@ -93,6 +93,13 @@ export class BinaryConnection extends Connection {
     return this.output.take();
   }
 
+  protected closeWithoutLogin(message: string): void {
+    this.queue = [];
+    this.sendError(0, "UNAUTHORIZED", message);
+    this.finish();
+    this.shuttingDown = true;
+  }
+
   protected closeIdle(): void {
     this.finish();
   }

@@ -13,7 +13,7 @@ import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
 import type { HelloRequest, Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
-import { type Authenticator, authorizationProblem } from "./auth.js";
+import { type Authenticator, authorizationProblem, LoginsOverloadedError } from "./auth.js";
 import type { ServerLimits } from "./limits.js";
 import type { Service, Session } from "./service.js";
 
@@ -133,9 +133,11 @@ export abstract class Connection {
     });
     socket.on("close", () => {
       this.closed = true;
+      this.clearLoginDeadline();
       this.abortController.abort(new FerryError("UNAVAILABLE", "the connection closed"));
     });
     socket.on("error", () => {}); // 'close' follows; a client's reset is not the server's problem
+    this.armLoginDeadline();
   }
 
   // Bytes read from the socket (the server hands over the first chunk, which chose the protocol).
@@ -213,6 +215,7 @@ export abstract class Connection {
         return { ok: false, code: "UNAUTHORIZED", message: "forwardProof does not prove this cluster's secret" };
       }
       this.session = { ...this.session, identity: request.name, trustedForwarder: true };
+      this.clearLoginDeadline();
       return { ok: true, reply: { ok: true, name: request.name } };
     }
     if (auth === undefined) {
@@ -226,7 +229,7 @@ export abstract class Connection {
       return { ok: false, code: "UNAUTHORIZED", message: AUTHENTICATE_FIRST };
     }
     const userName = request.user;
-    return auth.verify(userName, request.password ?? "").then((user): HelloOutcome => {
+    return auth.verify(userName, request.password ?? "", this.signal).then((user): HelloOutcome => {
       if (user === undefined) {
         this.context.stats.authFailures += 1;
         this.authFailures += 1;
@@ -236,9 +239,37 @@ export abstract class Connection {
       }
       // Replaced, not changed: requests under way keep the session they started with.
       this.session = { ...this.session, identity: user.name, user };
+      this.clearLoginDeadline();
       return { ok: true, reply: { ok: true, name: user.name } };
+    }, (error: unknown): HelloOutcome => {
+      if (error instanceof LoginsOverloadedError) return { ok: false, code: "OVERLOADED", message: `${error.message}` };
+      return outcomeOfError(error, this.context.log);
     });
   }
+
+  // With a users file, a connection that has not logged in (nor proved the cluster secret)
+  // within limits.loginTimeoutMs is closed: it would otherwise hold one of connectionsMax slots
+  // for the whole idle timeout.
+  private loginDeadline: ReturnType<typeof setTimeout> | undefined;
+
+  protected armLoginDeadline(): void {
+    if (this.context.auth === undefined) return;
+    this.loginDeadline = setTimeout(() => {
+      this.loginDeadline = undefined;
+      if (this.session.user !== undefined || this.session.trustedForwarder === true || this.isClosed) return;
+      this.context.stats.unauthorized += 1;
+      this.closeWithoutLogin(`no login within ${this.limits.loginTimeoutMs} ms; closing`);
+    }, this.limits.loginTimeoutMs);
+    this.loginDeadline.unref?.();
+  }
+
+  private clearLoginDeadline(): void {
+    if (this.loginDeadline !== undefined) clearTimeout(this.loginDeadline);
+    this.loginDeadline = undefined;
+  }
+
+  // Tells the client why (UNAUTHORIZED) and closes the connection.
+  protected abstract closeWithoutLogin(message: string): void;
 
   // Hands the request to the service: its promise, rejected (not thrown) on any failure.
   protected call(request: Request): Promise<Reply> {

@@ -4,7 +4,12 @@
 // The forwarding connection proves the cluster secret in its HELLO (forwardProof), so the leader
 // trusts the sender it names for each forwarded SEND; a request that arrived forwarded is never
 // forwarded again (no loops: the second hop answers NOT_LEADER and the client retries).
-import { createHmac } from "node:crypto";
+//
+// A proof is made fresh for each forwarding connection: the time, a random nonce and an HMAC of
+// both with the cluster secret. The receiving node (ForwardProofVerifier) accepts it within
+// FORWARD_PROOF_WINDOW_MS of its own clock and only once, so a proof seen on the wire cannot be
+// used again to pass as a node (a node's requests skip the users' checks).
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { type ConnectionOptions as TlsConnectionOptions, connect as connectTls } from "node:tls";
 import type { ForwardedReply, Reply, Request } from "../protocol/api.js";
@@ -15,12 +20,52 @@ import type { Service, Session } from "./service.js";
 export const FORWARD_CONNECT_TIMEOUT_MS_DEFAULT = 2_000;
 export const FORWARD_INFLIGHT_MAX_DEFAULT = 4_096;
 
-export function forwardProof(clusterId: string, secret: string): string {
-  return createHmac("sha256", secret).update(`ferry-forward:${clusterId}`).digest("hex");
+export const FORWARD_PROOF_WINDOW_MS = 60_000;
+const PROOF_PATTERN = /^(\d{1,16})\.([0-9a-f]{32})\.([0-9a-f]{64})$/;
+
+function proofMac(clusterId: string, secret: string, atMs: string, nonce: string): string {
+  return createHmac("sha256", secret).update(`ferry-forward:${clusterId}:${atMs}:${nonce}`).digest("hex");
+}
+
+// "<unix ms>.<nonce: 32 hex>.<HMAC-SHA256: 64 hex>"
+export function forwardProof(clusterId: string, secret: string, nowMs = Date.now(), nonce = randomBytes(16).toString("hex")): string {
+  const atMs = String(Math.floor(nowMs));
+  return `${atMs}.${nonce}.${proofMac(clusterId, secret, atMs, nonce)}`;
+}
+
+// Checks forwarding proofs: the HMAC, the time (within windowMs of now, either way) and that the
+// nonce was not used before. Never throws. Nonces are remembered until their proof's time leaves
+// the window; only proofs with a valid HMAC are remembered, so only the cluster's nodes fill it.
+export class ForwardProofVerifier {
+  private readonly seen = new Map<string, number>(); // nonce -> proof time (ms)
+
+  constructor(
+    private readonly clusterId: string,
+    private readonly secret: string,
+    private readonly windowMs = FORWARD_PROOF_WINDOW_MS,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  verify(candidate: string): boolean {
+    const match = typeof candidate === "string" ? PROOF_PATTERN.exec(candidate) : null;
+    if (match === null) return false;
+    const [, atMs, nonce, mac] = match as unknown as [string, string, string, string];
+    const expected = Buffer.from(proofMac(this.clusterId, this.secret, atMs, nonce), "hex");
+    if (!timingSafeEqual(Buffer.from(mac, "hex"), expected)) return false;
+    const nowMs = this.now();
+    if (Math.abs(nowMs - Number(atMs)) > this.windowMs) return false;
+    for (const [old, at] of this.seen) {
+      if (nowMs - at <= this.windowMs) break; // insertion order is roughly time order
+      this.seen.delete(old);
+    }
+    if (this.seen.has(nonce)) return false;
+    this.seen.set(nonce, Number(atMs));
+    return true;
+  }
 }
 
 export interface ForwardingOptions {
-  proof: string; // forwardProof(clusterId, secret)
+  proof: () => string; // a fresh forwardProof(clusterId, secret) for each forwarding connection
   name: string; // this node's identity on forwarded connections, e.g. "node-2"
   connectTimeoutMs?: number;
   inflightMax?: number;
@@ -106,7 +151,7 @@ class ForwardLink {
     const timer = setTimeout(() => this.fail("connect timeout"), options.connectTimeoutMs ?? FORWARD_CONNECT_TIMEOUT_MS_DEFAULT);
     this.socket.once(options.tls === undefined ? "connect" : "secureConnect", () => clearTimeout(timer));
     this.socket.write(BINARY_PREAMBLE);
-    this.socket.write(encodeFrame({ rid: 1, op: "hello", name: options.name, forwardProof: options.proof }));
+    this.socket.write(encodeFrame({ rid: 1, op: "hello", name: options.name, forwardProof: options.proof() }));
     this.socket.on("data", (chunk) => this.receive(chunk));
     this.socket.on("error", (error) => this.fail(error.message));
     this.socket.on("close", () => this.fail("connection closed"));

@@ -19,6 +19,8 @@ export const HEADERS_BYTES_MAX_DEFAULT = 16 * 1024; // sum of header key and val
 export const MESSAGE_ID_LENGTH_MAX = 200; // client-supplied message ids and cursors
 // Failed logins (AUTH / HELLO with a wrong user or password) after which a connection is closed.
 export const AUTH_FAILURES_MAX_DEFAULT = 3;
+// With a users file: a connection that has not logged in by then is closed.
+export const LOGIN_TIMEOUT_MS_DEFAULT = 10_000;
 export const DURATION_MS_MAX = 365 * 24 * 60 * 60 * 1000; // delays, TTLs, leases
 
 export interface ServerLimits {
@@ -35,6 +37,7 @@ export interface ServerLimits {
   recipientsPerSendMax: number;
   headersBytesMax: number;
   authFailuresMax: number;
+  loginTimeoutMs: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
@@ -51,6 +54,7 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
   recipientsPerSendMax: RECIPIENTS_PER_SEND_MAX_DEFAULT,
   headersBytesMax: HEADERS_BYTES_MAX_DEFAULT,
   authFailuresMax: AUTH_FAILURES_MAX_DEFAULT,
+  loginTimeoutMs: LOGIN_TIMEOUT_MS_DEFAULT,
 });
 
 // Fills in defaults and rejects nonsense at startup rather than at the first request.

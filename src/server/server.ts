@@ -119,6 +119,15 @@ export class FerryServer {
     this.context.stats.connectionsAccepted += 1;
     socket.once("close", () => this.sockets.delete(socket));
     socket.setTimeout(limits.idleTimeoutMs);
+    if (this.context.auth !== undefined) {
+      // A login is due within loginTimeoutMs; a client that does not even send its first byte by
+      // then is dropped here (the connection object arms the deadline from its first byte on).
+      const silent = setTimeout(() => {
+        if (!this.connections.has(socket)) socket.destroy();
+      }, limits.loginTimeoutMs);
+      silent.unref?.();
+      socket.once("close", () => clearTimeout(silent));
+    }
     // Until the first byte there is no connection object: idleness or EOF just closes the socket.
     const closeSilently = () => socket.destroy();
     socket.once("timeout", closeSilently);

@@ -36,6 +36,7 @@ export class TextConnection extends Connection {
   private runningSends = 0;
   private quitting = false;
   private pumping = false; // pump() is on the stack: replies released meanwhile must not re-enter it
+  private loggingIn = false; // a login is being checked: no later line starts until it is decided
 
   constructor(socket: Socket, sessionId: number, context: ConnectionContext) {
     super(socket, "text", sessionId, context);
@@ -64,6 +65,11 @@ export class TextConnection extends Connection {
     const queued = this.queue;
     this.queue = [];
     for (const _ of queued) this.answer([formatError("SHUTTING_DOWN", "the node is stopping")]);
+  }
+
+  protected closeWithoutLogin(message: string): void {
+    this.write(Buffer.from(`${formatError("UNAUTHORIZED", message)}\n`));
+    this.finish();
   }
 
   protected closeIdle(): void {
@@ -101,7 +107,7 @@ export class TextConnection extends Connection {
       const work = this.queue[index]!;
       if (work.kind === "request" && !this.mayStart(work.request)) break;
       // A login (checked off the event loop) waits for what runs, and holds back what follows.
-      if (work.kind === "hello" && this.isLogin(work.request) && this.running > 0) break;
+      if (this.loggingIn || (work.kind === "hello" && this.isLogin(work.request) && this.running > 0)) break;
       this.perform(work);
       index += 1;
     }
@@ -150,8 +156,10 @@ export class TextConnection extends Connection {
     const slot: Slot = {};
     this.slots.push(slot);
     this.running += 1;
+    this.loggingIn = true;
     void outcome.then((decided) => {
       this.running -= 1;
+      this.loggingIn = false;
       slot.lines = decided.ok ? ["OK"] : [formatError(decided.code, decided.message)];
       if ("closeAfter" in decided && decided.closeAfter) {
         this.quitting = true; // answer what came before and this, then close (release() does)

@@ -34,7 +34,7 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
       }),
     );
     cluster = await new TestCluster({
-      extraArgs: ["--users", usersFile, "--tls-cert", certPath, "--tls-key", keyPath],
+      extraArgs: ["--users", usersFile, "--tls-cert", certPath, "--tls-key", keyPath, "--secret", "e2e-auth-cluster-secret"],
       login: "AUTH root root pw",
       tls,
     }).start();

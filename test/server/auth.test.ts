@@ -5,7 +5,10 @@
 // so the tests stay fast; the default is 16384.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Authenticator, authorizationProblem, hashPassword, LOGINS_CONCURRENT_MAX, UsersFileError } from "../../src/server/auth.js";
+import { requireSecretForUsers } from "../../src/cli/node-start.js";
+import { NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
+import { Authenticator, authorizationProblem, hashPassword, LOGINS_CONCURRENT_MAX, LOGINS_WAITING_MAX, LoginsOverloadedError, UsersFileError } from "../../src/server/auth.js";
+import { ForwardProofVerifier, forwardProof } from "../../src/server/forwarder.js";
 import { BinaryClient, LineClient, startServer } from "./helpers.js";
 
 const COST = 1024;
@@ -128,6 +131,107 @@ describe("auth", () => {
     assert.equal(service.calls.at(-1)!.session.identity, "tina");
     client.close();
     await server.close();
+  });
+});
+
+describe("auth, continued", () => {
+  test("text: a HELLO pipelined behind AUTH waits for it (and changes nothing)", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const client = await LineClient.connect(port);
+    client.write("AUTH alice alice secret\nHELLO mallory\nSEND bob hi\n");
+    assert.deepEqual([await client.line(), await client.line()], ["OK", "OK"]);
+    assert.match(await client.line(), /^OK /);
+    assert.equal(service.calls[0]!.session.identity, "alice");
+    client.close();
+    await server.close();
+  });
+
+  test("binary: ACK, NACK, EXTEND and LIST of another user's mailbox are FORBIDDEN; HELLO keeps the user", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const client = await BinaryClient.connect(port);
+    assert.equal((await client.request({ op: "hello", name: "x", user: "bob", password: "hunter2" })).ok, true);
+    for (const request of [
+      { op: "ack", mailbox: "alice", ids: ["m1"] },
+      { op: "nack", mailbox: "alice", ids: ["m1"] },
+      { op: "extend", mailbox: "alice", ids: ["m1"], visibilityMs: 1000 },
+      { op: "list", mailbox: "alice" },
+      { op: "config", mailbox: "bob", settings: {} },
+      { op: "cluster", action: "transfer", nodeId: 0 },
+    ]) {
+      const reply = await client.request(request);
+      assert.deepEqual([reply.ok, reply.code], [false, "FORBIDDEN"], JSON.stringify(request));
+    }
+    assert.equal(service.calls.length, 0);
+    const renamed = await client.request({ op: "hello", name: "mallory" });
+    assert.deepEqual([renamed.ok, renamed.name], [true, "bob"]);
+    await client.request({ op: "send", recipients: ["alice"], body: new Uint8Array([1]) });
+    assert.equal(service.calls[0]!.session.identity, "bob");
+    client.close();
+    await server.close();
+  });
+
+  test("a connection that does not log in within loginTimeoutMs is closed; a logged-in one stays", async () => {
+    const { server, port } = await startServer({ auth: await users(), limits: { loginTimeoutMs: 200 } });
+    const idle = await LineClient.connect(port);
+    const silent = await LineClient.connect(port); // not even a first byte
+    const binary = await BinaryClient.connect(port);
+    const member = await LineClient.connect(port);
+    assert.equal(await member.request("AUTH bob hunter2"), "OK");
+    assert.equal(await idle.request("PING"), "OK");
+    assert.equal(await idle.line(), "ERR UNAUTHORIZED no login within 200 ms; closing");
+    await idle.closed;
+    await silent.closed;
+    await binary.closed;
+    assert.match(String(binary.received[0]?.message), /no login within 200 ms/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await member.request("PING"), "OK");
+    member.close();
+    await server.close();
+  });
+
+  test("logins beyond LOGINS_WAITING_MAX are refused at once; a login whose client left runs no scrypt", async () => {
+    const auth = await users();
+    const gone = new AbortController();
+    gone.abort();
+    const attempts = Array.from({ length: LOGINS_CONCURRENT_MAX + LOGINS_WAITING_MAX + 3 }, (_, i) =>
+      auth.verify("bob", "hunter2", i === LOGINS_CONCURRENT_MAX ? gone.signal : undefined).then(
+        (user) => user?.name ?? "none",
+        (error: unknown) => (error instanceof LoginsOverloadedError ? "overloaded" : "other"),
+      ),
+    );
+    const results = await Promise.all(attempts);
+    assert.equal(results.filter((r) => r === "overloaded").length, 3);
+    assert.equal(results[LOGINS_CONCURRENT_MAX], "none", "the waiting login of a client that left is not checked");
+    assert.equal(results.filter((r) => r === "bob").length, LOGINS_CONCURRENT_MAX + LOGINS_WAITING_MAX - 1);
+  });
+});
+
+describe("node proofs and secrets", () => {
+  test("a forwarding proof passes once, within the window, with the cluster's secret only", () => {
+    let nowMs = 1_000_000;
+    const verifier = new ForwardProofVerifier("ferry", "a secret of 16+ chars", 60_000, () => nowMs);
+    const proof = forwardProof("ferry", "a secret of 16+ chars", nowMs);
+    assert.equal(verifier.verify(proof), true);
+    assert.equal(verifier.verify(proof), false, "a replayed proof is refused");
+    assert.equal(verifier.verify(forwardProof("ferry", "another secret....", nowMs)), false);
+    assert.equal(verifier.verify(forwardProof("other-cluster", "a secret of 16+ chars", nowMs)), false);
+    assert.equal(verifier.verify(forwardProof("ferry", "a secret of 16+ chars", nowMs - 61_000)), false, "too old");
+    assert.equal(verifier.verify(forwardProof("ferry", "a secret of 16+ chars", nowMs + 61_000)), false, "too far ahead");
+    nowMs += 30_000;
+    assert.equal(verifier.verify(forwardProof("ferry", "a secret of 16+ chars", nowMs)), true);
+    // Junk of every shape is refused without throwing (multi-byte characters once crashed the check).
+    for (const junk of ["", "x", "é".repeat(64), "ü".repeat(111), `${nowMs}.${"0".repeat(32)}.${"é".repeat(64)}`, proof.toUpperCase()]) {
+      assert.equal(verifier.verify(junk), false, JSON.stringify(junk));
+    }
+  });
+
+  test("a users file needs a cluster secret of its own", async () => {
+    const security = { auth: await users() };
+    const config = (secret: string) => ({ ...NODE_DEFAULTS, secret }) as unknown as NodeConfig;
+    assert.throws(() => requireSecretForUsers(config(NODE_DEFAULTS.secret), security), /--users needs a cluster secret of your own/);
+    assert.throws(() => requireSecretForUsers(config("short"), security), /at least 16 characters/);
+    assert.doesNotThrow(() => requireSecretForUsers(config("0123456789abcdef"), security));
+    assert.doesNotThrow(() => requireSecretForUsers(config(NODE_DEFAULTS.secret), {}));
   });
 });
 

@@ -18,7 +18,7 @@ test("a forwarded answer names the leader; an answer served locally does not", a
       return { ok: true, id: `local-${request.op}`, timestamp: 1n, duplicate: false };
     },
   };
-  const service = new ForwardingService(local, { proof: forwardProof("ferry", "secret"), name: "node-2" });
+  const service = new ForwardingService(local, { proof: () => forwardProof("ferry", "secret"), name: "node-2" });
   const session: Session = { id: 1, identity: "alice", remoteAddress: "127.0.0.1:50000", protocol: "binary" };
   const signal = new AbortController().signal;
   try {
