@@ -74,7 +74,7 @@ function runDev(flags: DevFlags): void {
   console.log(`  try:      ./ferry send bob "hi"   then   ./ferry receive bob`);
   console.log(`  or:       nc ${flags.host} ${clientPort}   and type   SEND bob hello`);
   console.log(`  status:   ./ferry status   or   http://${flags.host}:${clientPort + 1000}/  (metrics at /metrics, health at /health)`);
-  if (flags.users) console.log(`  login:    users from ${flags.users}: ./ferry --user <name> (FERRY_PASSWORD), or AUTH <user> <password> in nc`);
+  if (flags.users) console.log(`  login:    users from ${flags.users}: ./ferry <command> --user <name> with FERRY_PASSWORD, or AUTH <user> <password> in nc`);
   console.log("  Ctrl-C stops all nodes.");
   let stopping = false;
   const stop = () => {
