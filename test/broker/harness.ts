@@ -1,10 +1,24 @@
 // Test helpers: a broker on a KV with an auto-incrementing log index and millisecond clock.
-import { Broker, type BrokerCommand, type BrokerConfig, type BrokerResult, msTimestamp } from "../../src/broker/broker.js";
+import { Broker, type BrokerCommand, type BrokerConfig, type BrokerResult, MAILBOX_DEFAULTS, msTimestamp } from "../../src/broker/broker.js";
 import { KEY_END, type OrderedKv } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import type { ListReply, ReceiveReply } from "../../src/protocol/api.js";
 
 export const text = (value: string): Uint8Array => new TextEncoder().encode(value);
+
+// Small limits for property tests, so that random runs reach every limit and sweep: few
+// mailboxes, tiny bodies, short windows, bounded sweeps.
+export const PROPERTY_CONFIG: Partial<BrokerConfig> = {
+  dedupeWindowMs: 3000,
+  mailboxesMax: 3,
+  expirySweepMax: 2,
+  promoteMax: 2,
+  recipientsMax: 3,
+  senderTimeAheadMsMax: 3000,
+  bodyBytesMax: 12,
+  mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
+};
+export const PROPERTY_START_MS = 1_000_000;
 export const read = (value: Uint8Array): string => new TextDecoder().decode(value);
 
 export class Harness {

@@ -8,20 +8,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { Broker, type BrokerCommand, type BrokerConfig, MAILBOX_DEFAULTS, msTimestamp } from "../../src/broker/broker.js";
+import { Broker, type BrokerCommand, msTimestamp } from "../../src/broker/broker.js";
 import { decodeCommands, encodeCommands, roundTripsExactly } from "../../src/broker/commands.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
-import { dump } from "./harness.js";
+import { dump, PROPERTY_CONFIG, PROPERTY_START_MS } from "./harness.js";
 
-const CONFIG: Partial<BrokerConfig> = {
-  dedupeWindowMs: 3000,
-  mailboxesMax: 4,
-  recipientsMax: 3,
-  bodyBytesMax: 12,
-  senderTimeAheadMsMax: 3000,
-  mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
-};
-const START_MS = 1_000_000;
+const CONFIG = PROPERTY_CONFIG;
+const START_MS = PROPERTY_START_MS;
 
 // Mostly names the broker accepts; now and then one the UTF-8 round trip changes (a lone
 // surrogate) or one that is merely not ASCII.

@@ -7,25 +7,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import fc from "fast-check";
-import { Broker, type BrokerCommand, type BrokerConfig, type BrokerResult, MAILBOX_DEFAULTS, msTimestamp } from "../../src/broker/broker.js";
+import { Broker, type BrokerCommand, type BrokerResult, msTimestamp } from "../../src/broker/broker.js";
 import type { OrderedKv } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import type { ListItem } from "../../src/protocol/api.js";
 import { LmdbKv } from "../../src/storage/kv-lmdb.js";
-import { dump } from "./harness.js";
+import { dump, PROPERTY_CONFIG, PROPERTY_START_MS } from "./harness.js";
 import { Model, type ModelResult } from "./model.js";
 
-const CONFIG: Partial<BrokerConfig> = {
-  dedupeWindowMs: 3000,
-  mailboxesMax: 3,
-  expirySweepMax: 2,
-  promoteMax: 2,
-  recipientsMax: 3,
-  senderTimeAheadMsMax: 3000,
-  bodyBytesMax: 12,
-  mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
-};
-const START_MS = 1_000_000;
+const CONFIG = PROPERTY_CONFIG;
+const START_MS = PROPERTY_START_MS;
 const MAILBOXES = ["a", "b", "a:dlq", "b:dlq"];
 
 // Arbitraries --------------------------------------------------------------------------------
