@@ -9,6 +9,7 @@ import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "..
 import { FerryNode } from "../node/node.js";
 import { createLogger } from "../node/log.js";
 import { Authenticator } from "../server/auth.js";
+import type { PeerTls } from "../transport/peer-transport.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
@@ -37,6 +38,7 @@ interface StartFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  peerTls?: boolean;
 }
 
 const ENVIRONMENT: Record<keyof StartFlags, string> = {
@@ -62,6 +64,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   tlsCert: "FERRY_TLS_CERT",
   tlsKey: "FERRY_TLS_KEY",
   tlsCa: "FERRY_TLS_CA",
+  peerTls: "FERRY_PEER_TLS",
 };
 
 // The client port's security, besides NodeConfig: who may log in (a users file) and TLS.
@@ -69,6 +72,7 @@ export interface ClientSecurity {
   auth?: Authenticator;
   tls?: TlsOptions; // the client port speaks TLS with this key and certificate
   forwardTls?: TlsConnectionOptions; // how a follower reaches the leader's (TLS) client port
+  peerTls?: PeerTls; // mutual TLS on the peer (Raft) port, with the same certificate and CA
 }
 
 export function registerStartCommand(program: Command): void {
@@ -97,6 +101,7 @@ export function registerStartCommand(program: Command): void {
     .option("--tls-cert <file>", "serve the client port over TLS with this PEM certificate (with --tls-key)")
     .option("--tls-key <file>", "the PEM private key of --tls-cert")
     .option("--tls-ca <file>", "the PEM CA a follower trusts when it forwards to the leader over TLS (default: --tls-cert)")
+    .option("--peer-tls", "mutual TLS on the peer (Raft) port too, with --tls-cert/--tls-key; peers must present a certificate --tls-ca signed")
     .action(async (flags: StartFlags) => {
       let config: NodeConfig;
       let security: ClientSecurity;
@@ -174,6 +179,8 @@ export function resolveSecurity(flags: StartFlags): ClientSecurity {
     }
   };
   const security: ClientSecurity = {};
+  const peerTlsSetting = flags.peerTls ?? process.env[ENVIRONMENT.peerTls] ?? fromFile.peerTls;
+  const peerTls = peerTlsSetting === true || peerTlsSetting === "1" || peerTlsSetting === "true";
   const users = pick("users");
   if (users !== undefined) security.auth = Authenticator.fromFile(users);
   const certPath = pick("tlsCert");
@@ -186,10 +193,13 @@ export function resolveSecurity(flags: StartFlags): ClientSecurity {
     // Followers forward to the leader's client port: trust the cluster's CA (or its shared
     // certificate). The peers are named by address, not host name, so the check is the chain,
     // and the forwarding connection still proves the cluster secret in its HELLO.
-    security.forwardTls = { ca: caPath === undefined ? cert : read(caPath, "TLS CA"), checkServerIdentity: () => undefined };
+    const ca = caPath === undefined ? cert : read(caPath, "TLS CA");
+    security.forwardTls = { ca, checkServerIdentity: () => undefined };
+    if (peerTls) security.peerTls = { key: security.tls.key as Buffer, cert, ca };
   } else if (caPath !== undefined) {
     throw new Error("--tls-ca needs --tls-cert and --tls-key");
   }
+  if (peerTls && security.peerTls === undefined) throw new Error("--peer-tls needs --tls-cert and --tls-key");
   return security;
 }
 
@@ -220,7 +230,7 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
   let forwarder: ForwardingService;
   let http: HttpEndpoint | undefined;
   try {
-    node = await FerryNode.start(config, { log });
+    node = await FerryNode.start(config, { log, ...(security.peerTls === undefined ? {} : { peerTls: security.peerTls }) });
     const { host, port } = parseHostPort(config.clientListen);
     const proof = () => forwardProof(config.clusterId, config.secret);
     forwarder = new ForwardingService(node, { proof, name: `node-${config.id}`, ...(security.forwardTls ? { tls: security.forwardTls } : {}) });
@@ -251,6 +261,7 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
     data: config.dataDir,
     auth: security.auth ? `${security.auth.userCount} users` : "off",
     tls: security.tls ? "on" : "off",
+    peerTls: security.peerTls ? "on" : "off",
   });
   let stopping = false;
   const stop = async (signal: string) => {

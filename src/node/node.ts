@@ -21,7 +21,7 @@ import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types
 import { RaftError } from "../raft/types.js";
 import { LmdbKv } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
-import { PeerTransport } from "../transport/peer-transport.js";
+import { type PeerTls, PeerTransport } from "../transport/peer-transport.js";
 import { type NodeConfig, parseHostPort } from "./config.js";
 import { decodeEntry, encodeEntry } from "./entry-codec.js";
 import { type Logger, silentLogger } from "./log.js";
@@ -37,6 +37,7 @@ export interface NodeDependencies {
   log?: Logger;
   physicalNowMs?: () => number; // the clock source; tests inject a skewed one
   random?: () => number;
+  peerTls?: PeerTls; // mutual TLS on the peer port (ferry start --peer-tls)
 }
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
@@ -139,6 +140,7 @@ export class FerryNode {
         onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
         now: () => clock.physicalNowMs(),
         log: (event, fields) => log("debug", event, fields),
+        ...(dependencies.peerTls === undefined ? {} : { tls: dependencies.peerTls }),
       });
       node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
       node.startTicking();

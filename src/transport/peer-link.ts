@@ -5,10 +5,12 @@
 // backoff and jitter. Its queue is bounded in bytes: beyond the bound messages are dropped (Raft
 // retransmits what matters) and the drop is logged.
 import { connect } from "node:net";
+import { connect as connectTls } from "node:tls";
 import type { Message, NodeId } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { estimateMessageBytes, type DataFrame, type PeerFrame, PEER_PROTOCOL_VERSION } from "./frames.js";
 import { computeProof, createNonce, type HandshakeTranscript, verifyProof } from "./handshake.js";
+import type { PeerTls } from "./peer-transport.js";
 
 export interface LinkContext {
   selfId: NodeId;
@@ -21,6 +23,7 @@ export interface LinkContext {
   handshakeTimeoutMs: number;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  tls?: PeerTls; // dial with mutual TLS (see TransportOptions.tls)
   now(): number;
   log(event: string, fields: Record<string, unknown>): void;
   takeEcho(peer: NodeId): [number, number] | undefined;
@@ -285,7 +288,11 @@ export class PeerLink {
     if (this.state === "closed") return;
     this.state = "connecting";
     const [host, port] = splitAddress(this.address);
-    const socket = connect({ host, port });
+    const tls = this.context.tls;
+    const socket =
+      tls === undefined
+        ? connect({ host, port })
+        : connectTls({ host, port, key: tls.key, cert: tls.cert, ca: tls.ca, checkServerIdentity: () => undefined });
     socket.setKeepAlive(true, 5000);
     const connection = new FramedSocket(socket, this.context.frameBytesMax, this.context.now, {
       onFrame: (frame) => this.onFrame(connection, frame),
@@ -296,7 +303,7 @@ export class PeerLink {
       () => connection.destroy(`handshake not done within ${this.context.handshakeTimeoutMs} ms`),
       this.context.handshakeTimeoutMs,
     );
-    socket.once("connect", () => this.sendHello(connection));
+    socket.once(tls === undefined ? "connect" : "secureConnect", () => this.sendHello(connection));
   }
 
   private sendHello(connection: FramedSocket): void {

@@ -6,6 +6,7 @@
 // src/clock's offset estimator. Invariants: queues are bounded in bytes, frames in size, and a
 // misbehaving connection is closed alone.
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 import type { Message, NodeId } from "../raft/types.js";
 import { type ClockSample, InboundConnection, type InboundContext } from "./inbound-connection.js";
 import { type LinkContext, PeerLink, type PeerLinkStats, splitAddress } from "./peer-link.js";
@@ -35,6 +36,10 @@ export interface TransportOptions {
   secret: string; // peers prove it to each other (HMAC challenge-response, both directions)
   listen: { host: string; port: number }; // port 0: any free port, see address()
   peers: Map<NodeId, string>; // "host:port" of each other node's peer listener
+  // Mutual TLS on the peer port: every node presents `cert` (with `key`) and accepts peers whose
+  // certificate `ca` signed (the chain, not the host name: peers are dialled by address). The
+  // HMAC handshake still runs inside. Without it the peer port is plain TCP.
+  tls?: PeerTls;
   onMessages(from: NodeId, messages: Message[]): void;
   onClockSample?(from: NodeId, sample: ClockSample): void;
   // A snapshot message finished streaming (delivered: true) or was abandoned (false); the driver
@@ -57,6 +62,12 @@ export interface TransportOptions {
   peerIdleTimeoutMs?: number;
   log?: (event: string, fields: Record<string, unknown>) => void;
   now?: () => number; // the raw physical clock for clock samples (Date.now by default)
+}
+
+export interface PeerTls {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca: string | Buffer;
 }
 
 export class PeerTransport {
@@ -95,6 +106,7 @@ export class PeerTransport {
       snapshotChunkBytes,
       reconnectMinMs: options.reconnectMinMs ?? RECONNECT_MIN_MS_DEFAULT,
       reconnectMaxMs: options.reconnectMaxMs ?? RECONNECT_MAX_MS_DEFAULT,
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
       takeEcho: (peer) => this.takeEcho(peer),
       scheduleFlush: () => this.scheduleFlush(),
       onSnapshotStatus: (peer, delivered) => options.onSnapshotStatus?.(peer, delivered),
@@ -116,12 +128,18 @@ export class PeerTransport {
     };
     this.probeTimer = setInterval(() => this.probeIdlePeers(probeIntervalMs), probeIntervalMs / 2);
     this.probeTimer.unref();
-    server.on("connection", (socket: Socket) => this.accept(socket));
+    server.on(options.tls === undefined ? "connection" : "secureConnection", (socket: Socket) => this.accept(socket));
+    // A peer whose TLS handshake fails (no or a foreign certificate) never becomes a connection.
+    server.on("tlsClientError", (error: Error, socket: Socket) => {
+      log("peer-tls-refused", { remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`, error: error.message });
+    });
   }
 
   static async start(options: TransportOptions): Promise<PeerTransport> {
     validatePeers(options.selfId, options.peers);
-    const server = createServer();
+    const tls = options.tls;
+    const server =
+      tls === undefined ? createServer() : createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.listen.port, options.listen.host, () => {

@@ -1,4 +1,4 @@
-// A real 3-node cluster started with a users file and a TLS certificate (`ferry start --users
+// A real 3-node cluster started with a users file and a TLS certificate (`ferry start --users --peer-tls
 // --tls-cert --tls-key`): clients log in over TLS, a follower authorizes and forwards to the
 // leader over TLS, the sender of a message is the user who sent it, and the CLI logs in with
 // --user and FERRY_PASSWORD. The certificate is the self-signed test one of test/server/fixtures.
@@ -34,7 +34,7 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
       }),
     );
     cluster = await new TestCluster({
-      extraArgs: ["--users", usersFile, "--tls-cert", certPath, "--tls-key", keyPath, "--secret", "e2e-auth-cluster-secret"],
+      extraArgs: ["--users", usersFile, "--tls-cert", certPath, "--tls-key", keyPath, "--peer-tls", "--secret", "e2e-auth-cluster-secret"],
       login: "AUTH root root pw",
       tls,
     }).start();
@@ -44,6 +44,7 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
   });
 
   test("a follower authorizes, forwards over TLS, and the user is the sender", async () => {
+    for (const node of cluster.nodes.values()) assert.match(node.output.join(""), /tls=on peerTls=on/, "every node serves TLS on both ports");
     const leader = await cluster.waitForLeader();
     const follower = [...cluster.nodes.values()].find((node) => node.id !== leader)!;
     assert.deepEqual(await textRequest(follower.client, "SEND alice anonymous", 5_000, undefined, tls), [
