@@ -70,6 +70,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
 // The client port's security, besides NodeConfig: who may log in (a users file) and TLS.
 export interface ClientSecurity {
   auth?: Authenticator;
+  usersFile?: string; // where auth came from: SIGHUP reads it again
   tls?: TlsOptions; // the client port speaks TLS with this key and certificate
   forwardTls?: TlsConnectionOptions; // how a follower reaches the leader's (TLS) client port
   peerTls?: PeerTls; // mutual TLS on the peer (Raft) port, with the same certificate and CA
@@ -182,7 +183,10 @@ export function resolveSecurity(flags: StartFlags): ClientSecurity {
   const peerTlsSetting = flags.peerTls ?? process.env[ENVIRONMENT.peerTls] ?? fromFile.peerTls;
   const peerTls = peerTlsSetting === true || peerTlsSetting === "1" || peerTlsSetting === "true";
   const users = pick("users");
-  if (users !== undefined) security.auth = Authenticator.fromFile(users);
+  if (users !== undefined) {
+    security.auth = Authenticator.fromFile(users);
+    security.usersFile = users;
+  }
   const certPath = pick("tlsCert");
   const keyPath = pick("tlsKey");
   const caPath = pick("tlsCa");
@@ -275,6 +279,19 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
     log("info", "stopped", {});
     process.exit(0);
   };
+  const usersPath = security.usersFile;
+  if (security.auth !== undefined && usersPath !== undefined) {
+    // SIGHUP: read the users file again; a bad one is logged and the one in force stays.
+    process.on("SIGHUP", () => {
+      try {
+        const auth = Authenticator.fromFile(usersPath);
+        server.reloadUsers(auth);
+        log("info", "users-reloaded", { users: auth.userCount, file: usersPath });
+      } catch (error) {
+        log("error", "users-reload-failed", { error: (error as Error).message, file: usersPath });
+      }
+    });
+  }
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
   node.onFatal((error) => {

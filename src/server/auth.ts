@@ -192,6 +192,15 @@ export class Authenticator {
     return this.users.size;
   }
 
+  // The user's current permissions (undefined: no such user), for a session that logged in
+  // before the users file was reloaded.
+  user(name: string): AuthUser | undefined {
+    const stored = this.users.get(name);
+    if (stored === undefined) return undefined;
+    const { hash: _hash, ...permissions } = stored;
+    return permissions;
+  }
+
   // Logins being checked now (at most LOGINS_CONCURRENT_MAX), for tests and metrics.
   get loginsRunning(): number {
     return this.running;

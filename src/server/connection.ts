@@ -275,9 +275,14 @@ export abstract class Connection {
   protected call(request: Request): Promise<Reply> {
     const auth = this.context.auth;
     if (auth !== undefined && this.session.trustedForwarder !== true) {
-      const user = this.session.user;
-      // UNAUTHORIZED: no login yet; FORBIDDEN: logged in, but this user may not.
-      const problem = user === undefined ? AUTHENTICATE_FIRST : authorizationProblem(user, request);
+      // The permissions of the users file in force now (it may have been reloaded since the login).
+      const loggedIn = this.session.user;
+      const user = loggedIn === undefined ? undefined : auth.user(loggedIn.name);
+      // UNAUTHORIZED: no login yet, or the user is gone; FORBIDDEN: logged in, but this user may not.
+      let problem: string | undefined;
+      if (loggedIn === undefined) problem = AUTHENTICATE_FIRST;
+      else if (user === undefined) problem = `user '${loggedIn.name}' is no longer in the users file; log in again`;
+      else problem = authorizationProblem(user, request);
       if (problem !== undefined) {
         this.context.stats.unauthorized += 1;
         return Promise.reject(new FerryError(user === undefined ? "UNAUTHORIZED" : "FORBIDDEN", problem));

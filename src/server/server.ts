@@ -64,6 +64,14 @@ export class FerryServer {
     });
   }
 
+  // Puts a new users file in force (SIGHUP on a node): new logins check it, and every request of
+  // a connection that logged in before is checked against the user's permissions in it (a user
+  // no longer in it gets UNAUTHORIZED). Only on a server started with one.
+  reloadUsers(auth: Authenticator): void {
+    if (this.context.auth === undefined) throw new Error("this server was started without a users file");
+    this.context.auth = auth;
+  }
+
   address(): { host: string; port: number } {
     const address = this.listener.address();
     if (address === null || typeof address === "string") throw new Error("the server is not listening");

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { connect, FerryError } from "../../src/index.js";
 import { hashPassword } from "../../src/server/auth.js";
 import { TestCluster, textRequest } from "./harness.js";
-import { ferry } from "./tools.js";
+import { ferry, waitFor } from "./tools.js";
 
 const certPath = new URL("../server/fixtures/test-cert.pem", import.meta.url).pathname;
 const keyPath = new URL("../server/fixtures/test-key.pem", import.meta.url).pathname;
@@ -75,6 +75,17 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
         }
       };
       await assert.rejects(attempt(), (error: unknown) => error instanceof FerryError && error.code === "UNAUTHORIZED");
+    }
+  });
+
+  test("SIGHUP reads the users file again: a new user can log in on every node, which keep running", async () => {
+    const current = JSON.parse(readFileSync(usersFile, "utf8")) as { users: unknown[] };
+    current.users.push({ name: "dave", password: await hashPassword("dave pw", COST), send: ["dave"], receive: ["dave"] });
+    writeFileSync(usersFile, JSON.stringify(current));
+    for (const node of cluster.nodes.values()) node.child!.kill("SIGHUP");
+    for (const node of cluster.nodes.values()) {
+      await waitFor(`node ${node.id} reloads its users`, async () => (await textRequest(node.client, "SEND dave hi", 5_000, "AUTH dave dave pw", tls))[0]?.startsWith("OK"));
+      assert.equal(node.child!.exitCode, null);
     }
   });
 

@@ -206,6 +206,33 @@ describe("auth, continued", () => {
   });
 });
 
+describe("reloading the users file", () => {
+  test("changed permissions apply to logged-in connections at once; a removed user must log in again", async () => {
+    const { server, service, port } = await startServer({ auth: await users() });
+    const bob = await LineClient.connect(port);
+    assert.equal(await bob.request("AUTH bob hunter2"), "OK");
+    assert.match(await bob.request("SEND alice before"), /^OK /);
+    server.reloadUsers(
+      Authenticator.fromJson({
+        users: [
+          { name: "bob", password: await hashPassword("hunter2", COST), send: ["bob"], receive: ["bob"] },
+          { name: "carol", password: await hashPassword("new", COST), send: ["*"] },
+        ],
+      }),
+    );
+    assert.equal(await bob.request("SEND alice after"), "ERR FORBIDDEN user 'bob' may not send to 'alice'");
+    const carol = await LineClient.connect(port);
+    assert.equal(await carol.request("AUTH carol new"), "OK");
+    assert.match(await carol.request("SEND bob hello"), /^OK /);
+    server.reloadUsers(Authenticator.fromJson({ users: [{ name: "carol", password: await hashPassword("new", COST), send: ["*"] }] }));
+    assert.equal(await bob.request("SEND bob gone"), "ERR UNAUTHORIZED user 'bob' is no longer in the users file; log in again");
+    assert.equal(service.calls.length, 2);
+    bob.close();
+    carol.close();
+    await server.close();
+  });
+});
+
 describe("node proofs and secrets", () => {
   test("a forwarding proof passes once, within the window, with the cluster's secret only", () => {
     let nowMs = 1_000_000;
