@@ -233,6 +233,7 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
   let server: FerryServer;
   let forwarder: ForwardingService;
   let http: HttpEndpoint | undefined;
+  let currentAuth = security.auth; // replaced on SIGHUP
   try {
     node = await FerryNode.start(config, { log, ...(security.peerTls === undefined ? {} : { peerTls: security.peerTls }) });
     const { host, port } = parseHostPort(config.clientListen);
@@ -252,7 +253,19 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
     if (httpAddress !== undefined) {
       const { host: httpHost, port: httpPort } = parseHostPort(httpAddress);
       const running = node;
-      http = await HttpEndpoint.start(httpHost, httpPort, { metricsText: () => running.metrics.text(), health: () => running.health(), status: () => running.status() });
+      const authorize =
+        security.auth === undefined
+          ? undefined
+          : async (user: string, password: string) => {
+              const found = await currentAuth!.verify(user, password);
+              return found === undefined ? "unknown" : found.admin ? "admin" : "not-admin";
+            };
+      http = await HttpEndpoint.start(
+        httpHost,
+        httpPort,
+        { metricsText: () => running.metrics.text(), health: () => running.health(), status: () => running.status() },
+        authorize === undefined ? {} : { authorize },
+      );
     }
   } catch (error) {
     log("fatal", "start-failed", { error: describeStartError(error, config) });
@@ -286,6 +299,7 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
       try {
         const auth = Authenticator.fromFile(usersPath);
         server.reloadUsers(auth);
+        currentAuth = auth;
         log("info", "users-reloaded", { users: auth.userCount, file: usersPath });
       } catch (error) {
         log("error", "users-reload-failed", { error: (error as Error).message, file: usersPath });

@@ -1,8 +1,23 @@
 // The node's HTTP listener for operators: /metrics (Prometheus text), /health (200 when this node
 // can serve: not fenced, a leader known; 503 otherwise, with the reason), /status (the same JSON
 // as the STATUS request) and / (a status page that renders /status and refreshes itself).
+//
+// On a node with a users file (HttpOptions.authorize) every path but /health needs HTTP Basic
+// credentials of an admin user (401 with a Basic challenge otherwise; 403 for a user without
+// admin): Prometheus's basic_auth and browsers both send them. /health stays open for load
+// balancers: it tells only whether the node can serve. A header that passed is remembered for
+// CREDENTIALS_MEMORY_MS, so a status page refreshing every second costs one scrypt a minute.
+import { createHash } from "node:crypto";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import type { StatusReply } from "../protocol/api.js";
+
+export const CREDENTIALS_MEMORY_MS = 60_000;
+const CREDENTIALS_REMEMBERED_MAX = 64;
+
+export interface HttpOptions {
+  // The admin check of a user and password (undefined: no login needed).
+  authorize?: (user: string, password: string) => Promise<"admin" | "not-admin" | "unknown">;
+}
 
 export interface HttpSource {
   metricsText(): Promise<string>;
@@ -13,8 +28,9 @@ export interface HttpSource {
 export class HttpEndpoint {
   private constructor(private readonly server: Server) {}
 
-  static start(host: string, port: number, source: HttpSource): Promise<HttpEndpoint> {
-    const server = createServer((request, response) => void route(request, response, source));
+  static start(host: string, port: number, source: HttpSource, options: HttpOptions = {}): Promise<HttpEndpoint> {
+    const gate = options.authorize === undefined ? undefined : new BasicGate(options.authorize);
+    const server = createServer((request, response) => void route(request, response, source, gate));
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, host, () => {
@@ -37,10 +53,42 @@ export class HttpEndpoint {
   }
 }
 
-async function route(request: IncomingMessage, response: ServerResponse, source: HttpSource): Promise<void> {
+// HTTP Basic against the users file, remembering headers that passed (by their SHA-256).
+class BasicGate {
+  private readonly passed = new Map<string, number>(); // sha256(header) -> until (ms)
+
+  constructor(private readonly authorize: NonNullable<HttpOptions["authorize"]>) {}
+
+  // undefined when the request may go on; else the status and message to answer with.
+  async check(header: string | undefined): Promise<{ code: 401 | 403; message: string } | undefined> {
+    if (header === undefined || !header.startsWith("Basic ")) return { code: 401, message: "this node requires a login: HTTP Basic with an admin user\n" };
+    const key = createHash("sha256").update(header).digest("hex");
+    const nowMs = Date.now();
+    const until = this.passed.get(key);
+    if (until !== undefined && until > nowMs) return undefined;
+    const decoded = Buffer.from(header.slice("Basic ".length), "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    const verdict = colon < 1 ? "unknown" : await this.authorize(decoded.slice(0, colon), decoded.slice(colon + 1));
+    if (verdict === "unknown") return { code: 401, message: "wrong user or password\n" };
+    if (verdict === "not-admin") return { code: 403, message: "this needs a user with \"admin\": true\n" };
+    if (this.passed.size >= CREDENTIALS_REMEMBERED_MAX) this.passed.clear();
+    this.passed.set(key, nowMs + CREDENTIALS_MEMORY_MS);
+    return undefined;
+  }
+}
+
+async function route(request: IncomingMessage, response: ServerResponse, source: HttpSource, gate: BasicGate | undefined): Promise<void> {
   const path = (request.url ?? "/").split("?")[0];
   try {
     if (request.method !== "GET") return send(response, 405, "text/plain", "only GET\n");
+    if (gate !== undefined && path !== "/health") {
+      const refused = await gate.check(request.headers.authorization);
+      if (refused !== undefined) {
+        response.writeHead(refused.code, { "content-type": "text/plain", "cache-control": "no-store", ...(refused.code === 401 ? { "www-authenticate": 'Basic realm="ferry", charset="UTF-8"' } : {}) });
+        response.end(refused.message);
+        return;
+      }
+    }
     switch (path) {
       case "/metrics":
         return send(response, 200, "text/plain; version=0.0.4", await source.metricsText());

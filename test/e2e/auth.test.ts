@@ -89,6 +89,17 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
     }
   });
 
+  test("the HTTP endpoint wants an admin's HTTP Basic login, except /health", async () => {
+    const node = cluster.nodes.get(1)!;
+    const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
+    assert.equal((await fetch(`http://${node.http}/metrics`)).status, 401);
+    assert.equal((await fetch(`http://${node.http}/status`, { headers: basic("alice", "alice pw") })).status, 403);
+    const status = await fetch(`http://${node.http}/status`, { headers: basic("root", "root pw") });
+    assert.equal(status.status, 200);
+    assert.equal(((await status.json()) as { nodes: unknown[] }).nodes.length, 3);
+    assert.equal((await fetch(`http://${node.http}/health`)).status, 200);
+  });
+
   test("the CLI logs in with --user and FERRY_PASSWORD", async () => {
     const common = ["--seeds", cluster.seeds().join(","), "--tls-ca", certPath, "--tls-servername", "localhost"];
     const sent = await ferry(["send", "alice", "from the cli", "--user", "root", ...common], { FERRY_PASSWORD: "root pw" });

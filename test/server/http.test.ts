@@ -40,3 +40,33 @@ test("/status is the STATUS reply as JSON; / is a page; unknown paths are 404", 
   assert.match(await page.text(), /<title>Ferry status<\/title>/);
   assert.equal((await fetch(`${base}/nope`)).status, 404);
 });
+
+test("with a users file every path but /health needs HTTP Basic of an admin; a header that passed is remembered", async () => {
+  const checks: string[] = [];
+  const authorize = async (user: string, password: string) => {
+    checks.push(user);
+    if (user === "ops" && password === "ops pw") return "admin" as const;
+    if (user === "app" && password === "app pw") return "not-admin" as const;
+    return "unknown" as const;
+  };
+  const secured = await HttpEndpoint.start("127.0.0.1", 0, source, { authorize });
+  const url = `http://127.0.0.1:${secured.address().port}`;
+  const basic = (user: string, password: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
+  try {
+    healthy = true;
+    assert.equal((await fetch(`${url}/health`)).status, 200, "health stays open");
+    const anonymous = await fetch(`${url}/metrics`);
+    assert.equal(anonymous.status, 401);
+    assert.match(anonymous.headers.get("www-authenticate") ?? "", /^Basic realm="ferry"/);
+    assert.equal((await fetch(`${url}/status`, { headers: basic("ops", "wrong") })).status, 401);
+    assert.equal((await fetch(`${url}/status`, { headers: basic("app", "app pw") })).status, 403);
+    const ok = await fetch(`${url}/metrics`, { headers: basic("ops", "ops pw") });
+    assert.equal(ok.status, 200);
+    assert.equal(await ok.text(), "ferry_raft_term 7\n");
+    const before = checks.length;
+    assert.equal((await fetch(`${url}/`, { headers: basic("ops", "ops pw") })).status, 200);
+    assert.equal(checks.length, before, "the same header is not checked again within a minute");
+  } finally {
+    await secured.close();
+  }
+});
