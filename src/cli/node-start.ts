@@ -229,6 +229,10 @@ function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
 
 async function runNode(config: NodeConfig, httpAddress: string | undefined, security: ClientSecurity): Promise<void> {
   const log = createLogger(`node${config.id}`);
+  // SIGHUP's default action ends the process: until the users file's handler below is in place
+  // (and on a node without one), a SIGHUP only says so.
+  const ignoreHangup = () => log("info", "sighup-ignored", { reason: security.auth === undefined ? "no users file to reload" : "still starting" });
+  process.on("SIGHUP", ignoreHangup);
   let node: FerryNode;
   let server: FerryServer;
   let forwarder: ForwardingService;
@@ -295,11 +299,13 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
   const usersPath = security.usersFile;
   if (security.auth !== undefined && usersPath !== undefined) {
     // SIGHUP: read the users file again; a bad one is logged and the one in force stays.
+    process.off("SIGHUP", ignoreHangup);
     process.on("SIGHUP", () => {
       try {
         const auth = Authenticator.fromFile(usersPath);
         server.reloadUsers(auth);
         currentAuth = auth;
+        http?.forgetCredentials();
         log("info", "users-reloaded", { users: auth.userCount, file: usersPath });
       } catch (error) {
         log("error", "users-reload-failed", { error: (error as Error).message, file: usersPath });

@@ -39,6 +39,9 @@ export interface AuthUser {
   send: readonly string[];
   receive: readonly string[];
   admin: boolean;
+  // The stored password hash the login matched: a session whose user's hash has changed since (a
+  // reloaded users file with a new password) must log in again.
+  credential: string;
 }
 
 interface StoredUser extends AuthUser {
@@ -179,6 +182,7 @@ export class Authenticator {
       if (fields.admin !== undefined && typeof fields.admin !== "boolean") throw new UsersFileError(`${where}: admin must be true or false`);
       users.set(fields.name, {
         name: fields.name,
+        credential: fields.password as string,
         hash: parseHash(fields.password, `${where} (${fields.name})`),
         send: patterns(fields.send, `${where}.send`),
         receive: patterns(fields.receive, `${where}.receive`),
@@ -229,13 +233,14 @@ export class Authenticator {
       else this.running -= 1;
     }
     if (!timingSafeEqual(key, hash.key) || user === undefined) return undefined;
+    // (The parse above checked the password field is a string: credential is its text.)
     const { hash: _hash, ...permissions } = user;
     return permissions;
   }
 }
 
 // Why `user` may not run `request`, or undefined when it may.
-export function authorizationProblem(user: AuthUser, request: Request): string | undefined {
+export function authorizationProblem(user: Omit<AuthUser, "credential">, request: Request): string | undefined {
   switch (request.op) {
     case "send":
       for (const recipient of request.recipients) {

@@ -282,10 +282,12 @@ export abstract class Connection {
       let problem: string | undefined;
       if (loggedIn === undefined) problem = AUTHENTICATE_FIRST;
       else if (user === undefined) problem = `user '${loggedIn.name}' is no longer in the users file; log in again`;
+      else if (user.credential !== loggedIn.credential) problem = `the password of user '${loggedIn.name}' changed; log in again`;
       else problem = authorizationProblem(user, request);
       if (problem !== undefined) {
         this.context.stats.unauthorized += 1;
-        return Promise.reject(new FerryError(user === undefined ? "UNAUTHORIZED" : "FORBIDDEN", problem));
+        const relogin = user === undefined || user.credential !== loggedIn?.credential;
+        return Promise.reject(new FerryError(relogin ? "UNAUTHORIZED" : "FORBIDDEN", problem));
       }
     }
     this.context.stats.requestsExecuted += 1;

@@ -26,7 +26,15 @@ export interface HttpSource {
 }
 
 export class HttpEndpoint {
-  private constructor(private readonly server: Server) {}
+  private constructor(
+    private readonly server: Server,
+    private readonly gate: BasicGate | undefined,
+  ) {}
+
+  // After the users file changed: every login is checked again.
+  forgetCredentials(): void {
+    this.gate?.forget();
+  }
 
   static start(host: string, port: number, source: HttpSource, options: HttpOptions = {}): Promise<HttpEndpoint> {
     const gate = options.authorize === undefined ? undefined : new BasicGate(options.authorize);
@@ -35,7 +43,7 @@ export class HttpEndpoint {
       server.once("error", reject);
       server.listen(port, host, () => {
         server.off("error", reject);
-        resolve(new HttpEndpoint(server));
+        resolve(new HttpEndpoint(server, gate));
       });
     });
   }
@@ -54,21 +62,38 @@ export class HttpEndpoint {
 }
 
 // HTTP Basic against the users file, remembering headers that passed (by their SHA-256).
+// One HTTP login is checked at a time (others get 503 at once), so operators' tools never hold
+// more than one of the node's login slots that clients need.
 class BasicGate {
   private readonly passed = new Map<string, number>(); // sha256(header) -> until (ms)
+  private checking = false;
 
   constructor(private readonly authorize: NonNullable<HttpOptions["authorize"]>) {}
 
+  forget(): void {
+    this.passed.clear();
+  }
+
   // undefined when the request may go on; else the status and message to answer with.
-  async check(header: string | undefined): Promise<{ code: 401 | 403; message: string } | undefined> {
-    if (header === undefined || !header.startsWith("Basic ")) return { code: 401, message: "this node requires a login: HTTP Basic with an admin user\n" };
+  async check(header: string | undefined): Promise<{ code: 401 | 403 | 503; message: string } | undefined> {
+    if (header === undefined || !/^basic /i.test(header)) return { code: 401, message: "this node requires a login: HTTP Basic with an admin user\n" };
     const key = createHash("sha256").update(header).digest("hex");
     const nowMs = Date.now();
     const until = this.passed.get(key);
     if (until !== undefined && until > nowMs) return undefined;
-    const decoded = Buffer.from(header.slice("Basic ".length), "base64").toString("utf8");
+    const decoded = Buffer.from(header.slice("Basic ".length).trim(), "base64").toString("utf8");
     const colon = decoded.indexOf(":");
-    const verdict = colon < 1 ? "unknown" : await this.authorize(decoded.slice(0, colon), decoded.slice(colon + 1));
+    if (colon < 1) return { code: 401, message: "wrong user or password\n" };
+    if (this.checking) return { code: 503, message: "another login is being checked; retry\n" };
+    this.checking = true;
+    let verdict: Awaited<ReturnType<NonNullable<HttpOptions["authorize"]>>>;
+    try {
+      verdict = await this.authorize(decoded.slice(0, colon), decoded.slice(colon + 1));
+    } catch {
+      return { code: 503, message: "too many logins are being checked; retry\n" };
+    } finally {
+      this.checking = false;
+    }
     if (verdict === "unknown") return { code: 401, message: "wrong user or password\n" };
     if (verdict === "not-admin") return { code: 403, message: "this needs a user with \"admin\": true\n" };
     if (this.passed.size >= CREDENTIALS_REMEMBERED_MAX) this.passed.clear();
@@ -84,7 +109,12 @@ async function route(request: IncomingMessage, response: ServerResponse, source:
     if (gate !== undefined && path !== "/health") {
       const refused = await gate.check(request.headers.authorization);
       if (refused !== undefined) {
-        response.writeHead(refused.code, { "content-type": "text/plain", "cache-control": "no-store", ...(refused.code === 401 ? { "www-authenticate": 'Basic realm="ferry", charset="UTF-8"' } : {}) });
+        response.writeHead(refused.code, {
+          "content-type": "text/plain",
+          "cache-control": "no-store",
+          ...(refused.code === 401 ? { "www-authenticate": 'Basic realm="ferry", charset="UTF-8"' } : {}),
+          ...(refused.code === 503 ? { "retry-after": "1" } : {}),
+        });
         response.end(refused.message);
         return;
       }

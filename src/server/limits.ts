@@ -21,6 +21,8 @@ export const MESSAGE_ID_LENGTH_MAX = 200; // client-supplied message ids and cur
 export const AUTH_FAILURES_MAX_DEFAULT = 3;
 // With a users file: a connection that has not logged in by then is closed.
 export const LOGIN_TIMEOUT_MS_DEFAULT = 10_000;
+// With TLS: a client whose TLS handshake is not done by then is disconnected.
+export const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT = 10_000;
 export const DURATION_MS_MAX = 365 * 24 * 60 * 60 * 1000; // delays, TTLs, leases
 
 export interface ServerLimits {
@@ -38,6 +40,7 @@ export interface ServerLimits {
   headersBytesMax: number;
   authFailuresMax: number;
   loginTimeoutMs: number;
+  tlsHandshakeTimeoutMs: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
@@ -55,6 +58,7 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
   headersBytesMax: HEADERS_BYTES_MAX_DEFAULT,
   authFailuresMax: AUTH_FAILURES_MAX_DEFAULT,
   loginTimeoutMs: LOGIN_TIMEOUT_MS_DEFAULT,
+  tlsHandshakeTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
 });
 
 // Fills in defaults and rejects nonsense at startup rather than at the first request.

@@ -50,10 +50,12 @@ export class FerryServer {
     };
     // Half-open: a client's EOF ends its input, not our replies to what it sent.
     const listener = options.tls
-      ? createTlsServer({ ...options.tls, allowHalfOpen: true })
+      ? createTlsServer({ ...options.tls, allowHalfOpen: true, handshakeTimeout: context.limits.tlsHandshakeTimeoutMs })
       : createServer({ allowHalfOpen: true, noDelay: true });
     const server = new FerryServer(listener, context);
     listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => server.accept(socket));
+    // A failed or stalled TLS handshake: Node reports a timeout without closing the socket.
+    if (options.tls) listener.on("tlsClientError", (_error: Error, socket: Socket) => socket.destroy());
     return new Promise((resolve, reject) => {
       listener.once("error", reject);
       listener.listen(options.port, options.host ?? "127.0.0.1", () => {

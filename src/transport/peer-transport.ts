@@ -130,8 +130,10 @@ export class PeerTransport {
     this.probeTimer.unref();
     server.on(options.tls === undefined ? "connection" : "secureConnection", (socket: Socket) => this.accept(socket));
     // A peer whose TLS handshake fails (no or a foreign certificate) never becomes a connection.
+    // Node reports a handshake timeout here without closing the socket: close it, whatever failed.
     server.on("tlsClientError", (error: Error, socket: Socket) => {
       log("peer-tls-refused", { remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`, error: error.message });
+      socket.destroy();
     });
   }
 
@@ -139,7 +141,17 @@ export class PeerTransport {
     validatePeers(options.selfId, options.peers);
     const tls = options.tls;
     const server =
-      tls === undefined ? createServer() : createTlsServer({ key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: true });
+      tls === undefined
+        ? createServer()
+        : createTlsServer({
+            key: tls.key,
+            cert: tls.cert,
+            ca: tls.ca,
+            requestCert: true,
+            rejectUnauthorized: true,
+            // The TLS handshake has the same bound as ours (which starts after it).
+            handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT,
+          });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.listen.port, options.listen.host, () => {

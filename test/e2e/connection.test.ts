@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { connect as netConnect } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { TestCluster } from "./harness.js";
+import { TestCluster, textRequest } from "./harness.js";
 
 describe("a long-lived connection", { timeout: 60_000 }, () => {
   let cluster: TestCluster;
@@ -32,5 +32,14 @@ describe("a long-lived connection", { timeout: 60_000 }, () => {
     assert.equal(received.split("\n").filter((line) => line.startsWith("ITEM ")).length, 50);
     const output = node.output.join("");
     assert.doesNotMatch(output, /MaxListenersExceededWarning/, output.slice(-2000));
+  });
+
+  test("SIGHUP does not stop a node without a users file (its default action would)", async () => {
+    const node = cluster.nodes.get(1)!;
+    node.child!.kill("SIGHUP");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(node.child!.exitCode, null);
+    assert.deepEqual(await textRequest(node.client, "PING"), ["OK"]);
+    assert.match(node.output.join(""), /sighup-ignored/);
   });
 });

@@ -207,15 +207,16 @@ describe("auth, continued", () => {
 });
 
 describe("reloading the users file", () => {
-  test("changed permissions apply to logged-in connections at once; a removed user must log in again", async () => {
-    const { server, service, port } = await startServer({ auth: await users() });
+  test("changed permissions apply to logged-in connections at once; a removed user or a changed password must log in again", async () => {
+    const bobHash = await hashPassword("hunter2", COST); // the same stored hash across the reload: the same password
+    const { server, service, port } = await startServer({ auth: Authenticator.fromJson({ users: [{ name: "bob", password: bobHash, send: ["*"], receive: ["bob"] }] }) });
     const bob = await LineClient.connect(port);
     assert.equal(await bob.request("AUTH bob hunter2"), "OK");
     assert.match(await bob.request("SEND alice before"), /^OK /);
     server.reloadUsers(
       Authenticator.fromJson({
         users: [
-          { name: "bob", password: await hashPassword("hunter2", COST), send: ["bob"], receive: ["bob"] },
+          { name: "bob", password: bobHash, send: ["bob"], receive: ["bob"] },
           { name: "carol", password: await hashPassword("new", COST), send: ["*"] },
         ],
       }),
@@ -224,9 +225,14 @@ describe("reloading the users file", () => {
     const carol = await LineClient.connect(port);
     assert.equal(await carol.request("AUTH carol new"), "OK");
     assert.match(await carol.request("SEND bob hello"), /^OK /);
-    server.reloadUsers(Authenticator.fromJson({ users: [{ name: "carol", password: await hashPassword("new", COST), send: ["*"] }] }));
+    const carolHash = await hashPassword("newer", COST);
+    server.reloadUsers(Authenticator.fromJson({ users: [{ name: "carol", password: carolHash, send: ["*"] }] }));
     assert.equal(await bob.request("SEND bob gone"), "ERR UNAUTHORIZED user 'bob' is no longer in the users file; log in again");
-    assert.equal(service.calls.length, 2);
+    assert.equal(await carol.request("SEND bob stale"), "ERR UNAUTHORIZED the password of user 'carol' changed; log in again");
+    assert.equal(await carol.request("AUTH carol new"), "ERR UNAUTHORIZED wrong user or password");
+    assert.equal(await carol.request("AUTH carol newer"), "OK");
+    assert.match(await carol.request("SEND bob fresh"), /^OK /);
+    assert.equal(service.calls.length, 3);
     bob.close();
     carol.close();
     await server.close();

@@ -66,6 +66,29 @@ test("with a users file every path but /health needs HTTP Basic of an admin; a h
     const before = checks.length;
     assert.equal((await fetch(`${url}/`, { headers: basic("ops", "ops pw") })).status, 200);
     assert.equal(checks.length, before, "the same header is not checked again within a minute");
+    secured.forgetCredentials(); // a reloaded users file
+    const lower = { authorization: basic("ops", "ops pw").authorization.replace("Basic", "basic") };
+    assert.equal((await fetch(`${url}/metrics`, { headers: lower })).status, 200, "the scheme is case-insensitive");
+    assert.equal(checks.length, before + 1, "checked again after forgetCredentials");
+  } finally {
+    await secured.close();
+  }
+});
+
+test("one HTTP login is checked at a time; another meanwhile gets 503 with Retry-After", async () => {
+  let release: () => void = () => {};
+  const authorize = () => new Promise<"admin">((resolve) => (release = () => resolve("admin")));
+  const secured = await HttpEndpoint.start("127.0.0.1", 0, source, { authorize });
+  const url = `http://127.0.0.1:${secured.address().port}`;
+  const header = (password: string) => ({ authorization: `Basic ${Buffer.from(`ops:${password}`).toString("base64")}` });
+  try {
+    const first = fetch(`${url}/status`, { headers: header("a") });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const second = await fetch(`${url}/status`, { headers: header("b") });
+    assert.equal(second.status, 503);
+    assert.equal(second.headers.get("retry-after"), "1");
+    release();
+    assert.equal((await first).status, 200);
   } finally {
     await secured.close();
   }

@@ -28,3 +28,11 @@ test("text and binary over TLS; a plain client gets nothing", async () => {
   binary.close();
   await server.close();
 });
+
+test("a client that stalls in the TLS handshake is disconnected after tlsHandshakeTimeoutMs", async () => {
+  const { server, port } = await startServer({ tls: { key, cert }, limits: { tlsHandshakeTimeoutMs: 200 } });
+  const stalled = await LineClient.connect(port); // plain TCP: never sends a ClientHello
+  await stalled.closed;
+  assert.equal(stalled.ended, true);
+  await server.close();
+});

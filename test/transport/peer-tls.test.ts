@@ -4,6 +4,7 @@
 // of test/server/fixtures; fixtures/foreign-*.pem is a second self-signed one made for this test.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { test } from "node:test";
 import { closeAll, message, messagesFrom, startNode, waitConnected, waitFor, wire } from "./helpers.js";
 
@@ -34,5 +35,18 @@ test("peers with the cluster's certificate talk over TLS; a foreign certificate 
     assert.equal(messagesFrom(a, 3).length + messagesFrom(a, 4).length, 0);
   } finally {
     await closeAll([a, b, intruder, plain]);
+  }
+});
+
+test("a dialler that stalls in the TLS handshake is cut off after handshakeTimeoutMs", async () => {
+  const a = await startNode(1, { tls: cluster, handshakeTimeoutMs: 300 });
+  try {
+    const socket = connect({ host: "127.0.0.1", port: a.transport.address().port });
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.on("error", () => {});
+    await closed; // without the bound, Node's own TLS timeout (120 s) reports and leaves it open
+    assert.ok(a.logs.some((line) => line.event === "peer-tls-refused"));
+  } finally {
+    await closeAll([a]);
   }
 });
