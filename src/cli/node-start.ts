@@ -254,6 +254,11 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
       ...(security.tls ? { tls: security.tls } : {}),
       log: (line) => log("info", "server", { line }),
     });
+    const serverStats = server.stats;
+    node.metrics.addServerCounters(() => {
+      const { inputBufferedBytesPeak: _peak, ...counters } = serverStats;
+      return counters;
+    });
     if (httpAddress !== undefined) {
       const { host: httpHost, port: httpPort } = parseHostPort(httpAddress);
       const running = node;

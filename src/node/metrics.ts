@@ -31,6 +31,23 @@ export class NodeMetrics {
   });
   readonly snapshots = new Counter({ name: "ferry_snapshots_total", help: "snapshots taken (made) or installed (received)", labelNames: ["kind"], registers: [this.registry] });
 
+  // The client-facing server's counters since it started (connections accepted and refused,
+  // requests refused before the node, failed logins, unauthorized requests, ...), read when
+  // scraped, as ferry_server_events_total{event}. The node does not know the server: the caller
+  // hands a reader.
+  addServerCounters(read: () => Record<string, number>): void {
+    new Counter({
+      name: "ferry_server_events_total",
+      help: "client-port events since the server started, by event (e.g. authFailures, unauthorized, connectionsRejected)",
+      labelNames: ["event"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [event, count] of Object.entries(read())) this.inc({ event }, count);
+      },
+    });
+  }
+
   // ferry_requests_total by op, then outcome: totals since the node started.
   private readonly requestCounts = new Map<string, Map<string, number>>();
 

@@ -70,6 +70,7 @@ export class FerryNode {
   private role = "follower";
   private snapshotting = false;
   private lastSnapshotIndex = 0;
+  private snapshotsInstalled = 0; // snapshots from the leader installed: a local one in the making is then stale
   private appliedIndex: number;
   readonly metrics: NodeMetrics;
 
@@ -606,16 +607,22 @@ export class FerryNode {
     const members = this.book.all();
     // The HLC has observed every applied entry's stamps, so it bounds the state's stamps.
     const lastTimestamp = this.clock.lastTimestamp();
+    // A snapshot from the leader installed while this one is read replaces the state and the log
+    // below it: this one is then stale, and its index may lie below the log (saving it would fail,
+    // which was fatal: found by the long chaos run, seed 1753365461).
+    const installsBefore = this.snapshotsInstalled;
+    const superseded = () => this.snapshotsInstalled !== installsBefore;
     void (async () => {
       try {
-        const brokerChunks = await this.readInSlices(chunks);
-        if (brokerChunks === undefined) return; // stopping
+        const brokerChunks = await this.readInSlices(chunks, superseded);
+        if (brokerChunks === undefined) return; // stopping, or superseded
+        if (superseded() || index < this.storage.firstIndex() - 1) return;
         const data = encodeNodeSnapshot(members, brokerChunks, lastTimestamp);
-        await this.storage.saveSnapshot({ index, term, conf }, data);
+        await this.storage.saveSnapshot({ index, term, conf }, data); // checked in this same turn
         await this.kv.flushed();
         const compactTo = index - this.config.snapshotCatchUpEntries;
         if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
-        this.lastSnapshotIndex = index;
+        this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, index);
         this.metrics.snapshots.inc({ kind: "made" });
         this.log("info", "snapshot", { index, term, bytes: data.length });
       } catch (error) {
@@ -629,8 +636,9 @@ export class FerryNode {
   // Reads the broker's snapshot (a consistent read view: applies go on meanwhile) a slice of at
   // most SNAPSHOT_SLICE_MS at a time, yielding to the event loop in between. Read in one go, a
   // 49 MB state stalled every node for ~0.6 s at once, leader included, so writes stopped
-  // (found in the benchmark's failover phase). Undefined when the node stops meanwhile.
-  private async readInSlices(chunks: Iterable<Uint8Array>): Promise<Uint8Array[] | undefined> {
+  // (found in the benchmark's failover phase). Undefined when the node stops meanwhile, or when
+  // `superseded` says a snapshot from the leader replaced the state.
+  private async readInSlices(chunks: Iterable<Uint8Array>, superseded: () => boolean): Promise<Uint8Array[] | undefined> {
     const iterator = chunks[Symbol.iterator]();
     const collected: Uint8Array[] = [];
     try {
@@ -642,7 +650,7 @@ export class FerryNode {
           collected.push(next.value);
         }
         await new Promise((resolve) => setImmediate(resolve));
-        if (this.stopped) return undefined;
+        if (this.stopped || superseded()) return undefined;
       }
     } finally {
       iterator.return?.(); // releases the read view when cut short (a no-op once done)
@@ -662,6 +670,7 @@ export class FerryNode {
     for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
     this.appliedIndex = snapshot.meta.index;
     this.lastSnapshotIndex = snapshot.meta.index;
+    this.snapshotsInstalled++;
     this.refreshPeers();
     this.metrics.snapshots.inc({ kind: "installed" });
     this.log("info", "snapshot-installed", { index: snapshot.meta.index, term: snapshot.meta.term });

@@ -97,6 +97,10 @@ describe("a cluster with users and TLS", { timeout: 120_000 }, () => {
     const status = await fetch(`http://${node.http}/status`, { headers: basic("root", "root pw") });
     assert.equal(status.status, 200);
     assert.equal(((await status.json()) as { nodes: unknown[] }).nodes.length, 3);
+    // Earlier tests failed logins and sent requests without one: the counters say so.
+    const metrics = await (await fetch(`http://${node.http}/metrics`, { headers: basic("root", "root pw") })).text();
+    assert.match(metrics, /^ferry_server_events_total\{event="unauthorized",node="1"\} [1-9]/m);
+    assert.match(metrics, /^ferry_server_events_total\{event="connectionsAccepted",node="1"\} [1-9]/m);
     assert.equal((await fetch(`http://${node.http}/health`)).status, 200);
   });
 
