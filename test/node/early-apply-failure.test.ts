@@ -16,11 +16,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { BrokerCommand, BrokerResult } from "../../src/broker/commands.js";
-import { type MemberAddress, NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
-import { FerryNode } from "../../src/node/node.js";
+import type { FerryNode } from "../../src/node/node.js";
 import { FerryError } from "../../src/protocol/errors.js";
-import { freePort, sleep } from "../e2e/harness.js";
+import { sleep } from "../e2e/harness.js";
 import { waitFor } from "../e2e/tools.js";
+import { startInProcessCluster } from "./in-process.js";
 
 const BOOM = "boom";
 const LOAD_WORKERS = 64; // requests kept in flight by the load
@@ -44,26 +44,6 @@ function internals(node: FerryNode): NodeInternals {
   return node as unknown as NodeInternals;
 }
 
-async function startCluster(root: string, nodes: FerryNode[]): Promise<void> {
-  const members: MemberAddress[] = [];
-  for (let id = 1; id <= 3; id++) members.push({ id, peer: `127.0.0.1:${await freePort()}`, client: `127.0.0.1:${await freePort()}` });
-  const configs = members.map(
-    (member): NodeConfig => ({
-      ...NODE_DEFAULTS,
-      id: member.id,
-      dataDir: join(root, `node${member.id}`),
-      clientListen: member.client,
-      peerListen: member.peer,
-      members,
-      tickMs: 20,
-      electionTicks: 10,
-      heartbeatTicks: 2,
-      requestTimeoutMs: 3_000,
-    }),
-  );
-  // Started one by one so each lands in `nodes` at once and is stopped even if a later one fails.
-  for (const config of configs) nodes.push(await FerryNode.start(config));
-}
 
 function selfLeader(node: FerryNode): number {
   const status = node.status();
@@ -76,7 +56,7 @@ test("a broker error during an early apply fails the leader before it advances o
   const shutdowns: Promise<void>[] = [];
   let loadRunning = true;
   try {
-    await startCluster(root, nodes);
+    await startInProcessCluster(root, nodes, { requestTimeoutMs: 3_000 });
     await waitFor("a leader all three nodes agree on", () => {
       const leaders = nodes.map(selfLeader);
       return leaders[0] !== 0 && leaders.every((id) => id === leaders[0]);

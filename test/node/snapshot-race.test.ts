@@ -12,10 +12,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { type MemberAddress, NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
-import { FerryNode } from "../../src/node/node.js";
-import { freePort } from "../e2e/harness.js";
+import type { FerryNode } from "../../src/node/node.js";
 import { waitFor } from "../e2e/tools.js";
+import { startInProcessCluster } from "./in-process.js";
 
 const session = { identity: "snapshot-race-test" };
 
@@ -30,24 +29,7 @@ test("a follower drops the snapshot it is making when it installs one from the l
   const root = await mkdtemp(join(tmpdir(), "ferry-snapshot-race-"));
   const nodes: FerryNode[] = [];
   try {
-    const members: MemberAddress[] = [];
-    for (let id = 1; id <= 3; id++) members.push({ id, peer: `127.0.0.1:${await freePort()}`, client: `127.0.0.1:${await freePort()}` });
-    for (const member of members) {
-      const config: NodeConfig = {
-        ...NODE_DEFAULTS,
-        id: member.id,
-        dataDir: join(root, `node${member.id}`),
-        clientListen: member.client,
-        peerListen: member.peer,
-        members,
-        tickMs: 20,
-        electionTicks: 10,
-        heartbeatTicks: 2,
-        snapshotEntries: 20,
-        snapshotCatchUpEntries: 5,
-      };
-      nodes.push(await FerryNode.start(config));
-    }
+    const members = await startInProcessCluster(root, nodes, { snapshotEntries: 20, snapshotCatchUpEntries: 5 });
     await waitFor("a leader", () => nodes.find((node) => node.raftState().isLeader));
     const leader = nodes.find((node) => node.raftState().isLeader)!;
     const follower = nodes.find((node) => node !== leader)!;
