@@ -35,6 +35,11 @@ function defined<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
+// The node builds commands from requests with optional fields present and undefined
+// (toBrokerCommand); decoding leaves them out. Half the generated commands keep such fields.
+const withOrWithoutUndefined = <T extends object>(arbitrary: fc.Arbitrary<T>) =>
+  fc.tuple(arbitrary, fc.boolean()).map(([value, keep]) => (keep ? value : defined(value)));
+
 const send = fc
   .record({
     sender: odd(fc.constant("s")),
@@ -46,10 +51,12 @@ const send = fc
     ttlMs: number(0, 2000),
     senderTime,
   })
-  .map((fields): BrokerCommand => defined({ op: "send", ...fields }));
+  .map((fields): BrokerCommand => ({ op: "send", ...fields }))
+  .chain((command) => withOrWithoutUndefined(fc.constant(command)));
 const receive = fc
   .record({ mailbox, max: fc.integer({ min: 1, max: 3 }), visibilityMs: number(500, 2500), consumer: fc.option(odd(fc.constant("c")), { nil: undefined }) })
-  .map((fields): BrokerCommand => defined({ op: "receive", ...fields }));
+  .map((fields): BrokerCommand => ({ op: "receive", ...fields }))
+  .chain((command) => withOrWithoutUndefined(fc.constant(command)));
 const settle = fc
   .record({ op: fc.constantFrom("ack" as const, "nack" as const), mailbox, ids: fc.array(id, { minLength: 1, maxLength: 3 }), delayMs: number(0, 700) })
   .map((fields): BrokerCommand => {
