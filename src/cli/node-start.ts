@@ -98,7 +98,7 @@ export function registerStartCommand(program: Command): void {
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
-    .option("--users <file>", "JSON users file: clients must log in, and may do what their user may (docs/node.md#authentication)")
+    .option("--users <file>", "JSON users file: clients must log in, and may do what their user may (docs/node.md#authentication-and-tls)")
     .option("--tls-cert <file>", "serve the client port over TLS with this PEM certificate (with --tls-key)")
     .option("--tls-key <file>", "the PEM private key of --tls-cert")
     .option("--tls-ca <file>", "the PEM CA a follower trusts when it forwards to the leader over TLS (default: --tls-cert)")
