@@ -264,3 +264,44 @@ export function authorizationProblem(user: Omit<AuthUser, "credential">, request
       return `operation '${(request as { op: string }).op}' is not known to the authorizer`;
   }
 }
+
+// Failed logins per client address: beyond `max` within `windowMs`, logins from that address are
+// refused at once (no scrypt) until the window that began with its first failure has passed. A
+// client that reconnects after authFailuresMax cannot keep guessing. Bounded: at most
+// ADDRESSES_TRACKED_MAX addresses are remembered (the oldest windows are dropped first).
+export const ADDRESSES_TRACKED_MAX = 10_000;
+
+export class LoginThrottle {
+  private readonly failures = new Map<string, { count: number; sinceMs: number }>();
+
+  constructor(
+    private readonly max: number,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  // Milliseconds until `address` may try again, or 0.
+  waitMs(address: string): number {
+    const entry = this.failures.get(address);
+    if (entry === undefined) return 0;
+    const left = entry.sinceMs + this.windowMs - this.now();
+    if (left <= 0) {
+      this.failures.delete(address);
+      return 0;
+    }
+    return entry.count >= this.max ? left : 0;
+  }
+
+  failed(address: string): void {
+    const nowMs = this.now();
+    const entry = this.failures.get(address);
+    if (entry === undefined || entry.sinceMs + this.windowMs <= nowMs) {
+      this.failures.delete(address);
+      if (this.failures.size >= ADDRESSES_TRACKED_MAX) this.failures.delete(this.failures.keys().next().value as string);
+      this.failures.set(address, { count: 1, sinceMs: nowMs });
+      return;
+    }
+    entry.count += 1;
+  }
+}
+

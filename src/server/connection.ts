@@ -13,7 +13,7 @@ import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
 import type { HelloRequest, Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
-import { type Authenticator, authorizationProblem, LoginsOverloadedError } from "./auth.js";
+import { type Authenticator, authorizationProblem, type LoginThrottle, LoginsOverloadedError } from "./auth.js";
 import type { ServerLimits } from "./limits.js";
 import type { Service, Session } from "./service.js";
 
@@ -21,6 +21,7 @@ export interface ConnectionContext {
   service: Service;
   verifyForwarder?: (proof: string) => boolean;
   auth?: Authenticator; // clients must authenticate and are authorized per request (src/server/auth.ts)
+  loginThrottle?: LoginThrottle; // failed logins per client address (with auth)
   limits: ServerLimits;
   log: (line: string) => void;
   stats: ServerStats;
@@ -229,9 +230,17 @@ export abstract class Connection {
       return { ok: false, code: "UNAUTHORIZED", message: AUTHENTICATE_FIRST };
     }
     const userName = request.user;
+    const address = this.socket.remoteAddress ?? "?";
+    const throttle = this.context.loginThrottle;
+    const waitMs = throttle?.waitMs(address) ?? 0;
+    if (waitMs > 0) {
+      this.context.stats.authFailures += 1;
+      return { ok: false, code: "UNAUTHORIZED", message: `too many failed logins from ${address}; try again in ${Math.ceil(waitMs / 1000)} s` };
+    }
     return auth.verify(userName, request.password ?? "", this.signal).then((user): HelloOutcome => {
       if (user === undefined) {
         this.context.stats.authFailures += 1;
+        throttle?.failed(address);
         this.authFailures += 1;
         const closeAfter = this.authFailures >= this.limits.authFailuresMax;
         const suffix = closeAfter ? `; ${this.authFailures} failed logins, closing the connection` : "";

@@ -19,6 +19,10 @@ export const HEADERS_BYTES_MAX_DEFAULT = 16 * 1024; // sum of header key and val
 export const MESSAGE_ID_LENGTH_MAX = 200; // client-supplied message ids and cursors
 // Failed logins (AUTH / HELLO with a wrong user or password) after which a connection is closed.
 export const AUTH_FAILURES_MAX_DEFAULT = 3;
+// Failed logins from one client address within AUTH_FAILURE_WINDOW_MS after which that address
+// is refused at once until the window has passed.
+export const AUTH_FAILURES_PER_ADDRESS_MAX_DEFAULT = 20;
+export const AUTH_FAILURE_WINDOW_MS_DEFAULT = 60_000;
 // With a users file: a connection that has not logged in by then is closed.
 export const LOGIN_TIMEOUT_MS_DEFAULT = 10_000;
 // With TLS: a client whose TLS handshake is not done by then is disconnected.
@@ -41,6 +45,8 @@ export interface ServerLimits {
   authFailuresMax: number;
   loginTimeoutMs: number;
   tlsHandshakeTimeoutMs: number;
+  authFailuresPerAddressMax: number;
+  authFailureWindowMs: number;
 }
 
 export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
@@ -59,6 +65,8 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
   authFailuresMax: AUTH_FAILURES_MAX_DEFAULT,
   loginTimeoutMs: LOGIN_TIMEOUT_MS_DEFAULT,
   tlsHandshakeTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+  authFailuresPerAddressMax: AUTH_FAILURES_PER_ADDRESS_MAX_DEFAULT,
+  authFailureWindowMs: AUTH_FAILURE_WINDOW_MS_DEFAULT,
 });
 
 // Fills in defaults and rejects nonsense at startup rather than at the first request.

@@ -6,7 +6,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TlsOptions } from "node:tls";
 import { BINARY_PREAMBLE } from "../protocol/binary.js";
-import type { Authenticator } from "./auth.js";
+import { type Authenticator, LoginThrottle } from "./auth.js";
 import { formatError } from "../protocol/text.js";
 import { BinaryConnection } from "./binary-connection.js";
 import { type Connection, type ConnectionContext, emptyStats, type ServerStats } from "./connection.js";
@@ -40,13 +40,15 @@ export class FerryServer {
   ) {}
 
   static start(options: ServerOptions): Promise<FerryServer> {
+    const limits = resolveLimits(options.limits);
     const context: ConnectionContext = {
       service: options.service,
       verifyForwarder: options.verifyForwarder,
       ...(options.auth === undefined ? {} : { auth: options.auth }),
-      limits: resolveLimits(options.limits),
+      limits,
       log: options.log ?? ((line) => console.error(line)),
       stats: emptyStats(),
+      ...(options.auth === undefined ? {} : { loginThrottle: new LoginThrottle(limits.authFailuresPerAddressMax, limits.authFailureWindowMs) }),
     };
     // Half-open: a client's EOF ends its input, not our replies to what it sent.
     const listener = options.tls

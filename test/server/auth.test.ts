@@ -7,7 +7,16 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { requireSecretForUsers } from "../../src/cli/node-start.js";
 import { NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
-import { Authenticator, authorizationProblem, hashPassword, LOGINS_CONCURRENT_MAX, LOGINS_WAITING_MAX, LoginsOverloadedError, UsersFileError } from "../../src/server/auth.js";
+import {
+  Authenticator,
+  authorizationProblem,
+  hashPassword,
+  LOGINS_CONCURRENT_MAX,
+  LOGINS_WAITING_MAX,
+  LoginThrottle,
+  LoginsOverloadedError,
+  UsersFileError,
+} from "../../src/server/auth.js";
 import { ForwardProofVerifier, forwardProof } from "../../src/server/forwarder.js";
 import { BinaryClient, LineClient, startServer } from "./helpers.js";
 
@@ -236,6 +245,36 @@ describe("reloading the users file", () => {
     bob.close();
     carol.close();
     await server.close();
+  });
+});
+
+describe("failed logins per client address", () => {
+  test("beyond authFailuresPerAddressMax, an address is refused at once, even with the right password, until its window passes", async () => {
+    const { server, port } = await startServer({ auth: await users(), limits: { authFailuresPerAddressMax: 2, authFailureWindowMs: 60_000 } });
+    const first = await LineClient.connect(port);
+    assert.equal(await first.request("AUTH bob guess1"), "ERR UNAUTHORIZED wrong user or password");
+    assert.equal(await first.request("AUTH bob guess2"), "ERR UNAUTHORIZED wrong user or password");
+    const second = await LineClient.connect(port); // a new connection from the same address
+    assert.match(await second.request("AUTH bob hunter2"), /^ERR UNAUTHORIZED too many failed logins from 127\.0\.0\.1; try again in (59|60) s$/);
+    first.close();
+    second.close();
+    await server.close();
+  });
+
+  test("the throttle counts per address within a window and forgets it after", () => {
+    let nowMs = 0;
+    const throttle = new LoginThrottle(2, 1000, () => nowMs);
+    throttle.failed("a");
+    assert.equal(throttle.waitMs("a"), 0);
+    throttle.failed("a");
+    assert.equal(throttle.waitMs("a"), 1000);
+    assert.equal(throttle.waitMs("b"), 0, "another address is not affected");
+    nowMs = 999;
+    assert.equal(throttle.waitMs("a"), 1);
+    nowMs = 1000;
+    assert.equal(throttle.waitMs("a"), 0, "the window has passed");
+    throttle.failed("a");
+    assert.equal(throttle.waitMs("a"), 0, "a new window counts from one");
   });
 });
 
