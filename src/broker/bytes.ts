@@ -191,9 +191,8 @@ export class ByteReader {
 }
 
 // Whether the string survives UTF-8 (string -> UTF-8 -> string gives it back): false only for
-// lone surrogates, which the encoder turns into U+FFFD. String.prototype.isWellFormed is ES2024:
-// Node 20 has it, our ES2023 typings do not.
-// Anything but a string answers false (the encoder's callers validate types; this never throws).
+// lone surrogates, which the encoder turns into U+FFFD; anything but a string answers false (this
+// never throws). String.prototype.isWellFormed is ES2024: Node 20 has it, our typings do not.
 export function roundTripsUtf8(value: unknown): boolean {
   return typeof value === "string" && (value as string & { isWellFormed(): boolean }).isWellFormed();
 }

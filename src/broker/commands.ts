@@ -219,7 +219,7 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
 // of -1 (it reads back as absent), a string with a lone surrogate (it reads back with U+FFFD), a
 // sender time outside [0, 2^64) (wrapped), and fields it does not carry (the broker reads none of
 // those). Only the commands of the hot path are vouched for (send, receive, ack, nack); any other
-// answers false and is decoded as on a follower. test/broker/commands.property.test.ts holds the
+// answers false and is decoded as on a follower. test/broker/held-commands.test.ts holds the
 // claim against the encoding and against two brokers fed either way.
 export function roundTripsExactly(commands: readonly BrokerCommand[]): boolean {
   for (const command of commands) {

@@ -121,8 +121,7 @@ export function registerStartCommand(program: Command): void {
 
 export function resolveConfig(flags: StartFlags): NodeConfig {
   const pick = (key: keyof StartFlags): string | boolean | undefined => flags[key] ?? process.env[ENVIRONMENT[key]];
-  const file = pick("config");
-  const fromFile = typeof file === "string" ? (JSON.parse(readFileSync(file, "utf8")) as Partial<NodeConfig>) : {};
+  const fromFile = readConfigFile(flags) as Partial<NodeConfig>;
   const text = (key: keyof StartFlags): string | undefined => {
     const value = pick(key);
     return typeof value === "string" ? value : undefined;
@@ -163,10 +162,15 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
   return config;
 }
 
+// The JSON config file named by --config or FERRY_CONFIG, or {} without one.
+function readConfigFile(flags: StartFlags): Record<string, unknown> {
+  const file = flags.config ?? process.env[ENVIRONMENT.config];
+  return typeof file === "string" ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : {};
+}
+
 // Flags, then FERRY_* variables, then the config file's users / tlsCert / tlsKey / tlsCa keys.
 export function resolveSecurity(flags: StartFlags): ClientSecurity {
-  const file = flags.config ?? process.env[ENVIRONMENT.config];
-  const fromFile = typeof file === "string" ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : {};
+  const fromFile = readConfigFile(flags);
   const pick = (key: "users" | "tlsCert" | "tlsKey" | "tlsCa"): string | undefined => {
     const value = flags[key] ?? process.env[ENVIRONMENT[key]] ?? fromFile[key];
     if (value !== undefined && typeof value !== "string") throw new Error(`${key} must be a file path`);

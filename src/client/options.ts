@@ -22,7 +22,7 @@ export const UNREACHABLE_MEMORY_MS = 10_000;
 export interface ClientOptions {
   seeds: string[]; // "host:port" client addresses of any nodes of the cluster
   name?: string; // identity sent with HELLO: the sender of this client's messages
-  // The login a node started with a users file requires (docs/node.md#authentication); the
+  // The login a node started with a users file requires (docs/node.md#authentication-and-tls); the
   // user is then the sender of this client's messages. Both or neither.
   user?: string;
   password?: string;

@@ -8,9 +8,9 @@
 // LIST the mailboxes its `receive` patterns match, and run PURGE, DELETE, CONFIG and CLUSTER only
 // with `admin`. STATUS needs only the login; HELP, PING and QUIT not even that. A request before
 // the login is answered with UNAUTHORIZED, one the user may not make with FORBIDDEN, and the
-// connection stays usable; after
-// authFailuresMax failed logins the connection is closed. Without a users file nothing is checked
-// (the `ferry dev` cluster and tests), as before.
+// connection stays usable; after authFailuresMax failed logins the connection is closed (and an
+// address with too many is refused for a while: LoginThrottle). Without a users file nothing is
+// checked (`npm start` and most tests), as before.
 //
 // The users file (JSON):
 //   { "users": [ { "name": "alice", "password": "scrypt:16384:8:1:<salt>:<hash>",
@@ -18,7 +18,7 @@
 // A pattern is a mailbox name, or a prefix ending in "*" ("orders.*"), or "*" for every mailbox.
 // Passwords are stored as scrypt hashes (`ferry hash-password` makes one), checked on the libuv
 // thread pool (crypto.scrypt, not the event loop) and compared in constant time; an unknown user
-// costs the same scrypt as a wrong password, so the time does not tell which names exist.
+// costs the scrypt of the costliest known one, so the time does not tell which names exist.
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Request } from "../protocol/api.js";
@@ -182,7 +182,7 @@ export class Authenticator {
       if (fields.admin !== undefined && typeof fields.admin !== "boolean") throw new UsersFileError(`${where}: admin must be true or false`);
       users.set(fields.name, {
         name: fields.name,
-        credential: fields.password as string,
+        credential: fields.password as string, // a string: parseHash below refuses anything else
         hash: parseHash(fields.password, `${where} (${fields.name})`),
         send: patterns(fields.send, `${where}.send`),
         receive: patterns(fields.receive, `${where}.receive`),
@@ -197,8 +197,8 @@ export class Authenticator {
   }
 
   // The user's current permissions (undefined: no such user), for a session that logged in
-  // before the users file was reloaded.
-  // (Checked on every request of a logged-in connection: no copy.)
+  // before the users file was reloaded. Looked up on every request of a logged-in connection, so
+  // it returns the stored user itself, no copy.
   user(name: string): AuthUser | undefined {
     return this.users.get(name);
   }
@@ -233,7 +233,6 @@ export class Authenticator {
       else this.running -= 1;
     }
     if (!timingSafeEqual(key, hash.key) || user === undefined) return undefined;
-    // (The parse above checked the password field is a string: credential is its text.)
     const { hash: _hash, ...permissions } = user;
     return permissions;
   }

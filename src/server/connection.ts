@@ -102,6 +102,7 @@ export abstract class Connection {
   private closed = false;
   private readonly closedPromise: Promise<void>;
   private authFailures = 0;
+  private loginDeadline: ReturnType<typeof setTimeout> | undefined; // see armLoginDeadline
 
   constructor(
     readonly socket: Socket,
@@ -251,7 +252,7 @@ export abstract class Connection {
       this.clearLoginDeadline();
       return { ok: true, reply: { ok: true, name: user.name } };
     }, (error: unknown): HelloOutcome => {
-      if (error instanceof LoginsOverloadedError) return { ok: false, code: "OVERLOADED", message: `${error.message}` };
+      if (error instanceof LoginsOverloadedError) return { ok: false, code: "OVERLOADED", message: error.message };
       return outcomeOfError(error, this.context.log);
     });
   }
@@ -259,8 +260,6 @@ export abstract class Connection {
   // With a users file, a connection that has not logged in (nor proved the cluster secret)
   // within limits.loginTimeoutMs is closed: it would otherwise hold one of connectionsMax slots
   // for the whole idle timeout.
-  private loginDeadline: ReturnType<typeof setTimeout> | undefined;
-
   protected armLoginDeadline(): void {
     if (this.context.auth === undefined) return;
     this.loginDeadline = setTimeout(() => {
@@ -287,16 +286,19 @@ export abstract class Connection {
       // The permissions of the users file in force now (it may have been reloaded since the login).
       const loggedIn = this.session.user;
       const user = loggedIn === undefined ? undefined : auth.user(loggedIn.name);
-      // UNAUTHORIZED: no login yet, or the user is gone; FORBIDDEN: logged in, but this user may not.
-      let problem: string | undefined;
-      if (loggedIn === undefined) problem = AUTHENTICATE_FIRST;
-      else if (user === undefined) problem = `user '${loggedIn.name}' is no longer in the users file; log in again`;
-      else if (user.credential !== loggedIn.credential) problem = `the password of user '${loggedIn.name}' changed; log in again`;
-      else problem = authorizationProblem(user, request);
-      if (problem !== undefined) {
+      // UNAUTHORIZED: no login yet, the user is gone or its password changed; FORBIDDEN: logged
+      // in, but this user may not.
+      let refusal: FerryError | undefined;
+      if (loggedIn === undefined) refusal = new FerryError("UNAUTHORIZED", AUTHENTICATE_FIRST);
+      else if (user === undefined) refusal = new FerryError("UNAUTHORIZED", `user '${loggedIn.name}' is no longer in the users file; log in again`);
+      else if (user.credential !== loggedIn.credential) refusal = new FerryError("UNAUTHORIZED", `the password of user '${loggedIn.name}' changed; log in again`);
+      else {
+        const problem = authorizationProblem(user, request);
+        if (problem !== undefined) refusal = new FerryError("FORBIDDEN", problem);
+      }
+      if (refusal !== undefined) {
         this.context.stats.unauthorized += 1;
-        const relogin = user === undefined || user.credential !== loggedIn?.credential;
-        return Promise.reject(new FerryError(relogin ? "UNAUTHORIZED" : "FORBIDDEN", problem));
+        return Promise.reject(refusal);
       }
     }
     this.context.stats.requestsExecuted += 1;

@@ -5,8 +5,9 @@
 // On a node with a users file (HttpOptions.authorize) every path but /health needs HTTP Basic
 // credentials of an admin user (401 with a Basic challenge otherwise; 403 for a user without
 // admin): Prometheus's basic_auth and browsers both send them. /health stays open for load
-// balancers: it tells only whether the node can serve. A header that passed is remembered for
-// CREDENTIALS_MEMORY_MS, so a status page refreshing every second costs one scrypt a minute.
+// balancers: whether the node can serve, and why not. A header that passed is remembered for
+// CREDENTIALS_MEMORY_MS (forgetCredentials() after a reload), so a status page refreshing every
+// second costs one scrypt a minute.
 import { createHash } from "node:crypto";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import type { StatusReply } from "../protocol/api.js";

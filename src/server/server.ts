@@ -52,7 +52,7 @@ export class FerryServer {
     };
     // Half-open: a client's EOF ends its input, not our replies to what it sent.
     const listener = options.tls
-      ? createTlsServer({ ...options.tls, allowHalfOpen: true, handshakeTimeout: context.limits.tlsHandshakeTimeoutMs })
+      ? createTlsServer({ ...options.tls, allowHalfOpen: true, handshakeTimeout: limits.tlsHandshakeTimeoutMs })
       : createServer({ allowHalfOpen: true, noDelay: true });
     const server = new FerryServer(listener, context);
     listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => server.accept(socket));
