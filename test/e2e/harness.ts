@@ -33,14 +33,25 @@ export interface ClusterOptions {
   tls?: TlsConnectionOptions;
 }
 
+// A port no one listens on now, for a node to bind a moment later. Chosen at random below the
+// kernel's ephemeral range (32768-60999 by default), not with listen(0): a port from that range can
+// be taken meanwhile as the local end of some test's outgoing connection, which then failed a
+// node's start with EADDRINUSE (chaos seed 896948362). Tested by binding it.
+const PORT_MIN = 10_240;
+const PORT_MAX = 32_767;
+
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (;;) {
+    const port = PORT_MIN + Math.floor(Math.random() * (PORT_MAX - PORT_MIN + 1));
+    if (await canListen(port)) return port;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
