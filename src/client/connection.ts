@@ -10,7 +10,7 @@
 // without being written, which the retry policy can tell apart through `requestSent`.
 import net from "node:net";
 import tls from "node:tls";
-import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
+import { BINARY_PREAMBLE, decodePayload, FrameDecoder, RID_MAX } from "../protocol/binary.js";
 import { FrameWriter } from "../protocol/frame-writer.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { parseAddress } from "./options.js";
@@ -99,8 +99,6 @@ export class NotSent {
 }
 
 const KEEPALIVE_DELAY_MS = 10_000;
-// Request ids are integers from 1 to 2^32-1 (0 marks a server error not tied to a request).
-export const RID_MAX = 0xffff_ffff;
 
 export interface ConnectionOptions {
   connectTimeoutMs: number;

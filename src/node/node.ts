@@ -165,10 +165,10 @@ export class FerryNode {
   // Not async: a SEND on the leader goes from here to the proposal queue synchronously, and its
   // answer reaches the caller through one promise reaction (the metrics count), not a chain of
   // async frames. Anything thrown on the way becomes a rejection, as from an async function.
-  execute(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+  execute(request: Request, session: Session, signal?: AbortSignal, waitSignal?: AbortSignal): Promise<Reply> {
     let answer: Promise<Reply>;
     try {
-      answer = this.executeRequest(request, session, signal);
+      answer = this.executeRequest(request, session, signal, waitSignal);
     } catch (error) {
       answer = Promise.reject(error);
     }
@@ -186,7 +186,7 @@ export class FerryNode {
   }
 
   // May throw synchronously (execute turns that into a rejection).
-  private executeRequest(request: Request, session: Session, signal?: AbortSignal): Promise<Reply> {
+  private executeRequest(request: Request, session: Session, signal?: AbortSignal, waitSignal?: AbortSignal): Promise<Reply> {
     if (this.stopped) throw new FerryError("SHUTTING_DOWN", "this node is stopping; retry on another node");
     switch (request.op) {
       case "status":
@@ -196,7 +196,7 @@ export class FerryNode {
       case "cluster":
         return this.cluster(request);
       case "receive":
-        return this.receiveWaiting(request, session, signal);
+        return this.receiveWaiting(request, session, signal, waitSignal ?? signal);
       case "send":
         return this.propose(toBrokerCommand(request, session), signal, request.after) as Promise<Reply>;
       default:
@@ -264,18 +264,19 @@ export class FerryNode {
   }
 
   // RECEIVE with a wait: lease what is visible; if nothing is, park until the mailbox gains
-  // visible messages (woken by the apply loop) or a lease/delay ends, then try again.
-  private async receiveWaiting(request: ReceiveRequest, session: Session, signal?: AbortSignal): Promise<ReceiveReply> {
+  // visible messages (woken by the apply loop) or a lease/delay ends, then try again. Once
+  // waitSignal is aborted (see Service.execute) it waits no more: it answers with what it has.
+  private async receiveWaiting(request: ReceiveRequest, session: Session, signal?: AbortSignal, waitSignal?: AbortSignal): Promise<ReceiveReply> {
     const waitMs = Math.min(request.waitMs ?? 0, this.config.waitMsMax);
     const deadline = Date.now() + waitMs;
     const command = toBrokerCommand(request, session);
     for (;;) {
       const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
-      if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || this.stopped) return reply;
+      if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
       const visibleAt = this.broker.nextVisibleAt(request.mailbox);
       const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - this.clock.physicalNowMs() + 1;
-      await this.mailboxWaiters.wait(request.mailbox, Math.min(remaining, Math.max(0, untilVisible)), signal);
+      await this.mailboxWaiters.wait(request.mailbox, Math.min(remaining, Math.max(0, untilVisible)), waitSignal);
     }
   }
 

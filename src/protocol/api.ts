@@ -204,8 +204,21 @@ export interface PurgeReply {
   count: number; // messages removed
 }
 
+// Binary protocol: stops the wait of a long-polling RECEIVE this connection has in flight (its
+// rid in `of`). That RECEIVE is then answered at once with what it has (usually nothing), so a
+// client that gives up on a long poll leaves no messages leased to nobody. Answered by the
+// server itself; `cancelled` is false when no waiting RECEIVE has that rid (it was answered).
+export interface CancelRequest {
+  op: "cancel";
+  of: number;
+}
+export interface CancelReply {
+  ok: true;
+  cancelled: boolean;
+}
+
 // What the client may send on a connection: the node's requests plus the server-local ones.
-export type ClientRequest = Request | HelloRequest;
+export type ClientRequest = Request | HelloRequest | CancelRequest;
 
 // The reply type of each op (extend answers like ack: how many leases were extended).
 export interface ReplyByOp {
@@ -221,6 +234,7 @@ export interface ReplyByOp {
   status: StatusReply;
   cluster: ClusterReply;
   hello: HelloReply;
+  cancel: CancelReply;
 }
 export type Reply = ReplyByOp[keyof ReplyByOp];
 // Any ok reply a follower forwarded to the leader and relayed also names the leader's client

@@ -13,6 +13,8 @@ import { readPayload } from "./frame-reader.js";
 
 export const BINARY_PREAMBLE = Uint8Array.from([0x00, 0x46, 0x52, 0x59, 0x01]); // \0 F R Y v1
 export const FRAME_HEADER_BYTES = 4;
+// Request ids are unsigned integers below 2^32; 0 is reserved for errors not tied to a request.
+export const RID_MAX = 0xffff_ffff;
 export const FRAME_BYTES_MAX_DEFAULT = 4 * 1024 * 1024;
 
 const packr = new Packr({ useRecords: false, int64AsType: "bigint", mapsAsObjects: true });

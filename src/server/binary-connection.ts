@@ -11,14 +11,12 @@
 // per turn of the event loop.
 import type { Socket } from "node:net";
 import type { Reply, Request } from "../protocol/api.js";
-import { BINARY_PREAMBLE, decodePayload, FrameDecoder } from "../protocol/binary.js";
+import { BINARY_PREAMBLE, decodePayload, FrameDecoder, RID_MAX } from "../protocol/binary.js";
 import type { ErrorCode } from "../protocol/errors.js";
 import { FrameWriter } from "../protocol/frame-writer.js";
 import { checkedReply, Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
 
-// Request ids are unsigned integers below 2^32; 0 is reserved for errors not tied to a request.
-export const RID_MAX = 0xffff_ffff;
 
 export class BinaryConnection extends Connection {
   private readonly decoder: FrameDecoder;
@@ -175,13 +173,17 @@ export class BinaryConnection extends Connection {
       });
       return;
     }
+    if (request.op === "cancel") {
+      this.sendOutcome(rid, { ok: true, reply: { ok: true, cancelled: this.cancelWait(request.of) } });
+      return;
+    }
     this.ridsInFlight.add(rid);
     this.run(rid, request);
   }
 
   // One promise reaction per request between the service's answer and the reply frame.
   private run(rid: number, request: Request): void {
-    this.call(request).then(
+    this.call(request, rid).then(
       (reply) => {
         let checked: Reply;
         try {

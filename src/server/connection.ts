@@ -8,10 +8,14 @@
 // so a client that does not read cannot make the server build replies without end). TCP then
 // pushes back on the client, so memory per connection stays bounded whatever the client does.
 // EOF from the client ends input: everything read is still answered, then the connection closes.
+// Long polls stop at EOF: a RECEIVE waiting for messages answers at once with what it has, since
+// a client that closed its end may be gone (the server cannot tell until it writes), and messages
+// leased to it would stay hidden for their visibility timeout. A RECEIVE whose client is gone by
+// the time it is answered gives its messages back at once (a NACK on the client's behalf).
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
-import type { HelloRequest, Reply, Request } from "../protocol/api.js";
+import type { AckRequest, HelloRequest, ReceiveReply, ReceiveRequest, Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
 import { type Authenticator, authorizationProblem, type LoginThrottle, LoginsOverloadedError } from "./auth.js";
 import type { ServerLimits } from "./limits.js";
@@ -38,6 +42,8 @@ export interface ServerStats {
   unauthorized: number; // requests refused for want of a login (UNAUTHORIZED) or a permission (FORBIDDEN)
   framingErrors: number; // binary connections closed because the byte stream broke
   idleClosed: number;
+  waitsStopped: number; // long-polling RECEIVEs told to stop waiting (EOF, close, CANCEL, stopping)
+  messagesGivenBack: number; // leased to a client that was gone before its reply could be written
   socketWrites: number;
   bytesWritten: number;
   readPauses: number; // times a connection stopped reading (backpressure)
@@ -56,6 +62,8 @@ export function emptyStats(): ServerStats {
     unauthorized: 0,
     framingErrors: 0,
     idleClosed: 0,
+    waitsStopped: 0,
+    messagesGivenBack: 0,
     socketWrites: 0,
     bytesWritten: 0,
     readPauses: 0,
@@ -102,6 +110,10 @@ export abstract class Connection {
   private closed = false;
   private readonly closedPromise: Promise<void>;
   private authFailures = 0;
+  // The long-polling RECEIVEs in flight, by key (the binary protocol's rid; a negative counter for
+  // the text protocol, which has no way to cancel one): aborting one ends its wait.
+  private readonly waits = new Map<number, AbortController>();
+  private waitKeys = 0;
   private loginDeadline: ReturnType<typeof setTimeout> | undefined; // see armLoginDeadline
 
   constructor(
@@ -126,6 +138,7 @@ export abstract class Connection {
     socket.on("drain", () => this.resumeWork());
     socket.on("end", () => {
       this.inputEnded = true; // the client is done sending: answer everything it sent, then close
+      this.stopWaits();
       this.updateFlow();
     });
     socket.on("timeout", () => {
@@ -136,6 +149,7 @@ export abstract class Connection {
     socket.on("close", () => {
       this.closed = true;
       this.clearLoginDeadline();
+      this.stopWaits();
       this.abortController.abort(new FerryError("UNAVAILABLE", "the connection closed"));
     });
     socket.on("error", () => {}); // 'close' follows; a client's reset is not the server's problem
@@ -279,8 +293,9 @@ export abstract class Connection {
   // Tells the client why (UNAUTHORIZED) and closes the connection.
   protected abstract closeWithoutLogin(message: string): void;
 
-  // Hands the request to the service: its promise, rejected (not thrown) on any failure.
-  protected call(request: Request): Promise<Reply> {
+  // Hands the request to the service: its promise, rejected (not thrown) on any failure. `rid`:
+  // the binary protocol's request id, by which a CANCEL names a long poll.
+  protected call(request: Request, rid?: number): Promise<Reply> {
     const auth = this.context.auth;
     if (auth !== undefined && this.session.trustedForwarder !== true) {
       // The permissions of the users file in force now (it may have been reloaded since the login).
@@ -303,11 +318,70 @@ export abstract class Connection {
     }
     this.context.stats.requestsExecuted += 1;
     try {
+      if (request.op === "receive") return this.callReceive(request, rid);
       // this.session is replaced, not changed, by a later HELLO: no copy needed.
       return this.context.service.execute(request, this.session, this.signal);
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  // A RECEIVE: a long poll gets a wait signal of its own (see stopWaits and cancelWait); the
+  // messages of any RECEIVE answered after the client is gone are given back.
+  private callReceive(request: ReceiveRequest, rid: number | undefined): Promise<Reply> {
+    const session = this.session;
+    if ((request.waitMs ?? 0) === 0) return this.context.service.execute(request, session, this.signal).then((reply) => this.delivered(request, reply, session));
+    const wait = new AbortController();
+    const key = rid ?? -++this.waitKeys;
+    if (this.inputEnded || this.closed || this.shuttingDown) wait.abort();
+    else this.waits.set(key, wait);
+    return this.context.service.execute(request, session, this.signal, wait.signal).then(
+      (reply) => {
+        if (this.waits.get(key) === wait) this.waits.delete(key);
+        return this.delivered(request, reply, session);
+      },
+      (error: unknown) => {
+        if (this.waits.get(key) === wait) this.waits.delete(key);
+        throw error;
+      },
+    );
+  }
+
+  private delivered(request: ReceiveRequest, reply: Reply, session: Session): Reply {
+    if (this.closed) this.giveBack(request.mailbox, (reply as ReceiveReply).messages ?? [], session);
+    return reply;
+  }
+
+  // NACKs, on behalf of a client that is gone, what a RECEIVE leased to it: the messages are
+  // visible again at once instead of after their lease. Best effort: a failed NACK leaves them to
+  // their lease, as before.
+  private giveBack(mailbox: string, messages: ReceiveReply["messages"], session: Session): void {
+    if (messages.length === 0) return;
+    this.context.stats.messagesGivenBack += messages.length;
+    const ids = messages.map((message) => message.id);
+    for (let start = 0; start < ids.length; start += this.limits.idsPerRequestMax) {
+      const nack: AckRequest = { op: "nack", mailbox, ids: ids.slice(start, start + this.limits.idsPerRequestMax) };
+      this.context.service.execute(nack, session, NEVER_ABORTED).catch(() => {});
+    }
+  }
+
+  // The binary protocol's CANCEL: ends the wait of the long poll with this rid, if one is waiting.
+  protected cancelWait(rid: number): boolean {
+    const wait = this.waits.get(rid);
+    if (wait === undefined) return false;
+    this.waits.delete(rid);
+    this.context.stats.waitsStopped += 1;
+    wait.abort();
+    return true;
+  }
+
+  // Ends every long poll's wait: the client ended its input or is gone, or the server is stopping.
+  private stopWaits(): void {
+    if (this.waits.size === 0) return;
+    this.context.stats.waitsStopped += this.waits.size;
+    const waits = [...this.waits.values()];
+    this.waits.clear();
+    for (const wait of waits) wait.abort();
   }
 
   protected write(bytes: Buffer): void {
@@ -376,6 +450,7 @@ export abstract class Connection {
   shutdown(): void {
     if (this.closed || this.shuttingDown) return;
     this.shuttingDown = true;
+    this.stopWaits();
     this.refuseQueued();
     this.updateFlow();
   }
@@ -386,3 +461,5 @@ export abstract class Connection {
     this.socket.destroy();
   }
 }
+
+const NEVER_ABORTED = new AbortController().signal;

@@ -9,11 +9,16 @@
 // both with the cluster secret. The receiving node (ForwardProofVerifier) accepts it within
 // FORWARD_PROOF_WINDOW_MS of its own clock and only once, so a proof seen on the wire cannot be
 // used again to pass as a node (a node's requests skip the users' checks).
+//
+// Long polls: when the client's wait ends early (it closed its input or is gone; see
+// Service.execute), the follower sends the leader a CANCEL for the forwarded RECEIVE, which then
+// answers at once. When the client is gone altogether, whatever a forwarded RECEIVE still leases
+// is given back (a NACK) when its answer arrives, instead of staying hidden for its lease.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { type ConnectionOptions as TlsConnectionOptions, connect as connectTls } from "node:tls";
-import type { ForwardedReply, Reply, Request } from "../protocol/api.js";
-import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame } from "../protocol/binary.js";
+import type { AckRequest, CancelRequest, ForwardedReply, ReceiveReply, Reply, Request } from "../protocol/api.js";
+import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame, RID_MAX } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import type { Service, Session } from "./service.js";
 
@@ -84,10 +89,10 @@ export class ForwardingService implements Service {
 
   // The local answer's promise with one rejection handler, not an async wrapper: on the leader
   // (where every request ends up) this costs a single promise reaction per request.
-  execute(request: Request, session: Session, signal: AbortSignal): Promise<Reply> {
+  execute(request: Request, session: Session, signal: AbortSignal, waitSignal?: AbortSignal): Promise<Reply> {
     let local: Promise<Reply>;
     try {
-      local = this.local.execute(request, session, signal);
+      local = this.local.execute(request, session, signal, waitSignal);
     } catch (error) {
       local = Promise.reject(error);
     }
@@ -97,7 +102,7 @@ export class ForwardingService implements Service {
       const leaderHint = error.leaderHint;
       // The client learns where the leader is and sends its next requests there (docs/protocol.md).
       return this.link(leaderHint)
-        .call(forwarded, signal)
+        .call(forwarded, signal, waitSignal)
         .then((reply): ForwardedReply => ({ ...reply, leaderHint }));
     });
   }
@@ -136,7 +141,7 @@ class ForwardLink {
   private readonly socket: Socket;
   private readonly decoder = new FrameDecoder();
   private readonly calls = new Map<number, Call>();
-  private nextRid = 2; // rid 1 is the HELLO
+  private nextRid = 2; // rid 1 is the HELLO; requests use 2..RID_MAX, then start over
   private helloDone = false;
   private waiting: Array<() => void> = []; // requests held until HELLO is answered
 
@@ -157,31 +162,76 @@ class ForwardLink {
     this.socket.on("close", () => this.fail("connection closed"));
   }
 
-  call(request: Request, signal: AbortSignal): Promise<Reply> {
+  // `waitSignal`: a long-polling RECEIVE's (see Service.execute); when it is aborted, the leader is
+  // told to stop waiting.
+  call(request: Request, signal: AbortSignal, waitSignal?: AbortSignal): Promise<Reply> {
     if (this.calls.size >= (this.options.inflightMax ?? FORWARD_INFLIGHT_MAX_DEFAULT)) {
       return Promise.reject(new FerryError("OVERLOADED", "too many requests are being forwarded to the leader"));
     }
-    const rid = this.nextRid++;
+    const rid = this.takeRid();
+    // A wait already over: forward the RECEIVE without one.
+    const sent = request.op === "receive" && request.waitMs !== undefined && waitSignal?.aborted ? { ...request, waitMs: undefined } : request;
+    const waits = sent.op === "receive" && (sent.waitMs ?? 0) > 0;
     return new Promise<Reply>((resolve, reject) => {
+      let cancelled = !waits;
+      const cancel = () => {
+        if (cancelled) return;
+        cancelled = true;
+        this.send({ op: "cancel", of: rid });
+      };
       const onAbort = () => {
-        this.calls.delete(rid);
+        waitSignal?.removeEventListener("abort", cancel);
+        if (sent.op === "receive") {
+          // The client is gone: what the RECEIVE still leases goes back when its answer comes.
+          cancel();
+          this.calls.set(rid, { resolve: (reply) => this.giveBack(sent.mailbox, reply), reject: () => {} });
+        } else {
+          this.calls.delete(rid);
+        }
         reject(new FerryError("TIMEOUT", "the forwarded request was abandoned; it may or may not have been applied"));
       };
       signal.addEventListener("abort", onAbort, { once: true });
+      if (waits) waitSignal?.addEventListener("abort", cancel, { once: true });
+      const settled = () => {
+        signal.removeEventListener("abort", onAbort);
+        if (waits) waitSignal?.removeEventListener("abort", cancel);
+      };
       this.calls.set(rid, {
         resolve: (reply) => {
-          signal.removeEventListener("abort", onAbort);
+          settled();
           resolve(reply);
         },
         reject: (error) => {
-          signal.removeEventListener("abort", onAbort);
+          settled();
           reject(error);
         },
       });
-      const write = () => this.socket.write(encodeFrame({ rid, ...request }));
+      const write = () => this.socket.write(encodeFrame({ rid, ...sent }));
       if (this.helloDone) write();
       else this.waiting.push(write);
     });
+  }
+
+  // A request whose answer nobody waits for (its reply finds no call and is dropped).
+  private send(request: CancelRequest | AckRequest): void {
+    if (this.closed) return;
+    const rid = this.takeRid();
+    const write = () => this.socket.write(encodeFrame({ rid, ...request }));
+    if (this.helloDone) write();
+    else this.waiting.push(write);
+  }
+
+  private giveBack(mailbox: string, reply: Reply): void {
+    const messages = (reply as ReceiveReply).messages ?? [];
+    // A forwarded RECEIVE leases at most idsPerRequestMax messages (RECEIVE_MAX): one NACK.
+    if (messages.length > 0) this.send({ op: "nack", mailbox, ids: messages.map((message) => message.id) });
+  }
+
+  private takeRid(): number {
+    while (this.calls.has(this.nextRid)) this.nextRid = this.nextRid >= RID_MAX ? 2 : this.nextRid + 1;
+    const rid = this.nextRid;
+    this.nextRid = rid >= RID_MAX ? 2 : rid + 1;
+    return rid;
   }
 
   close(): void {

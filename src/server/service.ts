@@ -18,8 +18,11 @@ export interface Session {
 export interface Service {
   // Resolves with the reply matching request.op (ReplyByOp in api.ts); rejects with a FerryError
   // for errors. `signal` is aborted when the client is gone or the server stops waiting for it
-  // (close() after its grace period): a long-polling RECEIVE should then return what it has.
-  execute(request: Request, session: Session, signal: AbortSignal): Promise<Reply>;
+  // (close() after its grace period): the request is abandoned. `waitSignal` (a long-polling
+  // RECEIVE's) is aborted when nobody should be waited for any longer: the client ended its input
+  // or is gone, cancelled the wait, or the server is stopping; the RECEIVE then stops waiting and
+  // answers with what it has (usually nothing), so no message is leased to a client that is gone.
+  execute(request: Request, session: Session, signal: AbortSignal, waitSignal?: AbortSignal): Promise<Reply>;
   // Extra lines for the text protocol's HELP (e.g. this node's role and address).
   helpLines?(): string[];
 }

@@ -12,6 +12,7 @@
 // if a person had waited for each reply.
 import type { Socket } from "node:net";
 import type { HelloRequest, Request } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
 import { formatError, formatReply, LineParser, type LineEvent, parseCommand, TEXT_COMMANDS_HELP } from "../protocol/text.js";
 import { Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
@@ -88,6 +89,7 @@ export class TextConnection extends Connection {
       if (command.kind === "ping") return { kind: "answer", lines: ["OK"] };
       if (command.kind !== "request") return { kind: command.kind };
       const request = validateRequest(command.request, this.limits);
+      if (request.op === "cancel") throw new FerryError("INVALID", "CANCEL is a binary protocol request");
       return request.op === "hello" ? { kind: "hello", request } : { kind: "request", request };
     } catch (error) {
       this.context.stats.requestsRejected += 1;

@@ -16,6 +16,7 @@ import type {
   Timestamp,
 } from "../protocol/api.js";
 import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
+import { RID_MAX } from "../protocol/binary.js";
 import { FerryError } from "../protocol/errors.js";
 import { nameProblem } from "../protocol/names.js";
 import { DURATION_MS_MAX, MESSAGE_ID_LENGTH_MAX, type ServerLimits } from "./limits.js";
@@ -57,6 +58,9 @@ export function validateRequest(raw: unknown, limits: ServerLimits): ClientReque
       return validateCluster(fields);
     case "hello":
       return validateHello(fields);
+    case "cancel":
+      if (!(typeof fields.of === "number" && Number.isInteger(fields.of) && fields.of >= 1 && fields.of <= RID_MAX)) throw invalid(`of must be the rid of a request in flight, an integer from 1 to ${RID_MAX}`);
+      return { op, of: fields.of };
     default:
       throw invalid(`unknown op ${typeof op === "string" ? `'${op.slice(0, 40)}'` : typeof op}`);
   }

@@ -44,14 +44,14 @@ export class FakeService implements Service {
     return ["(fake service for tests)"];
   }
 
-  async execute(request: Request, session: Session, signal: AbortSignal): Promise<Reply> {
+  async execute(request: Request, session: Session, signal: AbortSignal, waitSignal?: AbortSignal): Promise<Reply> {
     this.calls.push({ request, session });
     await this.gate?.(request);
     switch (request.op) {
       case "send":
         return this.send(request.recipients, request.body, session.identity, request.id);
       case "receive":
-        return this.receive(request.mailbox, request.max, request.waitMs ?? 0, request.visibilityMs, signal);
+        return this.receive(request.mailbox, request.max, request.waitMs ?? 0, request.visibilityMs, waitSignal ?? signal);
       case "ack":
       case "nack":
       case "extend":
@@ -113,7 +113,7 @@ export class FakeService implements Service {
   private async receive(mailboxName: string, max: number, waitMs: number, visibilityMs: number | undefined, signal: AbortSignal): Promise<ReceiveReply> {
     const visibility = visibilityMs ?? VISIBILITY_MS_DEFAULT;
     const first = this.take(mailboxName, max, visibility);
-    if (first.messages.length > 0 || waitMs === 0) return first;
+    if (first.messages.length > 0 || waitMs === 0 || signal.aborted) return first;
     await new Promise<void>((resolve) => {
       const waiters = this.waiters.get(mailboxName) ?? new Set();
       this.waiters.set(mailboxName, waiters);
