@@ -61,9 +61,52 @@ export type ConsumedMessage = DeliveredMessage & {
   nack(delayMs?: number): Promise<void>;
 };
 
-interface Settleable {
-  message: ConsumedMessage;
-  settled: boolean;
+// A message as the loop yields it: the delivered fields as own properties (as before: logging or
+// spreading one shows the message), ack() and nack() on the prototype, and the loop's bookkeeping
+// in private fields, so a batch costs one object per message and no closures.
+class Consumed implements ConsumedMessage {
+  id: string;
+  sender: string;
+  recipient: string;
+  timestamp: DeliveredMessage["timestamp"];
+  deliveries: number;
+  body: Uint8Array;
+  headers?: Record<string, string>;
+  senderTime?: DeliveredMessage["senderTime"];
+  readonly #loop: LoopContext;
+  #settled = false;
+
+  constructor(delivered: DeliveredMessage, loop: LoopContext) {
+    this.id = delivered.id;
+    this.sender = delivered.sender;
+    this.recipient = delivered.recipient;
+    this.timestamp = delivered.timestamp;
+    this.deliveries = delivered.deliveries;
+    this.body = delivered.body;
+    if (delivered.headers !== undefined) this.headers = delivered.headers;
+    if (delivered.senderTime !== undefined) this.senderTime = delivered.senderTime;
+    this.#loop = loop;
+  }
+
+  get settledByBody(): boolean {
+    return this.#settled;
+  }
+
+  ack(): Promise<void> {
+    this.#settled = true;
+    return this.#loop.acker.ack(this.id);
+  }
+
+  async nack(delayMs?: number): Promise<void> {
+    this.#settled = true;
+    await this.#loop.client.nack(this.#loop.mailbox, [this.id], delayMs === undefined ? {} : { delayMs });
+  }
+}
+
+interface LoopContext {
+  acker: Acker;
+  client: FerryClient;
+  mailbox: string;
 }
 
 export async function* consumeMailbox(client: FerryClient, mailbox: string, options: ConsumeOptions): AsyncGenerator<ConsumedMessage> {
@@ -74,6 +117,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
   if (!Number.isInteger(acksInFlightMax) || acksInFlightMax < 1) throw new FerryError("INVALID", `acksInFlightMax takes an integer >= 1, not ${acksInFlightMax}`);
   const signal = options.signal;
   const acker = new Acker(client, mailbox);
+  const loop: LoopContext = { acker, client, mailbox };
   // Not bound to the signal: an abort stops waiting for a RECEIVE, not the RECEIVE (see giveBack).
   const receive = (): Promise<DeliveredMessage[]> => {
     const pending = client.receive(mailbox, {
@@ -119,20 +163,20 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
         acker.flush();
         while (ahead.length < prefetch) ahead.push(receive());
       }
-      const entries = batch.map((delivered) => settleable(acker, client, mailbox, delivered));
+      const messages = batch.map((delivered) => new Consumed(delivered, loop));
       let index = 0;
       try {
-        for (; index < entries.length; index++) {
+        for (; index < messages.length; index++) {
           if (signal?.aborted || client.isClosed) break;
-          const entry = entries[index]!;
-          yield entry.message;
-          if (autoAck && !entry.settled) acker.autoAck(entry.message.id);
+          const message = messages[index]!;
+          yield message;
+          if (autoAck && !message.settledByBody) acker.autoAck(message.id);
         }
       } finally {
         // index < length: the loop was left early (or aborted); give the rest back.
-        const unsettled = entries.slice(index).filter((entry, offset) => !entry.settled && (autoAck || offset > 0));
+        const unsettled = messages.slice(index).filter((message, offset) => !message.settledByBody && (autoAck || offset > 0));
         if (unsettled.length > 0 && !client.isClosed) {
-          await client.nack(mailbox, unsettled.map((entry) => entry.message.id)).catch(noError);
+          await client.nack(mailbox, unsettled.map((message) => message.id)).catch(noError);
         }
       }
     }
@@ -170,25 +214,10 @@ async function giveBack(client: FerryClient, mailbox: string, pending: Promise<D
   if (messages.length > 0 && !client.isClosed) await client.nack(mailbox, messages.map((message) => message.id)).catch(noError);
 }
 
-function settleable(acker: Acker, client: FerryClient, mailbox: string, delivered: DeliveredMessage): Settleable {
-  const entry: Settleable = {
-    settled: false,
-    message: {
-      ...delivered,
-      ack: () => {
-        entry.settled = true;
-        return acker.ack(delivered.id);
-      },
-      nack: async (delayMs?: number) => {
-        entry.settled = true;
-        await client.nack(mailbox, [delivered.id], delayMs === undefined ? {} : { delayMs });
-      },
-    },
-  };
-  return entry;
-}
-
-interface AckWaiter {
+// The explicit acks of one coalesced request share one promise (one allocation per request, not
+// per message); they settle together anyway.
+interface SharedAck {
+  promise: Promise<void>;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -196,7 +225,8 @@ interface AckWaiter {
 // Coalesces the acks of one event-loop turn into one ACK request (see the rules above).
 class Acker {
   private ids: string[] = [];
-  private waiters: Array<AckWaiter | undefined> = []; // undefined: an auto-ack
+  private explicit: SharedAck | undefined; // the ack() calls among `ids`
+  private autoAcks = false; // autoAck() calls among `ids`
   private scheduled = false;
   private readonly inFlight = new Set<Promise<void>>();
   private failure: unknown; // the first auto-ack error that is not retryable
@@ -207,11 +237,22 @@ class Acker {
   ) {}
 
   ack(id: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => this.add(id, { resolve, reject }));
+    this.add(id);
+    if (this.explicit === undefined) {
+      let resolve!: () => void;
+      let reject!: (error: unknown) => void;
+      const promise = new Promise<void>((settle, fail) => {
+        resolve = settle;
+        reject = fail;
+      });
+      this.explicit = { promise, resolve, reject };
+    }
+    return this.explicit.promise;
   }
 
   autoAck(id: string): void {
-    this.add(id, undefined);
+    this.add(id);
+    this.autoAcks = true;
   }
 
   throwIfFailed(): void {
@@ -230,27 +271,25 @@ class Acker {
   flush(): void {
     if (this.ids.length === 0) return;
     const ids = this.ids;
-    const waiters = this.waiters;
+    const explicit = this.explicit;
+    const autoAcks = this.autoAcks;
     this.ids = [];
-    this.waiters = [];
+    this.explicit = undefined;
+    this.autoAcks = false;
     const done = this.client.ack(this.mailbox, ids).then(
-      () => {
-        for (const waiter of waiters) waiter?.resolve();
-      },
+      () => explicit?.resolve(),
       (error: unknown) => {
         const failure = error ?? new Error("ack failed");
-        for (const waiter of waiters) waiter?.reject(failure);
-        const auto = waiters.some((waiter) => waiter === undefined);
-        if (auto && this.failure === undefined && !(failure instanceof FerryError && failure.retryable)) this.failure = failure;
+        explicit?.reject(failure);
+        if (autoAcks && this.failure === undefined && !(failure instanceof FerryError && failure.retryable)) this.failure = failure;
       },
     );
     this.inFlight.add(done);
     void done.then(() => this.inFlight.delete(done));
   }
 
-  private add(id: string, waiter: AckWaiter | undefined): void {
+  private add(id: string): void {
     this.ids.push(id);
-    this.waiters.push(waiter);
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
