@@ -277,6 +277,9 @@ export class FerryNode {
       const visibleAt = this.broker.nextVisibleAt(request.mailbox);
       const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - this.clock.physicalNowMs() + 1;
       await this.mailboxWaiters.wait(request.mailbox, Math.min(remaining, Math.max(0, untilVisible)), waitSignal);
+      // Stopped (see Service.execute): answer with nothing rather than lease once more, maybe
+      // for a client that is gone.
+      if (waitSignal?.aborted) return reply;
     }
   }
 

@@ -21,7 +21,9 @@ import { validateRequest } from "./validate.js";
 export class BinaryConnection extends Connection {
   private readonly decoder: FrameDecoder;
   private preambleBytesMatched = 0;
-  private queue: Buffer[] = [];
+  private queue: unknown[] = []; // decoded frames (or `undecodable`) waiting for a slot
+  // Rids of queued RECEIVEs a CANCEL named before they started: they start without a wait.
+  private readonly cancelledBeforeStart = new Set<number>();
   private readonly ridsInFlight = new Set<number>();
   private loggingIn = false; // a login (HELLO with credentials) is being checked: start nothing else
   private readonly output = new FrameWriter();
@@ -48,7 +50,14 @@ export class BinaryConnection extends Connection {
       this.loseFraming(error instanceof Error ? error.message : String(error));
       return;
     }
-    for (const frame of frames) this.queue.push(frame);
+    for (const frame of frames) {
+      const raw = safeDecode(frame);
+      // A CANCEL takes no slot and is answered as soon as it is read, ahead of the requests queued
+      // for a slot (it may name one of them). A connection at its in-flight limit is not read,
+      // though: a CANCEL sent after that waits, like any request, for a slot to free.
+      if (isCancel(raw) && !this.shuttingDown) this.handle(raw);
+      else this.queue.push(raw);
+    }
     this.pump();
   }
 
@@ -71,14 +80,20 @@ export class BinaryConnection extends Connection {
   }
 
   protected backlogged(): boolean {
-    return this.queue.length > 0 || this.ridsInFlight.size >= this.limits.requestsInFlightMax;
+    return this.queue.length > 0 || this.ridsInFlight.size >= this.inFlightMax();
+  }
+
+  // A follower's forwarding connection carries all its clients' requests (see limits.ts).
+  private inFlightMax(): number {
+    return this.session.trustedForwarder === true ? this.limits.forwardedRequestsInFlightMax : this.limits.requestsInFlightMax;
   }
 
   protected refuseQueued(): void {
     const queued = this.queue;
     this.queue = [];
-    for (const payload of queued) {
-      const rid = ridOf(safeDecode(payload));
+    this.cancelledBeforeStart.clear();
+    for (const raw of queued) {
+      const rid = ridOf(raw);
       this.sendError(rid ?? 0, "SHUTTING_DOWN", "the node is stopping");
     }
   }
@@ -118,7 +133,8 @@ export class BinaryConnection extends Connection {
 
   private pump(): void {
     let index = 0;
-    while (index < this.queue.length && !this.loggingIn && this.ridsInFlight.size < this.limits.requestsInFlightMax && !this.shuttingDown && !this.writeBlocked()) {
+    const inFlightMax = this.inFlightMax();
+    while (index < this.queue.length && !this.loggingIn && this.ridsInFlight.size < inFlightMax && !this.shuttingDown && !this.writeBlocked()) {
       this.handle(this.queue[index]!);
       index += 1;
     }
@@ -126,8 +142,7 @@ export class BinaryConnection extends Connection {
     this.updateFlow();
   }
 
-  private handle(payload: Buffer): void {
-    const raw = safeDecode(payload);
+  private handle(raw: unknown): void {
     if (raw === undecodable) {
       this.loseFraming("a frame is not valid msgpack");
       return;
@@ -174,16 +189,29 @@ export class BinaryConnection extends Connection {
       return;
     }
     if (request.op === "cancel") {
-      this.sendOutcome(rid, { ok: true, reply: { ok: true, cancelled: this.cancelWait(request.of) } });
+      this.sendOutcome(rid, { ok: true, reply: { ok: true, cancelled: this.cancel(request.of) } });
       return;
     }
     this.ridsInFlight.add(rid);
     this.run(rid, request);
   }
 
+  // Ends the wait of the long poll with this rid, running or still queued.
+  private cancel(of: number): boolean {
+    if (this.cancelWait(of)) return true;
+    if (this.ridsInFlight.has(of) || this.cancelledBeforeStart.has(of)) return false;
+    const queued = this.queue.some((raw) => ridOf(raw) === of && (raw as { op?: unknown }).op === "receive");
+    if (queued) {
+      this.cancelledBeforeStart.add(of);
+      this.context.stats.waitsStopped += 1;
+    }
+    return queued;
+  }
+
   // One promise reaction per request between the service's answer and the reply frame.
   private run(rid: number, request: Request): void {
-    this.call(request, rid).then(
+    const waitStopped = this.cancelledBeforeStart.size > 0 && this.cancelledBeforeStart.delete(rid);
+    this.call(request, rid, waitStopped).then(
       (reply) => {
         let checked: Reply;
         try {
@@ -259,6 +287,10 @@ function safeDecode(payload: Buffer): unknown {
   } catch {
     return undecodable;
   }
+}
+
+function isCancel(raw: unknown): boolean {
+  return typeof raw === "object" && raw !== null && (raw as { op?: unknown }).op === "cancel";
 }
 
 function ridOf(raw: unknown): number | undefined {

@@ -295,7 +295,7 @@ export abstract class Connection {
 
   // Hands the request to the service: its promise, rejected (not thrown) on any failure. `rid`:
   // the binary protocol's request id, by which a CANCEL names a long poll.
-  protected call(request: Request, rid?: number): Promise<Reply> {
+  protected call(request: Request, rid?: number, waitStopped = false): Promise<Reply> {
     const auth = this.context.auth;
     if (auth !== undefined && this.session.trustedForwarder !== true) {
       // The permissions of the users file in force now (it may have been reloaded since the login).
@@ -318,7 +318,7 @@ export abstract class Connection {
     }
     this.context.stats.requestsExecuted += 1;
     try {
-      if (request.op === "receive") return this.callReceive(request, rid);
+      if (request.op === "receive") return this.callReceive(request, rid, waitStopped);
       // this.session is replaced, not changed, by a later HELLO: no copy needed.
       return this.context.service.execute(request, this.session, this.signal);
     } catch (error) {
@@ -328,14 +328,22 @@ export abstract class Connection {
 
   // A RECEIVE: a long poll gets a wait signal of its own (see stopWaits and cancelWait); the
   // messages of any RECEIVE answered after the client is gone are given back.
-  private callReceive(request: ReceiveRequest, rid: number | undefined): Promise<Reply> {
+  // waitStopped: a CANCEL named it before it started.
+  private callReceive(request: ReceiveRequest, rid: number | undefined, waitStopped: boolean): Promise<Reply> {
     const session = this.session;
     if ((request.waitMs ?? 0) === 0) return this.context.service.execute(request, session, this.signal).then((reply) => this.delivered(request, reply, session));
     const wait = new AbortController();
     const key = rid ?? -++this.waitKeys;
-    if (this.inputEnded || this.closed || this.shuttingDown) wait.abort();
+    if (waitStopped || this.inputEnded || this.closed || this.shuttingDown) wait.abort();
     else this.waits.set(key, wait);
-    return this.context.service.execute(request, session, this.signal, wait.signal).then(
+    let answer: Promise<Reply>;
+    try {
+      answer = this.context.service.execute(request, session, this.signal, wait.signal);
+    } catch (error) {
+      if (this.waits.get(key) === wait) this.waits.delete(key);
+      throw error;
+    }
+    return answer.then(
       (reply) => {
         if (this.waits.get(key) === wait) this.waits.delete(key);
         return this.delivered(request, reply, session);
@@ -347,8 +355,10 @@ export abstract class Connection {
     );
   }
 
+  // A reply that can no longer be written (the connection closed, or it stopped sending: lost
+  // framing, a failed login, no login in time) gives its messages back.
   private delivered(request: ReceiveRequest, reply: Reply, session: Session): Reply {
-    if (this.closed) this.giveBack(request.mailbox, (reply as ReceiveReply).messages ?? [], session);
+    if (this.closed || this.socket.writableEnded) this.giveBack(request.mailbox, (reply as ReceiveReply).messages ?? [], session);
     return reply;
   }
 
@@ -441,6 +451,7 @@ export abstract class Connection {
   // Writes what is queued, then closes the sending side (the client sees EOF after the replies).
   protected finish(): void {
     if (this.closed || this.socket.writableEnded) return;
+    this.stopWaits(); // none on an orderly finish (nothing pending); a forced one answers them now
     this.flush();
     this.socket.end();
     this.socket.destroySoon();

@@ -20,10 +20,15 @@ import { type ConnectionOptions as TlsConnectionOptions, connect as connectTls }
 import type { AckRequest, CancelRequest, ForwardedReply, ReceiveReply, Reply, Request } from "../protocol/api.js";
 import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame, RID_MAX } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
+import { IDS_PER_REQUEST_MAX_DEFAULT } from "./limits.js";
 import type { Service, Session } from "./service.js";
 
 export const FORWARD_CONNECT_TIMEOUT_MS_DEFAULT = 2_000;
-export const FORWARD_INFLIGHT_MAX_DEFAULT = 4_096;
+export const FORWARD_INFLIGHT_MAX_DEFAULT = 4_096; // the leader reads as many (forwardedRequestsInFlightMax)
+// An abandoned RECEIVE (its client left) is remembered this long past its wait for the leader's
+// answer, whose messages are then given back; after that it is forgotten, so a leader that never
+// answers cannot fill the link's inflightMax with them.
+export const FORWARD_ABANDONED_GRACE_MS = 30_000;
 
 export const FORWARD_PROOF_WINDOW_MS = 60_000;
 const PROOF_PATTERN = /^(\d{1,16})\.([0-9a-f]{32})\.([0-9a-f]{64})$/;
@@ -74,6 +79,9 @@ export interface ForwardingOptions {
   name: string; // this node's identity on forwarded connections, e.g. "node-2"
   connectTimeoutMs?: number;
   inflightMax?: number;
+  // Ids per NACK when giving back what an abandoned RECEIVE leased (the cluster's
+  // idsPerRequestMax; default IDS_PER_REQUEST_MAX_DEFAULT).
+  idsPerRequestMax?: number;
   // The leader's client port speaks TLS (nodes started with a certificate): connect with these
   // options (the trusted CA; see node-start.ts).
   tls?: TlsConnectionOptions;
@@ -184,7 +192,12 @@ class ForwardLink {
         if (sent.op === "receive") {
           // The client is gone: what the RECEIVE still leases goes back when its answer comes.
           cancel();
-          this.calls.set(rid, { resolve: (reply) => this.giveBack(sent.mailbox, reply), reject: () => {} });
+          const abandoned: Call = { resolve: (reply) => this.giveBack(sent.mailbox, reply), reject: () => {} };
+          this.calls.set(rid, abandoned);
+          const forget = () => {
+            if (this.calls.get(rid) === abandoned) this.calls.delete(rid);
+          };
+          setTimeout(forget, (sent.waitMs ?? 0) + FORWARD_ABANDONED_GRACE_MS).unref();
         } else {
           this.calls.delete(rid);
         }
@@ -222,9 +235,9 @@ class ForwardLink {
   }
 
   private giveBack(mailbox: string, reply: Reply): void {
-    const messages = (reply as ReceiveReply).messages ?? [];
-    // A forwarded RECEIVE leases at most idsPerRequestMax messages (RECEIVE_MAX): one NACK.
-    if (messages.length > 0) this.send({ op: "nack", mailbox, ids: messages.map((message) => message.id) });
+    const ids = ((reply as ReceiveReply).messages ?? []).map((message) => message.id);
+    const perNack = this.options.idsPerRequestMax ?? IDS_PER_REQUEST_MAX_DEFAULT;
+    for (let start = 0; start < ids.length; start += perNack) this.send({ op: "nack", mailbox, ids: ids.slice(start, start + perNack) });
   }
 
   private takeRid(): number {

@@ -7,6 +7,10 @@ export const CONNECTIONS_MAX_DEFAULT = 1024;
 // Requests read but not yet answered on one connection. Beyond it the server stops reading from
 // that socket (backpressure through TCP) instead of failing requests.
 export const REQUESTS_IN_FLIGHT_MAX_DEFAULT = 256;
+// The same for a follower's forwarding connection (it carries the requests of all the follower's
+// clients, long polls included): as many as a forwarding link sends (FORWARD_INFLIGHT_MAX_DEFAULT),
+// so the follower's clients are not held to one client's share.
+export const FORWARDED_REQUESTS_IN_FLIGHT_MAX_DEFAULT = 4096;
 export const IDLE_TIMEOUT_MS_DEFAULT = 5 * 60 * 1000;
 // Bytes queued in the socket's write buffer above which the server stops reading from it, until
 // it drains: a client that does not read its replies cannot make the server buffer without end.
@@ -35,6 +39,7 @@ export interface ServerLimits {
   bodyBytesMax: number;
   connectionsMax: number;
   requestsInFlightMax: number;
+  forwardedRequestsInFlightMax: number;
   idleTimeoutMs: number;
   writeBufferBytesMax: number;
   receiveWaitMsMax: number;
@@ -55,6 +60,7 @@ export const SERVER_LIMITS_DEFAULT: Readonly<ServerLimits> = Object.freeze({
   bodyBytesMax: BODY_BYTES_MAX_DEFAULT,
   connectionsMax: CONNECTIONS_MAX_DEFAULT,
   requestsInFlightMax: REQUESTS_IN_FLIGHT_MAX_DEFAULT,
+  forwardedRequestsInFlightMax: FORWARDED_REQUESTS_IN_FLIGHT_MAX_DEFAULT,
   idleTimeoutMs: IDLE_TIMEOUT_MS_DEFAULT,
   writeBufferBytesMax: WRITE_BUFFER_BYTES_MAX_DEFAULT,
   receiveWaitMsMax: RECEIVE_WAIT_MS_MAX_DEFAULT,

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Reply, Request } from "../../src/protocol/api.js";
+import { encodeFrame } from "../../src/protocol/binary.js";
 import { FerryError } from "../../src/protocol/errors.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../../src/server/forwarder.js";
 import type { FerryServer } from "../../src/server/server.js";
@@ -92,6 +93,60 @@ describe("long polls on one server", { timeout: 15_000 }, () => {
     assert.equal(messages[0]!.deliveries, 2);
     sender.close();
   });
+});
+
+test("CANCEL is answered as soon as it is read, and a queued RECEIVE it names starts without a wait", { timeout: 15_000 }, async () => {
+  const { server, service, port } = await startServer({ limits: { requestsInFlightMax: 2 } });
+  try {
+    const client = await BinaryClient.connect(port);
+    const frameOf = (rid: number) => client.received.find((frame) => frame.rid === rid);
+    const short = client.request({ rid: 1, op: "receive", mailbox: "lp-full", max: 1, waitMs: 300 });
+    await waitUntil(() => service.calls.length === 1);
+    // One write: rid 2 takes the last slot, rid 3 is queued for one, and the CANCEL names rid 3.
+    client.writeRaw(
+      Buffer.concat([
+        encodeFrame({ rid: 2, op: "receive", mailbox: "lp-full", max: 1, waitMs: LONG_WAIT_MS }),
+        encodeFrame({ rid: 3, op: "receive", mailbox: "lp-full", max: 1, waitMs: LONG_WAIT_MS }),
+        encodeFrame({ rid: 10, op: "cancel", of: 3 }),
+      ]),
+    );
+    await waitUntil(() => frameOf(10) !== undefined);
+    assert.deepEqual(frameOf(10), { rid: 10, ok: true, cancelled: true });
+    assert.equal(frameOf(1), undefined, "answered while rid 3 still waited for a slot");
+    assert.deepEqual(await short, { rid: 1, ok: true, messages: [] });
+    await waitUntil(() => frameOf(3) !== undefined);
+    assert.deepEqual(frameOf(3), { rid: 3, ok: true, messages: [] }, "it started without a wait");
+    assert.deepEqual(await client.request({ rid: 11, op: "cancel", of: 2 }), { rid: 11, ok: true, cancelled: true });
+    await waitUntil(() => frameOf(2) !== undefined);
+    assert.deepEqual(frameOf(2), { rid: 2, ok: true, messages: [] });
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test("a follower's forwarding connection runs up to forwardedRequestsInFlightMax requests, a client's up to requestsInFlightMax", { timeout: 15_000 }, async () => {
+  const verifier = new ForwardProofVerifier("ferry", "secret");
+  const { server, service, port } = await startServer({ limits: { requestsInFlightMax: 2, forwardedRequestsInFlightMax: 5 }, verifyForwarder: (proof) => verifier.verify(proof) });
+  try {
+    const running = (mailbox: string) => service.calls.filter((call) => call.request.op === "receive" && call.request.mailbox === mailbox).length;
+    const forwarder = await BinaryClient.connect(port);
+    assert.equal((await forwarder.request({ op: "hello", name: "node-2", forwardProof: forwardProof("ferry", "secret") })).ok, true);
+    const client = await BinaryClient.connect(port);
+    for (let i = 0; i < 6; i++) {
+      void forwarder.request({ op: "receive", mailbox: "lp-fw-limit", max: 1, waitMs: LONG_WAIT_MS });
+      void client.request({ op: "receive", mailbox: "lp-client-limit", max: 1, waitMs: LONG_WAIT_MS });
+    }
+    await waitUntil(() => running("lp-fw-limit") === 5 && running("lp-client-limit") === 2);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(running("lp-fw-limit"), 5);
+    assert.equal(running("lp-client-limit"), 2);
+    forwarder.socket.end(); // EOF ends their waits
+    client.socket.end();
+    await Promise.all([forwarder.closed, client.closed]);
+  } finally {
+    await server.close();
+  }
 });
 
 describe("forwarded long polls", { timeout: 15_000 }, () => {
