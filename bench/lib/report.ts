@@ -51,6 +51,7 @@ export const FIGURES: Figure[] = [
     value: (result) => (result.memory ? Math.round(Math.max(...result.memory.map((node) => node.peakRssBytes)) / MEBIBYTE) : undefined),
   },
   { label: "load generator CPU s (send)", better: "lower", value: (result) => result.throughput?.clientCpuSeconds },
+  { label: "load generator CPU s (recv+ack)", better: "lower", value: (result) => result.drain?.clientCpuSeconds },
 ];
 
 function format(value: number | null | undefined): string {
