@@ -30,6 +30,7 @@ interface StartFlags {
   electionTicks?: string;
   heartbeatTicks?: string;
   snapshotEntries?: string;
+  snapshotLogBytes?: string;
   snapshotCatchUpEntries?: string;
   stateCommitMs?: string;
   clockMaxOffsetMs?: string;
@@ -56,6 +57,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   electionTicks: "FERRY_ELECTION_TICKS",
   heartbeatTicks: "FERRY_HEARTBEAT_TICKS",
   snapshotEntries: "FERRY_SNAPSHOT_ENTRIES",
+  snapshotLogBytes: "FERRY_SNAPSHOT_LOG_BYTES",
   snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
   stateCommitMs: "FERRY_STATE_COMMIT_MS",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
@@ -94,6 +96,7 @@ export function registerStartCommand(program: Command): void {
     .option("--election-ticks <n>", "election timeout in ticks (randomized up to twice that)")
     .option("--heartbeat-ticks <n>", "heartbeat interval in ticks")
     .option("--snapshot-entries <n>", "take a snapshot every n applied entries")
+    .option("--snapshot-log-bytes <n>", "... or once the entries applied since the last snapshot hold n bytes")
     .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
@@ -151,6 +154,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     electionTicks: number("electionTicks", fromFile.electionTicks ?? NODE_DEFAULTS.electionTicks),
     heartbeatTicks: number("heartbeatTicks", fromFile.heartbeatTicks ?? NODE_DEFAULTS.heartbeatTicks),
     snapshotEntries: number("snapshotEntries", fromFile.snapshotEntries ?? NODE_DEFAULTS.snapshotEntries),
+    snapshotLogBytes: number("snapshotLogBytes", fromFile.snapshotLogBytes ?? NODE_DEFAULTS.snapshotLogBytes),
     snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
     stateCommitMs: number("stateCommitMs", fromFile.stateCommitMs ?? NODE_DEFAULTS.stateCommitMs),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),

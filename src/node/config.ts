@@ -29,6 +29,10 @@ export interface NodeConfig {
   inflightEntriesMax: number; // proposed but not yet applied entries on the leader
   requestTimeoutMs: number; // a request not answered by then gets TIMEOUT
   snapshotEntries: number; // take a snapshot after this many applied entries
+  // ... or once the entries applied since the last one hold this many bytes, so the log on disk
+  // stays bounded whatever the entry size (entries hold up to entryBytesMax each). The margin kept
+  // below a snapshot (snapshotCatchUpEntries) is cut to a quarter of this many bytes.
+  snapshotLogBytes: number;
   stateCommitMs: number; // the state store (LMDB) commits its group of applied entries this often; the WAL replays the rest after a crash
   snapshotCatchUpEntries: number; // entries kept below a snapshot so slow followers need no snapshot
   clockMaxOffsetMs: number; // beyond it the node fences itself
@@ -51,6 +55,7 @@ export const NODE_DEFAULTS = {
   inflightEntriesMax: 256,
   requestTimeoutMs: 10_000,
   snapshotEntries: 20_000,
+  snapshotLogBytes: 256 * 1024 * 1024,
   stateCommitMs: 1000,
   snapshotCatchUpEntries: 5_000,
   clockMaxOffsetMs: 250,
@@ -91,7 +96,7 @@ export function validateConfig(config: NodeConfig): void {
   if (!(Number.isInteger(config.stateCommitMs) && config.stateCommitMs <= STATE_COMMIT_MS_MAX)) {
     problems.push(`stateCommitMs must be a whole number of ms up to ${STATE_COMMIT_MS_MAX}`);
   }
-  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "stateCommitMs", "clockMaxOffsetMs"] as const) {
+  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "snapshotLogBytes", "stateCommitMs", "clockMaxOffsetMs"] as const) {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
   parseHostPort(config.clientListen);

@@ -70,6 +70,7 @@ export class FerryNode {
   private role = "follower";
   private snapshotting = false;
   private lastSnapshotIndex = 0;
+  private bytesSinceSnapshot = 0; // entry bytes applied since the last snapshot began (or the start)
   private snapshotsInstalled = 0; // snapshots from the leader installed: a local one in the making is then stale
   private appliedIndex: number;
   readonly metrics: NodeMetrics;
@@ -521,7 +522,10 @@ export class FerryNode {
     if (entries.length === 0) return;
     const startedMs = performance.now();
     // One LMDB transaction per entry (inside Broker.apply); an entry holds a whole batch of commands.
-    for (const entry of entries) this.applyEntry(entry);
+    for (const entry of entries) {
+      this.applyEntry(entry);
+      this.bytesSinceSnapshot += entry.data.length;
+    }
     this.appliedIndex = entries[entries.length - 1]!.index;
     this.metrics.applySeconds.observe((performance.now() - startedMs) / 1000);
     this.metrics.entriesApplied.inc(entries.length);
@@ -600,11 +604,16 @@ export class FerryNode {
 
   // ---- snapshots ----
 
-  // Every snapshotEntries applied entries, the state machine's state becomes a snapshot; the log
-  // below it (less a margin for slow followers) is deleted once the state is durable past it.
+  // Every snapshotEntries applied entries, or snapshotLogBytes of them, the state machine's state
+  // becomes a snapshot; the log below it (less a margin for slow followers) is deleted once the
+  // state is durable past it.
   private maybeSnapshot(): void {
-    if (this.snapshotting || this.appliedIndex - this.lastSnapshotIndex < this.config.snapshotEntries) return;
+    if (this.snapshotting) return;
+    const entriesSince = this.appliedIndex - this.lastSnapshotIndex;
+    if (entriesSince < this.config.snapshotEntries && this.bytesSinceSnapshot < this.config.snapshotLogBytes) return;
     this.snapshotting = true;
+    const catchUpEntries = catchUpMargin(this.config, entriesSince, this.bytesSinceSnapshot);
+    this.bytesSinceSnapshot = 0;
     const conf = this.raft.status().conf;
     const { index, chunks } = this.broker.snapshot();
     const term = this.storage.term(index);
@@ -624,7 +633,7 @@ export class FerryNode {
         const data = encodeNodeSnapshot(members, brokerChunks, lastTimestamp);
         await this.storage.saveSnapshot({ index, term, conf }, data); // checked in this same turn
         await this.kv.flushed();
-        const compactTo = index - this.config.snapshotCatchUpEntries;
+        const compactTo = index - catchUpEntries;
         if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
         this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, index);
         this.metrics.snapshots.inc({ kind: "made" });
@@ -674,6 +683,7 @@ export class FerryNode {
     for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
     this.appliedIndex = snapshot.meta.index;
     this.lastSnapshotIndex = snapshot.meta.index;
+    this.bytesSinceSnapshot = 0;
     this.snapshotsInstalled++;
     this.refreshPeers();
     this.metrics.snapshots.inc({ kind: "installed" });
@@ -884,6 +894,14 @@ export class FerryNode {
 // The peers the transport dials: the configuration's members. A joining node has no configuration
 // until the leader's first snapshot reaches it, yet must answer the leader to get that snapshot
 // (replies travel on our own outbound connection), so until then it dials every known member.
+// The log entries kept below a snapshot for followers slightly behind: snapshotCatchUpEntries, but
+// no more than a quarter of snapshotLogBytes at the average size of the entries since the last one.
+export function catchUpMargin(config: Pick<NodeConfig, "snapshotCatchUpEntries" | "snapshotLogBytes">, entries: number, bytes: number): number {
+  if (entries <= 0 || bytes <= 0) return config.snapshotCatchUpEntries;
+  const averageBytes = bytes / entries;
+  return Math.min(config.snapshotCatchUpEntries, Math.floor(config.snapshotLogBytes / 4 / averageBytes));
+}
+
 function peersToDial(selfId: number, book: AddressBook, members: number[]): Map<number, string> {
   return book.peersOf(selfId, members.length > 0 ? members : book.all().map((member) => member.id));
 }
