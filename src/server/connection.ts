@@ -8,10 +8,12 @@
 // so a client that does not read cannot make the server build replies without end). TCP then
 // pushes back on the client, so memory per connection stays bounded whatever the client does.
 // EOF from the client ends input: everything read is still answered, then the connection closes.
-// Long polls stop at EOF: a RECEIVE waiting for messages answers at once with what it has, since
-// a client that closed its end may be gone (the server cannot tell until it writes), and messages
-// leased to it would stay hidden for their visibility timeout. A RECEIVE whose client is gone by
-// the time it is answered gives its messages back at once (a NACK on the client's behalf).
+// Binary long polls stop at EOF: a RECEIVE waiting for messages answers at once with what it has,
+// since a client that closed its end may be gone (the server cannot tell until it writes), and
+// messages leased to it would stay hidden for their visibility timeout; the client library never
+// half-closes. Text long polls go on after EOF: `printf 'RECEIVE jobs 1 5000\n' | nc ...` half-closes
+// (netcat sends FIN at the end of its input) and still waits for the answer. A RECEIVE whose client
+// is gone by the time it is answered gives its messages back at once (a NACK on its behalf).
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
@@ -138,7 +140,7 @@ export abstract class Connection {
     socket.on("drain", () => this.resumeWork());
     socket.on("end", () => {
       this.inputEnded = true; // the client is done sending: answer everything it sent, then close
-      this.stopWaits();
+      if (this.session.protocol === "binary") this.stopWaits();
       this.updateFlow();
     });
     socket.on("timeout", () => {
@@ -334,7 +336,7 @@ export abstract class Connection {
     if ((request.waitMs ?? 0) === 0) return this.context.service.execute(request, session, this.signal).then((reply) => this.delivered(request, reply, session));
     const wait = new AbortController();
     const key = rid ?? -++this.waitKeys;
-    if (waitStopped || this.inputEnded || this.closed || this.shuttingDown) wait.abort();
+    if (waitStopped || (this.inputEnded && this.session.protocol === "binary") || this.closed || this.shuttingDown) wait.abort();
     else this.waits.set(key, wait);
     let answer: Promise<Reply>;
     try {
