@@ -61,9 +61,13 @@ export type ConsumedMessage = DeliveredMessage & {
   nack(delayMs?: number): Promise<void>;
 };
 
-// A message as the loop yields it: the delivered fields as own properties (as before: logging or
-// spreading one shows the message), ack() and nack() on the prototype, and the loop's bookkeeping
-// in private fields, so a batch costs one object per message and no closures.
+// A message as the loop yields it: the delivered fields as own properties (logging or
+// JSON.stringify shows just the message; `headers` and `senderTime` only when present), ack()
+// and nack() as getters on the prototype that hand out functions bound to the message (made on
+// first use), so `const { body, ack } = message` and `setTimeout(message.ack)` work, and the loop's
+// bookkeeping in private fields: a message costs one object, plus one function if it is acked
+// explicitly (before: a spread copy and two closures each). A spread copy (`{ ...message }`) has
+// the fields only: keep the message to settle it.
 class Consumed implements ConsumedMessage {
   id: string;
   sender: string;
@@ -71,10 +75,12 @@ class Consumed implements ConsumedMessage {
   timestamp: DeliveredMessage["timestamp"];
   deliveries: number;
   body: Uint8Array;
-  headers?: Record<string, string>;
-  senderTime?: DeliveredMessage["senderTime"];
+  declare headers?: Record<string, string>;
+  declare senderTime?: DeliveredMessage["senderTime"];
   readonly #loop: LoopContext;
   #settled = false;
+  #ack: (() => Promise<void>) | undefined;
+  #nack: ((delayMs?: number) => Promise<void>) | undefined;
 
   constructor(delivered: DeliveredMessage, loop: LoopContext) {
     this.id = delivered.id;
@@ -92,14 +98,20 @@ class Consumed implements ConsumedMessage {
     return this.#settled;
   }
 
-  ack(): Promise<void> {
-    this.#settled = true;
-    return this.#loop.acker.ack(this.id);
+  get ack(): () => Promise<void> {
+    this.#ack ??= () => {
+      this.#settled = true;
+      return this.#loop.acker.ack(this.id);
+    };
+    return this.#ack;
   }
 
-  async nack(delayMs?: number): Promise<void> {
-    this.#settled = true;
-    await this.#loop.client.nack(this.#loop.mailbox, [this.id], delayMs === undefined ? {} : { delayMs });
+  get nack(): (delayMs?: number) => Promise<void> {
+    this.#nack ??= async (delayMs?: number) => {
+      this.#settled = true;
+      await this.#loop.client.nack(this.#loop.mailbox, [this.id], delayMs === undefined ? {} : { delayMs });
+    };
+    return this.#nack;
   }
 }
 

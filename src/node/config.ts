@@ -99,6 +99,9 @@ export function validateConfig(config: NodeConfig): void {
   for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "snapshotLogBytes", "stateCommitMs", "clockMaxOffsetMs"] as const) {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
+  if (!(Number.isInteger(config.snapshotCatchUpEntries) && config.snapshotCatchUpEntries >= 0)) problems.push("snapshotCatchUpEntries must be a whole number >= 0");
+  // Below 4 entries of the largest size the catch-up margin would be 0 and every entry a snapshot.
+  if (config.snapshotLogBytes < 4 * config.entryBytesMax) problems.push(`snapshotLogBytes must be at least 4 x entryBytesMax (${4 * config.entryBytesMax})`);
   parseHostPort(config.clientListen);
   parseHostPort(config.peerListen);
   if (problems.length > 0) throw new Error(`invalid configuration: ${problems.join("; ")}`);

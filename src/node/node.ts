@@ -18,7 +18,7 @@ import { centralOffsetMs } from "../clock/offset-estimator.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
-import { RaftError } from "../raft/types.js";
+import { RaftError, SnapshotUnavailableError } from "../raft/types.js";
 import { LmdbKv } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
 import { type PeerTls, PeerTransport } from "../transport/peer-transport.js";
@@ -88,6 +88,9 @@ export class FerryNode {
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
     this.appliedIndex = broker.appliedIndex();
+    // A restart counts toward the next snapshot what the log already holds above the stored one.
+    this.lastSnapshotIndex = latestSnapshotIndex(storage);
+    this.bytesSinceSnapshot = storage.logBytesAfter(this.lastSnapshotIndex);
     this.metrics = new NodeMetrics(this, config.id);
   }
 
@@ -894,6 +897,15 @@ export class FerryNode {
 // The peers the transport dials: the configuration's members. A joining node has no configuration
 // until the leader's first snapshot reaches it, yet must answer the leader to get that snapshot
 // (replies travel on our own outbound connection), so until then it dials every known member.
+function latestSnapshotIndex(storage: DiskRaftStorage): number {
+  try {
+    return storage.snapshot().meta.index;
+  } catch (error) {
+    if (error instanceof SnapshotUnavailableError) return 0;
+    throw error;
+  }
+}
+
 // The log entries kept below a snapshot for followers slightly behind: snapshotCatchUpEntries, but
 // no more than a quarter of snapshotLogBytes at the average size of the entries since the last one.
 export function catchUpMargin(config: Pick<NodeConfig, "snapshotCatchUpEntries" | "snapshotLogBytes">, entries: number, bytes: number): number {

@@ -152,6 +152,8 @@ export class BinaryConnection extends Connection {
       this.sendError(0, "INVALID", `rid must be an integer from 1 to ${RID_MAX}`);
       return;
     }
+    // A CANCEL that named this frame while it was queued: taken whatever becomes of the frame.
+    const waitStopped = this.cancelledBeforeStart.size > 0 && !isCancel(raw) && this.cancelledBeforeStart.delete(rid);
     if (this.ridsInFlight.has(rid)) {
       this.sendError(rid, "INVALID", `rid ${rid} is already in flight`);
       return;
@@ -193,7 +195,7 @@ export class BinaryConnection extends Connection {
       return;
     }
     this.ridsInFlight.add(rid);
-    this.run(rid, request);
+    this.run(rid, request, waitStopped);
   }
 
   // Ends the wait of the long poll with this rid, running or still queued.
@@ -209,8 +211,7 @@ export class BinaryConnection extends Connection {
   }
 
   // One promise reaction per request between the service's answer and the reply frame.
-  private run(rid: number, request: Request): void {
-    const waitStopped = this.cancelledBeforeStart.size > 0 && this.cancelledBeforeStart.delete(rid);
+  private run(rid: number, request: Request, waitStopped: boolean): void {
     this.call(request, rid, waitStopped).then(
       (reply) => {
         let checked: Reply;

@@ -9,8 +9,9 @@ export const CONNECTIONS_MAX_DEFAULT = 1024;
 export const REQUESTS_IN_FLIGHT_MAX_DEFAULT = 256;
 // The same for a follower's forwarding connection (it carries the requests of all the follower's
 // clients, long polls included): as many as a forwarding link sends (FORWARD_INFLIGHT_MAX_DEFAULT),
-// so the follower's clients are not held to one client's share.
-export const FORWARDED_REQUESTS_IN_FLIGHT_MAX_DEFAULT = 4096;
+// so the follower's clients are not held to one client's share, plus room for the CANCELs and
+// give-back NACKs the link sends beside them.
+export const FORWARDED_REQUESTS_IN_FLIGHT_MAX_DEFAULT = 4096 + 256;
 export const IDLE_TIMEOUT_MS_DEFAULT = 5 * 60 * 1000;
 // Bytes queued in the socket's write buffer above which the server stops reading from it, until
 // it drains: a client that does not read its replies cannot make the server buffer without end.

@@ -236,6 +236,14 @@ export class DiskRaftStorage implements LogStorage {
     return this.index.term(index);
   }
 
+  // The bytes the log holds after `after` (as stored, records included): what a restarted node has
+  // applied, or will replay, since its latest snapshot.
+  logBytesAfter(after: number): number {
+    let bytes = 0;
+    for (let index = Math.max(after + 1, this.index.firstIndex); index <= this.index.lastIndex; index++) bytes += this.index.position(index).sizeBytes;
+    return bytes;
+  }
+
   snapshot(): Snapshot {
     if (!this.latestSnapshot) throw new SnapshotUnavailableError("no snapshot yet");
     return this.latestSnapshot;

@@ -6,7 +6,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { type FerryNode, catchUpMargin } from "../../src/node/node.js";
+import { NODE_DEFAULTS, type NodeConfig, validateConfig } from "../../src/node/config.js";
+import { catchUpMargin, FerryNode } from "../../src/node/node.js";
 import { waitFor } from "../e2e/tools.js";
 import { startInProcessCluster } from "./in-process.js";
 
@@ -29,7 +30,7 @@ test("a node snapshots and compacts once snapshotLogBytes of entries were applie
   const nodes: FerryNode[] = [];
   try {
     // 40 KiB of log per snapshot; 4 KiB bodies: a snapshot every ~10 entries, never by count.
-    await startInProcessCluster(root, nodes, { snapshotEntries: 1_000_000, snapshotLogBytes: 40 * 1024, snapshotCatchUpEntries: 1_000 });
+    await startInProcessCluster(root, nodes, { snapshotEntries: 1_000_000, snapshotLogBytes: 40 * 1024, snapshotCatchUpEntries: 1_000, entryBytesMax: 8 * 1024 });
     await waitFor("a leader", () => nodes.find((node) => node.raftState().isLeader));
     const leader = nodes.find((node) => node.raftState().isLeader)!;
     const body = new Uint8Array(4096).fill(7);
@@ -40,6 +41,43 @@ test("a node snapshots and compacts once snapshotLogBytes of entries were applie
       // The margin: at most a quarter of 40 KiB of ~4 KiB entries stays below the snapshot.
       assert.ok(inner.lastSnapshotIndex - inner.storage.firstIndex() <= 3, `kept ${inner.lastSnapshotIndex - inner.storage.firstIndex()} entries below the snapshot`);
     }
+  } finally {
+    await Promise.allSettled(nodes.map((node) => node.stop()));
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test("the configuration refuses a snapshotLogBytes under 4 entries of entryBytesMax, and a negative catch-up margin", () => {
+  const config: NodeConfig = {
+    ...NODE_DEFAULTS,
+    id: 1,
+    dataDir: "/tmp/unused",
+    clientListen: "127.0.0.1:1",
+    peerListen: "127.0.0.1:2",
+    members: [{ id: 1, peer: "127.0.0.1:2", client: "127.0.0.1:1" }],
+  };
+  validateConfig(config);
+  assert.throws(() => validateConfig({ ...config, snapshotLogBytes: 4 * config.entryBytesMax - 1 }), /snapshotLogBytes must be at least 4 x entryBytesMax/);
+  assert.throws(() => validateConfig({ ...config, snapshotCatchUpEntries: -1 }), /snapshotCatchUpEntries must be a whole number/);
+});
+
+test("a restarted node counts the log it holds above its latest snapshot toward the next one", { timeout: 60_000 }, async () => {
+  const root = await mkdtemp(join(tmpdir(), "ferry-snapshot-bytes-restart-"));
+  const nodes: FerryNode[] = [];
+  try {
+    const overrides = { snapshotEntries: 1_000_000, snapshotLogBytes: 1024 * 1024, snapshotCatchUpEntries: 1_000, entryBytesMax: 64 * 1024 };
+    await startInProcessCluster(root, nodes, overrides);
+    await waitFor("a leader", () => nodes.find((node) => node.raftState().isLeader));
+    const leader = nodes.find((node) => node.raftState().isLeader)!;
+    const body = new Uint8Array(8192).fill(1);
+    for (let i = 0; i < 40; i++) await leader.execute({ op: "send", recipients: ["restart"], body }, session);
+    const before = (leader as unknown as { bytesSinceSnapshot: number }).bytesSinceSnapshot;
+    assert.ok(before >= 40 * 8192, `counted ${before} bytes`);
+    await Promise.allSettled(nodes.map((node) => node.stop()));
+    const restarted = await FerryNode.start({ ...nodes[0]!.config, ...overrides });
+    nodes.splice(0, nodes.length, restarted);
+    const counted = (restarted as unknown as { bytesSinceSnapshot: number }).bytesSinceSnapshot;
+    assert.ok(counted >= 40 * 8192, `a restart counted ${counted} bytes of log, not 0`);
   } finally {
     await Promise.allSettled(nodes.map((node) => node.stop()));
     await rm(root, { recursive: true, force: true });
