@@ -33,6 +33,7 @@ import { backoffDelayMs } from "./backoff.js";
 import type { FerryClient } from "./client.js";
 import { RECONNECT_MAX_MS_DEFAULT, RECONNECT_MIN_MS_DEFAULT } from "./options.js";
 import { sleepUnlessAborted, unlessAborted } from "./scope.js";
+import { noop, promiseInto, type Settlers } from "./settlers.js";
 
 export const CONSUME_MAX_DEFAULT = 16;
 export const CONSUME_WAIT_MS_DEFAULT = 5_000;
@@ -228,10 +229,10 @@ async function giveBack(client: FerryClient, mailbox: string, pending: Promise<D
 
 // The explicit acks of one coalesced request share one promise (one allocation per request, not
 // per message); they settle together anyway.
-interface SharedAck {
-  promise: Promise<void>;
-  resolve(): void;
-  reject(error: unknown): void;
+class SharedAck implements Settlers<void> {
+  resolve: () => void = noop;
+  reject: (error: unknown) => void = noop;
+  readonly promise: Promise<void> = promiseInto<void>(this); // fills in resolve and reject
 }
 
 // Coalesces the acks of one event-loop turn into one ACK request (see the rules above).
@@ -250,15 +251,7 @@ class Acker {
 
   ack(id: string): Promise<void> {
     this.add(id);
-    if (this.explicit === undefined) {
-      let resolve!: () => void;
-      let reject!: (error: unknown) => void;
-      const promise = new Promise<void>((settle, fail) => {
-        resolve = settle;
-        reject = fail;
-      });
-      this.explicit = { promise, resolve, reject };
-    }
+    this.explicit ??= new SharedAck();
     return this.explicit.promise;
   }
 

@@ -894,9 +894,7 @@ export class FerryNode {
   }
 }
 
-// The peers the transport dials: the configuration's members. A joining node has no configuration
-// until the leader's first snapshot reaches it, yet must answer the leader to get that snapshot
-// (replies travel on our own outbound connection), so until then it dials every known member.
+// The index of the latest snapshot the storage holds (0: none).
 function latestSnapshotIndex(storage: DiskRaftStorage): number {
   try {
     return storage.snapshot().meta.index;
@@ -914,6 +912,9 @@ export function catchUpMargin(config: Pick<NodeConfig, "snapshotCatchUpEntries" 
   return Math.min(config.snapshotCatchUpEntries, Math.floor(config.snapshotLogBytes / 4 / averageBytes));
 }
 
+// The peers the transport dials: the configuration's members. A joining node has no configuration
+// until the leader's first snapshot reaches it, yet must answer the leader to get that snapshot
+// (replies travel on our own outbound connection), so until then it dials every known member.
 function peersToDial(selfId: number, book: AddressBook, members: number[]): Map<number, string> {
   return book.peersOf(selfId, members.length > 0 ? members : book.all().map((member) => member.id));
 }

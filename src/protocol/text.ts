@@ -416,7 +416,6 @@ export function formatReply(request: ClientRequest, reply: Reply): string[] {
     case "config":
       return [oneLine(formatConfig((reply as ConfigReply).config))];
     case "hello":
-      return ["OK"];
     case "cancel": // a binary protocol request; the text protocol has no rids to name
       return ["OK"];
   }

@@ -17,7 +17,6 @@ import { FrameWriter } from "../protocol/frame-writer.js";
 import { checkedReply, Connection, type ConnectionContext, type Outcome, outcomeOfError } from "./connection.js";
 import { validateRequest } from "./validate.js";
 
-
 export class BinaryConnection extends Connection {
   private readonly decoder: FrameDecoder;
   private preambleBytesMatched = 0;

@@ -17,11 +17,11 @@
 // Writes: replies ready in the same turn of the event loop leave in one socket write.
 import { setMaxListeners } from "node:events";
 import type { Socket } from "node:net";
-import type { AckRequest, HelloRequest, ReceiveReply, ReceiveRequest, Reply, Request } from "../protocol/api.js";
+import type { HelloRequest, ReceiveRequest, Reply, Request } from "../protocol/api.js";
 import { type ErrorCode, FerryError } from "../protocol/errors.js";
 import { type Authenticator, authorizationProblem, type LoginThrottle, LoginsOverloadedError } from "./auth.js";
 import type { ServerLimits } from "./limits.js";
-import type { Service, Session } from "./service.js";
+import { giveBackNacks, type Service, type Session } from "./service.js";
 
 export interface ConnectionContext {
   service: Service;
@@ -338,20 +338,23 @@ export abstract class Connection {
     const key = rid ?? -++this.waitKeys;
     if (waitStopped || (this.inputEnded && this.session.protocol === "binary") || this.closed || this.shuttingDown) wait.abort();
     else this.waits.set(key, wait);
+    const forget = () => {
+      if (this.waits.get(key) === wait) this.waits.delete(key);
+    };
     let answer: Promise<Reply>;
     try {
       answer = this.context.service.execute(request, session, this.signal, wait.signal);
     } catch (error) {
-      if (this.waits.get(key) === wait) this.waits.delete(key);
+      forget();
       throw error;
     }
     return answer.then(
       (reply) => {
-        if (this.waits.get(key) === wait) this.waits.delete(key);
+        forget();
         return this.delivered(request, reply, session);
       },
       (error: unknown) => {
-        if (this.waits.get(key) === wait) this.waits.delete(key);
+        forget();
         throw error;
       },
     );
@@ -359,22 +362,15 @@ export abstract class Connection {
 
   // A reply that can no longer be written (the connection closed, or it stopped sending: lost
   // framing, a failed login, no login in time) gives its messages back.
+  // The messages go back with NACKs on the client's behalf: visible again at once instead of after
+  // their lease. Best effort: a failed NACK leaves them to their lease, as before.
   private delivered(request: ReceiveRequest, reply: Reply, session: Session): Reply {
-    if (this.closed || this.socket.writableEnded) this.giveBack(request.mailbox, (reply as ReceiveReply).messages ?? [], session);
-    return reply;
-  }
-
-  // NACKs, on behalf of a client that is gone, what a RECEIVE leased to it: the messages are
-  // visible again at once instead of after their lease. Best effort: a failed NACK leaves them to
-  // their lease, as before.
-  private giveBack(mailbox: string, messages: ReceiveReply["messages"], session: Session): void {
-    if (messages.length === 0) return;
-    this.context.stats.messagesGivenBack += messages.length;
-    const ids = messages.map((message) => message.id);
-    for (let start = 0; start < ids.length; start += this.limits.idsPerRequestMax) {
-      const nack: AckRequest = { op: "nack", mailbox, ids: ids.slice(start, start + this.limits.idsPerRequestMax) };
+    if (!this.closed && !this.socket.writableEnded) return reply;
+    for (const nack of giveBackNacks(request.mailbox, reply, this.limits.idsPerRequestMax)) {
+      this.context.stats.messagesGivenBack += nack.ids.length;
       this.context.service.execute(nack, session, NEVER_ABORTED).catch(() => {});
     }
+    return reply;
   }
 
   // The binary protocol's CANCEL: ends the wait of the long poll with this rid, if one is waiting.

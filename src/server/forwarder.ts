@@ -17,11 +17,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { type ConnectionOptions as TlsConnectionOptions, connect as connectTls } from "node:tls";
-import type { AckRequest, CancelRequest, ForwardedReply, ReceiveReply, Reply, Request } from "../protocol/api.js";
+import type { AckRequest, CancelRequest, ForwardedReply, Reply, Request } from "../protocol/api.js";
 import { BINARY_PREAMBLE, FrameDecoder, decodePayload, encodeFrame, RID_MAX } from "../protocol/binary.js";
 import { FerryError, isErrorCode } from "../protocol/errors.js";
 import { IDS_PER_REQUEST_MAX_DEFAULT } from "./limits.js";
-import type { Service, Session } from "./service.js";
+import { giveBackNacks, type Service, type Session } from "./service.js";
 
 export const FORWARD_CONNECT_TIMEOUT_MS_DEFAULT = 2_000;
 export const FORWARD_INFLIGHT_MAX_DEFAULT = 4_096; // the leader reads as many (forwardedRequestsInFlightMax)
@@ -79,9 +79,6 @@ export interface ForwardingOptions {
   name: string; // this node's identity on forwarded connections, e.g. "node-2"
   connectTimeoutMs?: number;
   inflightMax?: number;
-  // Ids per NACK when giving back what an abandoned RECEIVE leased (the cluster's
-  // idsPerRequestMax; default IDS_PER_REQUEST_MAX_DEFAULT).
-  idsPerRequestMax?: number;
   // The leader's client port speaks TLS (nodes started with a certificate): connect with these
   // options (the trusted CA; see node-start.ts).
   tls?: TlsConnectionOptions;
@@ -219,25 +216,25 @@ class ForwardLink {
           reject(error);
         },
       });
-      const write = () => this.socket.write(encodeFrame({ rid, ...sent }));
-      if (this.helloDone) write();
-      else this.waiting.push(write);
+      this.write(rid, sent);
     });
   }
 
   // A request whose answer nobody waits for (its reply finds no call and is dropped).
   private send(request: CancelRequest | AckRequest): void {
-    if (this.closed) return;
-    const rid = this.takeRid();
+    if (!this.closed) this.write(this.takeRid(), request);
+  }
+
+  // Requests wait for the HELLO's answer.
+  private write(rid: number, request: Request | CancelRequest): void {
     const write = () => this.socket.write(encodeFrame({ rid, ...request }));
     if (this.helloDone) write();
     else this.waiting.push(write);
   }
 
+  // The leader's idsPerRequestMax is taken to be the default (ferry start does not change it).
   private giveBack(mailbox: string, reply: Reply): void {
-    const ids = ((reply as ReceiveReply).messages ?? []).map((message) => message.id);
-    const perNack = this.options.idsPerRequestMax ?? IDS_PER_REQUEST_MAX_DEFAULT;
-    for (let start = 0; start < ids.length; start += perNack) this.send({ op: "nack", mailbox, ids: ids.slice(start, start + perNack) });
+    for (const nack of giveBackNacks(mailbox, reply, IDS_PER_REQUEST_MAX_DEFAULT)) this.send(nack);
   }
 
   private takeRid(): number {

@@ -1,7 +1,7 @@
 // The boundary between the client-facing server and the node: the server decodes and validates a
 // request, then asks the service to execute it on behalf of a session. The node implements it;
 // tests use an in-memory fake (test/server/fake-service.ts).
-import type { Reply, Request } from "../protocol/api.js";
+import type { AckRequest, ReceiveReply, Reply, Request } from "../protocol/api.js";
 import type { AuthUser } from "./auth.js";
 
 export interface Session {
@@ -25,4 +25,13 @@ export interface Service {
   execute(request: Request, session: Session, signal: AbortSignal, waitSignal?: AbortSignal): Promise<Reply>;
   // Extra lines for the text protocol's HELP (e.g. this node's role and address).
   helpLines?(): string[];
+}
+
+// The NACKs that give back what a RECEIVE leased for a client that is gone (the connection's
+// or a forwarding link's), at most idsPerRequest ids each.
+export function giveBackNacks(mailbox: string, reply: Reply, idsPerRequest: number): AckRequest[] {
+  const ids = ((reply as ReceiveReply).messages ?? []).map((message) => message.id);
+  const nacks: AckRequest[] = [];
+  for (let start = 0; start < ids.length; start += idsPerRequest) nacks.push({ op: "nack", mailbox, ids: ids.slice(start, start + idsPerRequest) });
+  return nacks;
 }
