@@ -48,6 +48,8 @@ export class FrameTooLargeError extends Error {
 // Splits a byte stream into frame payloads. push() returns the complete payloads so far;
 // it throws FrameTooLargeError when a header announces more than frameBytesMax (framing is then
 // lost: the caller must close the connection).
+const EMPTY_PAYLOAD = Buffer.alloc(0);
+
 export class FrameDecoder {
   // Unconsumed input: buffered[0] from `offset` on, then the later chunks whole. Consuming moves
   // `offset` rather than slicing, so a frame costs one view (its payload) however many share a read.
@@ -101,6 +103,8 @@ export class FrameDecoder {
   }
 
   private take(count: number): Buffer {
+    // An empty payload may follow a header that ended the buffered bytes: nothing is left to view.
+    if (count === 0) return EMPTY_PAYLOAD;
     this.joinFirst(count);
     const out = this.buffered[0]!.subarray(this.offset, this.offset + count);
     this.consume(count);

@@ -35,6 +35,14 @@ function decodeStream(chunks: Buffer[]): Buffer[] | "too large" {
   return payloads;
 }
 
+test("a frame of 0 bytes whose header ends the input decodes to an empty payload (the fuzz test below found the crash, seed -663918273)", () => {
+  const header = Buffer.from([0, 0, 0, 0]);
+  assert.deepEqual(decodeStream([header]), [Buffer.alloc(0)]);
+  const frame = encodeFrame({ rid: 1, op: "status" });
+  assert.deepEqual(decodeStream([Buffer.concat([frame, header])]).length, 2);
+  assert.deepEqual(decodeStream([frame, header.subarray(0, 2), header.subarray(2)]).length, 2);
+});
+
 const validFrame = fc
   .record({
     rid: fc.nat(),
