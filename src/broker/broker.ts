@@ -45,7 +45,7 @@ import {
   STATE_FORMAT,
   cursorToSeq,
   DEDUPE_LIST,
-  decodeIds,
+  decodeDedupeList,
   decodeIndex,
   decodeMessage,
   decodeMeta,
@@ -54,7 +54,7 @@ import {
   decodeIdRecord,
   dedupeListKey,
   EXPIRY,
-  encodeIds,
+  encodeDedupeList,
   encodeIndex,
   encodeMessage,
   encodeMeta,
@@ -66,6 +66,7 @@ import {
   type IdHolder,
   type IdRecord,
   idRecordKey,
+  type ListedRecord,
   isPendingBatchTag,
   MESSAGE,
   META,
@@ -218,8 +219,18 @@ export class Broker {
   // Pending batch keys this entry wrote (their tags number them).
   private pendingBatchesInEntry = 0;
   private commandTimestamp = 0n;
-  // Client ids whose dedupe record this entry wrote: stored as one list per entry for the sweep.
-  private dedupeIdsInEntry = new Set<string>();
+  // The dedupe list this entry writes (one per entry, for the sweep): per client id, its record
+  // (inline: an id recorded within the window) or undefined (a reference to its id record).
+  private listedInEntry = new Map<string, ListedRecord>();
+  private listKeyOfEntry = "";
+  // Client ids whose record is inline in a dedupe list: id -> that list's key (one string per
+  // list, shared). Such an id has no "\x07" id record: a SEND with a new client id writes nothing
+  // of its own, its record goes out with the entry's list. The sweep moves a record that still
+  // has live holders when its window ends into an id record. Rebuilt from the lists whenever the
+  // state is loaded (the last item for an id decides: inline, or a reference), so it is a function
+  // of the store like everything else. Bounded by dedupeIdsInMemoryMax: past it, new ids get
+  // their id record at once, as before.
+  private readonly windowIds = new Map<string, string>();
   // Id records this entry read or wrote (undefined: absent), so that an ACK that found a message
   // by id and then removes it, or a fan-out, reads each record once. Cleared around every apply.
   private readonly idRecords = new Map<string, IdRecord | undefined>();
@@ -244,7 +255,8 @@ export class Broker {
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.pendingBatchesInEntry = 0;
-    this.dedupeIdsInEntry = new Set();
+    this.listedInEntry = new Map();
+    this.listKeyOfEntry = dedupeListKey(this.nowMs, index);
     this.idRecords.clear();
     try {
       const results = this.kv.transaction(() => {
@@ -257,8 +269,8 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
-        if (this.dedupeIdsInEntry.size > 0) {
-          this.kv.put(dedupeListKey(this.nowMs, index), encodeIds([...this.dedupeIdsInEntry]));
+        if (this.listedInEntry.size > 0) {
+          this.kv.put(this.listKeyOfEntry, encodeDedupeList(this.listedInEntry));
           if (this.dedupeFloorMs !== undefined) this.dedupeFloorMs = Math.min(this.dedupeFloorMs, this.nowMs);
         }
         this.kv.put(APPLIED_KEY, encodeIndex(index));
@@ -397,6 +409,11 @@ export class Broker {
     }
   }
 
+  // Client ids whose dedupe record is inline in a dedupe list (see windowIds).
+  dedupeIdsInMemory(): number {
+    return this.windowIds.size;
+  }
+
   // Number of mailboxes (with messages or settings).
   mailboxCount(): number {
     return this.mailboxes.size;
@@ -428,6 +445,18 @@ export class Broker {
     this.dedupeFloorMs = undefined;
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
+    }
+    this.windowIds.clear();
+    const end = prefixEnd(DEDUPE_LIST);
+    for (let start = DEDUPE_LIST; ; ) {
+      const lists = this.kv.scan(start, end, SCAN_BATCH);
+      for (const list of lists) {
+        for (const [id, inline] of decodeDedupeList(list.value)) {
+          if (inline !== undefined) this.windowIds.set(id, list.key); // a later list's item supersedes
+        }
+      }
+      if (lists.length < SCAN_BATCH) break;
+      start = `${lists[lists.length - 1]!.key}\x00`;
     }
   }
 
@@ -532,7 +561,7 @@ export class Broker {
     }
     const capacity = this.capacityProblem(command, claimed);
     if (capacity !== undefined) {
-      if (claimed) this.writeIdRecord(command.id!, { dedupeSince: undefined, holders: [] }); // unclaim
+      if (claimed) this.unclaim(command.id!);
       return capacity;
     }
     const firstNumber = this.messagesInEntry;
@@ -565,9 +594,7 @@ export class Broker {
         senderTime,
       });
     }
-    if (claimed) {
-      this.dedupeIdsInEntry.add(command.id!);
-    } else if (command.id !== undefined) {
+    if (command.id !== undefined && !claimed) {
       // A stale record is overwritten: its id stays in an older dedupe list, whose sweep finds
       // this record unexpired and keeps it. Holders whose copy is gone are dropped here (they are
       // left stale when a copy is removed; only an id re-sent after its window has any).
@@ -575,7 +602,7 @@ export class Broker {
       const record = this.idRecord(command.id);
       const holders = record === undefined || record.holders.length === 0 ? copies : [...this.liveHolders(record), ...copies];
       this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders });
-      this.dedupeIdsInEntry.add(command.id);
+      this.relist(command.id);
     }
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
@@ -584,18 +611,40 @@ export class Broker {
     return seqOf(this.index, this.messagesInEntry++);
   }
 
-  // Writes the id record of a SEND about to store its copies when the store has none: true when
-  // it did. The holders are the seqs the copies will take (consecutive, from the next one).
+  // Records the client id of a SEND about to store its copies when it has no record yet: true
+  // when it did. The holders are the seqs the copies will take (consecutive, from the next one).
+  // The record goes inline into this entry's dedupe list (no write of its own) while
+  // dedupeIdsInMemoryMax allows, else into an id record.
   private claimId(id: string, recipients: readonly string[]): boolean {
-    if (this.idRecords.get(id) !== undefined) return false;
+    if (this.idRecords.get(id) !== undefined || this.windowIds.has(id)) return false;
     const holders: IdHolder[] = [];
     for (let position = 0; position < recipients.length; position++) {
       holders.push({ mailbox: recipients[position]!, seq: seqOf(this.index, this.messagesInEntry + position) });
     }
     const record: IdRecord = { dedupeSince: this.commandTimestamp, holders };
-    if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;
+    if (this.windowIds.size < this.config.dedupeIdsInMemoryMax) {
+      if (!this.idRecords.has(id)) {
+        const stored = this.kv.get(idRecordKey(id));
+        if (stored !== undefined) {
+          this.idRecords.set(id, decodeIdRecord(stored));
+          return false;
+        }
+      }
+      this.windowIds.set(id, this.listKeyOfEntry);
+      this.listedInEntry.set(id, record);
+    } else {
+      if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;
+      this.listedInEntry.set(id, undefined);
+    }
     this.idRecords.set(id, record);
     return true;
+  }
+
+  // Takes back claimId (the SEND failed after claiming).
+  private unclaim(id: string): void {
+    this.listedInEntry.delete(id);
+    this.idRecords.set(id, undefined);
+    if (!this.windowIds.delete(id)) this.kv.delete(idRecordKey(id));
   }
 
   private dedupeLookup(id: string): bigint | undefined {
@@ -606,21 +655,52 @@ export class Broker {
 
   private idRecord(id: string): IdRecord | undefined {
     if (this.idRecords.has(id)) return this.idRecords.get(id);
-    const value = this.kv.get(idRecordKey(id));
-    const record = value === undefined ? undefined : decodeIdRecord(value);
+    let record: IdRecord | undefined;
+    const listKey = this.windowIds.get(id);
+    if (listKey !== undefined) {
+      record = this.inlineRecord(id, listKey);
+    } else {
+      const value = this.kv.get(idRecordKey(id));
+      record = value === undefined ? undefined : decodeIdRecord(value);
+    }
     this.idRecords.set(id, record);
     return record;
   }
 
-  // Records are never mutated once read: writers pass a new one.
+  private inlineRecord(id: string, listKey: string): IdRecord {
+    let record: ListedRecord;
+    if (listKey === this.listKeyOfEntry) {
+      record = this.listedInEntry.get(id);
+    } else {
+      const value = this.kv.get(listKey);
+      if (value !== undefined) record = decodeDedupeList(value).find(([listed]) => listed === id)?.[1];
+    }
+    if (record === undefined) assert(false, `the dedupe list ${seqToCursor(listKey)} holds the record of ${id}`);
+    return record;
+  }
+
+  // Records are never mutated once read: writers pass a new one. A record inline in a dedupe list
+  // stays inline, in this entry's list (an older list's item is superseded: the last item for an
+  // id decides); any other is the id record. An empty record (no dedupe, no holders) is deleted.
   private writeIdRecord(id: string, record: IdRecord): void {
-    if (record.dedupeSince === undefined && record.holders.length === 0) {
-      this.idRecords.set(id, undefined);
+    const empty = record.dedupeSince === undefined && record.holders.length === 0;
+    this.idRecords.set(id, empty ? undefined : record);
+    if (this.windowIds.has(id)) {
+      // Inline records leave their list only with the sweep (which deletes the list) or unclaim.
+      assert(!empty, `the inline record of ${id} is not emptied in place`);
+      this.windowIds.set(id, this.listKeyOfEntry);
+      this.listedInEntry.set(id, record);
+    } else if (empty) {
       this.kv.delete(idRecordKey(id));
     } else {
-      this.idRecords.set(id, record);
       this.kv.put(idRecordKey(id), encodeIdRecord(record));
     }
+  }
+
+  // Lists an id in this entry's dedupe list, so that the sweep looks at its record a window later
+  // (an inline record is listed where it is).
+  private relist(id: string): void {
+    if (!this.windowIds.has(id)) this.listedInEntry.set(id, undefined);
   }
 
   // Whether the copy a holder entry names is still stored (seqs are never reused, so a record at
@@ -986,7 +1066,7 @@ export class Broker {
     const holders = [...(record === undefined ? [] : this.liveHolders(record)), { mailbox: target, seq: targetSeq }];
     this.writeIdRecord(message.id, { dedupeSince: record?.dedupeSince, holders });
     // Listed, so that a sweep one window later finds the record and drops it once unheld.
-    this.dedupeIdsInEntry.add(message.id);
+    this.relist(message.id);
     this.store(target, targetSeq, {
       ...message,
       hiddenUntilMs: 0,
@@ -1039,13 +1119,28 @@ export class Broker {
       for (const entry of due) {
         if (budget <= 0) return;
         this.kv.delete(entry.key);
-        for (const id of decodeIds(entry.value)) {
+        for (const [id, inline] of decodeDedupeList(entry.value)) {
           budget--;
+          if (inline !== undefined) {
+            // The record, when it is still inline in this list: its window ended; it becomes an id
+            // record while a copy it names is stored (for CONFLICT), else it is gone.
+            if (this.windowIds.get(id) !== entry.key) continue;
+            this.windowIds.delete(id);
+            const holders = this.liveHolders(inline);
+            if (holders.length === 0) {
+              this.idRecords.set(id, undefined); // it never had an id record
+            } else {
+              this.writeIdRecord(id, { dedupeSince: undefined, holders });
+              this.relist(id);
+            }
+            continue;
+          }
+          if (this.windowIds.has(id)) continue; // inline in a younger list, which handles it
           const record = this.idRecord(id);
           if (record === undefined) continue;
           if (record.dedupeSince !== undefined && timestampMs(record.dedupeSince) > horizonMs) continue;
           const holders = this.liveHolders(record);
-          if (holders.length > 0) this.dedupeIdsInEntry.add(id);
+          if (holders.length > 0) this.relist(id);
           if (record.dedupeSince !== undefined || holders.length !== record.holders.length) this.writeIdRecord(id, { dedupeSince: undefined, holders });
         }
       }

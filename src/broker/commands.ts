@@ -65,6 +65,9 @@ export interface BrokerConfig {
   expirySweepMax: number;
   dedupeSweepMax: number;
   promoteMax: number;
+  // Client ids recorded within the dedupe window whose record the heap holds (~100 bytes each),
+  // instead of an id record in the store per SEND; past it, new ids get an id record as before.
+  dedupeIdsInMemoryMax: number;
 }
 
 export const BROKER_DEFAULTS: BrokerConfig = {
@@ -86,6 +89,7 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   expirySweepMax: 10_000,
   dedupeSweepMax: 10_000,
   promoteMax: 10_000,
+  dedupeIdsInMemoryMax: 1_000_000,
 };
 
 export interface SendCommand {

@@ -26,14 +26,18 @@
 //                                             time); exists from the first lease (or the end of a
 //                                             delay) on. A message without one is in its stored state.
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
-//   "\x07" id                                 id record: the dedupe timestamp (HLC of the first
+//   "\x07" id                                 id record (ids whose window ended while a copy is
+//                                             stored, dead letters, ids past dedupeIdsInMemoryMax;
+//                                             an id recorded within its window is inline in its
+//                                             dedupe list instead): the dedupe timestamp (HLC of the first
 //                                             SEND, while in the window) and the holders (mailbox
 //                                             and seq of each copy with that id, for client ids
 //                                             and dead letters). Removing a copy leaves its holder
 //                                             entry stale: a holder counts only while the record at
 //                                             its seq exists (seqs are never reused).
-//   "\x08" firstMs index                      dedupe list: the ids an entry recorded (or listed again
-//                                             for a later look), for the window sweep
+//   "\x08" firstMs index                      dedupe list: the ids an entry recorded, each with its
+//                                             record inline, or listed again (a reference to its id
+//                                             record) for a later look; for the window sweep
 //   "\x09" name "\x00" senderTime seq          sender order: sender-ordered messages (for LIST)
 //
 // Fresh messages: a log-ordered message ready at SEND gets no ready-index key. The mailbox meta
@@ -61,7 +65,7 @@ export const APPLIED_KEY = "\x00a";
 // Stores written before this record existed (before 2026-11-25) have none and are refused too:
 // one of them held dedupe keys of an older layout that made every node's apply fail at once.
 export const FORMAT_KEY = "\x00f";
-export const STATE_FORMAT = 1;
+export const STATE_FORMAT = 2;
 export const META = "\x01";
 export const MESSAGE = "\x02";
 export const READY = "\x03";
@@ -198,21 +202,36 @@ export const stateKey = (mailbox: string, id: string): string => `${STATE}${mail
 export const idRecordKey = (id: string): string => `${DEDUPE}${id}`;
 export const dedupeListKey = (firstMs: number, index: number): string => `${DEDUPE_LIST}${u64Key(firstMs)}${u64Key(index)}`;
 
-export function encodeIds(ids: string[]): Uint8Array {
+// A dedupe list: per id, either a reference (its record is the "\x07" id record, listed to be
+// looked at again by the sweep) or the record itself, inline (a client id first recorded within
+// the window: no id record of its own until the sweep, see Broker.windowIds).
+export type ListedRecord = IdRecord | undefined; // undefined: a reference
+const LISTED_REFERENCE = 0;
+const LISTED_INLINE = 1;
+
+export function encodeDedupeList(items: Map<string, ListedRecord>): Uint8Array {
   let size = 4;
-  for (const id of ids) size += 4 + id.length; // client ids are ASCII
+  for (const [id, record] of items) size += 5 + id.length + (record === undefined ? 0 : idRecordSize(record)); // client ids are ASCII
   const writer = ByteWriter.scratch(size);
-  writer.u32(ids.length);
-  for (const id of ids) writer.string(id);
+  writer.u32(items.size);
+  for (const [id, record] of items) {
+    writer.u8(record === undefined ? LISTED_REFERENCE : LISTED_INLINE);
+    writer.string(id);
+    if (record !== undefined) writeIdRecord(writer, record);
+  }
   return writer.finish();
 }
 
-export function decodeIds(data: Uint8Array): string[] {
+export function decodeDedupeList(data: Uint8Array): Array<[string, ListedRecord]> {
   const reader = new ByteReader(data);
   const count = reader.u32();
-  const ids: string[] = [];
-  for (let i = 0; i < count; i++) ids.push(reader.string());
-  return ids;
+  const items: Array<[string, ListedRecord]> = [];
+  for (let i = 0; i < count; i++) {
+    const kind = reader.u8();
+    const id = reader.string();
+    items.push([id, kind === LISTED_INLINE ? readIdRecord(reader) : undefined]);
+  }
+  return items;
 }
 
 export const STATE_READY = 0;
@@ -435,10 +454,13 @@ export interface IdRecord {
   holders: IdHolder[];
 }
 
-export function encodeIdRecord(record: IdRecord): Uint8Array {
+function idRecordSize(record: IdRecord): number {
   let size = 1 + 8 + 4;
   for (const holder of record.holders) size += 4 + holder.mailbox.length + SEQ_LENGTH; // names are ASCII
-  const writer = ByteWriter.scratch(size);
+  return size;
+}
+
+function writeIdRecord(writer: ByteWriter, record: IdRecord): void {
   writer.u8(record.dedupeSince === undefined ? 0 : 1);
   writer.u64(record.dedupeSince ?? 0n);
   writer.u32(record.holders.length);
@@ -446,11 +468,9 @@ export function encodeIdRecord(record: IdRecord): Uint8Array {
     writer.string(holder.mailbox);
     for (let i = 0; i < SEQ_LENGTH; i++) writer.u8(holder.seq.charCodeAt(i));
   }
-  return writer.finish();
 }
 
-export function decodeIdRecord(data: Uint8Array): IdRecord {
-  const reader = new ByteReader(data);
+function readIdRecord(reader: ByteReader): IdRecord {
   const dedupes = reader.u8() === 1;
   const since = reader.u64();
   const count = reader.u32();
@@ -461,4 +481,14 @@ export function decodeIdRecord(data: Uint8Array): IdRecord {
     holders.push({ mailbox, seq: String.fromCharCode(...seq) });
   }
   return { dedupeSince: dedupes ? since : undefined, holders };
+}
+
+export function encodeIdRecord(record: IdRecord): Uint8Array {
+  const writer = ByteWriter.scratch(idRecordSize(record));
+  writeIdRecord(writer, record);
+  return writer.finish();
+}
+
+export function decodeIdRecord(data: Uint8Array): IdRecord {
+  return readIdRecord(new ByteReader(data));
 }

@@ -13,6 +13,9 @@ export const PROPERTY_CONFIG: Partial<BrokerConfig> = {
   mailboxesMax: 3,
   expirySweepMax: 2,
   promoteMax: 2,
+  // Three client ids in the generator: both where dedupe records live (inline and id records).
+  dedupeIdsInMemoryMax: 2,
+  dedupeSweepMax: 1, // the sweep lags: lists outlive their window
   recipientsMax: 3,
   senderTimeAheadMsMax: 3000,
   bodyBytesMax: 12,
