@@ -36,6 +36,7 @@ import {
   type ReceiveCommand,
   type SendCommand,
 } from "./commands.js";
+import { IdFilter, InlineIds, type InlineLocation } from "./inline-ids.js";
 import { bytesToKey, KEY_END, type KvEntry, keyToBytes, type OrderedKv, prefixEnd } from "./kv.js";
 import {
   APPLIED_KEY,
@@ -44,6 +45,7 @@ import {
   FORMAT_KEY,
   STATE_FORMAT,
   cursorToSeq,
+  DEDUPE,
   DEDUPE_LIST,
   decodeDedupeList,
   decodeIndex,
@@ -219,18 +221,27 @@ export class Broker {
   // Pending batch keys this entry wrote (their tags number them).
   private pendingBatchesInEntry = 0;
   private commandTimestamp = 0n;
-  // The dedupe list this entry writes (one per entry, for the sweep): per client id, its record
-  // (inline: an id recorded within the window) or undefined (a reference to its id record).
-  private listedInEntry = new Map<string, ListedRecord>();
+  // The dedupe list entry `listingEntry` writes (one per entry, for the sweep): the client ids in
+  // order, each with its record (inline: an id recorded within the window) or undefined (a
+  // reference to its id record), and each id's position.
+  private listingEntry = 0;
+  private listedIds: string[] = [];
+  private listedRecords: ListedRecord[] = [];
+  private readonly listedAt = new Map<string, number>();
   private listKeyOfEntry = "";
-  // Client ids whose record is inline in a dedupe list: id -> that list's key (one string per
-  // list, shared). Such an id has no "\x07" id record: a SEND with a new client id writes nothing
-  // of its own, its record goes out with the entry's list. The sweep moves a record that still
-  // has live holders when its window ends into an id record. Rebuilt from the lists whenever the
-  // state is loaded (the last item for an id decides: inline, or a reference), so it is a function
-  // of the store like everything else. Bounded by dedupeIdsInMemoryMax: past it, new ids get
-  // their id record at once, as before.
-  private readonly windowIds = new Map<string, string>();
+  // Client ids whose record is inline in a dedupe list: where (entry index of the list, item).
+  // Such an id has no "\x07" id record: a SEND with a new client id writes nothing of its own,
+  // its record goes out with the entry's list. The sweep moves a record that still has live
+  // holders when its window ends into an id record. Rebuilt from the lists whenever the state is
+  // loaded (a later list's item supersedes an earlier one's), so it is a function of the store
+  // like everything else. Bounded by dedupeIdsInMemoryMax: past it, new ids get their id record
+  // at once, as before.
+  private readonly inline = new InlineIds((list, item) => this.listedItem(list, item)[0]);
+  // Which ids may have an id record ("\x07"): a new client id, the usual case, reads nothing.
+  private readonly storedIds = new IdFilter();
+  // The keys of the stored dedupe lists by entry index, and the lists this apply decoded.
+  private readonly listKeys = new Map<number, string>();
+  private readonly decodedLists = new Map<number, Array<[string, ListedRecord]>>();
   // Id records this entry read or wrote (undefined: absent), so that an ACK that found a message
   // by id and then removes it, or a fan-out, reads each record once. Cleared around every apply.
   private readonly idRecords = new Map<string, IdRecord | undefined>();
@@ -255,8 +266,12 @@ export class Broker {
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.pendingBatchesInEntry = 0;
-    this.listedInEntry = new Map();
+    this.listingEntry = index;
+    this.listedIds = [];
+    this.listedRecords = [];
+    this.listedAt.clear();
     this.listKeyOfEntry = dedupeListKey(this.nowMs, index);
+    this.decodedLists.clear();
     this.idRecords.clear();
     try {
       const results = this.kv.transaction(() => {
@@ -269,8 +284,9 @@ export class Broker {
           return this.execute(command);
         });
         this.flushMailboxes();
-        if (this.listedInEntry.size > 0) {
-          this.kv.put(this.listKeyOfEntry, encodeDedupeList(this.listedInEntry));
+        if (this.listedIds.length > 0) {
+          this.kv.put(this.listKeyOfEntry, encodeDedupeList(this.listedIds, this.listedRecords));
+          this.listKeys.set(index, this.listKeyOfEntry);
           if (this.dedupeFloorMs !== undefined) this.dedupeFloorMs = Math.min(this.dedupeFloorMs, this.nowMs);
         }
         this.kv.put(APPLIED_KEY, encodeIndex(index));
@@ -409,9 +425,9 @@ export class Broker {
     }
   }
 
-  // Client ids whose dedupe record is inline in a dedupe list (see windowIds).
+  // Client ids whose dedupe record is inline in a dedupe list (see `inline`).
   dedupeIdsInMemory(): number {
-    return this.windowIds.size;
+    return this.inline.size;
   }
 
   // Number of mailboxes (with messages or settings).
@@ -446,18 +462,42 @@ export class Broker {
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
-    this.windowIds.clear();
+    this.listingEntry = 0;
+    this.listedIds = [];
+    this.listedRecords = [];
+    this.listedAt.clear();
+    this.inline.clear();
+    this.listKeys.clear();
+    this.decodedLists.clear();
+    const current = new Map<string, InlineLocation>();
     const end = prefixEnd(DEDUPE_LIST);
     for (let start = DEDUPE_LIST; ; ) {
       const lists = this.kv.scan(start, end, SCAN_BATCH);
-      for (const list of lists) {
-        for (const [id, inline] of decodeDedupeList(list.value)) {
-          if (inline !== undefined) this.windowIds.set(id, list.key); // a later list's item supersedes
-        }
+      for (const { key, value } of lists) {
+        const list = readU64Key(key, DEDUPE_LIST.length + U64_LENGTH);
+        this.listKeys.set(list, key);
+        decodeDedupeList(value).forEach(([id, inline], item) => {
+          if (inline !== undefined) current.set(id, { list, item }); // a later list's item supersedes
+        });
       }
       if (lists.length < SCAN_BATCH) break;
       start = `${lists[lists.length - 1]!.key}\x00`;
     }
+    for (const [id, { list, item }] of current) this.inline.add(id, list, item);
+    this.rebuildStoredIds();
+  }
+
+  // Refills the filter with the ids of the stored id records (at load, and when it saturates).
+  private rebuildStoredIds(): void {
+    this.storedIds.clear();
+    const end = prefixEnd(DEDUPE);
+    for (let start = DEDUPE; ; ) {
+      const records = this.kv.scan(start, end, SCAN_BATCH);
+      for (const { key } of records) this.storedIds.add(key.slice(DEDUPE.length));
+      if (records.length < SCAN_BATCH) break;
+      start = `${records[records.length - 1]!.key}\x00`;
+    }
+    this.storedIds.rebuilt();
   }
 
   // Whether the store holds the format record; throws StateFormatError when it holds records of
@@ -616,25 +656,25 @@ export class Broker {
   // The record goes inline into this entry's dedupe list (no write of its own) while
   // dedupeIdsInMemoryMax allows, else into an id record.
   private claimId(id: string, recipients: readonly string[]): boolean {
-    if (this.idRecords.get(id) !== undefined || this.windowIds.has(id)) return false;
+    if (this.idRecords.get(id) !== undefined || this.inline.has(id)) return false;
     const holders: IdHolder[] = [];
     for (let position = 0; position < recipients.length; position++) {
       holders.push({ mailbox: recipients[position]!, seq: seqOf(this.index, this.messagesInEntry + position) });
     }
     const record: IdRecord = { dedupeSince: this.commandTimestamp, holders };
-    if (this.windowIds.size < this.config.dedupeIdsInMemoryMax) {
-      if (!this.idRecords.has(id)) {
+    if (this.inline.size < this.config.dedupeIdsInMemoryMax) {
+      if (!this.idRecords.has(id) && this.storedIds.mightHave(id)) {
         const stored = this.kv.get(idRecordKey(id));
         if (stored !== undefined) {
           this.idRecords.set(id, decodeIdRecord(stored));
           return false;
         }
       }
-      this.windowIds.set(id, this.listKeyOfEntry);
-      this.listedInEntry.set(id, record);
+      this.inline.add(id, this.listingEntry, this.listItem(id, record));
     } else {
       if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;
-      this.listedInEntry.set(id, undefined);
+      this.storedIds.add(id);
+      this.listItem(id, undefined);
     }
     this.idRecords.set(id, record);
     return true;
@@ -642,9 +682,45 @@ export class Broker {
 
   // Takes back claimId (the SEND failed after claiming).
   private unclaim(id: string): void {
-    this.listedInEntry.delete(id);
+    const item = this.listedIds.length - 1;
+    assert(this.listedIds[item] === id, "the id unclaimed is the last one listed");
+    const inline = this.listedRecords[item] !== undefined;
+    this.listedIds.pop();
+    this.listedRecords.pop();
+    this.listedAt.delete(id);
     this.idRecords.set(id, undefined);
-    if (!this.windowIds.delete(id)) this.kv.delete(idRecordKey(id));
+    if (inline) this.inline.deleteAt(id, this.listingEntry, item);
+    else this.kv.delete(idRecordKey(id));
+  }
+
+  // Lists an id in this entry's dedupe list (or replaces its item): its position.
+  private listItem(id: string, record: ListedRecord): number {
+    const at = this.listedAt.get(id);
+    if (at !== undefined) {
+      this.listedRecords[at] = record;
+      return at;
+    }
+    const item = this.listedIds.length;
+    this.listedAt.set(id, item);
+    this.listedIds.push(id);
+    this.listedRecords.push(record);
+    return item;
+  }
+
+  // An item of a dedupe list: this entry's, or a stored one (decoded once per apply).
+  private listedItem(list: number, item: number): [string, ListedRecord] {
+    if (list === this.listingEntry) return [this.listedIds[item]!, this.listedRecords[item]];
+    let items = this.decodedLists.get(list);
+    if (items === undefined) {
+      const key = this.listKeys.get(list);
+      const value = key === undefined ? undefined : this.kv.get(key);
+      if (value === undefined) assert(false, `the dedupe list of entry ${list} is stored`);
+      items = decodeDedupeList(value);
+      this.decodedLists.set(list, items);
+    }
+    const found = items[item];
+    if (found === undefined) assert(false, `the dedupe list of entry ${list} has an item ${item}`);
+    return found;
   }
 
   private dedupeLookup(id: string): bigint | undefined {
@@ -656,26 +732,15 @@ export class Broker {
   private idRecord(id: string): IdRecord | undefined {
     if (this.idRecords.has(id)) return this.idRecords.get(id);
     let record: IdRecord | undefined;
-    const listKey = this.windowIds.get(id);
-    if (listKey !== undefined) {
-      record = this.inlineRecord(id, listKey);
-    } else {
+    const at = this.inline.get(id);
+    if (at !== undefined) {
+      record = this.listedItem(at.list, at.item)[1];
+      if (record === undefined) assert(false, `the dedupe list of entry ${at.list} holds the record of ${id}`);
+    } else if (this.storedIds.mightHave(id)) {
       const value = this.kv.get(idRecordKey(id));
       record = value === undefined ? undefined : decodeIdRecord(value);
     }
     this.idRecords.set(id, record);
-    return record;
-  }
-
-  private inlineRecord(id: string, listKey: string): IdRecord {
-    let record: ListedRecord;
-    if (listKey === this.listKeyOfEntry) {
-      record = this.listedInEntry.get(id);
-    } else {
-      const value = this.kv.get(listKey);
-      if (value !== undefined) record = decodeDedupeList(value).find(([listed]) => listed === id)?.[1];
-    }
-    if (record === undefined) assert(false, `the dedupe list ${seqToCursor(listKey)} holds the record of ${id}`);
     return record;
   }
 
@@ -685,22 +750,23 @@ export class Broker {
   private writeIdRecord(id: string, record: IdRecord): void {
     const empty = record.dedupeSince === undefined && record.holders.length === 0;
     this.idRecords.set(id, empty ? undefined : record);
-    if (this.windowIds.has(id)) {
+    if (this.inline.has(id)) {
       // Inline records leave their list only with the sweep (which deletes the list) or unclaim.
       assert(!empty, `the inline record of ${id} is not emptied in place`);
-      this.windowIds.set(id, this.listKeyOfEntry);
-      this.listedInEntry.set(id, record);
+      this.inline.set(id, this.listingEntry, this.listItem(id, record));
     } else if (empty) {
       this.kv.delete(idRecordKey(id));
     } else {
       this.kv.put(idRecordKey(id), encodeIdRecord(record));
+      this.storedIds.add(id);
+      if (this.storedIds.saturated) this.rebuildStoredIds();
     }
   }
 
   // Lists an id in this entry's dedupe list, so that the sweep looks at its record a window later
   // (an inline record is listed where it is).
   private relist(id: string): void {
-    if (!this.windowIds.has(id)) this.listedInEntry.set(id, undefined);
+    if (!this.inline.has(id)) this.listItem(id, undefined);
   }
 
   // Whether the copy a holder entry names is still stored (seqs are never reused, so a record at
@@ -1119,13 +1185,18 @@ export class Broker {
       for (const entry of due) {
         if (budget <= 0) return;
         this.kv.delete(entry.key);
-        for (const [id, inline] of decodeDedupeList(entry.value)) {
+        const list = readU64Key(entry.key, DEDUPE_LIST.length + U64_LENGTH);
+        // Kept decoded while it is swept: lookups of other ids may confirm items of it.
+        const items = this.decodedLists.get(list) ?? decodeDedupeList(entry.value);
+        this.decodedLists.set(list, items);
+        for (let item = 0; item < items.length; item++) {
+          const [id, inline] = items[item]!;
           budget--;
           if (inline !== undefined) {
             // The record, when it is still inline in this list: its window ended; it becomes an id
             // record while a copy it names is stored (for CONFLICT), else it is gone.
-            if (this.windowIds.get(id) !== entry.key) continue;
-            this.windowIds.delete(id);
+            if (!this.inline.isAt(id, list, item)) continue;
+            this.inline.deleteAt(id, list, item);
             const holders = this.liveHolders(inline);
             if (holders.length === 0) {
               this.idRecords.set(id, undefined); // it never had an id record
@@ -1135,7 +1206,7 @@ export class Broker {
             }
             continue;
           }
-          if (this.windowIds.has(id)) continue; // inline in a younger list, which handles it
+          if (this.inline.has(id)) continue; // inline in a younger list, which handles it
           const record = this.idRecord(id);
           if (record === undefined) continue;
           if (record.dedupeSince !== undefined && timestampMs(record.dedupeSince) > horizonMs) continue;
@@ -1143,6 +1214,8 @@ export class Broker {
           if (holders.length > 0) this.relist(id);
           if (record.dedupeSince !== undefined || holders.length !== record.holders.length) this.writeIdRecord(id, { dedupeSince: undefined, holders });
         }
+        this.listKeys.delete(list);
+        this.decodedLists.delete(list);
       }
     }
   }

@@ -209,14 +209,15 @@ export type ListedRecord = IdRecord | undefined; // undefined: a reference
 const LISTED_REFERENCE = 0;
 const LISTED_INLINE = 1;
 
-export function encodeDedupeList(items: Map<string, ListedRecord>): Uint8Array {
+export function encodeDedupeList(ids: readonly string[], records: readonly ListedRecord[]): Uint8Array {
   let size = 4;
-  for (const [id, record] of items) size += 5 + id.length + (record === undefined ? 0 : idRecordSize(record)); // client ids are ASCII
+  for (let i = 0; i < ids.length; i++) size += 5 + ids[i]!.length + (records[i] === undefined ? 0 : idRecordSize(records[i]!)); // client ids are ASCII
   const writer = ByteWriter.scratch(size);
-  writer.u32(items.size);
-  for (const [id, record] of items) {
+  writer.u32(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const record = records[i];
     writer.u8(record === undefined ? LISTED_REFERENCE : LISTED_INLINE);
-    writer.string(id);
+    writer.string(ids[i]!);
     if (record !== undefined) writeIdRecord(writer, record);
   }
   return writer.finish();
