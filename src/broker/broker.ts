@@ -306,6 +306,26 @@ export class Broker {
     }
   }
 
+  // An entry without commands or a time of its own (a membership change, an empty entry): only
+  // the applied index moves. No sweep runs: sweeps take their time from the log, and a node's own
+  // clock (what such entries were applied with before) would make replicas sweep differently.
+  advance(index: number): void {
+    assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
+    try {
+      this.kv.transaction(() => {
+        this.kv.put(APPLIED_KEY, encodeIndex(index));
+        if (!this.formatStored) {
+          this.kv.put(FORMAT_KEY, encodeFormat(STATE_FORMAT));
+          this.formatStored = true;
+        }
+      });
+      this.applied = index;
+    } catch (error) {
+      this.reloadState();
+      throw error;
+    }
+  }
+
   // LIST: log-ordered messages in log order, then sender-ordered ones by (sender time, seq). A
   // cursor names the last message listed: 24 hex digits (a seq) in the first phase, "s" and 40
   // hex digits (sender time and seq) in the second.
@@ -477,7 +497,9 @@ export class Broker {
         const list = readU64Key(key, DEDUPE_LIST.length + U64_LENGTH);
         this.listKeys.set(list, key);
         decodeDedupeList(value).forEach(([id, inline], item) => {
-          if (inline !== undefined) current.set(id, { list, item }); // a later list's item supersedes
+          // The item of the later entry supersedes (list keys sort by time first, and entry times
+          // never decrease along the log, but the index is what decides).
+          if (inline !== undefined && !((current.get(id)?.list ?? 0) > list)) current.set(id, { list, item });
         });
       }
       if (lists.length < SCAN_BATCH) break;
@@ -670,6 +692,7 @@ export class Broker {
           return false;
         }
       }
+      assert(!this.listedAt.has(id), `${id}, without a record, is not listed yet`);
       this.inline.add(id, this.listingEntry, this.listItem(id, record));
     } else {
       if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;

@@ -65,7 +65,7 @@ export interface BrokerConfig {
   expirySweepMax: number;
   dedupeSweepMax: number;
   promoteMax: number;
-  // Client ids whose record is inline in a dedupe list (indexed on the heap in <= 40 bytes each)
+  // Client ids whose record is inline in a dedupe list (indexed on the heap in 40-80 bytes each)
   // instead of an id record in the store per SEND; past it, new ids get an id record as before.
   dedupeIdsInMemoryMax: number;
 }

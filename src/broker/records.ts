@@ -27,7 +27,8 @@
 //                                             delay) on. A message without one is in its stored state.
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 id record (ids whose window ended while a copy is
-//                                             stored, dead letters, ids past dedupeIdsInMemoryMax;
+//                                             stored, dead letters of ids not inline, ids past
+//                                             dedupeIdsInMemoryMax;
 //                                             an id recorded within its window is inline in its
 //                                             dedupe list instead): the dedupe timestamp (HLC of the first
 //                                             SEND, while in the window) and the holders (mailbox

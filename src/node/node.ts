@@ -539,12 +539,12 @@ export class FerryNode {
   private applyEntry(entry: Entry): void {
     if (entry.type === "conf-change") {
       this.recordMemberAddress(entry.data);
-      this.broker.apply(entry.index, this.clock.lastTimestamp(), []);
+      this.broker.advance(entry.index);
       return;
     }
     const decoded = decodeEntry(entry.data);
     if (!decoded) {
-      this.broker.apply(entry.index, this.clock.lastTimestamp(), []);
+      this.broker.advance(entry.index);
       return;
     }
     let results: BrokerResult[] | undefined;

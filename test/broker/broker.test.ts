@@ -407,6 +407,26 @@ describe("state format", () => {
   });
 });
 
+describe("entries without commands", () => {
+  test("advance moves the applied index and sweeps nothing: such an entry has no time of its own", () => {
+    // Membership changes and empty entries used to be applied at the node's own clock, which ran
+    // the TTL and dedupe sweeps at a time each replica chose for itself.
+    const h = new Harness({ dedupeWindowMs: 1000 });
+    h.send("bob", "short", { ttlMs: 500 });
+    h.send("dave", "once", { id: "d" });
+    const before = dump(h.kv).filter(([key]) => key !== APPLIED_KEY);
+    h.broker.advance(++h.index);
+    h.broker.advance(++h.index);
+    assert.equal(h.broker.appliedIndex(), h.index);
+    assert.deepEqual(dump(h.kv).filter(([key]) => key !== APPLIED_KEY), before, "nothing but the applied index changed");
+    assert.equal(h.broker.dedupeIdsInMemory(), 1);
+    h.advance(2000);
+    h.send("carol", "tick"); // an entry with a time: both sweeps run
+    assert.deepEqual(h.list("bob").items, []);
+    assert.equal(h.broker.dedupeIdsInMemory(), 0);
+  });
+});
+
 describe("sweeps skip their scan while nothing can be due", () => {
   // Counts the scans of the expiry index ("\x06") and of the dedupe lists ("\x08").
   function counted(): { kv: MemoryKv; scans: { expiry: number; dedupe: number } } {

@@ -253,6 +253,26 @@ describe("LMDB store", () => {
     );
   });
 
+  test("an apply that throws forgets the client ids of the uncommitted group", () => {
+    const kv = lmdb();
+    const broker = new Broker(kv);
+    const send = (id: string) => ({ op: "send" as const, sender: "a", recipients: ["bob"], body: text(id), id });
+    broker.apply(1, msTimestamp(1000), [send("m1")]);
+    kv.commit();
+    broker.apply(2, msTimestamp(1000), [send("m2")]);
+    assert.equal(broker.dedupeIdsInMemory(), 2);
+    const put = kv.put.bind(kv);
+    kv.put = () => {
+      throw new Error("injected bug");
+    };
+    assert.throws(() => broker.apply(3, msTimestamp(1000), [send("m3")]), /injected/);
+    kv.put = put;
+    // Entries 2 and 3 are gone with the group: m2 is new again, m1 still a duplicate.
+    assert.equal(broker.dedupeIdsInMemory(), 1);
+    const [again, duplicate] = broker.apply(2, msTimestamp(1000), [send("m2"), send("m1")]);
+    assert.deepEqual([again!.ok && "duplicate" in again && again.duplicate, duplicate!.ok && "duplicate" in duplicate && duplicate.duplicate], [false, true]);
+  });
+
   test("an apply that throws falls back to the last commit, consistent with the applied index", () => {
     const kv = lmdb();
     const broker = new Broker(kv);
