@@ -94,7 +94,9 @@ test("InlineIds keeps an entry whose home is after the hole when deleting across
   const homes: Record<string, number> = { a: 1020, b: 1021, c: 1022, d: 1023, e: 1022 };
   const order = ["a", "b", "c", "d", "e"];
   const table = new InlineIds((_list, item) => order[item]!, (id) => homes[id]!);
-  order.forEach((id, item) => table.add(id, 1, item));
+  order.forEach((id, item) => {
+    table.add(id, 1, item);
+  });
   assert.ok(table.delete("a"));
   assert.deepEqual(
     order.map((id) => table.has(id)),
