@@ -266,11 +266,7 @@ export class Broker {
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.pendingBatchesInEntry = 0;
-    this.listingEntry = index;
-    this.listedIds = [];
-    this.listedRecords = [];
-    this.listedAt.clear();
-    this.listKeyOfEntry = dedupeListKey(this.nowMs, index);
+    this.beginList(index, dedupeListKey(this.nowMs, index));
     this.decodedLists.clear();
     this.idRecords.clear();
     try {
@@ -482,44 +478,55 @@ export class Broker {
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
-    this.listingEntry = 0;
-    this.listedIds = [];
-    this.listedRecords = [];
-    this.listedAt.clear();
+    this.beginList(0, "");
     this.inline.clear();
     this.listKeys.clear();
     this.decodedLists.clear();
     const current = new Map<string, InlineLocation>();
-    const end = prefixEnd(DEDUPE_LIST);
-    for (let start = DEDUPE_LIST; ; ) {
-      const lists = this.kv.scan(start, end, SCAN_BATCH);
-      for (const { key, value } of lists) {
-        const list = readU64Key(key, DEDUPE_LIST.length + U64_LENGTH);
-        this.listKeys.set(list, key);
-        decodeDedupeList(value).forEach(([id, inline], item) => {
-          // The item of the later entry supersedes (list keys sort by time first, and entry times
-          // never decrease along the log, but the index is what decides).
-          if (inline !== undefined && !((current.get(id)?.list ?? 0) > list)) current.set(id, { list, item });
-        });
-      }
-      if (lists.length < SCAN_BATCH) break;
-      start = `${lists[lists.length - 1]!.key}\x00`;
+    for (const { key, value } of this.scanPrefix(DEDUPE_LIST)) {
+      const list = readU64Key(key, DEDUPE_LIST.length + U64_LENGTH);
+      this.listKeys.set(list, key);
+      decodeDedupeList(value).forEach(([id, inline], item) => {
+        // The item of the later entry supersedes (list keys sort by time first, and entry times
+        // never decrease along the log, but the index is what decides).
+        if (inline !== undefined && !((current.get(id)?.list ?? 0) > list)) current.set(id, { list, item });
+      });
     }
     for (const [id, { list, item }] of current) this.inline.add(id, list, item);
     this.rebuildStoredIds();
   }
 
+  // Every entry whose key starts with `prefix`, read SCAN_BATCH at a time.
+  private *scanPrefix(prefix: string): Generator<KvEntry> {
+    const end = prefixEnd(prefix);
+    for (let start = prefix; ; ) {
+      const entries = this.kv.scan(start, end, SCAN_BATCH);
+      yield* entries;
+      if (entries.length < SCAN_BATCH) return;
+      start = `${entries[entries.length - 1]!.key}\x00`;
+    }
+  }
+
   // Refills the filter with the ids of the stored id records (at load, and when it saturates).
   private rebuildStoredIds(): void {
     this.storedIds.clear();
-    const end = prefixEnd(DEDUPE);
-    for (let start = DEDUPE; ; ) {
-      const records = this.kv.scan(start, end, SCAN_BATCH);
-      for (const { key } of records) this.storedIds.add(key.slice(DEDUPE.length));
-      if (records.length < SCAN_BATCH) break;
-      start = `${records[records.length - 1]!.key}\x00`;
-    }
+    for (const { key } of this.scanPrefix(DEDUPE)) this.storedIds.add(key.slice(DEDUPE.length));
     this.storedIds.rebuilt();
+  }
+
+  // An id record was written: the filter learns its id (and is rebuilt once saturated).
+  private noteIdRecord(id: string): void {
+    this.storedIds.add(id);
+    if (this.storedIds.saturated) this.rebuildStoredIds();
+  }
+
+  // Starts the dedupe list of entry `index` (0: none), empty.
+  private beginList(index: number, key: string): void {
+    this.listingEntry = index;
+    this.listKeyOfEntry = key;
+    this.listedIds = [];
+    this.listedRecords = [];
+    this.listedAt.clear();
   }
 
   // Whether the store holds the format record; throws StateFormatError when it holds records of
@@ -696,7 +703,7 @@ export class Broker {
       this.inline.add(id, this.listingEntry, this.listItem(id, record));
     } else {
       if (!this.kv.putIfAbsent(idRecordKey(id), encodeIdRecord(record))) return false;
-      this.storedIds.add(id);
+      this.noteIdRecord(id);
       this.listItem(id, undefined);
     }
     this.idRecords.set(id, record);
@@ -781,8 +788,7 @@ export class Broker {
       this.kv.delete(idRecordKey(id));
     } else {
       this.kv.put(idRecordKey(id), encodeIdRecord(record));
-      this.storedIds.add(id);
-      if (this.storedIds.saturated) this.rebuildStoredIds();
+      this.noteIdRecord(id);
     }
   }
 

@@ -177,10 +177,14 @@ export class InlineIds {
 
 // The 64-bit hash of an id, in two module-level lanes (no allocation per hash): two 32-bit FNV-1a
 // style lanes over the UTF-16 code units, each with a final mix (the low bits pick a slot, and
-// time-ordered ids differ mostly in their last characters).
+// time-ordered ids differ mostly in their last characters). The last id hashed is remembered: a
+// SEND asks the table, the filter and the table again about one id, and hashes it once.
 let hashA = 0;
 let hashB = 0;
+let hashed: string | undefined;
 function hashId(id: string): void {
+  if (id === hashed) return;
+  hashed = id;
   let a = 0x811c9dc5;
   let b = 0x01000193 ^ id.length;
   for (let i = 0; i < id.length; i++) {

@@ -28,10 +28,10 @@
 //   "\x06" expiresAtMs name "\x00" seq        expiry index (all mailboxes, for the TTL sweep)
 //   "\x07" id                                 id record (ids whose window ended while a copy is
 //                                             stored, dead letters of ids not inline, ids past
-//                                             dedupeIdsInMemoryMax;
-//                                             an id recorded within its window is inline in its
-//                                             dedupe list instead): the dedupe timestamp (HLC of the first
-//                                             SEND, while in the window) and the holders (mailbox
+//                                             dedupeIdsInMemoryMax; an id recorded within its
+//                                             window is inline in its dedupe list instead): the
+//                                             dedupe timestamp (HLC of the first SEND, while in
+//                                             the window) and the holders (mailbox
 //                                             and seq of each copy with that id, for client ids
 //                                             and dead letters). Removing a copy leaves its holder
 //                                             entry stale: a holder counts only while the record at
@@ -205,7 +205,7 @@ export const dedupeListKey = (firstMs: number, index: number): string => `${DEDU
 
 // A dedupe list: per id, either a reference (its record is the "\x07" id record, listed to be
 // looked at again by the sweep) or the record itself, inline (a client id first recorded within
-// the window: no id record of its own until the sweep, see Broker.windowIds).
+// the window: no id record of its own until the sweep, see Broker.inline).
 export type ListedRecord = IdRecord | undefined; // undefined: a reference
 const LISTED_REFERENCE = 0;
 const LISTED_INLINE = 1;
