@@ -25,7 +25,7 @@
 // Keys are byte strings (see src/broker/kv.ts) stored as their bytes, so LMDB's memcmp order is
 // the same order. A custom key encoder writes the string straight into lmdb-js's key buffer and
 // reads keys back as strings: no Buffer per get/put/delete (that allocation and copy was ~10% of
-// an apply). Values are returned as copies (never a reused buffer).
+// an apply). Values are returned as copies (never a reused buffer): VALUE_ENCODER below.
 import { open, type RootDatabase } from "lmdb";
 import { KEY_END, type KvEntry, type KvReadView, type OrderedKv } from "../broker/kv.js";
 import { assert } from "../util/assert.js";
@@ -70,6 +70,27 @@ const KEY_ENCODER = {
   },
 };
 
+// Values are written as given (lmdb-js copies them into its write buffer) and read through
+// decode, which copies lmdb-js's reused read buffer into a slice of Node's Buffer pool
+// (Buffer.allocUnsafe; larger values get a buffer of their own). With "binary" values alone,
+// lmdb-js returned every value read as a Uint8Array with a backing store of its own: a malloc, an
+// ArrayBuffer for the garbage collector to track and sweep, and a free, for every message record a
+// RECEIVE's scan reads. Having a decoder that copies also makes lmdb-js read gets through its fast
+// path (into the reused buffer).
+const VALUE_ENCODER = {
+  encode(value: Uint8Array): Uint8Array {
+    return value;
+  },
+  decode(bytes: Buffer): Buffer {
+    // lmdb-js sets its reused buffer's length property to the value's size (Buffer#copy would
+    // take the whole buffer for the source: a view of the value's bytes instead).
+    const size = bytes.length;
+    const copy = Buffer.allocUnsafe(size);
+    copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset, size));
+    return copy;
+  },
+};
+
 // [start, end) in lmdb-js terms. KEY_END (the only non-byte character a key bound may hold) means
 // "no upper bound".
 function rangeOptions(start: string, end: string, limit: number, reverse: boolean): Record<string, unknown> {
@@ -111,6 +132,7 @@ export class LmdbKv implements OrderedKv {
       path: options.path,
       keyEncoder: KEY_ENCODER,
       encoding: "binary",
+      encoder: VALUE_ENCODER,
       mapSize: options.mapSizeBytes ?? 64 * 1024 * 1024 * 1024,
       noSync: options.noSync ?? false,
       overlappingSync: !(options.noSync ?? false),

@@ -97,6 +97,28 @@ for (const [kind, make] of KINDS) {
       assert.deepEqual([...(kv.get("b") ?? [])], new Array(200).fill(9));
     });
 
+
+    test("values read are copies of their own: later reads, scans and writes leave them as they were", () => {
+      const kv = make();
+      const sizes = [0, 1, 47, 300, 5000, 70_000];
+      kv.transaction(() => {
+        for (const [i, size] of sizes.entries()) kv.put(`k${i}`, new Uint8Array(size).fill(i + 1));
+      });
+      const expected = (i: number) => new Array(sizes[i]).fill(i + 1);
+      const got = sizes.map((_, i) => kv.get(`k${i}`)!);
+      const scanned = kv.scan("", KEY_END, 100).map((entry) => entry.value);
+      kv.transaction(() => {
+        for (let i = 0; i < sizes.length; i++) kv.put(`k${i}`, new Uint8Array(sizes[i]!).fill(99));
+      });
+      for (let i = 0; i < sizes.length; i++) kv.get(`k${i}`);
+      kv.scan("", KEY_END, 100);
+      for (let i = 0; i < sizes.length; i++) {
+        assert.deepEqual([...got[i]!], expected(i), `get of a ${sizes[i]}-byte value`);
+        assert.deepEqual([...scanned[i]!], expected(i), `scan of a ${sizes[i]}-byte value`);
+      }
+      got[2]!.fill(0);
+      assert.deepEqual([...(kv.get("k2") ?? [])], new Array(47).fill(99), "changing a value read changes nothing stored");
+    });
     test("putIfAbsent stores only when the key is absent; a transaction that throws undoes it", () => {
       const kv = make();
       kv.transaction(() => {
