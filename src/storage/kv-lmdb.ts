@@ -76,7 +76,8 @@ const KEY_ENCODER = {
 // lmdb-js returned every value read as a Uint8Array with a backing store of its own: a malloc, an
 // ArrayBuffer for the garbage collector to track and sweep, and a free, for every message record a
 // RECEIVE's scan reads. Having a decoder that copies also makes lmdb-js read gets through its fast
-// path (into the reused buffer).
+// path (into the reused buffer). A pool slice keeps its 8 KiB slab alive while it lives: fine for
+// values that are decoded and dropped within an apply or a reply, as every value read here is.
 const VALUE_ENCODER = {
   encode(value: Uint8Array): Uint8Array {
     return value;
