@@ -204,6 +204,10 @@ export class Broker {
   // strings at hand rather than by the record's key: building and hashing that key for each
   // lookup cost more than the lookup.
   private readonly statesToWrite = new Map<string, Map<string, StateWrite>>();
+  // The last mailbox whose writes were looked up, and its map: a command touches one mailbox, so
+  // a lease or an ACK then costs no lookup in the map of mailboxes.
+  private statesMailbox: string | undefined;
+  private statesOfMailbox: Map<string, StateWrite> | undefined;
   // Lower bounds of the times in the expiry index and of the dedupe lists' entry times (undefined:
   // unknown, look). A sweep whose bound is still in the future has nothing to do and skips its
   // scan: at one command per entry the two scans were a visible share of an apply. Puts lower
@@ -429,7 +433,7 @@ export class Broker {
   restore(chunks: Iterable<Uint8Array>): void {
     // Pending counters and states describe the state being replaced: they must not reach the commit.
     this.metaToWrite.clear();
-    this.statesToWrite.clear();
+    this.forgetStateWrites();
     try {
       this.kv.transaction(() => {
         this.kv.clear();
@@ -471,7 +475,7 @@ export class Broker {
     this.dirtyMailboxes.clear();
     this.settingsCache.clear();
     this.metaToWrite.clear();
-    this.statesToWrite.clear();
+    this.forgetStateWrites();
     this.idRecords.clear();
     this.expiryFloorMs = undefined;
     this.dedupeFloorMs = undefined;
@@ -845,7 +849,8 @@ export class Broker {
     const readyPrefix = mailboxPrefix(READY, mailbox);
     const returned = new KeyStream(this.kv, readyPrefix, readyPrefix + SENDER_READY_MARK);
     const messagePrefix = mailboxPrefix(MESSAGE, mailbox);
-    const fresh = new KeyStream(this.kv, messagePrefix + (meta.freshAfter === "" ? "" : `${meta.freshAfter}\x00`), prefixEnd(messagePrefix));
+    const freshBefore = meta.freshAfter; // the cursor moves past every fresh record it reads
+    const fresh = new KeyStream(this.kv, messagePrefix + (freshBefore === "" ? "" : `${freshBefore}\x00`), prefixEnd(messagePrefix));
     while (messages.length < command.max) {
       const batch = command.max - messages.length;
       let next = fresh.peek(batch);
@@ -853,7 +858,7 @@ export class Broker {
       while (next !== undefined) {
         message = decodeMessage(next.value);
         if (message.hiddenUntilMs === 0 && message.senderTime === undefined) break;
-        this.passFresh(mailbox, meta, next.key.slice(messagePrefix.length));
+        meta.freshAfter = next.key.slice(messagePrefix.length);
         fresh.next();
         next = fresh.peek(batch);
       }
@@ -862,7 +867,7 @@ export class Broker {
       if (next !== undefined && (back === undefined || next.key.slice(messagePrefix.length) < back.key.slice(readyPrefix.length))) {
         fresh.next();
         const seq = next.key.slice(messagePrefix.length);
-        this.passFresh(mailbox, meta, seq);
+        meta.freshAfter = seq;
         held = freshState(seq, message!);
       } else if (back !== undefined) {
         returned.next();
@@ -889,13 +894,9 @@ export class Broker {
         else messages.push(this.lease(mailbox, held, message, visibleAtMs));
       }
     }
+    if (meta.freshAfter !== freshBefore) this.dirtyMailboxes.add(mailbox);
     if (messages.length > 0) this.writePendingBatch(mailbox, visibleAtMs, messages.map((message) => message.id));
     return { ok: true, messages };
-  }
-
-  private passFresh(mailbox: string, meta: MailboxMeta, seq: string): void {
-    meta.freshAfter = seq;
-    this.dirtyMailboxes.add(mailbox);
   }
 
   // The caller writes the pending batch key of what it leased (writePendingBatch).
@@ -1290,36 +1291,67 @@ export class Broker {
     return held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
   }
 
-  // The state record of a message (from the writes not yet stored, else the store).
+  // The state record of a message (from the writes not yet stored, else the store). A record
+  // from the writes not yet stored comes with that write, so that writing or deleting it again
+  // (a lease then its ACK, the usual case) needs no second lookup.
   private readState(mailbox: string, id: string): Held | undefined {
-    const pending = this.statesToWrite.get(mailbox)?.get(id);
-    if (pending !== undefined) return pending.state === undefined ? undefined : heldFrom(pending.state, id);
+    const pending = this.pendingStates(mailbox, false)?.get(id);
+    if (pending !== undefined) return pending.state === undefined ? undefined : heldFrom(pending.state, id, pending);
     const value = this.kv.get(stateKey(mailbox, id));
-    return value === undefined ? undefined : heldFrom(decodeState(value), id);
+    return value === undefined ? undefined : heldFrom(decodeState(value), id, undefined);
   }
 
   private writeState(mailbox: string, held: Held): void {
-    const states = this.statesToWriteOf(mailbox);
-    // held.stored: a record exists, in the store unless it is among the writes not yet stored.
-    const inStore = states.get(held.id)?.inStore ?? held.stored;
-    states.set(held.id, { state: stateRecord(held), inStore });
+    const state = stateRecord(held);
+    if (held.write !== undefined) {
+      held.write.state = state;
+    } else {
+      const states = this.pendingStates(mailbox, true)!;
+      const pending = states.get(held.id);
+      if (pending !== undefined) {
+        pending.state = state; // keeps its inStore
+        held.write = pending;
+      } else {
+        // held.stored: a record exists in the store (it is not among the writes).
+        const write: StateWrite = { state, inStore: held.stored };
+        states.set(held.id, write);
+        held.write = write;
+      }
+    }
     held.stored = true;
   }
 
-  private deleteState(mailbox: string, id: string): void {
-    const states = this.statesToWriteOf(mailbox);
-    const pending = states.get(id);
-    if (pending !== undefined && !pending.inStore) states.delete(id);
-    else states.set(id, { state: undefined, inStore: true });
+  private deleteState(mailbox: string, held: Held): void {
+    const pending = held.write ?? this.pendingStates(mailbox, true)!.get(held.id);
+    if (pending === undefined) {
+      this.pendingStates(mailbox, true)!.set(held.id, { state: undefined, inStore: true });
+    } else if (pending.inStore) {
+      pending.state = undefined;
+    } else {
+      // Written since the last commit and never stored: nothing to delete in the store.
+      this.pendingStates(mailbox, true)!.delete(held.id);
+    }
+    held.write = undefined;
   }
 
-  private statesToWriteOf(mailbox: string): Map<string, StateWrite> {
+  // The writes not yet stored of a mailbox (create: make the map if there is none).
+  private pendingStates(mailbox: string, create: boolean): Map<string, StateWrite> | undefined {
+    if (mailbox === this.statesMailbox && this.statesOfMailbox !== undefined) return this.statesOfMailbox;
     let states = this.statesToWrite.get(mailbox);
     if (states === undefined) {
+      if (!create) return undefined;
       states = new Map();
       this.statesToWrite.set(mailbox, states);
     }
+    this.statesMailbox = mailbox;
+    this.statesOfMailbox = states;
     return states;
+  }
+
+  private forgetStateWrites(): void {
+    this.statesToWrite.clear();
+    this.statesMailbox = undefined;
+    this.statesOfMailbox = undefined;
   }
 
   // Stores a new message: a hidden one in the pending index, a sender-ordered ready one in the
@@ -1363,7 +1395,7 @@ export class Broker {
     if (held.state !== STATE_READY) {
       if (!held.stored) this.kv.delete(pendingKey(mailbox, held.visibleAtMs, seq));
     } else if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, seq, held.senderTime));
-    if (held.stored) this.deleteState(mailbox, held.id);
+    if (held.stored) this.deleteState(mailbox, held);
     if (held.expiresAtMs > 0) this.kv.delete(expiryKey(held.expiresAtMs, mailbox, seq));
     if (held.senderTime !== undefined) {
       this.kv.delete(orderKey(mailbox, held.senderTime, seq));
@@ -1420,26 +1452,31 @@ export class Broker {
         else this.kv.put(stateKey(mailbox, id), encodeState(write.state));
       }
     }
-    this.statesToWrite.clear();
+    this.forgetStateWrites();
   }
 }
 
 const EMPTY = new Uint8Array(0);
 
-// A message's delivery state, its id, and whether its state record is stored.
+// A message's delivery state, its id, whether its state record is stored, and the write of it
+// not yet stored that this state came from or went to (undefined: none known). A Held lives
+// within one apply, and the writes are dropped only at a commit, between applies, so such a write
+// is still among them (or was deleted with the message: writing it then changes nothing).
 interface Held extends MessageState {
   id: string;
   stored: boolean;
+  write: StateWrite | undefined;
 }
 
 // A state record to write at the next commit (state undefined: delete it); inStore: the store may
-// hold an earlier record under the key (otherwise a delete needs no store operation).
+// hold an earlier record under the key (otherwise a delete needs no store operation). Changed in
+// place while it is among the writes.
 interface StateWrite {
   state: MessageState | undefined;
   inStore: boolean;
 }
 
-function heldFrom(state: MessageState, id: string): Held {
+function heldFrom(state: MessageState, id: string, write: StateWrite | undefined): Held {
   return {
     seq: state.seq,
     state: state.state,
@@ -1450,6 +1487,7 @@ function heldFrom(state: MessageState, id: string): Held {
     senderTime: state.senderTime,
     id,
     stored: true,
+    write,
   };
 }
 
@@ -1476,6 +1514,7 @@ function freshState(seq: string, message: StoredMessage): Held {
     senderTime: message.senderTime,
     id: message.id,
     stored: false,
+    write: undefined,
   };
 }
 
