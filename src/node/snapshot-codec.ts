@@ -13,15 +13,20 @@ export interface DecodedNodeSnapshot {
 }
 
 export function encodeNodeSnapshot(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>, lastTimestamp = 0n): Uint8Array {
-  const parts: Buffer[] = [];
-  const add = (bytes: Uint8Array) => {
+  return Buffer.concat([...nodeSnapshotParts(members, brokerChunks, lastTimestamp)]);
+}
+
+// The bytes of a node snapshot in order, in parts (a length, then its piece): what
+// encodeNodeSnapshot concatenates, for a writer that streams them to a file.
+export function* nodeSnapshotParts(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>, lastTimestamp = 0n): Generator<Uint8Array> {
+  const piece = function* (bytes: Uint8Array): Generator<Uint8Array> {
     const length = Buffer.alloc(4);
     length.writeUInt32BE(bytes.length, 0);
-    parts.push(length, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    yield length;
+    yield bytes;
   };
-  add(Buffer.from(JSON.stringify({ members, lastTimestamp: lastTimestamp.toString() })));
-  for (const chunk of brokerChunks) add(chunk);
-  return Buffer.concat(parts);
+  yield* piece(Buffer.from(JSON.stringify({ members, lastTimestamp: lastTimestamp.toString() })));
+  for (const chunk of brokerChunks) yield* piece(chunk);
 }
 
 export function decodeNodeSnapshot(data: Uint8Array): DecodedNodeSnapshot {

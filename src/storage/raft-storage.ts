@@ -47,7 +47,7 @@ import {
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
 import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
-import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore } from "./snapshots.js";
+import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter } from "./snapshots.js";
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
 export const SEGMENT_SIZE_BYTES_MIN = 4 * 1024;
@@ -327,13 +327,39 @@ export class DiskRaftStorage implements LogStorage {
 
   // Stores a snapshot the state machine made at an applied index, then notes it in the log.
   async saveSnapshot(meta: SnapshotMeta, data: Uint8Array): Promise<void> {
+    this.checkSnapshotFits("saveSnapshot", meta);
+    await this.snapshots.save(meta, data);
+    await this.enqueue({ kind: "update", update: { entries: [], localSnapshot: { meta, data } } });
+  }
+
+  // Starts a snapshot the state machine makes at an applied index, streamed to its file chunk by
+  // chunk (SnapshotWriter), so that neither the state machine's image nor the file's contents is
+  // ever assembled in one piece. Once it is finished, loadSnapshot() then adoptSnapshot() make it
+  // the latest.
+  createSnapshot(meta: SnapshotMeta): Promise<SnapshotWriter> {
+    this.checkSnapshotFits("createSnapshot", meta);
+    return this.snapshots.create(meta);
+  }
+
+  // A stored snapshot, read back and verified.
+  loadSnapshot(meta: { index: number; term: number }): Promise<Snapshot> {
+    return this.snapshots.load(meta);
+  }
+
+  // Makes a snapshot already stored (saveSnapshot, createSnapshot) the latest and notes it in the
+  // log. Checks synchronously that it still fits the log: a caller that checked in the same turn
+  // knows it will not throw for that.
+  adoptSnapshot(snapshot: Snapshot): Promise<void> {
+    this.checkSnapshotFits("adoptSnapshot", snapshot.meta);
+    return this.enqueue({ kind: "update", update: { entries: [], localSnapshot: snapshot } });
+  }
+
+  private checkSnapshotFits(operation: string, meta: SnapshotMeta): void {
     const unusable = this.unusable();
     if (unusable) throw unusable;
     if (meta.index > this.accepted.lastIndex || meta.index < this.index.firstIndex - 1) {
-      throw new RangeError(`saveSnapshot at ${meta.index}: outside the log [${this.index.firstIndex - 1}, ${this.accepted.lastIndex}]`);
+      throw new RangeError(`${operation} at ${meta.index}: outside the log [${this.index.firstIndex - 1}, ${this.accepted.lastIndex}]`);
     }
-    await this.snapshots.save(meta, data);
-    await this.enqueue({ kind: "update", update: { entries: [], localSnapshot: { meta, data } } });
   }
 
   // Drops the log before index (index - 1 must be covered by a snapshot). Whole segments whose

@@ -13,6 +13,7 @@ import { pack, unpack } from "msgpackr";
 import { join } from "node:path";
 import type { ConfState, Snapshot, SnapshotMeta } from "../raft/types.js";
 import { SnapshotChecksumError, StorageCorruptError } from "./errors.js";
+import { assert } from "../util/assert.js";
 import { errorCode, type FileHandle, type FileSystem } from "./fs.js";
 
 export const SNAPSHOTS_RETAINED_DEFAULT = 2;
@@ -22,6 +23,7 @@ const SNAPSHOT_FORMAT_VERSION = 1;
 const SNAPSHOT_HEADER_BYTES = 32;
 const SNAPSHOT_META_BYTES_MAX = 1024 * 1024;
 const TEMPORARY_SUFFIX = ".tmp";
+const LOAD_PIECE_BYTES = 16 * 1024 * 1024;
 
 export interface SnapshotInfo {
   meta: SnapshotMeta;
@@ -147,14 +149,23 @@ export class SnapshotStore {
     }
   }
 
-  // Loads a whole snapshot and verifies its checksum.
+  // Loads a whole snapshot and verifies its checksum, a read of LOAD_PIECE_BYTES at a time (the
+  // checksum of hundreds of MB in one go would hold the event loop for tens of ms).
   async load(meta: { index: number; term: number }): Promise<Snapshot> {
     const path = join(this.dir, snapshotFileName(meta));
     const handle = await this.fs.open(path, "read");
     try {
       const header = await readHeader(handle);
-      const data = await readExactly(handle, header.dataOffset, header.dataBytes);
-      if (crc32c(data) !== header.checksum) throw new StorageCorruptError(path, header.dataOffset, "snapshot data checksum mismatch");
+      const data = new Uint8Array(header.dataBytes);
+      let checksum = 0;
+      for (let done = 0; done < header.dataBytes; ) {
+        const piece = data.subarray(done, Math.min(header.dataBytes, done + LOAD_PIECE_BYTES));
+        const count = await handle.read(piece, header.dataOffset + done);
+        if (count === 0) throw new StorageCorruptError(path, header.dataOffset + done, "snapshot file cut short");
+        checksum = crc32c(piece.subarray(0, count), checksum);
+        done += count;
+      }
+      if (checksum !== header.checksum) throw new StorageCorruptError(path, header.dataOffset, "snapshot data checksum mismatch");
       return { meta: header.meta, data };
     } finally {
       await handle.close();
@@ -199,6 +210,16 @@ export class SnapshotStore {
       throw error;
     }
     return new SnapshotReceiver(this.fs, this.dir, handle, temporaryPath, finalPath, { meta, dataBytes, checksum, path: finalPath }, header.length);
+  }
+
+  // Starts writing a snapshot made here, whose data is streamed in with write(): its size and
+  // checksum are known only at finish(), which writes the header. Nothing holds the whole data.
+  async create(meta: SnapshotMeta): Promise<SnapshotWriter> {
+    const finalPath = join(this.dir, snapshotFileName(meta));
+    const temporaryPath = `${finalPath}.${this.receiveCount++}${TEMPORARY_SUFFIX}`;
+    const handle = await this.fs.open(temporaryPath, "create-truncate");
+    // The header has the same length whatever the data's size and checksum (fixed-width fields).
+    return new SnapshotWriter(this.fs, this.dir, handle, temporaryPath, finalPath, meta, encodeHeader(meta, 0, 0).length);
   }
 
   // Keeps the newest retainCount snapshots; never removes `keep` (the one the log relies on).
@@ -261,6 +282,62 @@ export class SnapshotReceiver {
     await this.fs.rename(this.temporaryPath, this.finalPath);
     await this.fs.fsyncDir(this.dir);
     return this.expected;
+  }
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close().catch(() => undefined);
+    await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+  }
+}
+
+// Writes a snapshot made by this node, chunk by chunk, to a temporary file; finish() writes the
+// header with the size and checksum of what was written, syncs and renames it into place.
+export class SnapshotWriter {
+  private writtenBytes = 0;
+  private checksum = 0;
+  private closed = false;
+
+  constructor(
+    private readonly fs: FileSystem,
+    private readonly dir: string,
+    private readonly handle: FileHandle,
+    private readonly temporaryPath: string,
+    private readonly finalPath: string,
+    private readonly meta: SnapshotMeta,
+    private readonly dataOffset: number,
+  ) {}
+
+  get bytes(): number {
+    return this.writtenBytes;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.closed) throw new Error("SnapshotWriter: write after finish or abort");
+    this.checksum = crc32c(chunk, this.checksum);
+    const position = this.dataOffset + this.writtenBytes;
+    this.writtenBytes += chunk.length;
+    await this.handle.write(chunk, position);
+  }
+
+  async finish(): Promise<SnapshotInfo> {
+    if (this.closed) throw new Error("SnapshotWriter: finish after finish or abort");
+    this.closed = true;
+    try {
+      const header = encodeHeader(this.meta, this.writtenBytes, this.checksum);
+      assert(header.length === this.dataOffset, "a snapshot header's length does not depend on the data");
+      await this.handle.write(header, 0);
+      await this.handle.datasync();
+    } catch (error) {
+      await this.handle.close().catch(() => undefined);
+      await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+      throw error;
+    }
+    await this.handle.close();
+    await this.fs.rename(this.temporaryPath, this.finalPath);
+    await this.fs.fsyncDir(this.dir);
+    return { meta: this.meta, path: this.finalPath, dataBytes: this.writtenBytes, checksum: this.checksum };
   }
 
   async abort(): Promise<void> {

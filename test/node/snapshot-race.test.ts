@@ -4,7 +4,7 @@
 // long chaos run, seed 1753365461; cf31c80).
 //
 // Three FerryNodes run in this process on loopback, taking a snapshot every 20 entries. The
-// follower's snapshot read is held at its start. The leader stops sending to that follower,
+// follower's snapshot read (and write) is held at its start. The leader stops sending to that follower,
 // writes and compacts far past it, then reaches it again: the log the follower needs is gone, so
 // the leader sends a snapshot, which the follower installs. Then the held read goes on.
 import assert from "node:assert/strict";
@@ -19,7 +19,7 @@ import { startInProcessCluster } from "./in-process.js";
 const session = { identity: "snapshot-race-test" };
 
 interface NodeInternals {
-  readInSlices(chunks: Iterable<Uint8Array>, superseded: () => boolean): Promise<Uint8Array[] | undefined>;
+  writeInSlices(parts: Iterator<Uint8Array>, writer: unknown, superseded: () => boolean): Promise<boolean>;
   transport: { setPeers(peers: Map<number, string>): void };
   storage: { firstIndex(): number };
   snapshotting: boolean;
@@ -41,11 +41,11 @@ test("a follower drops the snapshot it is making when it installs one from the l
     let release: () => void = () => {};
     const held = new Promise<void>((resolve) => (release = resolve));
     let readStarted = false;
-    const readInSlices = inner.readInSlices;
-    inner.readInSlices = async function (this: NodeInternals, chunks, superseded) {
+    const writeInSlices = inner.writeInSlices;
+    inner.writeInSlices = async function (this: NodeInternals, parts, writer, superseded) {
       readStarted = true;
       await held;
-      return readInSlices.call(this, chunks, superseded);
+      return writeInSlices.call(this, parts, writer, superseded);
     };
     const send = async (count: number, tag: string) => {
       for (let i = 0; i < count; i++) await leader.execute({ op: "send", recipients: ["race"], body: new TextEncoder().encode(`${tag}-${i}`) }, session);

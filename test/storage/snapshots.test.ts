@@ -122,3 +122,73 @@ test("DiskRaftStorage: saveSnapshot, streaming and a received snapshot installed
   assert.deepEqual(reopened.snapshot().data, bytes(300, 5));
   await reopened.close();
 });
+
+test("a snapshot written chunk by chunk loads back whole and checked; one not finished leaves nothing", async () => {
+  let fs = new MemoryFileSystem();
+  await fs.mkdir("/s");
+  let store = new SnapshotStore(fs, "/s");
+  const meta = { index: 30, term: 3, conf: CONF };
+  const pieces = [bytes(1000, 1), bytes(0, 2), bytes(70_000, 3), bytes(1, 4)];
+  const writer = await store.create(meta);
+  for (const piece of pieces) await writer.write(piece);
+  const info = await writer.finish();
+  const whole = new Uint8Array(Buffer.concat(pieces));
+  assert.equal(info.dataBytes, whole.length);
+  assert.equal(info.checksum, crc32c(whole));
+  assert.deepEqual(await store.info(meta), info, "the header holds the size and checksum of what was written");
+  fs = fs.crash();
+  store = new SnapshotStore(fs, "/s");
+  const loaded = await store.load(meta);
+  assert.deepEqual(loaded.meta, meta);
+  assert.deepEqual(loaded.data, whole, "finish() is durable once it resolves");
+  assert.deepEqual(Buffer.concat(await collect(store.readChunks(meta))), Buffer.from(whole));
+
+  // Aborted, or cut short by a crash: no snapshot of that name appears.
+  const aborted = await store.create({ index: 40, term: 3, conf: CONF });
+  await aborted.write(bytes(500, 5));
+  await aborted.abort();
+  const crashed = await store.create({ index: 50, term: 3, conf: CONF });
+  await crashed.write(bytes(500, 6));
+  fs = fs.crash();
+  store = new SnapshotStore(fs, "/s");
+  await store.removeTemporaryFiles();
+  assert.deepEqual(await fs.readdir("/s"), [snapshotFileName(meta)]);
+});
+
+test("load checks the checksum of a snapshot read in pieces", async () => {
+  const fs = new MemoryFileSystem();
+  await fs.mkdir("/s");
+  const store = new SnapshotStore(fs, "/s");
+  const meta = { index: 10, term: 2, conf: CONF };
+  const writer = await store.create(meta);
+  const data = bytes(40 * 1024 * 1024 + 3, 9); // more than one 16 MiB piece
+  await writer.write(data);
+  await writer.finish();
+  assert.deepEqual((await store.load(meta)).data, data);
+  fs.corrupt(`/s/${snapshotFileName(meta)}`, 33 * 1024 * 1024); // in the third piece
+  await assert.rejects(store.load(meta), /checksum mismatch/);
+});
+
+test("DiskRaftStorage: a snapshot created chunk by chunk becomes the latest once adopted, and only if it still fits the log", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
+  await storage.persist({ hardState: { term: 1, vote: 1, commit: 20 }, entries: entries(1, 20, 1) });
+  const meta = { index: 15, term: 1, conf: CONF };
+  const writer = await storage.createSnapshot(meta);
+  await writer.write(bytes(100, 1));
+  await writer.write(bytes(200, 2));
+  await writer.finish();
+  assert.throws(() => storage.snapshot(), /no snapshot yet/, "written is not adopted");
+  const loaded = await storage.loadSnapshot(meta);
+  await storage.adoptSnapshot(loaded);
+  assert.equal(storage.snapshot().meta.index, 15);
+  assert.deepEqual(storage.snapshot().data, new Uint8Array(Buffer.concat([bytes(100, 1), bytes(200, 2)])));
+  await storage.compact(16);
+  assert.throws(() => storage.adoptSnapshot({ meta: { index: 10, term: 1, conf: CONF }, data: bytes(1, 1) }), /outside the log/);
+  assert.throws(() => storage.createSnapshot({ index: 21, term: 1, conf: CONF }), /outside the log/);
+  await storage.close();
+  const reopened = await DiskRaftStorage.open("/node", { fs, segmentSizeBytes: 65536 });
+  assert.equal(reopened.snapshot().meta.index, 15);
+  assert.deepEqual(reopened.snapshot().data, new Uint8Array(Buffer.concat([bytes(100, 1), bytes(200, 2)])));
+  await reopened.close();
+});
