@@ -127,7 +127,9 @@ export interface LogStorage {
   term(index: number): number; // throws CompactedError below firstIndex-1
   firstIndex(): number; // index of the first entry still available (snapshot.index + 1)
   lastIndex(): number;
-  snapshot(): Snapshot; // the most recent snapshot (throws SnapshotUnavailableError if none yet)
+  // The most recent snapshot (throws SnapshotUnavailableError if none yet). Its data may be read
+  // from disk when asked for, and only while it is the most recent one: take it at once.
+  snapshot(): Snapshot;
 }
 
 export class CompactedError extends Error {

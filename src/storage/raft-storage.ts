@@ -47,7 +47,7 @@ import {
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
 import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
-import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter } from "./snapshots.js";
+import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter, type StoredSnapshot } from "./snapshots.js";
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
 export const SEGMENT_SIZE_BYTES_MIN = 4 * 1024;
@@ -118,7 +118,8 @@ export class DiskRaftStorage implements LogStorage {
   private readonly cache: EntryCache;
   private hardState: HardState;
   private conf: ConfState;
-  private latestSnapshot: Snapshot | undefined;
+  // On disk: its data is read when asked for (StoredSnapshot), so memory does not hold it.
+  private latestSnapshot: StoredSnapshot | undefined;
   private carryMarker: SnapshotMarker | undefined; // repeated at the start of every segment
   // What the queued (not yet durable) updates will make of the log: persist() checks against it.
   private accepted: { firstIndex: number; lastIndex: number; commit: number };
@@ -139,7 +140,7 @@ export class DiskRaftStorage implements LogStorage {
     private readonly lock: { release(): Promise<void> },
     private readonly segmentSizeBytes: number,
     private readonly entrySizeBytesMax: number,
-    recovered: { index: LogIndex; hardState: HardState; latestMarker: SnapshotMarker | undefined; snapshot: Snapshot | undefined },
+    recovered: { index: LogIndex; hardState: HardState; latestMarker: SnapshotMarker | undefined; snapshot: StoredSnapshot | undefined },
     cacheSizeBytes: number,
   ) {
     this.index = recovered.index;
@@ -176,13 +177,18 @@ export class DiskRaftStorage implements LogStorage {
       throw error instanceof StorageError ? error : new StorageFailedError(`could not lock the data directory ${dir}`, error);
     });
     const files = new SegmentFiles(fs, dir, segmentSizeBytes, options.preallocate ?? "truncate");
+    let snapshot: StoredSnapshot | undefined;
     try {
       if (await fs.exists(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`)) await fs.unlink(`${dir}/${PREPARED_SEGMENT_FILE_NAME}`);
       const snapshots = new SnapshotStore(fs, dir, { retainCount: options.snapshotsRetained, chunkBytes: options.snapshotChunkBytes });
       await snapshots.removeTemporaryFiles();
       const recovered = await recoverLog(fs, dir, policy !== "always");
       for (const segment of recovered.segments) files.add(segment);
-      const snapshot = await chooseSnapshot(snapshots, recovered.markers, recovered.index, dir);
+      const chosen = await chooseSnapshot(snapshots, recovered.markers, recovered.index, dir);
+      if (chosen) {
+        snapshot = await snapshots.open(chosen.meta);
+        snapshot.keep(chosen.data);
+      }
       const storage = new DiskRaftStorage(fs, dir, policy, files, snapshots, lock, segmentSizeBytes, entrySizeBytesMax, { ...recovered, snapshot }, cacheSizeBytes);
       files.prepareNext();
       if (recovered.segments.length === 0) await storage.initialize(options.initialConf);
@@ -195,6 +201,7 @@ export class DiskRaftStorage implements LogStorage {
       };
       return storage;
     } catch (error) {
+      await snapshot?.close().catch(() => undefined);
       await files.close();
       await lock.release();
       // Damage and bugs keep their own errors; an I/O error (EIO, ENOSPC, EACCES) says where it hit.
@@ -411,6 +418,7 @@ export class DiskRaftStorage implements LogStorage {
       const active = this.files.active;
       if (!this.failure && active && !active.synced) await active.handle.datasync();
     } finally {
+      await this.latestSnapshot?.close().catch(() => undefined);
       await this.files.close();
       await this.lock.release();
     }
@@ -576,8 +584,22 @@ export class DiskRaftStorage implements LogStorage {
       } else segment.synced = false;
     }
     segment.endBytes += sizeBytes;
+    // The snapshots of the batch, as files (their data stays in memory only while others hold it).
+    const stored = new Map<Snapshot, StoredSnapshot>();
+    for (const update of updates) {
+      for (const snapshot of [update.snapshot, update.localSnapshot]) {
+        if (snapshot === undefined || stored.has(snapshot)) continue;
+        const opened = await this.snapshots.open(snapshot.meta);
+        opened.keep(snapshot.data);
+        stored.set(snapshot, opened);
+      }
+    }
+    const before = this.latestSnapshot;
     let snapshotChanged = false;
-    for (const { update, offsets } of placed) snapshotChanged = this.apply(update, segment, batchStart, offsets) || snapshotChanged;
+    for (const { update, offsets } of placed) snapshotChanged = this.apply(update, segment, batchStart, offsets, stored) || snapshotChanged;
+    for (const opened of new Set([before, ...stored.values()])) {
+      if (opened !== undefined && opened !== this.latestSnapshot) await opened.close().catch(() => undefined);
+    }
     if (snapshotChanged && this.latestSnapshot) await this.snapshots.prune(this.latestSnapshot.meta);
   }
 
@@ -617,15 +639,15 @@ export class DiskRaftStorage implements LogStorage {
   }
 
   // Makes a durable update visible to readers. Returns whether the latest snapshot changed.
-  private apply(update: InternalUpdate, segment: Segment, batchStart: number, offsets: number[]): boolean {
+  private apply(update: InternalUpdate, segment: Segment, batchStart: number, offsets: number[], stored: Map<Snapshot, StoredSnapshot>): boolean {
     let snapshotChanged = false;
     if (update.snapshot) {
       const meta = update.snapshot.meta;
       this.index.reset(meta.index + 1, meta.term);
       this.cache.clear(meta.index + 1);
-      snapshotChanged = this.noteSnapshot(update.snapshot);
+      snapshotChanged = this.noteSnapshot(stored.get(update.snapshot)!);
     }
-    if (update.localSnapshot) snapshotChanged = this.noteSnapshot(update.localSnapshot) || snapshotChanged;
+    if (update.localSnapshot) snapshotChanged = this.noteSnapshot(stored.get(update.localSnapshot)!) || snapshotChanged;
     if (update.bootstrapConf) {
       this.conf = update.bootstrapConf;
       this.carryMarker = { index: 0, term: 0, conf: update.bootstrapConf, reset: false };
@@ -639,7 +661,7 @@ export class DiskRaftStorage implements LogStorage {
     return snapshotChanged;
   }
 
-  private noteSnapshot(snapshot: Snapshot): boolean {
+  private noteSnapshot(snapshot: StoredSnapshot): boolean {
     if (this.latestSnapshot && this.latestSnapshot.meta.index > snapshot.meta.index) return false;
     this.latestSnapshot = snapshot;
     this.conf = snapshot.meta.conf;

@@ -149,6 +149,20 @@ export class SnapshotStore {
     }
   }
 
+  // A stored snapshot whose data is read from its file when asked for (StoredSnapshot). The header
+  // is checked here; the data's checksum when it is read.
+  async open(meta: { index: number; term: number }): Promise<StoredSnapshot> {
+    const path = join(this.dir, snapshotFileName(meta));
+    const handle = await this.fs.open(path, "read");
+    try {
+      const header = await readHeader(handle);
+      return new StoredSnapshot(header.meta, handle, header.dataOffset, header.dataBytes, header.checksum);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
   // Loads a whole snapshot and verifies its checksum, a read of LOAD_PIECE_BYTES at a time (the
   // checksum of hundreds of MB in one go would hold the event loop for tens of ms).
   async load(meta: { index: number; term: number }): Promise<Snapshot> {
@@ -345,5 +359,45 @@ export class SnapshotWriter {
     this.closed = true;
     await this.handle.close().catch(() => undefined);
     await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+  }
+}
+
+// A snapshot kept on disk rather than in memory: `data` reads the file (synchronously, checking
+// its checksum) when it is asked for and no copy read before is still alive. Raft reads it only to
+// send it to a follower behind the log, and the node when it starts, so a node's memory does not
+// hold its latest snapshot, whatever its size. keep() hands over a copy already in memory (the one
+// just written or received), used for as long as something else holds it.
+export class StoredSnapshot implements Snapshot {
+  private cached: WeakRef<Uint8Array> | undefined;
+
+  constructor(
+    readonly meta: SnapshotMeta,
+    private readonly handle: FileHandle,
+    private readonly dataOffset: number,
+    private readonly dataBytes: number,
+    private readonly checksum: number,
+  ) {}
+
+  get data(): Uint8Array {
+    const cached = this.cached?.deref();
+    if (cached !== undefined) return cached;
+    const data = new Uint8Array(this.dataBytes);
+    for (let done = 0; done < this.dataBytes; ) {
+      const count = this.handle.readSync(data.subarray(done), this.dataOffset + done);
+      if (count === 0) throw new StorageCorruptError(this.handle.path, this.dataOffset + done, "snapshot file cut short");
+      done += count;
+    }
+    if (crc32c(data) !== this.checksum) throw new StorageCorruptError(this.handle.path, this.dataOffset, "snapshot data checksum mismatch");
+    this.cached = new WeakRef(data);
+    return data;
+  }
+
+  keep(data: Uint8Array): void {
+    assert(data.length === this.dataBytes, "a kept snapshot copy is the stored snapshot's data");
+    this.cached = new WeakRef(data);
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
   }
 }

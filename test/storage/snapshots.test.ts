@@ -1,6 +1,8 @@
 // Snapshot files: atomic save, checksum, retention, chunked streaming and verified receipt.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { crc32c } from "@node-rs/crc32";
 import { SnapshotChecksumError, StorageCorruptError } from "../../src/storage/errors.js";
 import { MemoryFileSystem } from "../../src/storage/memory-fs.js";
@@ -191,4 +193,33 @@ test("DiskRaftStorage: a snapshot created chunk by chunk becomes the latest once
   assert.equal(reopened.snapshot().meta.index, 15);
   assert.deepEqual(reopened.snapshot().data, new Uint8Array(Buffer.concat([bytes(100, 1), bytes(200, 2)])));
   await reopened.close();
+});
+
+// A full garbage collection, so that a WeakRef whose target nothing else holds is cleared.
+async function collectGarbage(): Promise<void> {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  await new Promise((resolve) => setImmediate(resolve)); // WeakRef targets live to the end of a job
+  gc();
+}
+
+test("DiskRaftStorage keeps its latest snapshot on disk: the data is read back (and checked) once nothing holds it", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
+  await storage.persist({ hardState: { term: 1, vote: 1, commit: 20 }, entries: entries(1, 20, 1) });
+  const meta = { index: 20, term: 1, conf: CONF };
+  await storage.saveSnapshot(meta, bytes(3000, 7));
+  (() => {
+    const first = storage.snapshot().data;
+    assert.equal(storage.snapshot().data, first, "a copy still held is handed out again");
+    assert.deepEqual(first, bytes(3000, 7));
+  })();
+
+  await collectGarbage();
+  assert.deepEqual(storage.snapshot().data, bytes(3000, 7), "read back from the file");
+  fs.corrupt(`/node/${snapshotFileName(meta)}`, 2000);
+  await collectGarbage();
+  assert.throws(() => storage.snapshot().data, (error: unknown) => error instanceof StorageCorruptError && /checksum mismatch/.test(error.message));
+  assert.equal(storage.snapshot().meta.index, 20);
+  await storage.close();
 });
