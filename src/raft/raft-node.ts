@@ -747,9 +747,7 @@ export class RaftNode {
     }
     progress.becomeSnapshot(snapshot.meta.index);
     this.logLine(`sending snapshot ${snapshot.meta.term}/${snapshot.meta.index} to ${to}`);
-    // The data as it is now: a storage may read it from disk when asked (DiskRaftStorage), and the
-    // message is sent later, after this Ready's persist.
-    this.send({ type: "snapshot", to, snapshot: { meta: snapshot.meta, data: snapshot.data } });
+    this.send({ type: "snapshot", to, snapshot });
     return true;
   }
 

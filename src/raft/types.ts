@@ -44,6 +44,15 @@ export interface SnapshotMeta {
 export interface Snapshot {
   meta: SnapshotMeta;
   data: Uint8Array; // the application state machine's snapshot, opaque to raft
+  // A snapshot kept on disk also gives its size and its data as a stream, so that a sender need
+  // not hold it whole (reading `data` then reads the whole file at once).
+  dataBytes?: number;
+  readChunks?(chunkBytes: number): AsyncIterator<Uint8Array>;
+}
+
+// The size of a snapshot's data, without reading it when it is on disk.
+export function snapshotDataBytes(snapshot: Snapshot): number {
+  return snapshot.dataBytes ?? snapshot.data.length;
 }
 
 export type ConfChangeType = "add-voter" | "add-learner" | "remove-node";
@@ -128,7 +137,8 @@ export interface LogStorage {
   firstIndex(): number; // index of the first entry still available (snapshot.index + 1)
   lastIndex(): number;
   // The most recent snapshot (throws SnapshotUnavailableError if none yet). Its data may be read
-  // from disk when asked for, and only while it is the most recent one: take it at once.
+  // from disk when asked for, and only while it is the most recent one: a sender that reads it
+  // later fails to send it, and the core sends the newer one (reportSnapshot).
   snapshot(): Snapshot;
 }
 

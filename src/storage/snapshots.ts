@@ -363,9 +363,9 @@ export class SnapshotWriter {
 }
 
 // A snapshot kept on disk rather than in memory: `data` reads the file (synchronously, checking
-// its checksum) when it is asked for and no copy read before is still alive. Raft reads it only to
-// send it to a follower behind the log, and the node when it starts, so a node's memory does not
-// hold its latest snapshot, whatever its size. keep() hands over a copy already in memory (the one
+// its checksum) when it is asked for and no copy read before is still alive, and readChunks()
+// streams it. The transport streams it to a follower behind the log, and the node reads it whole
+// only when it starts, so a node's memory does not hold its latest snapshot, whatever its size. keep() hands over a copy already in memory (the one
 // just written or received), used for as long as something else holds it.
 export class StoredSnapshot implements Snapshot {
   private cached: WeakRef<Uint8Array> | undefined;
@@ -374,9 +374,30 @@ export class StoredSnapshot implements Snapshot {
     readonly meta: SnapshotMeta,
     private readonly handle: FileHandle,
     private readonly dataOffset: number,
-    private readonly dataBytes: number,
+    readonly dataBytes: number,
     private readonly checksum: number,
   ) {}
+
+  // The data in chunks of chunkBytes, read from the file as they are asked for. The checksum is
+  // checked as it goes: a mismatch throws instead of yielding the last chunk. Once the snapshot is
+  // superseded its file is closed, and reading fails.
+  async *readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
+    let checksum = 0;
+    for (let done = 0; done < this.dataBytes; ) {
+      const chunk = new Uint8Array(Math.min(chunkBytes, this.dataBytes - done));
+      for (let filled = 0; filled < chunk.length; ) {
+        const count = await this.handle.read(chunk.subarray(filled), this.dataOffset + done + filled);
+        if (count === 0) throw new StorageCorruptError(this.handle.path, this.dataOffset + done + filled, "snapshot file cut short");
+        filled += count;
+      }
+      checksum = crc32c(chunk, checksum);
+      done += chunk.length;
+      if (done === this.dataBytes && checksum !== this.checksum) {
+        throw new StorageCorruptError(this.handle.path, this.dataOffset, "snapshot data checksum mismatch");
+      }
+      yield chunk;
+    }
+  }
 
   get data(): Uint8Array {
     const cached = this.cached?.deref();

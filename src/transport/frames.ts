@@ -7,7 +7,7 @@
 // crashing the node.
 import { Packr } from "msgpackr";
 import { FRAME_HEADER_BYTES } from "../protocol/binary.js";
-import type { Message, MessageType, NodeId } from "../raft/types.js";
+import { type Message, type MessageType, type NodeId, snapshotDataBytes } from "../raft/types.js";
 
 export const PEER_PROTOCOL_VERSION = 1;
 
@@ -219,6 +219,6 @@ export const ENTRY_OVERHEAD_BYTES = 24;
 export function estimateMessageBytes(message: Message): number {
   let bytes = MESSAGE_OVERHEAD_BYTES + (message.context?.length ?? 0);
   for (const entry of message.entries) bytes += ENTRY_OVERHEAD_BYTES + entry.data.length;
-  if (message.snapshot !== undefined) bytes += message.snapshot.data.length;
+  if (message.snapshot !== undefined) bytes += snapshotDataBytes(message.snapshot);
   return bytes;
 }

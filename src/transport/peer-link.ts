@@ -6,7 +6,7 @@
 // retransmits what matters) and the drop is logged.
 import { connect } from "node:net";
 import { connect as connectTls } from "node:tls";
-import type { Message, NodeId } from "../raft/types.js";
+import { type Message, type NodeId, snapshotDataBytes } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { estimateMessageBytes, type DataFrame, type PeerFrame, PEER_PROTOCOL_VERSION } from "./frames.js";
 import { computeProof, createNonce, type HandshakeTranscript, verifyProof } from "./handshake.js";
@@ -49,11 +49,17 @@ export interface PeerLinkStats {
   reconnects: number; // successful handshakes after the first
 }
 
+// A snapshot being sent, from memory (data) or, for one kept on disk, from its file (reader: the
+// next chunk is read while the one before is written).
 interface SnapshotStream {
   streamId: number;
   message: Message; // snapshot.data emptied: the bytes travel in chunks
-  data: Uint8Array;
+  totalBytes: number;
   offset: number;
+  data: Uint8Array | undefined;
+  reader: AsyncIterator<Uint8Array> | undefined;
+  readChunk: Uint8Array | undefined; // read, not yet written
+  reading: boolean;
 }
 
 let nextStreamId = 1;
@@ -108,9 +114,13 @@ export class PeerLink {
   }
 
   enqueue(message: Message): void {
-    if (message.type === "snapshot" && message.snapshot !== undefined && message.snapshot.data.length > this.context.snapshotChunkBytes) {
-      this.enqueueSnapshot(message);
-      return;
+    if (message.type === "snapshot" && message.snapshot !== undefined) {
+      if (snapshotDataBytes(message.snapshot) > this.context.snapshotChunkBytes) {
+        this.enqueueSnapshot(message);
+        return;
+      }
+      // Small enough to travel inline: its bytes now (a snapshot on disk reads them when asked).
+      message = { ...message, snapshot: { meta: message.snapshot.meta, data: message.snapshot.data } };
     }
     const bytes = estimateMessageBytes(message);
     if (this.queueBytes + bytes > this.context.sendQueueBytesMax) {
@@ -233,15 +243,27 @@ export class PeerLink {
       this.awaitDrain(connection);
       return;
     }
-    const end = Math.min(stream.offset + this.context.snapshotChunkBytes, stream.data.length);
+    let bytes: Uint8Array;
+    if (stream.data !== undefined) {
+      bytes = stream.data.subarray(stream.offset, Math.min(stream.offset + this.context.snapshotChunkBytes, stream.totalBytes));
+    } else {
+      if (stream.readChunk === undefined) {
+        this.readSnapshotChunk(stream); // flushes again once it is read
+        return;
+      }
+      bytes = stream.readChunk;
+      stream.readChunk = undefined;
+    }
+    const end = stream.offset + bytes.length;
     const chunk = {
       streamId: stream.streamId,
       offset: stream.offset,
-      totalBytes: stream.data.length,
-      bytes: stream.data.subarray(stream.offset, end),
+      totalBytes: stream.totalBytes,
+      bytes,
       ...(stream.offset === 0 ? { message: stream.message } : {}),
     };
-    const last = end === stream.data.length;
+    const last = end === stream.totalBytes;
+    if (!last && stream.reader !== undefined) this.readSnapshotChunk(stream);
     this.countFrame(connection.write(this.dataFrame({ chunk }), last ? (error) => this.finishStream(stream, !error) : undefined));
     stream.offset = end;
     if (last) this.stream = undefined;
@@ -251,13 +273,51 @@ export class PeerLink {
   private startStream(message: Message): void {
     this.pendingSnapshot = undefined;
     const snapshot = message.snapshot!;
+    const reader = snapshot.readChunks?.(this.context.snapshotChunkBytes);
     this.stream = {
       streamId: nextStreamId++,
       message: { ...message, snapshot: { meta: snapshot.meta, data: new Uint8Array(0) } },
-      data: snapshot.data,
+      totalBytes: snapshotDataBytes(snapshot),
       offset: 0,
+      data: reader === undefined ? snapshot.data : undefined,
+      reader,
+      readChunk: undefined,
+      reading: false,
     };
-    this.context.log("snapshot-send-start", { peer: this.peerId, index: snapshot.meta.index, bytes: snapshot.data.length });
+    this.context.log("snapshot-send-start", { peer: this.peerId, index: snapshot.meta.index, bytes: this.stream.totalBytes, fromDisk: reader !== undefined });
+  }
+
+  // Reads the next chunk of a snapshot streamed from disk, then flushes. A failed read (the
+  // snapshot was superseded and its file closed, or it is damaged) fails the send: the core sends
+  // the newer one.
+  private readSnapshotChunk(stream: SnapshotStream): void {
+    if (stream.reading || stream.readChunk !== undefined) return;
+    stream.reading = true;
+    stream.reader!.next().then(
+      (result) => {
+        stream.reading = false;
+        if (this.stream !== stream) return;
+        const expected = Math.min(this.context.snapshotChunkBytes, stream.totalBytes - stream.offset);
+        if (result.done || result.value.length !== expected) {
+          this.failStream(stream, "snapshot-read-short");
+          return;
+        }
+        stream.readChunk = result.value;
+        this.context.scheduleFlush();
+      },
+      (error: unknown) => {
+        stream.reading = false;
+        if (this.stream === stream) this.failStream(stream, `snapshot-read-failed: ${(error as Error).message}`);
+      },
+    );
+  }
+
+  private failStream(stream: SnapshotStream, reason: string): void {
+    this.context.log("snapshot-send-end", { peer: this.peerId, index: stream.message.snapshot?.meta.index, delivered: false, reason });
+    this.stream = undefined;
+    void stream.reader?.return?.(undefined);
+    this.reportSnapshot(false);
+    // The receiver drops the partial stream when the next one starts (a new stream id).
   }
 
   private finishStream(stream: SnapshotStream, delivered: boolean): void {
@@ -271,6 +331,7 @@ export class PeerLink {
       this.context.log("snapshot-send-end", { peer: this.peerId, index: message.snapshot?.meta.index, delivered: false, reason });
       this.reportSnapshot(false);
     }
+    void this.stream?.reader?.return?.(undefined);
     this.stream = undefined;
     this.pendingSnapshot = undefined;
   }

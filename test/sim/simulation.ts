@@ -165,6 +165,9 @@ class Simulation implements NodeEnvironment, Cluster {
   }
 
   send(message: Message): void {
+    // A network carries bytes taken when the message is sent: a snapshot kept on disk
+    // (DiskRaftStorage) is read now, as the transport would stream it, not when it is delivered.
+    if (message.snapshot !== undefined) message = { ...message, snapshot: { meta: message.snapshot.meta, data: message.snapshot.data } };
     Object.freeze(message);
     this.trace.add(() => `send ${describeMessage(message)}`);
     this.network.send(message, this.currentStep);

@@ -223,3 +223,29 @@ test("DiskRaftStorage keeps its latest snapshot on disk: the data is read back (
   assert.equal(storage.snapshot().meta.index, 20);
   await storage.close();
 });
+
+test("the latest snapshot streams from its file in chunks, its checksum checked; a newer one replaces it", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
+  await storage.persist({ hardState: { term: 1, vote: 1, commit: 30 }, entries: entries(1, 30, 1) });
+  const meta = { index: 20, term: 1, conf: CONF };
+  await storage.saveSnapshot(meta, bytes(1000, 3));
+  const first = storage.snapshot();
+  assert.equal(first.dataBytes, 1000);
+  const read = async (snapshot: typeof first) => {
+    const chunks: Uint8Array[] = [];
+    const reader = snapshot.readChunks!(300);
+    for (let next = await reader.next(); !next.done; next = await reader.next()) chunks.push(next.value);
+    return chunks;
+  };
+  const chunks = await read(first);
+  assert.deepEqual(chunks.map((chunk) => chunk.length), [300, 300, 300, 100]);
+  assert.deepEqual(new Uint8Array(Buffer.concat(chunks)), bytes(1000, 3));
+  fs.corrupt(`/node/${snapshotFileName(meta)}`, 950);
+  await assert.rejects(read(first), /checksum mismatch/);
+
+  await storage.saveSnapshot({ index: 30, term: 1, conf: CONF }, bytes(500, 4));
+  assert.equal(storage.snapshot().meta.index, 30);
+  assert.deepEqual(new Uint8Array(Buffer.concat(await read(storage.snapshot()))), bytes(500, 4));
+  await storage.close();
+});

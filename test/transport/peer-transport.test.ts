@@ -9,6 +9,7 @@ import { FrameDecoder } from "../../src/protocol/binary.js";
 import type { Message } from "../../src/raft/types.js";
 import { decodePeerFrame, encodePeerFrame, type PeerFrame } from "../../src/transport/frames.js";
 import { computeProof } from "../../src/transport/handshake.js";
+import { SNAPSHOT_CHUNK_BYTES_DEFAULT } from "../../src/transport/peer-transport.js";
 import { addressOf, closeAll, message, messagesFrom, startNode, type TestNode, waitConnected, waitFor, wire } from "./helpers.js";
 
 test("two transports exchange messages both ways and produce clock samples", async () => {
@@ -196,6 +197,60 @@ test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () =
     if (process.env.FERRY_TEST_VERBOSE) console.log(`${position} heartbeats overtook the snapshot`);
     await waitFor("snapshot status", () => statuses.length > 0);
     assert.deepEqual(statuses, [true]);
+  } finally {
+    await closeAll(nodes);
+  }
+});
+
+// A snapshot kept on disk (as DiskRaftStorage's): its size and a reader of its chunks; reading
+// `data` whole is what the transport must not do. `failAt`: the reader throws at that chunk.
+function streamedSnapshot(data: Uint8Array, failAt?: number): NonNullable<Message["snapshot"]> & { chunksRead: number } {
+  const snapshot = {
+    meta: { index: 200, term: 2, conf: { voters: [1, 2], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } },
+    dataBytes: data.length,
+    chunksRead: 0,
+    get data(): Uint8Array {
+      throw new Error("a streamed snapshot's data is read whole");
+    },
+    async *readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
+      for (let offset = 0; offset < data.length; offset += chunkBytes) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (snapshot.chunksRead === failAt) throw new Error("the snapshot file was closed");
+        snapshot.chunksRead++;
+        yield data.slice(offset, offset + chunkBytes);
+      }
+    },
+  };
+  return snapshot;
+}
+
+test("a snapshot kept on disk is streamed from its reader, never read whole; a failed read fails the send only", async () => {
+  const statuses: boolean[] = [];
+  const nodes = [await startNode(1, { onSnapshotStatus: (_to, delivered) => statuses.push(delivered) }), await startNode(2)];
+  const [a, b] = nodes as [TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    const broken = message(1, 2, "snapshot", 200);
+    broken.snapshot = streamedSnapshot(randomBytes(3 * 1024 * 1024 + 5), 2);
+    a.transport.send([broken]);
+    await waitFor("the failed send reported", () => statuses.length === 1);
+    assert.deepEqual(statuses, [false]);
+    assert.ok(a.logs.some((l) => l.event === "snapshot-send-end" && String(l.fields.reason).includes("the snapshot file was closed")));
+
+    const data = randomBytes(3 * 1024 * 1024 + 5);
+    const snapshot = message(1, 2, "snapshot", 201);
+    const source = streamedSnapshot(data);
+    snapshot.snapshot = source;
+    a.transport.send([snapshot, message(1, 2, "heartbeat", 1)]);
+    await waitFor("snapshot delivered", () => messagesFrom(b, 1).some((m) => m.type === "snapshot"), 20_000);
+    const got = messagesFrom(b, 1).find((m) => m.type === "snapshot")!;
+    assert.equal(got.snapshot!.meta.index, 200);
+    assert.ok(Buffer.from(got.snapshot!.data).equals(data), "snapshot bytes intact");
+    assert.equal(source.chunksRead, Math.ceil(data.length / SNAPSHOT_CHUNK_BYTES_DEFAULT), "read in chunks of snapshotChunkBytes");
+    await waitFor("snapshot status", () => statuses.length === 2);
+    assert.deepEqual(statuses, [false, true]);
+    assert.equal(messagesFrom(b, 1).filter((m) => m.type === "snapshot").length, 1, "the broken stream was never delivered");
   } finally {
     await closeAll(nodes);
   }
