@@ -249,22 +249,51 @@ export class SnapshotStore {
   }
 }
 
-// Writes a snapshot arriving in chunks. Nothing replaces an existing snapshot until finish()
-// has verified the byte count and the checksum of everything received.
-export class SnapshotReceiver {
-  private receivedBytes = 0;
-  private checksum = 0;
-  private closed = false;
+// A snapshot file being written under a temporary name: install() syncs it and renames it into
+// place, abort() removes it. What SnapshotReceiver and SnapshotWriter share.
+abstract class TemporarySnapshotFile {
+  protected closed = false;
 
   constructor(
     private readonly fs: FileSystem,
     private readonly dir: string,
-    private readonly handle: FileHandle,
+    protected readonly handle: FileHandle,
     private readonly temporaryPath: string,
-    private readonly finalPath: string,
-    readonly expected: SnapshotInfo,
-    private readonly dataOffset: number,
+    protected readonly finalPath: string,
+    protected readonly dataOffset: number,
   ) {}
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close().catch(() => undefined);
+    await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+  }
+
+  // Called once everything is written (closed already set): durable, then visible.
+  protected async install(): Promise<void> {
+    try {
+      await this.handle.datasync();
+    } catch (error) {
+      await this.handle.close().catch(() => undefined);
+      await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+      throw error;
+    }
+    await this.handle.close();
+    await this.fs.rename(this.temporaryPath, this.finalPath);
+    await this.fs.fsyncDir(this.dir);
+  }
+}
+
+// Writes a snapshot arriving in chunks. Nothing replaces an existing snapshot until finish()
+// has verified the byte count and the checksum of everything received.
+export class SnapshotReceiver extends TemporarySnapshotFile {
+  private receivedBytes = 0;
+  private checksum = 0;
+
+  constructor(fs: FileSystem, dir: string, handle: FileHandle, temporaryPath: string, finalPath: string, readonly expected: SnapshotInfo, dataOffset: number) {
+    super(fs, dir, handle, temporaryPath, finalPath, dataOffset);
+  }
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.closed) throw new Error("SnapshotReceiver: write after finish or abort");
@@ -288,40 +317,20 @@ export class SnapshotReceiver {
       throw new SnapshotChecksumError(`snapshot ${this.finalPath} rejected: ${problem}`);
     }
     this.closed = true;
-    try {
-      await this.handle.datasync();
-    } finally {
-      await this.handle.close();
-    }
-    await this.fs.rename(this.temporaryPath, this.finalPath);
-    await this.fs.fsyncDir(this.dir);
+    await this.install();
     return this.expected;
-  }
-
-  async abort(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.handle.close().catch(() => undefined);
-    await this.fs.unlink(this.temporaryPath).catch(() => undefined);
   }
 }
 
 // Writes a snapshot made by this node, chunk by chunk, to a temporary file; finish() writes the
 // header with the size and checksum of what was written, syncs and renames it into place.
-export class SnapshotWriter {
+export class SnapshotWriter extends TemporarySnapshotFile {
   private writtenBytes = 0;
   private checksum = 0;
-  private closed = false;
 
-  constructor(
-    private readonly fs: FileSystem,
-    private readonly dir: string,
-    private readonly handle: FileHandle,
-    private readonly temporaryPath: string,
-    private readonly finalPath: string,
-    private readonly meta: SnapshotMeta,
-    private readonly dataOffset: number,
-  ) {}
+  constructor(fs: FileSystem, dir: string, handle: FileHandle, temporaryPath: string, finalPath: string, private readonly meta: SnapshotMeta, dataOffset: number) {
+    super(fs, dir, handle, temporaryPath, finalPath, dataOffset);
+  }
 
   get bytes(): number {
     return this.writtenBytes;
@@ -338,27 +347,17 @@ export class SnapshotWriter {
   async finish(): Promise<SnapshotInfo> {
     if (this.closed) throw new Error("SnapshotWriter: finish after finish or abort");
     this.closed = true;
+    const header = encodeHeader(this.meta, this.writtenBytes, this.checksum);
+    assert(header.length === this.dataOffset, "a snapshot header's length does not depend on the data");
     try {
-      const header = encodeHeader(this.meta, this.writtenBytes, this.checksum);
-      assert(header.length === this.dataOffset, "a snapshot header's length does not depend on the data");
       await this.handle.write(header, 0);
-      await this.handle.datasync();
     } catch (error) {
-      await this.handle.close().catch(() => undefined);
-      await this.fs.unlink(this.temporaryPath).catch(() => undefined);
+      this.closed = false;
+      await this.abort();
       throw error;
     }
-    await this.handle.close();
-    await this.fs.rename(this.temporaryPath, this.finalPath);
-    await this.fs.fsyncDir(this.dir);
+    await this.install();
     return { meta: this.meta, path: this.finalPath, dataBytes: this.writtenBytes, checksum: this.checksum };
-  }
-
-  async abort(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.handle.close().catch(() => undefined);
-    await this.fs.unlink(this.temporaryPath).catch(() => undefined);
   }
 }
 
