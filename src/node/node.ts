@@ -640,10 +640,12 @@ export class FerryNode {
         const parts = nodeSnapshotParts(members, resumed(firstChunk, brokerChunks), lastTimestamp);
         if (!(await this.writeInSlices(parts, writer, superseded))) return; // stopping, or superseded
         const info = await writer.finish();
-        // Read back whole, as Raft hands a snapshot to a follower from memory. The read happens on
-        // the thread pool and the checksum a piece at a time, so the event loop never stalls.
-        const snapshot = await this.storage.loadSnapshot(info.meta);
-        if (superseded() || index < this.storage.firstIndex() - 1) return;
+        // Kept as its file: nothing reads it back until the transport streams it to a follower.
+        const snapshot = await this.storage.openSnapshot(info.meta);
+        if (superseded() || index < this.storage.firstIndex() - 1) {
+          await snapshot.close();
+          return;
+        }
         await this.storage.adoptSnapshot(snapshot); // checked in this same turn
         await this.kv.flushed();
         const compactTo = index - catchUpEntries;

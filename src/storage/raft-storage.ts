@@ -47,7 +47,7 @@ import {
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
 import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
-import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter, type StoredSnapshot } from "./snapshots.js";
+import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter, StoredSnapshot } from "./snapshots.js";
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
 export const SEGMENT_SIZE_BYTES_MIN = 4 * 1024;
@@ -341,20 +341,20 @@ export class DiskRaftStorage implements LogStorage {
 
   // Starts a snapshot the state machine makes at an applied index, streamed to its file chunk by
   // chunk (SnapshotWriter), so that neither the state machine's image nor the file's contents is
-  // ever assembled in one piece. Once it is finished, loadSnapshot() then adoptSnapshot() make it
+  // ever assembled in one piece. Once it is finished, openSnapshot() then adoptSnapshot() make it
   // the latest.
   createSnapshot(meta: SnapshotMeta): Promise<SnapshotWriter> {
     this.checkSnapshotFits("createSnapshot", meta);
     return this.snapshots.create(meta);
   }
 
-  // A stored snapshot, read back and verified.
-  loadSnapshot(meta: { index: number; term: number }): Promise<Snapshot> {
-    return this.snapshots.load(meta);
+  // A stored snapshot as its file (its header checked; its data read and checked when asked for).
+  openSnapshot(meta: { index: number; term: number }): Promise<StoredSnapshot> {
+    return this.snapshots.open(meta);
   }
 
-  // Makes a snapshot already stored (saveSnapshot, createSnapshot) the latest and notes it in the
-  // log. Checks synchronously that it still fits the log: a caller that checked in the same turn
+  // Makes a snapshot already stored (saveSnapshot, createSnapshot then openSnapshot) the latest and
+  // notes it in the log (one that is not newer than the latest is closed). Checks synchronously that it still fits the log: a caller that checked in the same turn
   // knows it will not throw for that.
   adoptSnapshot(snapshot: Snapshot): Promise<void> {
     this.checkSnapshotFits("adoptSnapshot", snapshot.meta);
@@ -584,11 +584,16 @@ export class DiskRaftStorage implements LogStorage {
       } else segment.synced = false;
     }
     segment.endBytes += sizeBytes;
-    // The snapshots of the batch, as files (their data stays in memory only while others hold it).
+    // The snapshots of the batch, as files (data already in memory stays there only while others
+    // hold it).
     const stored = new Map<Snapshot, StoredSnapshot>();
     for (const update of updates) {
       for (const snapshot of [update.snapshot, update.localSnapshot]) {
         if (snapshot === undefined || stored.has(snapshot)) continue;
+        if (snapshot instanceof StoredSnapshot) {
+          stored.set(snapshot, snapshot);
+          continue;
+        }
         const opened = await this.snapshots.open(snapshot.meta);
         opened.keep(snapshot.data);
         stored.set(snapshot, opened);

@@ -189,23 +189,11 @@ export class SnapshotStore {
   // Streams the data of a snapshot in chunks of chunkBytes. The checksum is verified as it goes:
   // a mismatch throws instead of yielding the last chunk, so damage is never sent on.
   async *readChunks(meta: { index: number; term: number }): AsyncIterable<Uint8Array> {
-    const path = join(this.dir, snapshotFileName(meta));
-    const handle = await this.fs.open(path, "read");
+    const snapshot = await this.open(meta);
     try {
-      const header = await readHeader(handle);
-      let checksum = 0;
-      for (let done = 0; done < header.dataBytes; ) {
-        const length = Math.min(this.chunkBytes, header.dataBytes - done);
-        const chunk = await readExactly(handle, header.dataOffset + done, length);
-        checksum = crc32c(chunk, checksum);
-        done += length;
-        if (done === header.dataBytes && checksum !== header.checksum) {
-          throw new StorageCorruptError(path, header.dataOffset, "snapshot data checksum mismatch");
-        }
-        yield chunk;
-      }
+      yield* snapshot.readChunks(this.chunkBytes);
     } finally {
-      await handle.close();
+      await snapshot.close();
     }
   }
 
@@ -332,10 +320,6 @@ export class SnapshotWriter extends TemporarySnapshotFile {
     super(fs, dir, handle, temporaryPath, finalPath, dataOffset);
   }
 
-  get bytes(): number {
-    return this.writtenBytes;
-  }
-
   async write(chunk: Uint8Array): Promise<void> {
     if (this.closed) throw new Error("SnapshotWriter: write after finish or abort");
     this.checksum = crc32c(chunk, this.checksum);
@@ -364,8 +348,9 @@ export class SnapshotWriter extends TemporarySnapshotFile {
 // A snapshot kept on disk rather than in memory: `data` reads the file (synchronously, checking
 // its checksum) when it is asked for and no copy read before is still alive, and readChunks()
 // streams it. The transport streams it to a follower behind the log, and the node reads it whole
-// only when it starts, so a node's memory does not hold its latest snapshot, whatever its size. keep() hands over a copy already in memory (the one
-// just written or received), used for as long as something else holds it.
+// only when it starts, so a node's memory does not hold its latest snapshot, whatever its size.
+// keep() hands over a copy already in memory (one received or saved from memory), used for as long
+// as something else holds it.
 export class StoredSnapshot implements Snapshot {
   private cached: WeakRef<Uint8Array> | undefined;
 
@@ -383,12 +368,7 @@ export class StoredSnapshot implements Snapshot {
   async *readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
     let checksum = 0;
     for (let done = 0; done < this.dataBytes; ) {
-      const chunk = new Uint8Array(Math.min(chunkBytes, this.dataBytes - done));
-      for (let filled = 0; filled < chunk.length; ) {
-        const count = await this.handle.read(chunk.subarray(filled), this.dataOffset + done + filled);
-        if (count === 0) throw new StorageCorruptError(this.handle.path, this.dataOffset + done + filled, "snapshot file cut short");
-        filled += count;
-      }
+      const chunk = await readExactly(this.handle, this.dataOffset + done, Math.min(chunkBytes, this.dataBytes - done));
       checksum = crc32c(chunk, checksum);
       done += chunk.length;
       if (done === this.dataBytes && checksum !== this.checksum) {

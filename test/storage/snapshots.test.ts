@@ -181,7 +181,7 @@ test("DiskRaftStorage: a snapshot created chunk by chunk becomes the latest once
   await writer.write(bytes(200, 2));
   await writer.finish();
   assert.throws(() => storage.snapshot(), /no snapshot yet/, "written is not adopted");
-  const loaded = await storage.loadSnapshot(meta);
+  const loaded = await storage.openSnapshot(meta);
   await storage.adoptSnapshot(loaded);
   assert.equal(storage.snapshot().meta.index, 15);
   assert.deepEqual(storage.snapshot().data, new Uint8Array(Buffer.concat([bytes(100, 1), bytes(200, 2)])));
