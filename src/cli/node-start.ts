@@ -33,6 +33,7 @@ interface StartFlags {
   snapshotLogBytes?: string;
   snapshotCatchUpEntries?: string;
   stateCommitMs?: string;
+  snapshotBytesMax?: string;
   clockMaxOffsetMs?: string;
   http?: string;
   users?: string;
@@ -60,6 +61,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   snapshotLogBytes: "FERRY_SNAPSHOT_LOG_BYTES",
   snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
   stateCommitMs: "FERRY_STATE_COMMIT_MS",
+  snapshotBytesMax: "FERRY_SNAPSHOT_BYTES_MAX",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
   http: "FERRY_HTTP",
   users: "FERRY_USERS",
@@ -99,6 +101,7 @@ export function registerStartCommand(program: Command): void {
     .option("--snapshot-log-bytes <n>", "... or once the entries applied since the last snapshot hold n bytes")
     .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
+    .option("--snapshot-bytes-max <n>", "largest snapshot accepted from the leader (written to disk as it arrives)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
     .option("--users <file>", "JSON users file: clients must log in, and may do what their user may (docs/node.md#authentication-and-tls)")
@@ -157,6 +160,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     snapshotLogBytes: number("snapshotLogBytes", fromFile.snapshotLogBytes ?? NODE_DEFAULTS.snapshotLogBytes),
     snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
     stateCommitMs: number("stateCommitMs", fromFile.stateCommitMs ?? NODE_DEFAULTS.stateCommitMs),
+    snapshotBytesMax: number("snapshotBytesMax", fromFile.snapshotBytesMax ?? NODE_DEFAULTS.snapshotBytesMax),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };
   if (config.members.length === 0 && !config.join) {

@@ -37,6 +37,9 @@ export interface NodeConfig {
   snapshotCatchUpEntries: number; // entries kept below a snapshot so slow followers need no snapshot
   clockMaxOffsetMs: number; // beyond it the node fences itself
   waitMsMax: number; // longest long poll
+  // Largest snapshot accepted from the leader. It is written to disk as it arrives, never held
+  // in memory, so this bounds the disk a snapshot may take; a larger one closes the connection.
+  snapshotBytesMax: number;
 }
 
 // A longer group only adds WAL to replay after a crash; past a minute that replay is the cost.
@@ -60,6 +63,7 @@ export const NODE_DEFAULTS = {
   snapshotCatchUpEntries: 5_000,
   clockMaxOffsetMs: 250,
   waitMsMax: 60_000,
+  snapshotBytesMax: 64 * 1024 * 1024 * 1024,
   join: false,
 } satisfies Partial<NodeConfig>;
 
@@ -96,7 +100,7 @@ export function validateConfig(config: NodeConfig): void {
   if (!(Number.isInteger(config.stateCommitMs) && config.stateCommitMs <= STATE_COMMIT_MS_MAX)) {
     problems.push(`stateCommitMs must be a whole number of ms up to ${STATE_COMMIT_MS_MAX}`);
   }
-  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "snapshotLogBytes", "stateCommitMs", "clockMaxOffsetMs"] as const) {
+  for (const key of ["tickMs", "pendingRequestsMax", "entryCommandsMax", "entryBytesMax", "inflightEntriesMax", "requestTimeoutMs", "snapshotEntries", "snapshotLogBytes", "stateCommitMs", "clockMaxOffsetMs", "snapshotBytesMax"] as const) {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
   if (!(Number.isInteger(config.snapshotCatchUpEntries) && config.snapshotCatchUpEntries >= 0)) problems.push("snapshotCatchUpEntries must be a whole number >= 0");

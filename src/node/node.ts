@@ -18,21 +18,23 @@ import { centralOffsetMs } from "../clock/offset-estimator.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
-import { RaftError, SnapshotUnavailableError } from "../raft/types.js";
+import { RaftError, SnapshotUnavailableError, snapshotDataBytes } from "../raft/types.js";
 import { LmdbKv } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
-import type { SnapshotWriter } from "../storage/snapshots.js";
+import type { SnapshotWriter, StoredSnapshot } from "../storage/snapshots.js";
+import { memorySnapshotSink } from "../transport/inbound-connection.js";
 import { type PeerTls, PeerTransport } from "../transport/peer-transport.js";
 import { type NodeConfig, parseHostPort } from "./config.js";
 import { decodeEntry, encodeEntry } from "./entry-codec.js";
 import { type Logger, silentLogger } from "./log.js";
+import { assert } from "../util/assert.js";
 import { AddressBook } from "./members.js";
 import { NodeMetrics } from "./metrics.js";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
 import { toBrokerCommand, type Session } from "./requests.js";
 import { NodeTime } from "./time.js";
 import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
-import { decodeNodeSnapshot, nodeSnapshotParts } from "./snapshot-codec.js";
+import { nodeSnapshotParts, readNodeSnapshot } from "./snapshot-codec.js";
 
 export interface NodeDependencies {
   log?: Logger;
@@ -144,6 +146,11 @@ export class FerryNode {
         onMessages: (_from, messages) => node?.receive(messages),
         onClockSample: (from, sample) => clock.sample(from, sample),
         onSnapshotStatus: (to, delivered) => node?.raft.reportSnapshot(to, delivered),
+        // Written to the snapshot's file as it arrives (a sender that gives no checksum, an older
+        // Ferry, gets it assembled in memory as before).
+        snapshotBytesMax: config.snapshotBytesMax,
+        receiveSnapshot: (meta, dataBytes, checksum) =>
+          checksum === undefined ? memorySnapshotSink(meta, dataBytes, checksum) : storage.receiveSnapshot(meta, dataBytes, checksum),
         onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
         now: () => clock.physicalNowMs(),
         log: (event, fields) => log("debug", event, fields),
@@ -697,14 +704,18 @@ export class FerryNode {
     }
   }
 
+  // After persist(): the storage's latest snapshot is this one, kept as its file; the state is
+  // restored from it a piece at a time (a received snapshot is never whole in memory).
   private installSnapshot(snapshot: Snapshot): void {
-    if (snapshot.data.length === 0) {
+    if (snapshotDataBytes(snapshot) === 0) {
       // The leader's initial configuration as an index-0 snapshot (a joining node before any
       // real snapshot exists): there is no state to restore; the log follows from index 1.
       this.refreshPeers();
       return;
     }
-    const { members, broker, lastTimestamp } = decodeNodeSnapshot(snapshot.data);
+    const stored = this.storage.snapshot();
+    assert(stored.meta.index === snapshot.meta.index && stored.meta.term === snapshot.meta.term, "an installed snapshot is the storage's latest");
+    const { members, broker, lastTimestamp } = readNodeSnapshot(stored.reader());
     this.broker.restore(broker);
     this.clock.observe(lastTimestamp);
     for (const member of members) if (!this.book.get(member.id)) this.book.set(member);
@@ -984,10 +995,11 @@ function commandBytes(command: BrokerCommand): number {
 
 // The HLC floor recorded in the stored snapshot (0n without one): the entries it replaced are not
 // in the log any more, so a restarted node that becomes leader would not see their stamps.
+// Reads only the snapshot's head.
 function storedSnapshotTimestamp(storage: DiskRaftStorage): bigint {
   try {
     const snapshot = storage.snapshot();
-    return snapshot.data.length === 0 ? 0n : decodeNodeSnapshot(snapshot.data).lastTimestamp;
+    return snapshot.dataBytes === 0 ? 0n : readNodeSnapshot(snapshot.reader()).lastTimestamp;
   } catch {
     return 0n;
   }
@@ -1001,14 +1013,14 @@ function isRankedHigher(a: number[], b: number[]): boolean {
 }
 
 async function restoreFromStoredSnapshot(storage: DiskRaftStorage, broker: Broker, book: AddressBook): Promise<void> {
-  let snapshot: Snapshot;
+  let snapshot: StoredSnapshot;
   try {
     snapshot = storage.snapshot();
   } catch {
     return;
   }
-  if (snapshot.meta.index <= broker.appliedIndex() || snapshot.data.length === 0) return;
-  const { members, broker: chunks } = decodeNodeSnapshot(snapshot.data);
+  if (snapshot.meta.index <= broker.appliedIndex() || snapshot.dataBytes === 0) return;
+  const { members, broker: chunks } = readNodeSnapshot(snapshot.reader());
   broker.restore(chunks);
   for (const member of members) if (!book.get(member.id)) book.set(member);
 }

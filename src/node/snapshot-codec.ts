@@ -4,6 +4,7 @@
 // node restoring the snapshot observes (it never sees the entries the snapshot replaced).
 // Layout: [u32 BE length][JSON {members, lastTimestamp}] then, per chunk, [u32 BE length][chunk].
 // Older snapshots hold a bare members array as their JSON (lastTimestamp 0).
+import { MemorySnapshotReader, type SnapshotReader } from "../storage/snapshots.js";
 import type { MemberAddress } from "./config.js";
 
 export interface DecodedNodeSnapshot {
@@ -30,17 +31,29 @@ export function* nodeSnapshotParts(members: MemberAddress[], brokerChunks: Itera
 }
 
 export function decodeNodeSnapshot(data: Uint8Array): DecodedNodeSnapshot {
-  const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const pieces: Buffer[] = [];
-  for (let offset = 0; offset < buffer.length; ) {
-    if (offset + 4 > buffer.length) throw new Error(`node snapshot: truncated length at byte ${offset}`);
-    const length = buffer.readUInt32BE(offset);
-    if (offset + 4 + length > buffer.length) throw new Error(`node snapshot: a piece at byte ${offset} runs past the end`);
-    pieces.push(buffer.subarray(offset + 4, offset + 4 + length));
-    offset += 4 + length;
-  }
-  if (pieces.length === 0) throw new Error("node snapshot: empty");
-  const head = JSON.parse(pieces[0]!.toString("utf8")) as MemberAddress[] | { members: MemberAddress[]; lastTimestamp: string };
-  if (Array.isArray(head)) return { members: head, lastTimestamp: 0n, broker: pieces.slice(1) };
-  return { members: head.members, lastTimestamp: BigInt(head.lastTimestamp), broker: pieces.slice(1) };
+  const { members, lastTimestamp, broker } = readNodeSnapshot(new MemorySnapshotReader(data));
+  return { members, lastTimestamp, broker: [...broker] };
+}
+
+// A node snapshot read front to back: the head at once, the broker's chunks one at a time as the
+// iterable is walked (a chunk is read when it is reached, so nothing holds the whole snapshot).
+// Walking it to the end finishes the reader, which checks the data's checksum where it has one.
+export function readNodeSnapshot(reader: SnapshotReader): { members: MemberAddress[]; lastTimestamp: bigint; broker: Iterable<Uint8Array> } {
+  if (reader.remaining() === 0) throw new Error("node snapshot: empty");
+  const head = JSON.parse(Buffer.from(readPiece(reader)).toString("utf8")) as MemberAddress[] | { members: MemberAddress[]; lastTimestamp: string };
+  const broker = function* (): Generator<Uint8Array> {
+    while (reader.remaining() > 0) yield readPiece(reader);
+    reader.finish();
+  };
+  if (Array.isArray(head)) return { members: head, lastTimestamp: 0n, broker: broker() };
+  return { members: head.members, lastTimestamp: BigInt(head.lastTimestamp), broker: broker() };
+}
+
+function readPiece(reader: SnapshotReader): Uint8Array {
+  const at = reader.remaining();
+  if (at < 4) throw new Error(`node snapshot: truncated length ${at} bytes before the end`);
+  const lengthBytes = reader.read(4);
+  const length = Buffer.from(lengthBytes.buffer, lengthBytes.byteOffset, 4).readUInt32BE(0);
+  if (length > reader.remaining()) throw new Error(`node snapshot: a piece ${at} bytes before the end runs past it`);
+  return reader.read(length);
 }

@@ -47,6 +47,7 @@ export interface Snapshot {
   // A snapshot kept on disk also gives its size and its data as a stream, so that a sender need
   // not hold it whole (reading `data` then reads the whole file at once).
   dataBytes?: number;
+  checksum?: number; // CRC32C of the data, known without reading it
   readChunks?(chunkBytes: number): AsyncIterator<Uint8Array>;
 }
 

@@ -47,7 +47,14 @@ import {
 } from "./record.js";
 import { recoverLog } from "./recovery.js";
 import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
-import { type SnapshotInfo, type SnapshotReceiver, SnapshotStore, type SnapshotWriter, StoredSnapshot } from "./snapshots.js";
+import { ReceivedSnapshot, type SnapshotInfo, SnapshotStore, type SnapshotWriter, StoredSnapshot } from "./snapshots.js";
+
+// A snapshot being received from the leader (DiskRaftStorage.receiveSnapshot).
+export interface IncomingSnapshot {
+  write(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<Snapshot>;
+  abort(): Promise<void>;
+}
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
 export const SEGMENT_SIZE_BYTES_MIN = 4 * 1024;
@@ -184,11 +191,7 @@ export class DiskRaftStorage implements LogStorage {
       await snapshots.removeTemporaryFiles();
       const recovered = await recoverLog(fs, dir, policy !== "always");
       for (const segment of recovered.segments) files.add(segment);
-      const chosen = await chooseSnapshot(snapshots, recovered.markers, recovered.index, dir);
-      if (chosen) {
-        snapshot = await snapshots.open(chosen.meta);
-        snapshot.keep(chosen.data);
-      }
+      snapshot = await chooseSnapshot(snapshots, recovered.markers, recovered.index, dir);
       const storage = new DiskRaftStorage(fs, dir, policy, files, snapshots, lock, segmentSizeBytes, entrySizeBytesMax, { ...recovered, snapshot }, cacheSizeBytes);
       files.prepareNext();
       if (recovered.segments.length === 0) await storage.initialize(options.initialConf);
@@ -251,7 +254,7 @@ export class DiskRaftStorage implements LogStorage {
     return bytes;
   }
 
-  snapshot(): Snapshot {
+  snapshot(): StoredSnapshot {
     if (!this.latestSnapshot) throw new SnapshotUnavailableError("no snapshot yet");
     return this.latestSnapshot;
   }
@@ -402,10 +405,20 @@ export class DiskRaftStorage implements LogStorage {
     return this.snapshots.readChunks(meta);
   }
 
-  // A receiver for a snapshot streamed from the leader; once finish() verified it, the file is in
-  // place and a later persist({ snapshot }) with the same index and term does not write it again.
-  receiveSnapshot(meta: SnapshotMeta, dataBytes: number, checksum: number): Promise<SnapshotReceiver> {
-    return this.snapshots.receive(meta, dataBytes, checksum);
+  // A snapshot streamed from the leader, written to its file as its chunks arrive. finish()
+  // checks the byte count and the leader's checksum before the file takes its name, and gives a
+  // ReceivedSnapshot: a later persist({ snapshot }) of it adopts the file as it is (neither read
+  // back nor written again), so the follower's memory never holds the snapshot.
+  async receiveSnapshot(meta: SnapshotMeta, dataBytes: number, checksum: number): Promise<IncomingSnapshot> {
+    const receiver = await this.snapshots.receive(meta, dataBytes, checksum);
+    return {
+      write: (chunk) => receiver.write(chunk),
+      finish: async () => {
+        await receiver.finish();
+        return new ReceivedSnapshot(meta, dataBytes, checksum, this.snapshots);
+      },
+      abort: () => receiver.abort(),
+    };
   }
 
   // Waits for queued writes, syncs what is not yet synced, releases files and the lock.
@@ -595,7 +608,7 @@ export class DiskRaftStorage implements LogStorage {
           continue;
         }
         const opened = await this.snapshots.open(snapshot.meta);
-        opened.keep(snapshot.data);
+        if (!(snapshot instanceof ReceivedSnapshot)) opened.keep(snapshot.data);
         stored.set(snapshot, opened);
       }
     }
@@ -691,14 +704,14 @@ function updateSizeBytes(update: InternalUpdate): number {
 
 // The newest snapshot file the log knows of (a marker names it) whose checksum holds. The log
 // must not start after it: entries between it and firstIndex would be lost.
-async function chooseSnapshot(snapshots: SnapshotStore, markers: SnapshotMarker[], index: LogIndex, dir: string): Promise<Snapshot | undefined> {
+async function chooseSnapshot(snapshots: SnapshotStore, markers: SnapshotMarker[], index: LogIndex, dir: string): Promise<StoredSnapshot | undefined> {
   const known = new Set(markers.filter((marker) => marker.index > 0).map((marker) => `${marker.index}/${marker.term}`));
-  let chosen: Snapshot | undefined;
+  let chosen: StoredSnapshot | undefined;
   const problems: string[] = [];
   for (const file of await snapshots.list()) {
     if (!known.has(`${file.index}/${file.term}`)) continue;
     try {
-      chosen = await snapshots.load(file);
+      chosen = await snapshots.openVerified(file); // checked whole, read a chunk at a time
       break;
     } catch (error) {
       if (!(error instanceof StorageCorruptError)) throw error;
@@ -708,6 +721,7 @@ async function chooseSnapshot(snapshots: SnapshotStore, markers: SnapshotMarker[
   const previousTermUnknown = Number.isNaN(index.previousTerm);
   const needed = index.firstIndex - 1;
   if (needed > 0 && (!chosen || chosen.meta.index < needed)) {
+    await chosen?.close();
     throw new StorageCorruptError(
       dir,
       0,

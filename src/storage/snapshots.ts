@@ -186,6 +186,19 @@ export class SnapshotStore {
     }
   }
 
+  // Opens a stored snapshot after reading all its data once to check its checksum, a chunk at a
+  // time (nothing holds the whole data): what a node starting up relies on.
+  async openVerified(meta: { index: number; term: number }): Promise<StoredSnapshot> {
+    const snapshot = await this.open(meta);
+    try {
+      for await (const _chunk of snapshot.readChunks(this.chunkBytes));
+      return snapshot;
+    } catch (error) {
+      await snapshot.close();
+      throw error;
+    }
+  }
+
   // Streams the data of a snapshot in chunks of chunkBytes. The checksum is verified as it goes:
   // a mismatch throws instead of yielding the last chunk, so damage is never sent on.
   async *readChunks(meta: { index: number; term: number }): AsyncIterable<Uint8Array> {
@@ -345,12 +358,13 @@ export class SnapshotWriter extends TemporarySnapshotFile {
   }
 }
 
-// A snapshot kept on disk rather than in memory: `data` reads the file (synchronously, checking
-// its checksum) when it is asked for and no copy read before is still alive, and readChunks()
-// streams it. The transport streams it to a follower behind the log, and the node reads it whole
-// only when it starts, so a node's memory does not hold its latest snapshot, whatever its size.
-// keep() hands over a copy already in memory (one received or saved from memory), used for as long
-// as something else holds it.
+// A snapshot kept on disk rather than in memory: reader() reads it piece by piece
+// (synchronously, the checksum checked at the end), readChunks() streams it, and `data` reads it
+// whole when it is asked for and no copy read before is still alive. The transport streams it to
+// a follower behind the log and the node restores its state from it piece by piece, so a node's
+// memory never holds its latest snapshot, whatever its size. keep() hands over a copy already in
+// memory (a small one received inline, or saved from memory), used for as long as something else
+// holds it.
 export class StoredSnapshot implements Snapshot {
   private cached: WeakRef<Uint8Array> | undefined;
 
@@ -359,8 +373,38 @@ export class StoredSnapshot implements Snapshot {
     private readonly handle: FileHandle,
     private readonly dataOffset: number,
     readonly dataBytes: number,
-    private readonly checksum: number,
+    readonly checksum: number,
   ) {}
+
+  // Reads the data front to back in pieces of the caller's choosing, from the copy in memory if
+  // one is alive, else from the file. finish() checks that everything was read and, for the file,
+  // the checksum of what was read.
+  reader(): SnapshotReader {
+    const cached = this.cached?.deref();
+    if (cached !== undefined) return new MemorySnapshotReader(cached);
+    let position = 0;
+    let checksum = 0;
+    const path = this.handle.path;
+    return {
+      remaining: () => this.dataBytes - position,
+      read: (bytes: number): Uint8Array => {
+        if (bytes > this.dataBytes - position) throw new StorageCorruptError(path, this.dataOffset + position, `snapshot data ends before a piece of ${bytes} bytes`);
+        const piece = Buffer.allocUnsafe(bytes);
+        for (let done = 0; done < bytes; ) {
+          const count = this.handle.readSync(piece.subarray(done), this.dataOffset + position + done);
+          if (count === 0) throw new StorageCorruptError(path, this.dataOffset + position + done, "snapshot file cut short");
+          done += count;
+        }
+        checksum = crc32c(piece, checksum);
+        position += bytes;
+        return piece;
+      },
+      finish: (): void => {
+        assert(position === this.dataBytes, "a snapshot reader finishes at the end of the data");
+        if (checksum !== this.checksum) throw new StorageCorruptError(path, this.dataOffset, "snapshot data checksum mismatch");
+      },
+    };
+  }
 
   // The data in chunks of chunkBytes, read from the file as they are asked for. The checksum is
   // checked as it goes: a mismatch throws instead of yielding the last chunk. Once the snapshot is
@@ -399,5 +443,57 @@ export class StoredSnapshot implements Snapshot {
 
   close(): Promise<void> {
     return this.handle.close();
+  }
+}
+
+// Sequential, synchronous reads of a snapshot's data (StoredSnapshot.reader, or bytes in memory).
+export interface SnapshotReader {
+  remaining(): number;
+  read(bytes: number): Uint8Array; // the next `bytes` bytes; throws past the end
+  finish(): void; // after the last read: throws if the data turned out damaged
+}
+
+export class MemorySnapshotReader implements SnapshotReader {
+  private position = 0;
+
+  constructor(private readonly data: Uint8Array) {}
+
+  remaining(): number {
+    return this.data.length - this.position;
+  }
+
+  read(bytes: number): Uint8Array {
+    if (bytes > this.remaining()) throw new Error(`snapshot data ends before a piece of ${bytes} bytes`);
+    this.position += bytes;
+    return this.data.subarray(this.position - bytes, this.position);
+  }
+
+  finish(): void {
+    assert(this.position === this.data.length, "a snapshot reader finishes at the end of the data");
+  }
+}
+
+// A snapshot received from the leader and written to its file (DiskRaftStorage.receiveSnapshot):
+// persist() adopts the file as it is. Its data is read through the storage's latest snapshot once
+// it is adopted (readChunks streams it before that); it never comes whole into memory.
+export class ReceivedSnapshot implements Snapshot {
+  constructor(
+    readonly meta: SnapshotMeta,
+    readonly dataBytes: number,
+    readonly checksum: number,
+    private readonly store: SnapshotStore,
+  ) {}
+
+  get data(): Uint8Array {
+    throw new Error(`snapshot ${this.meta.index}/${this.meta.term} was received to its file: read it through the storage's snapshot()`);
+  }
+
+  async *readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
+    const snapshot = await this.store.open(this.meta);
+    try {
+      yield* snapshot.readChunks(chunkBytes);
+    } finally {
+      await snapshot.close();
+    }
   }
 }

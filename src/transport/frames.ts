@@ -40,13 +40,16 @@ export interface RefuseFrame {
   reason: string;
 }
 // A slice of one snapshot's data. The first chunk (offset 0) carries the message with an empty
-// snapshot.data; the receiver fills in the reassembled bytes once all `totalBytes` arrived.
+// snapshot.data and the CRC32C of the whole data; the receiver writes the chunks to its snapshot
+// sink and, once all `totalBytes` arrived and the checksum matches, delivers the message with
+// the snapshot the sink made of them.
 export interface SnapshotChunk {
   streamId: number;
   offset: number;
   totalBytes: number;
   bytes: Uint8Array;
   message?: Message;
+  checksum?: number; // first chunk only
 }
 export interface DataFrame {
   k: "data";
@@ -128,6 +131,9 @@ function validateData(frame: Record<string, unknown>): void {
     requireNumber(chunk, "totalBytes");
     requireBytes(chunk, "bytes");
     if (chunk.message !== undefined) validateMessage(chunk.message);
+    if (chunk.checksum !== undefined && !(Number.isInteger(chunk.checksum) && (chunk.checksum as number) >= 0 && (chunk.checksum as number) <= 0xffffffff)) {
+      throw new InvalidFrameError("checksum is not a u32");
+    }
     const offset = chunk.offset as number;
     const end = offset + (chunk.bytes as Uint8Array).length;
     if (offset < 0 || end > (chunk.totalBytes as number)) throw new InvalidFrameError("chunk outside its snapshot");

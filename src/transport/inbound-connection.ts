@@ -1,10 +1,11 @@
 // The inbound half of a peer pair: a connection another node dialed to us. It authenticates the
 // dialer (refusing a foreign cluster id or a wrong secret, with the reason logged on both sides),
-// then receives data frames: Raft message batches, snapshot chunks (reassembled here, delivered
-// whole) and clock stamps (turned into samples, and remembered so our next frame to that peer
-// echoes them).
+// then receives data frames: Raft message batches, snapshot chunks (written to a snapshot sink as
+// they arrive, the message delivered with the finished snapshot) and clock stamps (turned into
+// samples, and remembered so our next frame to that peer echoes them).
+import { crc32c } from "@node-rs/crc32";
 import type { Socket } from "node:net";
-import type { Message, NodeId } from "../raft/types.js";
+import type { Message, NodeId, Snapshot, SnapshotMeta } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { type DataFrame, type HelloFrame, type PeerFrame, PEER_PROTOCOL_VERSION, type SnapshotChunk } from "./frames.js";
 import { computeProof, createNonce, type HandshakeTranscript, verifyProof } from "./handshake.js";
@@ -24,6 +25,7 @@ export interface InboundContext {
   secret: string;
   frameBytesMax: number;
   snapshotBytesMax: number;
+  receiveSnapshot: SnapshotSinkFactory;
   handshakeTimeoutMs: number;
   peerIdleTimeoutMs: number;
   now(): number;
@@ -36,11 +38,46 @@ export interface InboundContext {
   setEcho(peer: NodeId, echo: [number, number]): void;
 }
 
-interface Reassembly {
+// Where an incoming snapshot goes, chunk by chunk: a node writes it to the snapshot's file
+// (DiskRaftStorage.receiveSnapshot), so that it is never whole in memory; memorySnapshotSink
+// assembles it in memory. finish() checks the byte count and the checksum the sender announced.
+export interface SnapshotSink {
+  write(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<Snapshot>;
+  abort(): Promise<void>;
+}
+export type SnapshotSinkFactory = (meta: SnapshotMeta, dataBytes: number, checksum: number | undefined) => Promise<SnapshotSink>;
+
+export const memorySnapshotSink: SnapshotSinkFactory = async (meta, dataBytes, checksum) => {
+  const data = new Uint8Array(dataBytes);
+  let receivedBytes = 0;
+  return {
+    write: async (chunk) => {
+      data.set(chunk, receivedBytes);
+      receivedBytes += chunk.length;
+    },
+    finish: async () => {
+      if (receivedBytes !== dataBytes) throw new Error(`snapshot: received ${receivedBytes} of ${dataBytes} bytes`);
+      if (checksum !== undefined && crc32c(data) !== checksum) throw new Error("snapshot: checksum does not match the sender's");
+      return { meta, data };
+    },
+    abort: async () => {},
+  };
+};
+
+// Received chunks not yet written to the sink, past which the connection stops reading until the
+// writes catch up (a slow disk then slows the sender instead of filling our memory).
+export const SNAPSHOT_UNWRITTEN_BYTES_MAX = 8 * 1024 * 1024;
+
+interface IncomingStream {
   streamId: number;
   message: Message;
-  data: Uint8Array;
-  receivedBytes: number;
+  totalBytes: number;
+  receivedBytes: number; // arrived in order (written or queued for writing)
+  unwrittenBytes: number;
+  sink: Promise<SnapshotSink>;
+  written: Promise<void>; // the writes so far, in order
+  failed: boolean; // a write failed: the rest of the stream is dropped, the sender tries again
 }
 
 export class InboundConnection {
@@ -48,7 +85,11 @@ export class InboundConnection {
   private state: "await-hello" | "await-proof" | "ready" = "await-hello";
   private transcript: HandshakeTranscript | undefined;
   private readonly handshakeTimer: NodeJS.Timeout;
-  private reassembly: Reassembly | undefined;
+  private stream: IncomingStream | undefined;
+  // Set while a finished snapshot is being delivered: messages that arrived after its last chunk
+  // wait for it, so that they reach Raft in the order they were sent.
+  private delivering: Promise<void> | undefined;
+  private closed = false;
   peerId: NodeId = 0;
 
   constructor(
@@ -126,7 +167,17 @@ export class InboundConnection {
         return;
       }
     }
-    this.context.onMessages(this.peerId, messages);
+    if (this.delivering === undefined) {
+      this.context.onMessages(this.peerId, messages);
+      return;
+    }
+    const after = this.delivering.then(() => {
+      if (!this.closed) this.context.onMessages(this.peerId, messages);
+    });
+    this.delivering = after;
+    void after.then(() => {
+      if (this.delivering === after) this.delivering = undefined;
+    });
   }
 
   private onChunk(chunk: SnapshotChunk): void {
@@ -137,19 +188,81 @@ export class InboundConnection {
         return;
       }
       // A new stream replaces an unfinished one: the sender gave up on it.
-      this.reassembly = { streamId: chunk.streamId, message: chunk.message, data: new Uint8Array(chunk.totalBytes), receivedBytes: 0 };
+      if (this.stream !== undefined) this.abandon(this.stream, "replaced by a newer stream");
+      const meta = chunk.message.snapshot.meta;
+      const sink = this.context.receiveSnapshot(meta, chunk.totalBytes, chunk.checksum);
+      this.stream = {
+        streamId: chunk.streamId,
+        message: chunk.message,
+        totalBytes: chunk.totalBytes,
+        receivedBytes: 0,
+        unwrittenBytes: 0,
+        sink,
+        written: sink.then(() => undefined),
+        failed: false,
+      };
+      this.context.log("snapshot-receive-start", { peer: this.peerId, index: meta.index, bytes: chunk.totalBytes });
     }
-    const reassembly = this.reassembly;
-    if (reassembly === undefined || reassembly.streamId !== chunk.streamId || reassembly.receivedBytes !== chunk.offset || reassembly.data.length !== chunk.totalBytes) {
+    const stream = this.stream;
+    if (stream === undefined || stream.streamId !== chunk.streamId || stream.receivedBytes !== chunk.offset || stream.totalBytes !== chunk.totalBytes) {
       this.violation(`snapshot chunk out of sequence (stream ${chunk.streamId}, offset ${chunk.offset})`);
       return;
     }
-    reassembly.data.set(chunk.bytes, chunk.offset);
-    reassembly.receivedBytes += chunk.bytes.length;
-    if (reassembly.receivedBytes < reassembly.data.length) return;
-    this.reassembly = undefined;
-    const message = reassembly.message;
-    this.deliver([{ ...message, snapshot: { meta: message.snapshot!.meta, data: reassembly.data } }]);
+    stream.receivedBytes += chunk.bytes.length;
+    if (stream.failed) return;
+    const bytes = chunk.bytes;
+    stream.unwrittenBytes += bytes.length;
+    if (stream.unwrittenBytes > SNAPSHOT_UNWRITTEN_BYTES_MAX) this.connection.socket.pause();
+    stream.written = stream.written.then(async () => {
+      if (stream.failed) return;
+      await (await stream.sink).write(bytes);
+      stream.unwrittenBytes -= bytes.length;
+      if (stream.unwrittenBytes <= SNAPSHOT_UNWRITTEN_BYTES_MAX / 2 && !this.closed) this.connection.socket.resume();
+    });
+    stream.written.catch((error: unknown) => this.failStream(stream, error));
+    if (stream.receivedBytes < stream.totalBytes) return;
+    this.stream = undefined;
+    const delivered = stream.written.then(async () => {
+      const sink = await stream.sink;
+      if (stream.failed) return;
+      if (this.closed) {
+        this.context.log("snapshot-receive-abandoned", { peer: this.peerId, index: stream.message.snapshot?.meta.index, receivedBytes: stream.receivedBytes, reason: "connection closed" });
+        await sink.abort();
+        return;
+      }
+      const snapshot = await sink.finish();
+      this.context.log("snapshot-receive-end", { peer: this.peerId, index: snapshot.meta.index, bytes: stream.totalBytes });
+      if (!this.closed) this.context.onMessages(this.peerId, [{ ...stream.message, snapshot }]);
+    });
+    const settled = delivered.catch((error: unknown) => this.failStream(stream, error));
+    this.delivering = settled;
+    void settled.then(() => {
+      if (this.delivering === settled) this.delivering = undefined;
+    });
+  }
+
+  // A write or the finish failed (a full disk, a checksum mismatch): the snapshot is dropped and
+  // the connection kept. The sender learns nothing; Raft sends the snapshot again when it finds
+  // this follower still behind.
+  private failStream(stream: IncomingStream, error: unknown): void {
+    if (stream.failed) return;
+    stream.failed = true;
+    this.context.log("snapshot-receive-failed", { peer: this.peerId, index: stream.message.snapshot?.meta.index, error: (error as Error).message });
+    void stream.sink.then((sink) => sink.abort()).catch(() => undefined);
+    if (!this.closed) this.connection.socket.resume();
+  }
+
+  // An unfinished stream given up: its sink is aborted once the writes in flight are done.
+  private abandon(stream: IncomingStream, reason: string): void {
+    if (this.stream === stream) this.stream = undefined;
+    if (stream.failed) return;
+    stream.failed = true;
+    this.context.log("snapshot-receive-abandoned", { peer: this.peerId, index: stream.message.snapshot?.meta.index, receivedBytes: stream.receivedBytes, reason });
+    void stream.written
+      .catch(() => undefined)
+      .then(() => stream.sink)
+      .then((sink) => sink.abort())
+      .catch(() => undefined);
   }
 
   private refuse(reason: string): void {
@@ -163,7 +276,9 @@ export class InboundConnection {
   }
 
   private onClose(reason: string): void {
+    this.closed = true;
     clearTimeout(this.handshakeTimer);
+    if (this.stream !== undefined) this.abandon(this.stream, `connection closed: ${reason}`);
     if (reason.startsWith("framing lost") || reason.startsWith("invalid frame")) {
       this.context.log("peer-protocol-violation", { peer: this.peerId, reason });
     } else if (this.state === "ready") this.context.log("peer-inbound-closed", { peer: this.peerId, reason });

@@ -4,6 +4,7 @@
 // appends overtake a large snapshot instead of queueing behind it. It reconnects with exponential
 // backoff and jitter. Its queue is bounded in bytes: beyond the bound messages are dropped (Raft
 // retransmits what matters) and the drop is logged.
+import { crc32c } from "@node-rs/crc32";
 import { connect } from "node:net";
 import { connect as connectTls } from "node:tls";
 import { type Message, type NodeId, snapshotDataBytes } from "../raft/types.js";
@@ -57,6 +58,7 @@ interface SnapshotStream {
   totalBytes: number;
   offset: number;
   data: Uint8Array | undefined;
+  checksum: number | undefined; // CRC32C of the data, sent with the first chunk
   reader: AsyncIterator<Uint8Array> | undefined;
   readChunk: Uint8Array | undefined; // read, not yet written
   reading: boolean;
@@ -261,6 +263,7 @@ export class PeerLink {
       totalBytes: stream.totalBytes,
       bytes,
       ...(stream.offset === 0 ? { message: stream.message } : {}),
+      ...(stream.offset === 0 && stream.checksum !== undefined ? { checksum: stream.checksum } : {}),
     };
     const last = end === stream.totalBytes;
     if (!last && stream.reader !== undefined) this.readSnapshotChunk(stream);
@@ -280,6 +283,8 @@ export class PeerLink {
       totalBytes: snapshotDataBytes(snapshot),
       offset: 0,
       data: reader === undefined ? snapshot.data : undefined,
+      // A snapshot on disk knows its checksum; one in memory gets it computed here.
+      checksum: snapshot.checksum ?? (reader === undefined ? crc32c(snapshot.data) : undefined),
       reader,
       readChunk: undefined,
       reading: false,

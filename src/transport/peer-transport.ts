@@ -8,7 +8,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import type { Message, NodeId } from "../raft/types.js";
-import { type ClockSample, InboundConnection, type InboundContext } from "./inbound-connection.js";
+import { type ClockSample, InboundConnection, type InboundContext, memorySnapshotSink, type SnapshotSinkFactory } from "./inbound-connection.js";
 import { type LinkContext, PeerLink, type PeerLinkStats, splitAddress } from "./peer-link.js";
 
 export type { ClockSample } from "./inbound-connection.js";
@@ -53,6 +53,8 @@ export interface TransportOptions {
   socketBufferBytesMax?: number; // per peer, bytes written but not yet taken by the kernel
   snapshotChunkBytes?: number;
   snapshotBytesMax?: number; // largest snapshot accepted from a peer
+  // Where a snapshot from a peer is written as it arrives (default: assembled in memory).
+  receiveSnapshot?: SnapshotSinkFactory;
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
   handshakeTimeoutMs?: number;
@@ -115,6 +117,7 @@ export class PeerTransport {
     this.inboundContext = {
       ...common,
       snapshotBytesMax: options.snapshotBytesMax ?? SNAPSHOT_BYTES_MAX_DEFAULT,
+      receiveSnapshot: options.receiveSnapshot ?? memorySnapshotSink,
       peerIdleTimeoutMs,
       onSilent: (peer) => this.links.get(peer)?.reset("the peer went silent on its connection to us"),
       onAuthenticated: (peer, connection) => this.onAuthenticated(peer, connection),

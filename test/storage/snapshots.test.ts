@@ -7,7 +7,7 @@ import { crc32c } from "@node-rs/crc32";
 import { SnapshotChecksumError, StorageCorruptError } from "../../src/storage/errors.js";
 import { MemoryFileSystem } from "../../src/storage/memory-fs.js";
 import { DiskRaftStorage } from "../../src/storage/raft-storage.js";
-import { SnapshotStore, snapshotFileName } from "../../src/storage/snapshots.js";
+import { ReceivedSnapshot, SnapshotStore, snapshotFileName } from "../../src/storage/snapshots.js";
 import { CONF, entries } from "./helpers.js";
 
 function bytes(sizeBytes: number, seed: number): Uint8Array {
@@ -107,14 +107,11 @@ test("DiskRaftStorage: saveSnapshot, streaming and a received snapshot installed
 
   const follower = await DiskRaftStorage.open("/follower", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
   const receiver = await follower.receiveSnapshot(info.meta, info.dataBytes, info.checksum);
-  const received: Uint8Array[] = [];
-  for await (const chunk of leader.readSnapshotChunks(info.meta)) {
-    received.push(chunk);
-    await receiver.write(chunk);
-  }
-  await receiver.finish();
-  const data = new Uint8Array(Buffer.concat(received));
-  await follower.persist({ hardState: { term: 1, vote: 0, commit: 20 }, entries: [], snapshot: { meta: info.meta, data } });
+  for await (const chunk of leader.readSnapshotChunks(info.meta)) await receiver.write(chunk);
+  const received = await receiver.finish();
+  assert.ok(received instanceof ReceivedSnapshot, "a received snapshot is its file, not bytes in memory");
+  assert.throws(() => received.data, /received to its file/);
+  await follower.persist({ hardState: { term: 1, vote: 0, commit: 20 }, entries: [], snapshot: received });
   assert.equal(follower.firstIndex(), 21);
   assert.deepEqual(follower.snapshot().data, bytes(300, 5));
   await follower.close();
@@ -248,4 +245,32 @@ test("the latest snapshot streams from its file in chunks, its checksum checked;
   assert.equal(storage.snapshot().meta.index, 30);
   assert.deepEqual(new Uint8Array(Buffer.concat(await read(storage.snapshot()))), bytes(500, 4));
   await storage.close();
+});
+
+test("the latest snapshot reads front to back in pieces from its file, the checksum checked at the end; startup finds a damaged one", async () => {
+  const fs = new MemoryFileSystem();
+  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
+  await storage.persist({ hardState: { term: 1, vote: 1, commit: 20 }, entries: entries(1, 20, 1) });
+  const meta = { index: 20, term: 1, conf: CONF };
+  await storage.saveSnapshot(meta, bytes(5000, 9));
+  await collectGarbage(); // no copy in memory: the reader reads the file
+  const readAll = (sizes: number[]) => {
+    const reader = storage.snapshot().reader();
+    const pieces = sizes.map((size) => reader.read(size));
+    assert.equal(reader.remaining(), 0);
+    reader.finish();
+    return new Uint8Array(Buffer.concat(pieces));
+  };
+  assert.deepEqual(readAll([1, 999, 4000]), bytes(5000, 9));
+  assert.throws(() => storage.snapshot().reader().read(5001), /ends before a piece of 5001 bytes/);
+  fs.corrupt(`/node/${snapshotFileName(meta)}`, 4500);
+  await collectGarbage();
+  assert.throws(() => readAll([2500, 2500]), (error: unknown) => error instanceof StorageCorruptError && /checksum mismatch/.test(error.message));
+  await storage.close();
+  // Reopened, the damaged snapshot is found (its data read through once) and not used; the log
+  // still holds every entry, so the storage opens without one.
+  const reopened = await DiskRaftStorage.open("/node", { fs, segmentSizeBytes: 65536 });
+  assert.throws(() => reopened.snapshot(), /no snapshot/);
+  assert.equal(reopened.firstIndex(), 1);
+  await reopened.close();
 });
