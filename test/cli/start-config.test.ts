@@ -19,3 +19,15 @@ test("--state-commit-ms comes from the flag, else FERRY_STATE_COMMIT_MS, else th
   assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "2.5" }), /stateCommitMs must be a whole number of ms up to 60000/);
   assert.throws(() => resolveConfig({ id: "1", stateCommitMs: "3000000000" }), /stateCommitMs must be a whole number of ms up to 60000/);
 });
+
+test("--snapshot-bytes-max comes from the flag, else FERRY_SNAPSHOT_BYTES_MAX, else 64 GiB; 0 is refused", () => {
+  assert.equal(resolveConfig({ id: "1" }).snapshotBytesMax, 64 * 1024 * 1024 * 1024);
+  assert.equal(resolveConfig({ id: "1", snapshotBytesMax: "1048576" }).snapshotBytesMax, 1048576);
+  process.env.FERRY_SNAPSHOT_BYTES_MAX = "2048";
+  try {
+    assert.equal(resolveConfig({ id: "1" }).snapshotBytesMax, 2048);
+  } finally {
+    delete process.env.FERRY_SNAPSHOT_BYTES_MAX;
+  }
+  assert.throws(() => resolveConfig({ id: "1", snapshotBytesMax: "0" }), /snapshotBytesMax must be positive/);
+});

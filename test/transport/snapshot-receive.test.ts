@@ -159,3 +159,19 @@ test("a stream cut off mid-way is aborted (no partial file left); one failing it
     await second.cleanup();
   }
 });
+
+test("a snapshot over snapshotBytesMax is refused before anything is written: the connection closes, nothing is delivered", async () => {
+  let sinks = 0;
+  const nodes = [await startNode(1), await startNode(2, { snapshotBytesMax: 1024 * 1024, receiveSnapshot: async () => { sinks++; throw new Error("no sink expected"); } })];
+  const [a, b] = nodes as [TestNode, TestNode];
+  try {
+    wire(nodes);
+    await waitConnected(nodes);
+    a.transport.send([snapshotMessage(700, randomBytes(1024 * 1024 + 1))]);
+    await waitFor("the violation logged", () => b.logs.some((l) => l.event === "peer-protocol-violation" && /exceeds snapshotBytesMax 1048576/.test(String(l.fields.reason))));
+    assert.equal(sinks, 0);
+    assert.equal(messagesFrom(b, 1).filter((m) => m.type === "snapshot").length, 0);
+  } finally {
+    await closeAll(nodes);
+  }
+});
