@@ -97,7 +97,7 @@ import {
   U64_LENGTH,
   u64Key,
 } from "./records.js";
-import { readSnapshot, writeSnapshot } from "./snapshot.js";
+import { readSnapshotSteps, writeSnapshot } from "./snapshot.js";
 import {
   clientIdProblem,
   DEAD_LETTER_SUFFIX,
@@ -430,19 +430,62 @@ export class Broker {
     return { index, chunks: writeSnapshot(view, index) };
   }
 
+  // Replaces the state with a snapshot's in one transaction: a damaged snapshot, or one of
+  // another layout, changes nothing.
   restore(chunks: Iterable<Uint8Array>): void {
-    // Pending counters and states describe the state being replaced: they must not reach the commit.
-    this.metaToWrite.clear();
-    this.forgetStateWrites();
+    this.forgetPendingWrites();
     try {
       this.kv.transaction(() => {
         this.kv.clear();
-        readSnapshot(chunks, (key, value) => this.kv.put(key, value));
-        this.checkFormat("snapshot"); // a snapshot of another layout aborts the restore
+        const records = this.restoreRecords(chunks);
+        while (records.next().done !== true);
+        this.finishRestore(records);
       });
     } finally {
       this.reloadState();
     }
+  }
+
+  // The same a chunk at a time: each step of the generator puts one chunk's records in a
+  // transaction of its own, so that the caller can yield to its event loop between steps (the
+  // state store's group stays open across them). The state is cleared first and the applied
+  // index written last, with the format check: until then the store holds no applied index, so a
+  // node stopped or crashed halfway (or whose group committed meanwhile) restores from its stored
+  // snapshot again when it starts. A damaged or foreign snapshot throws at the end and aborts the
+  // store's open group: the old state if nothing was committed since the clear, else a store
+  // without an applied index. Nothing may apply, read or snapshot the state until the generator
+  // is done; closed early, it reloads what the store holds.
+  *restoring(chunks: Iterable<Uint8Array>): Generator<void, void, undefined> {
+    this.forgetPendingWrites();
+    try {
+      this.kv.transaction(() => this.kv.clear());
+      const records = this.restoreRecords(chunks);
+      while (!this.kv.transaction(() => records.next().done === true)) yield;
+      this.kv.transaction(() => this.finishRestore(records));
+    } finally {
+      this.reloadState();
+    }
+  }
+
+  // Pending counters and states describe the state being replaced: they must not reach the commit.
+  private forgetPendingWrites(): void {
+    this.metaToWrite.clear();
+    this.forgetStateWrites();
+  }
+
+  // Puts a snapshot's records but the applied index, a chunk per step; the applied index is kept
+  // on the generator for finishRestore.
+  private restoreRecords(chunks: Iterable<Uint8Array>): Generator<void, number, undefined> & { applied?: Uint8Array } {
+    const records: Generator<void, number, undefined> & { applied?: Uint8Array } = readSnapshotSteps(chunks, (key, value) => {
+      if (key === APPLIED_KEY) records.applied = value;
+      else this.kv.put(key, value);
+    });
+    return records;
+  }
+
+  private finishRestore(records: { applied?: Uint8Array }): void {
+    if (records.applied !== undefined) this.kv.put(APPLIED_KEY, records.applied);
+    this.checkFormat("snapshot"); // a snapshot of another layout aborts the restore
   }
 
   // Client ids whose dedupe record is inline in a dedupe list (see `inline`).

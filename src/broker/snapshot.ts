@@ -55,6 +55,15 @@ export function* writeSnapshot(view: KvReadView, index: number): Generator<Uint8
 // Feeds each entry to `put` in order and returns the applied index; throws SnapshotError on any
 // damage (the caller runs it inside a transaction, so a bad stream changes nothing).
 export function readSnapshot(chunks: Iterable<Uint8Array>, put: (key: string, value: Uint8Array) => void): number {
+  const steps = readSnapshotSteps(chunks, put);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+// readSnapshot a chunk at a time: the generator pauses after each chunk it read.
+export function* readSnapshotSteps(chunks: Iterable<Uint8Array>, put: (key: string, value: Uint8Array) => void): Generator<void, number, undefined> {
   let crc = 0;
   let index: number | undefined;
   let ended = false;
@@ -82,6 +91,7 @@ export function readSnapshot(chunks: Iterable<Uint8Array>, put: (key: string, va
       throw new SnapshotError(`corrupt snapshot: ${(error as Error).message}`);
     }
     crc = ended ? crc : crc32c(chunk, crc);
+    yield;
   }
   if (!ended || index === undefined) throw new SnapshotError("snapshot is truncated");
   assert(Number.isSafeInteger(index), "snapshot index is an integer");
