@@ -4,21 +4,11 @@
 // node restoring the snapshot observes (it never sees the entries the snapshot replaced).
 // Layout: [u32 BE length][JSON {members, lastTimestamp}] then, per chunk, [u32 BE length][chunk].
 // Older snapshots hold a bare members array as their JSON (lastTimestamp 0).
-import { MemorySnapshotReader, type SnapshotReader } from "../storage/snapshots.js";
+import type { SnapshotReader } from "../storage/snapshots.js";
 import type { MemberAddress } from "./config.js";
 
-export interface DecodedNodeSnapshot {
-  members: MemberAddress[];
-  lastTimestamp: bigint;
-  broker: Uint8Array[];
-}
-
-export function encodeNodeSnapshot(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>, lastTimestamp = 0n): Uint8Array {
-  return Buffer.concat([...nodeSnapshotParts(members, brokerChunks, lastTimestamp)]);
-}
-
-// The bytes of a node snapshot in order, in parts (a length, then its piece): what
-// encodeNodeSnapshot concatenates, for a writer that streams them to a file.
+// The bytes of a node snapshot in order, in parts (a length, then its piece), for a writer that
+// streams them to a file.
 export function* nodeSnapshotParts(members: MemberAddress[], brokerChunks: Iterable<Uint8Array>, lastTimestamp = 0n): Generator<Uint8Array> {
   const piece = function* (bytes: Uint8Array): Generator<Uint8Array> {
     const length = Buffer.alloc(4);
@@ -28,11 +18,6 @@ export function* nodeSnapshotParts(members: MemberAddress[], brokerChunks: Itera
   };
   yield* piece(Buffer.from(JSON.stringify({ members, lastTimestamp: lastTimestamp.toString() })));
   for (const chunk of brokerChunks) yield* piece(chunk);
-}
-
-export function decodeNodeSnapshot(data: Uint8Array): DecodedNodeSnapshot {
-  const { members, lastTimestamp, broker } = readNodeSnapshot(new MemorySnapshotReader(data));
-  return { members, lastTimestamp, broker: [...broker] };
 }
 
 // A node snapshot read front to back: the head at once, the broker's chunks one at a time as the
