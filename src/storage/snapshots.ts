@@ -23,7 +23,6 @@ const SNAPSHOT_FORMAT_VERSION = 1;
 const SNAPSHOT_HEADER_BYTES = 32;
 const SNAPSHOT_META_BYTES_MAX = 1024 * 1024;
 const TEMPORARY_SUFFIX = ".tmp";
-const LOAD_PIECE_BYTES = 16 * 1024 * 1024;
 
 export interface SnapshotInfo {
   meta: SnapshotMeta;
@@ -163,26 +162,13 @@ export class SnapshotStore {
     }
   }
 
-  // Loads a whole snapshot and verifies its checksum, a read of LOAD_PIECE_BYTES at a time (the
-  // checksum of hundreds of MB in one go would hold the event loop for tens of ms).
+  // Reads a whole snapshot, its checksum checked (for tests and tools: a node never holds one whole).
   async load(meta: { index: number; term: number }): Promise<Snapshot> {
-    const path = join(this.dir, snapshotFileName(meta));
-    const handle = await this.fs.open(path, "read");
+    const snapshot = await this.open(meta);
     try {
-      const header = await readHeader(handle);
-      const data = new Uint8Array(header.dataBytes);
-      let checksum = 0;
-      for (let done = 0; done < header.dataBytes; ) {
-        const piece = data.subarray(done, Math.min(header.dataBytes, done + LOAD_PIECE_BYTES));
-        const count = await handle.read(piece, header.dataOffset + done);
-        if (count === 0) throw new StorageCorruptError(path, header.dataOffset + done, "snapshot file cut short");
-        checksum = crc32c(piece.subarray(0, count), checksum);
-        done += count;
-      }
-      if (checksum !== header.checksum) throw new StorageCorruptError(path, header.dataOffset, "snapshot data checksum mismatch");
-      return { meta: header.meta, data };
+      return { meta: snapshot.meta, data: snapshot.data };
     } finally {
-      await handle.close();
+      await snapshot.close();
     }
   }
 
@@ -201,10 +187,10 @@ export class SnapshotStore {
 
   // Streams the data of a snapshot in chunks of chunkBytes. The checksum is verified as it goes:
   // a mismatch throws instead of yielding the last chunk, so damage is never sent on.
-  async *readChunks(meta: { index: number; term: number }): AsyncIterable<Uint8Array> {
+  async *readChunks(meta: { index: number; term: number }, chunkBytes = this.chunkBytes): AsyncGenerator<Uint8Array> {
     const snapshot = await this.open(meta);
     try {
-      yield* snapshot.readChunks(this.chunkBytes);
+      yield* snapshot.readChunks(chunkBytes);
     } finally {
       await snapshot.close();
     }
@@ -389,7 +375,7 @@ export class StoredSnapshot implements Snapshot {
       remaining: () => this.dataBytes - position,
       read: (bytes: number): Uint8Array => {
         if (bytes > this.dataBytes - position) throw new StorageCorruptError(path, this.dataOffset + position, `snapshot data ends before a piece of ${bytes} bytes`);
-        const piece = Buffer.allocUnsafe(bytes);
+        const piece = new Uint8Array(bytes);
         for (let done = 0; done < bytes; ) {
           const count = this.handle.readSync(piece.subarray(done), this.dataOffset + position + done);
           if (count === 0) throw new StorageCorruptError(path, this.dataOffset + position + done, "snapshot file cut short");
@@ -425,13 +411,9 @@ export class StoredSnapshot implements Snapshot {
   get data(): Uint8Array {
     const cached = this.cached?.deref();
     if (cached !== undefined) return cached;
-    const data = new Uint8Array(this.dataBytes);
-    for (let done = 0; done < this.dataBytes; ) {
-      const count = this.handle.readSync(data.subarray(done), this.dataOffset + done);
-      if (count === 0) throw new StorageCorruptError(this.handle.path, this.dataOffset + done, "snapshot file cut short");
-      done += count;
-    }
-    if (crc32c(data) !== this.checksum) throw new StorageCorruptError(this.handle.path, this.dataOffset, "snapshot data checksum mismatch");
+    const reader = this.reader();
+    const data = reader.read(this.dataBytes);
+    reader.finish();
     this.cached = new WeakRef(data);
     return data;
   }
@@ -488,12 +470,7 @@ export class ReceivedSnapshot implements Snapshot {
     throw new Error(`snapshot ${this.meta.index}/${this.meta.term} was received to its file: read it through the storage's snapshot()`);
   }
 
-  async *readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
-    const snapshot = await this.store.open(this.meta);
-    try {
-      yield* snapshot.readChunks(chunkBytes);
-    } finally {
-      await snapshot.close();
-    }
+  readChunks(chunkBytes: number): AsyncGenerator<Uint8Array> {
+    return this.store.readChunks(this.meta, chunkBytes);
   }
 }

@@ -171,12 +171,18 @@ export class InboundConnection {
       this.context.onMessages(this.peerId, messages);
       return;
     }
-    const after = this.delivering.then(() => {
-      if (!this.closed) this.context.onMessages(this.peerId, messages);
-    });
-    this.delivering = after;
-    void after.then(() => {
-      if (this.delivering === after) this.delivering = undefined;
+    this.deliverAfter(
+      this.delivering.then(() => {
+        if (!this.closed) this.context.onMessages(this.peerId, messages);
+      }),
+    );
+  }
+
+  // Makes `delivery` the one later messages wait for, until it is done.
+  private deliverAfter(delivery: Promise<void>): void {
+    this.delivering = delivery;
+    void delivery.then(() => {
+      if (this.delivering === delivery) this.delivering = undefined;
     });
   }
 
@@ -234,11 +240,7 @@ export class InboundConnection {
       this.context.log("snapshot-receive-end", { peer: this.peerId, index: snapshot.meta.index, bytes: stream.totalBytes });
       if (!this.closed) this.context.onMessages(this.peerId, [{ ...stream.message, snapshot }]);
     });
-    const settled = delivered.catch((error: unknown) => this.failStream(stream, error));
-    this.delivering = settled;
-    void settled.then(() => {
-      if (this.delivering === settled) this.delivering = undefined;
-    });
+    this.deliverAfter(delivered.catch((error: unknown) => this.failStream(stream, error)));
   }
 
   // A write or the finish failed (a full disk, a checksum mismatch): the snapshot is dropped and

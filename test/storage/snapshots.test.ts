@@ -16,6 +16,15 @@ function bytes(sizeBytes: number, seed: number): Uint8Array {
   return data;
 }
 
+// A storage at /node holding entries 1 to lastIndex and a snapshot of `data` at index 20.
+async function storageWithSnapshot(fs: MemoryFileSystem, lastIndex: number, data: Uint8Array) {
+  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
+  await storage.persist({ hardState: { term: 1, vote: 1, commit: lastIndex }, entries: entries(1, lastIndex, 1) });
+  const meta = { index: 20, term: 1, conf: CONF };
+  await storage.saveSnapshot(meta, data);
+  return { storage, meta };
+}
+
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
   const result: Uint8Array[] = [];
   for await (const chunk of chunks) result.push(chunk);
@@ -202,10 +211,7 @@ async function collectGarbage(): Promise<void> {
 
 test("DiskRaftStorage keeps its latest snapshot on disk: the data is read back (and checked) once nothing holds it", async () => {
   const fs = new MemoryFileSystem();
-  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 20 }, entries: entries(1, 20, 1) });
-  const meta = { index: 20, term: 1, conf: CONF };
-  await storage.saveSnapshot(meta, bytes(3000, 7));
+  const { storage, meta } = await storageWithSnapshot(fs, 20, bytes(3000, 7));
   (() => {
     const first = storage.snapshot().data;
     assert.equal(storage.snapshot().data, first, "a copy still held is handed out again");
@@ -223,10 +229,7 @@ test("DiskRaftStorage keeps its latest snapshot on disk: the data is read back (
 
 test("the latest snapshot streams from its file in chunks, its checksum checked; a newer one replaces it", async () => {
   const fs = new MemoryFileSystem();
-  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 30 }, entries: entries(1, 30, 1) });
-  const meta = { index: 20, term: 1, conf: CONF };
-  await storage.saveSnapshot(meta, bytes(1000, 3));
+  const { storage, meta } = await storageWithSnapshot(fs, 30, bytes(1000, 3));
   const first = storage.snapshot();
   assert.equal(first.dataBytes, 1000);
   const read = async (snapshot: typeof first) => {
@@ -249,10 +252,7 @@ test("the latest snapshot streams from its file in chunks, its checksum checked;
 
 test("the latest snapshot reads front to back in pieces from its file, the checksum checked at the end; startup finds a damaged one", async () => {
   const fs = new MemoryFileSystem();
-  const storage = await DiskRaftStorage.open("/node", { fs, initialConf: CONF, segmentSizeBytes: 65536 });
-  await storage.persist({ hardState: { term: 1, vote: 1, commit: 20 }, entries: entries(1, 20, 1) });
-  const meta = { index: 20, term: 1, conf: CONF };
-  await storage.saveSnapshot(meta, bytes(5000, 9));
+  const { storage, meta } = await storageWithSnapshot(fs, 20, bytes(5000, 9));
   await collectGarbage(); // no copy in memory: the reader reads the file
   const readAll = (sizes: number[]) => {
     const reader = storage.snapshot().reader();

@@ -166,13 +166,19 @@ test("a garbage frame closes only that connection", async () => {
   }
 });
 
-test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () => {
+// Two connected transports; node 1 reports the status of every snapshot it sends to `statuses`.
+async function snapshotPair() {
   const statuses: boolean[] = [];
   const nodes = [await startNode(1, { onSnapshotStatus: (_to, delivered) => statuses.push(delivered) }), await startNode(2)];
+  wire(nodes);
+  await waitConnected(nodes);
   const [a, b] = nodes as [TestNode, TestNode];
+  return { nodes, a, b, statuses };
+}
+
+test("a 5 MiB snapshot arrives intact while heartbeats keep flowing", async () => {
+  const { nodes, a, b, statuses } = await snapshotPair();
   try {
-    wire(nodes);
-    await waitConnected(nodes);
     const data = randomBytes(5 * 1024 * 1024);
     const snapshot = message(1, 2, "snapshot", 100);
     snapshot.snapshot = { meta: { index: 100, term: 1, conf: { voters: [1, 2], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } }, data };
@@ -225,12 +231,8 @@ function streamedSnapshot(data: Uint8Array, failAt?: number): NonNullable<Messag
 }
 
 test("a snapshot kept on disk is streamed from its reader, never read whole; a failed read fails the send only", async () => {
-  const statuses: boolean[] = [];
-  const nodes = [await startNode(1, { onSnapshotStatus: (_to, delivered) => statuses.push(delivered) }), await startNode(2)];
-  const [a, b] = nodes as [TestNode, TestNode];
+  const { nodes, a, b, statuses } = await snapshotPair();
   try {
-    wire(nodes);
-    await waitConnected(nodes);
     const broken = message(1, 2, "snapshot", 200);
     broken.snapshot = streamedSnapshot(randomBytes(3 * 1024 * 1024 + 5), 2);
     a.transport.send([broken]);
