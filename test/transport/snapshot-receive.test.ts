@@ -77,8 +77,8 @@ function gated(inner: SnapshotSinkFactory, record: { writes: number; aborts: num
       },
       finish: () => sink.finish(),
       abort: async () => {
-        record.aborts++;
         await sink.abort();
+        record.aborts++; // counted once the partial file is gone
       },
     } satisfies SnapshotSink;
   };
