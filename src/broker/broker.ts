@@ -220,6 +220,7 @@ export class Broker {
   private formatStored = false; // the store holds FORMAT_KEY (written with the first apply)
   // The entry being applied.
   private index = 0;
+  private indexKey = u64Key(0); // the prefix of this entry's seqs
   private nowMs = 0;
   private messagesInEntry = 0;
   // Pending batch keys this entry wrote (their tags number them).
@@ -267,6 +268,7 @@ export class Broker {
   apply(index: number, timestamp: bigint, commands: BrokerCommand[]): BrokerResult[] {
     assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
     this.index = index;
+    this.indexKey = u64Key(index);
     this.nowMs = timestampMs(timestamp);
     this.messagesInEntry = 0;
     this.pendingBatchesInEntry = 0;
@@ -669,8 +671,11 @@ export class Broker {
     if (problem !== undefined) return problem;
     // A client id seen for the first time (the usual case) claims its id record in the same
     // lookup that finds it absent; otherwise the record decides (a duplicate, or a stale record
-    // from before the window that this SEND replaces).
-    const claimed = command.id !== undefined && this.claimId(command.id, command.recipients);
+    // from before the window that this SEND replaces). `copies` (client ids only): where the
+    // copies go, the id record's holders; the loop below stores them at those seqs.
+    const firstNumber = this.messagesInEntry;
+    const copies = command.id === undefined ? undefined : this.holdersFrom(firstNumber, command.recipients);
+    const claimed = copies !== undefined && this.claimId(command.id!, copies);
     if (command.id !== undefined && !claimed) {
       const first = this.dedupeLookup(command.id);
       if (first !== undefined) return { ok: true, id: command.id, timestamp: first, duplicate: true };
@@ -680,10 +685,8 @@ export class Broker {
       if (claimed) this.unclaim(command.id!);
       return capacity;
     }
-    const firstNumber = this.messagesInEntry;
     const id = command.id ?? assignedId(this.index, firstNumber);
     const delayMs = command.delayMs ?? 0;
-    const copies: IdHolder[] = [];
     for (let position = 0; position < command.recipients.length; position++) {
       const recipient = command.recipients[position]!;
       const settings = this.mailboxConfig(recipient);
@@ -697,8 +700,8 @@ export class Broker {
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
-      const seq = this.nextSeq();
-      copies.push({ mailbox: recipient, seq });
+      const seq = copies === undefined ? this.nextSeq() : copies[position]!.seq;
+      if (copies !== undefined) this.messagesInEntry++; // nextSeq's count, its seq already made
       this.store(recipient, seq, {
         id,
         sender: command.sender,
@@ -716,7 +719,7 @@ export class Broker {
       // left stale when a copy is removed; only an id re-sent after its window has any).
       // Read after the copies are stored (makeRoom may have removed copies).
       const record = this.idRecord(command.id);
-      const holders = record === undefined || record.holders.length === 0 ? copies : [...this.liveHolders(record), ...copies];
+      const holders = record === undefined || record.holders.length === 0 ? copies! : [...this.liveHolders(record), ...copies!];
       this.writeIdRecord(command.id, { dedupeSince: this.commandTimestamp, holders });
       this.relist(command.id);
     }
@@ -724,19 +727,24 @@ export class Broker {
   }
 
   private nextSeq(): string {
-    return seqOf(this.index, this.messagesInEntry++);
+    return seqOf(this.index, this.messagesInEntry++, this.indexKey);
+  }
+
+  // The copies a SEND will store, one per recipient: the consecutive seqs from message `first`.
+  private holdersFrom(first: number, recipients: readonly string[]): IdHolder[] {
+    const holders: IdHolder[] = [];
+    for (let position = 0; position < recipients.length; position++) {
+      holders.push({ mailbox: recipients[position]!, seq: seqOf(this.index, first + position, this.indexKey) });
+    }
+    return holders;
   }
 
   // Records the client id of a SEND about to store its copies when it has no record yet: true
-  // when it did. The holders are the seqs the copies will take (consecutive, from the next one).
-  // The record goes inline into this entry's dedupe list (no write of its own) while
+  // when it did. `holders` are the seqs the copies will take (holdersFrom the next message). The
+  // record goes inline into this entry's dedupe list (no write of its own) while
   // dedupeIdsInMemoryMax allows, else into an id record.
-  private claimId(id: string, recipients: readonly string[]): boolean {
+  private claimId(id: string, holders: IdHolder[]): boolean {
     if (this.idRecords.get(id) !== undefined || this.inline.has(id)) return false;
-    const holders: IdHolder[] = [];
-    for (let position = 0; position < recipients.length; position++) {
-      holders.push({ mailbox: recipients[position]!, seq: seqOf(this.index, this.messagesInEntry + position) });
-    }
     const record: IdRecord = { dedupeSince: this.commandTimestamp, holders };
     if (this.inline.size < this.config.dedupeIdsInMemoryMax) {
       if (!this.idRecords.has(id) && this.storedIds.mightHave(id)) {

@@ -124,12 +124,10 @@ export function readU64Key(key: string, offset: number): number {
 // Message numbers stay below 2^31: the top bit marks pending batch tags (pendingBatchTag).
 const BATCH_NUMBER_BASE_SEQ = 0x8000_0000;
 
-export function seqOf(index: number, number: number): string {
+// indexKey: u64Key(index), when the caller has it (the broker keeps its entry's).
+export function seqOf(index: number, number: number, indexKey = u64Key(index)): string {
   assert(number >= 0 && number < BATCH_NUMBER_BASE_SEQ, "message number within an entry fits 31 bits");
-  return (
-    u64Key(index) +
-    String.fromCharCode((number >>> 24) & 0xff, (number >>> 16) & 0xff, (number >>> 8) & 0xff, number & 0xff)
-  );
+  return indexKey + String.fromCharCode((number >>> 24) & 0xff, (number >>> 16) & 0xff, (number >>> 8) & 0xff, number & 0xff);
 }
 
 export function seqToCursor(seq: string): string {
