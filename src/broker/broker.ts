@@ -700,8 +700,7 @@ export class Broker {
       this.makeRoom(recipient, command.body.length);
       // The copies of one SEND take consecutive sequence numbers: findById relies on it.
       assert(this.messagesInEntry === firstNumber + position, "fan-out copies are consecutive");
-      const seq = copies === undefined ? this.nextSeq() : copies[position]!.seq;
-      if (copies !== undefined) this.messagesInEntry++; // nextSeq's count, its seq already made
+      const seq = this.nextSeq(copies?.[position]?.seq);
       this.store(recipient, seq, {
         id,
         sender: command.sender,
@@ -726,8 +725,10 @@ export class Broker {
     return { ok: true, id, timestamp: this.commandTimestamp, duplicate: false };
   }
 
-  private nextSeq(): string {
-    return seqOf(this.index, this.messagesInEntry++, this.indexKey);
+  // The next message's seq; `made`: the one holdersFrom already made for it.
+  private nextSeq(made?: string): string {
+    const number = this.messagesInEntry++;
+    return made ?? seqOf(this.index, number, this.indexKey);
   }
 
   // The copies a SEND will store, one per recipient: the consecutive seqs from message `first`.
