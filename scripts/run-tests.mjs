@@ -1,6 +1,11 @@
 #!/usr/bin/env node
 // Runs every test/**/*.test.ts file with Node's test runner (TypeScript through tsx).
 // Usage: node scripts/run-tests.mjs [path-prefix ...]   (default: all of test/)
+//
+// A hang must fail the run, not stall CI: every test has a deadline (FERRY_TEST_TIMEOUT_MS, default
+// 240 s; the longest test takes ~25 s here), a file whose tests are done exits even if a server or
+// timer was left open (--test-force-exit), and the whole run is stopped after FERRY_TEST_RUN_MS
+// (default 30 min; all of it takes ~2 min here).
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -22,9 +27,24 @@ if (files.length === 0) {
   console.error("run-tests: no test files matched");
   process.exit(1);
 }
+const testTimeoutMs = Number(process.env.FERRY_TEST_TIMEOUT_MS ?? 240_000);
+const runTimeoutMs = Number(process.env.FERRY_TEST_RUN_MS ?? 30 * 60_000);
 const result = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-reporter=spec", ...files],
-  { stdio: "inherit" },
+  [
+    "--import",
+    "tsx",
+    "--test",
+    "--test-concurrency=2",
+    `--test-timeout=${testTimeoutMs}`,
+    "--test-force-exit",
+    "--test-reporter=spec",
+    ...files,
+  ],
+  { stdio: "inherit", timeout: runTimeoutMs, killSignal: "SIGKILL" },
 );
+if (result.error !== undefined || result.signal !== null) {
+  console.error(`run-tests: stopped after ${runTimeoutMs} ms (${result.error?.message ?? result.signal}); a test file hung`);
+  process.exit(1);
+}
 process.exit(result.status ?? 1);

@@ -84,15 +84,15 @@ test("status prints the node table; cluster add passes the addresses", async () 
   assert.equal(server.requestsOf("cluster").at(-1)!.clientAddress, "127.0.0.1:12348");
 });
 
-test("status asks the leader the first node names, for the complete view", async () => {
+test("status asks the leader the first node names, for the complete view", async (t) => {
   const follower = await FakeServer.start();
+  t.after(() => follower.close());
   follower.statusLeader = server.address;
   const status = await ferry(["status", "--json", "--seeds", follower.address]);
   assert.equal(status.code, 0, status.stderr);
   const reply = JSON.parse(status.stdout);
   assert.equal(reply.nodes[0].address, server.address); // the leader answered about itself
   assert.equal(reply.nodes[0].role, "leader");
-  await follower.close();
 });
 
 test("errors print `error: <CODE> <message>` and exit with the code's status", async () => {
@@ -111,15 +111,15 @@ test("errors print `error: <CODE> <message>` and exit with the code's status", a
   assert.match(down.stderr, /^error: UNAVAILABLE cannot connect to 127\.0\.0\.1:1/);
 });
 
-test("--tls-ca talks TLS to a node with that certificate", async () => {
+test("--tls-ca talks TLS to a node with that certificate", async (t) => {
   const certFile = new URL("./fixtures/test-cert.pem", import.meta.url);
   const secure = await FakeServer.start({ tls: { key: readFileSync(new URL("./fixtures/test-key.pem", import.meta.url)), cert: readFileSync(certFile) } });
+  t.after(() => secure.close());
   const sent = await ferry(["send", "bob", "sealed", "--seeds", secure.address, "--tls-ca", fileURLToPath(certFile)]);
   assert.equal(sent.code, 0, sent.stderr);
   assert.equal(secure.mailbox("bob").length, 1);
   const plain = await ferry(["status", "--seeds", secure.address, "--timeout", "300"]);
   assert.equal(plain.code, 5);
-  await secure.close();
 });
 
 test("every command has --help", async () => {

@@ -7,7 +7,9 @@ import { uuidv7 } from "../../src/client/ids.js";
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 test("an id is a UUIDv7 whose first 48 bits are the Unix milliseconds", () => {
-  const ms = Date.UTC(2026, 10, 24, 12, 0, 0, 123) + 1_000_000; // strictly after any id made so far
+  // Ids never go back in a process, so each test here uses times past the ones before it, relative
+  // to this machine's clock (a fixed date would break on a machine whose clock is behind it).
+  const ms = Date.now() + 1_000_000;
   const id = uuidv7(ms);
   assert.match(id, UUID_V7);
   assert.equal(Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16), ms);
