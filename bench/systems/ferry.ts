@@ -197,7 +197,11 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 // one event-loop turn coalesced into one ACK request, at most 4 of them outstanding, batches
 // prefetched after a full one up to DrainOptions.depth messages in hand (consume()'s default of 3
 // ahead for 100-message batches), as the peers' consumers keep windows of the same depth, with
-// asynchronous acks. An ack still counts only once Ferry confirms it is durable.
+// asynchronous acks. An ack still counts only once Ferry confirms it is durable. The acks in flight
+// are counted, not kept: holding every ack's promise until the end (as this did until session 14)
+// kept hundreds of thousands of objects alive, and the collector's work on them cost the load
+// generator ~1 µs per message of the CPU the nodes share, which the peers' fire-and-forget acks
+// never paid.
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;
   let received = 0;
@@ -206,25 +210,41 @@ async function drain(client: FerryClient, options: DrainOptions): Promise<number
   const idle = setInterval(() => {
     if (performance.now() - lastMessageMs >= options.idleMs) stop.abort();
   }, IDLE_CHECK_MS);
-  const acks: Array<Promise<void>> = [];
+  let inFlight = 0;
+  let failure: unknown;
+  let loopsDone = false;
+  let allSettled: () => void = () => {};
+  const settled = new Promise<void>((resolve) => {
+    allSettled = resolve;
+  });
+  const settle = (): void => {
+    if (--inFlight === 0 && loopsDone) allSettled();
+  };
+  const onAck = (): void => {
+    acked++;
+    options.onAcked(1);
+    settle();
+  };
+  const onAckError = (error: unknown): void => {
+    failure ??= error;
+    settle();
+  };
   const loop = async () => {
     const prefetch = Math.max(0, Math.ceil(options.depth / options.batch) - 1);
     for await (const message of client.consume(options.target, { max: options.batch, prefetch, waitMs: RECEIVE_WAIT_MS, autoAck: false, signal: stop.signal })) {
       lastMessageMs = performance.now();
-      acks.push(
-        message.ack().then(() => {
-          acked++;
-          options.onAcked(1);
-        }),
-      );
+      inFlight++;
+      message.ack().then(onAck, onAckError);
       if (++received >= options.expected) stop.abort();
     }
   };
   try {
     await Promise.all(Array.from({ length: options.consumers }, loop));
-    await Promise.all(acks);
+    loopsDone = true;
+    if (inFlight > 0) await settled;
   } finally {
     clearInterval(idle);
   }
+  if (failure !== undefined) throw failure;
   return acked;
 }
