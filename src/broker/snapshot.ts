@@ -52,17 +52,9 @@ export function* writeSnapshot(view: KvReadView, index: number): Generator<Uint8
   }
 }
 
-// Feeds each entry to `put` in order and returns the applied index; throws SnapshotError on any
-// damage (the caller runs it inside a transaction, so a bad stream changes nothing).
-export function readSnapshot(chunks: Iterable<Uint8Array>, put: (key: string, value: Uint8Array) => void): number {
-  const steps = readSnapshotSteps(chunks, put);
-  for (;;) {
-    const step = steps.next();
-    if (step.done) return step.value;
-  }
-}
-
-// readSnapshot a chunk at a time: the generator pauses after each chunk it read.
+// Feeds each entry to `put` in order, pausing after each chunk it read, and returns the applied
+// index; throws SnapshotError on any damage (Broker.restore runs it in one transaction, so a bad
+// stream changes nothing; Broker.restoring checks the format and writes the applied index last).
 export function* readSnapshotSteps(chunks: Iterable<Uint8Array>, put: (key: string, value: Uint8Array) => void): Generator<void, number, undefined> {
   let crc = 0;
   let index: number | undefined;

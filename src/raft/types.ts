@@ -51,6 +51,15 @@ export interface Snapshot {
   readChunks?(chunkBytes: number): AsyncIterator<Uint8Array>;
 }
 
+// Where a snapshot arriving from the leader goes, chunk by chunk (the transport writes to it; a
+// node's storage gives one that writes the snapshot's file). finish() checks the byte count and
+// the checksum the sender announced and gives the snapshot.
+export interface SnapshotSink {
+  write(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<Snapshot>;
+  abort(): Promise<void>;
+}
+
 // The size of a snapshot's data, without reading it when it is on disk.
 export function snapshotDataBytes(snapshot: Snapshot): number {
   return snapshot.dataBytes ?? snapshot.data.length;

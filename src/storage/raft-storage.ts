@@ -22,6 +22,7 @@ import {
   type LogStorage,
   type Snapshot,
   type SnapshotMeta,
+  type SnapshotSink,
   SnapshotUnavailableError,
 } from "../raft/types.js";
 import { AssertionError, assert } from "../util/assert.js";
@@ -48,13 +49,6 @@ import {
 import { recoverLog } from "./recovery.js";
 import { type Preallocation, PREPARED_SEGMENT_FILE_NAME, type Segment, SegmentFiles } from "./segments.js";
 import { ReceivedSnapshot, type SnapshotInfo, SnapshotStore, type SnapshotWriter, StoredSnapshot } from "./snapshots.js";
-
-// A snapshot being received from the leader (DiskRaftStorage.receiveSnapshot).
-export interface IncomingSnapshot {
-  write(chunk: Uint8Array): Promise<void>;
-  finish(): Promise<Snapshot>;
-  abort(): Promise<void>;
-}
 
 export const SEGMENT_SIZE_BYTES_DEFAULT = 64 * 1024 * 1024;
 export const SEGMENT_SIZE_BYTES_MIN = 4 * 1024;
@@ -409,7 +403,7 @@ export class DiskRaftStorage implements LogStorage {
   // checks the byte count and the leader's checksum before the file takes its name, and gives a
   // ReceivedSnapshot: a later persist({ snapshot }) of it adopts the file as it is (neither read
   // back nor written again), so the follower's memory never holds the snapshot.
-  async receiveSnapshot(meta: SnapshotMeta, dataBytes: number, checksum: number): Promise<IncomingSnapshot> {
+  async receiveSnapshot(meta: SnapshotMeta, dataBytes: number, checksum: number): Promise<SnapshotSink> {
     const receiver = await this.snapshots.receive(meta, dataBytes, checksum);
     return {
       write: (chunk) => receiver.write(chunk),

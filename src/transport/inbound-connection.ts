@@ -5,7 +5,7 @@
 // samples, and remembered so our next frame to that peer echoes them).
 import { crc32c } from "@node-rs/crc32";
 import type { Socket } from "node:net";
-import type { Message, NodeId, Snapshot, SnapshotMeta } from "../raft/types.js";
+import type { Message, NodeId, SnapshotMeta, SnapshotSink } from "../raft/types.js";
 import { FramedSocket } from "./framed-socket.js";
 import { type DataFrame, type HelloFrame, type PeerFrame, PEER_PROTOCOL_VERSION, type SnapshotChunk } from "./frames.js";
 import { computeProof, createNonce, type HandshakeTranscript, verifyProof } from "./handshake.js";
@@ -40,12 +40,8 @@ export interface InboundContext {
 
 // Where an incoming snapshot goes, chunk by chunk: a node writes it to the snapshot's file
 // (DiskRaftStorage.receiveSnapshot), so that it is never whole in memory; memorySnapshotSink
-// assembles it in memory. finish() checks the byte count and the checksum the sender announced.
-export interface SnapshotSink {
-  write(chunk: Uint8Array): Promise<void>;
-  finish(): Promise<Snapshot>;
-  abort(): Promise<void>;
-}
+// assembles it in memory.
+export type { SnapshotSink };
 export type SnapshotSinkFactory = (meta: SnapshotMeta, dataBytes: number, checksum: number | undefined) => Promise<SnapshotSink>;
 
 export const memorySnapshotSink: SnapshotSinkFactory = async (meta, dataBytes, checksum) => {
