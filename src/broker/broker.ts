@@ -401,13 +401,17 @@ export class Broker {
     return mailboxes;
   }
 
+  // When a message of the mailbox may next become visible, if before `beforeMs` (default: ever).
   // Skips stale pending entries (ids acked, NACKed or extended since) by reading their state
   // records, at most promoteMax ids; past that it answers the time of the key it stopped at, which
   // may be early: the waiter's RECEIVE then consumes every key due by that time, so each early
-  // wake-up removes at least promoteMax stale ids (no busy loop).
-  nextVisibleAt(mailbox: string): bigint | undefined {
+  // wake-up removes at least promoteMax stale ids (no busy loop). A waiter passes the end of its
+  // wait as `beforeMs`: keys due after it, stale or not, cannot change how long it waits, and a
+  // drained mailbox's stale keys of leases acked meanwhile (due a visibility timeout later) are
+  // then not read at every empty RECEIVE.
+  nextVisibleAt(mailbox: string, beforeMs?: number): bigint | undefined {
     const prefix = mailboxPrefix(PENDING, mailbox);
-    const end = prefixEnd(prefix);
+    const end = beforeMs === undefined ? prefixEnd(prefix) : prefix + u64Key(Math.max(0, Math.ceil(beforeMs)));
     let budget = this.config.promoteMax;
     let start = prefix;
     for (;;) {

@@ -289,8 +289,9 @@ export class FerryNode {
       const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
       if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
-      const visibleAt = this.broker.nextVisibleAt(request.mailbox);
-      const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - this.clock.physicalNowMs() + 1;
+      const nowMs = this.clock.physicalNowMs();
+      const visibleAt = this.broker.nextVisibleAt(request.mailbox, nowMs + remaining);
+      const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - nowMs + 1;
       await this.mailboxWaiters.wait(request.mailbox, Math.min(remaining, Math.max(0, untilVisible)), waitSignal);
       // Stopped (see Service.execute): answer with nothing rather than lease once more, maybe
       // for a client that is gone.

@@ -159,6 +159,12 @@ describe("pending batch keys, property", () => {
               const actual = broker.nextVisibleAt("q");
               if (promoteMax === 10_000) assert.equal(actual, expected === undefined ? undefined : msTimestamp(expected));
               else if (expected !== undefined) assert.ok(actual !== undefined && actual <= msTimestamp(expected));
+              // With a horizon (a waiter's end of wait): nothing past it, the same before it.
+              const horizon = nowMs + 150;
+              const within = broker.nextVisibleAt("q", horizon);
+              if (expected === undefined || expected >= horizon) assert.ok(within === undefined || (promoteMax !== 10_000 && within < msTimestamp(horizon)));
+              else if (promoteMax === 10_000) assert.equal(within, msTimestamp(expected));
+              else assert.ok(within !== undefined && within <= msTimestamp(expected));
             }
             assert.deepEqual(dump(primaryKv), dump(replicaKv), "replicas end byte-identical");
           },
@@ -200,6 +206,35 @@ describe("pending batch keys", () => {
     h.one({ op: "ack", mailbox: "q", ids: received.messages.slice(3).map((m) => m.id) });
     assert.equal(pendingKeys(h, "q"), 0, "an emptied mailbox drops its stale keys");
     assert.equal(h.broker.nextVisibleAt("q"), undefined);
+  });
+
+  test("nextVisibleAt before a horizon reads no pending key due after it", () => {
+    // A drained mailbox whose last leases are still out: its earlier batches are acked (stale
+    // keys due a visibility timeout later). A waiter asking about the next second reads none of
+    // them, and gets the same answer as a full look would give within that second.
+    const reads: string[] = [];
+    const kv = new MemoryKv();
+    const scan = kv.scan.bind(kv);
+    kv.scan = (start, end, limit, reverse) => {
+      const entries = scan(start, end, limit, reverse);
+      for (const entry of entries) reads.push(entry.key);
+      return entries;
+    };
+    const h = new Harness({}, kv);
+    for (let i = 0; i < 20; i++) h.send("q", `m${i}`);
+    for (let i = 0; i < 10; i++) {
+      const batch = h.receive("q", 2, 30_000);
+      if (i < 9) h.one({ op: "ack", mailbox: "q", ids: batch.messages.map((m) => m.id) });
+    }
+    assert.equal(pendingKeys(h, "q"), 10);
+    const pending = mailboxPrefix(PENDING, "q");
+    reads.length = 0;
+    assert.equal(h.broker.nextVisibleAt("q", h.nowMs + 1000), undefined);
+    assert.equal(reads.filter((key) => key.startsWith(pending)).length, 0, "no pending key read");
+    assert.equal(h.broker.nextVisibleAt("q"), msTimestamp(h.nowMs + 30_000), "without a horizon: the live lease");
+    assert.ok(reads.filter((key) => key.startsWith(pending)).length >= 10, "which reads the stale keys before it");
+    h.advance(29_500);
+    assert.equal(h.broker.nextVisibleAt("q", h.nowMs + 1000), msTimestamp(h.nowMs + 500), "the live lease, once within the horizon");
   });
 
   test("nextVisibleAt skips an acked batch and reports the next live lease", () => {
