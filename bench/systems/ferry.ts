@@ -198,10 +198,9 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 // prefetched after a full one up to DrainOptions.depth messages in hand (consume()'s default of 3
 // ahead for 100-message batches), as the peers' consumers keep windows of the same depth, with
 // asynchronous acks. An ack still counts only once Ferry confirms it is durable. The acks in flight
-// are counted, not kept: holding every ack's promise until the end (as this did until session 14)
-// kept hundreds of thousands of objects alive, and the collector's work on them cost the load
-// generator ~1 µs per message of the CPU the nodes share, which the peers' fire-and-forget acks
-// never paid.
+// are counted, not kept: holding every ack's promise until the end keeps hundreds of thousands of
+// objects alive, and the collector's work on them costs the load generator ~1 µs per message of
+// the CPU the nodes share, which the peers' fire-and-forget acks never pay.
 async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
   let acked = 0;
   let received = 0;

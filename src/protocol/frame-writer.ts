@@ -76,13 +76,18 @@ export class FrameWriter {
   }
 
   private writeMapWithRid(rid: number, value: Record<string, unknown>): void {
-    if (!isPlain(value)) throw unsupported;
+    if (!isPlainPrototype(Object.getPrototypeOf(value))) throw unsupported;
     this.writeMapHeader(keyCount(value) + 1);
     this.writeString("rid");
     this.writeNumber(rid);
-    for (const key in value) {
+    this.writeFields(value);
+  }
+
+  // The keys and values of a plain object, in for...in order (its own enumerable keys).
+  private writeFields(record: Record<string, unknown>): void {
+    for (const key in record) {
       this.writeString(key);
-      this.writeValue(value[key]);
+      this.writeValue(record[key]);
     }
   }
 
@@ -131,13 +136,10 @@ export class FrameWriter {
       this.writeBinary(value as Uint8Array);
       return;
     }
-    if (prototype !== Object.prototype && prototype !== null) throw unsupported;
+    if (!isPlainPrototype(prototype)) throw unsupported;
     const record = value as Record<string, unknown>;
     this.writeMapHeader(keyCount(record));
-    for (const key in record) {
-      this.writeString(key);
-      this.writeValue(record[key]);
-    }
+    this.writeFields(record);
   }
 
   private writeNumber(value: number): void {
@@ -295,8 +297,8 @@ export class FrameWriter {
   }
 }
 
-function isPlain(value: object): boolean {
-  const prototype = Object.getPrototypeOf(value);
+// A plain object's: the only objects written as maps.
+function isPlainPrototype(prototype: unknown): boolean {
   return prototype === Object.prototype || prototype === null;
 }
 
