@@ -13,6 +13,11 @@ const MAGIC = "FERRYSN1";
 const SNAPSHOT_VERSION = 1;
 const END_MARK = 0xffffffff;
 const CHUNK_ENTRIES_MAX = 1024;
+// A chunk ends after the entry that takes it past this size: message records hold bodies of up
+// to bodyBytesMax (1 MiB by default) each, so CHUNK_ENTRIES_MAX of them could make a chunk of a
+// gigabyte, held in memory while it is written.
+const CHUNK_BYTES_TARGET = 1024 * 1024;
+const SCAN_ENTRIES = 64; // entries read at a time (each read holds its values in memory)
 
 export class SnapshotError extends Error {
   override name = "SnapshotError";
@@ -29,19 +34,29 @@ export function* writeSnapshot(view: KvReadView, index: number): Generator<Uint8
     crc = crc32c(first, crc);
     yield first;
     let start = "";
-    for (;;) {
-      const entries = view.scan(start, KEY_END, CHUNK_ENTRIES_MAX);
-      if (entries.length === 0) break;
+    for (let done = false; !done; ) {
       const writer = new ByteWriter(64 * 1024);
-      writer.u32(entries.length);
-      for (const entry of entries) {
-        writer.bytes(keyToBytes(entry.key));
-        writer.bytes(entry.value);
+      writer.u32(0); // the count, written when known
+      let count = 0;
+      while (count < CHUNK_ENTRIES_MAX && writer.length < CHUNK_BYTES_TARGET) {
+        const entries = view.scan(start, KEY_END, Math.min(SCAN_ENTRIES, CHUNK_ENTRIES_MAX - count));
+        for (const entry of entries) {
+          writer.bytes(keyToBytes(entry.key));
+          writer.bytes(entry.value);
+          start = `${entry.key}\x00`;
+          count++;
+          if (writer.length >= CHUNK_BYTES_TARGET) break;
+        }
+        if (entries.length === 0) {
+          done = true;
+          break;
+        }
       }
+      if (count === 0) break;
       const chunk = writer.finish();
+      new DataView(chunk.buffer, chunk.byteOffset, 4).setUint32(0, count, true);
       crc = crc32c(chunk, crc);
       yield chunk;
-      start = `${entries[entries.length - 1]!.key}\x00`;
     }
     const trailer = new ByteWriter(8);
     trailer.u32(END_MARK);

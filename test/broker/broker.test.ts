@@ -358,6 +358,22 @@ describe("encoding and recovery", () => {
   });
 });
 
+describe("snapshot chunks", () => {
+  test("are cut by size as well as by count: records of large bodies come a few per chunk, and restore whole", () => {
+    const h = new Harness();
+    const body = new Uint8Array(700 * 1024).fill(7);
+    for (let i = 0; i < 6; i++) h.apply({ op: "send", sender: "alice", recipients: ["big"], body });
+    const saved = [...h.broker.snapshot().chunks];
+    const records = saved.slice(1, -1); // between the header and the trailer
+    assert.ok(records.length >= 3, `${records.length} chunks of records for 4 MiB of bodies`);
+    // A chunk ends with the record that takes it past 1 MiB: at most 1 MiB plus one record.
+    for (const chunk of records) assert.ok(chunk.length <= 1024 * 1024 + body.length + 1024, `a chunk of ${chunk.length} bytes`);
+    const copy = new Harness();
+    copy.broker.restore(saved);
+    assert.deepEqual(dump(copy.kv), dump(h.kv));
+  });
+});
+
 describe("restoring a chunk at a time", () => {
   test("yields once per chunk and ends with the state restore() gives; stopped halfway, the store has no applied index", () => {
     const h = new Harness();
