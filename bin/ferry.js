@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=32 --initial-old-space-size=256
 // The `ferry` command. Runs the compiled CLI; `npm ci` builds it (the `prepare` script).
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
