@@ -6,18 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-
-// Node.js flags every node process gets (bin/ferry.js's and ./ferry's interpreter lines carry the
-// same, for `ferry start`; a test keeps the three equal). docs/node.md has the figures.
-// - A 32 MiB young generation (V8's default is 16 MiB on 64-bit): a node allocates mostly
-//   short-lived request and frame objects, and a larger nursery halved the leader's
-//   garbage-collection time under pipelined SENDs.
-// - A first old-generation limit of 256 MiB: a node's live heap is small (~11 MiB), so V8 keeps
-//   its old-generation limit low and ran a full mark-compact every 100-200 ms under pipelined
-//   SENDs (requests in flight survive scavenges and are promoted). With the larger first limit
-//   (later ones stay higher too: 80-100 MiB between mark-compacts) the 3 nodes used ~10-15% less
-//   CPU per pipelined SEND, for ~50-70 MiB more peak RSS per node.
-export const NODE_FLAGS_DEFAULT = ["--max-semi-space-size=32", "--initial-old-space-size=256"];
+import { NODE_FLAGS_DEFAULT } from "./node-flags.js";
 
 interface DevFlags {
   nodes: string;

@@ -13,6 +13,7 @@ import type { PeerTls } from "../transport/peer-transport.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
+import { missingNodeFlags } from "./node-flags.js";
 import { parseHostPort } from "../node/config.js";
 
 interface StartFlags {
@@ -301,6 +302,12 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
     tls: security.tls ? "on" : "off",
     peerTls: security.peerTls ? "on" : "off",
   });
+  const missing = missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
+  if (missing.length > 0) {
+    // Run as `node bin/ferry.js start` (or by a service manager calling node): it works, with more
+    // CPU per request under load (docs/node.md).
+    log("warn", "node-flags-missing", { missing: missing.join(" "), hint: "start nodes through bin/ferry.js or ./ferry, or pass these to node (docs/node.md)" });
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
