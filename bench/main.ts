@@ -18,7 +18,7 @@ import { natsSystem } from "./systems/nats.js";
 import { PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
 import { rabbitmqSystem } from "./systems/rabbitmq.js";
 import type { RunningCluster, SystemUnderTest } from "./systems/types.js";
-import { measureDrain, measureLatency, measureMemory, measureThroughput, type Settings } from "./workloads.js";
+import { measureDrain, measureLatency, measureMemory, measureThroughput, type Settings, warmUpDrain } from "./workloads.js";
 import { resultPath } from "./lib/results.js";
 
 const SETTINGS_DEFAULT: Settings = {
@@ -33,6 +33,7 @@ const SETTINGS_DEFAULT: Settings = {
   drainBatchSize: 100,
   drainDepth: 400, // the batch in hand and 3 ahead: consume()'s default prefetch
   drainIdleMs: 5000,
+  drainWarmupCount: 20_000,
   failoverConnectionCount: 2,
   failoverInFlightPerConnection: 8,
   failoverBeforeMs: 5000,
@@ -48,6 +49,7 @@ const SETTINGS_QUICK: Settings = {
   throughputMessageCount: 20_000,
   throughputDurationMsMax: 20_000,
   drainIdleMs: 3000,
+  drainWarmupCount: 5_000,
   failoverBeforeMs: 3000,
   failoverAfterMs: 8000,
 };
@@ -125,7 +127,11 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
     process.stderr.write(`  cluster failed: ${(error as Error).message}\n`);
   } finally {
     await cluster?.stop().catch((error: Error) => result.errors.push(`stop: ${error.message}`));
-    rmSync(workDir, { recursive: true, force: true });
+    // A run whose writes never resumed after the kill, or that failed, keeps its cluster's data
+    // and logs (the nodes' own log is ferry-dev.log for Ferry) for a look at what happened.
+    const failed = result.errors.length > 0 || (result.failover !== undefined && result.failover.writesResumedAfterMs === null);
+    if (failed) progress.note(`kept ${workDir} (its logs) for a look: the run failed or writes never resumed`);
+    else rmSync(workDir, { recursive: true, force: true });
     result.loadAverageEnd = round(loadavg()[0]!);
   }
   return result;
@@ -135,6 +141,7 @@ async function runSystemPhases(cluster: RunningCluster, result: SystemResult, se
   result.latency = await runPhase(result, "latency", () => measureLatency(cluster, settings, progress));
   result.throughput = await runPhase(result, "throughput", () => measureThroughput(cluster, settings, progress));
   const sent = result.throughput?.messages ?? 0;
+  if (sent > 0 && settings.drainWarmupCount > 0) result.drainWarmup = await runPhase(result, "drain warm-up", () => warmUpDrain(cluster, settings, progress));
   if (sent > 0) result.drain = await runPhase(result, "drain", () => measureDrain(cluster, settings, sent, progress));
   result.memory = measureMemory(cluster); // before the kill: every node is still there
   result.failover = await runPhase(result, "failover", () => measureFailover(cluster, settings, progress));

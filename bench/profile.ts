@@ -41,6 +41,7 @@ const SETTINGS: Settings = {
   drainBatchSize: 100,
   drainDepth: 400,
   drainIdleMs: 5000,
+  drainWarmupCount: 0, // the profile covers the first drain, compiling included
   failoverConnectionCount: 0,
   failoverInFlightPerConnection: 0,
   failoverBeforeMs: 0,

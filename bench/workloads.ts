@@ -18,6 +18,10 @@ export interface Settings {
   drainBatchSize: number;
   drainDepth: number; // see DrainOptions.depth
   drainIdleMs: number;
+  // Messages sent to a mailbox of their own and drained, uncounted, before the measured drain:
+  // the drain is the first time a node runs RECEIVE and ACK, and the measured figure is the
+  // steady state, as the latency phase's warm-up sends make it for SEND (0: no warm-up).
+  drainWarmupCount: number;
   failoverConnectionCount: number;
   failoverInFlightPerConnection: number;
   failoverBeforeMs: number;
@@ -56,6 +60,12 @@ export interface ThroughputResult extends ClientCpu {
 }
 
 export type DrainResult = Omit<ThroughputResult, "latency" | "errors"> & { expected: number };
+
+// The uncounted warm-up drain (Settings.drainWarmupCount): its own rate, for the record.
+export interface DrainWarmupResult {
+  messages: number;
+  messagesPerSecond: number;
+}
 
 export interface FailoverResult {
   killedNode: string;
@@ -178,6 +188,49 @@ export async function measureThroughput(cluster: RunningCluster, settings: Setti
     serverCpuSecondsPerMillionMessages: sumPerMillion(serverCpu),
     clientCpuSeconds: clientCpuSince(cpuStart),
   };
+}
+
+// Sends drainWarmupCount messages to a target of their own (pipelined, as the throughput phase
+// does) and drains them with the measured drain's settings. Nothing of it is counted in the drain.
+export async function warmUpDrain(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<DrainWarmupResult> {
+  const target = "drain-warmup";
+  await cluster.prepare(target);
+  const leader = await cluster.leader(target);
+  const senders: Sender[] = [];
+  for (let index = 0; index < settings.throughputConnectionCount; index++) {
+    senders.push(await cluster.openSender({ target, node: leader, inFlightMax: settings.throughputInFlightPerConnection }));
+  }
+  const body = makeBody(settings.bodyBytes);
+  let issued = 0;
+  let sent = 0;
+  progress.start("receive+ack warm-up (not counted)", settings.drainWarmupCount * 2);
+  const worker = async (sender: Sender) => {
+    while (issued < settings.drainWarmupCount) {
+      issued++;
+      await sendOnce(sender, body, settings.sendTimeoutMs).then(() => progress.update(++sent), () => {});
+    }
+  };
+  await Promise.all(senders.flatMap((sender) => Array.from({ length: settings.throughputInFlightPerConnection }, () => worker(sender))));
+  await Promise.all(senders.map((sender) => sender.close()));
+  const startMs = performance.now();
+  let acked = 0;
+  let lastAckedMs = startMs;
+  const drained = await cluster.drain({
+    target,
+    expected: sent,
+    consumers: settings.drainConsumerCount,
+    batch: settings.drainBatchSize,
+    depth: settings.drainDepth,
+    idleMs: settings.drainIdleMs,
+    onAcked: (count) => {
+      acked += count;
+      lastAckedMs = performance.now();
+      progress.update(sent + acked);
+    },
+  });
+  const messagesPerSecond = Math.round((drained * 1000) / Math.max(1, lastAckedMs - startMs));
+  progress.end(`${messagesPerSecond} msg/s  (${drained} of ${sent})`);
+  return { messages: drained, messagesPerSecond };
 }
 
 export async function measureDrain(cluster: RunningCluster, settings: Settings, expected: number, progress: Progress): Promise<DrainResult> {

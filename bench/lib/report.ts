@@ -1,5 +1,5 @@
 // The printed table (figures as rows, systems as columns) and, with --peers, Ferry/peer ratios.
-import type { DrainResult, FailoverResult, LatencyResult, MemoryResult, ThroughputResult } from "../workloads.js";
+import type { DrainResult, DrainWarmupResult, FailoverResult, LatencyResult, MemoryResult, ThroughputResult } from "../workloads.js";
 
 export interface SystemResult {
   name: string;
@@ -17,6 +17,7 @@ export interface SystemResult {
   loadAverageEnd?: number;
   latency?: LatencyResult;
   throughput?: ThroughputResult;
+  drainWarmup?: DrainWarmupResult; // uncounted, before the drain (Settings.drainWarmupCount)
   drain?: DrainResult;
   memory?: MemoryResult[];
   failover?: FailoverResult;
