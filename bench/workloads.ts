@@ -215,22 +215,27 @@ export async function warmUpDrain(cluster: RunningCluster, settings: Settings, p
   const startMs = performance.now();
   let acked = 0;
   let lastAckedMs = startMs;
-  const drained = await cluster.drain({
-    target,
-    expected: sent,
-    consumers: settings.drainConsumerCount,
-    batch: settings.drainBatchSize,
-    depth: settings.drainDepth,
-    idleMs: settings.drainIdleMs,
-    onAcked: (count) => {
-      acked += count;
-      lastAckedMs = performance.now();
-      progress.update(sent + acked);
-    },
+  const drained = await drainWith(cluster, settings, target, sent, (count) => {
+    acked += count;
+    lastAckedMs = performance.now();
+    progress.update(sent + acked);
   });
   const messagesPerSecond = Math.round((drained * 1000) / Math.max(1, lastAckedMs - startMs));
   progress.end(`${messagesPerSecond} msg/s  (${drained} of ${sent})`);
   return { messages: drained, messagesPerSecond };
+}
+
+// Drains `target` with the drain settings (the warm-up and the measured drain alike).
+function drainWith(cluster: RunningCluster, settings: Settings, target: string, expected: number, onAcked: (count: number) => void): Promise<number> {
+  return cluster.drain({
+    target,
+    expected,
+    consumers: settings.drainConsumerCount,
+    batch: settings.drainBatchSize,
+    depth: settings.drainDepth,
+    idleMs: settings.drainIdleMs,
+    onAcked,
+  });
 }
 
 export async function measureDrain(cluster: RunningCluster, settings: Settings, expected: number, progress: Progress): Promise<DrainResult> {
@@ -241,19 +246,11 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
   let acked = 0;
   let lastAckedMs = startMs;
   progress.start("receive+ack throughput", expected);
-  const drained = await cluster.drain({
-    target: "throughput",
-    expected,
-    consumers: settings.drainConsumerCount,
-    batch: settings.drainBatchSize,
-    depth: settings.drainDepth,
-    idleMs: settings.drainIdleMs,
-    onAcked: (count) => {
-      acked += count;
-      lastAckedMs = performance.now();
-      timeline.add(lastAckedMs, count);
-      progress.update(acked);
-    },
+  const drained = await drainWith(cluster, settings, "throughput", expected, (count) => {
+    acked += count;
+    lastAckedMs = performance.now();
+    timeline.add(lastAckedMs, count);
+    progress.update(acked);
   });
   // The rate is over the time until the last ack: consumers may then still wait for a long poll
   // or a fetch to expire, or for the idle timeout, and that is not work.
