@@ -139,11 +139,7 @@ function sendOnce(sender: Sender, body: Uint8Array, timeoutMs: number): Promise<
 
 export async function measureThroughput(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<ThroughputResult> {
   await cluster.prepare("throughput");
-  const leader = await cluster.leader("throughput");
-  const senders: Sender[] = [];
-  for (let index = 0; index < settings.throughputConnectionCount; index++) {
-    senders.push(await cluster.openSender({ target: "throughput", node: leader, inFlightMax: settings.throughputInFlightPerConnection }));
-  }
+  const senders = await openPipelinedSenders(cluster, settings, "throughput");
   const body = makeBody(settings.bodyBytes);
   const samples = new Samples();
   const cpuBefore = snapshotCpu(cluster.nodes);
@@ -190,16 +186,22 @@ export async function measureThroughput(cluster: RunningCluster, settings: Setti
   };
 }
 
-// Sends drainWarmupCount messages to a target of their own (pipelined, as the throughput phase
-// does) and drains them with the measured drain's settings. Nothing of it is counted in the drain.
-export async function warmUpDrain(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<DrainWarmupResult> {
-  const target = "drain-warmup";
-  await cluster.prepare(target);
+// The throughput phase's connections to the leader of `target`, each with its window of sends.
+async function openPipelinedSenders(cluster: RunningCluster, settings: Settings, target: string): Promise<Sender[]> {
   const leader = await cluster.leader(target);
   const senders: Sender[] = [];
   for (let index = 0; index < settings.throughputConnectionCount; index++) {
     senders.push(await cluster.openSender({ target, node: leader, inFlightMax: settings.throughputInFlightPerConnection }));
   }
+  return senders;
+}
+
+// Sends drainWarmupCount messages to a target of their own (pipelined, as the throughput phase
+// does) and drains them with the measured drain's settings. Nothing of it is counted in the drain.
+export async function warmUpDrain(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<DrainWarmupResult> {
+  const target = "drain-warmup";
+  await cluster.prepare(target);
+  const senders = await openPipelinedSenders(cluster, settings, target);
   const body = makeBody(settings.bodyBytes);
   let issued = 0;
   let sent = 0;
