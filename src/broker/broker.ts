@@ -37,42 +37,41 @@ import {
   type SendCommand,
 } from "./commands.js";
 import { IdFilter, InlineIds, type InlineLocation } from "./inline-ids.js";
-import { bytesToKey, KEY_END, type KvEntry, keyToBytes, type OrderedKv, prefixEnd } from "./kv.js";
+import { bytesToKey, KEY_END, type KvEntry, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
 import {
   APPLIED_KEY,
-  decodeFormat,
-  encodeFormat,
-  FORMAT_KEY,
-  STATE_FORMAT,
   cursorToSeq,
   DEDUPE,
   DEDUPE_LIST,
   decodeDedupeList,
+  decodeFormat,
+  decodeIdRecord,
   decodeIndex,
   decodeMessage,
   decodeMeta,
   decodePendingIds,
   decodeState,
-  decodeIdRecord,
   dedupeListKey,
   EXPIRY,
   encodeDedupeList,
+  encodeFormat,
+  encodeIdRecord,
   encodeIndex,
   encodeMessage,
   encodeMeta,
   encodePendingIds,
   encodeState,
-  encodeIdRecord,
   expiryKey,
+  FORMAT_KEY,
   hexToKey,
   type IdHolder,
   type IdRecord,
   idRecordKey,
-  type ListedRecord,
   isPendingBatchTag,
+  type ListedRecord,
+  type MailboxMeta,
   MESSAGE,
   META,
-  type MailboxMeta,
   type MessageState,
   mailboxPrefix,
   messageKey,
@@ -87,13 +86,14 @@ import {
   SENDER_READY_MARK,
   SEQ_LENGTH,
   STATE_DELAYED,
+  STATE_FORMAT,
   STATE_LEASED,
   STATE_READY,
   type StateCode,
-  stateKey,
   type StoredMessage,
   seqOf,
   seqToCursor,
+  stateKey,
   U64_LENGTH,
   u64Key,
 } from "./records.js";
@@ -303,9 +303,17 @@ export class Broker {
       return results;
     } catch (error) {
       // A bug (assertion) aborted the transaction: the KV is unchanged, so is the cache after this.
-      this.reloadState();
+      // A failed commit (StoreCommitError) rolled back a whole group of applies: the store refuses
+      // every read until its owner recovers it and calls reload().
+      if (!(error instanceof StoreCommitError)) this.reloadState();
       throw error;
     }
+  }
+
+  // After the store fell back to its last commit (StoreCommitError, then recover()): forgets
+  // everything applied since and starts again from the store; appliedIndex() says where.
+  reload(): void {
+    this.reloadState();
   }
 
   // An entry without commands or a time of its own (a membership change, an empty entry): only

@@ -45,6 +45,18 @@ export interface OrderedKv extends KvReader {
   setBeforeCommit?(hook: (() => void) | undefined): void;
 }
 
+// A store that groups transactions into one commit may fail that commit (lmdb-js 3's freelist
+// check, for one: docs/node.md "State store commit failures"). The group is rolled back whole, so
+// the store holds its last successful commit, consistently with the applied index stored in it.
+// Until the owner calls recover() every operation throws this error; after it, the store works
+// again from that commit and the owner re-applies what the group held (the WAL has it).
+export class StoreCommitError extends Error {
+  constructor(cause: unknown) {
+    super(`the state store could not commit: ${(cause as Error)?.message ?? String(cause)}`.trimEnd(), { cause });
+    this.name = "StoreCommitError";
+  }
+}
+
 // Sorts above every byte string: the end of a scan over everything.
 export const KEY_END = "\u0100";
 

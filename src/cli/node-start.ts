@@ -5,16 +5,15 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions as TlsConnectionOptions, TlsOptions } from "node:tls";
 import type { Command } from "commander";
-import { NODE_DEFAULTS, type NodeConfig, parseMembers, validateConfig } from "../node/config.js";
-import { FerryNode } from "../node/node.js";
+import { NODE_DEFAULTS, type NodeConfig, parseHostPort, parseMembers, validateConfig } from "../node/config.js";
 import { createLogger } from "../node/log.js";
+import { FerryNode } from "../node/node.js";
 import { Authenticator } from "../server/auth.js";
-import type { PeerTls } from "../transport/peer-transport.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
 import { FerryServer } from "../server/server.js";
+import type { PeerTls } from "../transport/peer-transport.js";
 import { missingNodeFlags } from "./node-flags.js";
-import { parseHostPort } from "../node/config.js";
 
 interface StartFlags {
   config?: string;
@@ -34,6 +33,7 @@ interface StartFlags {
   snapshotLogBytes?: string;
   snapshotCatchUpEntries?: string;
   stateCommitMs?: string;
+  stateRecoveriesMax?: string;
   snapshotBytesMax?: string;
   clockMaxOffsetMs?: string;
   http?: string;
@@ -62,6 +62,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   snapshotLogBytes: "FERRY_SNAPSHOT_LOG_BYTES",
   snapshotCatchUpEntries: "FERRY_SNAPSHOT_CATCH_UP_ENTRIES",
   stateCommitMs: "FERRY_STATE_COMMIT_MS",
+  stateRecoveriesMax: "FERRY_STATE_RECOVERIES_MAX",
   snapshotBytesMax: "FERRY_SNAPSHOT_BYTES_MAX",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
   http: "FERRY_HTTP",
@@ -102,6 +103,7 @@ export function registerStartCommand(program: Command): void {
     .option("--snapshot-log-bytes <n>", "... or once the entries applied since the last snapshot hold n bytes")
     .option("--snapshot-catch-up-entries <n>", "log entries kept below a snapshot for slow followers")
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
+    .option("--state-recoveries-max <n>", "state store commit failures recovered from (by re-applying the WAL) in a minute before the node stops")
     .option("--snapshot-bytes-max <n>", "largest snapshot accepted from the leader (written to disk as it arrives)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
@@ -161,6 +163,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     snapshotLogBytes: number("snapshotLogBytes", fromFile.snapshotLogBytes ?? NODE_DEFAULTS.snapshotLogBytes),
     snapshotCatchUpEntries: number("snapshotCatchUpEntries", fromFile.snapshotCatchUpEntries ?? NODE_DEFAULTS.snapshotCatchUpEntries),
     stateCommitMs: number("stateCommitMs", fromFile.stateCommitMs ?? NODE_DEFAULTS.stateCommitMs),
+    stateRecoveriesMax: number("stateRecoveriesMax", fromFile.stateRecoveriesMax ?? NODE_DEFAULTS.stateRecoveriesMax),
     snapshotBytesMax: number("snapshotBytesMax", fromFile.snapshotBytesMax ?? NODE_DEFAULTS.snapshotBytesMax),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };

@@ -35,6 +35,9 @@ export interface NodeConfig {
   snapshotLogBytes: number;
   stateCommitMs: number; // the state store (LMDB) commits its group of applied entries this often; the WAL replays the rest after a crash
   snapshotCatchUpEntries: number; // entries kept below a snapshot so slow followers need no snapshot
+  // Commits the state store may refuse within a minute, each recovered from by re-applying the
+  // WAL (docs/node.md "State store commit failures"); one more stops the node.
+  stateRecoveriesMax: number;
   clockMaxOffsetMs: number; // beyond it the node fences itself
   waitMsMax: number; // longest long poll
   // Largest snapshot accepted from the leader. It is written to disk as it arrives, never held
@@ -61,6 +64,7 @@ export const NODE_DEFAULTS = {
   snapshotLogBytes: 256 * 1024 * 1024,
   stateCommitMs: 1000,
   snapshotCatchUpEntries: 5_000,
+  stateRecoveriesMax: 5,
   clockMaxOffsetMs: 250,
   waitMsMax: 60_000,
   snapshotBytesMax: 64 * 1024 * 1024 * 1024,
@@ -104,6 +108,7 @@ export function validateConfig(config: NodeConfig): void {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
   if (!(Number.isInteger(config.snapshotCatchUpEntries) && config.snapshotCatchUpEntries >= 0)) problems.push("snapshotCatchUpEntries must be a whole number >= 0");
+  if (!(Number.isInteger(config.stateRecoveriesMax) && config.stateRecoveriesMax >= 0)) problems.push("stateRecoveriesMax must be a whole number >= 0");
   // Below 4 entries of the largest size the catch-up margin would be 0 and every entry a snapshot.
   if (config.snapshotLogBytes < 4 * config.entryBytesMax) problems.push(`snapshotLogBytes must be at least 4 x entryBytesMax (${4 * config.entryBytesMax})`);
   parseHostPort(config.clientListen);

@@ -1,7 +1,7 @@
 // The node's metrics, in Prometheus form (prom-client, a registry of our own per node so tests
 // can run several nodes in one process). Counters and histograms are updated on the hot path by
 // plain increments; collection (gauges of raft and clock state) happens only when scraped.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export interface MetricsSource {
   raftState(): { term: number; commit: number; applied: number; lastIndex: number; isLeader: boolean; lagByPeer: Map<number, number> };
@@ -19,6 +19,11 @@ export class NodeMetrics {
   readonly entriesProposed = new Counter({ name: "ferry_entries_proposed_total", help: "entries proposed by this node as leader", registers: [this.registry] });
   readonly commandsProposed = new Counter({ name: "ferry_commands_proposed_total", help: "client commands proposed (many per entry)", registers: [this.registry] });
   readonly entriesApplied = new Counter({ name: "ferry_entries_applied_total", help: "entries applied to the state machine", registers: [this.registry] });
+  readonly storeRecoveries = new Counter({
+    name: "ferry_state_store_recoveries_total",
+    help: "commits the state store (LMDB) refused and the node recovered from by re-applying its WAL",
+    registers: [this.registry],
+  });
   readonly applySeconds = new Histogram({ name: "ferry_apply_seconds", help: "time to apply the committed entries of one Ready", buckets: LATENCY_BUCKETS_SECONDS, registers: [this.registry] });
   // Counted in plain numbers per request (requestCounts) and handed to prom-client when scraped:
   // a prom-client inc() hashes and validates its labels and allocates on every call.

@@ -11,10 +11,11 @@ import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
 import { decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
-import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
-import { FerryError } from "../protocol/errors.js";
+import { StoreCommitError } from "../broker/kv.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { centralOffsetMs } from "../clock/offset-estimator.js";
+import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
+import { FerryError } from "../protocol/errors.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
@@ -31,10 +32,10 @@ import { type Logger, silentLogger } from "./log.js";
 import { AddressBook } from "./members.js";
 import { NodeMetrics } from "./metrics.js";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
-import { toBrokerCommand, type Session } from "./requests.js";
+import { type Session, toBrokerCommand } from "./requests.js";
+import { nodeSnapshotParts, readNodeSnapshot } from "./snapshot-codec.js";
 import { NodeTime } from "./time.js";
 import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
-import { nodeSnapshotParts, readNodeSnapshot } from "./snapshot-codec.js";
 
 export interface NodeDependencies {
   log?: Logger;
@@ -48,6 +49,8 @@ const SHUTDOWN_TRANSFER_MS = 2_000;
 const SNAPSHOT_SLICE_MS = 5; // longest run of snapshot reading before yielding to the event loop
 const SNAPSHOT_RESTORE_COMMIT_BYTES = 8 * 1024 * 1024; // restored state per state-store commit
 const SNAPSHOT_WRITE_BYTES = 1024 * 1024; // snapshot bytes per file write while one is made
+const STORE_RECOVERY_WINDOW_MS = 60_000; // NodeConfig.stateRecoveriesMax counts failures in this window
+const REAPPLY_BYTES_MAX = 4 * 1024 * 1024; // log read per step when entries are re-applied after a store failure
 const LOOKBACK_ENTRIES = 64; // entries read per step when looking back for the last stamp
 
 export class FerryNode {
@@ -77,6 +80,7 @@ export class FerryNode {
   private lastSnapshotIndex = 0;
   private bytesSinceSnapshot = 0; // entry bytes applied since the last snapshot began (or the start)
   private restoring: Promise<void> | undefined; // while a snapshot from the leader is restored
+  private storeRecoveriesMs: number[] = []; // when the state store's failed commits were recovered from (recoverStore)
   private snapshotsInstalled = 0; // snapshots from the leader installed: a local one in the making is then stale
   private appliedIndex: number;
   readonly metrics: NodeMetrics;
@@ -93,6 +97,9 @@ export class FerryNode {
     private readonly log: Logger,
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
+    // A commit the store refused in the background (its timer) is recovered from at once, not at
+    // the next apply: reads fail until then.
+    kv.setFailureListener((error) => setImmediate(() => this.recoverStoreWhenIdle(error)));
     this.appliedIndex = broker.appliedIndex();
     // A restart counts toward the next snapshot what the log already holds above the stored one.
     this.lastSnapshotIndex = latestSnapshotIndex(storage);
@@ -566,8 +573,64 @@ export class FerryNode {
     // entry decodes to (about a microsecond per SEND, and its garbage, off the busiest node).
     const commands = this.inflight.heldCommands(entry.index, entry.term) ?? decodeCommands(decoded.payload);
     this.clock.observe(decoded.timestamp + BigInt(commands.length));
-    results = this.broker.apply(entry.index, decoded.timestamp, commands);
+    try {
+      results = this.broker.apply(entry.index, decoded.timestamp, commands);
+    } catch (error) {
+      // The store refused the commit of a group that this apply closed: recover, then apply again.
+      if (!this.recoverStore(error, entry.index - 1)) throw error;
+      results = this.broker.apply(entry.index, decoded.timestamp, commands);
+    }
     this.inflight.applied(entry.index, entry.term, () => results!);
+  }
+
+  // ---- state store commit failures ----
+
+  // The state store refused a commit (StoreCommitError): it fell back to its last successful
+  // commit, and the entries applied since are still in the WAL (the log is compacted only below a
+  // state that is durable, see maybeSnapshot). Reloads the broker from the store and re-applies
+  // those entries, up to `upTo`, which is what the broker held before the failure: the state
+  // machine is deterministic, so the state is the same. Their requests were answered already.
+  // Returns false when that cannot be done (another error, the entries gone, a snapshot being
+  // restored, or more than stateRecoveriesMax failures in a minute): the caller fails the node.
+  private recoverStore(error: unknown, upTo: number): boolean {
+    if (!(error instanceof StoreCommitError) || this.restoring !== undefined) return false;
+    const nowMs = performance.now();
+    this.storeRecoveriesMs = this.storeRecoveriesMs.filter((atMs) => nowMs - atMs < STORE_RECOVERY_WINDOW_MS);
+    if (this.storeRecoveriesMs.length >= this.config.stateRecoveriesMax) return false;
+    this.storeRecoveriesMs.push(nowMs);
+    if (!this.kv.recover()) return false;
+    this.broker.reload();
+    const from = this.broker.appliedIndex() + 1;
+    if (from <= upTo && from < this.storage.firstIndex()) return false;
+    for (let lo = from; lo <= upTo; ) {
+      const entries = this.storage.entries(lo, upTo + 1, REAPPLY_BYTES_MAX);
+      if (entries.length === 0) return false;
+      for (const entry of entries) this.reapply(entry);
+      lo = entries[entries.length - 1]!.index + 1;
+    }
+    for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);
+    this.metrics.storeRecoveries.inc();
+    this.log("warn", "state-store-recovered", { error: error.message, reapplied: Math.max(0, upTo - from + 1), from, to: upTo });
+    return true;
+  }
+
+  // The failure listener's path: between turns the broker has applied exactly this.appliedIndex.
+  private recoverStoreWhenIdle(error: StoreCommitError): void {
+    if (this.stopped || !this.kv.failed) return; // an apply met the failure and recovered already
+    try {
+      if (this.recoverStore(error, this.appliedIndex)) return;
+    } catch (failure) {
+      this.fail(failure as Error);
+      return;
+    }
+    this.fail(error);
+  }
+
+  // An entry applied again after a recovery: only the broker's state; nothing else changes.
+  private reapply(entry: Entry): void {
+    const decoded = entry.type === "normal" ? decodeEntry(entry.data) : undefined;
+    if (decoded === undefined) this.broker.advance(entry.index);
+    else this.broker.apply(entry.index, decoded.timestamp, decodeCommands(decoded.payload));
   }
 
   private changeRole(role: string, leader: number): void {
@@ -632,7 +695,16 @@ export class FerryNode {
     const catchUpEntries = catchUpMargin(this.config, entriesSince, this.bytesSinceSnapshot);
     this.bytesSinceSnapshot = 0;
     const conf = this.raft.status().conf;
-    const { index, chunks } = this.broker.snapshot();
+    let taken: ReturnType<Broker["snapshot"]>;
+    try {
+      taken = this.broker.snapshot(); // commits the store's open group first
+    } catch (error) {
+      this.snapshotting = false;
+      // Recovered from by the failure listener; the next apply tries the snapshot again.
+      if (error instanceof StoreCommitError) return;
+      throw error;
+    }
+    const { index, chunks } = taken;
     // Started at once: from then on return() releases the broker's read view, whatever happens.
     const brokerChunks = chunks[Symbol.iterator]();
     const firstChunk = brokerChunks.next();
@@ -666,7 +738,10 @@ export class FerryNode {
         this.metrics.snapshots.inc({ kind: "made" });
         this.log("info", "snapshot", { index, term, bytes: info.dataBytes });
       } catch (error) {
-        this.fail(error as Error);
+        // The store refused the commit that makes the state durable: the failure listener recovers
+        // it; this snapshot is dropped and the next one is tried after snapshotEntries more.
+        if (error instanceof StoreCommitError) this.log("warn", "snapshot-dropped", { index, error: error.message });
+        else this.fail(error as Error);
       } finally {
         brokerChunks.return?.(undefined); // a no-op once read through
         await writer?.abort(); // a no-op once finished

@@ -22,12 +22,18 @@
 // falls back to the last commit, consistently with the applied index stored in it. The broker
 // reloads from there; the node should treat it as fatal.
 //
+// A commit that LMDB itself refuses (lmdb-js 3.5's freelist integrity check fails now and then
+// under delete-heavy load: "freelist entry N had bad/duplicate entries") is rolled back by LMDB
+// whole, so the same holds. That one is not a bug of ours and need not be fatal: every operation
+// throws StoreCommitError until recover(), the failure listener hears of it at once, and the
+// node reloads the broker and re-applies the lost group from its WAL (FerryNode.recoverStore).
+//
 // Keys are byte strings (see src/broker/kv.ts) stored as their bytes, so LMDB's memcmp order is
 // the same order. A custom key encoder writes the string straight into lmdb-js's key buffer and
 // reads keys back as strings: no Buffer per get/put/delete (that allocation and copy was ~10% of
 // an apply). Values are returned as copies (never a reused buffer): VALUE_ENCODER below.
 import { open, type RootDatabase } from "lmdb";
-import { KEY_END, type KvEntry, type KvReadView, type OrderedKv } from "../broker/kv.js";
+import { KEY_END, type KvEntry, type KvReadView, type OrderedKv, StoreCommitError } from "../broker/kv.js";
 import { assert } from "../util/assert.js";
 
 // transactionSync flags: abortable (a throw rolls back), commit before returning, don't wait for
@@ -52,6 +58,9 @@ export interface LmdbKvOptions {
   groupCommit?: boolean;
   groupTransactionsMax?: number;
   commitIntervalMs?: number; // 0: at the end of the event-loop turn
+  // Fault injection for tests: an error returned here fails the commit the way LMDB's own refusal
+  // does (the group is aborted through lmdb-js, and the store reports StoreCommitError).
+  commitFault?: () => Error | undefined;
 }
 
 // lmdb-js calls writeKey/readKey with its own (Buffer) key buffers. enableNullTermination exists
@@ -127,6 +136,8 @@ export class LmdbKv implements OrderedKv {
   private commitScheduled = false;
   private failure: unknown;
   private beforeCommit: (() => void) | undefined;
+  private failureListener: ((error: StoreCommitError) => void) | undefined;
+  private readonly commitFault: (() => Error | undefined) | undefined;
 
   constructor(options: LmdbKvOptions) {
     this.db = open<Buffer, string>({
@@ -141,6 +152,7 @@ export class LmdbKv implements OrderedKv {
     this.groupCommit = options.groupCommit ?? true;
     this.groupTransactionsMax = options.groupTransactionsMax ?? GROUP_TRANSACTIONS_MAX;
     this.commitIntervalMs = options.commitIntervalMs ?? COMMIT_INTERVAL_MS;
+    this.commitFault = options.commitFault;
   }
 
   get(key: string): Uint8Array | undefined {
@@ -217,15 +229,47 @@ export class LmdbKv implements OrderedKv {
         this.inTransaction = false;
       }
     }
+    const fault = this.commitFault?.();
+    if (fault !== undefined) {
+      this.abort(fault);
+      this.commitFailed(fault);
+    }
     this.finishGroup = undefined;
     this.abortGroup = undefined;
     this.groupTransactions = 0;
     try {
       finish(undefined);
     } catch (error) {
-      this.failure = error;
-      throw error;
+      // LMDB aborted the transaction (mdb_txn_commit's failure path): the last commit stands.
+      this.commitFailed(error);
     }
+  }
+
+  // Whether the store refused a commit and waits for recover().
+  get failed(): boolean {
+    return this.failure instanceof StoreCommitError;
+  }
+
+  // After a StoreCommitError: the store works again, from its last successful commit. Returns
+  // false (and changes nothing) when the store is healthy or failed in another way.
+  recover(): boolean {
+    if (!(this.failure instanceof StoreCommitError)) return false;
+    assert(this.finishGroup === undefined, "a failed commit leaves no group open");
+    this.failure = undefined;
+    return true;
+  }
+
+  // `listener` hears of every failed commit when it happens, including those of the timer that
+  // commits in the background (whose error would otherwise wait for the next operation).
+  setFailureListener(listener: ((error: StoreCommitError) => void) | undefined): void {
+    this.failureListener = listener;
+  }
+
+  private commitFailed(cause: unknown): never {
+    const error = new StoreCommitError(cause);
+    this.failure = error;
+    this.failureListener?.(error);
+    throw error;
   }
 
   readView(): KvReadView {
@@ -325,6 +369,9 @@ export class LmdbKv implements OrderedKv {
   }
 
   private checkHealthy(): void {
-    if (this.failure !== undefined) throw new Error(`LMDB store failed: ${(this.failure as Error).message ?? this.failure}`);
+    const failure = this.failure;
+    if (failure === undefined) return;
+    if (failure instanceof StoreCommitError) throw failure;
+    throw new Error(`LMDB store failed: ${(failure as Error).message ?? failure}`);
   }
 }

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import fc from "fast-check";
 import { Broker, type BrokerCommand, msTimestamp } from "../../src/broker/broker.js";
-import { KEY_END, type OrderedKv, prefixEnd } from "../../src/broker/kv.js";
+import { KEY_END, type OrderedKv, prefixEnd, StoreCommitError } from "../../src/broker/kv.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
 import { decodeMessage, encodeMessage } from "../../src/broker/records.js";
 import { LmdbKv } from "../../src/storage/kv-lmdb.js";
@@ -20,8 +20,12 @@ after(async () => {
   rmSync(directory, { recursive: true, force: true });
 });
 let counter = 0;
-function lmdb(options: { noSync?: boolean; path?: string } = {}): LmdbKv {
-  const kv = new LmdbKv({ path: options.path ?? join(directory, `kv${counter++}`), noSync: options.noSync ?? true });
+function lmdb(options: { noSync?: boolean; path?: string; commitFault?: () => Error | undefined } = {}): LmdbKv {
+  const kv = new LmdbKv({
+    path: options.path ?? join(directory, `kv${counter++}`),
+    noSync: options.noSync ?? true,
+    ...(options.commitFault ? { commitFault: options.commitFault } : {}),
+  });
   opened.push(kv);
   return kv;
 }
@@ -315,6 +319,81 @@ describe("LMDB store", () => {
     assert.equal(listed.ok && listed.items.length, 1);
     broker.apply(2, msTimestamp(1000), [{ op: "send", sender: "a", recipients: ["bob"], body: text("2") }]);
     assert.equal(broker.appliedIndex(), 2);
+  });
+});
+
+describe("LMDB store: a commit that fails", () => {
+  // lmdb-js 3.5 refuses a commit now and then (its freelist check); the planted fault fails the
+  // commit at the same point, through the same abort.
+  const send = (id: string) => ({ op: "send" as const, sender: "a", recipients: ["bob"], body: text(id), id });
+
+  test("rolls back the whole group; every operation fails until recover(), then the store works from its last commit", () => {
+    let fail = false;
+    const kv = lmdb({ commitFault: () => (fail ? new Error("planted: freelist entry 14 had bad/duplicate entries") : undefined) });
+    const heard: StoreCommitError[] = [];
+    kv.setFailureListener((error) => heard.push(error));
+    kv.transaction(() => kv.put("a", text("1")));
+    kv.commit();
+    kv.transaction(() => kv.put("b", text("2")));
+    kv.transaction(() => kv.delete("a"));
+    fail = true;
+    assert.throws(() => kv.commit(), (error: unknown) => error instanceof StoreCommitError && /planted: freelist/.test(error.message));
+    fail = false;
+    assert.equal(heard.length, 1, "the listener heard of the failure when it happened");
+    assert.equal(kv.failed, true);
+    assert.throws(() => kv.get("a"), StoreCommitError);
+    assert.throws(() => kv.transaction(() => kv.put("c", text("3"))), StoreCommitError);
+    assert.equal(kv.recover(), true);
+    assert.equal(kv.failed, false);
+    assert.equal(kv.recover(), false, "nothing to recover from any more");
+    assert.deepEqual(dump(kv), [["a", Buffer.from("1").toString("hex")]]);
+    kv.transaction(() => kv.put("c", text("3")));
+    kv.commit();
+    assert.deepEqual(dump(kv).map(([key]) => key), ["a", "c"]);
+  });
+
+  test("a commit the group timer makes fails the same way, and the listener hears of it at once", async () => {
+    let fail = true;
+    const kv = new LmdbKv({ path: join(directory, `kv${counter++}`), noSync: true, commitIntervalMs: 0, commitFault: () => (fail ? new Error("planted") : undefined) });
+    opened.push(kv);
+    const heard = new Promise<StoreCommitError>((resolve) => kv.setFailureListener(resolve));
+    kv.transaction(() => kv.put("a", text("1")));
+    const error = await heard;
+    assert.match(error.message, /could not commit: planted/);
+    fail = false;
+    assert.equal(kv.recover(), true);
+    assert.equal(kv.get("a"), undefined);
+  });
+
+  test("a broker reloaded after recover() and given the lost entries again has the state it would have had", () => {
+    let fail = false;
+    const kv = lmdb({ commitFault: () => (fail ? new Error("planted") : undefined) });
+    const twin = lmdb();
+    const broker = new Broker(kv);
+    const reference = new Broker(twin);
+    const entries: BrokerCommand[][] = [
+      [send("m1"), send("m2"), send("m3")],
+      [{ op: "receive", mailbox: "bob", max: 2 }],
+      [{ op: "ack", mailbox: "bob", ids: ["m1"] }, send("m4")],
+      [{ op: "receive", mailbox: "bob", max: 5 }],
+    ];
+    const at = (index: number) => msTimestamp(1000 + index);
+    broker.apply(1, at(1), entries[0]!);
+    kv.commit();
+    for (let index = 2; index <= 3; index++) broker.apply(index, at(index), entries[index - 1]!);
+    fail = true;
+    // The group timer's commit fails (the apply of entry 4 then meets the failure).
+    assert.throws(() => kv.commit(), StoreCommitError);
+    fail = false;
+    assert.throws(() => broker.apply(4, at(4), entries[3]!), StoreCommitError, "the store refuses until recovered");
+    assert.equal(kv.recover(), true);
+    broker.reload();
+    assert.equal(broker.appliedIndex(), 1, "back to the last commit");
+    for (let index = 2; index <= 4; index++) broker.apply(index, at(index), entries[index - 1]!);
+    for (let index = 1; index <= 4; index++) reference.apply(index, at(index), entries[index - 1]!);
+    kv.commit();
+    twin.commit();
+    assert.deepEqual(dump(kv), dump(twin));
   });
 });
 
