@@ -21,6 +21,7 @@ import type { RunningCluster, SystemUnderTest } from "./systems/types.js";
 import { measureDrain, measureLatency, measureMemory, measureThroughput, type Settings, warmUpDrain } from "./workloads.js";
 import { resultPath } from "./lib/results.js";
 
+const INCIDENTS_KEPT = 20; // log lines kept in the result per system and round
 const SETTINGS_DEFAULT: Settings = {
   bodyBytes: 256,
   latencyWarmupCount: 1000,
@@ -127,6 +128,11 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
     process.stderr.write(`  cluster failed: ${(error as Error).message}\n`);
   } finally {
     await cluster?.stop().catch((error: Error) => result.errors.push(`stop: ${error.message}`));
+    const incidents = cluster?.incidents?.() ?? [];
+    if (incidents.length > 0) {
+      result.incidents = incidents.slice(0, INCIDENTS_KEPT);
+      progress.note(`${incidents.length} warn/error/fatal line(s) in the servers' log, first: ${incidents[0]}`);
+    }
     // A run whose writes never resumed after the kill, or that failed, keeps its cluster's data
     // and logs (the nodes' own log is ferry-dev.log for Ferry) for a look at what happened.
     const failed = result.errors.length > 0 || (result.failover !== undefined && result.failover.writesResumedAfterMs === null);

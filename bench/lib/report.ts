@@ -10,6 +10,7 @@ export interface SystemResult {
   round?: number; // 1.. with --repeat
   skipped?: string; // why the system did not run
   errors: string[]; // phases that failed, with their message
+  incidents?: string[]; // the servers' warn/error/fatal log lines (RunningCluster.incidents), at most INCIDENTS_KEPT
   clusterStartMs?: number;
   // 1-minute load averages around this system's run: above the core count, the nodes and the
   // load generator waited for CPU, and the figures say so.

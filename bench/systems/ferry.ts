@@ -3,12 +3,13 @@
 // library finds the leader itself and status() names it. Everything Ferry-specific the
 // benchmark needs is in this file.
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, openSync } from "node:fs";
+import { existsSync, openSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { assertPortsFree, isAlive, pidListeningOn, run, sleep } from "../lib/proc.js";
 import type { ClusterNode, DrainOptions, RunningCluster, Sender, SystemUnderTest } from "./types.js";
 
+const INCIDENT_CHARS_MAX = 300; // of a log line kept as an incident
 const ROOT_DIR = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const FERRY_BIN = join(ROOT_DIR, "bin", "ferry.js"); // runs dist/, rebuilt before every run
 const TSC_BIN = join(ROOT_DIR, "node_modules", "typescript", "bin", "tsc");
@@ -138,7 +139,8 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
   // `ferry dev` starts its nodes through bin/ferry.js, i.e. dist/: build it so the run measures
   // the source as it is now, never a stale build.
   await run(process.execPath, [TSC_BIN, "-p", "tsconfig.json"], { cwd: ROOT_DIR, timeoutMs: BUILD_TIMEOUT_MS });
-  const log = openSync(join(workDir, "ferry-dev.log"), "a");
+  const logPath = join(workDir, "ferry-dev.log");
+  const log = openSync(logPath, "a");
   // Its own process group, so stop() can end the dev process and the nodes it started together.
   const dev = spawn(process.execPath, devArgs(workDir), { cwd: ROOT_DIR, detached: true, stdio: ["ignore", log, log] });
   const client = await loadClient();
@@ -181,6 +183,12 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
       while (nodes.some((node) => isAlive(node.pid)) && performance.now() < deadlineMs) await sleep(100);
       for (const node of nodes) if (isAlive(node.pid)) process.kill(node.pid, "SIGKILL");
     },
+    // The nodes' log lines look like "<time> <level> node<id> <event> <fields>".
+    incidents: () =>
+      readFileSync(logPath, "utf8")
+        .split("\n")
+        .filter((line) => / (warn|error|fatal) node\d+ /.test(line))
+        .map((line) => line.slice(0, INCIDENT_CHARS_MAX)),
   };
 }
 

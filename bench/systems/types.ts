@@ -47,6 +47,9 @@ export interface RunningCluster {
   // kill -9 of the named node's server process.
   kill(node: string): void;
   stop(): Promise<void>;
+  // The servers' own log lines at warn level and above (a node that failed, recovered or fenced
+  // itself), read after stop(); absent where the system's log is not ours to read.
+  incidents?(): string[];
 }
 
 export interface SystemUnderTest {
