@@ -310,7 +310,14 @@ export class FerryNode {
   private async list(request: ListRequest, signal?: AbortSignal): Promise<unknown> {
     if (!request.stale) await this.readBarrier(signal);
     while (this.restoring !== undefined) await this.restoring; // a snapshot is half restored
-    const reply = this.broker.list(request, this.clock.now());
+    let reply: ReturnType<Broker["list"]>;
+    try {
+      reply = this.broker.list(request, this.clock.now());
+    } catch (error) {
+      // Between a refused commit and its recovery (the same turn's end) the store reads nothing.
+      if (error instanceof StoreCommitError) throw new FerryError("UNHEALTHY", "the state store is recovering from a refused commit; retry");
+      throw error;
+    }
     if (reply.ok === false) throw new FerryError(reply.code, reply.message);
     return reply;
   }

@@ -21,7 +21,7 @@ const session = { identity: "store-recovery-test" };
 const MAILBOX = "recovery";
 
 interface NodeInternals {
-  kv: { commitFault: (() => Error | undefined) | undefined; failed: boolean };
+  kv: { commitFault: (() => Error | undefined) | undefined; failed: boolean; transaction(fn: () => void): void; commit(): void };
   broker: { appliedIndex(): number };
   metrics: { storeRecoveries: { get(): Promise<{ values: Array<{ value: number }> }> } };
 }
@@ -89,6 +89,18 @@ test("a node whose state store refuses commits keeps serving, and its state is w
     for (const list of lists) assert.deepEqual(items(list), expected);
     // And they keep working.
     assert.ok("id" in (await send("after")));
+    const afterIndex = internals(leader).broker.appliedIndex();
+    await waitFor("every node applied the last SEND", () => nodes.every((node) => internals(node).broker.appliedIndex() >= afterIndex), 10_000);
+
+    // A LIST that meets the refused store before the recovery (which runs at the end of the turn)
+    // is told to retry.
+    const probe = followers[1]!;
+    plantFaults(probe, 1);
+    internals(probe).kv.transaction(() => {});
+    assert.throws(() => internals(probe).kv.commit(), /could not commit/);
+    await assert.rejects(probe.execute({ op: "list", mailbox: MAILBOX, stale: true }, session), (error: unknown) => (error as { code?: string }).code === "UNHEALTHY");
+    await waitFor("the probe's store recovered", () => !internals(probe).kv.failed, 10_000);
+    assert.equal(items(await probe.execute({ op: "list", mailbox: MAILBOX, limit: 1000, stale: true }, session)).length, expected.length + 1);
   } finally {
     await Promise.allSettled(nodes.map((node) => node.stop()));
     await rm(root, { recursive: true, force: true });
