@@ -62,6 +62,9 @@ export interface LmdbKvOptions {
   // Fault injection for tests: an error returned here fails the commit the way LMDB's own refusal
   // does (the group is aborted through lmdb-js, and the store reports StoreCommitError).
   commitFault?: () => Error | undefined;
+  // Test-only: lmdb-js's maxFreeSpaceToRetain (default 0 here, see the constructor; lmdb-js's own
+  // default, 75,000, brings its freelist failure back: test/storage/lmdb-freelist.test.ts).
+  freePagesRetained?: number;
 }
 
 // lmdb-js calls writeKey/readKey with its own (Buffer) key buffers. enableNullTermination exists
@@ -157,7 +160,7 @@ export class LmdbKv implements OrderedKv {
       // that needs it. Replaying the same LMDB operations with jittered commit boundaries
       // (docs/node.md "State store commit failures"): 35 of 200 replays failed with the default,
       // 0 of 200 with 0, at no measurable apply cost (bench:apply).
-      maxFreeSpaceToRetain: FREE_PAGES_RETAINED,
+      maxFreeSpaceToRetain: options.freePagesRetained ?? FREE_PAGES_RETAINED,
     };
     this.db = open<Buffer, string>(lmdbOptions);
     this.groupCommit = options.groupCommit ?? true;
