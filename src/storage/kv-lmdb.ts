@@ -9,11 +9,13 @@
 // pages per message. The state machine's durability comes from the Raft WAL, so a longer group
 // only means more WAL to replay after a crash (see flushed()).
 //
-// Durability without blocking the event loop: commits use NO_SYNC_FLUSH and lmdb-js's
-// overlappingSync (the default on Linux): the commit returns once the transaction is written, the
-// fsync happens on a background thread, and the pages of the last flushed state are kept until the
-// next flush, so a crash (process or machine) reopens the database at a consistent, fully flushed
-// transaction. `flushed()` commits the open group and resolves when everything committed is on
+// Durability: commits use NO_SYNC_FLUSH and lmdb-js's overlappingSync (the default on Linux): the
+// pages of the last flushed state are kept until the next flush, so a crash (process or machine)
+// reopens the database at a consistent, fully flushed transaction. Not off the event loop, though:
+// lmdb-js 3.5's mdb_txn_commit ends the transaction and then fdatasyncs on the calling thread
+// (the overlap is with the next transaction of another thread, which Ferry does not have), so
+// each group commit (every stateCommitMs) blocks the event loop for one fdatasync of the group's
+// pages (seen with strace: docs/node.md "State store commit failures"). `flushed()` commits the open group and resolves when everything committed is on
 // disk: the node reads broker.appliedIndex(), awaits kv.flushed(), and may then compact its WAL up
 // to that index. After a crash the state holds some applied index <= the last one (stored in the
 // same transactions as the state), and the node replays the WAL after it.
