@@ -258,7 +258,7 @@ export class Broker {
     this.config = mergeConfig(config);
     this.metaPerCommit = kv.setBeforeCommit !== undefined;
     kv.setBeforeCommit?.(() => this.writeDeferred());
-    this.reloadState();
+    this.reload();
   }
 
   appliedIndex(): number {
@@ -305,15 +305,9 @@ export class Broker {
       // A bug (assertion) aborted the transaction: the KV is unchanged, so is the cache after this.
       // A failed commit (StoreCommitError) rolled back a whole group of applies: the store refuses
       // every read until its owner recovers it and calls reload().
-      if (!(error instanceof StoreCommitError)) this.reloadState();
+      if (!(error instanceof StoreCommitError)) this.reload();
       throw error;
     }
-  }
-
-  // After the store fell back to its last commit (StoreCommitError, then recover()): forgets
-  // everything applied since and starts again from the store; appliedIndex() says where.
-  reload(): void {
-    this.reloadState();
   }
 
   // An entry without commands or a time of its own (a membership change, an empty entry): only
@@ -331,7 +325,7 @@ export class Broker {
       });
       this.applied = index;
     } catch (error) {
-      this.reloadState();
+      this.reload();
       throw error;
     }
   }
@@ -456,7 +450,7 @@ export class Broker {
         this.finishRestore(records);
       });
     } finally {
-      this.reloadState();
+      this.reload();
     }
   }
 
@@ -477,7 +471,7 @@ export class Broker {
       while (!this.kv.transaction(() => records.next().done === true)) yield;
       this.kv.transaction(() => this.finishRestore(records));
     } finally {
-      this.reloadState();
+      this.reload();
     }
   }
 
@@ -524,7 +518,9 @@ export class Broker {
     return settings;
   }
 
-  private reloadState(): void {
+  // Forgets every cache and starts again from the store (after an aborted apply, a restore, or a
+  // refused commit once the store's owner recovered it); appliedIndex() says where.
+  reload(): void {
     this.formatStored = this.checkFormat("store");
     const applied = this.kv.get(APPLIED_KEY);
     this.applied = applied === undefined ? 0 : decodeIndex(applied);

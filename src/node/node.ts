@@ -746,7 +746,7 @@ export class FerryNode {
         this.log("info", "snapshot", { index, term, bytes: info.dataBytes });
       } catch (error) {
         // The store refused the commit that makes the state durable: the failure listener recovers
-        // it; this snapshot is dropped and the next one is tried after snapshotEntries more.
+        // it; this snapshot is dropped and the next Ready tries again (lastSnapshotIndex stays).
         if (error instanceof StoreCommitError) this.log("warn", "snapshot-dropped", { index, error: error.message });
         else this.fail(error as Error);
       } finally {

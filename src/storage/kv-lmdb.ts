@@ -15,8 +15,8 @@
 // lmdb-js 3.5's mdb_txn_commit ends the transaction and then fdatasyncs on the calling thread
 // (the overlap is with the next transaction of another thread, which Ferry does not have), so
 // each group commit (every stateCommitMs) blocks the event loop for one fdatasync of the group's
-// pages (seen with strace: docs/node.md "State store commit failures"). `flushed()` commits the open group and resolves when everything committed is on
-// disk: the node reads broker.appliedIndex(), awaits kv.flushed(), and may then compact its WAL up
+// pages (seen with strace: docs/bench.md "Session 18"). `flushed()` commits the open group and
+// resolves when everything committed is on disk: the node reads broker.appliedIndex(), awaits kv.flushed(), and may then compact its WAL up
 // to that index. After a crash the state holds some applied index <= the last one (stored in the
 // same transactions as the state), and the node replays the WAL after it.
 //
@@ -159,9 +159,9 @@ export class LmdbKv implements OrderedKv {
       // 75,000 pages by default). That carried-over list is where its freelist check finds
       // duplicates ("freelist entry N had bad/duplicate entries", sometimes a segfault instead)
       // after delete-heavy groups: with 0 the list is read from the store by each transaction
-      // that needs it. Replaying the same LMDB operations with jittered commit boundaries
-      // (docs/node.md "State store commit failures"): 35 of 200 replays failed with the default,
-      // 0 of 200 with 0, at no measurable apply cost (bench:apply).
+      // that needs it. Replays of a failed cluster's applies with moved commit boundaries
+      // (docs/node.md "State store commit failures"): 80 of 700 failed with the default, 0 of
+      // 1,100 with 0, at no measurable apply cost (bench:apply).
       maxFreeSpaceToRetain: options.freePagesRetained ?? FREE_PAGES_RETAINED,
     };
     this.db = open<Buffer, string>(lmdbOptions);
