@@ -56,6 +56,10 @@ const SETTINGS_QUICK: Settings = {
 };
 
 const REPEAT_MAX = 9;
+// The phases a run measures (--phases; all by default): a subset skips the others, for a quicker
+// look at one figure (the table leaves the skipped ones empty).
+const PHASES = ["latency", "throughput", "drain", "failover"] as const;
+type Phase = (typeof PHASES)[number];
 
 const GROUPS: Record<string, SystemUnderTest[]> = {
   ferry: [ferrySystem],
@@ -70,6 +74,7 @@ function parseOptions() {
       only: { type: "string" },
       quick: { type: "boolean", default: false },
       repeat: { type: "string", default: "1" },
+      phases: { type: "string", default: PHASES.join(",") },
     },
   });
   const repeat = Number(values.repeat);
@@ -78,7 +83,12 @@ function parseOptions() {
     throw new Error(`--only takes one of ${Object.keys(GROUPS).join(", ")}, not '${values.only}'`);
   }
   const systems = values.only ? GROUPS[values.only]! : values.peers ? Object.values(GROUPS).flat() : GROUPS.ferry!;
-  return { peers: values.peers === true, quick: values.quick === true, only: values.only, repeat, systems };
+  const phases = new Set(values.phases.split(",").filter((phase) => phase !== ""));
+  for (const phase of phases) {
+    if (!(PHASES as readonly string[]).includes(phase)) throw new Error(`--phases takes a comma-separated list of ${PHASES.join(", ")}, not '${phase}'`);
+  }
+  if (phases.has("drain") && !phases.has("throughput")) throw new Error("--phases: the drain drains what the throughput phase sent; name both");
+  return { peers: values.peers === true, quick: values.quick === true, only: values.only, repeat, systems, phases: phases as Set<Phase> };
 }
 
 function machine() {
@@ -104,7 +114,7 @@ async function runPhase<T>(result: SystemResult, phase: string, measure: () => P
   }
 }
 
-async function benchmark(system: SystemUnderTest, settings: Settings, progress: Progress): Promise<SystemResult> {
+async function benchmark(system: SystemUnderTest, settings: Settings, phases: Set<Phase>, progress: Progress): Promise<SystemResult> {
   const result: SystemResult = { name: system.name, label: system.label, durability: system.durability, ackSemantics: system.ackSemantics, errors: [] };
   process.stderr.write(`\n${system.label}\n`);
   const reason = await system.unavailable();
@@ -122,7 +132,7 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
   try {
     cluster = await system.start(workDir);
     result.clusterStartMs = Math.round(performance.now() - startedMs);
-    await runSystemPhases(cluster, result, settings, progress);
+    await runSystemPhases(cluster, result, settings, phases, progress);
   } catch (error) {
     result.errors.push(`cluster: ${(error as Error).message}`);
     process.stderr.write(`  cluster failed: ${(error as Error).message}\n`);
@@ -143,14 +153,16 @@ async function benchmark(system: SystemUnderTest, settings: Settings, progress: 
   return result;
 }
 
-async function runSystemPhases(cluster: RunningCluster, result: SystemResult, settings: Settings, progress: Progress): Promise<void> {
-  result.latency = await runPhase(result, "latency", () => measureLatency(cluster, settings, progress));
-  result.throughput = await runPhase(result, "throughput", () => measureThroughput(cluster, settings, progress));
+async function runSystemPhases(cluster: RunningCluster, result: SystemResult, settings: Settings, phases: Set<Phase>, progress: Progress): Promise<void> {
+  if (phases.has("latency")) result.latency = await runPhase(result, "latency", () => measureLatency(cluster, settings, progress));
+  if (phases.has("throughput")) result.throughput = await runPhase(result, "throughput", () => measureThroughput(cluster, settings, progress));
   const sent = result.throughput?.messages ?? 0;
-  if (sent > 0 && settings.drainWarmupCount > 0) result.drainWarmup = await runPhase(result, "drain warm-up", () => warmUpDrain(cluster, settings, progress));
-  if (sent > 0) result.drain = await runPhase(result, "drain", () => measureDrain(cluster, settings, sent, progress));
+  if (phases.has("drain") && sent > 0) {
+    if (settings.drainWarmupCount > 0) result.drainWarmup = await runPhase(result, "drain warm-up", () => warmUpDrain(cluster, settings, progress));
+    result.drain = await runPhase(result, "drain", () => measureDrain(cluster, settings, sent, progress));
+  }
   result.memory = measureMemory(cluster); // before the kill: every node is still there
-  result.failover = await runPhase(result, "failover", () => measureFailover(cluster, settings, progress));
+  if (phases.has("failover")) result.failover = await runPhase(result, "failover", () => measureFailover(cluster, settings, progress));
 }
 
 function perSecond(rates: number[]): Array<[number, number]> {
@@ -232,7 +244,7 @@ async function main(): Promise<void> {
     if (options.repeat > 1) process.stderr.write(`\n== round ${round} of ${options.repeat}\n`);
     for (const system of options.systems) {
       if (skipped.has(system.name)) continue;
-      const result = await benchmark(system, settings, progress);
+      const result = await benchmark(system, settings, options.phases, progress);
       result.round = round;
       if (result.skipped !== undefined) skipped.add(system.name);
       results.push(result);
@@ -250,6 +262,7 @@ async function main(): Promise<void> {
     argv: process.argv.slice(2),
     quick: options.quick,
     repeat: options.repeat,
+    phases: [...options.phases],
     settings,
     machine: machineInfo,
     floor,
