@@ -74,20 +74,24 @@ class Run {
   index = 0;
   nowMs = 1_700_000_000_000;
   readonly measure: Measure = { operations: 0, wallMs: 0, cpuMs: 0 };
+  // Every entry applied, in order, when recording (a replica replays them).
+  log: Array<{ data: Uint8Array; operations: number }> | undefined;
   constructor(
     readonly version: Version,
     readonly broker: BrokerModule.Broker,
+    readonly replies = true, // false: as a follower applies (no request waits for the results)
   ) {}
 
   // Applies one entry (decoded beforehand) and counts its CPU and wall time.
   async apply(data: Uint8Array, operations: number): Promise<BrokerModule.BrokerResult[]> {
+    this.log?.push({ data, operations });
     const commands = this.version.broker.decodeCommands(data);
     this.nowMs += STEP_MS;
     const index = ++this.index;
     const timestamp = this.version.broker.msTimestamp(this.nowMs);
     const wallStart = performance.now();
     const cpuStart = cpuMs();
-    const results = this.broker.apply(index, timestamp, commands);
+    const results = this.broker.apply(index, timestamp, commands, this.replies);
     if (index % ENTRIES_PER_TURN === 0) await nextTurn(); // the group commit happens here
     this.measure.cpuMs += cpuMs() - cpuStart;
     this.measure.wallMs += performance.now() - wallStart;
@@ -96,12 +100,15 @@ class Run {
   }
 }
 
-type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" | "lifecycle" };
+// replica: the RECEIVE+ACK entries are measured as a follower applies them (without replies),
+// replayed from the log of a broker that answered them.
+type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" | "lifecycle"; replica?: boolean };
 const SCENARIOS: Scenario[] = [
   { name: "SEND client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "send" },
   { name: "SEND client ids, 1000 mailboxes", mailboxes: 1000, clientIds: true, kind: "send" },
   { name: "SEND assigned ids, 1 mailbox", mailboxes: 1, clientIds: false, kind: "send" },
   { name: "RECEIVE+ACK 100/command, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "receive-ack" },
+  { name: "RECEIVE+ACK 100/command, client ids, 1 mailbox, follower", mailboxes: 1, clientIds: true, kind: "receive-ack", replica: true },
   { name: "lifecycle SEND+RECEIVE+ACK+dedupe sweep, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "lifecycle" },
 ];
 // The lifecycle scenario shortens the dedupe window so that the sweep runs in steady state (at
@@ -172,6 +179,32 @@ interface Row {
   cpuUsPerOperation: number;
 }
 
+// A follower's apply of the same entries (no replies) into a store of its own: the fill, then the
+// measured entries.
+async function replay(
+  version: Version,
+  path: string,
+  config: Partial<BrokerModule.BrokerConfig>,
+  fillLog: Array<{ data: Uint8Array; operations: number }>,
+  measuredLog: Array<{ data: Uint8Array; operations: number }>,
+): Promise<Measure> {
+  rmSync(path, { recursive: true, force: true });
+  mkdirSync(path, { recursive: true });
+  const kv = new version.lmdb.LmdbKv({ path });
+  const broker = new version.broker.Broker(kv, config);
+  const filled = new Run(version, broker, false);
+  for (const { data, operations } of fillLog) await filled.apply(data, operations);
+  await nextTurn();
+  kv.commit();
+  const run = new Run(version, broker, false);
+  run.index = filled.index;
+  run.nowMs = filled.nowMs;
+  for (const { data, operations } of measuredLog) await run.apply(data, operations);
+  await kv.close();
+  rmSync(path, { recursive: true, force: true });
+  return run.measure;
+}
+
 async function runScenario(version: Version, scenario: Scenario, round: number): Promise<Row> {
   const path = join(options.dir, `${version.name}-${round}-${scenario.mailboxes}-${scenario.kind}-${scenario.clientIds}`);
   rmSync(path, { recursive: true, force: true });
@@ -182,6 +215,7 @@ async function runScenario(version: Version, scenario: Scenario, round: number):
     ...(scenario.kind === "lifecycle" ? { dedupeWindowMs: LIFECYCLE_DEDUPE_WINDOW_MS } : {}),
   };
   const fillRun = new Run(version, new version.broker.Broker(kv, config));
+  if (scenario.replica) fillRun.log = [];
   if (scenario.kind === "lifecycle") await lifecycle(fillRun, scenario, SENDS, version.broker.encodeCommands);
   else await fill(fillRun, scenario, SENDS, version.broker.encodeCommands);
   let measure = fillRun.measure;
@@ -191,8 +225,10 @@ async function runScenario(version: Version, scenario: Scenario, round: number):
     const run = new Run(version, fillRun.broker);
     run.index = fillRun.index;
     run.nowMs = fillRun.nowMs;
+    if (scenario.replica) run.log = [];
     await receiveAndAck(run, scenario, version.broker.encodeCommands);
     measure = run.measure;
+    if (scenario.replica) measure = await replay(version, `${path}-replica`, config, fillRun.log!, run.log!);
   }
   await kv.close();
   rmSync(path, { recursive: true, force: true });

@@ -48,6 +48,7 @@ import {
   decodeIdRecord,
   decodeIndex,
   decodeMessage,
+  decodeMessageHead,
   decodeMeta,
   decodePendingIds,
   decodeState,
@@ -90,6 +91,7 @@ import {
   STATE_LEASED,
   STATE_READY,
   type StateCode,
+  type MessageHead,
   type StoredMessage,
   seqOf,
   seqToCursor,
@@ -226,6 +228,7 @@ export class Broker {
   // Pending batch keys this entry wrote (their tags number them).
   private pendingBatchesInEntry = 0;
   private commandTimestamp = 0n;
+  private replies = true; // whether this entry's results are read (see apply)
   // The dedupe list entry `listingEntry` writes (one per entry, for the sweep): the client ids in
   // order, each with its record (inline: an id recorded within the window) or undefined (a
   // reference to its id record), and each id's position.
@@ -265,8 +268,13 @@ export class Broker {
     return this.applied;
   }
 
-  apply(index: number, timestamp: bigint, commands: BrokerCommand[]): BrokerResult[] {
+  // Applies one entry's commands in one transaction and returns their results. replies false: no
+  // one reads the results (a replica's apply, a re-apply), so RECEIVE's lists no messages and its
+  // records are read only as far as the delivery state needs (no sender, headers or body). The
+  // state is the same either way.
+  apply(index: number, timestamp: bigint, commands: BrokerCommand[], replies = true): BrokerResult[] {
     assert(Number.isSafeInteger(index) && index > this.applied, `entry ${index} follows the applied index ${this.applied}`);
+    this.replies = replies;
     this.index = index;
     this.indexKey = u64Key(index);
     this.nowMs = timestampMs(timestamp);
@@ -911,24 +919,29 @@ export class Broker {
     const messagePrefix = mailboxPrefix(MESSAGE, mailbox);
     const freshBefore = meta.freshAfter; // the cursor moves past every fresh record it reads
     const fresh = new KeyStream(this.kv, messagePrefix + (freshBefore === "" ? "" : `${freshBefore}\x00`), prefixEnd(messagePrefix));
-    while (messages.length < command.max) {
-      const batch = command.max - messages.length;
+    // The ids leased; the messages themselves only when the reply is read (see apply).
+    const ids: string[] = [];
+    while (ids.length < command.max) {
+      const batch = command.max - ids.length;
       let next = fresh.peek(batch);
-      let message: StoredMessage | undefined;
+      let head: MessageHead | undefined;
       while (next !== undefined) {
-        message = decodeMessage(next.value);
-        if (message.hiddenUntilMs === 0 && message.senderTime === undefined) break;
+        head = decodeMessageHead(next.value);
+        if (head.hiddenUntilMs === 0 && head.senderTime === undefined) break;
         meta.freshAfter = next.key.slice(messagePrefix.length);
         fresh.next();
         next = fresh.peek(batch);
       }
       const back = returned.peek(batch);
       let held: Held;
+      let message: StoredMessage | undefined;
+      let record: Uint8Array | undefined; // the fresh record, decoded for the reply only
       if (next !== undefined && (back === undefined || next.key.slice(messagePrefix.length) < back.key.slice(readyPrefix.length))) {
         fresh.next();
         const seq = next.key.slice(messagePrefix.length);
         meta.freshAfter = seq;
-        held = freshState(seq, message!);
+        held = freshState(seq, head!.id, head!.hiddenUntilMs, head!.expiresAtMs, head!.bytes, head!.senderTime);
+        record = next.value;
       } else if (back !== undefined) {
         returned.next();
         const seq = back.key.slice(readyPrefix.length);
@@ -937,37 +950,46 @@ export class Broker {
       } else {
         break;
       }
-      if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
-      else messages.push(this.lease(mailbox, held, message!, visibleAtMs));
+      if (!isLive(held, this.nowMs)) {
+        this.expire(mailbox, held, message);
+        continue;
+      }
+      this.lease(mailbox, held, visibleAtMs);
+      ids.push(held.id);
+      if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!), held.deliveries));
     }
     // Then sender-ordered ready messages, by sender time.
     const senderPrefix = readyPrefix + SENDER_READY_MARK;
     const end = prefixEnd(senderPrefix);
-    while (messages.length < command.max) {
-      const entries = this.kv.scan(senderPrefix, end, command.max - messages.length);
+    while (ids.length < command.max) {
+      const entries = this.kv.scan(senderPrefix, end, command.max - ids.length);
       if (entries.length === 0) break;
       for (const entry of entries) {
         const seq = entry.key.slice(entry.key.length - SEQ_LENGTH);
         const message = this.load(mailbox, seq);
         const held = this.stateOf(mailbox, seq, message);
-        if (!isLive(held, this.nowMs)) this.expire(mailbox, held, message);
-        else messages.push(this.lease(mailbox, held, message, visibleAtMs));
+        if (!isLive(held, this.nowMs)) {
+          this.expire(mailbox, held, message);
+          continue;
+        }
+        this.lease(mailbox, held, visibleAtMs);
+        ids.push(held.id);
+        if (this.replies) messages.push(delivered(mailbox, message, held.deliveries));
       }
     }
     if (meta.freshAfter !== freshBefore) this.dirtyMailboxes.add(mailbox);
-    if (messages.length > 0) this.writePendingBatch(mailbox, visibleAtMs, messages.map((message) => message.id));
+    if (ids.length > 0) this.writePendingBatch(mailbox, visibleAtMs, ids);
     return { ok: true, messages };
   }
 
   // The caller writes the pending batch key of what it leased (writePendingBatch).
-  private lease(mailbox: string, held: Held, message: StoredMessage, visibleAtMs: number): DeliveredMessage {
+  private lease(mailbox: string, held: Held, visibleAtMs: number): void {
     assert(held.state === STATE_READY, "only a ready message is leased");
     if (held.stored || held.senderTime !== undefined) this.kv.delete(readyKey(mailbox, held.seq, held.senderTime));
     held.deliveries++;
     held.state = STATE_LEASED;
     held.visibleAtMs = visibleAtMs;
     this.writeState(mailbox, held);
-    return delivered(mailbox, message, held.deliveries);
   }
 
   // Makes leased and delayed messages whose time has come ready again, dead-lettering those
@@ -1330,7 +1352,7 @@ export class Broker {
         return held;
       }
     }
-    return freshState(seq, message);
+    return freshStateOf(seq, message);
   }
 
   // The message a per-message pending key (tag = seq, value = id) names: hidden since its SEND
@@ -1338,7 +1360,7 @@ export class Broker {
   // one, which such stores may hold, is skipped).
   private sendPendingState(mailbox: string, seq: string, id: string, visibleAtMs: number): Held | undefined {
     const held = this.readState(mailbox, id);
-    if (held === undefined) return freshState(seq, this.load(mailbox, seq));
+    if (held === undefined) return freshStateOf(seq, this.load(mailbox, seq));
     return held.seq === seq && held.state !== STATE_READY && held.visibleAtMs === visibleAtMs ? held : undefined;
   }
 
@@ -1563,19 +1585,24 @@ function stateRecord(held: Held): MessageState {
   };
 }
 
-function freshState(seq: string, message: StoredMessage): Held {
+// The state of a message with no state record: as stored at SEND.
+function freshState(seq: string, id: string, hiddenUntilMs: number, expiresAtMs: number, bytes: number, senderTime: bigint | undefined): Held {
   return {
     seq,
-    state: message.hiddenUntilMs > 0 ? STATE_DELAYED : STATE_READY,
+    state: hiddenUntilMs > 0 ? STATE_DELAYED : STATE_READY,
     deliveries: 0,
-    visibleAtMs: message.hiddenUntilMs,
-    expiresAtMs: message.expiresAtMs,
-    bytes: message.body.length,
-    senderTime: message.senderTime,
-    id: message.id,
+    visibleAtMs: hiddenUntilMs,
+    expiresAtMs,
+    bytes,
+    senderTime,
+    id,
     stored: false,
     write: undefined,
   };
+}
+
+function freshStateOf(seq: string, message: StoredMessage): Held {
+  return freshState(seq, message.id, message.hiddenUntilMs, message.expiresAtMs, message.body.length, message.senderTime);
 }
 
 function newMeta(): MailboxMeta {

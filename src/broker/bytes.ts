@@ -91,12 +91,19 @@ export class ByteWriter {
     this.buffer.set(value, this.length);
     this.length += value.length;
   }
+  // The characters of a string the caller knows is Latin-1 (ASCII), one byte each, unprefixed.
+  latin1(value: string): void {
+    this.reserve(value.length);
+    const buffer = this.buffer;
+    let at = this.length;
+    for (let i = 0; i < value.length; i++) buffer[at++] = value.charCodeAt(i);
+    this.length = at;
+  }
   // ASCII fast path; anything else goes through UTF-8.
   string(value: string): void {
     if (isAscii(value)) {
       this.u32(value.length);
-      this.reserve(value.length);
-      for (let i = 0; i < value.length; i++) this.buffer[this.length++] = value.charCodeAt(i);
+      this.latin1(value);
     } else {
       this.bytes(textEncoder.encode(value));
     }
@@ -157,6 +164,10 @@ export class ByteReader {
   u64(): bigint {
     this.toScratch8();
     return scratchView.getBigUint64(0, true);
+  }
+  skip(bytes: number): void {
+    this.need(bytes);
+    this.offset += bytes;
   }
   // A view into the input (no copy): stored values are never mutated.
   bytes(): Uint8Array {

@@ -180,8 +180,7 @@ export function encodePendingIds(ids: string[]): Uint8Array {
   const writer = ByteWriter.scratch(size);
   for (let i = 0; i < ids.length; i++) {
     if (i > 0) writer.u8(0);
-    const id = ids[i]!;
-    for (let j = 0; j < id.length; j++) writer.u8(id.charCodeAt(j));
+    writer.latin1(ids[i]!);
   }
   return writer.finish();
 }
@@ -300,6 +299,36 @@ export function decodeMessage(data: Uint8Array): StoredMessage {
   }
   const body = reader.bytes();
   return { id, sender, timestamp, hiddenUntilMs, expiresAtMs, headers, body, senderTime };
+}
+
+// What a message's delivery state follows from: its record read without the timestamp, sender,
+// headers and body. A RECEIVE whose reply nobody reads (a replica's apply) decodes no more.
+export interface MessageHead {
+  id: string;
+  hiddenUntilMs: number;
+  expiresAtMs: number;
+  senderTime: bigint | undefined;
+  bytes: number; // body bytes
+}
+
+export function decodeMessageHead(data: Uint8Array): MessageHead {
+  const reader = new ByteReader(data);
+  const version = reader.u8();
+  if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
+  const flags = reader.u8();
+  reader.skip(8); // timestamp
+  const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
+  const hiddenUntilMs = reader.f64();
+  const expiresAtMs = reader.f64();
+  const id = reader.string();
+  reader.skip(reader.u32()); // sender
+  const headerCount = reader.u32();
+  if (headerCount !== 0xffffffff) {
+    for (let i = 0; i < 2 * headerCount; i++) reader.skip(reader.u32());
+  }
+  const bytes = reader.u32();
+  reader.skip(bytes);
+  return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes };
 }
 
 // The mutable part of a message (its delivery state) plus what removing it needs, so that ACK,

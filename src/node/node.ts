@@ -580,12 +580,15 @@ export class FerryNode {
     // entry decodes to (about a microsecond per SEND, and its garbage, off the busiest node).
     const commands = this.inflight.heldCommands(entry.index, entry.term) ?? decodeCommands(decoded.payload);
     this.clock.observe(decoded.timestamp + BigInt(commands.length));
+    // Results nobody waits for (a follower's apply) are not built in full: RECEIVE then reads no
+    // more of its records than the delivery state needs.
+    const replies = this.inflight.awaitsResults(entry.index, entry.term);
     try {
-      results = this.broker.apply(entry.index, decoded.timestamp, commands);
+      results = this.broker.apply(entry.index, decoded.timestamp, commands, replies);
     } catch (error) {
       // The store refused the commit of a group that this apply closed: recover, then apply again.
       if (!this.recoverStore(error, entry.index - 1)) throw error;
-      results = this.broker.apply(entry.index, decoded.timestamp, commands);
+      results = this.broker.apply(entry.index, decoded.timestamp, commands, replies);
     }
     this.inflight.applied(entry.index, entry.term, () => results!);
   }
@@ -637,7 +640,7 @@ export class FerryNode {
   private reapply(entry: Entry): void {
     const decoded = entry.type === "normal" ? decodeEntry(entry.data) : undefined;
     if (decoded === undefined) this.broker.advance(entry.index);
-    else this.broker.apply(entry.index, decoded.timestamp, decodeCommands(decoded.payload));
+    else this.broker.apply(entry.index, decoded.timestamp, decodeCommands(decoded.payload), false);
   }
 
   private changeRole(role: string, leader: number): void {

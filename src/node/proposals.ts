@@ -93,6 +93,12 @@ export class InflightProposals<C, R> {
     return entry !== undefined && entry.term === term ? entry.commands : undefined;
   }
 
+  // Whether requests wait for the results of the entry at index (a replica's apply has none).
+  awaitsResults(index: number, term: number): boolean {
+    const entry = this.entries.get(index);
+    return entry !== undefined && entry.term === term && !entry.expired;
+  }
+
   // The entry at index was applied with these results. If it is not the entry we proposed (a
   // different term: our proposal was overwritten by a new leader), our requests failed.
   applied(index: number, term: number, results: () => R[]): void {

@@ -181,3 +181,48 @@ describe("the leader's held commands", () => {
     );
   });
 });
+
+// A follower's apply builds no replies (Broker.apply's `replies`, false where no request waits,
+// src/node/node.ts applyEntry): RECEIVE then reads only the head of each record it leases. The
+// state must be the same as with replies, or the replicas split.
+describe("an apply without replies", () => {
+  function both(steps: Array<{ advanceMs: number; commands: BrokerCommand[] }>) {
+    const answering = new Broker(new MemoryKv(), CONFIG);
+    const silent = new Broker(new MemoryKv(), CONFIG);
+    let nowMs = START_MS;
+    let index = 0;
+    let received = 0;
+    for (const step of steps) {
+      nowMs += step.advanceMs;
+      index++;
+      const timestamp = msTimestamp(nowMs);
+      const withReplies = answering.apply(index, timestamp, step.commands);
+      const without = silent.apply(index, timestamp, step.commands, false);
+      step.commands.forEach((command, position) => {
+        const answer = withReplies[position]!;
+        const quiet = without[position]!;
+        if (command.op === "receive" && answer.ok && quiet.ok) {
+          received += (answer as { messages: unknown[] }).messages.length;
+          // RECEIVE lists nothing without replies; everything else answers the same.
+          assert.deepEqual((quiet as { messages: unknown[] }).messages, []);
+        } else {
+          assert.deepEqual(plain(quiet), plain(answer));
+        }
+      });
+    }
+    return { answering: dump((answering as unknown as { kv: MemoryKv }).kv), silent: dump((silent as unknown as { kv: MemoryKv }).kv), received };
+  }
+
+  test("leaves the state of an apply with replies", () => {
+    let received = 0;
+    fc.assert(
+      fc.property(batches, (steps) => {
+        const run = both(steps);
+        received += run.received;
+        assert.deepEqual(run.silent, run.answering);
+      }),
+      { numRuns: 300 },
+    );
+    assert.ok(received > 300, `messages were received (${received})`);
+  });
+});

@@ -33,7 +33,11 @@ function internals(node: FerryNode): NodeInternals {
 // Fails the next `count` commits of the node's state store.
 function plantFaults(node: FerryNode, count: number): () => number {
   let left = count;
-  internals(node).kv.commitFault = () => (left > 0 ? (left--, new Error("planted: freelist entry 14 had bad/duplicate entries")) : undefined);
+  internals(node).kv.commitFault = () => {
+    if (left <= 0) return undefined;
+    left--;
+    return new Error("planted: freelist entry 14 had bad/duplicate entries");
+  };
   return () => count - left;
 }
 
