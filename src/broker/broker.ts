@@ -958,10 +958,10 @@ export class Broker {
       ids.push(held.id);
       if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!), held.deliveries));
     }
-    // Then sender-ordered ready messages, by sender time.
+    // Then sender-ordered ready messages, by sender time (a mailbox without any has no such key).
     const senderPrefix = readyPrefix + SENDER_READY_MARK;
     const end = prefixEnd(senderPrefix);
-    while (ids.length < command.max) {
+    while (ids.length < command.max && meta.senderOrdered > 0) {
       const entries = this.kv.scan(senderPrefix, end, command.max - ids.length);
       if (entries.length === 0) break;
       for (const entry of entries) {

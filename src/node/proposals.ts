@@ -27,7 +27,10 @@ export interface InflightEntry<C, R> {
 }
 
 export class ProposalQueue<C, R> {
-  private queue: PendingRequest<C, R>[] = [];
+  // Slots before head were taken and are cleared: a taken request (its command, an ACK's ids or a
+  // SEND's body) is referenced by the entry it went into, not here, so it dies with that entry
+  // instead of surviving scavenges until the array is compacted.
+  private queue: Array<PendingRequest<C, R> | undefined> = [];
   private head = 0;
 
   constructor(private readonly lengthMax: number) {}
@@ -52,9 +55,12 @@ export class ProposalQueue<C, R> {
       if (batch.length > 0 && bytes + next.bytes > bytesMax) break;
       batch.push(next);
       bytes += next.bytes;
-      this.head++;
+      this.queue[this.head++] = undefined;
     }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
@@ -62,7 +68,7 @@ export class ProposalQueue<C, R> {
   }
 
   failAll(error: FerryError): void {
-    const failed = this.queue.slice(this.head);
+    const failed = this.queue.slice(this.head) as PendingRequest<C, R>[];
     this.queue = [];
     this.head = 0;
     for (const request of failed) request.fail(error);
@@ -71,7 +77,9 @@ export class ProposalQueue<C, R> {
   // Fails (and drops) the queued requests whose deadline has passed.
   expire(nowMs: number, error: () => FerryError): void {
     while (this.head < this.queue.length && this.queue[this.head]!.deadlineMs <= nowMs) {
-      this.queue[this.head++]!.fail(error());
+      const expired = this.queue[this.head]!;
+      this.queue[this.head++] = undefined;
+      expired.fail(error());
     }
   }
 }
