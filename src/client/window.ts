@@ -17,7 +17,7 @@ const COMPACT_AFTER_WAITERS = 1024;
 
 export class RequestWindow {
   private inFlight = 0;
-  private queue: Waiter[] = [];
+  private queue: Array<Waiter | undefined> = []; // slots before head are cleared
   private head = 0;
   private queued = 0; // waiters in the queue not cancelled
 
@@ -82,8 +82,11 @@ export class RequestWindow {
   private takeNext(): Waiter | undefined {
     while (this.head < this.queue.length) {
       const waiter = this.queue[this.head]!;
-      this.head++;
-      if (this.head >= COMPACT_AFTER_WAITERS && this.head * 2 >= this.queue.length) {
+      this.queue[this.head++] = undefined; // granted or cancelled: not kept alive from here
+      if (this.head === this.queue.length) {
+        this.queue.length = 0;
+        this.head = 0;
+      } else if (this.head >= COMPACT_AFTER_WAITERS && this.head * 2 >= this.queue.length) {
         this.queue = this.queue.slice(this.head);
         this.head = 0;
       }
