@@ -145,8 +145,10 @@ async function benchmark(system: SystemUnderTest, settings: Settings, phases: Se
     }
     // A run whose writes never resumed after the kill, or that failed, keeps its cluster's data
     // and logs (the nodes' own log is ferry-dev.log for Ferry) for a look at what happened.
+    // FERRY_BENCH_KEEP=1 keeps every round's (e.g. with FERRY_BENCH_NODE_ARGS="--trace-opt").
     const failed = result.errors.length > 0 || (result.failover !== undefined && result.failover.writesResumedAfterMs === null);
     if (failed) progress.note(`kept ${workDir} (its logs) for a look: the run failed or writes never resumed`);
+    else if (process.env.FERRY_BENCH_KEEP === "1") progress.note(`kept ${workDir} (FERRY_BENCH_KEEP=1)`);
     else rmSync(workDir, { recursive: true, force: true });
     result.loadAverageEnd = round(loadavg()[0]!);
   }
