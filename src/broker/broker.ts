@@ -935,7 +935,7 @@ export class Broker {
       const back = returned.peek(batch);
       let held: Held;
       let message: StoredMessage | undefined;
-      let record: Uint8Array | undefined; // the fresh record, decoded for the reply only
+      let record: Uint8Array | undefined; // the fresh record (its head read above), decoded for the reply only
       if (next !== undefined && (back === undefined || next.key.slice(messagePrefix.length) < back.key.slice(readyPrefix.length))) {
         fresh.next();
         const seq = next.key.slice(messagePrefix.length);
@@ -956,7 +956,7 @@ export class Broker {
       }
       this.lease(mailbox, held, visibleAtMs);
       ids.push(held.id);
-      if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!), held.deliveries));
+      if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!, head), held.deliveries));
     }
     // Then sender-ordered ready messages, by sender time (a mailbox without any has no such key).
     const senderPrefix = readyPrefix + SENDER_READY_MARK;

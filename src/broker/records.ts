@@ -280,36 +280,19 @@ export function encodeMessage(message: StoredMessage): Uint8Array {
   return writer.finish();
 }
 
-export function decodeMessage(data: Uint8Array): StoredMessage {
-  const reader = new ByteReader(data);
-  const version = reader.u8();
-  if (version !== RECORD_VERSION) assert(false, `message record version ${version} is known`);
-  const flags = reader.u8();
-  const timestamp = reader.u64();
-  const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
-  const hiddenUntilMs = reader.f64();
-  const expiresAtMs = reader.f64();
-  const id = reader.string();
-  const sender = reader.string();
-  const headerCount = reader.u32();
-  let headers: Record<string, string> | undefined;
-  if (headerCount !== 0xffffffff) {
-    headers = {};
-    for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
-  }
-  const body = reader.bytes();
-  return { id, sender, timestamp, hiddenUntilMs, expiresAtMs, headers, body, senderTime };
-}
-
 // What a message's delivery state follows from: its record read without the timestamp, sender,
-// headers and body. A RECEIVE whose reply nobody reads (a replica's apply) decodes no more.
+// headers and body. A RECEIVE whose reply nobody reads (a replica's apply) decodes no more;
+// decodeMessage reads the rest from where the head says it starts.
 export interface MessageHead {
   id: string;
   hiddenUntilMs: number;
   expiresAtMs: number;
   senderTime: bigint | undefined;
   bytes: number; // body bytes
+  senderAt: number; // where the sender starts in the record
 }
+
+const TIMESTAMP_AT = 2; // after the version and flags bytes
 
 export function decodeMessageHead(data: Uint8Array): MessageHead {
   const reader = new ByteReader(data);
@@ -321,6 +304,7 @@ export function decodeMessageHead(data: Uint8Array): MessageHead {
   const hiddenUntilMs = reader.f64();
   const expiresAtMs = reader.f64();
   const id = reader.string();
+  const senderAt = reader.offset;
   reader.skip(reader.u32()); // sender
   const headerCount = reader.u32();
   if (headerCount !== 0xffffffff) {
@@ -328,7 +312,24 @@ export function decodeMessageHead(data: Uint8Array): MessageHead {
   }
   const bytes = reader.u32();
   reader.skip(bytes);
-  return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes };
+  return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes, senderAt };
+}
+
+// The whole record; `head` when the caller decoded it already (the head is not read twice).
+export function decodeMessage(data: Uint8Array, head: MessageHead = decodeMessageHead(data)): StoredMessage {
+  const reader = new ByteReader(data);
+  reader.skip(TIMESTAMP_AT);
+  const timestamp = reader.u64();
+  reader.skip(head.senderAt - reader.offset);
+  const sender = reader.string();
+  const headerCount = reader.u32();
+  let headers: Record<string, string> | undefined;
+  if (headerCount !== 0xffffffff) {
+    headers = {};
+    for (let i = 0; i < headerCount; i++) setOwn(headers, reader.string(), reader.string());
+  }
+  const body = reader.bytes();
+  return { id: head.id, sender, timestamp, hiddenUntilMs: head.hiddenUntilMs, expiresAtMs: head.expiresAtMs, headers, body, senderTime: head.senderTime };
 }
 
 // The mutable part of a message (its delivery state) plus what removing it needs, so that ACK,
