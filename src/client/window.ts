@@ -2,8 +2,8 @@
 // window waits (backpressure) until an earlier request settles, or until its own call is aborted
 // or times out, in which case it leaves the queue without ever taking a slot.
 //
-// The queue is an array with a moving head, so taking the next waiter is O(1) even with many
-// thousands queued; an aborted waiter is only marked, and skipped when its turn comes.
+// The queue is a HeadQueue, so taking the next waiter is O(1) even with many thousands queued; an
+// aborted waiter is only marked, and skipped when its turn comes.
 
 interface Waiter extends CancelListener {
   cancelled: boolean;
@@ -11,14 +11,12 @@ interface Waiter extends CancelListener {
   fail(reason: unknown): void;
 }
 
+import { HeadQueue } from "../util/head-queue.js";
 import type { Cancel, CancelListener } from "./scope.js";
-
-const COMPACT_AFTER_WAITERS = 1024;
 
 export class RequestWindow {
   private inFlight = 0;
-  private queue: Array<Waiter | undefined> = []; // slots before head are cleared
-  private head = 0;
+  private readonly queue = new HeadQueue<Waiter>();
   private queued = 0; // waiters in the queue not cancelled
 
   constructor(readonly size: number) {}
@@ -80,16 +78,7 @@ export class RequestWindow {
   }
 
   private takeNext(): Waiter | undefined {
-    while (this.head < this.queue.length) {
-      const waiter = this.queue[this.head]!;
-      this.queue[this.head++] = undefined; // granted or cancelled: not kept alive from here
-      if (this.head === this.queue.length) {
-        this.queue.length = 0;
-        this.head = 0;
-      } else if (this.head >= COMPACT_AFTER_WAITERS && this.head * 2 >= this.queue.length) {
-        this.queue = this.queue.slice(this.head);
-        this.head = 0;
-      }
+    for (let waiter = this.queue.shift(); waiter !== undefined; waiter = this.queue.shift()) {
       if (!waiter.cancelled) {
         this.queued--;
         return waiter;

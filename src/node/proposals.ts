@@ -7,6 +7,7 @@
 // the requests of one entry share its fate: they all fail when its oldest one's deadline passes
 // (the younger ones early by at most the time they waited for the batch).
 import { FerryError } from "../protocol/errors.js";
+import { HeadQueue } from "../util/head-queue.js";
 
 export interface PendingRequest<C, R> {
   command: C;
@@ -27,16 +28,14 @@ export interface InflightEntry<C, R> {
 }
 
 export class ProposalQueue<C, R> {
-  // Slots before head were taken and are cleared: a taken request (its command, an ACK's ids or a
-  // SEND's body) is referenced by the entry it went into, not here, so it dies with that entry
-  // instead of surviving scavenges until the array is compacted.
-  private queue: Array<PendingRequest<C, R> | undefined> = [];
-  private head = 0;
+  // A taken request (its command, an ACK's ids or a SEND's body) is referenced by the entry it
+  // went into, not by the queue, so it dies with that entry (HeadQueue clears its slot).
+  private readonly queue = new HeadQueue<PendingRequest<C, R>>();
 
   constructor(private readonly lengthMax: number) {}
 
   get length(): number {
-    return this.queue.length - this.head;
+    return this.queue.length;
   }
 
   push(request: PendingRequest<C, R>): void {
@@ -50,36 +49,24 @@ export class ProposalQueue<C, R> {
   take(countMax: number, bytesMax: number): PendingRequest<C, R>[] {
     const batch: PendingRequest<C, R>[] = [];
     let bytes = 0;
-    while (this.head < this.queue.length && batch.length < countMax) {
-      const next = this.queue[this.head]!;
+    for (let next = this.queue.peek(); next !== undefined && batch.length < countMax; next = this.queue.peek()) {
       if (batch.length > 0 && bytes + next.bytes > bytesMax) break;
       batch.push(next);
       bytes += next.bytes;
-      this.queue[this.head++] = undefined;
-    }
-    if (this.head === this.queue.length) {
-      this.queue.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
+      this.queue.shift();
     }
     return batch;
   }
 
   failAll(error: FerryError): void {
-    const failed = this.queue.slice(this.head) as PendingRequest<C, R>[];
-    this.queue = [];
-    this.head = 0;
-    for (const request of failed) request.fail(error);
+    for (const request of this.queue.takeAll()) request.fail(error);
   }
 
   // Fails (and drops) the queued requests whose deadline has passed.
   expire(nowMs: number, error: () => FerryError): void {
-    while (this.head < this.queue.length && this.queue[this.head]!.deadlineMs <= nowMs) {
-      const expired = this.queue[this.head]!;
-      this.queue[this.head++] = undefined;
-      expired.fail(error());
+    for (let next = this.queue.peek(); next !== undefined && next.deadlineMs <= nowMs; next = this.queue.peek()) {
+      this.queue.shift();
+      next.fail(error());
     }
   }
 }
