@@ -24,7 +24,12 @@ import { resultPath } from "./lib/results.js";
 const INCIDENTS_KEPT = 20; // log lines kept in the result per system and round
 const SETTINGS_DEFAULT: Settings = {
   bodyBytes: 256,
-  latencyWarmupCount: 1000,
+  // Sends of a freshly started cluster before the timed ones (their own figures are kept as the
+  // cold ones). 5,000: one-in-flight runs of 20,000 sends per system, p99 per 2,000 in order,
+  // show the startup transient: Ferry 6.9 / 4.2 / 2.3 ms, then 1.6-2.1 (V8 compiling the nodes'
+  // hot paths); NATS 2.4 / 1.2, then 0.7-1.0; RabbitMQ 3.3 / 1.9, then 1.3-2.0 (docs/bench.md,
+  // session 20). 1,000 (until session 19) timed the rest of Ferry's transient.
+  latencyWarmupCount: 5000,
   latencySampleCount: 10_000,
   throughputMessageCount: 100_000,
   throughputConnectionCount: 4,
@@ -45,7 +50,7 @@ const SETTINGS_DEFAULT: Settings = {
 
 const SETTINGS_QUICK: Settings = {
   ...SETTINGS_DEFAULT,
-  latencyWarmupCount: 200,
+  latencyWarmupCount: 1000,
   latencySampleCount: 2000,
   throughputMessageCount: 20_000,
   throughputDurationMsMax: 20_000,

@@ -38,6 +38,8 @@ export interface ClientCpu {
 export interface LatencyResult extends ClientCpu {
   leader: string;
   latency: LatencySummary;
+  // The warm-up sends' own figures: the cluster just started (Settings.latencyWarmupCount).
+  warmup: LatencySummary;
   curve: Array<[number, number]>;
   samplesMs: number[];
 }
@@ -117,19 +119,27 @@ export async function measureLatency(cluster: RunningCluster, settings: Settings
   const sender = await cluster.openSender({ target: "latency", node: leader, inFlightMax: 1 });
   const body = makeBody(settings.bodyBytes);
   const total = settings.latencyWarmupCount + settings.latencySampleCount;
+  const warmup = new Samples();
   const samples = new Samples();
   const cpuStart = process.cpuUsage();
   progress.start("send latency (1 in flight)", total);
   for (let index = 0; index < total; index++) {
     const startMs = performance.now();
     await sendOnce(sender, body, settings.sendTimeoutMs);
-    if (index >= settings.latencyWarmupCount) samples.add(performance.now() - startMs);
+    (index < settings.latencyWarmupCount ? warmup : samples).add(performance.now() - startMs);
     progress.update(index + 1);
   }
   await sender.close();
   const latency = samples.summary();
   progress.end(`p50 ${latency.p50Ms} ms  p99 ${latency.p99Ms} ms  max ${latency.maxMs} ms`);
-  return { leader, latency, curve: samples.curve(), samplesMs: samples.toArray(), clientCpuSeconds: clientCpuSince(cpuStart) };
+  return {
+    leader,
+    latency,
+    warmup: warmup.summary(),
+    curve: samples.curve(),
+    samplesMs: samples.toArray(),
+    clientCpuSeconds: clientCpuSince(cpuStart),
+  };
 }
 
 function sendOnce(sender: Sender, body: Uint8Array, timeoutMs: number): Promise<void> {

@@ -38,6 +38,7 @@ export const FIGURES: Figure[] = [
   { label: "send p99 (ms)", better: "lower", value: (result) => result.latency?.latency.p99Ms },
   { label: "send p99.9 (ms)", better: "lower", value: (result) => result.latency?.latency.p999Ms },
   { label: "send max (ms)", better: "lower", value: (result) => result.latency?.latency.maxMs },
+  { label: "  cold: warm-up sends' p99 (ms)", better: "lower", value: (result) => result.latency?.warmup?.p99Ms },
   { label: "send throughput (msg/s)", better: "higher", value: (result) => result.throughput?.messagesPerSecond },
   { label: "  its p99 latency (ms)", better: "lower", value: (result) => result.throughput?.latency.p99Ms },
   { label: "receive+ack (msg/s)", better: "higher", value: (result) => result.drain?.messagesPerSecond },
