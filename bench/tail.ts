@@ -4,7 +4,7 @@
 // its /metrics (read before and after, so other traffic before the run does not count).
 //
 //   npm start &                      # or any cluster
-//   npm run bench:tail               # 10,000 sends after 1,000 warm-up
+//   npm run bench:tail               # 10,000 sends after 5,000 warm-up (a fresh cluster is cold for ~4,000: docs/bench.md "Session 20")
 //   npm run bench:tail -- --sends 20000 --seeds 127.0.0.1:12345 --http 127.0.0.1:13345,127.0.0.1:13346,127.0.0.1:13347
 //
 // What it showed here (docs/bench.md, session 5): 2-4% of every node's persists take over 1 ms
@@ -23,7 +23,7 @@ const { values: options } = parseArgs({
     seeds: { type: "string", default: "127.0.0.1:12345,127.0.0.1:12346,127.0.0.1:12347" },
     http: { type: "string", default: "127.0.0.1:13345,127.0.0.1:13346,127.0.0.1:13347" },
     sends: { type: "string", default: "10000" },
-    warmup: { type: "string", default: "1000" },
+    warmup: { type: "string", default: "5000" },
     "body-bytes": { type: "string", default: "256" },
     mailbox: { type: "string", default: "bench-tail" },
   },
