@@ -1,7 +1,7 @@
 // Real-process clusters for end-to-end tests: each node is a `ferry start` child process (run
 // from source through tsx), on free loopback ports, with its data in a temporary directory.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { createServer, connect as netConnect } from "node:net";
 import { type ConnectionOptions as TlsConnectionOptions, connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
@@ -39,12 +39,40 @@ export interface ClusterOptions {
 // node's start with EADDRINUSE (chaos seed 896948362). Tested by binding it.
 const PORT_MIN = 10_240;
 const PORT_MAX = 32_767;
+// Test files run in parallel processes, and two of them could pick the same free port before
+// either bound it (a node of one then failed to start with EADDRINUSE: seen in session 20's run).
+// So each pick is also claimed, across processes, by creating a file named after it (O_EXCL);
+// claims older than PORT_CLAIM_TTL_MS are from earlier runs and are taken over.
+const PORT_CLAIMS_DIR = join(tmpdir(), "ferry-test-port-claims");
+const PORT_CLAIM_TTL_MS = 15 * 60 * 1000;
 
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = PORT_MIN + Math.floor(Math.random() * (PORT_MAX - PORT_MIN + 1));
-    if (await canListen(port)) return port;
+    if (claimPort(port) && (await canListen(port))) return port;
   }
+}
+
+// Whether this process may use `port`: no other test process claimed it in the last
+// PORT_CLAIM_TTL_MS.
+export function claimPort(port: number, nowMs: number = Date.now()): boolean {
+  mkdirSync(PORT_CLAIMS_DIR, { recursive: true });
+  const path = join(PORT_CLAIMS_DIR, String(port));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      closeSync(openSync(path, "wx"));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+    try {
+      if (nowMs - statSync(path).mtimeMs < PORT_CLAIM_TTL_MS) return false;
+      unlinkSync(path); // a stale claim; another process may race us to it: then one wx wins
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+  return false;
 }
 
 function canListen(port: number): Promise<boolean> {
