@@ -19,7 +19,7 @@ import { type CpuProfile, flameGraphSvg, PART_ORDER, partTimes } from "./lib/cpu
 import { Progress } from "./lib/progress.js";
 import { sleep } from "./lib/proc.js";
 import { ferrySystem } from "./systems/ferry.js";
-import { measureDrain, measureThroughput, type NodeCpu, type Settings } from "./workloads.js";
+import { measureDrain, measureThroughput, type NodeCpu, SETTINGS_DEFAULT, type Settings } from "./workloads.js";
 import { RESULTS_DIR, resultStamp } from "./lib/results.js";
 
 const PROFILE_WAIT_MS = 15_000;
@@ -28,25 +28,12 @@ const { values: options } = parseArgs({ options: { messages: { type: "string", d
 const MESSAGES = Number(options.messages);
 if (!Number.isInteger(MESSAGES) || MESSAGES < 1000) throw new Error(`--messages takes an integer >= 1000, not '${options.messages}'`);
 
-// The benchmark's default settings for the two phases (bench/main.ts), with this run's count.
+// The benchmark's settings (bench/workloads.ts SETTINGS_DEFAULT), with this run's count.
 const SETTINGS: Settings = {
-  bodyBytes: 256,
-  latencyWarmupCount: 0,
-  latencySampleCount: 0,
+  ...SETTINGS_DEFAULT,
   throughputMessageCount: MESSAGES,
-  throughputConnectionCount: 4,
-  throughputInFlightPerConnection: 256,
   throughputDurationMsMax: 120_000,
-  drainConsumerCount: 2,
-  drainBatchSize: 100,
-  drainDepth: 400,
-  drainIdleMs: 5000,
   drainWarmupCount: 0, // the profile covers the first drain, compiling included
-  failoverConnectionCount: 0,
-  failoverInFlightPerConnection: 0,
-  failoverBeforeMs: 0,
-  failoverAfterMs: 0,
-  failoverProbeIntervalMs: 0,
   sendTimeoutMs: 10_000,
 };
 

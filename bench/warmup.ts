@@ -25,7 +25,7 @@ import { natsSystem } from "./systems/nats.js";
 import { PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
 import { rabbitmqSystem } from "./systems/rabbitmq.js";
 import type { SystemUnderTest } from "./systems/types.js";
-import { type Settings, warmUpDrain } from "./workloads.js";
+import { SETTINGS_DEFAULT, type Settings, warmUpDrain } from "./workloads.js";
 
 const SYSTEMS: Record<string, SystemUnderTest> = { ferry: ferrySystem, nats: natsSystem("default"), rabbitmq: rabbitmqSystem };
 const SEND_TIMEOUT_MS = 2000;
@@ -50,27 +50,8 @@ for (const [name, value] of Object.entries(counts)) {
 }
 if (counts.window === 0) throw new Error("--window must be above 0");
 
-// The drain settings of bench/main.ts's SETTINGS_DEFAULT (the warm-up drain reads these).
-const DRAIN_SETTINGS: Settings = {
-  bodyBytes: 256,
-  latencyWarmupCount: 0,
-  latencySampleCount: 0,
-  throughputMessageCount: 0,
-  throughputConnectionCount: 4,
-  throughputInFlightPerConnection: 256,
-  throughputDurationMsMax: 120_000,
-  drainConsumerCount: 2,
-  drainBatchSize: 100,
-  drainDepth: 400,
-  drainIdleMs: 5000,
-  drainWarmupCount: counts.drainMessages,
-  failoverConnectionCount: 0,
-  failoverInFlightPerConnection: 0,
-  failoverBeforeMs: 0,
-  failoverAfterMs: 0,
-  failoverProbeIntervalMs: 0,
-  sendTimeoutMs: 10_000,
-};
+// The benchmark's drain settings; the warm-up drain sends and drains drainWarmupCount messages.
+const DRAIN_SETTINGS: Settings = { ...SETTINGS_DEFAULT, drainWarmupCount: counts.drainMessages };
 
 interface SystemSeries {
   name: string;

@@ -30,6 +30,34 @@ export interface Settings {
   sendTimeoutMs: number;
 }
 
+// The benchmark's settings (bench/main.ts; --quick cuts the counts). bench:profile and bench:warmup
+// start from these too.
+export const SETTINGS_DEFAULT: Settings = {
+  bodyBytes: 256,
+  // Sends of a freshly started cluster before the timed ones (their own figures are kept as the
+  // cold ones). 5,000: one-in-flight runs of 20,000 sends per system, p99 per 2,000 in order,
+  // show the startup transient: Ferry 6.9 / 4.2 / 2.3 ms, then 1.6-2.1 (V8 compiling the nodes'
+  // hot paths); NATS 2.4 / 1.2, then 0.7-1.0; RabbitMQ 3.3 / 1.9, then 1.3-2.0 (docs/bench.md,
+  // session 20). 1,000 (until session 19) timed the rest of Ferry's transient.
+  latencyWarmupCount: 5000,
+  latencySampleCount: 10_000,
+  throughputMessageCount: 100_000,
+  throughputConnectionCount: 4,
+  throughputInFlightPerConnection: 256,
+  throughputDurationMsMax: 60_000,
+  drainConsumerCount: 2,
+  drainBatchSize: 100,
+  drainDepth: 400, // the batch in hand and 3 ahead: consume()'s default prefetch
+  drainIdleMs: 5000,
+  drainWarmupCount: 20_000,
+  failoverConnectionCount: 2,
+  failoverInFlightPerConnection: 8,
+  failoverBeforeMs: 5000,
+  failoverAfterMs: 15_000,
+  failoverProbeIntervalMs: 20,
+  sendTimeoutMs: 2000,
+};
+
 // How much the load generator itself used: it shares the 2 cores with the 3 nodes.
 export interface ClientCpu {
   clientCpuSeconds: number;
