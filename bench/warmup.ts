@@ -44,10 +44,12 @@ const systems = options.systems.split(",").map((name) => {
   if (system === undefined) throw new Error(`--systems takes a list of ${Object.keys(SYSTEMS).join(", ")}, not ${name}`);
   return system;
 });
-const counts = { sends: Number(options.sends), window: Number(options.window), drains: Number(options.drains), drainMessages: Number(options["drain-messages"]) };
-for (const [name, value] of Object.entries(counts)) {
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`--${name} must be a whole number`);
-}
+const count = (flag: "sends" | "window" | "drains" | "drain-messages"): number => {
+  const value = Number(options[flag]);
+  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`--${flag} must be a whole number, not '${options[flag]}'`);
+  return value;
+};
+const counts = { sends: count("sends"), window: count("window"), drains: count("drains"), drainMessages: count("drain-messages") };
 if (counts.window === 0) throw new Error("--window must be above 0");
 
 // The benchmark's drain settings; the warm-up drain sends and drains drainWarmupCount messages.
