@@ -959,9 +959,12 @@ export class Broker {
       if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!, head), held.deliveries));
     }
     // Then sender-ordered ready messages, by sender time (a mailbox without any has no such key).
+    // senderOrdered is read first: every RECEIVE reads it, so the optimized code has its type
+    // feedback (read only after a short batch, it was first read when a mailbox ran dry, and V8
+    // threw away RECEIVE's optimized code there: seen with --trace-deopt at the end of a drain).
     const senderPrefix = readyPrefix + SENDER_READY_MARK;
     const end = prefixEnd(senderPrefix);
-    while (ids.length < command.max && meta.senderOrdered > 0) {
+    while (meta.senderOrdered > 0 && ids.length < command.max) {
       const entries = this.kv.scan(senderPrefix, end, command.max - ids.length);
       if (entries.length === 0) break;
       for (const entry of entries) {
@@ -1389,7 +1392,10 @@ export class Broker {
       held.write.state = state;
     } else {
       const states = this.pendingStates(mailbox, true)!;
-      const pending = states.get(held.id);
+      // A message never written (no record, stored false) has no write among them either: only
+      // a message that had a record can (a write, or a delete kept for its record). RECEIVE's
+      // lease of a fresh message, the drain's every message, so costs one Map operation, not two.
+      const pending = held.stored ? states.get(held.id) : undefined;
       if (pending !== undefined) {
         pending.state = state; // keeps its inStore
         held.write = pending;
