@@ -1,4 +1,5 @@
-// `npm run bench [-- --peers] [--only ferry|nats|rabbitmq] [--quick]`: starts a local 3-node
+// `npm run bench [-- --peers] [--only ferry|nats|rabbitmq] [--quick] [--repeat n] [--phases ...]
+// [--drain-batch n]`: starts a local 3-node
 // cluster of each system under test in turn, measures send latency, send throughput,
 // receive+ack throughput, failover and server resources, prints a table (with Ferry/peer ratios
 // under --peers) and writes bench/results/<date>.json and .svg. Only 127.0.0.1 is ever used.
@@ -36,6 +37,7 @@ const SETTINGS_QUICK: Settings = {
 };
 
 const REPEAT_MAX = 9;
+const DRAIN_BATCH_MAX = 1000; // the nodes' receiveMax default
 // The phases a run measures (--phases; all by default): a subset skips the others, for a quicker
 // look at one figure (the table leaves the skipped ones empty).
 const PHASES = ["latency", "throughput", "drain", "failover"] as const;
@@ -55,6 +57,7 @@ function parseOptions() {
       quick: { type: "boolean", default: false },
       repeat: { type: "string", default: "1" },
       phases: { type: "string", default: PHASES.join(",") },
+      "drain-batch": { type: "string" },
     },
   });
   const repeat = Number(values.repeat);
@@ -68,7 +71,13 @@ function parseOptions() {
     if (!(PHASES as readonly string[]).includes(phase)) throw new Error(`--phases takes a comma-separated list of ${PHASES.join(", ")}, not '${phase}'`);
   }
   if (phases.has("drain") && !phases.has("throughput")) throw new Error("--phases: the drain drains what the throughput phase sent; name both");
-  return { peers: values.peers === true, quick: values.quick === true, only: values.only, repeat, systems, phases: phases as Set<Phase> };
+  // Messages per RECEIVE of Ferry's drain consumers (the peers' consumers keep windows of the
+  // drain depth and have no batch of their own): the cost of each command (docs/bench.md "Session 21").
+  const drainBatch = values["drain-batch"] === undefined ? undefined : Number(values["drain-batch"]);
+  if (drainBatch !== undefined && (!Number.isInteger(drainBatch) || drainBatch < 1 || drainBatch > DRAIN_BATCH_MAX)) {
+    throw new Error(`--drain-batch takes 1..${DRAIN_BATCH_MAX}, not '${values["drain-batch"]}'`);
+  }
+  return { peers: values.peers === true, quick: values.quick === true, only: values.only, repeat, systems, phases: phases as Set<Phase>, drainBatch };
 }
 
 function machine() {
@@ -205,7 +214,8 @@ async function ensurePeersInstalled(systems: SystemUnderTest[], progress: Progre
 
 async function main(): Promise<void> {
   const options = parseOptions();
-  const settings = options.quick ? SETTINGS_QUICK : SETTINGS_DEFAULT;
+  const base = options.quick ? SETTINGS_QUICK : SETTINGS_DEFAULT;
+  const settings = options.drainBatch === undefined ? base : { ...base, drainBatchSize: options.drainBatch };
   const startedAt = new Date();
   const progress = new Progress();
   const results: SystemResult[] = [];
