@@ -1393,8 +1393,8 @@ export class Broker {
     } else {
       const states = this.pendingStates(mailbox, true)!;
       // A message never written (no record, stored false) has no write among them either: only
-      // a message that had a record can (a write, or a delete kept for its record). RECEIVE's
-      // lease of a fresh message, the drain's every message, so costs one Map operation, not two.
+      // a message that had a record can (a write, or a delete kept for its record). So RECEIVE's
+      // lease of a fresh message (every message of a drain) costs one Map operation, not two.
       const pending = held.stored ? states.get(held.id) : undefined;
       if (pending !== undefined) {
         pending.state = state; // keeps its inStore

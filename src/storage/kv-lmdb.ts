@@ -16,9 +16,10 @@
 // (the overlap is with the next transaction of another thread, which Ferry does not have), so
 // each group commit (every stateCommitMs) blocks the event loop for one fdatasync of the group's
 // pages (seen with strace: docs/bench.md "Session 18"). `flushed()` commits the open group and
-// resolves when everything committed is on disk: the node reads broker.appliedIndex(), awaits kv.flushed(), and may then compact its WAL up
-// to that index. After a crash the state holds some applied index <= the last one (stored in the
-// same transactions as the state), and the node replays the WAL after it.
+// resolves when everything committed is on disk: the node reads broker.appliedIndex(), awaits
+// kv.flushed(), and may then compact its WAL up to that index. After a crash the state holds some
+// applied index <= the last one (stored in the same transactions as the state), and the node
+// replays the WAL after it.
 //
 // A transaction() that throws (a bug) aborts the whole open group, not only itself: the state
 // falls back to the last commit, consistently with the applied index stored in it. The broker
