@@ -1,8 +1,8 @@
 // `npm run bench [-- --peers] [--only ferry|nats|rabbitmq] [--quick] [--repeat n] [--phases ...]
-// [--drain-batch n]`: starts a local 3-node
-// cluster of each system under test in turn, measures send latency, send throughput,
-// receive+ack throughput, failover and server resources, prints a table (with Ferry/peer ratios
-// under --peers) and writes bench/results/<date>.json and .svg. Only 127.0.0.1 is ever used.
+// [--drain-batch n]`: starts a local 3-node cluster of each system under test in turn, measures
+// send latency, send throughput, receive+ack throughput, failover and server resources, prints a
+// table (with Ferry/peer ratios under --peers) and writes bench/results/<date>.json and .svg.
+// Only 127.0.0.1 is ever used.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { arch, cpus, loadavg, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
