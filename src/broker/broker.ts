@@ -1392,10 +1392,14 @@ export class Broker {
       held.write.state = state;
     } else {
       const states = this.pendingStates(mailbox, true)!;
-      // A message never written (no record, stored false) has no write among them either: only
-      // a message that had a record can (a write, or a delete kept for its record). So RECEIVE's
-      // lease of a fresh message (every message of a drain) costs one Map operation, not two.
-      const pending = held.stored ? states.get(held.id) : undefined;
+      // Looked up even for a message never written (stored false): state records are keyed by
+      // mailbox and id, and another message of the mailbox with the same client id (sent again
+      // after the dedupe window, while the first is still stored) may have a write here, a delete
+      // of its record above all, which this write must keep (inStore). Skipping the lookup for
+      // such messages (d201b4d) lost that delete: a stale state record stayed in the store, or
+      // not, depending on where the group commits fell (the replicas diverged; found by the
+      // property test that compares stores with different commit boundaries).
+      const pending = states.get(held.id);
       if (pending !== undefined) {
         pending.state = state; // keeps its inStore
         held.write = pending;
