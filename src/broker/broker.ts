@@ -37,7 +37,7 @@ import {
   type SendCommand,
 } from "./commands.js";
 import { IdFilter, InlineIds, type InlineLocation } from "./inline-ids.js";
-import { bytesToKey, KEY_END, type KvEntry, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
+import { bytesToKey, KEY_END, type KvEntry, type KvReadView, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
 import {
   APPLIED_KEY,
   cursorToSeq,
@@ -188,6 +188,18 @@ export function parseAssignedId(id: string): { index: number; number: number } |
 
 export function mergeConfig(config: Partial<BrokerConfig> | undefined): BrokerConfig {
   return { ...BROKER_DEFAULTS, ...config, mailbox: { ...BROKER_DEFAULTS.mailbox, ...config?.mailbox } };
+}
+
+// The snapshot chunks of a read view of a broker's store that holds exactly the state after entry
+// `index` (Broker.snapshot's own view, or one a reader thread took of the committed store: see
+// src/node/snapshot-thread.ts); undefined, the view released, when it holds another index.
+export function snapshotOfView(view: KvReadView, index: number): Iterable<Uint8Array> | undefined {
+  const stored = view.get(APPLIED_KEY);
+  if ((stored === undefined ? 0 : decodeIndex(stored)) !== index) {
+    view.release();
+    return undefined;
+  }
+  return writeSnapshot(view, index);
 }
 
 export class Broker {
@@ -440,10 +452,9 @@ export class Broker {
 
   snapshot(): { index: number; chunks: Iterable<Uint8Array> } {
     const view = this.kv.readView();
-    const stored = view.get(APPLIED_KEY);
-    const index = stored === undefined ? 0 : decodeIndex(stored);
-    assert(index === this.applied, "a read view holds the applied state");
-    return { index, chunks: writeSnapshot(view, index) };
+    const chunks = snapshotOfView(view, this.applied);
+    assert(chunks !== undefined, "a read view holds the applied state");
+    return { index: this.applied, chunks };
   }
 
   // Replaces the state with a snapshot's in one transaction: a damaged snapshot, or one of

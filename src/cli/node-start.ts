@@ -35,6 +35,7 @@ interface StartFlags {
   stateCommitMs?: string;
   stateRecoveriesMax?: string;
   snapshotBytesMax?: string;
+  snapshotThreadNice?: string;
   clockMaxOffsetMs?: string;
   http?: string;
   users?: string;
@@ -64,6 +65,7 @@ const ENVIRONMENT: Record<keyof StartFlags, string> = {
   stateCommitMs: "FERRY_STATE_COMMIT_MS",
   stateRecoveriesMax: "FERRY_STATE_RECOVERIES_MAX",
   snapshotBytesMax: "FERRY_SNAPSHOT_BYTES_MAX",
+  snapshotThreadNice: "FERRY_SNAPSHOT_THREAD_NICE",
   clockMaxOffsetMs: "FERRY_CLOCK_MAX_OFFSET_MS",
   http: "FERRY_HTTP",
   users: "FERRY_USERS",
@@ -105,6 +107,7 @@ export function registerStartCommand(program: Command): void {
     .option("--state-commit-ms <ms>", "how often the state store commits applied entries (the WAL covers the rest)")
     .option("--state-recoveries-max <n>", "state store commit failures recovered from (by re-applying the WAL) in a minute before the node stops")
     .option("--snapshot-bytes-max <n>", "largest snapshot accepted from the leader (written to disk as it arrives)")
+    .option("--snapshot-thread-nice <n>", "CPU priority (nice 0-19) of the thread that makes this node's snapshots; -1: no thread (made on the event loop in slices)")
     .option("--clock-max-offset-ms <ms>", "fence this node when its clock is off by more")
     .option("--http <host:port>", "serve /metrics, /health, /status and a status page here (off when not given)")
     .option("--users <file>", "JSON users file: clients must log in, and may do what their user may (docs/node.md#authentication-and-tls)")
@@ -165,6 +168,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     stateCommitMs: number("stateCommitMs", fromFile.stateCommitMs ?? NODE_DEFAULTS.stateCommitMs),
     stateRecoveriesMax: number("stateRecoveriesMax", fromFile.stateRecoveriesMax ?? NODE_DEFAULTS.stateRecoveriesMax),
     snapshotBytesMax: number("snapshotBytesMax", fromFile.snapshotBytesMax ?? NODE_DEFAULTS.snapshotBytesMax),
+    snapshotThreadNice: number("snapshotThreadNice", fromFile.snapshotThreadNice ?? NODE_DEFAULTS.snapshotThreadNice),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };
   if (config.members.length === 0 && !config.join) {

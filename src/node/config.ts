@@ -43,6 +43,10 @@ export interface NodeConfig {
   // Largest snapshot accepted from the leader. It is written to disk as it arrives, never held
   // in memory, so this bounds the disk a snapshot may take; a larger one closes the connection.
   snapshotBytesMax: number;
+  // The CPU priority (nice, 0-19) of the thread that reads and encodes this node's snapshots; 19:
+  // it gets the CPU the node's requests leave. -1: no thread, snapshots are read on the event loop
+  // in slices of a few milliseconds.
+  snapshotThreadNice: number;
 }
 
 // A longer group only adds WAL to replay after a crash; past a minute that replay is the cost.
@@ -68,6 +72,7 @@ export const NODE_DEFAULTS = {
   clockMaxOffsetMs: 250,
   waitMsMax: 60_000,
   snapshotBytesMax: 64 * 1024 * 1024 * 1024,
+  snapshotThreadNice: 19,
   join: false,
 } satisfies Partial<NodeConfig>;
 
@@ -108,6 +113,7 @@ export function validateConfig(config: NodeConfig): void {
     if (!(config[key] > 0)) problems.push(`${key} must be positive`);
   }
   if (!(Number.isInteger(config.snapshotCatchUpEntries) && config.snapshotCatchUpEntries >= 0)) problems.push("snapshotCatchUpEntries must be a whole number >= 0");
+  if (!(Number.isInteger(config.snapshotThreadNice) && config.snapshotThreadNice >= -1 && config.snapshotThreadNice <= 19)) problems.push("snapshotThreadNice must be a whole number from -1 (no thread) to 19");
   if (!(Number.isInteger(config.stateRecoveriesMax) && config.stateRecoveriesMax >= 0)) problems.push("stateRecoveriesMax must be a whole number >= 0");
   // Below 4 entries of the largest size the catch-up margin would be 0 and every entry a snapshot.
   if (config.snapshotLogBytes < 4 * config.entryBytesMax) problems.push(`snapshotLogBytes must be at least 4 x entryBytesMax (${4 * config.entryBytesMax})`);

@@ -35,6 +35,12 @@ export class NodeMetrics {
     collect: () => this.publishRequestCounts(),
   });
   readonly snapshots = new Counter({ name: "ferry_snapshots_total", help: "snapshots taken (made) or installed (received)", labelNames: ["kind"], registers: [this.registry] });
+  readonly snapshotThreadReads = new Counter({
+    name: "ferry_snapshot_thread_reads_total",
+    help: "snapshots the snapshot thread read at the index due (opened), or found at another index and left to the next apply (retried)",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
 
   // The client-facing server's counters since it started (connections accepted and refused,
   // requests refused before the node, failed logins, unauthorized requests, ...), read when

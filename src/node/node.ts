@@ -20,7 +20,7 @@ import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
 import type { ConfState, Entry, HardState, Ready, Snapshot } from "../raft/types.js";
 import { RaftError, SnapshotUnavailableError, snapshotDataBytes } from "../raft/types.js";
-import { LmdbKv } from "../storage/kv-lmdb.js";
+import { LmdbKv, type LmdbKvOptions } from "../storage/kv-lmdb.js";
 import { DiskRaftStorage } from "../storage/raft-storage.js";
 import type { SnapshotWriter, StoredSnapshot } from "../storage/snapshots.js";
 import { memorySnapshotSink } from "../transport/inbound-connection.js";
@@ -34,6 +34,7 @@ import { NodeMetrics } from "./metrics.js";
 import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposals.js";
 import { type Session, toBrokerCommand } from "./requests.js";
 import { nodeSnapshotParts, readNodeSnapshot } from "./snapshot-codec.js";
+import { SnapshotThread, SnapshotThreadError } from "./snapshot-thread.js";
 import { NodeTime } from "./time.js";
 import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
 
@@ -49,6 +50,10 @@ const SHUTDOWN_TRANSFER_MS = 2_000;
 const SNAPSHOT_SLICE_MS = 5; // longest run of snapshot reading before yielding to the event loop
 const SNAPSHOT_RESTORE_COMMIT_BYTES = 8 * 1024 * 1024; // restored state per state-store commit
 const SNAPSHOT_WRITE_BYTES = 1024 * 1024; // snapshot bytes per file write while one is made
+// A snapshot thread's read finds another index than the node's when a commit slips in before it
+// (see snapshot-thread.ts); after this many in a row the node makes one snapshot itself.
+const SNAPSHOT_THREAD_MISSES_MAX = 3;
+const STATE_MAP_BYTES = 1024 * 1024 * 1024; // the state store's map (address space; the file grows as needed)
 const STORE_RECOVERY_WINDOW_MS = 60_000; // NodeConfig.stateRecoveriesMax counts failures in this window
 const REAPPLY_BYTES_MAX = 4 * 1024 * 1024; // log read per step when entries are re-applied after a store failure
 const LOOKBACK_ENTRIES = 64; // entries read per step when looking back for the last stamp
@@ -77,6 +82,9 @@ export class FerryNode {
   private leader = 0;
   private role = "follower";
   private snapshotting = false;
+  private snapshotThread: SnapshotThread | undefined; // started with the node
+  private snapshotThreadReady = false;
+  private snapshotThreadMisses = 0; // the thread's reads in a row that found another index
   private lastSnapshotIndex = 0;
   private bytesSinceSnapshot = 0; // entry bytes applied since the last snapshot began (or the start)
   private restoring: Promise<void> | undefined; // while a snapshot from the leader is restored
@@ -116,7 +124,7 @@ export class FerryNode {
     const storage = await DiskRaftStorage.open(join(config.dataDir, "raft"), { fsync: config.fsync, initialConf });
     let kv: LmdbKv | undefined;
     try {
-      kv = new LmdbKv({ path: join(config.dataDir, "state"), mapSizeBytes: 1024 * 1024 * 1024, commitIntervalMs: config.stateCommitMs });
+      kv = new LmdbKv({ ...stateStoreOptions(config), commitIntervalMs: config.stateCommitMs });
       const broker = new Broker(kv);
       const book = await AddressBook.load(config.dataDir, config.members);
       await restoreFromStoredSnapshot(storage, broker, book);
@@ -167,6 +175,7 @@ export class FerryNode {
       });
       node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
       node.startTicking();
+      node.startSnapshotThread();
       return node;
     } catch (error) {
       // Nothing may keep the directory (the WAL's lock, LMDB) after a failed start.
@@ -706,23 +715,87 @@ export class FerryNode {
     const due = this.config.snapshotEntries + (this.lastSnapshotIndex === 0 ? snapshotStagger(this.config.id, this.config.snapshotEntries) : 0);
     if (entriesSince < due && this.bytesSinceSnapshot < this.config.snapshotLogBytes) return;
     this.snapshotting = true;
-    const catchUpEntries = catchUpMargin(this.config, entriesSince, this.bytesSinceSnapshot);
-    this.bytesSinceSnapshot = 0;
-    const conf = this.raft.status().conf;
-    let taken: ReturnType<Broker["snapshot"]>;
+    void this.makeSnapshot();
+  }
+
+  private async makeSnapshot(): Promise<void> {
+    let source: SnapshotSource | undefined;
+    let writer: SnapshotWriter | undefined;
     try {
-      taken = this.broker.snapshot(); // commits the store's open group first
+      source = await this.openSnapshotSource();
+      if (source === undefined) return; // tried again at the next apply
+      const { index, term, conf, catchUpEntries, superseded } = source;
+      writer = await this.storage.createSnapshot({ index, term, conf });
+      if (!(await this.writeSnapshotData(source, writer))) return; // stopping, or superseded
+      const info = await writer.finish();
+      // Kept as its file: nothing reads it back until the transport streams it to a follower.
+      const snapshot = await this.storage.openSnapshot(info.meta);
+      if (superseded() || index < this.storage.firstIndex() - 1) {
+        await snapshot.close();
+        return;
+      }
+      await this.storage.adoptSnapshot(snapshot); // checked in this same turn
+      await this.kv.flushed();
+      const compactTo = index - catchUpEntries;
+      if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
+      this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, index);
+      this.metrics.snapshots.inc({ kind: "made" });
+      this.log("info", "snapshot", { index, term, bytes: info.dataBytes, thread: source.thread });
     } catch (error) {
+      if (this.stopped) return;
+      // The store refused the commit that makes the state durable: the failure listener recovers
+      // it; this snapshot is dropped and the next Ready tries again (lastSnapshotIndex stays).
+      if (error instanceof StoreCommitError) this.log("warn", "snapshot-dropped", { index: source?.index, error: error.message });
+      // The thread is gone: later snapshots are made on the event loop, the next one at once.
+      else if (error instanceof SnapshotThreadError) this.snapshotThreadFailure(error);
+      else this.fail(error as Error);
+    } finally {
+      source?.cancel(); // a no-op once read through
+      await writer?.abort(); // a no-op once finished
       this.snapshotting = false;
+    }
+  }
+
+  // Streams the source's bytes to the snapshot's file. False when the node stops meanwhile, or
+  // when a snapshot from the leader replaced the state (source.superseded).
+  private async writeSnapshotData(source: SnapshotSource, writer: SnapshotWriter): Promise<boolean> {
+    for (;;) {
+      const read = await source.read();
+      if (read.bytes.length > 0) await writer.write(read.bytes);
+      if (read.done) return true;
+      if (this.stopped || source.superseded()) return false;
+    }
+  }
+
+  // The state after the applied index as snapshot bytes, with what the snapshot's metadata needs,
+  // all taken at that index: read and encoded by the snapshot thread (snapshot-thread.ts), or on
+  // this thread in slices when the node has none (snapshotThreadNice -1, or the thread failed).
+  // Undefined when the thread's read found another index (a commit slipped in; the next apply
+  // tries again) or a commit failed (the failure listener recovers the store).
+  private async openSnapshotSource(): Promise<SnapshotSource | undefined> {
+    // A snapshot due before the thread is up (it takes ~0.1 s to start), or after
+    // SNAPSHOT_THREAD_MISSES_MAX reads in a row that found another index, is made on the event loop.
+    const thread = this.snapshotThreadReady && this.snapshotThreadMisses < SNAPSHOT_THREAD_MISSES_MAX ? this.snapshotThread : undefined;
+    let taken: { index: number; chunks?: Iterable<Uint8Array> };
+    try {
+      if (thread === undefined) taken = this.broker.snapshot(); // commits the store's open group first
+      else {
+        this.kv.commit();
+        taken = { index: this.broker.appliedIndex() };
+      }
+    } catch (error) {
       // Recovered from by the failure listener; the next apply tries the snapshot again.
-      if (error instanceof StoreCommitError) return;
+      if (error instanceof StoreCommitError) return undefined;
       throw error;
     }
     const { index, chunks } = taken;
     // Started at once: from then on return() releases the broker's read view, whatever happens.
-    const brokerChunks = chunks[Symbol.iterator]();
-    const firstChunk = brokerChunks.next();
+    const brokerChunks = chunks?.[Symbol.iterator]();
+    const firstChunk = brokerChunks?.next();
+    const entriesSince = index - this.lastSnapshotIndex;
+    const catchUpEntries = catchUpMargin(this.config, entriesSince, this.bytesSinceSnapshot);
     const term = this.storage.term(index);
+    const conf = this.raft.status().conf;
     const members = this.book.all();
     // The HLC has observed every applied entry's stamps, so it bounds the state's stamps.
     const lastTimestamp = this.clock.lastTimestamp();
@@ -731,71 +804,75 @@ export class FerryNode {
     // which was fatal: found by the long chaos run, seed 1753365461).
     const installsBefore = this.snapshotsInstalled;
     const superseded = () => this.snapshotsInstalled !== installsBefore;
-    void (async () => {
-      let writer: SnapshotWriter | undefined;
-      try {
-        writer = await this.storage.createSnapshot({ index, term, conf });
-        const parts = nodeSnapshotParts(members, resumed(firstChunk, brokerChunks), lastTimestamp);
-        if (!(await this.writeInSlices(parts, writer, superseded))) return; // stopping, or superseded
-        const info = await writer.finish();
-        // Kept as its file: nothing reads it back until the transport streams it to a follower.
-        const snapshot = await this.storage.openSnapshot(info.meta);
-        if (superseded() || index < this.storage.firstIndex() - 1) {
-          await snapshot.close();
-          return;
-        }
-        await this.storage.adoptSnapshot(snapshot); // checked in this same turn
-        await this.kv.flushed();
-        const compactTo = index - catchUpEntries;
-        if (compactTo > this.storage.firstIndex()) await this.storage.compact(compactTo);
-        this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, index);
-        this.metrics.snapshots.inc({ kind: "made" });
-        this.log("info", "snapshot", { index, term, bytes: info.dataBytes });
-      } catch (error) {
-        // The store refused the commit that makes the state durable: the failure listener recovers
-        // it; this snapshot is dropped and the next Ready tries again (lastSnapshotIndex stays).
-        if (error instanceof StoreCommitError) this.log("warn", "snapshot-dropped", { index, error: error.message });
-        else this.fail(error as Error);
-      } finally {
-        brokerChunks.return?.(undefined); // a no-op once read through
-        await writer?.abort(); // a no-op once finished
-        this.snapshotting = false;
-      }
-    })();
+    const meta = { index, term, conf, catchUpEntries, superseded };
+    if (brokerChunks !== undefined) {
+      this.bytesSinceSnapshot = 0;
+      this.snapshotThreadMisses = 0;
+      const parts = nodeSnapshotParts(members, resumed(firstChunk!, brokerChunks), lastTimestamp);
+      return { ...meta, thread: false, read: this.sliceReader(parts), cancel: () => brokerChunks.return?.(undefined) };
+    }
+    // Commits wait until the thread's read transaction is open (see snapshot-thread.ts).
+    const release = this.kv.holdCommits();
+    let opened: boolean;
+    try {
+      opened = await thread!.open(index, members, lastTimestamp);
+    } finally {
+      release();
+    }
+    if (!opened) {
+      this.metrics.snapshotThreadReads.inc({ result: "retried" });
+      if (++this.snapshotThreadMisses === SNAPSHOT_THREAD_MISSES_MAX) this.log("warn", "snapshot-thread-missed", { index, misses: this.snapshotThreadMisses });
+      return undefined;
+    }
+    this.metrics.snapshotThreadReads.inc({ result: "opened" });
+    this.snapshotThreadMisses = 0;
+    this.bytesSinceSnapshot = 0;
+    return { ...meta, thread: true, read: () => thread!.next(), cancel: () => thread!.cancel() };
   }
 
-  // Streams a snapshot to its file as it is read from the broker (a consistent read view: applies
-  // go on meanwhile), SNAPSHOT_WRITE_BYTES per write, reading at most SNAPSHOT_SLICE_MS at a time
-  // before yielding to the event loop. Read in one go, a 49 MB state stalled every node for ~0.6 s
-  // at once, leader included, so writes stopped (found in the benchmark's failover phase); and
-  // assembled in memory, a 341 MB one stalled each node for ~1.2 s in the copy alone and cost
-  // the leader its leadership (found draining a backlog of 1.3 M messages). False when the node
-  // stops meanwhile, or when `superseded` says a snapshot from the leader replaced the state.
-  private async writeInSlices(parts: Iterator<Uint8Array>, writer: SnapshotWriter, superseded: () => boolean): Promise<boolean> {
-    let batch: Uint8Array[] = [];
-    let batchBytes = 0;
-    const flush = async () => {
-      if (batchBytes === 0) return;
-      const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
-      batch = [];
-      batchBytes = 0;
-      await writer.write(bytes);
-    };
-    for (;;) {
-      const sliceEndMs = performance.now() + SNAPSHOT_SLICE_MS;
-      while (performance.now() < sliceEndMs && batchBytes < SNAPSHOT_WRITE_BYTES) {
-        const next = parts.next();
-        if (next.done) {
-          await flush();
-          return true;
+  // Starts the snapshot thread (with the node), unless snapshotThreadNice is -1.
+  private startSnapshotThread(): void {
+    if (this.config.snapshotThreadNice < 0) return;
+    const thread = new SnapshotThread({ store: stateStoreOptions(this.config), nice: this.config.snapshotThreadNice, batchBytes: SNAPSHOT_WRITE_BYTES });
+    this.snapshotThread = thread;
+    thread.started().then(
+      (niceApplied) => {
+        this.snapshotThreadReady = true;
+        this.log("info", "snapshot-thread", { nice: this.config.snapshotThreadNice, niceApplied });
+      },
+      (error: Error) => this.snapshotThreadFailure(error),
+    );
+  }
+
+  // The thread is gone (its start failed, or it failed since): snapshots are made on the event loop.
+  private snapshotThreadFailure(error: Error): void {
+    this.snapshotThreadReady = false;
+    if (!this.stopped) this.log("warn", "snapshot-thread-failed", { error: error.message });
+  }
+
+  // Snapshot bytes read on the event loop, SNAPSHOT_WRITE_BYTES per read, at most
+  // SNAPSHOT_SLICE_MS at a time before yielding to it. Read in one go, a 49 MB state stalled
+  // every node for ~0.6 s at once, leader included, so writes stopped (found in the benchmark's
+  // failover phase); and assembled in memory, a 341 MB one stalled each node for ~1.2 s in the
+  // copy alone and cost the leader its leadership (found draining a backlog of 1.3 M messages).
+  private sliceReader(parts: Iterator<Uint8Array>): SnapshotSource["read"] {
+    return async () => {
+      const batch: Uint8Array[] = [];
+      let bytes = 0;
+      let sliceEndMs = performance.now() + SNAPSHOT_SLICE_MS;
+      while (bytes < SNAPSHOT_WRITE_BYTES) {
+        if (performance.now() >= sliceEndMs) {
+          await new Promise((resolve) => setImmediate(resolve));
+          if (this.stopped) break;
+          sliceEndMs = performance.now() + SNAPSHOT_SLICE_MS;
         }
+        const next = parts.next();
+        if (next.done === true) return { bytes: Buffer.concat(batch, bytes), done: true };
         batch.push(next.value);
-        batchBytes += next.value.length;
+        bytes += next.value.length;
       }
-      if (batchBytes >= SNAPSHOT_WRITE_BYTES) await flush();
-      else await new Promise((resolve) => setImmediate(resolve));
-      if (this.stopped || superseded()) return false;
-    }
+      return { bytes: Buffer.concat(batch, bytes), done: false };
+    };
   }
 
   // After persist(): the storage's latest snapshot is this one, kept as its file; the state is
@@ -1064,6 +1141,7 @@ export class FerryNode {
     await this.book.flushed();
     await this.clock.close();
     await this.storage.close();
+    await this.snapshotThread?.close(); // its handle on the store goes before the store's
     await this.kv.close();
   }
 }
@@ -1170,4 +1248,22 @@ async function restoreFromStoredSnapshot(storage: DiskRaftStorage, broker: Broke
   const { members, broker: chunks } = readNodeSnapshot(snapshot.reader());
   broker.restore(chunks);
   for (const member of members) if (!book.get(member.id)) book.set(member);
+}
+
+// The state store's directory and map size, as the node opens it and its snapshot thread reads it.
+function stateStoreOptions(config: NodeConfig): LmdbKvOptions {
+  return { path: join(config.dataDir, "state"), mapSizeBytes: STATE_MAP_BYTES };
+}
+
+// Where a snapshot's bytes come from (FerryNode.openSnapshotSource), with its metadata, all as of
+// its index.
+interface SnapshotSource {
+  index: number;
+  term: number;
+  conf: ConfState;
+  catchUpEntries: number; // log entries kept below it
+  superseded: () => boolean; // a snapshot from the leader replaced the state meanwhile
+  thread: boolean; // read by the snapshot thread
+  read(): Promise<{ bytes: Uint8Array; done: boolean }>;
+  cancel(): void; // releases its read of the state; a no-op once read through
 }

@@ -130,6 +130,29 @@ interface SyncableDatabase {
   sync(callback: (error?: unknown) => void): void;
 }
 
+// The options every open of a store's directory uses: the writer's and a reader thread's (LmdbReader)
+// alike, as lmdb-js shares one LMDB environment per path within a process.
+// (Typed loosely: maxFreeSpaceToRetain is not in lmdb-js's typings.)
+function lmdbOptions(options: LmdbKvOptions): Record<string, unknown> {
+  return {
+    path: options.path,
+    keyEncoder: KEY_ENCODER,
+    encoding: "binary" as const,
+    encoder: VALUE_ENCODER,
+    mapSize: options.mapSizeBytes ?? 64 * 1024 * 1024 * 1024,
+    noSync: options.noSync ?? false,
+    overlappingSync: !(options.noSync ?? false),
+    // lmdb-js 3 keeps the free-page list of one write transaction in memory for the next (up to
+    // 75,000 pages by default). That carried-over list is where its freelist check finds
+    // duplicates ("freelist entry N had bad/duplicate entries", sometimes a segfault instead)
+    // after delete-heavy groups: with 0 the list is read from the store by each transaction
+    // that needs it. Replays of a failed cluster's applies with moved commit boundaries
+    // (docs/node.md "State store commit failures"): 80 of 700 failed with the default, 0 of
+    // 1,100 with 0, at no measurable apply cost (bench:apply).
+    maxFreeSpaceToRetain: options.freePagesRetained ?? FREE_PAGES_RETAINED,
+  };
+}
+
 export class LmdbKv implements OrderedKv {
   private readonly db: RootDatabase<Buffer, string>;
   private readonly groupCommit: boolean;
@@ -141,31 +164,14 @@ export class LmdbKv implements OrderedKv {
   private abortGroup: Settle | undefined;
   private groupTransactions = 0;
   private commitScheduled = false;
+  private commitHolds = 0;
   private failure: unknown;
   private beforeCommit: (() => void) | undefined;
   private failureListener: ((error: StoreCommitError) => void) | undefined;
   private readonly commitFault: (() => Error | undefined) | undefined;
 
   constructor(options: LmdbKvOptions) {
-    // A variable, not a literal: maxFreeSpaceToRetain is not in lmdb-js's typings.
-    const lmdbOptions = {
-      path: options.path,
-      keyEncoder: KEY_ENCODER,
-      encoding: "binary" as const,
-      encoder: VALUE_ENCODER,
-      mapSize: options.mapSizeBytes ?? 64 * 1024 * 1024 * 1024,
-      noSync: options.noSync ?? false,
-      overlappingSync: !(options.noSync ?? false),
-      // lmdb-js 3 keeps the free-page list of one write transaction in memory for the next (up to
-      // 75,000 pages by default). That carried-over list is where its freelist check finds
-      // duplicates ("freelist entry N had bad/duplicate entries", sometimes a segfault instead)
-      // after delete-heavy groups: with 0 the list is read from the store by each transaction
-      // that needs it. Replays of a failed cluster's applies with moved commit boundaries
-      // (docs/node.md "State store commit failures"): 80 of 700 failed with the default, 0 of
-      // 1,100 with 0, at no measurable apply cost (bench:apply).
-      maxFreeSpaceToRetain: options.freePagesRetained ?? FREE_PAGES_RETAINED,
-    };
-    this.db = open<Buffer, string>(lmdbOptions);
+    this.db = open<Buffer, string>(lmdbOptions(options));
     this.groupCommit = options.groupCommit ?? true;
     this.groupTransactionsMax = options.groupTransactionsMax ?? GROUP_TRANSACTIONS_MAX;
     this.commitIntervalMs = options.commitIntervalMs ?? COMMIT_INTERVAL_MS;
@@ -292,28 +298,20 @@ export class LmdbKv implements OrderedKv {
   readView(): KvReadView {
     this.checkHealthy();
     this.commit(); // the view must include every write so far
-    const transaction = this.db.useReadTransaction();
-    const db = this.db;
+    return readViewOf(this.db);
+  }
+
+  // Until the returned function is called, the open group is not committed by its timer (an
+  // explicit commit(), readView() or flushed(), or a full group, still commits it): a reader
+  // thread that is to see exactly what the last commit holds (the snapshot thread, see
+  // src/node/snapshot-thread.ts) opens its read transaction meanwhile.
+  holdCommits(): () => void {
+    this.commitHolds++;
     let released = false;
-    return {
-      get(key: string): Uint8Array | undefined {
-        for (const { key: found, value } of db.getRange({ start: key, limit: 1, transaction })) {
-          return found === key ? value : undefined;
-        }
-        return undefined;
-      },
-      scan(start: string, end: string, limit: number, reverse = false): KvEntry[] {
-        if (limit <= 0 || start >= end) return [];
-        const entries: KvEntry[] = [];
-        for (const { key, value } of db.getRange({ ...rangeOptions(start, end, limit, reverse), transaction })) {
-          entries.push({ key: key, value });
-        }
-        return entries;
-      },
-      release(): void {
-        if (!released) transaction.done();
-        released = true;
-      },
+    return () => {
+      if (released) return;
+      released = true;
+      this.commitHolds--;
     };
   }
 
@@ -374,6 +372,10 @@ export class LmdbKv implements OrderedKv {
     if (this.commitScheduled) return;
     this.commitScheduled = true;
     const commitLater = (): void => {
+      if (this.commitHolds > 0 && this.finishGroup !== undefined) {
+        setTimeout(commitLater, Math.max(1, this.commitIntervalMs / 10)).unref();
+        return;
+      }
       this.commitScheduled = false;
       try {
         this.commit();
@@ -390,5 +392,53 @@ export class LmdbKv implements OrderedKv {
     if (failure === undefined) return;
     if (failure instanceof StoreCommitError) throw failure;
     throw new Error(`LMDB store failed: ${(failure as Error).message ?? failure}`);
+  }
+}
+
+// A consistent read of everything committed when it was taken (an LMDB read transaction), until
+// release().
+function readViewOf(db: RootDatabase<Buffer, string>): KvReadView {
+  const transaction = db.useReadTransaction();
+  let released = false;
+  return {
+    get(key: string): Uint8Array | undefined {
+      for (const { key: found, value } of db.getRange({ start: key, limit: 1, transaction })) {
+        return found === key ? value : undefined;
+      }
+      return undefined;
+    },
+    scan(start: string, end: string, limit: number, reverse = false): KvEntry[] {
+      if (limit <= 0 || start >= end) return [];
+      const entries: KvEntry[] = [];
+      for (const { key, value } of db.getRange({ ...rangeOptions(start, end, limit, reverse), transaction })) {
+        entries.push({ key: key, value });
+      }
+      return entries;
+    },
+    release(): void {
+      if (!released) transaction.done();
+      released = true;
+    },
+  };
+}
+
+// Read views of a store that an LmdbKv of the same process writes, for another thread (a worker
+// thread's own lmdb-js handle on the same LMDB environment). Never writes.
+export class LmdbReader {
+  private readonly db: RootDatabase<Buffer, string>;
+
+  constructor(options: LmdbKvOptions) {
+    this.db = open<Buffer, string>(lmdbOptions(options));
+  }
+
+  // What the writer had committed when this is called: lmdb-js hands out a thread's current read
+  // transaction until a timer renews it, so it is renewed here first.
+  readView(): KvReadView {
+    this.db.resetReadTxn();
+    return readViewOf(this.db);
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
   }
 }

@@ -16,6 +16,7 @@ const BODY_BYTES = 16 * 1024;
 const MESSAGES = 48; // ~770 KiB of bodies: a snapshot of several 256 KiB transport chunks
 
 interface NodeInternals {
+  snapshotThread: { started(): Promise<boolean> } | undefined;
   storage: {
     firstIndex(): number;
     snapshot(): { meta: { index: number }; dataBytes: number };
@@ -29,51 +30,65 @@ async function listed(node: FerryNode, mailbox: string): Promise<string[]> {
   return reply.items.map((item) => `${item.id} ${item.bytes} ${item.state}`);
 }
 
-test("a wiped follower catches up from a streamed snapshot written to its file, and restarts from it", { timeout: 90_000 }, async () => {
-  const root = await mkdtemp(join(tmpdir(), "ferry-snapshot-install-"));
-  const nodes: FerryNode[] = [];
-  try {
-    await startInProcessCluster(root, nodes, { snapshotEntries: 20, snapshotCatchUpEntries: 5 });
-    await waitFor("a leader", () => nodes.find((node) => node.raftState().isLeader));
-    const leader = nodes.find((node) => node.raftState().isLeader)!;
-    const victim = nodes.find((node) => node !== leader)!;
-    const config = victim.config;
-    await victim.stop();
-    await rm(config.dataDir, { recursive: true, force: true });
+// A snapshot due before the thread is up is made on the event loop: wait for it.
+async function leaderThreadUp(leader: FerryNode, nice: number): Promise<void> {
+  const thread = (leader as unknown as NodeInternals).snapshotThread;
+  assert.equal(thread !== undefined, nice >= 0);
+  await thread?.started();
+}
 
-    for (let i = 0; i < MESSAGES; i++) {
-      const body = new Uint8Array(BODY_BYTES).fill(97 + (i % 26));
-      body.set(new TextEncoder().encode(`message-${String(i).padStart(4, "0")}`));
-      const reply = await leader.execute({ op: "send", recipients: ["big"], body }, session);
-      assert.equal(reply.ok, true);
+// Made by each node's snapshot thread (the default), and on the event loop (snapshotThreadNice -1).
+for (const snapshotThreadNice of [19, -1]) {
+  test(`a wiped follower catches up from a streamed snapshot written to its file, and restarts from it (snapshotThreadNice ${snapshotThreadNice})`, { timeout: 90_000 }, async () => {
+    const root = await mkdtemp(join(tmpdir(), "ferry-snapshot-install-"));
+    const nodes: FerryNode[] = [];
+    try {
+      await startInProcessCluster(root, nodes, { snapshotEntries: 20, snapshotCatchUpEntries: 5, snapshotThreadNice });
+      await waitFor("a leader", () => nodes.find((node) => node.raftState().isLeader));
+      const leader = nodes.find((node) => node.raftState().isLeader)!;
+      const victim = nodes.find((node) => node !== leader)!;
+      const config = victim.config;
+      await leaderThreadUp(leader, snapshotThreadNice);
+      await victim.stop();
+      await rm(config.dataDir, { recursive: true, force: true });
+
+      for (let i = 0; i < MESSAGES; i++) {
+        const body = new Uint8Array(BODY_BYTES).fill(97 + (i % 26));
+        body.set(new TextEncoder().encode(`message-${String(i).padStart(4, "0")}`));
+        const reply = await leader.execute({ op: "send", recipients: ["big"], body }, session);
+        assert.equal(reply.ok, true);
+      }
+      const leaderInner = leader as unknown as NodeInternals;
+      // Its first snapshot (at ~20 entries) may hold under 2 chunks' worth: wait for a later one.
+      await waitFor("the leader compacts its log", () => leaderInner.storage.firstIndex() > 1, 20_000);
+      await waitFor("a leader's snapshot spans several 256 KiB chunks", () => leaderInner.storage.snapshot().dataBytes > 2 * 256 * 1024, 20_000);
+      const byThread = (await leader.metrics.snapshotThreadReads.get()).values.find((value) => value.labels.result === "opened")?.value ?? 0;
+      assert.equal(byThread > 0, snapshotThreadNice >= 0, `${byThread} snapshots read by the snapshot thread`);
+
+      const wiped = await FerryNode.start(config);
+      nodes.splice(nodes.indexOf(victim), 1, wiped);
+      const inner = wiped as unknown as NodeInternals;
+      let receivedToFile = 0;
+      const receiveSnapshot = inner.storage.receiveSnapshot;
+      inner.storage.receiveSnapshot = function (this: unknown, ...args: unknown[]) {
+        receivedToFile++;
+        return receiveSnapshot.apply(this, args);
+      };
+      await waitFor("the wiped node catches up", () => wiped.raftState().applied >= leader.raftState().applied, 30_000);
+      assert.ok(receivedToFile >= 1, "the snapshot went to a file as it arrived");
+      const expected = await listed(leader, "big");
+      assert.equal(expected.length, MESSAGES);
+      assert.deepEqual(await listed(wiped, "big"), expected, "the restored state is the leader's");
+
+      // Restarted, the node starts from the snapshot file it received (and the log after it).
+      await wiped.stop();
+      const restarted = await FerryNode.start(config);
+      nodes.splice(nodes.indexOf(wiped), 1, restarted);
+      await waitFor("the restarted node applies again", () => restarted.raftState().applied >= leader.raftState().applied, 30_000);
+      assert.deepEqual(await listed(restarted, "big"), expected);
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop().catch(() => {})));
+      await rm(root, { recursive: true, force: true });
     }
-    const leaderInner = leader as unknown as NodeInternals;
-    await waitFor("the leader compacts its log", () => leaderInner.storage.firstIndex() > 1, 20_000);
-    assert.ok(leaderInner.storage.snapshot().dataBytes > 2 * 256 * 1024, `snapshot of ${leaderInner.storage.snapshot().dataBytes} bytes spans several chunks`);
-
-    const wiped = await FerryNode.start(config);
-    nodes.splice(nodes.indexOf(victim), 1, wiped);
-    const inner = wiped as unknown as NodeInternals;
-    let receivedToFile = 0;
-    const receiveSnapshot = inner.storage.receiveSnapshot;
-    inner.storage.receiveSnapshot = function (this: unknown, ...args: unknown[]) {
-      receivedToFile++;
-      return receiveSnapshot.apply(this, args);
-    };
-    await waitFor("the wiped node catches up", () => wiped.raftState().applied >= leader.raftState().applied, 30_000);
-    assert.ok(receivedToFile >= 1, "the snapshot went to a file as it arrived");
-    const expected = await listed(leader, "big");
-    assert.equal(expected.length, MESSAGES);
-    assert.deepEqual(await listed(wiped, "big"), expected, "the restored state is the leader's");
-
-    // Restarted, the node starts from the snapshot file it received (and the log after it).
-    await wiped.stop();
-    const restarted = await FerryNode.start(config);
-    nodes.splice(nodes.indexOf(wiped), 1, restarted);
-    await waitFor("the restarted node applies again", () => restarted.raftState().applied >= leader.raftState().applied, 30_000);
-    assert.deepEqual(await listed(restarted, "big"), expected);
-  } finally {
-    await Promise.all(nodes.map((node) => node.stop().catch(() => {})));
-    await rm(root, { recursive: true, force: true });
-  }
-});
+  });
+}

@@ -19,7 +19,7 @@ import { startInProcessCluster } from "./in-process.js";
 const session = { identity: "snapshot-race-test" };
 
 interface NodeInternals {
-  writeInSlices(parts: Iterator<Uint8Array>, writer: unknown, superseded: () => boolean): Promise<boolean>;
+  writeSnapshotData(source: unknown, writer: unknown): Promise<boolean>;
   transport: { setPeers(peers: Map<number, string>): void };
   storage: { firstIndex(): number };
   snapshotting: boolean;
@@ -41,11 +41,11 @@ test("a follower drops the snapshot it is making when it installs one from the l
     let release: () => void = () => {};
     const held = new Promise<void>((resolve) => (release = resolve));
     let readStarted = false;
-    const writeInSlices = inner.writeInSlices;
-    inner.writeInSlices = async function (this: NodeInternals, parts, writer, superseded) {
+    const writeSnapshotData = inner.writeSnapshotData;
+    inner.writeSnapshotData = async function (this: NodeInternals, source, writer) {
       readStarted = true;
       await held;
-      return writeInSlices.call(this, parts, writer, superseded);
+      return writeSnapshotData.call(this, source, writer);
     };
     const send = async (count: number, tag: string) => {
       for (let i = 0; i < count; i++) await leader.execute({ op: "send", recipients: ["race"], body: new TextEncoder().encode(`${tag}-${i}`) }, session);

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type FerryNode, snapshotStagger } from "../../src/node/node.js";
+import { SnapshotUnavailableError } from "../../src/raft/types.js";
 import { waitFor } from "../e2e/tools.js";
 import { startInProcessCluster } from "./in-process.js";
 
@@ -14,7 +15,7 @@ const session = { identity: "snapshot-stagger-test" };
 const SNAPSHOT_ENTRIES = 40;
 
 interface NodeInternals {
-  storage: { snapshot(): { meta: { index: number } } | undefined };
+  storage: { snapshot(): { meta: { index: number } } };
 }
 
 test("snapshotStagger: 0, 1/8, 2/8, 3/8 of snapshotEntries by node id, repeating every 4 ids", () => {
@@ -39,7 +40,15 @@ test("three nodes started together take their first snapshots at different index
       const reply = await leader.execute({ op: "send", recipients: ["stagger"], body: new TextEncoder().encode(`m${i}`) }, session);
       assert.equal(reply.ok, true);
     }
-    const snapshotIndex = (node: FerryNode) => (node as unknown as NodeInternals).storage.snapshot()?.meta.index ?? 0;
+    // 0 until the node has one (the storage throws SnapshotUnavailableError until then).
+    const snapshotIndex = (node: FerryNode) => {
+      try {
+        return (node as unknown as NodeInternals).storage.snapshot().meta.index;
+      } catch (error) {
+        if (error instanceof SnapshotUnavailableError) return 0;
+        throw error;
+      }
+    };
     await waitFor("every node has snapshotted", () => nodes.every((node) => snapshotIndex(node) > 0), 20_000);
     const byId = new Map(nodes.map((node) => [node.config.id, snapshotIndex(node)]));
     for (const [id, index] of byId) {
