@@ -769,12 +769,11 @@ export class FerryNode {
 
   // The state after the applied index as snapshot bytes, with what the snapshot's metadata needs,
   // all taken at that index: read and encoded by the snapshot thread (snapshot-thread.ts), or on
-  // this thread in slices when the node has none (snapshotThreadNice -1, or the thread failed).
+  // this thread in slices when there is none (snapshotThreadNice -1, a thread that failed), it is
+  // not up yet (~0.1 s after the start) or it missed SNAPSHOT_THREAD_MISSES_MAX times in a row.
   // Undefined when the thread's read found another index (a commit slipped in; the next apply
   // tries again) or a commit failed (the failure listener recovers the store).
   private async openSnapshotSource(): Promise<SnapshotSource | undefined> {
-    // A snapshot due before the thread is up (it takes ~0.1 s to start), or after
-    // SNAPSHOT_THREAD_MISSES_MAX reads in a row that found another index, is made on the event loop.
     const thread = this.snapshotThreadReady && this.snapshotThreadMisses < SNAPSHOT_THREAD_MISSES_MAX ? this.snapshotThread : undefined;
     let taken: { index: number; chunks?: Iterable<Uint8Array> };
     try {

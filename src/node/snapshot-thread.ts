@@ -1,7 +1,7 @@
-// The node's snapshot thread (docs/node.md "Snapshots"): a worker thread (snapshot-worker.ts)
-// that reads the state store and encodes the node snapshot, so that a snapshot costs the node's
-// event loop only the file writes. Made on first use and kept; one snapshot at a time, one
-// request at a time.
+// The node's snapshot thread (docs/node.md "Snapshots and catching up"): a worker thread
+// (snapshot-worker.ts) that reads the state store and encodes the node snapshot, so that a
+// snapshot costs the node's event loop only the file writes. Started with the node and kept; one
+// snapshot at a time, one request at a time.
 //
 // The thread must read exactly the state after the snapshot's index. The node commits the store's
 // open group, holds further commits (LmdbKv.holdCommits) and asks the thread to open its read

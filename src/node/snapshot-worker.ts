@@ -8,6 +8,7 @@ import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { snapshotOfView } from "../broker/broker.js";
+import type { KvReadView } from "../broker/kv.js";
 import { LmdbReader } from "../storage/kv-lmdb.js";
 import { nodeSnapshotParts } from "./snapshot-codec.js";
 import type { FromSnapshotThread, SnapshotThreadData, ToSnapshotThread } from "./snapshot-thread.js";
@@ -31,19 +32,27 @@ try {
 
 const reader = new LmdbReader(data.store);
 let parts: Iterator<Uint8Array> | undefined;
+let view: KvReadView | undefined; // the open snapshot's read transaction
 
+// Releases the view itself: closing the generators would not, before the first next() has
+// started them (an open, then a cancel when the node could not create the snapshot's file), and
+// a read transaction left open keeps LMDB from reusing any page freed after it.
 const cancel = (): void => {
-  const open = parts;
   parts = undefined;
-  open?.return?.(undefined); // releases the read transaction
+  view?.release();
+  view = undefined;
 };
 
 port.on("message", (message: ToSnapshotThread) => {
   try {
     if (message.type === "open") {
       cancel();
-      const chunks = snapshotOfView(reader.readView(), message.index);
-      if (chunks !== undefined) parts = nodeSnapshotParts(message.members, chunks, message.lastTimestamp)[Symbol.iterator]();
+      const opened = reader.readView();
+      const chunks = snapshotOfView(opened, message.index); // releases the view when it says no
+      if (chunks !== undefined) {
+        view = opened;
+        parts = nodeSnapshotParts(message.members, chunks, message.lastTimestamp)[Symbol.iterator]();
+      }
       post({ type: "opened", ok: chunks !== undefined });
     } else if (message.type === "next") {
       if (parts === undefined) throw new Error("no snapshot is open");
@@ -54,7 +63,7 @@ port.on("message", (message: ToSnapshotThread) => {
         const next = parts.next();
         if (next.done === true) {
           done = true;
-          parts = undefined;
+          cancel(); // read through: the generator released the view already
           break;
         }
         batch.push(next.value);

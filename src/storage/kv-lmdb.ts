@@ -130,9 +130,9 @@ interface SyncableDatabase {
   sync(callback: (error?: unknown) => void): void;
 }
 
-// The options every open of a store's directory uses: the writer's and a reader thread's (LmdbReader)
-// alike, as lmdb-js shares one LMDB environment per path within a process.
-// (Typed loosely: maxFreeSpaceToRetain is not in lmdb-js's typings.)
+// The options every open of a store's directory uses, the writer's and a reader thread's
+// (LmdbReader) alike, as lmdb-js shares one LMDB environment per path within a process. (Typed
+// loosely: maxFreeSpaceToRetain is not in lmdb-js's typings.)
 function lmdbOptions(options: LmdbKvOptions): Record<string, unknown> {
   return {
     path: options.path,
