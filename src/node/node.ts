@@ -788,11 +788,15 @@ export class FerryNode {
       throw error;
     }
     const { index, chunks } = taken;
+    // The bytes of the entries up to index: entries applied while the thread opens its read count
+    // toward the next snapshot (zeroing the count after that await lost them, so the next margin
+    // was taken at a too-small average entry size: kept 6 entries instead of 2 in a CI run).
+    const bytesAtIndex = this.bytesSinceSnapshot;
     // Started at once: from then on return() releases the broker's read view, whatever happens.
     const brokerChunks = chunks?.[Symbol.iterator]();
     const firstChunk = brokerChunks?.next();
     const entriesSince = index - this.lastSnapshotIndex;
-    const catchUpEntries = catchUpMargin(this.config, entriesSince, this.bytesSinceSnapshot);
+    const catchUpEntries = catchUpMargin(this.config, entriesSince, bytesAtIndex);
     const term = this.storage.term(index);
     const conf = this.raft.status().conf;
     const members = this.book.all();
@@ -825,7 +829,7 @@ export class FerryNode {
     }
     this.metrics.snapshotThreadReads.inc({ result: "opened" });
     this.snapshotThreadMisses = 0;
-    this.bytesSinceSnapshot = 0;
+    if (!superseded()) this.bytesSinceSnapshot -= bytesAtIndex; // an install meanwhile zeroed it
     return { ...meta, thread: true, read: () => thread!.next(), cancel: () => thread!.cancel() };
   }
 
