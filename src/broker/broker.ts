@@ -36,7 +36,7 @@ import {
   type ReceiveCommand,
   type SendCommand,
 } from "./commands.js";
-import { IdFilter, InlineIds, type InlineLocation } from "./inline-ids.js";
+import { IdFilter, InlineIds } from "./inline-ids.js";
 import { bytesToKey, KEY_END, type KvEntry, type KvReadView, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
 import {
   APPLIED_KEY,
@@ -119,6 +119,8 @@ export { BROKER_DEFAULTS, decodeCommands, encodeCommands, MAILBOX_DEFAULTS } fro
 export const DEAD_LETTER_REASON_HEADER = "ferry-dead-letter-reason";
 export const DEAD_LETTER_DELIVERIES_HEADER = "ferry-dead-letter-deliveries";
 const SCAN_BATCH = 1024;
+// Client ids read between pauses of reloading() (~10 ms of work each, see there).
+const RELOAD_STEP_ITEMS = 4096;
 const TIMESTAMP_LOGICAL_BITS = 16n;
 
 export type DeadLetterReason = "max-deliveries" | "expired";
@@ -481,16 +483,26 @@ export class Broker {
   // snapshot again when it starts. A damaged or foreign snapshot throws at the end and aborts the
   // store's open group: the old state if nothing was committed since the clear, else a store
   // without an applied index. Nothing may apply, read or snapshot the state until the generator
-  // is done; closed early, it reloads what the store holds.
+  // is done; closed early, it reloads what the store holds. The in-memory indexes of the restored
+  // state are rebuilt in steps too (reloading).
   *restoring(chunks: Iterable<Uint8Array>): Generator<void, void, undefined> {
     this.forgetPendingWrites();
+    let restored = false;
     try {
       this.kv.transaction(() => this.kv.clear());
       const records = this.restoreRecords(chunks);
       while (!this.kv.transaction(() => records.next().done === true)) yield;
       this.kv.transaction(() => this.finishRestore(records));
+      restored = true;
     } finally {
-      this.reload();
+      if (!restored) this.reload();
+    }
+    let reloaded = false;
+    try {
+      yield* this.reloading();
+      reloaded = true;
+    } finally {
+      if (!reloaded) this.reload(); // closed early: the indexes are made whole at once
     }
   }
 
@@ -540,6 +552,14 @@ export class Broker {
   // Forgets every cache and starts again from the store (after an aborted apply, a restore, or a
   // refused commit once the store's owner recovered it); appliedIndex() says where.
   reload(): void {
+    const steps = this.reloading();
+    while (steps.next().done !== true);
+  }
+
+  // The same, pausing every RELOAD_STEP_ITEMS client ids read (restoring() runs it at the end of
+  // a restore: for a 341 MB snapshot of client-id messages, one go held the event loop 1.2 s).
+  // Until it is done the in-memory indexes are partial: nothing may apply, read or snapshot.
+  private *reloading(): Generator<void, void, undefined> {
     this.formatStored = this.checkFormat("store");
     const applied = this.kv.get(APPLIED_KEY);
     this.applied = applied === undefined ? 0 : decodeIndex(applied);
@@ -558,18 +578,25 @@ export class Broker {
     this.inline.clear();
     this.listKeys.clear();
     this.decodedLists.clear();
-    const current = new Map<string, InlineLocation>();
+    let items = 0;
     for (const { key, value } of this.scanPrefix(DEDUPE_LIST)) {
       const list = readU64Key(key, DEDUPE_LIST.length + U64_LENGTH);
-      this.listKeys.set(list, key);
-      decodeDedupeList(value).forEach(([id, inline], item) => {
+      this.listKeys.set(list, key); // before the lookups below: they may read earlier lists
+      const ids = decodeDedupeList(value);
+      ids.forEach(([id, inline], item) => {
+        if (inline === undefined) return;
         // The item of the later entry supersedes (list keys sort by time first, and entry times
         // never decrease along the log, but the index is what decides).
-        if (inline !== undefined && !((current.get(id)?.list ?? 0) > list)) current.set(id, { list, item });
+        const at = this.inline.get(id);
+        if (at === undefined) this.inline.add(id, list, item);
+        else if (at.list <= list) this.inline.set(id, list, item);
       });
+      if ((items += ids.length) >= RELOAD_STEP_ITEMS) {
+        items = 0;
+        yield;
+      }
     }
-    for (const [id, { list, item }] of current) this.inline.add(id, list, item);
-    this.rebuildStoredIds();
+    yield* this.storedIdSteps();
   }
 
   // Every entry whose key starts with `prefix`, read SCAN_BATCH at a time.
@@ -585,8 +612,20 @@ export class Broker {
 
   // Refills the filter with the ids of the stored id records (at load, and when it saturates).
   private rebuildStoredIds(): void {
+    const steps = this.storedIdSteps();
+    while (steps.next().done !== true);
+  }
+
+  private *storedIdSteps(): Generator<void, void, undefined> {
     this.storedIds.clear();
-    for (const { key } of this.scanPrefix(DEDUPE)) this.storedIds.add(key.slice(DEDUPE.length));
+    let items = 0;
+    for (const { key } of this.scanPrefix(DEDUPE)) {
+      this.storedIds.add(key.slice(DEDUPE.length));
+      if (++items >= RELOAD_STEP_ITEMS) {
+        items = 0;
+        yield;
+      }
+    }
     this.storedIds.rebuilt();
   }
 

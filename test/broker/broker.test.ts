@@ -408,6 +408,51 @@ describe("restoring a chunk at a time", () => {
   });
 });
 
+describe("rebuilding the in-memory indexes after a restore", () => {
+  // 40,000 client ids: more than two of reloading()'s steps of 16,384 in each of its passes.
+  const IDS = 40_000;
+  const filled = () => {
+    const h = new Harness();
+    for (let i = 0; i < IDS; i += 500) {
+      h.apply(...Array.from({ length: 500 }, (_, j) => ({ op: "send" as const, sender: "alice", recipients: ["ids"], body: text("x"), id: `client-${i + j}` })));
+    }
+    return h;
+  };
+  const resend = (h: Harness, id: string) => h.send("ids", "again", { id });
+
+  test("pauses while it rebuilds, and ends where a restore in one go does; closed during the rebuild, it finishes at once", () => {
+    const h = filled();
+    const saved = [...h.broker.snapshot().chunks];
+    const whole = new Harness();
+    whole.broker.restore(saved);
+    assert.equal(whole.broker.dedupeIdsInMemory(), IDS);
+
+    const sliced = new Harness();
+    let steps = 0;
+    for (const _ of sliced.broker.restoring(saved)) steps++;
+    assert.ok(steps >= saved.length + 4, `${steps} pauses for ${saved.length} chunks: some in the rebuild`);
+    for (const replica of [whole, sliced]) {
+      replica.index = h.index;
+      replica.nowMs = h.nowMs;
+      assert.equal(replica.broker.dedupeIdsInMemory(), IDS);
+      const again = resend(replica, "client-39999");
+      assert.ok(again.ok && "duplicate" in again && again.duplicate, "the restored broker still knows the ids");
+    }
+    assert.deepEqual(dump(sliced.kv), dump(whole.kv));
+
+    const closed = new Harness();
+    const restoring = closed.broker.restoring(saved);
+    for (let i = 0; i <= saved.length + 1; i++) assert.equal(restoring.next().done, false, "still rebuilding");
+    restoring.return();
+    closed.index = h.index;
+    closed.nowMs = h.nowMs;
+    assert.equal(closed.broker.appliedIndex(), h.index);
+    assert.equal(closed.broker.dedupeIdsInMemory(), IDS, "the indexes were made whole");
+    const again = resend(closed, "client-0");
+    assert.ok(again.ok && "duplicate" in again && again.duplicate);
+  });
+});
+
 describe("state format", () => {
   const put = (kv: MemoryKv, key: string, value: Uint8Array) => kv.transaction(() => kv.put(key, value));
 
