@@ -48,6 +48,7 @@ export interface NodeDependencies {
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
 const SHUTDOWN_TRANSFER_MS = 2_000;
 const SNAPSHOT_SLICE_MS = 5; // longest run of snapshot reading before yielding to the event loop
+const PROCESS_SLICE_MS = 10; // Readys handled in a row before yielding to the event loop
 const SNAPSHOT_RESTORE_COMMIT_BYTES = 8 * 1024 * 1024; // restored state per state-store commit
 const SNAPSHOT_WRITE_BYTES = 1024 * 1024; // snapshot bytes per file write while one is made
 // A snapshot thread's read finds another index than the node's when a commit slips in before it
@@ -57,6 +58,15 @@ const STATE_MAP_BYTES = 1024 * 1024 * 1024; // the state store's map (address sp
 const STORE_RECOVERY_WINDOW_MS = 60_000; // NodeConfig.stateRecoveriesMax counts failures in this window
 const REAPPLY_BYTES_MAX = 4 * 1024 * 1024; // log read per step when entries are re-applied after a store failure
 const LOOKBACK_ENTRIES = 64; // entries read per step when looking back for the last stamp
+// Committed entries applied per Ready, at most (one entry always): a follower catching up through
+// a long log applies this much between turns of its event loop (16 MiB held it ~0.3 s at a time).
+const APPLY_BYTES_PER_READY = 1024 * 1024;
+// A node catching up (at least CATCH_UP_LAG_ENTRIES committed entries still to apply) commits the
+// state store once its group wrote CATCH_UP_COMMIT_BYTES, rather than at its timer: a second of
+// catch-up applies was one commit of 260-364 ms on the event loop. (Not in steady state: bounding
+// every group so cost 5-10% of the pipelined SEND rate, docs/bench.md "Session 23".)
+const CATCH_UP_COMMIT_BYTES = 4 * 1024 * 1024;
+const CATCH_UP_LAG_ENTRIES = 64;
 
 export class FerryNode {
   private readonly queue: ProposalQueue<BrokerCommand, BrokerResult>;
@@ -140,7 +150,7 @@ export class FerryNode {
           maxMessageBytes: 1024 * 1024,
           maxInflightMessages: 256,
           maxInflightBytes: 0,
-          maxCommittedBytesPerReady: 16 * 1024 * 1024,
+          maxCommittedBytesPerReady: APPLY_BYTES_PER_READY,
           maxUncommittedBytes: 256 * 1024 * 1024,
           // Followers learn a new commit index from the next append or heartbeat rather than from
           // an extra append each: per request at one in flight, 5 socket writes across the cluster
@@ -438,9 +448,16 @@ export class FerryNode {
     this.processing = true;
     try {
       this.proposeQueued();
+      let sliceStartMs = performance.now();
       while (this.raft.hasReady() && !this.stopped) {
         await this.handleReady(this.raft.ready());
         this.proposeQueued();
+        // A Ready whose writes are done at once continues in a microtask: a node with a backlog
+        // of persisted entries (a follower catching up) applied all of it in one task (0.3-0.5 s).
+        if (performance.now() - sliceStartMs >= PROCESS_SLICE_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          sliceStartMs = performance.now();
+        }
       }
     } catch (error) {
       this.fail(error as Error);
@@ -558,6 +575,15 @@ export class FerryNode {
     }
   }
 
+  private commitCatchUpGroup(): void {
+    try {
+      this.kv.commit();
+    } catch (error) {
+      // A commit LMDB refused: the failure listener recovers the store, as after a timer commit.
+      if (!(error instanceof StoreCommitError)) throw error;
+    }
+  }
+
   private applyEntries(entries: Entry[]): void {
     if (entries.length === 0) return;
     const startedMs = performance.now();
@@ -567,6 +593,9 @@ export class FerryNode {
       this.bytesSinceSnapshot += entry.data.length;
     }
     this.appliedIndex = entries[entries.length - 1]!.index;
+    if (this.kv.groupBytesWritten() >= CATCH_UP_COMMIT_BYTES && !this.kv.commitsHeld() && this.raft.status().commit - this.appliedIndex >= CATCH_UP_LAG_ENTRIES) {
+      this.commitCatchUpGroup(); // not while the snapshot thread opens its read (holdCommits)
+    }
     this.metrics.applySeconds.observe((performance.now() - startedMs) / 1000);
     this.metrics.entriesApplied.inc(entries.length);
     for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);

@@ -163,6 +163,7 @@ export class LmdbKv implements OrderedKv {
   private finishGroup: Settle | undefined;
   private abortGroup: Settle | undefined;
   private groupTransactions = 0;
+  private groupBytes = 0; // keys and values put, keys deleted, in the open group
   private commitScheduled = false;
   private commitHolds = 0;
   private failure: unknown;
@@ -195,12 +196,14 @@ export class LmdbKv implements OrderedKv {
 
   put(key: string, value: Uint8Array): void {
     assert(this.inTransaction, "writes happen inside a transaction");
+    this.groupBytes += key.length + value.length;
     this.db.putSync(key, value as Buffer);
   }
 
   // LMDB's MDB_NOOVERWRITE: the insert's own descent finds an existing key.
   putIfAbsent(key: string, value: Uint8Array): boolean {
     assert(this.inTransaction, "writes happen inside a transaction");
+    this.groupBytes += key.length + value.length;
     // Typed void, but inside a write transaction lmdb-js returns whether the put happened.
     const stored: unknown = this.db.putSync(key, value as Buffer, NO_OVERWRITE);
     return stored === true;
@@ -208,6 +211,7 @@ export class LmdbKv implements OrderedKv {
 
   delete(key: string): void {
     assert(this.inTransaction, "writes happen inside a transaction");
+    this.groupBytes += key.length;
     this.db.removeSync(key);
   }
 
@@ -229,6 +233,12 @@ export class LmdbKv implements OrderedKv {
     if (!this.groupCommit || this.groupTransactions >= this.groupTransactionsMax) this.commit();
     else this.scheduleCommit();
     return result;
+  }
+
+  // The bytes the open group wrote so far (keys and values put, keys deleted): about what its
+  // commit will write and sync.
+  groupBytesWritten(): number {
+    return this.groupBytes;
   }
 
   setBeforeCommit(hook: (() => void) | undefined): void {
@@ -260,6 +270,7 @@ export class LmdbKv implements OrderedKv {
     this.finishGroup = undefined;
     this.abortGroup = undefined;
     this.groupTransactions = 0;
+    this.groupBytes = 0;
     try {
       finish(undefined);
     } catch (error) {
@@ -315,6 +326,11 @@ export class LmdbKv implements OrderedKv {
     };
   }
 
+  // Whether a holdCommits() is in force.
+  commitsHeld(): boolean {
+    return this.commitHolds > 0;
+  }
+
   clear(): void {
     assert(this.inTransaction, "clear happens inside a transaction");
     for (;;) {
@@ -361,6 +377,7 @@ export class LmdbKv implements OrderedKv {
     this.finishGroup = undefined;
     this.abortGroup = undefined;
     this.groupTransactions = 0;
+    this.groupBytes = 0;
     try {
       abort?.(error);
     } catch {
