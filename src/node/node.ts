@@ -593,7 +593,7 @@ export class FerryNode {
       this.bytesSinceSnapshot += entry.data.length;
     }
     this.appliedIndex = entries[entries.length - 1]!.index;
-    if (this.kv.groupBytesWritten() >= CATCH_UP_COMMIT_BYTES && !this.kv.commitsHeld() && this.raft.status().commit - this.appliedIndex >= CATCH_UP_LAG_ENTRIES) {
+    if (this.kv.groupBytesWritten() >= CATCH_UP_COMMIT_BYTES && !this.kv.commitsHeld() && this.raft.committedIndex() - this.appliedIndex >= CATCH_UP_LAG_ENTRIES) {
       this.commitCatchUpGroup(); // not while the snapshot thread opens its read (holdCommits)
     }
     this.metrics.applySeconds.observe((performance.now() - startedMs) / 1000);

@@ -314,6 +314,11 @@ export class RaftNode {
     this.acknowledgeOwnEntries();
   }
 
+  // The commit index alone: status() copies the configuration and the progress of every peer.
+  committedIndex(): number {
+    return this.log.committed;
+  }
+
   status(): RaftStatus {
     const progress = new Map<NodeId, ReturnType<Progress["toStatus"]>>();
     if (this.role === "leader") for (const [id, p] of this.tracker.progress) progress.set(id, p.toStatus());
