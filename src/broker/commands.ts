@@ -68,6 +68,10 @@ export interface BrokerConfig {
   // Client ids whose record is inline in a dedupe list (indexed on the heap in 40-80 bytes each)
   // instead of an id record in the store per SEND; past it, new ids get an id record as before.
   dedupeIdsInMemoryMax: number;
+  // Heads of messages not yet received that a replica keeps in memory (about 70 bytes each, off
+  // the collector's heap), so that its RECEIVE need not read the records (fresh-heads.ts). Not part
+  // of the state: replicas may differ here.
+  freshHeadsInMemoryMax: number;
 }
 
 export const BROKER_DEFAULTS: BrokerConfig = {
@@ -90,6 +94,7 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   dedupeSweepMax: 10_000,
   promoteMax: 10_000,
   dedupeIdsInMemoryMax: 1_000_000,
+  freshHeadsInMemoryMax: 500_000,
 };
 
 export interface SendCommand {

@@ -7,6 +7,7 @@ export interface MetricsSource {
   raftState(): { term: number; commit: number; applied: number; lastIndex: number; isLeader: boolean; lagByPeer: Map<number, number> };
   clockState(): { healthy: boolean; offsetMs: number | undefined; peers: Array<{ peer: number; offsetMs: number; delayMs: number }> };
   queueState(): { pendingRequests: number; inflightEntries: number; longPollWaiters: number };
+  brokerState(): { freshHeads: number; dedupeIdsInMemory: number };
 }
 
 const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -170,6 +171,22 @@ export class NodeMetrics {
       registers,
       collect() {
         this.set(source.queueState().inflightEntries);
+      },
+    });
+    new Gauge({
+      name: "ferry_broker_fresh_heads",
+      help: "heads of messages not yet received this node keeps for RECEIVE (a follower's; see freshHeadsInMemoryMax)",
+      registers,
+      collect() {
+        this.set(source.brokerState().freshHeads);
+      },
+    });
+    new Gauge({
+      name: "ferry_broker_dedupe_ids_in_memory",
+      help: "client ids whose dedupe record is inline in a dedupe list (see dedupeIdsInMemoryMax)",
+      registers,
+      collect() {
+        this.set(source.brokerState().dedupeIdsInMemory);
       },
     });
     new Gauge({

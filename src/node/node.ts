@@ -1107,6 +1107,10 @@ export class FerryNode {
     return { pendingRequests: this.queue.length, inflightEntries: this.inflight.size, longPollWaiters: this.mailboxWaiters.count };
   }
 
+  brokerState() {
+    return { freshHeads: this.broker.freshHeadsInMemory(), dedupeIdsInMemory: this.broker.dedupeIdsInMemory() };
+  }
+
   // Liveness and readiness for health checks: unhealthy when fenced or without a leader.
   health(): { healthy: boolean; reason: string } {
     if (this.stopped) return { healthy: false, reason: "stopping" };
