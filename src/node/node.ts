@@ -1137,7 +1137,7 @@ export class FerryNode {
         applied: self ? this.appliedIndex : (progress?.match ?? -1),
         lag: progress ? status.lastIndex - progress.match : undefined,
         clockOffsetMs: self ? this.clock.offsetMs() : offsets.get(id)?.offsetMs,
-        healthy: self ? this.clock.healthy() : (progress?.recentActive ?? true),
+        healthy: self ? this.clock.healthy() : (progress?.heardRecently ?? true),
       };
     });
     return { ok: true, nodes, self: this.config.id };

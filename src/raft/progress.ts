@@ -76,6 +76,7 @@ export class Progress {
   probeSent = false;
   pendingSnapshot = 0; // snapshot state: the index of the snapshot being sent
   recentActive = false; // heard from within the last election timeout (CheckQuorum)
+  activeBefore = false; // recentActive at the last CheckQuorum reset (see toStatus)
   readonly inflights: Inflights;
 
   constructor(
@@ -182,6 +183,10 @@ export class Progress {
       next: this.next,
       state: this.state,
       recentActive: this.recentActive,
+      // CheckQuorum clears recentActive every election timeout; a peer answers the next heartbeat
+      // (a few ms later) and sets it again. Status shows the peer heard from within the current or
+      // the previous period, so a live peer never reads as unreachable in that gap.
+      heardRecently: this.recentActive || this.activeBefore,
       learner: this.learner,
       inflightCount: this.inflights.count(),
       pendingSnapshot: this.pendingSnapshot,

@@ -433,7 +433,11 @@ export class RaftNode {
       this.becomeFollower(this.term, NONE);
       return false;
     }
-    for (const [id, progress] of this.tracker.progress) if (id !== this.id) progress.recentActive = false;
+    for (const [id, progress] of this.tracker.progress) {
+      if (id === this.id) continue;
+      progress.activeBefore = progress.recentActive;
+      progress.recentActive = false;
+    }
     return true;
   }
 

@@ -195,6 +195,7 @@ export interface ProgressStatus {
   next: number;
   state: "probe" | "replicate" | "snapshot";
   recentActive: boolean;
+  heardRecently: boolean; // heard from within the last one to two election timeouts
   learner: boolean;
   inflightCount?: number; // appends in flight (replicate state)
   pendingSnapshot?: number; // snapshot state: the index of the snapshot being sent

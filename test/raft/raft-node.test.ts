@@ -200,6 +200,37 @@ test("a snapshot restored between ready() and advance() wins over older conf cha
   assert.deepEqual(node.status().conf.learners, [5]);
 });
 
+test("a live follower reads as heard from in status across CheckQuorum's resets; a silent one stops", () => {
+  // ferry status showed a live follower as unhealthy now and then (a CI failure): the leader's
+  // CheckQuorum clears recentActive every election timeout, and the follower sets it again only
+  // when it answers the next heartbeat.
+  const members = cluster([1, 2, 3], { preVote: true, checkQuorum: true });
+  const leader = members.get(1)!.node;
+  leader.campaign();
+  pump(members);
+  assert.equal(leader.status().role, "leader");
+  let clearedSeen = 0;
+  for (let tick = 0; tick < 100; tick++) {
+    leader.tick();
+    // Look before the heartbeats are answered: right after a reset recentActive is false.
+    for (const id of [2, 3]) {
+      const progress = leader.status().progress.get(id)!;
+      if (!progress.recentActive) clearedSeen++;
+      assert.equal(progress.heardRecently, true, `follower ${id} at tick ${tick}`);
+    }
+    pump(members);
+  }
+  assert.ok(clearedSeen > 0, "the resets happened (the gap the status bridges)");
+  // Follower 3 goes silent: within two election timeouts it no longer reads as heard from.
+  members.delete(3);
+  for (let tick = 0; tick < 2 * 20 + 2; tick++) {
+    leader.tick();
+    pump(members);
+  }
+  assert.equal(leader.status().progress.get(3)!.heardRecently, false);
+  assert.equal(leader.status().progress.get(2)!.heardRecently, true);
+});
+
 test("a fenced node never campaigns, not even on a transfer, and leads again once unfenced", () => {
   const members = cluster([1, 2, 3], { preVote: true, checkQuorum: true });
   const fenced = members.get(1)!.node;
