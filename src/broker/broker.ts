@@ -1526,7 +1526,7 @@ export class Broker {
     if (meta === undefined) {
       meta = newMeta();
       this.mailboxes.set(mailbox, meta);
-      this.freshHeads.reset(mailbox);
+      if (!this.replies) this.freshHeads.reset(mailbox); // a leader's are forgotten just below
     }
     assert(seq > meta.freshAfter, "a new message is after the fresh cursor");
     this.kv.put(messageKey(mailbox, seq), encodeMessage(message));

@@ -201,7 +201,9 @@ export class FreshHeads {
   }
 
   clear(): void {
-    for (const mailbox of [...this.queues.keys()]) this.forget(mailbox);
+    for (const queue of this.queues.values()) queue.counter = undefined;
+    this.queues.clear();
+    this.counter.value = 0;
   }
 
   // A message stored after every other of its mailbox.
