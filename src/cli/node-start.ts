@@ -5,12 +5,13 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions as TlsConnectionOptions, TlsOptions } from "node:tls";
 import type { Command } from "commander";
-import { NODE_DEFAULTS, type NodeConfig, parseHostPort, parseMembers, validateConfig } from "../node/config.js";
+import { NODE_DEFAULTS, type NodeConfig, parseHostPort, parseMembers, resolveBrokerConfig, validateConfig } from "../node/config.js";
 import { createLogger } from "../node/log.js";
 import { FerryNode } from "../node/node.js";
 import { Authenticator } from "../server/auth.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
+import { resolveLimits, type ServerLimits } from "../server/limits.js";
 import { FerryServer } from "../server/server.js";
 import type { PeerTls } from "../transport/peer-transport.js";
 import { missingNodeFlags } from "./node-flags.js";
@@ -118,8 +119,10 @@ export function registerStartCommand(program: Command): void {
     .action(async (flags: StartFlags) => {
       let config: NodeConfig;
       let security: ClientSecurity;
+      let limits: ServerLimits;
       try {
         config = resolveConfig(flags);
+        limits = resolveServerLimits(flags);
         security = resolveSecurity(flags);
         requireSecretForUsers(config, security);
       } catch (error) {
@@ -127,7 +130,7 @@ export function registerStartCommand(program: Command): void {
         process.exit(2);
       }
       const http = flags.http ?? process.env[ENVIRONMENT.http];
-      await runNode(config, typeof http === "string" ? http : undefined, security);
+      await runNode(config, typeof http === "string" ? http : undefined, security, limits);
     });
 }
 
@@ -169,6 +172,8 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     stateRecoveriesMax: number("stateRecoveriesMax", fromFile.stateRecoveriesMax ?? NODE_DEFAULTS.stateRecoveriesMax),
     snapshotBytesMax: number("snapshotBytesMax", fromFile.snapshotBytesMax ?? NODE_DEFAULTS.snapshotBytesMax),
     snapshotThreadNice: number("snapshotThreadNice", fromFile.snapshotThreadNice ?? NODE_DEFAULTS.snapshotThreadNice),
+    // Only in the config file: a JSON object of limits (docs/node.md "Broker settings"), checked here.
+    broker: resolveBrokerConfig(fromFile.broker),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };
   if (config.members.length === 0 && !config.join) {
@@ -176,6 +181,15 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
   }
   validateConfig(config);
   return config;
+}
+
+// The client server's limits (src/server/limits.ts, docs/protocol.md "Limits"): the config file's
+// `limits` object, each key checked, the rest at their defaults.
+export function resolveServerLimits(flags: StartFlags): ServerLimits {
+  const limits = readConfigFile(flags).limits;
+  if (limits === undefined) return resolveLimits({});
+  if (typeof limits !== "object" || limits === null || Array.isArray(limits)) throw new Error("limits must be an object of server limits");
+  return resolveLimits(limits as Partial<ServerLimits>);
 }
 
 // The JSON config file named by --config or FERRY_CONFIG, or {} without one.
@@ -247,7 +261,7 @@ function parseFsync(text: string | undefined): NodeConfig["fsync"] | undefined {
   throw new Error(`--fsync must be always, never or interval:<ms>, got '${text}'`);
 }
 
-async function runNode(config: NodeConfig, httpAddress: string | undefined, security: ClientSecurity): Promise<void> {
+async function runNode(config: NodeConfig, httpAddress: string | undefined, security: ClientSecurity, limits: ServerLimits): Promise<void> {
   const log = createLogger(`node${config.id}`);
   // SIGHUP's default action ends the process: until the users file's handler below is in place
   // (and on a node without one), a SIGHUP only says so.
@@ -270,6 +284,7 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
       port,
       service: forwarder,
       verifyForwarder,
+      limits,
       ...(security.auth ? { auth: security.auth } : {}),
       ...(security.tls ? { tls: security.tls } : {}),
       log: (line) => log("info", "server", { line }),

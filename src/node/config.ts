@@ -1,3 +1,8 @@
+import type { BrokerSettings } from "../broker/config.js";
+
+// The start-up check of NodeConfig.broker, for src/cli (which reaches the broker through the node).
+export { resolveBrokerConfig } from "../broker/config.js";
+
 // A node's configuration: identity, addresses, timing and limits, each with a default.
 // Every limit here is named with its unit, has a default, can be set from flags, environment or
 // a config file (src/cli), and is enforced by the node.
@@ -47,6 +52,10 @@ export interface NodeConfig {
   // it gets the CPU the node's requests leave. -1: no thread, snapshots are read on the event loop
   // in slices of a few milliseconds.
   snapshotThreadNice: number;
+  // The broker's limits and mailbox defaults (docs/broker.md "Limits"); absent keys take the
+  // defaults. Every node of a cluster must give the same values (freshHeadsInMemoryMax aside): a
+  // node refuses peers with others (docs/node.md "Broker settings").
+  broker?: BrokerSettings;
 }
 
 // A longer group only adds WAL to replay after a crash; past a minute that replay is the cost.

@@ -10,6 +10,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
+import { replicatedSettings, replicatedSettingsProblem, resolveBrokerConfig } from "../broker/config.js";
 import { decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import { StoreCommitError } from "../broker/kv.js";
 import { TimestampAheadError } from "../clock/hlc.js";
@@ -127,6 +128,8 @@ export class FerryNode {
 
   static async start(config: NodeConfig, dependencies: NodeDependencies = {}): Promise<FerryNode> {
     const log = dependencies.log ?? silentLogger;
+    const brokerConfig = resolveBrokerConfig(config.broker); // a bad value stops the start here
+    const settings = replicatedSettings(brokerConfig);
     await mkdir(config.dataDir, { recursive: true });
     const initialConf: ConfState | undefined = config.join
       ? undefined
@@ -135,7 +138,7 @@ export class FerryNode {
     let kv: LmdbKv | undefined;
     try {
       kv = new LmdbKv({ ...stateStoreOptions(config), commitIntervalMs: config.stateCommitMs });
-      const broker = new Broker(kv);
+      const broker = new Broker(kv, brokerConfig);
       const book = await AddressBook.load(config.dataDir, config.members);
       await restoreFromStoredSnapshot(storage, broker, book);
       const clock = NodeTime.create(config.clockMaxOffsetMs, dependencies.physicalNowMs ?? Date.now, log);
@@ -168,6 +171,8 @@ export class FerryNode {
         selfId: config.id,
         clusterId: config.clusterId,
         secret: config.secret,
+        settings,
+        settingsProblem: (theirs) => replicatedSettingsProblem(settings, theirs),
         listen,
         peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
         onMessages: (_from, messages) => node?.receive(messages),
@@ -180,7 +185,8 @@ export class FerryNode {
           checksum === undefined ? memorySnapshotSink(meta, dataBytes, checksum) : storage.receiveSnapshot(meta, dataBytes, checksum),
         onUnreachable: (peer) => node?.raft.reportUnreachable(peer),
         now: () => clock.physicalNowMs(),
-        log: (event, fields) => log("debug", event, fields),
+        // A peer refused for other broker settings is a misconfigured cluster: an error, not noise.
+        log: (event, fields) => log(event === "peer-settings-refused" ? "error" : "debug", event, fields),
         ...(dependencies.peerTls === undefined ? {} : { tls: dependencies.peerTls }),
       });
       node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);

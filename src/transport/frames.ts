@@ -20,6 +20,9 @@ export interface HelloFrame {
   clusterId: string;
   nodeId: NodeId;
   nonce: Uint8Array;
+  // What the dialer's TransportOptions.settings hold (absent when it has none, or before
+  // settings were exchanged): the acceptor refuses a peer whose settings its check rejects.
+  settings?: string;
 }
 export interface WelcomeFrame {
   k: "welcome";
@@ -87,6 +90,7 @@ export function decodePeerFrame(payload: Uint8Array): PeerFrame {
       requireString(frame, "clusterId");
       requireNodeId(frame, "nodeId");
       requireBytes(frame, "nonce");
+      if (frame.settings !== undefined) requireString(frame, "settings");
       break;
     case "welcome":
       requireString(frame, "clusterId");

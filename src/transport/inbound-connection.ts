@@ -23,6 +23,7 @@ export interface InboundContext {
   selfId: NodeId;
   clusterId: string;
   secret: string;
+  settingsProblem?: (theirs: string | undefined) => string | undefined; // see TransportOptions
   frameBytesMax: number;
   snapshotBytesMax: number;
   receiveSnapshot: SnapshotSinkFactory;
@@ -120,6 +121,13 @@ export class InboundConnection {
     if (hello.version !== PEER_PROTOCOL_VERSION) { this.refuse(`protocol version ${hello.version} is not ${PEER_PROTOCOL_VERSION}`); return; }
     if (hello.clusterId !== this.context.clusterId) { this.refuse(`cluster id mismatch: ours ${this.context.clusterId}, theirs ${hello.clusterId}`); return; }
     if (hello.nodeId === this.context.selfId) { this.refuse(`node id ${hello.nodeId} is this node's own id`); return; }
+    const settingsProblem = this.context.settingsProblem?.(hello.settings);
+    if (settingsProblem !== undefined) {
+      // Its own event: a misconfigured cluster, which the node logs as an error (not a transient).
+      this.context.log("peer-settings-refused", { peer: hello.nodeId, reason: settingsProblem });
+      this.refuse(settingsProblem);
+      return;
+    }
     this.peerId = hello.nodeId;
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: hello.nodeId, acceptorId: this.context.selfId, dialerNonce: hello.nonce, acceptorNonce: nonce };

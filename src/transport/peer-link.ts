@@ -17,6 +17,7 @@ export interface LinkContext {
   selfId: NodeId;
   clusterId: string;
   secret: string;
+  settings?: string; // sent in the hello (see TransportOptions)
   frameBytesMax: number;
   sendQueueBytesMax: number;
   socketBufferBytesMax: number;
@@ -376,7 +377,8 @@ export class PeerLink {
     this.state = "handshaking";
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: this.context.selfId, acceptorId: this.peerId, dialerNonce: nonce, acceptorNonce: new Uint8Array(0) };
-    connection.write({ k: "hello", version: PEER_PROTOCOL_VERSION, clusterId: this.context.clusterId, nodeId: this.context.selfId, nonce });
+    const settings = this.context.settings;
+    connection.write({ k: "hello", version: PEER_PROTOCOL_VERSION, clusterId: this.context.clusterId, nodeId: this.context.selfId, nonce, ...(settings === undefined ? {} : { settings }) });
   }
 
   private onFrame(connection: FramedSocket, frame: PeerFrame): void {

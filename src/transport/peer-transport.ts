@@ -34,6 +34,11 @@ export interface TransportOptions {
   selfId: NodeId;
   clusterId: string;
   secret: string; // peers prove it to each other (HMAC challenge-response, both directions)
+  // Settings every node of the cluster must share (opaque here; the node's broker limits): sent in
+  // the hello of each connection this node dials, and a dialer whose hello carries settings that
+  // settingsProblem rejects (it returns why) is refused with that reason.
+  settings?: string;
+  settingsProblem?: (theirs: string | undefined) => string | undefined;
   listen: { host: string; port: number }; // port 0: any free port, see address()
   peers: Map<NodeId, string>; // "host:port" of each other node's peer listener
   // Mutual TLS on the peer port: every node presents `cert` (with `key`) and accepts peers whose
@@ -103,6 +108,7 @@ export class PeerTransport {
     const common = { selfId: options.selfId, clusterId: options.clusterId, secret: options.secret, frameBytesMax, handshakeTimeoutMs, now, log };
     this.linkContext = {
       ...common,
+      ...(options.settings === undefined ? {} : { settings: options.settings }),
       sendQueueBytesMax: options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT,
       socketBufferBytesMax: options.socketBufferBytesMax ?? SOCKET_BUFFER_BYTES_MAX_DEFAULT,
       snapshotChunkBytes,
@@ -116,6 +122,7 @@ export class PeerTransport {
     };
     this.inboundContext = {
       ...common,
+      ...(options.settingsProblem === undefined ? {} : { settingsProblem: options.settingsProblem }),
       snapshotBytesMax: options.snapshotBytesMax ?? SNAPSHOT_BYTES_MAX_DEFAULT,
       receiveSnapshot: options.receiveSnapshot ?? memorySnapshotSink,
       peerIdleTimeoutMs,

@@ -141,6 +141,38 @@ test("a peer of another cluster id is refused, with the reason logged", async ()
   }
 });
 
+test("a peer whose settings the check rejects is refused with the check's reason; one without settings is checked as such", async () => {
+  // Node-level meaning (broker limits) is src/broker/config.ts's; here the settings are opaque.
+  const check = (ours: string) => (theirs: string | undefined) => ((theirs ?? "defaults") === ours ? undefined : `settings differ: ${ours} here, ${theirs ?? "none"} there`);
+  const a = await startNode(1, { settings: "x=1", settingsProblem: check("x=1") });
+  const b = await startNode(2, { settings: "x=2", settingsProblem: check("x=2") });
+  const c = await startNode(3, { settings: "x=1", settingsProblem: check("x=1") });
+  const d = await startNode(4, { settingsProblem: check("defaults") }); // sends no settings
+  try {
+    wire([a, b]);
+    const refused = (node: TestNode, reason: string) => node.logs.some((l) => l.event === "peer-settings-refused" && String(l.fields.reason) === reason);
+    await waitFor("each refuses the other's dial", () => refused(a, "settings differ: x=1 here, x=2 there") && refused(b, "settings differ: x=2 here, x=1 there"));
+    assert.ok(a.logs.some((l) => l.event === "handshake-refused" && l.fields.side === "dialer" && String(l.fields.reason).includes("x=2 here, x=1 there")), "the dialer logs the acceptor's reason");
+    assert.deepEqual(a.transport.connectedPeers(), []);
+    assert.deepEqual(b.transport.connectedPeers(), []);
+    wire([c, d]);
+    // d dials c without settings: c's check sees none and refuses; c's dial of d carries x=1.
+    await waitFor("a peer without settings is checked as none", () => refused(c, "settings differ: x=1 here, none there") && refused(d, "settings differ: defaults here, x=1 there"));
+    assert.deepEqual(c.transport.connectedPeers(), []);
+  } finally {
+    await closeAll([a, b, c, d]);
+  }
+  const e = await startNode(5, { settings: "x=1", settingsProblem: check("x=1") });
+  const f = await startNode(6, { settings: "x=1", settingsProblem: check("x=1") });
+  try {
+    wire([e, f]);
+    await waitConnected([e, f]);
+    assert.ok(!e.logs.some((l) => l.event === "peer-settings-refused") && !f.logs.some((l) => l.event === "peer-settings-refused"));
+  } finally {
+    await closeAll([e, f]);
+  }
+});
+
 test("a garbage frame closes only that connection", async () => {
   const nodes = [await startNode(1), await startNode(2)];
   const [a, b] = nodes as [TestNode, TestNode];
