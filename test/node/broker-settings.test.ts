@@ -6,10 +6,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
 import type { LogLevel } from "../../src/node/log.js";
-import { FerryNode } from "../../src/node/node.js";
-import { freePort } from "../e2e/harness.js";
+import type { FerryNode } from "../../src/node/node.js";
 import { waitFor } from "../e2e/tools.js";
 import { startInProcessCluster } from "./in-process.js";
 
@@ -39,27 +37,17 @@ test("a node whose broker settings differ is refused by its peers, with both val
   const nodes: FerryNode[] = [];
   const errors: Array<{ id: number; event: string; fields: Record<string, unknown> }> = [];
   try {
-    const members = [];
-    for (let id = 1; id <= 3; id++) members.push({ id, peer: `127.0.0.1:${await freePort()}`, client: `127.0.0.1:${await freePort()}` });
-    for (const member of members) {
-      const config: NodeConfig = {
-        ...NODE_DEFAULTS,
-        id: member.id,
-        dataDir: join(root, `node${member.id}`),
-        clientListen: member.client,
-        peerListen: member.peer,
-        members,
-        tickMs: 20,
-        electionTicks: 10,
-        heartbeatTicks: 2,
-        // Node 3 was given another body limit; a different fresh-heads cache size is fine.
-        broker: member.id === 3 ? { bodyBytesMax: 4096 } : { freshHeadsInMemoryMax: member.id * 1000 },
-      };
-      const log = (level: LogLevel, event: string, fields: Record<string, unknown> = {}) => {
-        if (level === "error") errors.push({ id: member.id, event, fields });
-      };
-      nodes.push(await FerryNode.start(config, { log }));
-    }
+    await startInProcessCluster(
+      root,
+      nodes,
+      // Node 3 was given another body limit; a different fresh-heads cache size is fine.
+      (id) => ({ broker: id === 3 ? { bodyBytesMax: 4096 } : { freshHeadsInMemoryMax: id * 1000 } }),
+      (id) => ({
+        log: (level: LogLevel, event: string, fields: Record<string, unknown> = {}) => {
+          if (level === "error") errors.push({ id, event, fields });
+        },
+      }),
+    );
     await waitFor("nodes 1 and 2 elect a leader", () => nodes.slice(0, 2).find((node) => node.raftState().isLeader));
     await waitFor("every node logged the mismatch", () => [1, 2, 3].every((id) => errors.some((error) => error.id === id && error.event === "peer-settings-refused")));
     const onThree = errors.find((error) => error.id === 3)!;

@@ -2,12 +2,18 @@
 // a node (its broker, storage or transport) while a real cluster runs around it.
 import { join } from "node:path";
 import { type MemberAddress, NODE_DEFAULTS, type NodeConfig } from "../../src/node/config.js";
-import { FerryNode } from "../../src/node/node.js";
+import { FerryNode, type NodeDependencies } from "../../src/node/node.js";
 import { freePort } from "../e2e/harness.js";
 
 // Starts the nodes one by one into `nodes`, so each is there to stop even if a later one fails.
-// Returns the members (ids and addresses).
-export async function startInProcessCluster(root: string, nodes: FerryNode[], overrides: Partial<NodeConfig> = {}): Promise<MemberAddress[]> {
+// Returns the members (ids and addresses). `overrides` may differ per node (a function of its id),
+// and so may its `dependencies` (a logger, say).
+export async function startInProcessCluster(
+  root: string,
+  nodes: FerryNode[],
+  overrides: Partial<NodeConfig> | ((id: number) => Partial<NodeConfig>) = {},
+  dependencies: (id: number) => NodeDependencies = () => ({}),
+): Promise<MemberAddress[]> {
   const members: MemberAddress[] = [];
   for (let id = 1; id <= 3; id++) members.push({ id, peer: `127.0.0.1:${await freePort()}`, client: `127.0.0.1:${await freePort()}` });
   for (const member of members) {
@@ -21,9 +27,9 @@ export async function startInProcessCluster(root: string, nodes: FerryNode[], ov
       tickMs: 20,
       electionTicks: 10,
       heartbeatTicks: 2,
-      ...overrides,
+      ...(typeof overrides === "function" ? overrides(member.id) : overrides),
     };
-    nodes.push(await FerryNode.start(config));
+    nodes.push(await FerryNode.start(config, dependencies(member.id)));
   }
   return members;
 }
