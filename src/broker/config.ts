@@ -4,6 +4,7 @@
 // replicated part of its config in its peer handshake, and a peer with other values is refused
 // (src/transport). Pure: no I/O.
 import { RECEIVE_MAX } from "../protocol/api.js";
+import { mergeConfig } from "./broker.js";
 import { BROKER_DEFAULTS, type BrokerConfig, type MailboxConfig } from "./commands.js";
 import { mailboxConfigProblem } from "./validate.js";
 
@@ -21,9 +22,9 @@ export type BrokerSettings = Omit<Partial<BrokerConfig>, "mailbox"> & { mailbox?
 // The effective config: defaults, then `partial`'s keys (its `mailbox` merged into the mailbox
 // defaults). Throws BrokerConfigError naming the key for an unknown key or a value out of range.
 export function resolveBrokerConfig(partial: unknown): BrokerConfig {
-  if (partial === undefined) return { ...BROKER_DEFAULTS, mailbox: { ...BROKER_DEFAULTS.mailbox } };
+  const config = mergeConfig(undefined); // a copy of the defaults, its mailbox too
+  if (partial === undefined) return config;
   if (typeof partial !== "object" || partial === null || Array.isArray(partial)) throw new BrokerConfigError("broker settings must be an object");
-  const config: BrokerConfig = { ...BROKER_DEFAULTS, mailbox: { ...BROKER_DEFAULTS.mailbox } };
   const numbers = config as unknown as Record<string, number>;
   for (const [key, value] of Object.entries(partial)) {
     if (key === "mailbox") continue;

@@ -172,7 +172,7 @@ export function resolveConfig(flags: StartFlags): NodeConfig {
     stateRecoveriesMax: number("stateRecoveriesMax", fromFile.stateRecoveriesMax ?? NODE_DEFAULTS.stateRecoveriesMax),
     snapshotBytesMax: number("snapshotBytesMax", fromFile.snapshotBytesMax ?? NODE_DEFAULTS.snapshotBytesMax),
     snapshotThreadNice: number("snapshotThreadNice", fromFile.snapshotThreadNice ?? NODE_DEFAULTS.snapshotThreadNice),
-    // Only in the config file: a JSON object of limits (docs/node.md "Broker settings"), checked here.
+    // Only in the config file: a JSON object of limits (docs/node.md "Broker settings and server limits"), checked here.
     broker: resolveBrokerConfig(fromFile.broker),
     clockMaxOffsetMs: number("clockMaxOffsetMs", fromFile.clockMaxOffsetMs ?? NODE_DEFAULTS.clockMaxOffsetMs),
   };

@@ -54,7 +54,7 @@ export interface NodeConfig {
   snapshotThreadNice: number;
   // The broker's limits and mailbox defaults (docs/broker.md "Limits"); absent keys take the
   // defaults. Every node of a cluster must give the same values (freshHeadsInMemoryMax aside): a
-  // node refuses peers with others (docs/node.md "Broker settings").
+  // node refuses peers with others (docs/node.md "Broker settings and server limits").
   broker?: BrokerSettings;
 }
 
