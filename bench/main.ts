@@ -19,7 +19,7 @@ import { natsSystem } from "./systems/nats.js";
 import { PEERS_SCRIPTS_DIR } from "./systems/peer-clients.js";
 import { rabbitmqSystem } from "./systems/rabbitmq.js";
 import type { RunningCluster, SystemUnderTest } from "./systems/types.js";
-import { measureDrain, measureLatency, measureMemory, measureThroughput, SETTINGS_DEFAULT, type Settings, warmUpDrain } from "./workloads.js";
+import { measureDrain, measureLatency, measureMemory, measureThroughput, SETTINGS_DEFAULT, type Settings, warmUpDrains } from "./workloads.js";
 import { resultPath } from "./lib/results.js";
 
 const INCIDENTS_KEPT = 20; // log lines kept in the result per system and round
@@ -32,6 +32,7 @@ const SETTINGS_QUICK: Settings = {
   throughputDurationMsMax: 20_000,
   drainIdleMs: 3000,
   drainWarmupCount: 5_000,
+  drainWarmupRounds: 1,
   failoverBeforeMs: 3000,
   failoverAfterMs: 8000,
 };
@@ -149,7 +150,9 @@ async function runSystemPhases(cluster: RunningCluster, result: SystemResult, se
   if (phases.has("throughput")) result.throughput = await runPhase(result, "throughput", () => measureThroughput(cluster, settings, progress));
   const sent = result.throughput?.messages ?? 0;
   if (phases.has("drain") && sent > 0) {
-    if (settings.drainWarmupCount > 0) result.drainWarmup = await runPhase(result, "drain warm-up", () => warmUpDrain(cluster, settings, progress));
+    if (settings.drainWarmupCount > 0 && settings.drainWarmupRounds > 0) {
+      result.drainWarmup = await runPhase(result, "drain warm-up", () => warmUpDrains(cluster, settings, progress));
+    }
     result.drain = await runPhase(result, "drain", () => measureDrain(cluster, settings, sent, progress));
   }
   result.memory = measureMemory(cluster); // before the kill: every node is still there

@@ -1,5 +1,6 @@
 // How long a freshly started cluster takes to reach its steady state, per system: the figures
-// behind the benchmark's warm-ups (bench/main.ts latencyWarmupCount, drainWarmupCount).
+// behind the benchmark's warm-ups (bench/workloads.ts latencyWarmupCount, drainWarmupCount and
+// drainWarmupRounds: its defaults, 6 drains of 50,000, are the benchmark's).
 //
 //   npm run bench:warmup                                  # Ferry: latency, then drains
 //   npm run bench:warmup -- --systems ferry,nats,rabbitmq  # the peers too (installed if missing)

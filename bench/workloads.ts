@@ -18,10 +18,12 @@ export interface Settings {
   drainBatchSize: number;
   drainDepth: number; // see DrainOptions.depth
   drainIdleMs: number;
-  // Messages sent to a mailbox of their own and drained, uncounted, before the measured drain:
-  // the drain is the first time a node runs RECEIVE and ACK, and the measured figure is the
-  // steady state, as the latency phase's warm-up sends make it for SEND (0: no warm-up).
+  // Messages sent to a mailbox of their own and drained, uncounted, before the measured drain, in
+  // drainWarmupRounds rounds of drainWarmupCount each: the drain is the first time a node runs
+  // RECEIVE and ACK, and the measured figure is the steady state, as the latency phase's warm-up
+  // sends make it for SEND (0: no warm-up).
   drainWarmupCount: number;
+  drainWarmupRounds: number;
   failoverConnectionCount: number;
   failoverInFlightPerConnection: number;
   failoverBeforeMs: number;
@@ -49,7 +51,16 @@ export const SETTINGS_DEFAULT: Settings = {
   drainBatchSize: 100,
   drainDepth: 400, // the batch in hand and 3 ahead: consume()'s default prefetch
   drainIdleMs: 5000,
-  drainWarmupCount: 20_000,
+  // 6 rounds of 50,000 (20,000 once until session 26): V8 optimizes a function after it has run
+  // enough of its own bytecode, so the functions a node runs once per Raft entry or per peer
+  // message (hundreds of calls a second) were still being compiled in the measured drain after
+  // 20,000: 137-145 TurboFan compilations in it, a third of the nodes' main-thread samples in
+  // baseline code. With 300,000 in 3-10 rounds: 50-60 compilations, and the drain's server CPU per
+  // message 15-20% lower. Rounds rather than one long drain: the end of each drain (the mailbox
+  // runs dry) is a path the optimized RECEIVE had not seen, and it was deoptimized there
+  // (docs/bench.md "Session 26"; `npm run bench:warmup` shows each round's rate).
+  drainWarmupCount: 50_000,
+  drainWarmupRounds: 6,
   failoverConnectionCount: 2,
   failoverInFlightPerConnection: 8,
   failoverBeforeMs: 5000,
@@ -91,10 +102,12 @@ export interface ThroughputResult extends ClientCpu {
 
 export type DrainResult = Omit<ThroughputResult, "latency" | "errors"> & { expected: number };
 
-// The uncounted warm-up drain (Settings.drainWarmupCount): its own rate, for the record.
+// The uncounted warm-up drains (Settings.drainWarmupCount, drainWarmupRounds): their rates, for
+// the record (messagesPerSecond: the last round's).
 export interface DrainWarmupResult {
   messages: number;
   messagesPerSecond: number;
+  roundRates: number[];
 }
 
 export interface FailoverResult {
@@ -234,16 +247,28 @@ async function openPipelinedSenders(cluster: RunningCluster, settings: Settings,
   return senders;
 }
 
+// drainWarmupRounds rounds of warmUpDrain.
+export async function warmUpDrains(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<DrainWarmupResult> {
+  const roundRates: number[] = [];
+  let messages = 0;
+  for (let round = 0; round < settings.drainWarmupRounds; round++) {
+    const drained = await warmUpDrain(cluster, settings, progress, ` ${round + 1}/${settings.drainWarmupRounds}`);
+    messages += drained.messages;
+    roundRates.push(drained.messagesPerSecond);
+  }
+  return { messages, messagesPerSecond: roundRates[roundRates.length - 1] ?? 0, roundRates };
+}
+
 // Sends drainWarmupCount messages to a target of their own (pipelined, as the throughput phase
 // does) and drains them with the measured drain's settings. Nothing of it is counted in the drain.
-export async function warmUpDrain(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<DrainWarmupResult> {
+export async function warmUpDrain(cluster: RunningCluster, settings: Settings, progress: Progress, label = ""): Promise<{ messages: number; messagesPerSecond: number }> {
   const target = "drain-warmup";
   await cluster.prepare(target);
   const senders = await openPipelinedSenders(cluster, settings, target);
   const body = makeBody(settings.bodyBytes);
   let issued = 0;
   let sent = 0;
-  progress.start("receive+ack warm-up (not counted)", settings.drainWarmupCount * 2);
+  progress.start(`receive+ack warm-up${label} (not counted)`, settings.drainWarmupCount * 2);
   const worker = async (sender: Sender) => {
     while (issued < settings.drainWarmupCount) {
       issued++;

@@ -18,7 +18,7 @@ export interface SystemResult {
   loadAverageEnd?: number;
   latency?: LatencyResult;
   throughput?: ThroughputResult;
-  drainWarmup?: DrainWarmupResult; // uncounted, before the drain (Settings.drainWarmupCount)
+  drainWarmup?: DrainWarmupResult; // uncounted, before the drain (Settings.drainWarmupCount, drainWarmupRounds)
   drain?: DrainResult;
   memory?: MemoryResult[];
   failover?: FailoverResult;
