@@ -8,6 +8,7 @@
 //
 //   npm run bench:profile
 //   npm run bench:profile -- --messages 100000
+//   npm run bench:profile -- --warm     # the benchmark's drain warm-up (unprofiled phase) first
 //
 // Profiling itself costs some CPU (V8 samples every ~1 ms): compare parts with each other, and
 // take absolute throughput from `npm run bench`.
@@ -19,21 +20,23 @@ import { type CpuProfile, flameGraphSvg, PART_ORDER, partTimes } from "./lib/cpu
 import { Progress } from "./lib/progress.js";
 import { sleep } from "./lib/proc.js";
 import { ferrySystem } from "./systems/ferry.js";
-import { measureDrain, measureThroughput, type NodeCpu, SETTINGS_DEFAULT, type Settings } from "./workloads.js";
+import { measureDrain, measureThroughput, type NodeCpu, SETTINGS_DEFAULT, type Settings, warmUpDrains } from "./workloads.js";
 import { RESULTS_DIR, resultStamp } from "./lib/results.js";
 
 const PROFILE_WAIT_MS = 15_000;
 
-const { values: options } = parseArgs({ options: { messages: { type: "string", default: "60000" } } });
+const { values: options } = parseArgs({ options: { messages: { type: "string", default: "60000" }, warm: { type: "boolean", default: false } } });
 const MESSAGES = Number(options.messages);
 if (!Number.isInteger(MESSAGES) || MESSAGES < 1000) throw new Error(`--messages takes an integer >= 1000, not '${options.messages}'`);
 
-// The benchmark's settings (bench/workloads.ts SETTINGS_DEFAULT), with this run's count.
+// The benchmark's settings (bench/workloads.ts SETTINGS_DEFAULT), with this run's count. Without
+// --warm the profile covers the first drain, V8's compiling included; with it, the drain after the
+// benchmark's warm-up drains (its steady state: docs/bench.md "Session 26").
 const SETTINGS: Settings = {
   ...SETTINGS_DEFAULT,
   throughputMessageCount: MESSAGES,
   throughputDurationMsMax: 120_000,
-  drainWarmupCount: 0, // the profile covers the first drain, compiling included
+  ...(options.warm ? {} : { drainWarmupCount: 0, drainWarmupRounds: 0 }),
   sendTimeoutMs: 10_000,
 };
 
@@ -70,6 +73,7 @@ try {
   let fromUs = monotonicUs();
   const sent = await measureThroughput(cluster, SETTINGS, progress);
   phases.push({ name: "pipelined SEND", fromUs, toUs: monotonicUs(), messages: sent.messages, messagesPerSecond: sent.messagesPerSecond, cpuUsPerMessage: perNode(sent.serverCpu) });
+  if (SETTINGS.drainWarmupRounds > 0) await warmUpDrains(cluster, SETTINGS, progress);
   fromUs = monotonicUs();
   const drained = await measureDrain(cluster, SETTINGS, sent.messages, progress);
   phases.push({ name: "RECEIVE+ACK", fromUs, toUs: monotonicUs(), messages: drained.messages, messagesPerSecond: drained.messagesPerSecond, cpuUsPerMessage: perNode(drained.serverCpu) });
