@@ -55,10 +55,11 @@ export const SETTINGS_DEFAULT: Settings = {
   // enough of its own bytecode, so the functions a node runs once per Raft entry or per peer
   // message (hundreds of calls a second) were still being compiled in the measured drain after
   // 20,000: 137-145 TurboFan compilations in it, a third of the nodes' main-thread samples in
-  // baseline code. With 300,000 in 3-10 rounds: 50-60 compilations, and the drain's server CPU per
-  // message 15-20% lower. Rounds rather than one long drain: the end of each drain (the mailbox
-  // runs dry) is a path the optimized RECEIVE had not seen, and it was deoptimized there
-  // (docs/bench.md "Session 26"; `npm run bench:warmup` shows each round's rate).
+  // baseline code. 100,000 (in 1 or 5 rounds) still left 133-137; 300,000 (in 3 or 10 rounds)
+  // 50-60, and the drain's server CPU per message was 15-20% lower. In rounds, RECEIVE also goes
+  // through the end of a drain (the mailbox running dry: its optimized code had not seen that
+  // path and was deoptimized there) several times before the measured drain (docs/bench.md
+  // "Session 26"; `npm run bench:warmup` shows each round's rate).
   drainWarmupCount: 50_000,
   drainWarmupRounds: 6,
   failoverConnectionCount: 2,
