@@ -3,11 +3,14 @@
 // data directory. SIGTERM/SIGINT: stop accepting, finish in-flight requests, hand leadership
 // over, flush, exit 0.
 import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { ConnectionOptions as TlsConnectionOptions, TlsOptions } from "node:tls";
 import type { Command } from "commander";
 import { NODE_DEFAULTS, type NodeConfig, parseHostPort, parseMembers, resolveBrokerConfig, validateConfig } from "../node/config.js";
 import { createLogger } from "../node/log.js";
 import { FerryNode } from "../node/node.js";
+import { EntryTrace } from "../node/trace.js";
 import { Authenticator } from "../server/auth.js";
 import { ForwardingService, ForwardProofVerifier, forwardProof } from "../server/forwarder.js";
 import { HttpEndpoint } from "../server/http.js";
@@ -272,8 +275,12 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
   let forwarder: ForwardingService;
   let http: HttpEndpoint | undefined;
   let currentAuth = security.auth; // replaced on SIGHUP
+  // A diagnostic for `npm run bench:stages`: when each entry reached each stage on this node,
+  // written to <dir>/trace-node<id>.txt when the node stops gracefully (docs/node.md).
+  const traceDir = process.env.FERRY_TRACE_DIR;
+  const trace = traceDir === undefined || traceDir === "" ? undefined : new EntryTrace();
   try {
-    node = await FerryNode.start(config, { log, ...(security.peerTls === undefined ? {} : { peerTls: security.peerTls }) });
+    node = await FerryNode.start(config, { log, ...(security.peerTls === undefined ? {} : { peerTls: security.peerTls }), ...(trace === undefined ? {} : { trace }) });
     const { host, port } = parseHostPort(config.clientListen);
     const proof = () => forwardProof(config.clusterId, config.secret);
     forwarder = new ForwardingService(node, { proof, name: `node-${config.id}`, ...(security.forwardTls ? { tls: security.forwardTls } : {}) });
@@ -339,6 +346,15 @@ async function runNode(config: NodeConfig, httpAddress: string | undefined, secu
     await http?.close();
     forwarder.close();
     await node.stop();
+    if (trace !== undefined && traceDir !== undefined) {
+      const file = join(traceDir, `trace-node${config.id}.txt`);
+      try {
+        await writeFile(file, trace.text());
+        log("info", "trace-written", { file, events: trace.size, dropped: trace.dropped });
+      } catch (error) {
+        log("error", "trace-write-failed", { file, error: (error as Error).message });
+      }
+    }
     log("info", "stopped", {});
     process.exit(0);
   };

@@ -36,6 +36,7 @@ import { InflightProposals, type PendingRequest, ProposalQueue } from "./proposa
 import { type Session, toBrokerCommand } from "./requests.js";
 import { nodeSnapshotParts, readNodeSnapshot } from "./snapshot-codec.js";
 import { SnapshotThread, SnapshotThreadError } from "./snapshot-thread.js";
+import type { EntryTrace } from "./trace.js";
 import { NodeTime } from "./time.js";
 import { AppliedWaiters, MailboxWaiters } from "./waiters.js";
 
@@ -44,6 +45,7 @@ export interface NodeDependencies {
   physicalNowMs?: () => number; // the clock source; tests inject a skewed one
   random?: () => number;
   peerTls?: PeerTls; // mutual TLS on the peer port (ferry start --peer-tls)
+  trace?: EntryTrace; // records when each entry reached each stage here (FERRY_TRACE_FILE)
 }
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
@@ -114,6 +116,7 @@ export class FerryNode {
     private readonly book: AddressBook,
     private readonly clock: NodeTime,
     private readonly log: Logger,
+    private readonly trace: EntryTrace | undefined,
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
     // A commit the store refused in the background (its timer) is recovered from at once, not at
@@ -189,7 +192,7 @@ export class FerryNode {
         log: (event, fields) => log(event === "peer-settings-refused" ? "error" : "debug", event, fields),
         ...(dependencies.peerTls === undefined ? {} : { tls: dependencies.peerTls }),
       });
-      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log);
+      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log, dependencies.trace);
       node.startTicking();
       node.startSnapshotThread();
       return node;
@@ -432,7 +435,12 @@ export class FerryNode {
 
   private receive(messages: import("../raft/types.js").Message[]): void {
     if (this.stopped) return;
-    for (const message of messages) this.raft.step(message);
+    for (const message of messages) {
+      if (this.trace !== undefined && message.type === "append" && message.entries.length > 0) {
+        this.trace.record("append-received", message.index + message.entries.length, message.entries.length);
+      }
+      this.raft.step(message);
+    }
     this.schedule();
   }
 
@@ -492,6 +500,7 @@ export class FerryNode {
         this.inflight.add(index, { term, requests: batch, commands: roundTripsExactly(commands) ? commands : undefined });
         this.metrics.entriesProposed.inc();
         this.metrics.commandsProposed.inc(batch.length);
+        this.trace?.record("proposed", index, batch.length);
       } catch (error) {
         const failure = this.translate(error);
         for (const pending of batch) pending.fail(failure);
@@ -566,6 +575,8 @@ export class FerryNode {
     await this.storage.persist({ hardState, entries: ready.entries, snapshot: ready.snapshot });
     this.metrics.persistSeconds.observe((performance.now() - startedMs) / 1000);
     this.metrics.entriesPersisted.inc(ready.entries.length);
+    const last = ready.entries[ready.entries.length - 1];
+    if (this.trace !== undefined && last !== undefined) this.trace.record("written", last.index, ready.entries.length);
     if (hardState) this.writtenHardState = hardState;
     this.unwrittenHardState = undefined;
   }
@@ -593,6 +604,7 @@ export class FerryNode {
   private applyEntries(entries: Entry[]): void {
     if (entries.length === 0) return;
     const startedMs = performance.now();
+    this.trace?.record("apply-start", entries[entries.length - 1]!.index, entries.length);
     // One LMDB transaction per entry (inside Broker.apply); an entry holds a whole batch of commands.
     for (const entry of entries) {
       this.applyEntry(entry);
@@ -606,6 +618,7 @@ export class FerryNode {
     this.metrics.entriesApplied.inc(entries.length);
     for (const mailbox of this.broker.takeWakeups()) this.mailboxWaiters.wake(mailbox);
     this.appliedWaiters.applied(this.appliedIndex);
+    this.trace?.record("apply-end", this.appliedIndex, entries.length);
   }
 
   private applyEntry(entry: Entry): void {

@@ -1,0 +1,89 @@
+// Where a request's time goes between the nodes during the benchmark's RECEIVE+ACK drain: runs a
+// 3-node cluster whose nodes trace when each log entry reached each stage (FERRY_TRACE_DIR,
+// src/node/trace.ts), drives the benchmark's pipelined SENDs, its drain warm-up and its measured
+// drain (bench/workloads.ts), stops the nodes (they write their traces) and lines the traces up
+// per entry (bench/lib/stages.ts): from the leader's proposal to each follower's receipt and
+// write, to the leader's apply, whose end is when the entry's answers leave. Prints a table of
+// medians and p90s over the measured drain's entries and writes bench/results/stages-<date>.json.
+//
+//   npm run bench:stages
+//   npm run bench:stages -- --messages 50000 --cold   # no drain warm-up (the first drain)
+//
+// The nodes' clocks are the host's wall clock read with sub-millisecond resolution: the three
+// processes share it. Tracing costs a few array writes per entry; the drain's rate is printed
+// for reference, take rates from `npm run bench`.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { parseTrace, type TraceRecord } from "../src/node/trace.js";
+import { sleep } from "./lib/proc.js";
+import { Progress } from "./lib/progress.js";
+import { resultPath } from "./lib/results.js";
+import { entryStages, stagesTable } from "./lib/stages.js";
+import { ferrySystem } from "./systems/ferry.js";
+import { measureDrain, measureThroughput, SETTINGS_DEFAULT, type Settings, warmUpDrains } from "./workloads.js";
+
+const TRACE_WAIT_MS = 15_000;
+const NODE_IDS = [1, 2, 3];
+
+const { values: options } = parseArgs({ options: { messages: { type: "string", default: "100000" }, cold: { type: "boolean", default: false } } });
+const MESSAGES = Number(options.messages);
+if (!Number.isInteger(MESSAGES) || MESSAGES < 1000) throw new Error(`--messages takes an integer >= 1000, not '${options.messages}'`);
+
+const SETTINGS: Settings = {
+  ...SETTINGS_DEFAULT,
+  throughputMessageCount: MESSAGES,
+  throughputDurationMsMax: 120_000,
+  ...(options.cold ? { drainWarmupCount: 0, drainWarmupRounds: 0 } : {}),
+  sendTimeoutMs: 10_000,
+};
+
+function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+const workDir = mkdtempSync(join(tmpdir(), "ferry-bench-stages-"));
+const traceDir = join(workDir, "traces");
+mkdirSync(traceDir);
+process.env.FERRY_TRACE_DIR = traceDir; // the dev cluster's nodes inherit it
+const progress = new Progress();
+process.stderr.write(`tracing a 3-node cluster in ${workDir} (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)\n`);
+const cluster = await ferrySystem.start(workDir);
+let fromMs = 0;
+let toMs = 0;
+let drained: Awaited<ReturnType<typeof measureDrain>>;
+try {
+  const sent = await measureThroughput(cluster, SETTINGS, progress);
+  if (SETTINGS.drainWarmupRounds > 0) await warmUpDrains(cluster, SETTINGS, progress);
+  fromMs = wallMs();
+  drained = await measureDrain(cluster, SETTINGS, sent.messages, progress);
+  toMs = wallMs();
+} finally {
+  await cluster.stop();
+}
+
+const traceFile = (id: number) => join(traceDir, `trace-node${id}.txt`);
+const deadlineMs = performance.now() + TRACE_WAIT_MS;
+while (NODE_IDS.some((id) => !existsSync(traceFile(id))) && performance.now() < deadlineMs) await sleep(200);
+const traces = new Map<string, TraceRecord[]>();
+for (const id of NODE_IDS) {
+  if (!existsSync(traceFile(id))) {
+    process.stderr.write(`  no trace from node ${id}: it did not stop gracefully\n`);
+    continue;
+  }
+  traces.set(`node${id}`, parseTrace(readFileSync(traceFile(id), "utf8")));
+}
+
+const stages = entryStages(traces, fromMs, toMs);
+const messagesPerEntry = stages.entries === 0 ? 0 : drained.messages / stages.entries;
+process.stdout.write(
+  `RECEIVE+ACK: ${drained.messages} messages at ${drained.messagesPerSecond} msg/s (traced); ${stages.entries} entries, ` +
+    `${stages.commandsPerEntry.toFixed(1)} commands and ${messagesPerEntry.toFixed(0)} drained messages each\n\n${stagesTable(stages)}\n`,
+);
+const path = resultPath("stages-", ".json");
+writeFileSync(
+  path,
+  `${JSON.stringify({ startedAt: new Date().toISOString(), settings: SETTINGS, cpuCount: cpus().length, loadAverage: loadavg(), messages: drained.messages, messagesPerSecond: drained.messagesPerSecond, traces: traceDir, stages }, null, 2)}\n`,
+);
+process.stdout.write(`results: ${path}\ntraces: ${traceDir}\n`);
