@@ -278,10 +278,14 @@ export async function warmUpDrain(cluster: RunningCluster, settings: Settings, p
   };
   await Promise.all(senders.flatMap((sender) => Array.from({ length: settings.throughputInFlightPerConnection }, () => worker(sender))));
   await Promise.all(senders.map((sender) => sender.close()));
-  const startMs = performance.now();
+  let startMs = performance.now();
   let acked = 0;
   let lastAckedMs = startMs;
-  const drained = await drainWith(cluster, settings, target, sent, (count) => {
+  const onStart = () => {
+    startMs = performance.now();
+    lastAckedMs = startMs;
+  };
+  const drained = await drainWith(cluster, settings, target, sent, onStart, (count) => {
     acked += count;
     lastAckedMs = performance.now();
     progress.update(sent + acked);
@@ -291,8 +295,9 @@ export async function warmUpDrain(cluster: RunningCluster, settings: Settings, p
   return { messages: drained, messagesPerSecond };
 }
 
-// Drains `target` with the drain settings (the warm-up and the measured drain alike).
-function drainWith(cluster: RunningCluster, settings: Settings, target: string, expected: number, onAcked: (count: number) => void): Promise<number> {
+// Drains `target` with the drain settings (the warm-up and the measured drain alike). onStart:
+// the system's setup for it is done (DrainOptions.onStart), the drain's clock starts.
+function drainWith(cluster: RunningCluster, settings: Settings, target: string, expected: number, onStart: () => void, onAcked: (count: number) => void): Promise<number> {
   return cluster.drain({
     target,
     expected,
@@ -300,19 +305,28 @@ function drainWith(cluster: RunningCluster, settings: Settings, target: string, 
     batch: settings.drainBatchSize,
     depth: settings.drainDepth,
     idleMs: settings.drainIdleMs,
+    onStart,
     onAcked,
   });
 }
 
 export async function measureDrain(cluster: RunningCluster, settings: Settings, expected: number, progress: Progress): Promise<DrainResult> {
-  const cpuBefore = snapshotCpu(cluster.nodes);
-  const cpuStart = process.cpuUsage();
-  const startMs = performance.now();
-  const timeline = new Timeline(startMs);
+  // The clock and the CPU counts start when the system's setup for the drain is done (onStart).
+  let cpuBefore = snapshotCpu(cluster.nodes);
+  let cpuStart = process.cpuUsage();
+  let startMs = performance.now();
+  let timeline = new Timeline(startMs);
   let acked = 0;
   let lastAckedMs = startMs;
+  const onStart = () => {
+    cpuBefore = snapshotCpu(cluster.nodes);
+    cpuStart = process.cpuUsage();
+    startMs = performance.now();
+    timeline = new Timeline(startMs);
+    lastAckedMs = startMs;
+  };
   progress.start("receive+ack throughput", expected);
-  const drained = await drainWith(cluster, settings, "throughput", expected, (count) => {
+  const drained = await drainWith(cluster, settings, "throughput", expected, onStart, (count) => {
     acked += count;
     lastAckedMs = performance.now();
     timeline.add(lastAckedMs, count);

@@ -170,6 +170,7 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
     drain: async (options) => {
       const connection = await client.connect({ seeds: SEEDS, window: options.consumers * REQUESTS_PER_CONSUMER });
       opened.push(connection);
+      options.onStart();
       return drain(connection, options);
     },
     kill: (node) => {

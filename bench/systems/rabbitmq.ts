@@ -151,9 +151,14 @@ async function drain(connection: AmqpConnection, options: DrainOptions): Promise
       else idleTimer = setTimeout(resolve, options.idleMs);
     };
     void (async () => {
+      const opened: Channel[] = [];
       for (let index = 0; index < options.consumers; index++) {
         const channel = await connection.createChannel();
         await channel.prefetch(options.depth);
+        opened.push(channel);
+      }
+      options.onStart();
+      for (const channel of opened) {
         const { consumerTag } = await channel.consume(queue, onMessage(channel), { noAck: false });
         channels.push({ channel, consumerTag });
       }

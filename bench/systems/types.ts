@@ -32,6 +32,11 @@ export interface DrainOptions {
   // messages, RabbitMQ's channel has a prefetch of depth.
   depth: number;
   idleMs: number; // stop early when nothing arrives for this long
+  // Called once, when the drain's setup is done (connections open, channels or the consumer
+  // made) and just before the first request for messages: the drain is timed from here, so
+  // that making a replicated consumer (a Raft group of its own in NATS) is not counted as
+  // draining. Systems call it at most once; if none does, the drain is timed from its call.
+  onStart: () => void;
   onAcked: (count: number) => void;
 }
 
