@@ -20,25 +20,15 @@ import { type CpuProfile, flameGraphSvg, PART_ORDER, partTimes } from "./lib/cpu
 import { Progress } from "./lib/progress.js";
 import { sleep } from "./lib/proc.js";
 import { ferrySystem } from "./systems/ferry.js";
-import { measureDrain, measureThroughput, type NodeCpu, SETTINGS_DEFAULT, type Settings, warmUpDrains } from "./workloads.js";
+import { measureDrain, measureThroughput, type NodeCpu, type Settings, sendAndDrainSettings, warmUpDrains } from "./workloads.js";
 import { RESULTS_DIR, resultStamp } from "./lib/results.js";
 
 const PROFILE_WAIT_MS = 15_000;
 
 const { values: options } = parseArgs({ options: { messages: { type: "string", default: "60000" }, warm: { type: "boolean", default: false } } });
-const MESSAGES = Number(options.messages);
-if (!Number.isInteger(MESSAGES) || MESSAGES < 1000) throw new Error(`--messages takes an integer >= 1000, not '${options.messages}'`);
-
-// The benchmark's settings (bench/workloads.ts SETTINGS_DEFAULT), with this run's count. Without
-// --warm the profile covers the first drain, V8's compiling included; with it, the drain after the
-// benchmark's warm-up drains (its steady state: docs/bench.md "Session 26").
-const SETTINGS: Settings = {
-  ...SETTINGS_DEFAULT,
-  throughputMessageCount: MESSAGES,
-  throughputDurationMsMax: 120_000,
-  ...(options.warm ? {} : { drainWarmupCount: 0, drainWarmupRounds: 0 }),
-  sendTimeoutMs: 10_000,
-};
+// Without --warm the profile covers the first drain, V8's compiling included; with it, the drain
+// after the benchmark's warm-up drains (its steady state: docs/bench.md "Session 26").
+const SETTINGS: Settings = sendAndDrainSettings(options.messages, options.warm);
 
 // µs on the monotonic clock V8's profiler uses (CLOCK_MONOTONIC on Linux, as process.hrtime).
 function monotonicUs(): number {

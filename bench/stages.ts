@@ -22,22 +22,13 @@ import { Progress } from "./lib/progress.js";
 import { resultPath } from "./lib/results.js";
 import { entryStages, stagesTable } from "./lib/stages.js";
 import { ferrySystem } from "./systems/ferry.js";
-import { measureDrain, measureThroughput, SETTINGS_DEFAULT, type Settings, warmUpDrains } from "./workloads.js";
+import { measureDrain, measureThroughput, type Settings, sendAndDrainSettings, warmUpDrains } from "./workloads.js";
 
 const TRACE_WAIT_MS = 15_000;
 const NODE_IDS = [1, 2, 3];
 
 const { values: options } = parseArgs({ options: { messages: { type: "string", default: "100000" }, cold: { type: "boolean", default: false } } });
-const MESSAGES = Number(options.messages);
-if (!Number.isInteger(MESSAGES) || MESSAGES < 1000) throw new Error(`--messages takes an integer >= 1000, not '${options.messages}'`);
-
-const SETTINGS: Settings = {
-  ...SETTINGS_DEFAULT,
-  throughputMessageCount: MESSAGES,
-  throughputDurationMsMax: 120_000,
-  ...(options.cold ? { drainWarmupCount: 0, drainWarmupRounds: 0 } : {}),
-  sendTimeoutMs: 10_000,
-};
+const SETTINGS: Settings = sendAndDrainSettings(options.messages, !options.cold);
 
 function wallMs(): number {
   return performance.timeOrigin + performance.now();

@@ -70,6 +70,21 @@ export const SETTINGS_DEFAULT: Settings = {
   sendTimeoutMs: 2000,
 };
 
+// The settings of a tool that runs the benchmark's pipelined SENDs and then its drain
+// (bench:profile, bench:stages): the benchmark's, with `--messages` as the count, and without the
+// drain warm-up when `warm` is false (the first, cold drain). Throws on a count below 1,000.
+export function sendAndDrainSettings(messagesOption: string | undefined, warm: boolean): Settings {
+  const messages = Number(messagesOption);
+  if (!Number.isInteger(messages) || messages < 1000) throw new Error(`--messages takes an integer >= 1000, not '${messagesOption}'`);
+  return {
+    ...SETTINGS_DEFAULT,
+    throughputMessageCount: messages,
+    throughputDurationMsMax: 120_000,
+    ...(warm ? {} : { drainWarmupCount: 0, drainWarmupRounds: 0 }),
+    sendTimeoutMs: 10_000,
+  };
+}
+
 // How much the load generator itself used: it shares the 2 cores with the 3 nodes.
 export interface ClientCpu {
   clientCpuSeconds: number;
