@@ -45,7 +45,7 @@ export interface NodeDependencies {
   physicalNowMs?: () => number; // the clock source; tests inject a skewed one
   random?: () => number;
   peerTls?: PeerTls; // mutual TLS on the peer port (ferry start --peer-tls)
-  trace?: EntryTrace; // records when each entry reached each stage here (FERRY_TRACE_FILE)
+  trace?: EntryTrace; // records when each entry reached each stage here (FERRY_TRACE_DIR)
 }
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;

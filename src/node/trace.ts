@@ -2,7 +2,7 @@
 // carrying it arrived, written to the WAL, applied), for `npm run bench:stages`, which lines up
 // the traces of a cluster's nodes to show where a request's time goes between the nodes.
 //
-// Off unless a node is started with FERRY_TRACE_FILE (docs/node.md): the driver then records into
+// Off unless a node is started with FERRY_TRACE_DIR (docs/node.md): the driver then records into
 // preallocated arrays (no allocation per event, a fixed capacity; events past it are counted, not
 // kept) and the CLI writes them out when the node stops. Times are wall-clock milliseconds with
 // sub-millisecond resolution (performance.timeOrigin + performance.now()), so that the traces of
