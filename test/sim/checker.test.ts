@@ -13,12 +13,13 @@ function logOf(entries: Entry[]): LogView {
   return { firstIndex: () => 1, lastIndex: () => entries.length, term: (i) => entries[i - 1]!.term };
 }
 
-// Applies entries on a fresh state machine, reporting each to the checker as node `node`.
-function applyAll(checker: SafetyChecker, node: number, entries: Entry[]): void {
+// Applies entries on a fresh state machine, reporting each to the checker as node `node`, in
+// term `nodeTerm` (default: the last entry's term, as the leader that committed them would be).
+function applyAll(checker: SafetyChecker, node: number, entries: Entry[], nodeTerm = entries.at(-1)?.term ?? 0): void {
   const machine = new StateMachine();
   for (const e of entries) {
     machine.apply(e);
-    checker.applied(node, e, machine.hash);
+    checker.applied(node, e, machine.hash, nodeTerm);
   }
 }
 
@@ -67,6 +68,28 @@ test("leader completeness: a later leader lacks a committed entry", () => {
   assert.match(other.violations[0]!, /leader completeness: n3 leads term 3 with 2\/t2, committed was 2\/t1/);
 });
 
+// Seed 772863 (3 nodes): n3, a candidate of term 7 with 1..6/t1, was paused with n1's vote for it
+// on the way; meanwhile n2 won term 8 and committed 7/t1..12/t1 through an entry of term 8. The
+// vote then arrived and n3 led term 7 with 7/t7, which is legal: the entries were committed in
+// term 8, and a leader of term 7 commits nothing once a majority is in term 8.
+test("leader completeness counts the term an entry was committed in, not the entry's own", () => {
+  const stale = new SafetyChecker();
+  applyAll(stale, 2, [entry(1, 1), entry(2, 1), entry(3, 8)], 8); // 2/t1 committed in term 8
+  stale.committed(1, 2, 1, 8);
+  stale.leaderLogChecked(3, 7, logOf([entry(1, 1), entry(2, 7)]));
+  assert.deepEqual(stale.violations, []);
+  // The same leader in term 9 lacks an entry committed in term 8.
+  stale.leaderLogChecked(3, 9, logOf([entry(1, 1), entry(2, 7)]));
+  assert.match(stale.violations[0]!, /leader completeness: n3 leads term 9 with 2\/t7, committed was 2\/t1/);
+  // A node that saw the commit in an earlier term lowers the entry's commit term: term 7 is then
+  // too late for a leader without it.
+  const early = new SafetyChecker();
+  applyAll(early, 2, [entry(1, 1), entry(2, 1), entry(3, 8)], 8);
+  early.committed(1, 2, 1, 1);
+  early.leaderLogChecked(3, 7, logOf([entry(1, 1), entry(2, 7)]));
+  assert.match(early.violations[0]!, /leader completeness: n3 leads term 7 with 2\/t7, committed was 2\/t1/);
+});
+
 test("state machine safety: different entries applied at one index", () => {
   const checker = new SafetyChecker();
   applyAll(checker, 1, [entry(1, 1), entry(2, 1)]);
@@ -107,8 +130,8 @@ test("the state machine's snapshot round-trips", () => {
 
 test("linearizable reads: a read index below a commit seen before the read began", () => {
   const checker = new SafetyChecker();
-  checker.committed(1, 1, 1);
-  checker.committed(1, 2, 1);
+  checker.committed(1, 1, 1, 1);
+  checker.committed(1, 2, 1, 1);
   checker.readStarted(7);
   checker.readAnswered(2, 7, 2);
   assert.deepEqual(checker.violations, []);

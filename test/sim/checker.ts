@@ -8,7 +8,12 @@
 // - Election safety: at most one leader per term.
 // - Log matching: an (index, term) pair names one entry, and its predecessor's term is fixed too
 //   (by induction the whole prefix is then the same), on persisted logs.
-// - Leader completeness: a new leader's log holds every entry committed in an earlier term.
+// - Leader completeness: a new leader's log holds every entry committed in an earlier term: one
+//   whose commit a node saw while in a term below the leader's (Raft's Figure 3 counts the term of
+//   the leader that committed an entry, not the entry's own term). A candidate of term T may win T
+//   after later terms committed entries of term < T that it lacks (a vote granted before those
+//   commits, its answer delayed while the candidate was paused): such a leader commits nothing,
+//   as every majority has moved past T. Seed 772863 was a false report of exactly that.
 // - State machine safety: every node applies the same entry at an index and reaches the same
 //   state; a restored snapshot has the state the others had at that index.
 // - Proposals: an applied value was proposed, sits where propose() put it, and is applied at
@@ -28,6 +33,9 @@ interface LoggedEntry {
 
 interface CommittedEntry {
   term: number;
+  // The lowest term of a node seen with the entry committed (its commit index or an apply): the
+  // leader that committed it led that term or an earlier one.
+  committedInTerm: number;
   digest: number | undefined; // known once someone applied it
   node: NodeId; // the first node seen committing or applying it
   how: "committed" | "applied";
@@ -146,7 +154,7 @@ export class SafetyChecker {
     const last = log.lastIndex();
     for (let index = Math.max(first, 1); index <= this.committedIndexMax; index++) {
       const entry = this.committedLog[index];
-      if (entry === undefined || entry.term >= term) continue;
+      if (entry === undefined || entry.committedInTerm >= term) continue;
       if (index > last) {
         this.report(`leader completeness: n${node} leads term ${term} without committed ${index}/t${entry.term} (last ${last})`);
         return;
@@ -163,9 +171,9 @@ export class SafetyChecker {
     this.proposals.set(value, { index, term });
   }
 
-  // node applied entry; stateHash is its state after it.
-  applied(node: NodeId, entry: Entry, stateHash: number): void {
-    this.committedEntry(node, entry);
+  // node applied entry; stateHash is its state after it; nodeTerm is the node's current term.
+  applied(node: NodeId, entry: Entry, stateHash: number, nodeTerm: number): void {
+    this.committedEntry(node, entry, nodeTerm);
     const knownHash = this.stateHashAfter[entry.index];
     if (knownHash === undefined) this.stateHashAfter[entry.index] = stateHash;
     else if (knownHash !== stateHash) {
@@ -177,29 +185,33 @@ export class SafetyChecker {
 
   // node's commit index covers (index, term): a correct node only ever learns a commit index
   // below which its log is the committed log, so this is checked like an applied entry.
-  committed(node: NodeId, index: number, term: number): void {
+  // nodeTerm is the node's current term.
+  committed(node: NodeId, index: number, term: number, nodeTerm: number): void {
     const known = this.committedLog[index];
     if (known === undefined) {
-      this.committedLog[index] = { term, digest: undefined, node, how: "committed" };
+      this.committedLog[index] = { term, committedInTerm: nodeTerm, digest: undefined, node, how: "committed" };
       this.committedIndexMax = Math.max(this.committedIndexMax, index);
-    } else if (known.term !== term) {
+    } else if (known.term === term) {
+      known.committedInTerm = Math.min(known.committedInTerm, nodeTerm);
+    } else {
       this.report(`state machine safety: n${node} committed ${index}/t${term}, n${known.node} ${known.how} ${index}/t${known.term}`);
     }
   }
 
-  private committedEntry(node: NodeId, entry: Entry): void {
+  private committedEntry(node: NodeId, entry: Entry, nodeTerm: number): void {
     const digest = entryDigest(entry);
     const known = this.committedLog[entry.index];
     if (known === undefined) {
-      this.committedLog[entry.index] = { term: entry.term, digest, node, how: "applied" };
+      this.committedLog[entry.index] = { term: entry.term, committedInTerm: nodeTerm, digest, node, how: "applied" };
       this.committedIndexMax = Math.max(this.committedIndexMax, entry.index);
     } else if (known.term !== entry.term || (known.digest !== undefined && known.digest !== digest)) {
       this.report(
         `state machine safety: n${node} applied ${entry.index}/t${entry.term}, n${known.node} ${known.how} ${entry.index}/t${known.term}` +
           (known.term === entry.term ? " with different data" : ""),
       );
-    } else if (known.digest === undefined) {
-      known.digest = digest;
+    } else {
+      known.committedInTerm = Math.min(known.committedInTerm, nodeTerm);
+      known.digest ??= digest;
     }
   }
 

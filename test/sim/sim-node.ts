@@ -245,7 +245,7 @@ export class SimNode {
       return;
     }
     for (let index = Math.max(this.commitChecked + 1, log.firstIndex()); index <= commit; index++) {
-      this.environment.checker.committed(this.id, index, log.term(index));
+      this.environment.checker.committed(this.id, index, log.term(index), this.term);
     }
     this.commitChecked = commit;
   }
@@ -314,7 +314,7 @@ export class SimNode {
     }
     this.machine.appliedIndex = entry.index - 1;
     this.machine.apply(entry);
-    this.environment.checker.applied(this.id, entry, this.machine.hash);
+    this.environment.checker.applied(this.id, entry, this.machine.hash, this.term);
     this.environment.applied(this, entry);
   }
 
