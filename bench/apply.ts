@@ -8,6 +8,9 @@
 // sends by default) into one mailbox and round-robin over 1000 mailboxes; SEND with assigned ids into one
 // mailbox; RECEIVE of 100 messages per command then ACK of 100 ids per command (client ids); the
 // steady-state lifecycle of one mailbox (SEND, RECEIVE, ACK, dedupe sweep with a 1 s window).
+// Two reference rows without the broker: the state store's own floor, LmdbKv's put of each
+// message record (the broker's keys and record encoding) and its delete in key order, in entries
+// of 100 records and the same group commits: what SEND and ACK cannot cost less than per record.
 // Commands are decoded from their binary encoding outside the measured part; the measured part
 // is apply plus the group commits. Rates are per CPU second of the process (all threads, through
 // process.cpuUsage()) as well as per wall second: the machine is shared, CPU time is the figure
@@ -22,6 +25,7 @@ import type * as BrokerModule from "../src/broker/broker.js";
 import type { BrokerCommand } from "../src/broker/broker.js";
 import { uuidv7 } from "../src/client/ids.js";
 import type { ReceiveReply } from "../src/protocol/api.js";
+import type * as RecordsModule from "../src/broker/records.js";
 import type * as LmdbModule from "../src/storage/kv-lmdb.js";
 import { resultPath } from "./lib/results.js";
 
@@ -49,13 +53,15 @@ const STEP_MS = 1;
 interface Version {
   name: string;
   broker: typeof BrokerModule;
+  records: typeof RecordsModule;
   lmdb: typeof LmdbModule;
 }
 
 async function loadVersion(name: string, srcDir: string): Promise<Version> {
   const broker = (await import(join(srcDir, "broker", "broker.ts"))) as typeof BrokerModule;
+  const records = (await import(join(srcDir, "broker", "records.ts"))) as typeof RecordsModule;
   const lmdb = (await import(join(srcDir, "storage", "kv-lmdb.ts"))) as typeof LmdbModule;
-  return { name, broker, lmdb };
+  return { name, broker, records, lmdb };
 }
 
 interface Measure {
@@ -102,7 +108,7 @@ class Run {
 
 // replica: the RECEIVE+ACK entries are measured as a follower applies them (without replies),
 // replayed from the log of a broker that answered them.
-type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" | "lifecycle"; replica?: boolean };
+type Scenario = { name: string; mailboxes: number; clientIds: boolean; kind: "send" | "receive-ack" | "lifecycle" | "store-put" | "store-delete"; replica?: boolean };
 const SCENARIOS: Scenario[] = [
   { name: "SEND client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "send" },
   { name: "SEND client ids, 1000 mailboxes", mailboxes: 1000, clientIds: true, kind: "send" },
@@ -110,6 +116,8 @@ const SCENARIOS: Scenario[] = [
   { name: "RECEIVE+ACK 100/command, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "receive-ack" },
   { name: "RECEIVE+ACK 100/command, client ids, 1 mailbox, follower", mailboxes: 1, clientIds: true, kind: "receive-ack", replica: true },
   { name: "lifecycle SEND+RECEIVE+ACK+dedupe sweep, client ids, 1 mailbox", mailboxes: 1, clientIds: true, kind: "lifecycle" },
+  { name: "store floor: put of each message record, no broker", mailboxes: 1, clientIds: true, kind: "store-put" },
+  { name: "store floor: delete of each message record in key order, no broker", mailboxes: 1, clientIds: true, kind: "store-delete" },
 ];
 // The lifecycle scenario shortens the dedupe window so that the sweep runs in steady state (at
 // 1 ms of entry time per entry, the default 2-minute window would never pass in a run).
@@ -170,6 +178,43 @@ async function receiveAndAck(run: Run, scenario: Scenario, encode: typeof Broker
   }
 }
 
+// The store floor rows: LmdbKv alone, one transaction per entry of BATCH records, a turn (the group
+// commit's timer) every ENTRIES_PER_TURN entries, as Run.apply does; the records are those a
+// SEND of a BODY_BYTES body with a client id stores, keyed as the broker keys them.
+async function storeFloor(version: Version, kv: LmdbModule.LmdbKv, kind: "store-put" | "store-delete"): Promise<Measure> {
+  const { records } = version;
+  const mailbox = mailboxName(0, 1);
+  const body = new Uint8Array(BODY_BYTES).fill(120);
+  const keys: string[] = [];
+  const values: Uint8Array[] = [];
+  for (let i = 0; i < SENDS; i++) {
+    keys.push(records.messageKey(mailbox, records.seqOf(1 + Math.floor(i / BATCH), i % BATCH)));
+    const message = { id: uuidv7(), sender: "bench", timestamp: 1n << 50n, hiddenUntilMs: 0, expiresAtMs: 0, headers: undefined, body, senderTime: undefined };
+    values.push(records.encodeMessage(message).slice());
+  }
+  const measure: Measure = { operations: 0, wallMs: 0, cpuMs: 0 };
+  const pass = async (measured: boolean, write: (i: number) => void): Promise<void> => {
+    for (let start = 0, entry = 1; start < SENDS; start += BATCH, entry++) {
+      const end = Math.min(SENDS, start + BATCH);
+      const wallStart = performance.now();
+      const cpuStart = cpuMs();
+      kv.transaction(() => {
+        for (let i = start; i < end; i++) write(i);
+      });
+      if (entry % ENTRIES_PER_TURN === 0) await nextTurn();
+      if (!measured) continue;
+      measure.cpuMs += cpuMs() - cpuStart;
+      measure.wallMs += performance.now() - wallStart;
+      measure.operations += end - start;
+    }
+    await nextTurn();
+    kv.commit();
+  };
+  await pass(kind === "store-put", (i) => kv.put(keys[i]!, values[i]!));
+  if (kind === "store-delete") await pass(true, (i) => kv.delete(keys[i]!));
+  return measure;
+}
+
 interface Row {
   scenario: string;
   version: string;
@@ -214,6 +259,12 @@ async function runScenario(version: Version, scenario: Scenario, round: number):
     mailbox: { ...version.broker.MAILBOX_DEFAULTS, messagesMax: 100_000_000, bytesMax: 1e12 },
     ...(scenario.kind === "lifecycle" ? { dedupeWindowMs: LIFECYCLE_DEDUPE_WINDOW_MS } : {}),
   };
+  if (scenario.kind === "store-put" || scenario.kind === "store-delete") {
+    const measure = await storeFloor(version, kv, scenario.kind);
+    await kv.close();
+    rmSync(path, { recursive: true, force: true });
+    return row(version, scenario, measure);
+  }
   const fillRun = new Run(version, new version.broker.Broker(kv, config));
   if (scenario.replica) fillRun.log = [];
   if (scenario.kind === "lifecycle") await lifecycle(fillRun, scenario, SENDS, version.broker.encodeCommands);
@@ -232,6 +283,10 @@ async function runScenario(version: Version, scenario: Scenario, round: number):
   }
   await kv.close();
   rmSync(path, { recursive: true, force: true });
+  return row(version, scenario, measure);
+}
+
+function row(version: Version, scenario: Scenario, measure: Measure): Row {
   return {
     scenario: scenario.name,
     version: version.name,
@@ -257,7 +312,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`${SENDS} SENDs per scenario, ${BATCH} commands/entry, ${ENTRIES_PER_TURN} entries/turn, ${BODY_BYTES}-byte bodies, LMDB group commit`);
-  console.log("SEND rows count SENDs; RECEIVE+ACK and lifecycle rows count messages received and acked");
+  console.log("SEND rows count SENDs; RECEIVE+ACK and lifecycle rows count messages received and acked; store floor rows count records");
   console.table(rows);
   const file = resultPath("apply-", ".json");
   writeFileSync(
