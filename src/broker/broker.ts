@@ -36,6 +36,7 @@ import {
   type ReceiveCommand,
   type SendCommand,
 } from "./commands.js";
+import { MessageBlocks, type RecordStream } from "./message-blocks.js";
 import { FreshHeads, type FreshHead, type HeadQueue } from "./fresh-heads.js";
 import { IdFilter, InlineIds } from "./inline-ids.js";
 import { bytesToKey, KEY_END, type KvEntry, type KvReadView, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
@@ -72,11 +73,9 @@ import {
   isPendingBatchTag,
   type ListedRecord,
   type MailboxMeta,
-  MESSAGE,
   META,
   type MessageState,
   mailboxPrefix,
-  messageKey,
   ORDER,
   orderKey,
   PENDING,
@@ -270,6 +269,8 @@ export class Broker {
   private readonly idRecords = new Map<string, IdRecord | undefined>();
   // The heads of the records after each mailbox's fresh cursor, for a replica's RECEIVE.
   private readonly freshHeads: FreshHeads;
+  // The message records, in blocks (message-blocks.ts).
+  private readonly blocks: MessageBlocks;
 
   constructor(
     private readonly kv: OrderedKv,
@@ -277,6 +278,7 @@ export class Broker {
   ) {
     this.config = mergeConfig(config);
     this.freshHeads = new FreshHeads(this.config.freshHeadsInMemoryMax);
+    this.blocks = new MessageBlocks(kv, this.config.messageBlockBytesMax);
     this.metaPerCommit = kv.setBeforeCommit !== undefined;
     kv.setBeforeCommit?.(() => this.writeDeferred());
     this.reload();
@@ -387,17 +389,15 @@ export class Broker {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined) return;
     if (after?.phase !== "sender" && meta.senderOrdered < meta.messages) {
-      const prefix = mailboxPrefix(MESSAGE, mailbox);
-      let start = after === undefined ? prefix : `${prefix}${after.key}\x00`;
+      let start = after === undefined ? "" : after.key;
       for (;;) {
-        const entries = this.kv.scan(start, prefixEnd(prefix), batch);
-        if (entries.length === 0) break;
-        for (const entry of entries) {
-          const message = decodeMessage(entry.value);
-          const seq = entry.key.slice(prefix.length);
+        const records = this.blocks.scan(mailbox, start, batch);
+        if (records.length === 0) break;
+        for (const { seq, value } of records) {
+          const message = decodeMessage(value);
           if (message.senderTime === undefined) yield { position: { phase: "log", key: seq }, seq, message };
         }
-        start = `${entries[entries.length - 1]!.key}\x00`;
+        start = records[records.length - 1]!.seq;
       }
     }
     if (meta.senderOrdered === 0) return;
@@ -514,6 +514,7 @@ export class Broker {
   private forgetPendingWrites(): void {
     this.metaToWrite.clear();
     this.forgetStateWrites();
+    this.blocks.reset();
   }
 
   // Puts a snapshot's records but the applied index, a chunk per step; the applied index is kept
@@ -578,6 +579,7 @@ export class Broker {
     this.settingsCache.clear();
     this.metaToWrite.clear();
     this.forgetStateWrites();
+    this.blocks.reset();
     this.idRecords.clear();
     this.expiryFloorMs = undefined;
     this.dedupeFloorMs = undefined;
@@ -933,7 +935,7 @@ export class Broker {
   // Whether the copy a holder entry names is still stored (seqs are never reused, so a record at
   // that position is that copy). Removing a copy leaves its holder entry stale.
   private holds(holder: IdHolder): boolean {
-    return this.kv.get(messageKey(holder.mailbox, holder.seq)) !== undefined;
+    return this.blocks.get(holder.mailbox, holder.seq) !== undefined;
   }
 
   private liveHolders(record: IdRecord): IdHolder[] {
@@ -949,11 +951,9 @@ export class Broker {
   }
 
   private removeOldest(mailbox: string): void {
-    const prefix = mailboxPrefix(MESSAGE, mailbox);
-    const [oldest] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+    const [oldest] = this.blocks.scan(mailbox, "", 1);
     assert(oldest !== undefined, "a mailbox over capacity holds a message");
-    const seq = oldest.key.slice(prefix.length);
-    this.remove(mailbox, this.stateOf(mailbox, seq, decodeMessage(oldest.value)));
+    this.remove(mailbox, this.stateOf(mailbox, oldest.seq, decodeMessage(oldest.value)));
   }
 
   // RECEIVE -----------------------------------------------------------------------------------
@@ -976,25 +976,20 @@ export class Broker {
     // sender-ordered at SEND) are tracked by the pending and ready indexes.
     const readyPrefix = mailboxPrefix(READY, mailbox);
     const returned = new KeyStream(this.kv, readyPrefix, readyPrefix + SENDER_READY_MARK);
-    const messagePrefix = mailboxPrefix(MESSAGE, mailbox);
     const freshBefore = meta.freshAfter; // the cursor moves past every fresh record it reads
     // A replica that builds no reply takes the heads of the records after the cursor from memory
-    // when it has them (fresh-heads.ts); otherwise the records are scanned.
+    // when it has them (fresh-heads.ts); otherwise the records are read.
     const heads = this.freshHeads.of(mailbox);
-    const fresh = new FreshRecords(
-      this.replies ? undefined : heads,
-      new KeyStream(this.kv, messagePrefix + (freshBefore === "" ? "" : `${freshBefore}\x00`), prefixEnd(messagePrefix)),
-      messagePrefix.length,
-    );
+    const fresh = new FreshRecords(this.replies ? undefined : heads, this.blocks.stream(mailbox, freshBefore));
     // The ids leased; the messages themselves only when the reply is read (see apply).
     const ids: string[] = [];
     while (ids.length < command.max) {
       const batch = command.max - ids.length;
-      let found = fresh.peek(batch);
+      let found = fresh.peek();
       while (found && (fresh.hiddenUntilMs !== 0 || fresh.senderOrdered)) {
         meta.freshAfter = fresh.seq;
         fresh.next();
-        found = fresh.peek(batch);
+        found = fresh.peek();
       }
       const back = returned.peek(batch);
       let held: Held;
@@ -1159,22 +1154,21 @@ export class Broker {
       // The first copy sits exactly at the position (a point read, the common single-recipient
       // case); another recipient's copy is the mailbox's first message after it in the entry.
       const seq = seqOf(position.index, position.number);
-      const exact = this.kv.get(messageKey(mailbox, seq));
+      const exact = this.blocks.get(mailbox, seq);
       if (exact !== undefined) {
         const message = decodeMessage(exact);
         if (message.id === id) return { seq, message };
       } else {
-        const prefix = mailboxPrefix(MESSAGE, mailbox);
-        const [first] = this.kv.scan(prefix + seq, prefix + seqOf(position.index + 1, 0), 1);
-        if (first !== undefined) {
+        const [first] = this.blocks.scan(mailbox, seq, 1);
+        if (first !== undefined && first.seq < seqOf(position.index + 1, 0)) {
           const message = decodeMessage(first.value);
-          if (message.id === id) return { seq: first.key.slice(prefix.length), message };
+          if (message.id === id) return { seq: first.seq, message };
         }
       }
     }
     for (const holder of this.idRecord(id)?.holders ?? []) {
       if (holder.mailbox !== mailbox) continue;
-      const value = this.kv.get(messageKey(mailbox, holder.seq));
+      const value = this.blocks.get(mailbox, holder.seq);
       if (value !== undefined) return { seq: holder.seq, message: decodeMessage(value) };
     }
     return undefined;
@@ -1244,14 +1238,12 @@ export class Broker {
     if (problem !== undefined) return problem;
     const meta = this.mailboxes.get(command.mailbox);
     if (meta === undefined) return { ok: true, count: 0 };
-    const prefix = mailboxPrefix(MESSAGE, command.mailbox);
-    const end = prefixEnd(prefix);
     let count = 0;
     for (;;) {
-      const entries = this.kv.scan(prefix, end, SCAN_BATCH);
-      if (entries.length === 0) break;
-      for (const entry of entries) {
-        this.remove(command.mailbox, this.stateOf(command.mailbox, entry.key.slice(prefix.length), decodeMessage(entry.value)));
+      const records = this.blocks.scan(command.mailbox, "", SCAN_BATCH);
+      if (records.length === 0) break;
+      for (const { seq, value } of records) {
+        this.remove(command.mailbox, this.stateOf(command.mailbox, seq, decodeMessage(value)));
         count++;
       }
     }
@@ -1338,7 +1330,7 @@ export class Broker {
       const mailbox = key.slice(EXPIRY.length + U64_LENGTH, key.length - SEQ_LENGTH - 1);
       const seq = key.slice(key.length - SEQ_LENGTH);
       // An earlier expiry in this sweep may have removed it (a dead letter replaces its own id).
-      const value = this.kv.get(messageKey(mailbox, seq));
+      const value = this.blocks.get(mailbox, seq);
       if (value === undefined) continue;
       const message = decodeMessage(value);
       this.expire(mailbox, this.stateOf(mailbox, seq, message), message);
@@ -1411,7 +1403,7 @@ export class Broker {
   // Storage of one message --------------------------------------------------------------------
 
   private load(mailbox: string, seq: string): StoredMessage {
-    const value = this.kv.get(messageKey(mailbox, seq));
+    const value = this.blocks.get(mailbox, seq);
     if (value === undefined) assert(false, `message ${seqToCursor(seq)} of ${mailbox} is stored`);
     return decodeMessage(value);
   }
@@ -1529,7 +1521,7 @@ export class Broker {
       if (!this.replies) this.freshHeads.reset(mailbox); // a leader's are forgotten just below
     }
     assert(seq > meta.freshAfter, "a new message is after the fresh cursor");
-    this.kv.put(messageKey(mailbox, seq), encodeMessage(message));
+    this.blocks.put(mailbox, seq, encodeMessage(message));
     // Only a replica's RECEIVE reads the heads (one that builds replies scans the records): a leader
     // does not keep them (they cost a SEND ~0.3 µs), a follower does.
     if (this.replies) this.freshHeads.forget(mailbox);
@@ -1559,7 +1551,7 @@ export class Broker {
     const meta = this.mailboxes.get(mailbox);
     if (meta === undefined || meta.messages <= 0) assert(false, `mailbox ${mailbox} holds the removed message`);
     const seq = held.seq;
-    this.kv.delete(messageKey(mailbox, seq));
+    this.blocks.delete(mailbox, seq);
     if (seq > meta.freshAfter) this.freshHeads.forget(mailbox); // a record the heads hold
     // A pending message with a state record is listed in a batch key, left stale; one hidden
     // since its SEND has a key of its own.
@@ -1580,6 +1572,7 @@ export class Broker {
   // Writes the counters of the mailboxes this entry touched; forgets empty mailboxes without
   // settings, so the mailbox count is the number of mailboxes that hold something.
   private flushMailboxes(): void {
+    this.blocks.endEntry();
     for (const mailbox of this.dirtyMailboxes) {
       const meta = this.mailboxes.get(mailbox);
       assert(meta !== undefined, "a dirty mailbox is known");
@@ -1628,6 +1621,7 @@ export class Broker {
       }
     }
     this.forgetStateWrites();
+    this.blocks.commit();
   }
 }
 
@@ -1744,32 +1738,30 @@ class FreshRecords implements FreshHead {
   record: Uint8Array | undefined = undefined;
   head: MessageHead | undefined = undefined;
   ended = false; // the last peek found no record
-  private entry: KvEntry | undefined = undefined; // the record read into the fields above
 
   constructor(
     private readonly heads: HeadQueue | undefined,
-    private readonly records: KeyStream,
-    private readonly prefixLength: number,
+    private readonly records: RecordStream,
   ) {}
 
   // Reads the next record into the fields (false: there is none).
-  peek(limit: number): boolean {
+  peek(): boolean {
     if (this.heads !== undefined) {
       this.ended = !this.heads.peek(this);
       return !this.ended;
     }
-    const entry = this.records.peek(limit);
-    this.ended = entry === undefined;
-    if (entry === undefined || entry === this.entry) return entry !== undefined;
-    const head = decodeMessageHead(entry.value);
-    this.entry = entry;
-    this.seq = entry.key.slice(this.prefixLength);
+    const records = this.records;
+    this.ended = !records.peek();
+    if (this.ended) return false;
+    if (records.value === this.record) return true; // read already
+    const head = decodeMessageHead(records.value);
+    this.seq = records.seq;
     this.id = head.id;
     this.hiddenUntilMs = head.hiddenUntilMs;
     this.expiresAtMs = head.expiresAtMs;
     this.senderOrdered = head.senderTime !== undefined;
     this.bytes = head.bytes;
-    this.record = entry.value;
+    this.record = records.value;
     this.head = head;
     return true;
   }

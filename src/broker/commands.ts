@@ -72,6 +72,9 @@ export interface BrokerConfig {
   // the collector's heap), so that its RECEIVE need not read the records (fresh-heads.ts). Not part
   // of the state: replicas may differ here.
   freshHeadsInMemoryMax: number;
+  // The records of the messages one entry stores in one mailbox share a record of the state store
+  // up to this many bytes (message-blocks.ts); a message larger than it has a block of its own.
+  messageBlockBytesMax: number;
 }
 
 export const BROKER_DEFAULTS: BrokerConfig = {
@@ -95,6 +98,7 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   promoteMax: 10_000,
   dedupeIdsInMemoryMax: 1_000_000,
   freshHeadsInMemoryMax: 500_000,
+  messageBlockBytesMax: 64 * 1024,
 };
 
 export interface SendCommand {

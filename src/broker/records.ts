@@ -7,7 +7,12 @@
 //
 //   "\x00a"                                   applied index
 //   "\x01" name                               mailbox meta (counters, settings overrides, fresh cursor)
-//   "\x02" name "\x00" seq                    message record: immutable (written once, body included)
+//   "\x02" name "\x00" seq                    message block: the immutable records (written once, body
+//                                             included) of the messages one entry stored in the
+//                                             mailbox, keyed by the first one's seq (message-blocks.ts)
+//   "\x0a" name "\x00" seq                    the block's removed messages (a bitmap), while some but
+//                                             not all are removed. "The record at a seq" below is
+//                                             that message in its block, unless removed.
 //   "\x03" name "\x00" seq                    ready index: messages that came back (NACK, lease
 //                                             expiry, delay ended), in log order ...
 //   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered ready messages by sender time
@@ -66,7 +71,7 @@ export const APPLIED_KEY = "\x00a";
 // Stores written before this record existed (before 2026-11-25) have none and are refused too:
 // one of them held dedupe keys of an older layout that made every node's apply fail at once.
 export const FORMAT_KEY = "\x00f";
-export const STATE_FORMAT = 2;
+export const STATE_FORMAT = 3; // 3: messages in blocks (2026-11-26)
 export const META = "\x01";
 export const MESSAGE = "\x02";
 export const READY = "\x03";
@@ -76,6 +81,7 @@ export const STATE = "\x05";
 export const DEDUPE = "\x07";
 export const DEDUPE_LIST = "\x08";
 export const ORDER = "\x09";
+export const REMOVED = "\x0a";
 export const SENDER_READY_MARK = "\xff";
 export const SEQ_LENGTH = 12;
 export const U64_LENGTH = 8;

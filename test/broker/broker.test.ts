@@ -377,7 +377,8 @@ describe("snapshot chunks", () => {
 describe("restoring a chunk at a time", () => {
   test("yields once per chunk and ends with the state restore() gives; stopped halfway, the store has no applied index", () => {
     const h = new Harness();
-    const sends = Array.from({ length: 3000 }, (_, i) => ({ op: "send" as const, sender: "alice", recipients: [`m${i % 7}`], body: text(`body ${i}`) }));
+    // 1 KiB bodies: ~3 MiB of records, chunks of 1 MiB.
+    const sends = Array.from({ length: 3000 }, (_, i) => ({ op: "send" as const, sender: "alice", recipients: [`m${i % 7}`], body: text(`body ${i} ${"x".repeat(1000)}`) }));
     for (let i = 0; i < sends.length; i += 500) h.apply(...sends.slice(i, i + 500));
     h.receive("m1", 5);
     const saved = [...h.broker.snapshot().chunks];

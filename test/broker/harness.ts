@@ -19,6 +19,9 @@ export const PROPERTY_CONFIG: Partial<BrokerConfig> = {
   recipientsMax: 3,
   senderTimeAheadMsMax: 3000,
   bodyBytesMax: 12,
+  // Records of ~50-70 bytes: blocks of 1-3 messages, so an entry's messages to one mailbox often
+  // take several blocks, and removals empty blocks and leave others partly removed.
+  messageBlockBytesMax: 150,
   mailbox: { ...MAILBOX_DEFAULTS, deliveriesMax: 2, visibilityMs: 1000 },
 };
 export const PROPERTY_START_MS = 1_000_000;

@@ -307,11 +307,19 @@ test("the generated sequences reach the interesting paths", () => {
   // expiry, dedupe and limits.
   const seen = new Set<string>();
   for (const list of fc.sample(entries, { numRuns: 300, seed: 42 })) {
-    const broker = new Broker(new MemoryKv(), CONFIG);
+    const kv = new MemoryKv();
+    const broker = new Broker(kv, CONFIG);
     let nowMs = START_MS;
     list.forEach((e, i) => {
       nowMs += e.advanceMs;
-      for (const result of broker.apply(i + 1, msTimestamp(nowMs), e.commands)) {
+      const results = broker.apply(i + 1, msTimestamp(nowMs), e.commands);
+      // The message blocks' shapes (message-blocks.ts): several messages in one, an entry's
+      // messages to a mailbox split over several, a block partly removed (its bitmap stored).
+      const blocks = kv.scan("\x02", "\x03", Number.POSITIVE_INFINITY);
+      if (blocks.some(({ value }) => new DataView(value.buffer, value.byteOffset).getUint32(0) > 1)) seen.add("block of several");
+      if (blocks.some(({ key }, j) => j > 0 && key.slice(0, -4) === blocks[j - 1]!.key.slice(0, -4))) seen.add("block split");
+      if (kv.scan("\x0a", "\x0b", 1).length > 0) seen.add("block partly removed");
+      for (const result of results) {
         if (!result.ok) seen.add(result.code);
         else if ("duplicate" in result && result.duplicate) seen.add("duplicate");
         else if ("messages" in result) {
@@ -322,7 +330,7 @@ test("the generated sequences reach the interesting paths", () => {
       }
     });
   }
-  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered"]) {
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered", "block of several", "block split", "block partly removed"]) {
     assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
   }
 });
