@@ -59,6 +59,31 @@ describe("message blocks", () => {
     );
   });
 
+  test("an entry's first block stays while its further blocks do, and goes with the last of them", () => {
+    const h = new Harness({ messageBlockBytesMax: 1000 });
+    h.apply(...sends("a", 12)); // blocks of 4, 4 and 4 records of ~250 bytes
+    const blocks = keys(h.kv, MESSAGE);
+    assert.equal(blocks.length, 3);
+    assert.ok(blocks[0]!.endsWith("\x00\x00\x00\x00"), "the first block is keyed by its entry");
+    const all = ids(h, "a", 12);
+    h.one({ op: "ack", mailbox: "a", ids: all.slice(0, 4) });
+    assert.equal(keys(h.kv, MESSAGE).length, 3, "the first block, all of it acked, stays for the further ones");
+    assert.deepEqual(keys(h.kv, REMOVED), [blocks[0]!.replace(MESSAGE, REMOVED)], "with a full bitmap");
+    h.one({ op: "ack", mailbox: "a", ids: all.slice(8) });
+    assert.deepEqual(keys(h.kv, MESSAGE), blocks.slice(0, 2));
+    // Still found through the first block: NACK the middle ones and LIST them.
+    h.one({ op: "nack", mailbox: "a", ids: all.slice(4, 8) });
+    assert.deepEqual(
+      h.list("a", 10).items.map((item) => item.id),
+      all.slice(4, 8),
+    );
+    const again = ids(h, "a", 10);
+    assert.deepEqual(again, all.slice(4, 8));
+    h.one({ op: "ack", mailbox: "a", ids: again });
+    assert.deepEqual(keys(h.kv, MESSAGE), [], "the last further block took the first with it");
+    assert.deepEqual(keys(h.kv, REMOVED), []);
+  });
+
   test("the bitmap is written at the store's commit: reopened, the removed stay removed", () => {
     const directory = mkdtempSync(join(tmpdir(), "ferry-blocks-"));
     try {
