@@ -38,7 +38,8 @@ export interface StoredRecord {
 
 const EMPTY = new Uint8Array(0);
 // The records an entry stores are copied into chunks of this size, one after the other (a
-// record larger than it gets its own): an allocation per chunk, not per record or block. A chunk
+// record over a quarter of it gets a copy of its own): an allocation per chunk, not per record or
+// block. A chunk
 // is never written again where it was written once, so the records handed out (replies built
 // from them are sent after the apply) stay valid.
 const ARENA_BYTES = 64 * 1024;

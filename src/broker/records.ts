@@ -7,12 +7,13 @@
 //
 //   "\x00a"                                   applied index
 //   "\x01" name                               mailbox meta (counters, settings overrides, fresh cursor)
-//   "\x02" name "\x00" seq                    message block: the immutable records (written once, body
+//   "\x02" name "\x00" index 00000000          message block: the immutable records (written once, body
 //                                             included) of the messages one entry stored in the
-//                                             mailbox, keyed by the first one's seq (message-blocks.ts)
-//   "\x0a" name "\x00" seq                    the block's removed messages (a bitmap), while some but
-//                                             not all are removed. "The record at a seq" below is
-//                                             that message in its block, unless removed.
+//                                             mailbox (message-blocks.ts), the entry's first block ...
+//   "\x02" name "\x00" seq                    ... and its further ones, keyed by their first seq
+//   "\x0a" <a block's key after "\x02">        the block's removed messages (a bitmap), while some
+//                                             are removed. "The record at a seq" below is that
+//                                             message in its block, unless removed.
 //   "\x03" name "\x00" seq                    ready index: messages that came back (NACK, lease
 //                                             expiry, delay ended), in log order ...
 //   "\x03" name "\x00" "\xff" senderTime seq    ... then sender-ordered ready messages by sender time
