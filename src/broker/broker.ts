@@ -231,6 +231,14 @@ export class Broker {
   // that would find nothing, so the state is the same with or without them.
   private expiryFloorMs: number | undefined;
   private dedupeFloorMs: number | undefined;
+  // The same per mailbox for the two scans every RECEIVE starts with (a drain ran ~2 of them per
+  // RECEIVE on every node, each a cursor over the state store): a lower bound of the times of the
+  // mailbox's pending keys (absent: unknown; Infinity: none), and the mailboxes whose log-ordered
+  // ready index is known to be empty. Pending puts lower the bound and ready puts drop the
+  // mailbox from the set; a promote that scanned reads the first pending key again. Forgotten
+  // with the other caches (reloading) and with the mailbox.
+  private readonly pendingFloorMs = new Map<string, number>();
+  private readonly noneReturned = new Set<string>();
   private wakeups = new Set<string>();
   private applied = 0;
   private formatStored = false; // the store holds FORMAT_KEY (written with the first apply)
@@ -583,6 +591,8 @@ export class Broker {
     this.idRecords.clear();
     this.expiryFloorMs = undefined;
     this.dedupeFloorMs = undefined;
+    this.pendingFloorMs.clear();
+    this.noneReturned.clear();
     for (const entry of this.kv.scan(META, prefixEnd(META), Number.POSITIVE_INFINITY)) {
       this.mailboxes.set(entry.key.slice(META.length), decodeMeta(entry.value));
     }
@@ -975,7 +985,7 @@ export class Broker {
     // records after the cursor. Records the cursor passes without leasing them (held, delayed or
     // sender-ordered at SEND) are tracked by the pending and ready indexes.
     const readyPrefix = mailboxPrefix(READY, mailbox);
-    const returned = new KeyStream(this.kv, readyPrefix, readyPrefix + SENDER_READY_MARK);
+    const returned = new KeyStream(this.kv, readyPrefix, readyPrefix + SENDER_READY_MARK, this.noneReturned.has(mailbox));
     const freshBefore = meta.freshAfter; // the cursor moves past every fresh record it reads
     // A replica that builds no reply takes the heads of the records after the cursor from memory
     // when it has them (fresh-heads.ts); otherwise the records are read.
@@ -1019,6 +1029,7 @@ export class Broker {
       ids.push(held.id);
       if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!, head), held.deliveries));
     }
+    if (returned.foundNone) this.noneReturned.add(mailbox);
     // The heads follow the cursor; unknown ones are known (none) once the scan passed the last record.
     if (heads !== undefined) this.freshHeads.passed(heads, meta.freshAfter);
     else if (fresh.ended) this.freshHeads.reset(mailbox);
@@ -1065,6 +1076,8 @@ export class Broker {
   // back with the ids not examined). The messages found are handled in (visibleAt, seq) order,
   // which fixes the order of dead letters whatever keys they were listed in.
   private promote(mailbox: string): void {
+    const floorMs = this.pendingFloorMs.get(mailbox);
+    if (floorMs !== undefined && floorMs > this.nowMs) return; // nothing is due yet
     const prefix = mailboxPrefix(PENDING, mailbox);
     const end = prefix + u64Key(this.nowMs + 1);
     const found: Held[] = [];
@@ -1108,10 +1121,19 @@ export class Broker {
       else if (held.state === STATE_LEASED && this.exhausted(mailbox, held)) this.deadLetter(mailbox, held, "max-deliveries");
       else this.makeReady(mailbox, held);
     }
+    const [first] = this.kv.scan(prefix, prefixEnd(prefix), 1);
+    this.pendingFloorMs.set(mailbox, first === undefined ? Number.POSITIVE_INFINITY : readU64Key(first.key, prefix.length));
+  }
+
+  // A pending key of `mailbox` at `visibleAtMs` is put.
+  private pendingAt(mailbox: string, visibleAtMs: number): void {
+    const floorMs = this.pendingFloorMs.get(mailbox);
+    if (floorMs !== undefined && visibleAtMs < floorMs) this.pendingFloorMs.set(mailbox, visibleAtMs);
   }
 
   // One pending key for the ids a command leased or moved to `visibleAtMs`.
   private writePendingBatch(mailbox: string, visibleAtMs: number, ids: string[]): void {
+    this.pendingAt(mailbox, visibleAtMs);
     this.kv.put(pendingKey(mailbox, visibleAtMs, pendingBatchTag(this.index, this.pendingBatchesInEntry++)), encodePendingIds(ids));
   }
 
@@ -1124,6 +1146,7 @@ export class Broker {
     assert(held.state !== STATE_READY, "only a pending message becomes ready");
     held.state = STATE_READY;
     held.visibleAtMs = 0;
+    this.noneReturned.delete(mailbox);
     this.kv.put(readyKey(mailbox, held.seq, held.senderTime), EMPTY);
     this.writeState(mailbox, held);
     this.wakeups.add(mailbox);
@@ -1527,9 +1550,13 @@ export class Broker {
     if (this.replies) this.freshHeads.forget(mailbox);
     else this.freshHeads.append(mailbox, seq, message.id, message.hiddenUntilMs, message.expiresAtMs, message.senderTime !== undefined, message.body.length);
     if (message.hiddenUntilMs > 0) {
+      this.pendingAt(mailbox, message.hiddenUntilMs);
       this.kv.put(pendingKey(mailbox, message.hiddenUntilMs, seq), keyToBytes(message.id));
     } else {
-      if (message.senderTime !== undefined) this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
+      if (message.senderTime !== undefined) {
+        this.noneReturned.delete(mailbox);
+        this.kv.put(readyKey(mailbox, seq, message.senderTime), EMPTY);
+      }
       this.wakeups.add(mailbox);
     }
     if (message.expiresAtMs > 0) {
@@ -1583,6 +1610,8 @@ export class Broker {
       if (meta.messages === 0 && meta.config === undefined) {
         assert(meta.bytes === 0, "an empty mailbox holds no bytes");
         this.mailboxes.delete(mailbox);
+        this.pendingFloorMs.delete(mailbox);
+        this.noneReturned.delete(mailbox);
         this.freshHeads.forget(mailbox);
         this.metaToWrite.set(mailbox, undefined);
       } else {
@@ -1701,13 +1730,20 @@ function newMeta(): MailboxMeta {
 class KeyStream {
   private entries: KvEntry[] = [];
   private position = 0;
-  private last = false;
+  private scanned = false;
+  foundNone = false; // its first scan found no key
 
+  private last: boolean;
+
+  // knownEmpty: the range is known to hold no key (nothing is read).
   constructor(
     private readonly kv: OrderedKv,
     private start: string,
     private readonly end: string,
-  ) {}
+    knownEmpty = false,
+  ) {
+    this.last = knownEmpty;
+  }
 
   peek(limit: number): KvEntry | undefined {
     if (this.position < this.entries.length) return this.entries[this.position];
@@ -1715,6 +1751,8 @@ class KeyStream {
     this.entries = this.kv.scan(this.start, this.end, limit);
     this.position = 0;
     this.last = this.entries.length < limit;
+    if (!this.scanned) this.foundNone = this.entries.length === 0;
+    this.scanned = true;
     if (this.entries.length === 0) return undefined;
     this.start = `${this.entries[this.entries.length - 1]!.key}\x00`;
     return this.entries[0];
