@@ -98,7 +98,11 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   promoteMax: 10_000,
   dedupeIdsInMemoryMax: 1_000_000,
   freshHeadsInMemoryMax: 500_000,
-  messageBlockBytesMax: 64 * 1024,
+  // 256 KiB: an entry of the most SENDs one may hold (entryCommandsMax 512) of ~300-byte records
+  // fits one block, so a drain of such entries finds each message's block with one point read and
+  // never looks for further blocks (64 KiB: ~7% more server CPU per drained message, bench:apply's
+  // rows 5-25% more).
+  messageBlockBytesMax: 256 * 1024,
 };
 
 export interface SendCommand {
