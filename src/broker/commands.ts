@@ -100,8 +100,8 @@ export const BROKER_DEFAULTS: BrokerConfig = {
   freshHeadsInMemoryMax: 500_000,
   // 256 KiB: an entry of the most SENDs one may hold (entryCommandsMax 512) of ~300-byte records
   // fits one block, so a drain of such entries finds each message's block with one point read and
-  // never looks for further blocks (64 KiB: ~7% more server CPU per drained message, bench:apply's
-  // rows 5-25% more).
+  // never looks for further blocks (64 KiB: ~7% more server CPU per drained message on the drain
+  // harness, docs/bench.md "Session 30").
   messageBlockBytesMax: 256 * 1024,
 };
 
