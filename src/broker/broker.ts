@@ -1121,8 +1121,7 @@ export class Broker {
       else if (held.state === STATE_LEASED && this.exhausted(mailbox, held)) this.deadLetter(mailbox, held, "max-deliveries");
       else this.makeReady(mailbox, held);
     }
-    const [first] = this.kv.scan(prefix, prefixEnd(prefix), 1);
-    this.pendingFloorMs.set(mailbox, first === undefined ? Number.POSITIVE_INFINITY : readU64Key(first.key, prefix.length));
+    this.pendingFloorMs.set(mailbox, this.firstTimeMs(prefix));
   }
 
   // A pending key of `mailbox` at `visibleAtMs` is put.
@@ -1730,10 +1729,9 @@ function newMeta(): MailboxMeta {
 class KeyStream {
   private entries: KvEntry[] = [];
   private position = 0;
+  private last: boolean;
   private scanned = false;
   foundNone = false; // its first scan found no key
-
-  private last: boolean;
 
   // knownEmpty: the range is known to hold no key (nothing is read).
   constructor(
