@@ -8,6 +8,10 @@
 //
 //   npm run bench:stages
 //   npm run bench:stages -- --messages 50000 --cold   # no drain warm-up (the first drain)
+//   npm run bench:stages -- --latency   # the one-in-flight SENDs of the latency phase instead
+//
+// With --latency the window is the latency phase's timed SENDs (after its warm-up sends): one
+// entry per SEND, so the table is where one SEND's time goes, next to the client's own p50.
 //
 // The nodes' clocks are the host's wall clock read with sub-millisecond resolution: the three
 // processes share it. Tracing costs a few array writes per entry; the drain's rate is printed
@@ -22,12 +26,14 @@ import { Progress } from "./lib/progress.js";
 import { resultPath } from "./lib/results.js";
 import { entryStages, stagesTable } from "./lib/stages.js";
 import { ferrySystem } from "./systems/ferry.js";
-import { measureDrain, measureThroughput, type Settings, sendAndDrainSettings, warmUpDrains } from "./workloads.js";
+import { measureDrain, measureLatency, measureThroughput, SETTINGS_DEFAULT, type Settings, sendAndDrainSettings, warmUpDrains } from "./workloads.js";
 
 const TRACE_WAIT_MS = 15_000;
 const NODE_IDS = [1, 2, 3];
 
-const { values: options } = parseArgs({ options: { messages: { type: "string", default: "100000" }, cold: { type: "boolean", default: false } } });
+const { values: options } = parseArgs({
+  options: { messages: { type: "string", default: "100000" }, cold: { type: "boolean", default: false }, latency: { type: "boolean", default: false } },
+});
 const SETTINGS: Settings = sendAndDrainSettings(options.messages, !options.cold);
 
 function wallMs(): number {
@@ -43,13 +49,24 @@ process.stderr.write(`tracing a 3-node cluster in ${workDir} (load average ${loa
 const cluster = await ferrySystem.start(workDir);
 let fromMs = 0;
 let toMs = 0;
-let drained: Awaited<ReturnType<typeof measureDrain>>;
+let measured: { what: string; messages: number; messagesPerSecond: number; clientP50Ms?: number };
 try {
-  const sent = await measureThroughput(cluster, SETTINGS, progress);
-  if (SETTINGS.drainWarmupRounds > 0) await warmUpDrains(cluster, SETTINGS, progress);
-  fromMs = wallMs();
-  drained = await measureDrain(cluster, SETTINGS, sent.messages, progress);
-  toMs = wallMs();
+  if (options.latency) {
+    // The phase's warm-up sends first, outside the window; then its timed sends.
+    await measureLatency(cluster, { ...SETTINGS_DEFAULT, latencySampleCount: 1 }, progress);
+    fromMs = wallMs();
+    const timed = await measureLatency(cluster, { ...SETTINGS_DEFAULT, latencyWarmupCount: 0 }, progress);
+    toMs = wallMs();
+    const messages = timed.latency.count;
+    measured = { what: "SEND, 1 in flight", messages, messagesPerSecond: Math.round(messages / ((toMs - fromMs) / 1000)), clientP50Ms: timed.latency.p50Ms };
+  } else {
+    const sent = await measureThroughput(cluster, SETTINGS, progress);
+    if (SETTINGS.drainWarmupRounds > 0) await warmUpDrains(cluster, SETTINGS, progress);
+    fromMs = wallMs();
+    const drained = await measureDrain(cluster, SETTINGS, sent.messages, progress);
+    toMs = wallMs();
+    measured = { what: "RECEIVE+ACK", messages: drained.messages, messagesPerSecond: drained.messagesPerSecond };
+  }
 } finally {
   await cluster.stop();
 }
@@ -67,14 +84,15 @@ for (const id of NODE_IDS) {
 }
 
 const stages = entryStages(traces, fromMs, toMs);
-const messagesPerEntry = stages.entries === 0 ? 0 : drained.messages / stages.entries;
+const messagesPerEntry = stages.entries === 0 ? 0 : measured.messages / stages.entries;
+const clientP50 = measured.clientP50Ms === undefined ? "" : `; the client's p50 ${measured.clientP50Ms} ms`;
 process.stdout.write(
-  `RECEIVE+ACK: ${drained.messages} messages at ${drained.messagesPerSecond} msg/s (traced); ${stages.entries} entries, ` +
-    `${stages.commandsPerEntry.toFixed(1)} commands and ${messagesPerEntry.toFixed(0)} drained messages each\n\n${stagesTable(stages)}\n`,
+  `${measured.what}: ${measured.messages} messages at ${measured.messagesPerSecond} msg/s (traced)${clientP50}; ${stages.entries} entries, ` +
+    `${stages.commandsPerEntry.toFixed(1)} commands and ${messagesPerEntry.toFixed(0)} messages each\n\n${stagesTable(stages)}\n`,
 );
 const path = resultPath("stages-", ".json");
 writeFileSync(
   path,
-  `${JSON.stringify({ startedAt: new Date().toISOString(), settings: SETTINGS, cpuCount: cpus().length, loadAverage: loadavg(), messages: drained.messages, messagesPerSecond: drained.messagesPerSecond, traces: traceDir, stages }, null, 2)}\n`,
+  `${JSON.stringify({ startedAt: new Date().toISOString(), settings: options.latency ? SETTINGS_DEFAULT : SETTINGS, cpuCount: cpus().length, loadAverage: loadavg(), ...measured, traces: traceDir, stages }, null, 2)}\n`,
 );
 process.stdout.write(`results: ${path}\ntraces: ${traceDir}\n`);
