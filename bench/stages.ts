@@ -88,7 +88,9 @@ const messagesPerEntry = stages.entries === 0 ? 0 : measured.messages / stages.e
 const clientP50 = measured.clientP50Ms === undefined ? "" : `; the client's p50 ${measured.clientP50Ms} ms`;
 process.stdout.write(
   `${measured.what}: ${measured.messages} messages at ${measured.messagesPerSecond} msg/s (traced)${clientP50}; ${stages.entries} entries, ` +
-    `${stages.commandsPerEntry.toFixed(1)} commands and ${messagesPerEntry.toFixed(0)} messages each\n\n${stagesTable(stages)}\n`,
+    `${stages.commandsPerEntry.toFixed(1)} commands and ${messagesPerEntry.toFixed(0)} messages each\n\n${stagesTable(stages)}\n` +
+    `entries in flight on the leader: ${stages.inFlight.meanEntries.toFixed(2)} on average; none for ${stages.inFlight.noneMs.toFixed(0)} of ` +
+    `${stages.inFlight.windowMs.toFixed(0)} ms (${((100 * stages.inFlight.noneMs) / Math.max(stages.inFlight.windowMs, 1)).toFixed(0)}%)\n`,
 );
 const path = resultPath("stages-", ".json");
 writeFileSync(

@@ -27,6 +27,17 @@ export interface EntryStages {
   firstWrittenToLeaderApply: StageSummary; // the first follower's write -> the leader starts applying
   leaderApply: StageSummary; // the leader's apply; the answers leave as it ends
   proposedToAnswered: StageSummary; // proposal -> the end of the leader's apply
+  inFlight: InFlight;
+}
+
+// How many entries the leader had between proposal and answer, over the span from the first
+// proposal to the last answer (entries never answered in the traces left out). A pipeline that
+// keeps the nodes busy has several; in a lockstep, the leader waits for the clients' next
+// requests whenever none is.
+export interface InFlight {
+  windowMs: number;
+  meanEntries: number;
+  noneMs: number; // time with no entry in flight
 }
 
 // Per node (by name), its trace; the window in the traces' clock (wall-clock ms).
@@ -77,7 +88,32 @@ export function entryStages(traces: Map<string, TraceRecord[]>, fromMs: number, 
     firstWrittenToLeaderApply: summarize(differences(applyStart, firstWritten)),
     leaderApply: summarize(differences(applyEnd, applyStart)),
     proposedToAnswered: summarize(differences(applyEnd, proposedAt)),
+    inFlight: inFlight(proposedAt, applyEnd),
   };
+}
+
+export function inFlight(proposedAt: number[], answeredAt: Array<number | undefined>): InFlight {
+  const changes: Array<[number, number]> = [];
+  for (let at = 0; at < proposedAt.length; at++) {
+    const answered = answeredAt[at];
+    if (answered === undefined || answered < proposedAt[at]!) continue;
+    changes.push([proposedAt[at]!, 1], [answered, -1]);
+  }
+  if (changes.length === 0) return { windowMs: 0, meanEntries: 0, noneMs: 0 };
+  changes.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const fromMs = changes[0]![0];
+  let count = 0;
+  let lastMs = fromMs;
+  let entryMs = 0;
+  let noneMs = 0;
+  for (const [atMs, change] of changes) {
+    if (count === 0) noneMs += atMs - lastMs;
+    entryMs += count * (atMs - lastMs);
+    lastMs = atMs;
+    count += change;
+  }
+  const windowMs = lastMs - fromMs;
+  return { windowMs: round(windowMs), meanEntries: windowMs === 0 ? 0 : round(entryMs / windowMs), noneMs: round(noneMs) };
 }
 
 // For each index, the time of the first `event` record whose range (last - count, last] holds it

@@ -3,7 +3,7 @@
 // reaches a follower.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { coveringTimes, entryStages, stagesTable, summarize } from "../../bench/lib/stages.js";
+import { coveringTimes, entryStages, inFlight, stagesTable, summarize } from "../../bench/lib/stages.js";
 import type { TraceEvent, TraceRecord } from "../../src/node/trace.js";
 
 const at = (atMs: number, event: TraceEvent, last: number, count = 1): TraceRecord => ({ atMs, event, last, count });
@@ -54,6 +54,8 @@ test("entryStages follows the proposing node and times each entry's stages on ev
   assert.deepEqual(stages.firstWrittenToLeaderApply, { medianMs: 0.5, p90Ms: 7.5, samples: 3 });
   assert.deepEqual(stages.leaderApply, { medianMs: 0.25, p90Ms: 0.25, samples: 3 });
   assert.deepEqual(stages.proposedToAnswered, { medianMs: 4.75, p90Ms: 14.75, samples: 3 });
+  // In flight from 100 to 124.75: 11 alone until 103.75, none until 110, 12 alone until 120, then 12 and 13.
+  assert.deepEqual(stages.inFlight, { windowMs: 24.75, meanEntries: 0.939, noneMs: 6.25 });
   const table = stagesTable(stages);
   assert.match(table, /follower a +follower b +leader lead/);
   assert.match(table, /proposal -> answered +4\.75 \/ 14\.75/);
@@ -71,4 +73,10 @@ test("coveringTimes takes the earliest record whose range holds the index", () =
 test("summarize gives the median and p90, and NaN for no samples", () => {
   assert.deepEqual(summarize([5, 1, 4, 2, 3, 6, 7, 8, 9, 10]), { medianMs: 6, p90Ms: 10, samples: 10 });
   assert.deepEqual(summarize([]), { medianMs: Number.NaN, p90Ms: Number.NaN, samples: 0 });
+});
+
+test("inFlight counts overlapping entries and the gaps between them, leaving out unanswered ones", () => {
+  // [0, 4], [1, 3] and [10, 12]: 1 + 2 * 2 + 1 + 0 * 6 + 2 = 8 entry-ms over 12 ms.
+  assert.deepEqual(inFlight([0, 1, 2, 10], [4, 3, undefined, 12]), { windowMs: 12, meanEntries: 0.667, noneMs: 6 });
+  assert.deepEqual(inFlight([5], [undefined]), { windowMs: 0, meanEntries: 0, noneMs: 0 });
 });
