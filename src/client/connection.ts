@@ -244,13 +244,19 @@ export class Connection {
     return rid;
   }
 
-  // Frames written in one tick leave in one socket write, after the tick.
+  // Frames queued together leave in one socket write: the flush is a microtask, so it runs after
+  // the code that queued the first frame and the continuations already queued when it did (the
+  // requests that one read's answers set off), but before later continuations. A consume() loop's
+  // prefetched RECEIVEs therefore leave before its body handles the batch they follow; on
+  // process.nextTick they waited for the body's whole batch (and every batch of that read).
   private scheduleFlush(): void {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => this.flush());
+      queueMicrotask(this.flushNow);
     }
   }
+
+  private readonly flushNow = (): void => this.flush();
 
   private flush(): void {
     this.flushScheduled = false;

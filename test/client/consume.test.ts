@@ -1,5 +1,6 @@
 // consume(): auto ack after the loop body, explicit ack and nack, early exit gives messages back.
 import assert from "node:assert/strict";
+import { Socket } from "node:net";
 import { test } from "node:test";
 import { connect } from "../../src/client/index.js";
 import { FakeServer } from "./fake-server.js";
@@ -143,6 +144,35 @@ test("aborting gives back what the prefetched RECEIVEs lease, also when the clie
     ["job 4", false],
     ["job 5", false],
   ]);
+  await server.close();
+});
+
+test("prefetch: the next RECEIVEs are written to the socket before a body that never waits runs", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 4; i++) await client.send("jobs", `job ${i}`);
+  // What leaves the client, in order with what the loop body sees: RECEIVE frames carry the
+  // operation's name as a string ("receive"), so a write's count of it is its RECEIVE requests.
+  const events: string[] = [];
+  const write = Socket.prototype.write;
+  Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+    if (chunk instanceof Uint8Array) {
+      const receives = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1").split("receive").length - 1;
+      if (receives > 0) events.push(`write ${receives} receive`);
+    }
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as typeof Socket.prototype.write;
+  try {
+    for await (const message of client.consume("jobs", { max: 2, waitMs: 50, prefetch: 1 })) {
+      // A body that does all its work at once, as most do: without a prefetch already on its way,
+      // the next round trip would only begin after the whole batch was handled.
+      events.push(`body ${text(message.body)}`);
+      if (text(message.body) === "job 3") break;
+    }
+  } finally {
+    Socket.prototype.write = write;
+  }
+  assert.deepEqual(events, ["write 1 receive", "write 1 receive", "body job 0", "body job 1", "write 1 receive", "body job 2", "body job 3"]);
+  await client.close();
   await server.close();
 });
 
