@@ -512,11 +512,13 @@ export class FerryNode {
   private async handleReady(ready: Ready): Promise<void> {
     if (ready.softState) this.changeRole(ready.softState.role, ready.softState.leader);
     this.transport.send(ready.messages);
-    // A leader's appends of new entries leave now, not at the end of the turn: the followers start
-    // their writes before this node encodes and writes its own copy (and before whatever else the
-    // event loop runs first). Under the drain's load they reached the first follower 0.26-0.36 ms
-    // after the proposal instead of 0.44-0.55 (docs/bench.md "Session 32").
-    if (ready.entries.length > 0 && ready.messages.length > 0) this.transport.flush();
+    // What is queued leaves now, not at the end of the turn, when this Ready has long work to do:
+    // - a leader's appends of new entries: the followers start their writes before this node
+    //   encodes and writes its own copy (under the drain's load they reached the first follower
+    //   0.26-0.36 ms after the proposal instead of 0.44-0.55, docs/bench.md "Session 32");
+    // - before an apply, whatever is queued (appends, a follower's answers to earlier Readies):
+    //   held back, they left the other nodes idle for the whole apply.
+    if ((ready.entries.length > 0 && ready.messages.length > 0) || ready.committedEntries.length > 0) this.transport.flush();
     this.metrics.readies.inc();
     if (ready.snapshot) {
       await this.persist(ready);
@@ -531,9 +533,6 @@ export class FerryNode {
       // load wait for the next entry's disk write as well as its own.
       // Entries that commit meanwhile are applied as the news arrives (applyCommittedEarly).
       const persisted = this.persist(ready);
-      // The appends of this Ready go out before the apply, not after it (the end of the turn):
-      // held back, they left the followers idle for the whole apply.
-      if (ready.committedEntries.length > 0) this.transport.flush();
       try {
         this.applyEntries(ready.committedEntries);
         this.applyingEarly = true;
