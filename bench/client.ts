@@ -3,6 +3,12 @@
 //
 //   npm run bench:client
 //   npm run bench:client -- --sends 200000 --baseline /tmp/ferry-base/src
+//   npm run bench:client -- --workload consume
+//
+// `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts): 2
+// consume() loops of 100-message batches, 3 prefetched, every message acked with ack() (the
+// service answers each RECEIVE with a full batch of 256-byte messages and each ACK with its
+// count); `--sends` is then the number of messages consumed and acked, the figures per message.
 //
 // Two child processes per run, so each side's CPU is its own (process.cpuUsage, all threads):
 // a server (FerryServer over a Service that answers every request at once, as a leader would
@@ -40,8 +46,16 @@ const { values: options } = parseArgs({
     rounds: { type: "string", default: "3" },
     baseline: { type: "string" },
     forwarding: { type: "boolean", default: false },
+    workload: { type: "string", default: "send" },
   },
 });
+const CONSUME = options.workload === "consume";
+if (!CONSUME && options.workload !== "send") throw new Error(`--workload takes send or consume, not ${options.workload}`);
+// The drain's consumers (bench/systems/ferry.ts): 2 loops, 100-message batches, 3 prefetched.
+const CONSUMERS = 2;
+const CONSUME_BATCH = 100;
+const CONSUME_PREFETCH = 3;
+const CONSUME_REQUESTS_PER_CONSUMER = 8;
 const SENDS = Number(options.sends);
 const WARMUP_SENDS = Number(options.warmup);
 const CONNECTIONS = Number(options.connections);
@@ -103,9 +117,20 @@ async function runServer(src: string): Promise<void> {
       timestamp += 1n;
       if (request.op === "send") return { ok: true, id: request.id ?? "assigned", timestamp, duplicate: false };
       if (request.op === "status") return { ok: true, nodes: [], self: 1 };
+      if (request.op === "receive") return { ok: true, messages: deliveries(request.max) };
+      if (request.op === "ack") return { ok: true, count: request.ids.length };
       throw new Error(`unexpected ${request.op}`);
     },
   };
+  // What a leader's RECEIVE hands out: ids as the broker assigns them (entry index ~ number).
+  const body = new Uint8Array(BODY_BYTES).fill(97);
+  let delivered = 0;
+  const deliveries = (max: number) =>
+    Array.from({ length: max }, () => {
+      delivered++;
+      timestamp += 1n;
+      return { id: `${Math.floor(delivered / 256 + 1).toString(36)}~${(delivered % 256).toString(36)}`, sender: "bench", recipient: "bench", timestamp, deliveries: 1, body };
+    });
   let served: ServerModule.Service = service;
   if (options.forwarding) {
     const { ForwardingService } = (await import(pathToFileURL(join(src, "server", "forwarder.ts")).href)) as typeof ForwarderModule;
@@ -127,9 +152,12 @@ async function runServer(src: string): Promise<void> {
 
 async function runClient(src: string, port: number): Promise<void> {
   const { connect } = (await import(pathToFileURL(join(src, "client", "index.ts")).href)) as typeof ClientModule;
-  const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => connect({ seeds: [`127.0.0.1:${port}`], window: WINDOW, discoverLeader: false })));
+  // The drain runs its consumers on one connection with a window of 8 requests per consumer.
+  const connections = CONSUME ? 1 : CONNECTIONS;
+  const window = CONSUME ? CONSUMERS * CONSUME_REQUESTS_PER_CONSUMER : WINDOW;
+  const clients = await Promise.all(Array.from({ length: connections }, () => connect({ seeds: [`127.0.0.1:${port}`], window, discoverLeader: false })));
   const body = new Uint8Array(BODY_BYTES).fill(97);
-  const drive = async (count: number) => {
+  const drive = CONSUME ? (count: number) => consumeAll(clients[0]!, count) : async (count: number) => {
     let issued = 0;
     const worker = async (client: ClientModule.FerryClient) => {
       while (issued < count) {
@@ -150,10 +178,38 @@ async function runClient(src: string, port: number): Promise<void> {
   process.exit(0);
 }
 
+// The benchmark's drain loop (bench/systems/ferry.ts): ack() per message, the acks counted as they
+// are confirmed; done when `count` messages are acked.
+async function consumeAll(client: ClientModule.FerryClient, count: number): Promise<void> {
+  let received = 0;
+  let acked = 0;
+  let lastMessageMs = 0;
+  const stop = new AbortController();
+  let allAcked: () => void = () => {};
+  const done = new Promise<void>((resolvePromise) => {
+    allAcked = resolvePromise;
+  });
+  const onAck = (): void => {
+    if (++acked === count) allAcked();
+  };
+  const loop = async () => {
+    for await (const message of client.consume("bench", { max: CONSUME_BATCH, prefetch: CONSUME_PREFETCH, waitMs: 1000, autoAck: false, signal: stop.signal })) {
+      lastMessageMs = performance.now();
+      message.ack().then(onAck, (error: unknown) => {
+        throw error;
+      });
+      if (++received >= count) stop.abort();
+    }
+  };
+  await Promise.all(Array.from({ length: CONSUMERS }, loop));
+  await done;
+  if (lastMessageMs === 0) throw new Error("nothing consumed");
+}
+
 function spawn(role: "server" | "client", src: string, port = 0): ChildProcess {
   const self = fileURLToPath(import.meta.url);
   const args = ["--role", role, "--src", src, "--port", String(port)];
-  for (const name of ["sends", "warmup", "connections", "window", "body-bytes"] as const) args.push(`--${name}`, String(options[name]));
+  for (const name of ["sends", "warmup", "connections", "window", "body-bytes", "workload"] as const) args.push(`--${name}`, String(options[name]));
   if (options.forwarding) args.push("--forwarding");
   return fork(self, args, { execArgv: ["--import", "tsx", ...(process.env.FERRY_BENCH_PROF === role ? ["--cpu-prof", "--cpu-prof-dir=prof"] : [])] });
 }
@@ -203,12 +259,13 @@ async function main(): Promise<void> {
       rows.push(row);
     }
   }
-  console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies${options.forwarding ? ", behind a ForwardingService" : ""}`);
+  if (CONSUME) console.log(`${SENDS} messages consumed and acked per run after ${WARMUP_SENDS} warm-up: ${CONSUMERS} consume() loops of ${CONSUME_BATCH}-message batches, ${CONSUME_PREFETCH} prefetched, ${BODY_BYTES}-byte bodies (the "send" columns are per message)`);
+  else console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies${options.forwarding ? ", behind a ForwardingService" : ""}`);
   console.table(rows);
   const file = resultPath("client-", ".json");
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, forwarding: options.forwarding, rows }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, workload: options.workload, sends: SENDS, warmupSends: WARMUP_SENDS, connections: CONNECTIONS, window: WINDOW, bodyBytes: BODY_BYTES, rounds: ROUNDS, forwarding: options.forwarding, rows }, null, 2)}\n`,
   );
   console.log(`wrote ${file}`);
 }

@@ -30,8 +30,15 @@ const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
 const IDLE_CHECK_MS = 100;
-// Per consumer (consume()'s defaults): up to 3 RECEIVEs (prefetch), up to 4 ACK requests, a NACK.
-const REQUESTS_PER_CONSUMER = 8;
+// Per consumer: its prefetched RECEIVEs (depth / batch - 1; 3 for the default 100 of 400), up to
+// 4 ACK requests (consume()'s acksInFlightMax), a NACK.
+const ACKS_IN_FLIGHT_PER_CONSUMER = 4;
+function requestsPerConsumer(prefetch: number): number {
+  return prefetch + ACKS_IN_FLIGHT_PER_CONSUMER + 1;
+}
+function prefetchOf(options: DrainOptions): number {
+  return Math.max(0, Math.ceil(options.depth / options.batch) - 1);
+}
 
 function devArgs(workDir: string): string[] {
   return [
@@ -168,7 +175,7 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
       return openSender(connection, options.target);
     },
     drain: async (options) => {
-      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * REQUESTS_PER_CONSUMER });
+      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * requestsPerConsumer(prefetchOf(options)) });
       opened.push(connection);
       options.onStart();
       return drain(connection, options);
@@ -238,7 +245,7 @@ async function drain(client: FerryClient, options: DrainOptions): Promise<number
     settle();
   };
   const loop = async () => {
-    const prefetch = Math.max(0, Math.ceil(options.depth / options.batch) - 1);
+    const prefetch = prefetchOf(options);
     for await (const message of client.consume(options.target, { max: options.batch, prefetch, waitMs: RECEIVE_WAIT_MS, autoAck: false, signal: stop.signal })) {
       lastMessageMs = performance.now();
       inFlight++;
