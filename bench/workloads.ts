@@ -116,7 +116,7 @@ export interface ThroughputResult extends ClientCpu {
   serverCpuSecondsPerMillionMessages: number;
 }
 
-export type DrainResult = Omit<ThroughputResult, "latency" | "errors"> & { expected: number };
+export type DrainResult = Omit<ThroughputResult, "latency" | "errors"> & { expected: number; placement?: string };
 
 // The uncounted warm-up drains (Settings.drainWarmupCount, drainWarmupRounds): their rates, for
 // the record (messagesPerSecond: the last round's).
@@ -353,7 +353,10 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
   const serverCpu = cpuSince(cluster.nodes, cpuBefore, drained);
   const messagesPerSecond = Math.round((drained * 1000) / durationMs);
   progress.end(`${messagesPerSecond} msg/s  (${drained} of ${expected})`);
+  const placement = await cluster.drainPlacement?.("throughput").catch((error: unknown) => `unknown (${(error as Error).message})`);
+  if (placement !== undefined) progress.note(`drain placement: ${placement}`);
   return {
+    ...(placement === undefined ? {} : { placement }),
     expected,
     messages: drained,
     durationMs: Math.round(durationMs),

@@ -39,7 +39,10 @@ interface JetStreamManager {
     add(config: Record<string, unknown>): Promise<unknown>;
     info(name: string): Promise<{ cluster?: { leader?: string } }>;
   };
-  consumers: { add(stream: string, config: Record<string, unknown>): Promise<unknown> };
+  consumers: {
+    add(stream: string, config: Record<string, unknown>): Promise<unknown>;
+    info(stream: string, durable: string): Promise<{ cluster?: { leader?: string } }>;
+  };
 }
 interface Consumer {
   consume(options: { max_messages: number; expires: number }): Promise<AsyncIterable<{ ack(): void }> & { stop(): void }>;
@@ -119,6 +122,11 @@ async function startNats(workDir: string, sync: string): Promise<RunningCluster>
     },
     openSender: async (options) => openSender(await connectTo(options.node), options, opened),
     drain: async (options) => drain(await connectTo("n1"), manager, options, opened),
+    drainPlacement: async (target) => {
+      const stream = (await manager.streams.info(STREAM)).cluster?.leader ?? "?";
+      const consumer = (await manager.consumers.info(STREAM, durableOf(target))).cluster?.leader ?? "?";
+      return `stream leader ${stream}, consumer leader ${consumer}${stream === consumer ? " (one node)" : " (two nodes)"}; consumers connected to n1`;
+    },
     kill: (node) => {
       const target = nodes.find((candidate) => candidate.name === node);
       if (target && isAlive(target.pid)) process.kill(target.pid, "SIGKILL");
@@ -142,6 +150,10 @@ function openSender(connection: NatsConnection, options: SenderOptions, opened: 
   };
 }
 
+function durableOf(target: string): string {
+  return `drain-${target}`;
+}
+
 async function drain(
   connection: NatsConnection,
   manager: JetStreamManager,
@@ -149,7 +161,7 @@ async function drain(
   opened: NatsConnection[],
 ): Promise<number> {
   opened.push(connection);
-  const durable = `drain-${options.target}`;
+  const durable = durableOf(options.target);
   await manager.consumers.add(STREAM, {
     durable_name: durable,
     ack_policy: "explicit",

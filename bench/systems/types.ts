@@ -52,6 +52,10 @@ export interface RunningCluster {
   // kill -9 of the named node's server process.
   kill(node: string): void;
   stop(): Promise<void>;
+  // Where the drain of `target` was led, for the record, when the system places it on its own:
+  // NATS's consumer of the drain elects a leader of its own, on the stream leader's node or not,
+  // and its drain rate depends on which (docs/bench.md "Session 33").
+  drainPlacement?(target: string): Promise<string | undefined>;
   // The servers' own log lines at warn level and above (a node that failed, recovered or fenced
   // itself), read after stop(); absent where the system's log is not ours to read.
   incidents?(): string[];
