@@ -5,8 +5,8 @@
 //   npm run bench:client -- --sends 200000 --baseline /tmp/ferry-base/src
 //   npm run bench:client -- --workload consume
 //
-// `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts): 2
-// consume() loops of 100-message batches, 3 prefetched, every message acked with ack() (the
+// `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts's drain():
+// 2 consume() loops of 100-message batches, 3 prefetched, every message acked with ack(); the
 // service answers each RECEIVE with a full batch of 256-byte messages and each ACK with its
 // count); `--sends` is then the number of messages consumed and acked, the figures per message.
 //
@@ -32,6 +32,8 @@ import type { Reply, Request } from "../src/protocol/api.js";
 import type * as ForwarderModule from "../src/server/forwarder.js";
 import type * as ServerModule from "../src/server/index.js";
 import { resultPath } from "./lib/results.js";
+import { drain, drainWindow } from "./systems/ferry.js";
+import { SETTINGS_DEFAULT } from "./workloads.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -51,11 +53,17 @@ const { values: options } = parseArgs({
 });
 const CONSUME = options.workload === "consume";
 if (!CONSUME && options.workload !== "send") throw new Error(`--workload takes send or consume, not ${options.workload}`);
-// The drain's consumers (bench/systems/ferry.ts): 2 loops, 100-message batches, 3 prefetched.
-const CONSUMERS = 2;
-const CONSUME_BATCH = 100;
-const CONSUME_PREFETCH = 3;
-const CONSUME_REQUESTS_PER_CONSUMER = 8;
+// The benchmark's drain settings (consumers, batch, depth), on a mailbox the fake service never
+// runs out of.
+const CONSUME_DRAIN = {
+  target: "bench",
+  consumers: SETTINGS_DEFAULT.drainConsumerCount,
+  batch: SETTINGS_DEFAULT.drainBatchSize,
+  depth: SETTINGS_DEFAULT.drainDepth,
+  idleMs: SETTINGS_DEFAULT.drainIdleMs,
+  onStart: () => {},
+  onAcked: () => {},
+};
 const SENDS = Number(options.sends);
 const WARMUP_SENDS = Number(options.warmup);
 const CONNECTIONS = Number(options.connections);
@@ -152,9 +160,9 @@ async function runServer(src: string): Promise<void> {
 
 async function runClient(src: string, port: number): Promise<void> {
   const { connect } = (await import(pathToFileURL(join(src, "client", "index.ts")).href)) as typeof ClientModule;
-  // The drain runs its consumers on one connection with a window of 8 requests per consumer.
+  // The drain runs its consumers on one connection.
   const connections = CONSUME ? 1 : CONNECTIONS;
-  const window = CONSUME ? CONSUMERS * CONSUME_REQUESTS_PER_CONSUMER : WINDOW;
+  const window = CONSUME ? drainWindow(CONSUME_DRAIN) : WINDOW;
   const clients = await Promise.all(Array.from({ length: connections }, () => connect({ seeds: [`127.0.0.1:${port}`], window, discoverLeader: false })));
   const body = new Uint8Array(BODY_BYTES).fill(97);
   const drive = CONSUME ? (count: number) => consumeAll(clients[0]!, count) : async (count: number) => {
@@ -178,32 +186,10 @@ async function runClient(src: string, port: number): Promise<void> {
   process.exit(0);
 }
 
-// The benchmark's drain loop (bench/systems/ferry.ts): ack() per message, the acks counted as they
-// are confirmed; done when `count` messages are acked.
+// The benchmark's drain (bench/systems/ferry.ts's), until `count` messages are acked.
 async function consumeAll(client: ClientModule.FerryClient, count: number): Promise<void> {
-  let received = 0;
-  let acked = 0;
-  let lastMessageMs = 0;
-  const stop = new AbortController();
-  let allAcked: () => void = () => {};
-  const done = new Promise<void>((resolvePromise) => {
-    allAcked = resolvePromise;
-  });
-  const onAck = (): void => {
-    if (++acked === count) allAcked();
-  };
-  const loop = async () => {
-    for await (const message of client.consume("bench", { max: CONSUME_BATCH, prefetch: CONSUME_PREFETCH, waitMs: 1000, autoAck: false, signal: stop.signal })) {
-      lastMessageMs = performance.now();
-      message.ack().then(onAck, (error: unknown) => {
-        throw error;
-      });
-      if (++received >= count) stop.abort();
-    }
-  };
-  await Promise.all(Array.from({ length: CONSUMERS }, loop));
-  await done;
-  if (lastMessageMs === 0) throw new Error("nothing consumed");
+  const acked = await drain(client, { ...CONSUME_DRAIN, expected: count });
+  if (acked < count) throw new Error(`${acked} of ${count} messages acked`);
 }
 
 function spawn(role: "server" | "client", src: string, port = 0): ChildProcess {
@@ -259,7 +245,7 @@ async function main(): Promise<void> {
       rows.push(row);
     }
   }
-  if (CONSUME) console.log(`${SENDS} messages consumed and acked per run after ${WARMUP_SENDS} warm-up: ${CONSUMERS} consume() loops of ${CONSUME_BATCH}-message batches, ${CONSUME_PREFETCH} prefetched, ${BODY_BYTES}-byte bodies (the "send" columns are per message)`);
+  if (CONSUME) console.log(`${SENDS} messages consumed and acked per run after ${WARMUP_SENDS} warm-up: the benchmark's drain (${CONSUME_DRAIN.consumers} consume() loops, batches of ${CONSUME_DRAIN.batch}, depth ${CONSUME_DRAIN.depth}), ${BODY_BYTES}-byte bodies (the "send" columns are per message)`);
   else console.log(`${SENDS} SENDs per run after ${WARMUP_SENDS} warm-up, ${CONNECTIONS} connections x ${WINDOW} in flight, ${BODY_BYTES}-byte bodies${options.forwarding ? ", behind a ForwardingService" : ""}`);
   console.table(rows);
   const file = resultPath("client-", ".json");

@@ -34,6 +34,9 @@ export interface Settings {
 
 // The benchmark's settings (bench/main.ts; --quick cuts the counts). bench:profile and bench:warmup
 // start from these too.
+// The mailbox (stream subject, queue) the throughput phase fills and the measured drain empties.
+const THROUGHPUT_TARGET = "throughput";
+
 export const SETTINGS_DEFAULT: Settings = {
   bodyBytes: 256,
   // Sends of a freshly started cluster before the timed ones (their own figures are kept as the
@@ -205,8 +208,8 @@ function sendOnce(sender: Sender, body: Uint8Array, timeoutMs: number): Promise<
 }
 
 export async function measureThroughput(cluster: RunningCluster, settings: Settings, progress: Progress): Promise<ThroughputResult> {
-  await cluster.prepare("throughput");
-  const senders = await openPipelinedSenders(cluster, settings, "throughput");
+  await cluster.prepare(THROUGHPUT_TARGET);
+  const senders = await openPipelinedSenders(cluster, settings, THROUGHPUT_TARGET);
   const body = makeBody(settings.bodyBytes);
   const samples = new Samples();
   const cpuBefore = snapshotCpu(cluster.nodes);
@@ -341,7 +344,7 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
     lastAckedMs = startMs;
   };
   progress.start("receive+ack throughput", expected);
-  const drained = await drainWith(cluster, settings, "throughput", expected, onStart, (count) => {
+  const drained = await drainWith(cluster, settings, THROUGHPUT_TARGET, expected, onStart, (count) => {
     acked += count;
     lastAckedMs = performance.now();
     timeline.add(lastAckedMs, count);
@@ -353,7 +356,7 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
   const serverCpu = cpuSince(cluster.nodes, cpuBefore, drained);
   const messagesPerSecond = Math.round((drained * 1000) / durationMs);
   progress.end(`${messagesPerSecond} msg/s  (${drained} of ${expected})`);
-  const placement = await cluster.drainPlacement?.("throughput").catch((error: unknown) => `unknown (${(error as Error).message})`);
+  const placement = await cluster.drainPlacement?.(THROUGHPUT_TARGET).catch((error: unknown) => `unknown (${(error as Error).message})`);
   if (placement !== undefined) progress.note(`drain placement: ${placement}`);
   return {
     ...(placement === undefined ? {} : { placement }),

@@ -36,8 +36,14 @@ const ACKS_IN_FLIGHT_PER_CONSUMER = 4;
 function requestsPerConsumer(prefetch: number): number {
   return prefetch + ACKS_IN_FLIGHT_PER_CONSUMER + 1;
 }
-function prefetchOf(options: DrainOptions): number {
+type DrainShape = Pick<DrainOptions, "consumers" | "batch" | "depth">;
+function prefetchOf(options: DrainShape): number {
   return Math.max(0, Math.ceil(options.depth / options.batch) - 1);
+}
+// The drain's connection window: its consumers' requests (bench/client.ts's consume workload uses
+// it too).
+export function drainWindow(options: DrainShape): number {
+  return options.consumers * requestsPerConsumer(prefetchOf(options));
 }
 
 function devArgs(workDir: string): string[] {
@@ -175,7 +181,7 @@ async function startFerry(workDir: string): Promise<RunningCluster> {
       return openSender(connection, options.target);
     },
     drain: async (options) => {
-      const connection = await client.connect({ seeds: SEEDS, window: options.consumers * requestsPerConsumer(prefetchOf(options)) });
+      const connection = await client.connect({ seeds: SEEDS, window: drainWindow(options) });
       opened.push(connection);
       options.onStart();
       return drain(connection, options);
@@ -216,8 +222,9 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 // asynchronous acks. An ack still counts only once Ferry confirms it is durable. The acks in flight
 // are counted, not kept: holding every ack's promise until the end keeps hundreds of thousands of
 // objects alive, and the collector's work on them costs the load generator ~1 µs per message of
-// the CPU the nodes share, which the peers' fire-and-forget acks never pay.
-async function drain(client: FerryClient, options: DrainOptions): Promise<number> {
+// the CPU the nodes share, which the peers' fire-and-forget acks never pay. (bench/client.ts runs
+// it against a fake server.)
+export async function drain(client: Pick<FerryClient, "consume">, options: DrainOptions): Promise<number> {
   let acked = 0;
   let received = 0;
   let lastMessageMs = performance.now();

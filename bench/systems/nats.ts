@@ -19,6 +19,7 @@ const MAX_ACK_PENDING = 10_000;
 const FETCH_EXPIRES_MS = 1000;
 const IDLE_CHECK_MS = 100;
 const SCRIPT = join(PEERS_SCRIPTS_DIR, "nats.sh");
+const DRAIN_NODE = "n1"; // the server the drain's consumers connect to
 
 // The part of nats.js 2.x the benchmark uses.
 interface NatsModule {
@@ -121,11 +122,11 @@ async function startNats(workDir: string, sync: string): Promise<RunningCluster>
       return info.cluster.leader;
     },
     openSender: async (options) => openSender(await connectTo(options.node), options, opened),
-    drain: async (options) => drain(await connectTo("n1"), manager, options, opened),
+    drain: async (options) => drain(await connectTo(DRAIN_NODE), manager, options, opened),
     drainPlacement: async (target) => {
       const stream = (await manager.streams.info(STREAM)).cluster?.leader ?? "?";
       const consumer = (await manager.consumers.info(STREAM, durableOf(target))).cluster?.leader ?? "?";
-      return `stream leader ${stream}, consumer leader ${consumer}${stream === consumer ? " (one node)" : " (two nodes)"}; consumers connected to n1`;
+      return `stream leader ${stream}, consumer leader ${consumer}${stream === consumer ? " (one node)" : " (two nodes)"}; consumers connected to ${DRAIN_NODE}`;
     },
     kill: (node) => {
       const target = nodes.find((candidate) => candidate.name === node);
