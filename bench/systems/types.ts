@@ -53,8 +53,9 @@ export interface RunningCluster {
   kill(node: string): void;
   stop(): Promise<void>;
   // Where the drain of `target` was led, for the record, when the system places it on its own:
-  // NATS's consumer of the drain elects a leader of its own, on the stream leader's node or not,
-  // and its drain rate depends on which (docs/bench.md "Session 33").
+  // NATS's consumer of the drain elects a leader of its own, and its drain rate depends on where
+  // (docs/bench.md "Session 33"); the adapter moves it to the stream leader's node first and says
+  // how many stepdowns that took.
   drainPlacement?(target: string): Promise<string | undefined>;
   // The servers' own log lines at warn level and above (a node that failed, recovered or fenced
   // itself), read after stop(); absent where the system's log is not ours to read.
