@@ -32,11 +32,11 @@ export interface Settings {
   sendTimeoutMs: number;
 }
 
-// The benchmark's settings (bench/main.ts; --quick cuts the counts). bench:profile and bench:warmup
-// start from these too.
 // The mailbox (stream subject, queue) the throughput phase fills and the measured drain empties.
 const THROUGHPUT_TARGET = "throughput";
 
+// The benchmark's settings (bench/main.ts; --quick cuts the counts). bench:profile and bench:warmup
+// start from these too.
 export const SETTINGS_DEFAULT: Settings = {
   bodyBytes: 256,
   // Sends of a freshly started cluster before the timed ones (their own figures are kept as the

@@ -25,7 +25,7 @@ const SCRIPT = join(PEERS_SCRIPTS_DIR, "nats.sh");
 // and two nodes 50,665-57,542 (docs/bench.md "Session 33"); a comparison with whichever came up
 // measured the placement more than either system.
 // nats-server 2.9 often hands the consumer's leadership back and forth between the two other
-// nodes: 0-7 stepdowns in session 34's rounds.
+// nodes: 0-8 stepdowns per drain in session 34.
 const CONSUMER_STEPDOWNS_MAX = 40;
 const LEADER_WAIT_MS = 30_000;
 const STEPDOWN_TIMEOUT_MS = 5_000;
@@ -188,13 +188,14 @@ interface Placement {
   stepdowns: number;
 }
 
-// The leader `info` names, once there is one (other than `not`). While a consumer elects one,
-// its info request has no responder (nats.js error 503) or no answer (TIMEOUT): asked again.
+// A request made while a consumer elects its leader has no responder (nats.js error 503) or no
+// answer (TIMEOUT): it is asked again.
 function electing(error: unknown): boolean {
   const code = (error as { code?: string }).code;
   return code === "503" || code === "TIMEOUT";
 }
 
+// The leader `info` names, once there is one (other than `not`).
 async function leaderOf(info: () => Promise<{ cluster?: { leader?: string } }>, not?: string): Promise<string> {
   const deadline = performance.now() + LEADER_WAIT_MS;
   for (;;) {
@@ -212,20 +213,23 @@ async function leaderOf(info: () => Promise<{ cluster?: { leader?: string } }>, 
 }
 
 // Steps the consumer's leader down until it is on the stream leader's node (each stepdown elects
-// another replica); fails after CONSUMER_STEPDOWNS_MAX tries rather than measure another case.
+// another replica); fails after CONSUMER_STEPDOWNS_MAX requests rather than measure another case.
+// `stepdowns` counts the ones made, not the requests asked again.
 async function colocate(admin: NatsConnection, manager: JetStreamManager, durable: string): Promise<Placement> {
   const stream = await leaderOf(() => manager.streams.info(STREAM));
-  for (let stepdowns = 0; ; stepdowns++) {
+  let stepdowns = 0;
+  for (let requests = 0; ; requests++) {
     const consumer = await leaderOf(() => manager.consumers.info(STREAM, durable));
     if (consumer === stream) return { connectedTo: stream, stepdowns };
-    if (stepdowns === CONSUMER_STEPDOWNS_MAX) throw new Error(`the consumer's leader stayed off the stream leader's node ${stream} after ${stepdowns} stepdowns`);
+    if (requests === CONSUMER_STEPDOWNS_MAX) throw new Error(`the consumer's leader stayed off the stream leader's node ${stream} after ${requests} stepdown requests`);
     const reply = await admin.request(`$JS.API.CONSUMER.LEADER.STEPDOWN.${STREAM}.${durable}`, new Uint8Array(0), { timeout: STEPDOWN_TIMEOUT_MS }).catch((error: unknown) => {
-      if (electing(error)) return undefined; // asked again (counted)
+      if (electing(error)) return undefined;
       throw error;
     });
     if (reply === undefined) continue;
     const answer = JSON.parse(new TextDecoder().decode(reply.data)) as { success?: boolean; error?: { description?: string } };
     if (answer.success !== true) throw new Error(`consumer leader stepdown refused: ${answer.error?.description ?? JSON.stringify(answer)}`);
+    stepdowns++;
     await leaderOf(() => manager.consumers.info(STREAM, durable), consumer); // the election
   }
 }
