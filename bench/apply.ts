@@ -92,6 +92,9 @@ class Run {
   async apply(data: Uint8Array, operations: number): Promise<BrokerModule.BrokerResult[]> {
     this.log?.push({ data, operations });
     const commands = this.version.broker.decodeCommands(data);
+    // A leader's RECEIVEs from binary-protocol clients answer with the stored records
+    // (src/node/requests.ts); the flag is not in the log, so it is set again here.
+    if (this.replies) for (const command of commands) if (command.op === "receive") command.recordReplies = true;
     this.nowMs += STEP_MS;
     const index = ++this.index;
     const timestamp = this.version.broker.msTimestamp(this.nowMs);

@@ -37,6 +37,7 @@ import {
   type SendCommand,
 } from "./commands.js";
 import { MessageBlocks, type RecordStream } from "./message-blocks.js";
+import { delivered, StoredDelivery } from "./stored-delivery.js";
 import { FreshHeads, type FreshHead, type HeadQueue } from "./fresh-heads.js";
 import { IdFilter, InlineIds } from "./inline-ids.js";
 import { bytesToKey, KEY_END, type KvEntry, type KvReadView, keyToBytes, type OrderedKv, prefixEnd, StoreCommitError } from "./kv.js";
@@ -1027,7 +1028,9 @@ export class Broker {
       }
       this.lease(mailbox, held, visibleAtMs);
       ids.push(held.id);
-      if (this.replies) messages.push(delivered(mailbox, message ?? decodeMessage(record!, head), held.deliveries));
+      if (!this.replies) continue;
+      if (record !== undefined && command.recordReplies === true) messages.push(new StoredDelivery(mailbox, held.deliveries, record, head ?? decodeMessageHead(record)));
+      else messages.push(delivered(mailbox, message ?? decodeMessage(record!, head), held.deliveries));
     }
     if (returned.foundNone) this.noneReturned.add(mailbox);
     // The heads follow the cursor; unknown ones are known (none) once the scan passed the last record.
@@ -1827,20 +1830,6 @@ function parseListCursor(cursor: string): ListPosition | undefined {
 
 function isLive(state: { expiresAtMs: number }, nowMs: number): boolean {
   return state.expiresAtMs === 0 || state.expiresAtMs > nowMs;
-}
-
-function delivered(mailbox: string, message: StoredMessage, deliveries: number): DeliveredMessage {
-  const result: DeliveredMessage = {
-    id: message.id,
-    sender: message.sender,
-    recipient: mailbox,
-    timestamp: message.timestamp,
-    deliveries,
-    body: message.body,
-  };
-  if (message.headers !== undefined) result.headers = message.headers;
-  if (message.senderTime !== undefined) result.senderTime = message.senderTime;
-  return result;
 }
 
 function listItem(message: StoredMessage, held: Held, nowMs: number): ListItem {

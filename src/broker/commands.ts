@@ -122,6 +122,10 @@ export interface ReceiveCommand {
   max: number;
   visibilityMs?: number;
   consumer?: string; // who asked (informational; not enforced on ACK)
+  // The messages of the reply as their stored records (StoredDelivery), for a reply that is
+  // written with FrameWriter (the binary protocol's). Not in the log: it changes the reply's form,
+  // never the state.
+  recordReplies?: boolean;
 }
 export type AckCommand = AckRequest; // op "ack" | "nack"
 export type ExtendCommand = ExtendRequest;

@@ -296,10 +296,17 @@ export interface MessageHead {
   expiresAtMs: number;
   senderTime: bigint | undefined;
   bytes: number; // body bytes
-  senderAt: number; // where the sender starts in the record
+  // Where fields start in the record (their u32 length or count): the id, the sender, the
+  // header count, the body.
+  idAt: number;
+  senderAt: number;
+  headersAt: number;
+  bodyAt: number;
 }
 
-const TIMESTAMP_AT = 2; // after the version and flags bytes
+export const RECORD_TIMESTAMP_AT = 2; // the timestamp, u64 little-endian, after the version and flags bytes
+export const RECORD_SENDER_TIME_AT = 10; // the sender time, u64 little-endian (a sender-ordered message's)
+export const RECORD_NO_HEADERS = 0xffffffff; // the header count of a message without headers
 
 export function decodeMessageHead(data: Uint8Array): MessageHead {
   const reader = new ByteReader(data);
@@ -310,22 +317,30 @@ export function decodeMessageHead(data: Uint8Array): MessageHead {
   const senderTime = (flags & FLAG_SENDER_ORDERED) !== 0 ? reader.u64() : undefined;
   const hiddenUntilMs = reader.f64();
   const expiresAtMs = reader.f64();
+  const idAt = reader.offset;
   const id = reader.string();
   const senderAt = reader.offset;
   reader.skip(reader.u32()); // sender
+  const headersAt = reader.offset;
   const headerCount = reader.u32();
-  if (headerCount !== 0xffffffff) {
+  if (headerCount !== RECORD_NO_HEADERS) {
     for (let i = 0; i < 2 * headerCount; i++) reader.skip(reader.u32());
   }
+  const bodyAt = reader.offset;
   const bytes = reader.u32();
   reader.skip(bytes);
-  return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes, senderAt };
+  return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes, idAt, senderAt, headersAt, bodyAt };
+}
+
+// The record's u32 (little-endian) at `at`: a field's length or count (see MessageHead).
+export function recordU32(record: Uint8Array, at: number): number {
+  return (record[at]! | (record[at + 1]! << 8) | (record[at + 2]! << 16) | (record[at + 3]! << 24)) >>> 0;
 }
 
 // The whole record; `head` when the caller decoded it already (the head is not read twice).
 export function decodeMessage(data: Uint8Array, head: MessageHead = decodeMessageHead(data)): StoredMessage {
   const reader = new ByteReader(data);
-  reader.skip(TIMESTAMP_AT);
+  reader.skip(RECORD_TIMESTAMP_AT);
   const timestamp = reader.u64();
   reader.skip(head.senderAt - reader.offset);
   const sender = reader.string();

@@ -10,6 +10,9 @@ export interface Session {
   // Set for a connection from another node that proved the cluster secret: it forwards requests
   // on behalf of its own clients, so the sender it names is trusted.
   trustedForwarder?: boolean;
+  // The protocol the reply goes out in: a binary one's RECEIVE gets its messages as their stored
+  // records (src/broker/stored-delivery.ts), which FrameWriter copies.
+  protocol?: "text" | "binary";
 }
 
 export function toBrokerCommand(request: Request, session: Session): BrokerCommand {
@@ -31,7 +34,14 @@ export function toBrokerCommand(request: Request, session: Session): BrokerComma
     case "config":
       return { op: "set-mailbox-config", mailbox: request.mailbox, config: request.settings };
     case "receive":
-      return { op: "receive", mailbox: request.mailbox, max: request.max, visibilityMs: request.visibilityMs, consumer: session.identity };
+      return {
+        op: "receive",
+        mailbox: request.mailbox,
+        max: request.max,
+        visibilityMs: request.visibilityMs,
+        consumer: session.identity,
+        recordReplies: session.protocol === "binary",
+      };
     case "ack":
     case "nack":
     case "extend":

@@ -21,9 +21,23 @@ const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 // Strings up to this length are tried as ASCII copied char by char: cheaper than measuring and
 // encoding UTF-8 natively for short ones (must stay below 256, the str8 limit).
 const ASCII_COPY_CHARS_MAX = 64;
+// Byte ranges up to this length are copied byte by byte: cheaper than a subarray and a native
+// set for ids and names.
+const COPY_BY_BYTE_MAX = 64;
 
 class UnsupportedValue extends Error {}
 const unsupported = new UnsupportedValue("value kind not written by FrameWriter");
+
+// A value that writes its own msgpack: what it writes must decode to what plain() returns, as
+// FrameWriter would write plain() (the tests of each such class hold it to the same bytes). Made
+// where the value's fields already sit in bytes of the right encoding (a stored message's
+// record, src/broker/stored-delivery.ts), so a reply is copied from them instead of being decoded
+// into objects and written field by field. A frame that goes to msgpackr instead (a value kind
+// FrameWriter does not write) carries plain().
+export abstract class SelfEncoded {
+  abstract writeTo(writer: FrameWriter): void;
+  abstract plain(): unknown;
+}
 
 export class FrameWriter {
   private buffer: Buffer;
@@ -50,7 +64,7 @@ export class FrameWriter {
     } catch (error) {
       if (!(error instanceof UnsupportedValue)) throw error;
       this.position = this.start + frameOffset;
-      const frame = encodeFrame({ rid, ...value });
+      const frame = encodeFrame({ rid, ...(plainOf(value) as Record<string, unknown>) });
       this.ensure(frame.length);
       frame.copy(this.buffer, this.position);
       this.position += frame.length;
@@ -131,6 +145,10 @@ export class FrameWriter {
       for (const item of value) this.writeValue(item);
       return;
     }
+    if (value instanceof SelfEncoded) {
+      value.writeTo(this);
+      return;
+    }
     const prototype = Object.getPrototypeOf(value);
     if (prototype === Uint8Array.prototype || prototype === Buffer.prototype) {
       this.writeBinary(value as Uint8Array);
@@ -142,7 +160,7 @@ export class FrameWriter {
     this.writeFields(record);
   }
 
-  private writeNumber(value: number): void {
+  writeNumber(value: number): void {
     this.ensure(9);
     const buffer = this.buffer;
     if (value >>> 0 === value) {
@@ -198,7 +216,7 @@ export class FrameWriter {
     this.position = at + 8;
   }
 
-  private writeString(value: string): void {
+  writeString(value: string): void {
     const length = value.length;
     if (length <= ASCII_COPY_CHARS_MAX) {
       // Short ASCII (keys, names, 36-character UUIDs): copied one char per byte, no native call.
@@ -242,6 +260,12 @@ export class FrameWriter {
   private writeBinary(value: Uint8Array): void {
     const bytes = value.length;
     this.ensure(5 + bytes);
+    this.writeBinaryHeader(bytes);
+    this.buffer.set(value, this.position);
+    this.position += bytes;
+  }
+
+  private writeBinaryHeader(bytes: number): void {
     const buffer = this.buffer;
     if (bytes < 0x100) {
       buffer[this.position++] = 0xc4;
@@ -253,8 +277,56 @@ export class FrameWriter {
       buffer[this.position++] = 0xc6;
       this.position = buffer.writeUInt32BE(bytes, this.position);
     }
-    buffer.set(value, this.position);
-    this.position += bytes;
+  }
+
+  // Bytes that are msgpack already (a key written once: msgpackKey), as they are.
+  writeEncoded(bytes: Uint8Array): void {
+    this.copyFrom(bytes, 0, bytes.length);
+  }
+
+  // `length` bytes of `source` from `start`, valid UTF-8, as a string (SelfEncoded values).
+  writeUtf8From(source: Uint8Array, start: number, length: number): void {
+    this.ensure(5 + length);
+    const buffer = this.buffer;
+    if (length < 32) buffer[this.position++] = 0xa0 | length;
+    else if (length < 0x100) {
+      buffer[this.position++] = 0xd9;
+      buffer[this.position++] = length;
+    } else if (length < 0x10000) {
+      buffer[this.position++] = 0xda;
+      this.position = buffer.writeUInt16BE(length, this.position);
+    } else {
+      buffer[this.position++] = 0xdb;
+      this.position = buffer.writeUInt32BE(length, this.position);
+    }
+    this.copyFrom(source, start, length);
+  }
+
+  // `length` bytes of `source` from `start` as a byte array (SelfEncoded values).
+  writeBinaryFrom(source: Uint8Array, start: number, length: number): void {
+    this.ensure(5 + length);
+    this.writeBinaryHeader(length);
+    this.copyFrom(source, start, length);
+  }
+
+  // The unsigned 64-bit little-endian integer at `start` of `source`, as writeBigInt writes it
+  // (int64 below 2^63, uint64 from there), without making the bigint (SelfEncoded values).
+  writeU64LEFrom(source: Uint8Array, start: number): void {
+    this.ensure(9);
+    const buffer = this.buffer;
+    buffer[this.position++] = source[start + 7]! < 0x80 ? 0xd3 : 0xcf;
+    for (let index = 7; index >= 0; index--) buffer[this.position++] = source[start + index]!;
+  }
+
+  private copyFrom(source: Uint8Array, start: number, length: number): void {
+    this.ensure(length);
+    const buffer = this.buffer;
+    if (length <= COPY_BY_BYTE_MAX) {
+      for (let index = 0; index < length; index++) buffer[this.position + index] = source[start + index]!;
+    } else {
+      buffer.set(source.subarray(start, start + length), this.position);
+    }
+    this.position += length;
   }
 
   private writeArrayHeader(count: number): void {
@@ -269,7 +341,7 @@ export class FrameWriter {
     }
   }
 
-  private writeMapHeader(count: number): void {
+  writeMapHeader(count: number): void {
     this.ensure(5);
     if (count < 16) this.buffer[this.position++] = 0x80 | count;
     else if (count < 0x10000) {
@@ -295,6 +367,26 @@ export class FrameWriter {
     this.start = 0;
     this.position = pending;
   }
+}
+
+// The msgpack of a short ASCII string (a map key), for writeEncoded.
+export function msgpackKey(key: string): Uint8Array {
+  const writer = new FrameWriter(64);
+  writer.writeString(key);
+  return Uint8Array.from(writer.take()!);
+}
+
+// The value with every SelfEncoded in it replaced by its plain() (for msgpackr).
+function plainOf(value: unknown): unknown {
+  if (value instanceof SelfEncoded) return value.plain();
+  if (Array.isArray(value)) return value.map(plainOf);
+  if (typeof value !== "object" || value === null || !isPlainPrototype(Object.getPrototypeOf(value))) return value;
+  const plain: Record<string, unknown> = {};
+  for (const key in value) {
+    // defineProperty: an own "__proto__" (a header name) stays a key.
+    Object.defineProperty(plain, key, { value: plainOf((value as Record<string, unknown>)[key]), enumerable: true, writable: true, configurable: true });
+  }
+  return plain;
 }
 
 // A plain object's: the only objects written as maps.

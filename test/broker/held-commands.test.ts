@@ -11,6 +11,8 @@ import fc from "fast-check";
 import { Broker, type BrokerCommand, msTimestamp } from "../../src/broker/broker.js";
 import { decodeCommands, encodeCommands, roundTripsExactly } from "../../src/broker/commands.js";
 import { MemoryKv } from "../../src/broker/kv-memory.js";
+import { StoredDelivery } from "../../src/broker/stored-delivery.js";
+import { toBrokerCommand } from "../../src/node/requests.js";
 import { dump, PROPERTY_CONFIG, PROPERTY_START_MS } from "./harness.js";
 
 const CONFIG = PROPERTY_CONFIG;
@@ -225,5 +227,49 @@ describe("an apply without replies", () => {
     );
     // About 300-380 over the 300 runs: the property compares stores that did lease messages.
     assert.ok(received > 100, `messages were received (${received})`);
+  });
+});
+
+// A leader's RECEIVE for a binary-protocol client (recordReplies, src/node/requests.ts) answers
+// with its messages' stored records (src/broker/stored-delivery.ts): the same messages, field by
+// field, as the plain reply, and the same state.
+describe("a RECEIVE answered with stored records", () => {
+  test("answers what the plain RECEIVE answers and leaves the same state", () => {
+    let stored = 0;
+    fc.assert(
+      fc.property(batches, (steps) => {
+        const asRecords = new Broker(new MemoryKv(), CONFIG);
+        const asObjects = new Broker(new MemoryKv(), CONFIG);
+        let nowMs = START_MS;
+        let index = 0;
+        for (const step of steps) {
+          nowMs += step.advanceMs;
+          index++;
+          const timestamp = msTimestamp(nowMs);
+          const flagged = step.commands.map((command) => (command.op === "receive" ? { ...command, recordReplies: true } : command));
+          const records = asRecords.apply(index, timestamp, flagged);
+          const objects = asObjects.apply(index, timestamp, step.commands);
+          records.forEach((result, position) => {
+            const messages = (result as { messages?: unknown[] }).messages;
+            const expanded = messages?.map((message) => {
+              if (!(message instanceof StoredDelivery)) return message;
+              stored++;
+              return message.plain();
+            });
+            assert.deepEqual(plain(messages === undefined ? result : { ...result, messages: expanded }), plain(objects[position]));
+          });
+        }
+        assert.deepEqual(dump((asRecords as unknown as { kv: MemoryKv }).kv), dump((asObjects as unknown as { kv: MemoryKv }).kv));
+      }),
+      { numRuns: 200 },
+    );
+    assert.ok(stored > 100, `messages were answered as records (${stored})`);
+  });
+
+  test("is asked for by the binary protocol's sessions only", () => {
+    const request = { op: "receive" as const, mailbox: "a", max: 5 };
+    assert.equal((toBrokerCommand(request, { identity: "c", protocol: "binary" }) as { recordReplies?: boolean }).recordReplies, true);
+    assert.equal((toBrokerCommand(request, { identity: "c", protocol: "text" }) as { recordReplies?: boolean }).recordReplies, false);
+    assert.equal((toBrokerCommand(request, { identity: "c" }) as { recordReplies?: boolean }).recordReplies, false);
   });
 });
