@@ -120,6 +120,9 @@ function isAscii(value: string): boolean {
   return true;
 }
 
+// Fewer strings than this are read one by one (a SEND's recipient list: no run to share).
+const STRINGS_RUN_MIN = 4;
+
 export class ByteReader {
   offset = 0;
   private latin1: Buffer | undefined; // the input as a Buffer, made on the first string()
@@ -179,6 +182,49 @@ export class ByteReader {
     const value = this.buffer.subarray(this.offset, this.offset + length);
     this.offset += length;
     return value;
+  }
+  // `count` strings, as string() reads them one by one. A run of ASCII strings (an ACK's ids)
+  // is decoded as one latin1 string and cut into them: one native call instead of one per id
+  // (~120 against ~60 ns per UUID, a scratch microbenchmark of an ACK of 100).
+  strings(count: number): string[] {
+    const values: string[] = [];
+    if (count < STRINGS_RUN_MIN) {
+      for (let i = 0; i < count; i++) values.push(this.string());
+      return values;
+    }
+    const start = this.offset;
+    const buffer = this.buffer;
+    let at = start;
+    let ascii = true;
+    for (let i = 0; i < count && ascii; i++) {
+      if (at + 4 > buffer.length) break; // string() below throws where it is cut off
+      const length = (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
+      const end = at + 4 + length;
+      if (length > 0x7f || end > buffer.length) ascii = false; // a length byte over 0x7f: not latin1-safe
+      else {
+        for (let j = at + 4; j < end; j++) {
+          if (buffer[j]! > 0x7f) {
+            ascii = false;
+            break;
+          }
+        }
+        at = end;
+      }
+      if (ascii && i === count - 1) {
+        this.latin1 ??= Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+        const run = this.latin1.toString("latin1", start, at);
+        let position = 0;
+        for (let k = 0; k < count; k++) {
+          const length = run.charCodeAt(position);
+          values.push(run.substring(position + 4, position + 4 + length));
+          position += 4 + length;
+        }
+        this.offset = at;
+        return values;
+      }
+    }
+    for (let i = 0; i < count; i++) values.push(this.string());
+    return values;
   }
   string(): string {
     const length = this.u32();

@@ -304,10 +304,7 @@ function readOptionalString(reader: ByteReader): string | undefined {
   return reader.u8() === 0 ? undefined : reader.string();
 }
 function readStrings(reader: ByteReader): string[] {
-  const count = reader.u32();
-  const values: string[] = [];
-  for (let i = 0; i < count; i++) values.push(reader.string());
-  return values;
+  return reader.strings(reader.u32());
 }
 
 const NO_BODY = new Uint8Array(0);
