@@ -90,8 +90,8 @@ function read(depth: number): unknown {
       return source.readUInt32BE(position - 4);
     case 0xcf:
       need(8);
-      position += 8;
-      return source.readBigUInt64BE(position - 8);
+      int64Load();
+      return uint64Scratch[0];
     case 0xd0:
       need(1);
       position += 1;
@@ -106,8 +106,8 @@ function read(depth: number): unknown {
       return source.readInt32BE(position - 4);
     case 0xd3:
       need(8);
-      position += 8;
-      return source.readBigInt64BE(position - 8);
+      int64Load();
+      return int64Scratch[0];
     case 0xd9:
       need(1);
       return readString(source[position++]!);
@@ -138,6 +138,19 @@ function read(depth: number): unknown {
     default:
       throw unhandled; // ext types (undefined, records, ...), float32, never-used
   }
+}
+
+// 64-bit integers (every message's timestamp) through typed arrays over one scratch: one bigint
+// made per value, where Buffer's readBig(U)Int64BE makes several (~35 against ~13 ns).
+const int64Scratch = new BigInt64Array(1);
+const uint64Scratch = new BigUint64Array(int64Scratch.buffer);
+const int64ScratchBytes = new Uint8Array(int64Scratch.buffer);
+const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+// The 8 big-endian bytes at position into the scratch, in host order; position passes them.
+function int64Load(): void {
+  for (let index = 0; index < 8; index++) int64ScratchBytes[HOST_LITTLE_ENDIAN ? 7 - index : index] = source[position + index]!;
+  position += 8;
 }
 
 function readMap(count: number, depth: number): Record<string, unknown> {
