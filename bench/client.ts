@@ -7,7 +7,8 @@
 //
 // `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts's drain():
 // 2 consume() loops of 100-message batches, 3 prefetched, every message acked with ack(); the
-// service answers each RECEIVE with a full batch of 256-byte messages and each ACK with its
+// service answers each RECEIVE with a full batch of 256-byte messages, built from stored message
+// records as a leader builds them (runServer), and each ACK with its
 // count); `--sends` is then the number of messages consumed and acked, the figures per message.
 //
 // Two child processes per run, so each side's CPU is its own (process.cpuUsage, all threads):
@@ -23,12 +24,14 @@
 // garbage included (prof/server-<pid>.heapprofile). `--forwarding` puts the service behind a ForwardingService, as a node's
 // server has it (src/cli/node-start.ts). Prints a table and writes bench/results/client-<date>.json.
 import { type ChildProcess, fork } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type * as ClientModule from "../src/client/index.js";
 import type { Reply, Request } from "../src/protocol/api.js";
+import type * as RecordsModule from "../src/broker/records.js";
+import type * as StoredDeliveryModule from "../src/broker/stored-delivery.js";
 import type * as ForwarderModule from "../src/server/forwarder.js";
 import type * as ServerModule from "../src/server/index.js";
 import { resultPath } from "./lib/results.js";
@@ -116,6 +119,8 @@ async function startAllocationSampling(): Promise<() => Promise<void>> {
   };
 }
 
+const RECORD_RING = 1024;
+
 // A leader that has just committed: answers every SEND at once.
 async function runServer(src: string): Promise<void> {
   const { FerryServer } = (await import(pathToFileURL(join(src, "server", "index.ts")).href)) as typeof ServerModule;
@@ -130,14 +135,37 @@ async function runServer(src: string): Promise<void> {
       throw new Error(`unexpected ${request.op}`);
     },
   };
-  // What a leader's RECEIVE hands out: ids as the broker assigns them (entry index ~ number).
+  // What a leader's RECEIVE hands out, from stored records as the leader has them (ids as the
+  // broker assigns them, entry index ~ number; a ring of records encoded before the measured part):
+  // a version with src/broker/stored-delivery.ts answers with StoredDelivery over each record, as a
+  // leader does for binary-protocol clients since session 35; an older one decodes each record into
+  // the plain DeliveredMessage its broker built. Both decode the record's head, as RECEIVE does.
+  const records = (await import(pathToFileURL(join(src, "broker", "records.ts")).href)) as typeof RecordsModule;
+  const storedDeliveryPath = join(src, "broker", "stored-delivery.ts");
+  const stored = existsSync(storedDeliveryPath) ? ((await import(pathToFileURL(storedDeliveryPath).href)) as typeof StoredDeliveryModule) : undefined;
   const body = new Uint8Array(BODY_BYTES).fill(97);
+  const ring = Array.from({ length: RECORD_RING }, (_, n) =>
+    records
+      .encodeMessage({
+        id: `${Math.floor(n / 256 + 1).toString(36)}~${(n % 256).toString(36)}`,
+        sender: "bench",
+        timestamp: timestamp + BigInt(n),
+        hiddenUntilMs: 0,
+        expiresAtMs: 0,
+        headers: undefined,
+        body,
+        senderTime: undefined,
+      })
+      .slice(),
+  );
   let delivered = 0;
   const deliveries = (max: number) =>
     Array.from({ length: max }, () => {
-      delivered++;
-      timestamp += 1n;
-      return { id: `${Math.floor(delivered / 256 + 1).toString(36)}~${(delivered % 256).toString(36)}`, sender: "bench", recipient: "bench", timestamp, deliveries: 1, body };
+      const record = ring[delivered++ % RECORD_RING]!;
+      const head = records.decodeMessageHead(record);
+      if (stored !== undefined) return new stored.StoredDelivery("bench", 1, record, head);
+      const message = records.decodeMessage(record, head);
+      return { id: message.id, sender: message.sender, recipient: "bench", timestamp: message.timestamp, deliveries: 1, body: message.body };
     });
   let served: ServerModule.Service = service;
   if (options.forwarding) {
