@@ -242,6 +242,12 @@ export class FrameWriter {
     }
     const bytes = Buffer.byteLength(value, "utf8");
     this.ensure(5 + bytes);
+    this.writeStringHeader(bytes);
+    this.position += this.buffer.write(value, this.position, bytes, "utf8");
+  }
+
+  // The header of a string of `bytes` UTF-8 bytes, in its smallest form (room ensured).
+  private writeStringHeader(bytes: number): void {
     const buffer = this.buffer;
     if (bytes < 32) buffer[this.position++] = 0xa0 | bytes;
     else if (bytes < 0x100) {
@@ -254,7 +260,6 @@ export class FrameWriter {
       buffer[this.position++] = 0xdb;
       this.position = buffer.writeUInt32BE(bytes, this.position);
     }
-    this.position += buffer.write(value, this.position, bytes, "utf8");
   }
 
   private writeBinary(value: Uint8Array): void {
@@ -287,18 +292,7 @@ export class FrameWriter {
   // `length` bytes of `source` from `start`, valid UTF-8, as a string (SelfEncoded values).
   writeUtf8From(source: Uint8Array, start: number, length: number): void {
     this.ensure(5 + length);
-    const buffer = this.buffer;
-    if (length < 32) buffer[this.position++] = 0xa0 | length;
-    else if (length < 0x100) {
-      buffer[this.position++] = 0xd9;
-      buffer[this.position++] = length;
-    } else if (length < 0x10000) {
-      buffer[this.position++] = 0xda;
-      this.position = buffer.writeUInt16BE(length, this.position);
-    } else {
-      buffer[this.position++] = 0xdb;
-      this.position = buffer.writeUInt32BE(length, this.position);
-    }
+    this.writeStringHeader(length);
     this.copyFrom(source, start, length);
   }
 
