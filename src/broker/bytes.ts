@@ -120,6 +120,16 @@ function isAscii(value: string): boolean {
   return true;
 }
 
+// The little-endian u32 at `at` (the caller checked the bounds).
+export function u32At(buffer: Uint8Array, at: number): number {
+  return (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
+}
+
+function isAsciiRange(buffer: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buffer[i]! > 0x7f) return false;
+  return true;
+}
+
 // Fewer strings than this are read one by one (a SEND's recipient list: no run to share).
 const STRINGS_RUN_MIN = 4;
 
@@ -154,9 +164,7 @@ export class ByteReader {
   }
   u32(): number {
     this.need(4);
-    const buffer = this.buffer;
-    const at = this.offset;
-    const value = (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
+    const value = u32At(this.buffer, this.offset);
     this.offset += 4;
     return value;
   }
@@ -188,42 +196,30 @@ export class ByteReader {
   // (~120 against ~60 ns per UUID, a scratch microbenchmark of an ACK of 100).
   strings(count: number): string[] {
     const values: string[] = [];
-    if (count < STRINGS_RUN_MIN) {
-      for (let i = 0; i < count; i++) values.push(this.string());
-      return values;
-    }
     const start = this.offset;
     const buffer = this.buffer;
     let at = start;
-    let ascii = true;
-    for (let i = 0; i < count && ascii; i++) {
-      if (at + 4 > buffer.length) break; // string() below throws where it is cut off
-      const length = (buffer[at]! | (buffer[at + 1]! << 8) | (buffer[at + 2]! << 16) | (buffer[at + 3]! << 24)) >>> 0;
+    let run = count >= STRINGS_RUN_MIN;
+    for (let i = 0; i < count && run; i++) {
+      // A length over 0x7f has a byte the latin1 run cannot cut by; a cut-off string is left to
+      // string(), which throws where it ends.
+      const length = at + 4 <= buffer.length ? u32At(buffer, at) : Number.POSITIVE_INFINITY;
       const end = at + 4 + length;
-      if (length > 0x7f || end > buffer.length) ascii = false; // a length byte over 0x7f: not latin1-safe
-      else {
-        for (let j = at + 4; j < end; j++) {
-          if (buffer[j]! > 0x7f) {
-            ascii = false;
-            break;
-          }
-        }
-        at = end;
-      }
-      if (ascii && i === count - 1) {
-        this.latin1 ??= Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-        const run = this.latin1.toString("latin1", start, at);
-        let position = 0;
-        for (let k = 0; k < count; k++) {
-          const length = run.charCodeAt(position);
-          values.push(run.substring(position + 4, position + 4 + length));
-          position += 4 + length;
-        }
-        this.offset = at;
-        return values;
-      }
+      run = length <= 0x7f && end <= buffer.length && isAsciiRange(buffer, at + 4, end);
+      at = end;
     }
-    for (let i = 0; i < count; i++) values.push(this.string());
+    if (!run) {
+      for (let i = 0; i < count; i++) values.push(this.string());
+      return values;
+    }
+    this.latin1 ??= Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    const text = this.latin1.toString("latin1", start, at);
+    for (let position = 0; position < text.length; ) {
+      const length = text.charCodeAt(position); // the u32's low byte: the others are 0
+      values.push(text.substring(position + 4, position + 4 + length));
+      position += 4 + length;
+    }
+    this.offset = at;
     return values;
   }
   string(): string {

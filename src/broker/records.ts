@@ -296,8 +296,8 @@ export interface MessageHead {
   expiresAtMs: number;
   senderTime: bigint | undefined;
   bytes: number; // body bytes
-  // Where fields start in the record (their u32 length or count): the id, the sender, the
-  // header count, the body.
+  // Where fields start in the record (their u32 length or count, little-endian: bytes.ts u32At):
+  // the id, the sender, the header count, the body.
   idAt: number;
   senderAt: number;
   headersAt: number;
@@ -330,11 +330,6 @@ export function decodeMessageHead(data: Uint8Array): MessageHead {
   const bytes = reader.u32();
   reader.skip(bytes);
   return { id, hiddenUntilMs, expiresAtMs, senderTime, bytes, idAt, senderAt, headersAt, bodyAt };
-}
-
-// The record's u32 (little-endian) at `at`: a field's length or count (see MessageHead).
-export function recordU32(record: Uint8Array, at: number): number {
-  return (record[at]! | (record[at + 1]! << 8) | (record[at + 2]! << 16) | (record[at + 3]! << 24)) >>> 0;
 }
 
 // The whole record; `head` when the caller decoded it already (the head is not read twice).

@@ -286,6 +286,7 @@ export class FrameWriter {
 
   // Bytes that are msgpack already (a key written once: msgpackKey), as they are.
   writeEncoded(bytes: Uint8Array): void {
+    this.ensure(bytes.length);
     this.copyFrom(bytes, 0, bytes.length);
   }
 
@@ -312,8 +313,8 @@ export class FrameWriter {
     for (let index = 7; index >= 0; index--) buffer[this.position++] = source[start + index]!;
   }
 
+  // (Room ensured by the caller.)
   private copyFrom(source: Uint8Array, start: number, length: number): void {
-    this.ensure(length);
     const buffer = this.buffer;
     if (length <= COPY_BY_BYTE_MAX) {
       for (let index = 0; index < length; index++) buffer[this.position + index] = source[start + index]!;
