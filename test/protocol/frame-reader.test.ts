@@ -17,9 +17,26 @@ function outcome(decode: () => unknown): { value: unknown } | { error: true } {
   }
 }
 
+// assert.deepStrictEqual compares Dates by getTime() with ===, so two Invalid Dates (a timestamp
+// extension of the wrong length decodes to one) would never compare equal. Dates become marks
+// that only equal marks of the same time, NaN included.
+class DateMark {
+  constructor(readonly time: string) {}
+}
+function comparable(value: unknown): unknown {
+  if (value instanceof Date) return new DateMark(String(value.getTime()));
+  if (Array.isArray(value)) return value.map(comparable);
+  if (value !== null && typeof value === "object" && !Buffer.isBuffer(value)) {
+    const copy: Record<string, unknown> = Object.create(Object.getPrototypeOf(value));
+    for (const name of Object.keys(value)) Object.defineProperty(copy, name, { value: comparable((value as Record<string, unknown>)[name]), enumerable: true, writable: true, configurable: true });
+    return copy;
+  }
+  return value;
+}
+
 function assertSameAsMsgpackr(payload: Buffer): void {
-  const expected = outcome(() => reference.unpack(Buffer.from(payload)));
-  const actual = outcome(() => decodePayload(payload));
+  const expected = outcome(() => comparable(reference.unpack(Buffer.from(payload))));
+  const actual = outcome(() => comparable(decodePayload(payload)));
   if ("error" in expected) assert.ok("error" in actual, "msgpackr throws, the reader must too");
   else assert.deepStrictEqual(actual, expected);
 }
@@ -52,6 +69,16 @@ test("frame reader: requests as clients send them", () => {
   assertSameAsMsgpackr(encodePayload({ rid: 1, op: "hello", __proto__: { sender: "x" } }));
   assertSameAsMsgpackr(encodePayload(JSON.parse('{"__proto__": {"polluted": true}, "op": "send"}')));
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
+});
+
+test("frame reader: timestamp extensions, valid or of the wrong length, decode as msgpackr's Dates do", () => {
+  // CI once drew [0xd4, 0xff, 0x00]: a 1-byte timestamp, an Invalid Date on both sides.
+  assertSameAsMsgpackr(Buffer.from([0xd4, 0xff, 0x00]));
+  assert.ok(Number.isNaN((decodePayload(Buffer.from([0xd4, 0xff, 0x00])) as Date).getTime()));
+  assertSameAsMsgpackr(Buffer.from([0xd6, 0xff, 0, 0, 0, 1]));
+  assertSameAsMsgpackr(Buffer.from([0xd7, 0xff, 0, 0, 0, 0, 0, 0, 0, 1]));
+  assert.throws(() => assert.deepStrictEqual(comparable(new Date(1)), comparable(new Date(2))));
+  assert.throws(() => assert.deepStrictEqual(comparable(new Date(Number.NaN)), comparable(new Date(0))));
 });
 
 test("frame reader: truncated, trailing and random bytes fail or decode as msgpackr does", () => {
