@@ -141,6 +141,11 @@ export class MemoryKv implements OrderedKv {
     return this.keys.range(start, end, limit, reverse).map((key) => ({ key, value: this.values.get(key)! }));
   }
 
+  readInPlace<T>(key: string, read: (value: Uint8Array) => T): T | undefined {
+    const value = this.values.get(key);
+    return value === undefined ? undefined : read(value);
+  }
+
   put(key: string, value: Uint8Array): void {
     const previous = this.values.get(key);
     this.remember(key, previous);

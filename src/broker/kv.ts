@@ -23,6 +23,10 @@ export interface KvReadView extends KvReader {
 }
 
 export interface OrderedKv extends KvReader {
+  // get() without the copy: `read` is handed the value in place (bytes the store may reuse once
+  // it returns, so it must not keep them) and its result is returned; undefined when the key is
+  // absent. For a caller that needs a few bytes of a large value.
+  readInPlace<T>(key: string, read: (value: Uint8Array) => T): T | undefined;
   // Copies `value` before returning: callers hand it buffers they reuse (ByteWriter.scratch).
   put(key: string, value: Uint8Array): void;
   // put() when `key` is absent: returns true and stores, or false and changes nothing. One lookup

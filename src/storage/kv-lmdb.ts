@@ -184,6 +184,15 @@ export class LmdbKv implements OrderedKv {
     return this.db.get(key);
   }
 
+  // lmdb-js's reused read buffer (or, for a value too large for it, a buffer of its own), before
+  // VALUE_ENCODER's copy: valid until the next read.
+  readInPlace<T>(key: string, read: (value: Uint8Array) => T): T | undefined {
+    this.checkHealthy();
+    const bytes = this.db.getBinaryFast(key);
+    // lmdb-js sets the reused buffer's length property to the value's size (see VALUE_ENCODER).
+    return bytes === undefined ? undefined : read(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+  }
+
   scan(start: string, end: string, limit: number, reverse = false): KvEntry[] {
     this.checkHealthy();
     if (limit <= 0 || start >= end) return [];

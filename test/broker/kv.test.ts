@@ -123,6 +123,29 @@ for (const [kind, make] of KINDS) {
       got[2]!.fill(0);
       assert.deepEqual([...(kv.get("k2") ?? [])], new Array(47).fill(99), "changing a value read changes nothing stored");
     });
+    test("readInPlace hands the stored value to its reader, committed or not, and returns what it returns", () => {
+      const kv = make();
+      const sizes = [1, 47, 5000, 70_000];
+      kv.transaction(() => {
+        for (const [i, size] of sizes.entries()) kv.put(`k${i}`, new Uint8Array(size).fill(i + 1));
+      });
+      kv.transaction(() => kv.put("late", text("written after the others")));
+      for (const [i, size] of sizes.entries()) {
+        assert.deepEqual(
+          kv.readInPlace(`k${i}`, (value) => [value.length, value[0], value[value.length - 1]]),
+          [size, i + 1, i + 1],
+        );
+      }
+      assert.equal(
+        kv.readInPlace("late", (value) => Buffer.from(value).toString()),
+        "written after the others",
+      );
+      assert.equal(
+        kv.readInPlace("absent", () => assert.fail("not called for an absent key")),
+        undefined,
+      );
+    });
+
     test("putIfAbsent stores only when the key is absent; a transaction that throws undoes it", () => {
       const kv = make();
       kv.transaction(() => {

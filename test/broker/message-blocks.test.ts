@@ -110,6 +110,30 @@ describe("message blocks", () => {
     }
   });
 
+  test("a block found by its head alone (an ACK after the commit) gives its records when they are asked for", () => {
+    const directory = mkdtempSync(join(tmpdir(), "ferry-blocks-"));
+    try {
+      const kv = new LmdbKv({ path: join(directory, "kv"), noSync: true, commitIntervalMs: 60_000 });
+      const h = new Harness(undefined, kv);
+      const bodies = Array.from({ length: 10 }, (_, i) => `message ${i} `.repeat(i + 1));
+      h.apply(...bodies.map((body) => ({ op: "send" as const, sender: "alice", recipients: ["a"], body: text(body) })));
+      h.apply(...sends("b", 5)); // another block, read between the head and the records below
+      const leased = ids(h, "a", 6);
+      kv.commit(); // the blocks read so far are forgotten
+      h.one({ op: "ack", mailbox: "a", ids: leased.slice(0, 3) }); // reads a's block by its head
+      assert.equal(h.list("b", 10).items.length, 5);
+      h.one({ op: "nack", mailbox: "a", ids: leased.slice(3) });
+      const again = h.receive("a", 10).messages;
+      assert.deepEqual(
+        again.map((message) => Buffer.from(message.body).toString()),
+        bodies.slice(3),
+        "the 3 given back, then the 4 never leased, each with its own body",
+      );
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
   test("a message stored and removed within its own entry leaves no block", () => {
     const h = new Harness();
     h.one({ op: "set-mailbox-config", mailbox: "a", config: { messagesMax: 1, overflow: "drop-oldest" } });
