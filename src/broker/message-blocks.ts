@@ -108,6 +108,7 @@ class Block {
   // A stored block from its value: kept as its records (`source` undefined), or, with a source,
   // only its head is read now (the value may be a buffer the store reuses: readInPlace).
   static decode(mailbox: string, key: string, value: Uint8Array, prefixLength: number, source?: KvReader): Block {
+    assert(key.length === prefixLength + SEQ_LENGTH, "a message block's key ends with a seq");
     const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
     const head = view.getUint32(0);
     const count = head & ~FURTHER;
@@ -489,10 +490,11 @@ export class MessageBlocks {
   // Only its head is read: the usual caller, an ACK on a follower (whose RECEIVE read no records),
   // removes messages and reads none. Copying each ~30 KB block out of LMDB for its head was ~14%
   // of a follower's RECEIVE+ACK apply (bench:apply, profiled).
+  // A caller that then reads a record (a leader's RECEIVE from a cursor inside the block, a message
+  // given back) reads the block twice, once per block and commit.
   private stored(mailbox: string, key: string, prefixLength: number): Block | undefined {
     const kept = this.blocks.get(key);
     if (kept !== undefined) return kept;
-    assert(key.length === prefixLength + SEQ_LENGTH, "a message block's key ends with a seq");
     const block = this.kv.readInPlace(key, (value) => Block.decode(mailbox, key, value, prefixLength, this.kv));
     return block === undefined ? undefined : this.keep(block);
   }
@@ -501,7 +503,6 @@ export class MessageBlocks {
   private known(mailbox: string, entry: KvEntry, prefixLength: number): Block {
     const kept = this.blocks.get(entry.key);
     if (kept !== undefined) return kept;
-    assert(entry.key.length === prefixLength + SEQ_LENGTH, "a message block's key ends with a seq");
     return this.keep(Block.decode(mailbox, entry.key, entry.value, prefixLength));
   }
 
