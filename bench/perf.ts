@@ -42,9 +42,11 @@ process.env.FERRY_BENCH_NODE_ARGS = [process.env.FERRY_BENCH_NODE_ARGS, `--perf-
   .filter(Boolean)
   .join(" ");
 
-// process.hrtime's clock, the one perf record -k CLOCK_MONOTONIC stamps its samples with.
-function monotonicSeconds(): number {
-  return Number(process.hrtime.bigint()) / 1e9;
+// performance.now() in seconds on CLOCK_MONOTONIC (process.hrtime's clock, and the one perf record
+// -k CLOCK_MONOTONIC stamps its samples with; performance.now() counts on it from the process's start).
+const MONOTONIC_OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+function monotonicSeconds(performanceMs: number): number {
+  return (performanceMs + MONOTONIC_OFFSET_MS) / 1000;
 }
 
 function startPerf(output: string): Promise<ChildProcess> {
@@ -65,6 +67,10 @@ function startPerf(output: string): Promise<ChildProcess> {
 function stopPerf(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     child.removeAllListeners("exit");
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve(); // perf ended during the phase (its samples so far are in the file)
+      return;
+    }
     child.once("exit", () => resolve());
     child.kill("SIGINT");
   });
@@ -74,7 +80,7 @@ interface PhaseReport {
   name: string;
   messages: number;
   messagesPerSecond: number;
-  seconds: number; // the phase: messages / messagesPerSecond, ending when it returned
+  seconds: number; // the phase's span: from its clock's start to its last message
   samples: number;
   idleShare: number;
   // µs of CPU per message, by process: total, main thread, other threads, and by kind.
@@ -86,29 +92,27 @@ const progress = new Progress();
 process.stderr.write(`perf over a 3-node cluster in ${workDir} (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)\n`);
 const cluster = await ferrySystem.start(workDir);
 const reports: PhaseReport[] = [];
-let groupOf: (pid: number) => string | undefined = () => undefined;
 try {
   const leader = await cluster.leader("throughput");
   const names = new Map<number, string>(cluster.nodes.map((node) => [node.pid, `${node.name === leader ? "leader" : "follower"} ${node.clientPort}`]));
   names.set(process.pid, LOAD_GENERATOR);
-  groupOf = (pid) => names.get(pid);
+  const groupOf = (pid: number): string | undefined => names.get(pid);
 
-  const record = async <T extends { messages: number; messagesPerSecond: number }>(name: string, run: () => Promise<T>): Promise<T> => {
+  const record = async <T extends { messages: number; messagesPerSecond: number; startedAtMs: number; durationMs: number }>(name: string, run: () => Promise<T>): Promise<T> => {
     const data = join(workDir, `${name.replace(/\W+/g, "-")}.data`);
     const perf = await startPerf(data);
     let result: T;
-    let endSeconds: number;
     try {
       result = await run();
-      endSeconds = monotonicSeconds();
     } finally {
       await stopPerf(perf);
     }
-    // The phase's own span, which ends with its last message: the samples of perf's start-up, the
-    // phase's setup and its teardown are left out.
-    const seconds = result.messages / Math.max(1, result.messagesPerSecond);
+    // The phase's own span, from its clock's start to its last message: the samples of perf's
+    // start-up, the phase's setup and its teardown (a drain's consumers winding down) are left out.
+    const fromSeconds = monotonicSeconds(result.startedAtMs);
+    const seconds = result.durationMs / 1000;
     const script = execFileSync("perf", ["script", "-i", data, "-F", "pid,tid,time,ip,sym,dso"], { maxBuffer: 1 << 30, stdio: ["ignore", "pipe", "ignore"] }).toString();
-    reports.push(report(name, result, seconds, countSamples(script.split("\n"), groupOf, endSeconds - seconds, endSeconds)));
+    reports.push(report(name, result, seconds, countSamples(script.split("\n"), groupOf, fromSeconds, fromSeconds + seconds)));
     rmSync(data, { force: true });
     return result;
   };

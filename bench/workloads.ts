@@ -111,6 +111,10 @@ export interface NodeCpu {
 export interface ThroughputResult extends ClientCpu {
   messages: number;
   errors: number;
+  // When the phase's clock started (performance.now()), so that a tool sampling beside it (bench:perf)
+  // can take exactly [startedAtMs, startedAtMs + durationMs]: the phase's setup and teardown are
+  // outside it.
+  startedAtMs: number;
   durationMs: number;
   messagesPerSecond: number;
   latency: LatencySummary;
@@ -246,6 +250,7 @@ export async function measureThroughput(cluster: RunningCluster, settings: Setti
   return {
     messages: acked,
     errors,
+    startedAtMs: startMs,
     durationMs: Math.round(durationMs),
     messagesPerSecond,
     latency: samples.summary(),
@@ -362,6 +367,7 @@ export async function measureDrain(cluster: RunningCluster, settings: Settings, 
     ...(placement === undefined ? {} : { placement }),
     expected,
     messages: drained,
+    startedAtMs: startMs,
     durationMs: Math.round(durationMs),
     messagesPerSecond,
     ratesPerSecond: timeline.ratesPerSecond(startMs + durationMs),
