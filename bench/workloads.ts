@@ -52,7 +52,7 @@ export const SETTINGS_DEFAULT: Settings = {
   throughputDurationMsMax: 60_000,
   drainConsumerCount: 2,
   drainBatchSize: 100,
-  drainDepth: 400, // the batch in hand and 3 ahead: consume()'s default prefetch
+  drainDepth: 400, // messages held and requested: the batch in hand and 3 ahead, consume()'s default prefetch
   drainIdleMs: 5000,
   // 6 rounds of 50,000 (20,000 once until session 26): V8 optimizes a function after it has run
   // enough of its own bytecode, so the functions a node runs once per Raft entry or per peer

@@ -28,8 +28,10 @@ export interface DrainOptions {
   consumers: number; // concurrent consumer loops (or channels)
   batch: number; // messages per fetch (RECEIVE)
   // Messages a consumer may hold unacknowledged at once, the same for every system: Ferry's
-  // consume() prefetches depth / batch - 1 batches ahead, NATS's consume() buffers depth
-  // messages, RabbitMQ's channel has a prefetch of depth.
+  // consume() prefetches depth / batch - 1 batches ahead (held and requested stay within depth,
+  // and so do its leased and unacked messages: each batch's acks ride on the RECEIVE that
+  // replaces it), NATS's consume() buffers depth messages (requested and not yet handed out),
+  // RabbitMQ's channel has a prefetch of depth (delivered and not yet acked).
   depth: number;
   idleMs: number; // stop early when nothing arrives for this long
   // Called once, when the drain's setup is done (connections open, channels or the consumer

@@ -975,9 +975,15 @@ export class Broker {
       integerProblem("max", command.max, 1, this.config.receiveMax) ??
       (command.visibilityMs === undefined ? undefined : integerProblem("visibilityMs", command.visibilityMs, 1, this.config.visibilityMsMax));
     if (problem !== undefined) return problem;
+    if (command.ack !== undefined) {
+      const acksProblem = idsProblem(command.ack, this.config);
+      if (acksProblem !== undefined) return acksProblem;
+    }
     const mailbox = command.mailbox;
+    // Acks first (as an ACK of the mailbox would), then the lease: one command, one entry.
+    const acked = command.ack === undefined ? undefined : this.ackIds(mailbox, command.ack);
     const meta = this.mailboxes.get(mailbox);
-    if (meta === undefined) return { ok: true, messages: [] };
+    if (meta === undefined) return acked === undefined ? { ok: true, messages: [] } : { ok: true, messages: [], acked };
     const visibilityMs = command.visibilityMs ?? this.mailboxConfig(mailbox).visibilityMs;
     this.promote(mailbox);
     const messages: DeliveredMessage[] = [];
@@ -1060,7 +1066,7 @@ export class Broker {
     }
     if (meta.freshAfter !== freshBefore) this.dirtyMailboxes.add(mailbox);
     if (ids.length > 0) this.writePendingBatch(mailbox, visibleAtMs, ids);
-    return { ok: true, messages };
+    return acked === undefined ? { ok: true, messages } : { ok: true, messages, acked };
   }
 
   // The caller writes the pending batch key of what it leased (writePendingBatch).
@@ -1203,14 +1209,19 @@ export class Broker {
     const problem = this.idsCommandProblem(command);
     if (problem !== undefined) return problem;
     if (command.delayMs !== undefined) return failure("INVALID", "ACK takes no delay");
+    return { ok: true, count: this.ackIds(command.mailbox, command.ids) };
+  }
+
+  // Removes the messages of `ids` that are currently leased; returns how many.
+  private ackIds(mailbox: string, ids: readonly string[]): number {
     let count = 0;
-    for (const id of command.ids) {
-      const held = this.leased(command.mailbox, id);
+    for (const id of ids) {
+      const held = this.leased(mailbox, id);
       if (held === undefined) continue;
-      this.remove(command.mailbox, held);
+      this.remove(mailbox, held);
       count++;
     }
-    return { ok: true, count };
+    return count;
   }
 
   private nack(command: AckCommand): AckReply | ErrorReply {

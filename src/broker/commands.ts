@@ -122,6 +122,7 @@ export interface ReceiveCommand {
   max: number;
   visibilityMs?: number;
   consumer?: string; // who asked (informational; not enforced on ACK)
+  ack?: string[]; // ids acknowledged first, as by an ACK of the mailbox (AckReply's count: `acked`)
   // The messages of the reply as their stored records (StoredDelivery), for a reply that is
   // written with FrameWriter (the binary protocol's). Not in the log: it changes the reply's form,
   // never the state.
@@ -152,6 +153,9 @@ export type { ListReply };
 
 const ENCODING_VERSION = 2;
 const TAG = { send: 1, receive: 2, ack: 3, nack: 4, extend: 5, purge: 6, delete: 7, "set-mailbox-config": 8 } as const;
+// A RECEIVE that carries acks: a tag of its own (a RECEIVE without keeps the encoding it always
+// had, so logs written before it decode as they did).
+const TAG_RECEIVE_ACKING = 9;
 const CONFIG_NUMBER_FIELDS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
 
 export class CommandDecodeError extends Error {
@@ -181,7 +185,7 @@ function strings(writer: ByteWriter, values: string[]): void {
 }
 
 function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
-  writer.u8(TAG[command.op]);
+  writer.u8(command.op === "receive" && command.ack !== undefined ? TAG_RECEIVE_ACKING : TAG[command.op]);
   switch (command.op) {
     case "send": {
       writer.string(command.sender);
@@ -205,6 +209,7 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
       writer.f64(command.max);
       optionalNumber(writer, command.visibilityMs);
       optionalString(writer, command.consumer);
+      if (command.ack !== undefined) strings(writer, command.ack);
       return;
     case "ack":
     case "nack":
@@ -259,6 +264,7 @@ export function roundTripsExactly(commands: readonly BrokerCommand[]): boolean {
       case "receive":
         if (!roundTripsUtf8(command.mailbox) || command.visibilityMs === -1) return false;
         if (command.consumer !== undefined && !roundTripsUtf8(command.consumer)) return false;
+        if (command.ack !== undefined && !allRoundTrip(command.ack)) return false;
         break;
       case "ack":
       case "nack":
@@ -332,12 +338,14 @@ function decodeCommand(reader: ByteReader, version: number): BrokerCommand {
       command.body = reader.bytes();
       return command;
     }
-    case TAG.receive: {
+    case TAG.receive:
+    case TAG_RECEIVE_ACKING: {
       const command: ReceiveCommand = { op: "receive", mailbox: reader.string(), max: reader.f64() };
       const visibilityMs = readOptionalNumber(reader);
       const consumer = readOptionalString(reader);
       if (visibilityMs !== undefined) command.visibilityMs = visibilityMs;
       if (consumer !== undefined) command.consumer = consumer;
+      if (tag === TAG_RECEIVE_ACKING) command.ack = readStrings(reader);
       return command;
     }
     case TAG.ack:

@@ -56,6 +56,14 @@ export interface ReceiveOptions extends CallOptions {
   waitMs?: number; // long poll; the default timeoutMs is extended by waitMs
   visibilityMs?: number;
   after?: Timestamp;
+  // Acknowledge these ids of the mailbox first, in the same request and log entry (an ACK's
+  // rules). Such a RECEIVE answers at once when it leases nothing: it does not long-poll.
+  ack?: string[];
+}
+// receiveBatch()'s answer: the messages leased, and how many of `ack`'s ids were acknowledged.
+export interface ReceivedBatch {
+  messages: DeliveredMessage[];
+  acked: number;
 }
 export interface NackOptions extends CallOptions {
   delayMs?: number;
@@ -123,6 +131,13 @@ function sendRequestOf(recipient: string | string[], body: string | Uint8Array, 
 function sendReplyOf(reply: ReplyRecord, request: WireRequest): SendReply {
   const id = reply.id;
   return { ok: true, id: typeof id === "string" ? id : (request as SendRequest).id!, timestamp: toTimestamp(reply.timestamp), duplicate: reply.duplicate === true };
+}
+
+// Throws FerryError INVALID unless `ids` is a list of non-empty strings.
+function checkedIds(op: string, ids: unknown): void {
+  if (!Array.isArray(ids) || ids.some((id) => typeof id !== "string" || id.length === 0)) {
+    throw new FerryError("INVALID", `${op}: ids must be non-empty strings`);
+  }
 }
 
 function asIs(reply: ReplyRecord): ReplyRecord {
@@ -205,6 +220,13 @@ export class FerryClient {
   }
 
   async receive(mailbox: string, options: ReceiveOptions = {}): Promise<DeliveredMessage[]> {
+    return (await this.receiveBatch(mailbox, options)).messages;
+  }
+
+  // receive() with the count of the acks it carried (options.ack): one round trip acknowledges a
+  // batch and leases the next. A node that does not know `ack` (older than the client) answers
+  // without a count; the ids then go out as an ACK of their own before this resolves.
+  async receiveBatch(mailbox: string, options: ReceiveOptions = {}): Promise<ReceivedBatch> {
     requireName("mailbox", mailbox);
     const max = options.max ?? RECEIVE_MAX_DEFAULT;
     if (!Number.isInteger(max) || max < 1 || max > RECEIVE_MAX) {
@@ -214,11 +236,19 @@ export class FerryClient {
     if (options.waitMs !== undefined) request.waitMs = checkedNonNegative("waitMs", options.waitMs);
     if (options.visibilityMs !== undefined) request.visibilityMs = checkedPositive("visibilityMs", options.visibilityMs);
     if (options.after !== undefined) request.after = options.after;
+    // The ids past one request's worth go out as an ACK of their own, alongside.
+    const ack = options.ack ?? [];
+    checkedIds("receive", ack);
+    const extra = ack.length > IDS_PER_REQUEST_MAX ? this.ack(mailbox, ack.slice(IDS_PER_REQUEST_MAX), options) : undefined;
+    if (ack.length > 0) request.ack = ack.length > IDS_PER_REQUEST_MAX ? ack.slice(0, IDS_PER_REQUEST_MAX) : ack;
     // A long poll legitimately takes waitMs before its answer: the default deadline covers it.
-    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.waitMs ?? 0);
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.ack === undefined ? (request.waitMs ?? 0) : 0);
     const reply = await this.call(request, "unapplied-only", { ...options, timeoutMs });
-    const messages = Array.isArray(reply.messages) ? reply.messages : [];
-    return messages.map((message) => toDeliveredMessage(message as Record<string, unknown>));
+    const messages = Array.isArray(reply.messages) ? reply.messages.map((message) => toDeliveredMessage(message as Record<string, unknown>)) : [];
+    let acked = 0;
+    if (request.ack !== undefined) acked = typeof reply.acked === "number" ? reply.acked : await this.ack(mailbox, request.ack, options);
+    if (extra !== undefined) acked += await extra;
+    return { messages, acked };
   }
 
   async ack(mailbox: string, ids: string[], options: CallOptions = {}): Promise<number> {
@@ -330,9 +360,7 @@ export class FerryClient {
 
   private async settle(request: AckRequest | ExtendRequest, options: CallOptions): Promise<number> {
     requireName("mailbox", request.mailbox);
-    if (!Array.isArray(request.ids) || request.ids.some((id) => typeof id !== "string" || id.length === 0)) {
-      throw new FerryError("INVALID", `${request.op}: ids must be non-empty strings`);
-    }
+    checkedIds(request.op, request.ids);
     if (request.ids.length === 0) return 0;
     // Nodes take at most IDS_PER_REQUEST_MAX ids per request (their default): split longer lists
     // into pipelined requests and add up the counts.

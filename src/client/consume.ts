@@ -4,17 +4,25 @@
 // Rules (at-least-once, never silently dropped):
 // - autoAck (default true): a message is acked once the loop body for it finishes, unless the
 //   body settled it itself.
-// - Acks are coalesced: every ack (auto or explicit) made in one event-loop turn goes out as one
-//   ACK request, so a batch handled without waiting costs one ACK, not one per message. Each
-//   message's ack() still settles with that request; what is collected goes out at the latest
-//   before the next RECEIVE, in the same write. At most acksInFlightMax ACK requests are
+// - Acks are coalesced: every ack (auto or explicit) made in one event-loop turn goes out in one
+//   request, so a batch handled without waiting costs one, not one per message. They ride on the
+//   next RECEIVE (ReceiveOptions.ack: one request and one log entry command acknowledge a batch
+//   and lease the next), which goes out when the loop has no batch requested yet, or else when
+//   the batch requested arrives and the prefetch is refilled; when no RECEIVE goes out within
+//   CONSUME_ACK_HOLD_MS (a slow mailbox), or the loop ends, they go out as an ACK of their own, as
+//   do the acks of a turn in which the loop is not waiting for a batch. Each message's ack()
+//   settles with the request that carried it. At most acksInFlightMax ACK requests are
 //   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
 //   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
 // - prefetch (default 3 batches): when a batch came back full, RECEIVEs go out before the batch
 //   is handed to the loop body until that many are outstanding, so the body's work and the
 //   round trips overlap, and a consumer whose body is quick is not held to one round trip per
-//   batch. The prefetched messages are leased meanwhile: their visibility timeout runs while
-//   the batches before them are handled. true means the default, false or 0 none.
+//   batch; once the batch is handed out, one more goes out (carrying its acks), so a consumer
+//   waiting with nothing in hand has prefetch + 1 requested: what it holds and what it requested
+//   stay within (prefetch + 1) x max messages, as do the messages leased to it and not yet acked
+//   (each batch's acks leave with the RECEIVE that replaces it). The prefetched messages are
+//   leased meanwhile: their visibility timeout runs while the batches before them are handled.
+//   true means the default, false or 0 none.
 // - Leaving the loop early (break, return, throw) nacks the message in hand (autoAck only: the
 //   body may have failed on it), every message of the batch not yet yielded, and the
 //   prefetched batches, so they are redelivered at once rather than after their lease. To stop
@@ -30,7 +38,7 @@
 import type { DeliveredMessage } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { backoffDelayMs } from "./backoff.js";
-import type { FerryClient } from "./client.js";
+import type { FerryClient, ReceivedBatch } from "./client.js";
 import { RECONNECT_MAX_MS_DEFAULT, RECONNECT_MIN_MS_DEFAULT } from "./options.js";
 import { sleepUnlessAborted, unlessAborted } from "./scope.js";
 import { noop, promiseInto, type Settlers } from "./settlers.js";
@@ -40,6 +48,9 @@ export const CONSUME_WAIT_MS_DEFAULT = 5_000;
 export const CONSUME_ACKS_IN_FLIGHT_MAX_DEFAULT = 4;
 export const CONSUME_PREFETCH_DEFAULT = 3;
 export const CONSUME_PREFETCH_MAX = 16;
+// How long acks wait for a RECEIVE to ride on before they go out as an ACK of their own: longer
+// than a loaded cluster takes to answer a batch (a few ms), short next to a visibility timeout.
+export const CONSUME_ACK_HOLD_MS = 20;
 // How long an aborted loop waits for its prefetched RECEIVEs to answer before it returns (what they
 // bring later is still given back while the client is open).
 export const CONSUME_ABORT_GRACE_MS = 500;
@@ -132,18 +143,24 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
   const acker = new Acker(client, mailbox);
   const loop: LoopContext = { acker, client, mailbox };
   // Not bound to the signal: an abort stops waiting for a RECEIVE, not the RECEIVE (see giveBack).
-  const receive = (): Promise<DeliveredMessage[]> => {
-    const pending = client.receive(mailbox, {
+  // It carries the acks collected so far.
+  const receive = (): Promise<Received> => {
+    const acks = acker.take();
+    const pending = client.receiveBatch(mailbox, {
       max,
       waitMs: options.waitMs ?? CONSUME_WAIT_MS_DEFAULT,
       ...(options.visibilityMs === undefined ? {} : { visibilityMs: options.visibilityMs }),
+      ...(acks === undefined ? {} : { ack: acks.ids }),
     });
-    pending.catch(noError); // its error is handled where it is awaited
-    return pending;
+    if (acks !== undefined) acker.carried(acker.settleWith(acks, pending));
+    const received = pending.then(acks === undefined ? withoutAcks : withAcks);
+    received.catch(noError); // its error is handled where it is awaited
+    return received;
   };
-  const ahead: Array<Promise<DeliveredMessage[]>> = []; // prefetched RECEIVEs, oldest first
-  let waiting: Promise<DeliveredMessage[]> | undefined; // the RECEIVE an abort interrupted
+  const ahead: Array<Promise<Received>> = []; // prefetched RECEIVEs, oldest first
+  let waiting: Promise<Received> | undefined; // the RECEIVE an abort interrupted
   let failures = 0;
+  let lastFull = false; // the last batch came back full: more is likely waiting
   try {
     while (!signal?.aborted && !client.isClosed) {
       let batch: DeliveredMessage[];
@@ -151,31 +168,35 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       try {
         acker.throwIfFailed();
         await acker.belowInFlight(acksInFlightMax);
-        // The acks collected so far go out ahead of the RECEIVE, in the same write, so the leader
-        // usually proposes both in one entry (one Raft round) instead of two.
-        acker.flush();
-        const pending = ahead.shift() ?? receive();
+        // Nothing in hand now: after a full batch, batches are requested up to prefetch + 1 (the
+        // messages held and requested stay within (prefetch + 1) x max). The acks collected ride
+        // on the first RECEIVE sent; if none is, on the next (hold).
+        if (lastFull) while (ahead.length <= prefetch) ahead.push(receive());
+        else if (ahead.length === 0) ahead.push(receive());
+        acker.hold();
+        const pending = ahead.shift()!;
         const arrived = await unlessAborted(pending, signal);
         if (arrived === undefined) {
           waiting = pending;
           return;
         }
-        batch = arrived;
+        batch = arrived.messages;
+        lastFull = batch.length === max;
         failures = 0;
         const elapsedMs = performance.now() - startedMs;
-        if (batch.length === 0 && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
+        // (A RECEIVE that carried acks answers at once when empty: then the next one waits.)
+        if (batch.length === 0 && !arrived.carriedAcks && elapsedMs < CONSUME_EMPTY_POLL_MS_MIN) await sleepUnlessAborted(CONSUME_EMPTY_POLL_MS_MIN - elapsedMs, signal);
       } catch (error) {
+        lastFull = false;
         if (signal?.aborted || client.isClosed) return;
         if (!(error instanceof FerryError) || !error.retryable) throw error;
         await sleepUnlessAborted(backoffDelayMs(failures++, RECONNECT_MIN_MS_DEFAULT, RECONNECT_MAX_MS_DEFAULT, Math.random), signal);
         continue;
       }
-      // A full batch: more is likely waiting. (After a short one, a prefetch would only hold
-      // back, leased here, messages that arrive while this batch is handled.)
-      if (batch.length === max && ahead.length < prefetch) {
-        acker.flush();
-        while (ahead.length < prefetch) ahead.push(receive());
-      }
+      // A full batch: more is likely waiting; up to prefetch batches are requested before it is
+      // handed out. (After a short one, a prefetch would only hold back, leased here, messages
+      // that arrive while this batch is handled.)
+      if (lastFull) while (ahead.length < prefetch) ahead.push(receive());
       const messages = batch.map((delivered) => new Consumed(delivered, loop));
       let index = 0;
       try {
@@ -222,8 +243,11 @@ function prefetchBatches(option: boolean | number | undefined): number {
 
 // Nacks what a RECEIVE the loop will not hand out brings, when it arrives, so it is redelivered
 // at once rather than after its lease (unless the client was closed meanwhile).
-async function giveBack(client: FerryClient, mailbox: string, pending: Promise<DeliveredMessage[]>): Promise<void> {
-  const messages = await pending.catch((): DeliveredMessage[] => []);
+async function giveBack(client: FerryClient, mailbox: string, pending: Promise<Received>): Promise<void> {
+  const messages = await pending.then(
+    (received) => received.messages,
+    (): DeliveredMessage[] => [],
+  );
   if (messages.length > 0 && !client.isClosed) await client.nack(mailbox, messages.map((message) => message.id)).catch(noError);
 }
 
@@ -235,13 +259,36 @@ class SharedAck implements Settlers<void> {
   readonly promise: Promise<void> = promiseInto<void>(this); // fills in resolve and reject
 }
 
-// Coalesces the acks of one event-loop turn into one ACK request (see the rules above).
+// A RECEIVE's answer as the loop takes it: whether the RECEIVE carried acks (then an empty one
+// came back at once, without waiting).
+interface Received {
+  messages: DeliveredMessage[];
+  carriedAcks: boolean;
+}
+function withoutAcks(batch: ReceivedBatch): Received {
+  return { messages: batch.messages, carriedAcks: false };
+}
+function withAcks(batch: ReceivedBatch): Received {
+  return { messages: batch.messages, carriedAcks: true };
+}
+
+// Acks collected and taken together: their ids, and what their requests settle.
+interface Collected {
+  ids: string[];
+  explicit: SharedAck | undefined; // the ack() calls among `ids`
+  autoAcks: boolean; // autoAck() calls among `ids`
+}
+
+// Coalesces the acks of one event-loop turn into one request: the next RECEIVE, or an ACK (see
+// the rules above).
 class Acker {
   private ids: string[] = [];
   private explicit: SharedAck | undefined; // the ack() calls among `ids`
   private autoAcks = false; // autoAck() calls among `ids`
   private scheduled = false;
-  private readonly inFlight = new Set<Promise<void>>();
+  private holdTimer: ReturnType<typeof setTimeout> | undefined; // set while held for a RECEIVE
+  private readonly inFlight = new Set<Promise<void>>(); // ACK requests
+  private readonly onReceives = new Set<Promise<void>>(); // acks carried by RECEIVEs
   private failure: unknown; // the first auto-ack error that is not retryable
 
   constructor(
@@ -270,27 +317,61 @@ class Acker {
 
   async idle(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    while (this.onReceives.size > 0) await Promise.race(this.onReceives);
   }
 
-  // Sends what was collected (also called by the turn's end).
-  flush(): void {
-    if (this.ids.length === 0) return;
-    const ids = this.ids;
-    const explicit = this.explicit;
-    const autoAcks = this.autoAcks;
+  // Acks a RECEIVE carries until it is answered (idle() waits for them too).
+  carried(done: Promise<void>): void {
+    this.onReceives.add(done);
+    void done.then(() => this.onReceives.delete(done));
+  }
+
+  // Keeps what was collected for the next RECEIVE (take()) for up to CONSUME_ACK_HOLD_MS; then,
+  // or at flush(), it goes out as an ACK.
+  hold(): void {
+    if (this.ids.length === 0 || this.holdTimer !== undefined) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.flush();
+    }, CONSUME_ACK_HOLD_MS);
+  }
+
+  // What was collected, for a RECEIVE to carry (undefined: nothing); settleWith() gets its answer.
+  take(): Collected | undefined {
+    this.release();
+    if (this.ids.length === 0) return undefined;
+    const collected: Collected = { ids: this.ids, explicit: this.explicit, autoAcks: this.autoAcks };
     this.ids = [];
     this.explicit = undefined;
     this.autoAcks = false;
-    const done = this.client.ack(this.mailbox, ids).then(
-      () => explicit?.resolve(),
-      (error: unknown) => {
-        const failure = error ?? new Error("ack failed");
-        explicit?.reject(failure);
-        if (autoAcks && this.failure === undefined && !(failure instanceof FerryError && failure.retryable)) this.failure = failure;
-      },
-    );
+    return collected;
+  }
+
+  // Sends what was collected as an ACK (also called by the turn's end unless held).
+  flush(): void {
+    const collected = this.take();
+    if (collected === undefined) return;
+    const done = this.settleWith(collected, this.client.ack(this.mailbox, collected.ids));
     this.inFlight.add(done);
     void done.then(() => this.inFlight.delete(done));
+  }
+
+  // Settles the collected acks' promises with the request that carried them.
+  settleWith(collected: Collected, request: Promise<unknown>): Promise<void> {
+    return request.then(
+      () => collected.explicit?.resolve(),
+      (error: unknown) => {
+        const failure = error ?? new Error("ack failed");
+        collected.explicit?.reject(failure);
+        if (collected.autoAcks && this.failure === undefined && !(failure instanceof FerryError && failure.retryable)) this.failure = failure;
+      },
+    );
+  }
+
+  private release(): void {
+    if (this.holdTimer === undefined) return;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
   }
 
   private add(id: string): void {
@@ -299,7 +380,7 @@ class Acker {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.flush();
+      if (this.holdTimer === undefined) this.flush();
     });
   }
 }

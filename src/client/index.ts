@@ -8,10 +8,11 @@ export {
   type ListOptions,
   type NackOptions,
   RECEIVE_MAX_DEFAULT,
+  type ReceivedBatch,
   type ReceiveOptions,
   type SendOptions,
 } from "./client.js";
-export { CONSUME_ABORT_GRACE_MS, CONSUME_MAX_DEFAULT, CONSUME_PREFETCH_DEFAULT, CONSUME_PREFETCH_MAX, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
+export { CONSUME_ABORT_GRACE_MS, CONSUME_ACK_HOLD_MS, CONSUME_MAX_DEFAULT, CONSUME_PREFETCH_DEFAULT, CONSUME_PREFETCH_MAX, CONSUME_WAIT_MS_DEFAULT, type ConsumedMessage, type ConsumeOptions } from "./consume.js";
 export {
   type ClientOptions,
   ATTEMPT_TIMEOUT_MS_DEFAULT,

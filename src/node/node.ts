@@ -9,7 +9,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
-import type { BrokerCommand, BrokerResult } from "../broker/commands.js";
+import type { BrokerCommand, BrokerResult, ReceiveCommand } from "../broker/commands.js";
 import { replicatedSettings, replicatedSettingsProblem, resolveBrokerConfig } from "../broker/config.js";
 import { decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import { StoreCommitError } from "../broker/kv.js";
@@ -319,11 +319,13 @@ export class FerryNode {
   private async receiveWaiting(request: ReceiveRequest, session: Session, signal?: AbortSignal, waitSignal?: AbortSignal): Promise<ReceiveReply> {
     const waitMs = Math.min(request.waitMs ?? 0, this.config.waitMsMax);
     const deadline = Date.now() + waitMs;
-    const command = toBrokerCommand(request, session);
+    const command = toBrokerCommand(request, session) as ReceiveCommand;
     for (;;) {
       const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
-      if (reply.messages.length > 0 || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
+      // A RECEIVE that carried acks never waits (ReceiveRequest.ack): they were applied, and
+      // proposing it again would apply them again.
+      if (reply.messages.length > 0 || command.ack !== undefined || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
       const nowMs = this.clock.physicalNowMs();
       const visibleAt = this.broker.nextVisibleAt(request.mailbox, nowMs + remaining);
       const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - nowMs + 1;

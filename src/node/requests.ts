@@ -1,6 +1,6 @@
 // Client requests become broker commands here. Arguments were validated at the edge (src/server);
 // this adds what the node knows: the sender's identity.
-import type { BrokerCommand } from "../broker/commands.js";
+import type { BrokerCommand, ReceiveCommand } from "../broker/commands.js";
 import type { Request } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 
@@ -33,8 +33,8 @@ export function toBrokerCommand(request: Request, session: Session): BrokerComma
     }
     case "config":
       return { op: "set-mailbox-config", mailbox: request.mailbox, config: request.settings };
-    case "receive":
-      return {
+    case "receive": {
+      const command: ReceiveCommand = {
         op: "receive",
         mailbox: request.mailbox,
         max: request.max,
@@ -42,6 +42,9 @@ export function toBrokerCommand(request: Request, session: Session): BrokerComma
         consumer: session.identity,
         recordReplies: session.protocol === "binary",
       };
+      if (request.ack !== undefined) command.ack = request.ack;
+      return command;
+    }
     case "ack":
     case "nack":
     case "extend":

@@ -35,6 +35,10 @@ export interface ReceiveRequest {
   waitMs?: number; // long poll: wait up to this long for a first message
   visibilityMs?: number; // lease length; default: the mailbox's visibility timeout
   after?: Timestamp;
+  // Acknowledges these ids of the same mailbox first, in the same log entry (ACK's rules: only
+  // leased messages count). A RECEIVE that carries acks answers at once when it leases nothing:
+  // it never long-polls, so the acks' confirmation is never held up by a wait.
+  ack?: string[];
 }
 export interface DeliveredMessage {
   id: string;
@@ -49,6 +53,7 @@ export interface DeliveredMessage {
 export interface ReceiveReply {
   ok: true;
   messages: DeliveredMessage[];
+  acked?: number; // a RECEIVE with `ack`: the leased messages it removed (ACK's count)
 }
 
 export interface AckRequest {

@@ -196,6 +196,7 @@ function validateReceive(fields: Fields, limits: ServerLimits): ReceiveRequest {
   if (visibilityMs !== undefined) receive.visibilityMs = visibilityMs;
   const after = timestamp(fields.after, "after");
   if (after !== undefined) receive.after = after;
+  if (fields.ack !== undefined && fields.ack !== null) receive.ack = ids(fields.ack, limits);
   return receive;
 }
 

@@ -56,7 +56,13 @@ const send = fc
   .map((fields): BrokerCommand => ({ op: "send", ...fields }))
   .chain((command) => withOrWithoutUndefined(fc.constant(command)));
 const receive = fc
-  .record({ mailbox, max: fc.integer({ min: 1, max: 3 }), visibilityMs: number(500, 2500), consumer: fc.option(odd(fc.constant("c")), { nil: undefined }) })
+  .record({
+    mailbox,
+    max: fc.integer({ min: 1, max: 3 }),
+    visibilityMs: number(500, 2500),
+    consumer: fc.option(odd(fc.constant("c")), { nil: undefined }),
+    ack: fc.option(fc.array(id, { minLength: 1, maxLength: 3 }), { nil: undefined }),
+  })
   .map((fields): BrokerCommand => ({ op: "receive", ...fields }))
   .chain((command) => withOrWithoutUndefined(fc.constant(command)));
 const settle = fc
@@ -135,6 +141,7 @@ describe("the leader's held commands", () => {
       { ...base, senderTime: 1n << 64n },
       { op: "receive", mailbox: "a", max: 1, visibilityMs: -1 },
       { op: "receive", mailbox: "a", max: 1, consumer: LONE },
+      { op: "receive", mailbox: "a", max: 1, ack: ["i1", LONE] },
       { op: "nack", mailbox: "a", ids: ["i1"], delayMs: -1 },
       { op: "ack", mailbox: "a", ids: [LONE] },
     ];

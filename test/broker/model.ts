@@ -274,8 +274,16 @@ export class Model {
     if (!validMailbox(command.mailbox)) return error("INVALID");
     if (!isInt(command.max, 1, this.config.receiveMax)) return error("INVALID");
     if (command.visibilityMs !== undefined && !isInt(command.visibilityMs, 1, this.config.visibilityMsMax)) return error("INVALID");
+    // Acks it carries: an ACK's checks and effect first.
+    let acked: number | undefined;
+    if (command.ack !== undefined) {
+      const problem = this.idsProblem(command.ack);
+      if (problem !== undefined) return problem;
+      acked = (this.release({ op: "ack", mailbox: command.mailbox, ids: command.ack }) as { count: number }).count;
+    }
+    const withAcked = (result: ModelResult): ModelResult => (acked === undefined ? result : { ...result, acked });
     const mailbox = this.mailboxes.get(command.mailbox);
-    if (mailbox === undefined) return { ok: true, messages: [] };
+    if (mailbox === undefined) return withAcked({ ok: true, messages: [] });
     const visibilityMs = command.visibilityMs ?? this.settings(command.mailbox).visibilityMs;
     const due = this.dueMessages(mailbox);
     for (const message of due) {
@@ -309,7 +317,7 @@ export class Model {
       delivered.push(out);
     }
     if (delivered.length > 0) this.addBatch(mailbox, this.nowMs + visibilityMs, delivered.map((m) => m.id as string));
-    return { ok: true, messages: delivered };
+    return withAcked({ ok: true, messages: delivered });
   }
 
   private addBatch(mailbox: Mailbox, visibleAtMs: number, ids: string[]): void {
@@ -351,12 +359,18 @@ export class Model {
     return [...due].sort((a, b) => a.visibleAtMs - b.visibleAtMs || compareSeq(a.seq, b.seq));
   }
 
+  private idsProblem(ids: string[]): ModelResult | undefined {
+    if (ids.length === 0) return error("INVALID");
+    if (ids.length > this.config.idsPerRequestMax) return error("TOO_LARGE");
+    const lengthMax = Math.max(this.config.idLengthMax, 32);
+    if (!ids.every((id) => id.length > 0 && id.length <= lengthMax && /^[\x21-\x7e]+$/.test(id))) return error("INVALID");
+    return undefined;
+  }
+
   private release(command: BrokerCommand & { op: "ack" | "nack" | "extend" }): ModelResult {
     if (!validMailbox(command.mailbox)) return error("INVALID");
-    if (command.ids.length === 0) return error("INVALID");
-    if (command.ids.length > this.config.idsPerRequestMax) return error("TOO_LARGE");
-    const lengthMax = Math.max(this.config.idLengthMax, 32);
-    if (!command.ids.every((id) => id.length > 0 && id.length <= lengthMax && /^[\x21-\x7e]+$/.test(id))) return error("INVALID");
+    const problem = this.idsProblem(command.ids);
+    if (problem !== undefined) return problem;
     if (command.op === "ack" && command.delayMs !== undefined) return error("INVALID");
     if (command.op === "nack" && command.delayMs !== undefined && !isInt(command.delayMs, 0, this.config.delayMsMax)) return error("INVALID");
     if (command.op === "extend" && !isInt(command.visibilityMs, 1, this.config.visibilityMsMax)) return error("INVALID");

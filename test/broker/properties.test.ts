@@ -48,8 +48,14 @@ const send = fc
     senderTime: fc.oneof({ arbitrary: fc.constant(undefined), weight: 3 }, { arbitrary: senderTime, weight: 1 }),
   })
   .map((fields): BrokerCommand => defined({ op: "send", sender: "s", ...fields }));
+// A quarter of them carry acks (ReceiveCommand.ack).
 const receive = fc
-  .record({ mailbox, max: fc.integer({ min: 1, max: 3 }), visibilityMs: optional(fc.constantFrom(500, 1000, 2500)) })
+  .record({
+    mailbox,
+    max: fc.integer({ min: 1, max: 3 }),
+    visibilityMs: optional(fc.constantFrom(500, 1000, 2500)),
+    ack: fc.oneof({ arbitrary: fc.constant(undefined), weight: 3 }, { arbitrary: ids, weight: 1 }),
+  })
   .map((fields): BrokerCommand => defined({ op: "receive", ...fields }));
 const ack = fc.record({ mailbox, ids }).map((fields): BrokerCommand => ({ op: "ack", ...fields }));
 const nack = fc
@@ -87,6 +93,8 @@ const invalid: fc.Arbitrary<BrokerCommand> = fc.constantFrom<BrokerCommand>(
   { op: "receive", mailbox: "a", max: 2000 },
   { op: "receive", mailbox: "a", max: 1, visibilityMs: 0 },
   { op: "receive", mailbox: "", max: 1 },
+  { op: "receive", mailbox: "a", max: 1, ack: [] },
+  { op: "receive", mailbox: "a", max: 1, ack: ["has space"] },
   { op: "ack", mailbox: "a", ids: [] },
   { op: "ack", mailbox: "a", ids: ["has space"] },
   { op: "ack", mailbox: "a", ids: ["i1"], delayMs: 5 },
@@ -325,12 +333,13 @@ test("the generated sequences reach the interesting paths", () => {
         else if ("messages" in result) {
           for (const m of result.messages) seen.add(m.deliveries > 1 ? "redelivery" : m.headers?.["ferry-dead-letter-reason"] ?? "delivery");
           if (result.messages.some((m) => m.senderTime !== undefined)) seen.add("sender-ordered");
+          if ((result.acked ?? 0) > 0) seen.add("acked by a RECEIVE");
         }
         else if ("count" in result && result.count > 0) seen.add("count");
       }
     });
   }
-  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered", "block of several", "block split", "block partly removed"]) {
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered", "block of several", "block split", "block partly removed", "acked by a RECEIVE"]) {
     assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
   }
 });

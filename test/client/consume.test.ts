@@ -2,30 +2,36 @@
 import assert from "node:assert/strict";
 import { Socket } from "node:net";
 import { test } from "node:test";
-import { connect } from "../../src/client/index.js";
-import { FakeServer } from "./fake-server.js";
+import { CONSUME_ACK_HOLD_MS, connect } from "../../src/client/index.js";
+import { FakeServer, type Fault } from "./fake-server.js";
 
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20 };
 const text = (body: Uint8Array) => new TextDecoder().decode(body);
 
+// The ids acknowledged, by ACKs and by RECEIVEs that carried acks, in the order the server saw them.
 function ackedIds(server: FakeServer): unknown[] {
-  return server.requestsOf("ack").flatMap((request) => request.ids as unknown[]);
+  return server.requests.flatMap((request) => (request.op === "ack" ? (request.ids as unknown[]) : request.op === "receive" ? ((request.ack as unknown[] | undefined) ?? []) : []));
 }
 
 // Counts the RECEIVE calls consume() makes (the fake server sees them a little later).
 function countReceives(client: Awaited<ReturnType<typeof connect>>): { count: number; restore(): void } {
-  const receive = client.receive;
+  const receiveBatch = client.receiveBatch;
   const counter = {
     count: 0,
     restore: () => {
-      client.receive = receive;
+      client.receiveBatch = receiveBatch;
     },
   };
-  client.receive = (...args: Parameters<typeof client.receive>) => {
+  client.receiveBatch = (...args: Parameters<typeof client.receiveBatch>) => {
     counter.count++;
-    return receive.apply(client, args);
+    return receiveBatch.apply(client, args);
   };
   return counter;
+}
+
+// The RECEIVE and ACK requests the server saw, in order, with the ids they acknowledged.
+function receivesAndAcks(server: FakeServer): Array<[string, unknown]> {
+  return server.requests.filter((request) => request.op === "receive" || request.op === "ack").map((request) => [String(request.op), request.op === "ack" ? request.ids : request.ack]);
 }
 
 async function setup() {
@@ -70,16 +76,108 @@ test("the acks of a batch handled without waiting go out as one ACK request; exp
   await server.close();
 });
 
-test("the acks collected go out ahead of the next RECEIVE, so the leader can take both in one entry", async () => {
+test("the acks collected ride on the next RECEIVE: one request acknowledges a batch and leases the next", async () => {
   const { server, client } = await setup();
-  for (const body of ["one", "two", "three"]) await client.send("jobs", body);
+  const ids: string[] = [];
+  for (const body of ["one", "two", "three"]) ids.push((await client.send("jobs", body)).id);
   const controller = new AbortController();
   let seen = 0;
   for await (const _message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false, signal: controller.signal })) {
     if (++seen === 3) controller.abort();
   }
-  const order = server.requests.filter((request) => request.op === "receive" || request.op === "ack").map((request) => request.op);
-  assert.deepEqual(order, ["receive", "ack", "receive", "ack", "receive", "ack"]);
+  // The last one's ack goes out as an ACK when the loop ends.
+  assert.deepEqual(receivesAndAcks(server), [
+    ["receive", undefined],
+    ["receive", [ids[0]]],
+    ["receive", [ids[1]]],
+    ["ack", [ids[2]]],
+  ]);
+  assert.deepEqual(server.mailbox("jobs"), []);
+  await client.close();
+  await server.close();
+});
+
+test("with batches prefetched, a batch's acks ride on the RECEIVE that goes out once it is handed out", async () => {
+  const { server, client } = await setup();
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push((await client.send("jobs", `job ${i}`)).id);
+  const controller = new AbortController();
+  let seen = 0;
+  for await (const _message of client.consume("jobs", { max: 2, waitMs: 50, prefetch: 1, signal: controller.signal })) {
+    if (++seen === 6) controller.abort();
+  }
+  assert.deepEqual(receivesAndAcks(server), [
+    ["receive", undefined], // [0, 1]
+    ["receive", undefined], // [2, 3], the prefetch, before 0 is handed out
+    ["receive", [ids[0], ids[1]]], // [4, 5], once [0, 1] is handed out
+    ["receive", [ids[2], ids[3]]], // once [2, 3] is: empty, answered at once
+    ["ack", [ids[4], ids[5]]], // the loop ends
+  ]);
+  assert.deepEqual(server.mailbox("jobs"), []);
+  await client.close();
+  await server.close();
+});
+
+test("a consumer never has more than (prefetch + 1) x max messages leased and not acked", async () => {
+  const { server, client } = await setup();
+  for (let i = 0; i < 200; i++) await client.send("bound", `job ${i}`);
+  const controller = new AbortController();
+  let seen = 0;
+  let leasedMax = 0;
+  for await (const _message of client.consume("bound", { max: 10, prefetch: 3, waitMs: 50, signal: controller.signal })) {
+    leasedMax = Math.max(leasedMax, server.mailbox("bound").filter((stored) => stored.leased).length);
+    if (++seen === 200) controller.abort();
+    if (seen % 7 === 0) await new Promise((resolve) => setTimeout(resolve, 1)); // a body that waits now and then
+  }
+  assert.ok(leasedMax <= 40, `${leasedMax} leased at once`);
+  assert.ok(leasedMax > 30, `${leasedMax} leased at most: the prefetch is not used`);
+  assert.deepEqual(server.mailbox("bound"), []);
+  await client.close();
+  await server.close();
+});
+
+test("acks held for a RECEIVE that does not come within CONSUME_ACK_HOLD_MS go out as an ACK", async () => {
+  const { server, client } = await setup();
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) ids.push((await client.send("slow", `job ${i}`)).id);
+  // The prefetched batch [2, 3] takes long to come: [0, 1]'s acks cannot wait for its refill.
+  let receives = 0;
+  server.delayMs = (request) => (request.op === "receive" && ++receives === 2 ? 10 * CONSUME_ACK_HOLD_MS : 0);
+  const controller = new AbortController();
+  const acks: Array<Promise<void>> = [];
+  for await (const message of client.consume("slow", { max: 2, waitMs: 50, prefetch: 1, autoAck: false, signal: controller.signal })) {
+    acks.push(message.ack());
+    if (acks.length === 2) {
+      const startedMs = performance.now();
+      await Promise.all(acks); // settled by the ACK, long before the slow RECEIVE answers
+      assert.ok(performance.now() - startedMs < 8 * CONSUME_ACK_HOLD_MS);
+      assert.deepEqual(receivesAndAcks(server).at(-1), ["ack", [ids[0], ids[1]]]);
+    }
+    if (acks.length === 4) controller.abort();
+  }
+  await Promise.all(acks);
+  assert.deepEqual(server.mailbox("slow"), []);
+  await client.close();
+  await server.close();
+});
+
+test("a node that ignores RECEIVE's acks (older than the client) still gets them, as an ACK", async () => {
+  const { server, client } = await setup();
+  server.ignoresReceiveAcks = true;
+  const ids: string[] = [];
+  for (const body of ["one", "two", "three"]) ids.push((await client.send("old", body)).id);
+  const controller = new AbortController();
+  let seen = 0;
+  for await (const _message of client.consume("old", { max: 1, waitMs: 50, prefetch: false, signal: controller.signal })) {
+    if (++seen === 3) controller.abort();
+  }
+  assert.deepEqual(server.mailbox("old"), []); // nothing left leased: every ack arrived
+  assert.deepEqual(
+    server.requestsOf("ack").flatMap((request) => request.ids as unknown[]),
+    ids,
+  );
+  const batch = await client.receiveBatch("old", { ack: ["not-leased"] });
+  assert.deepEqual(batch, { messages: [], acked: 0 });
   await client.close();
   await server.close();
 });
@@ -266,7 +364,13 @@ test("consume rides over a retryable RECEIVE failure", async () => {
 test("a failed auto-ack: retryable ones are absorbed, others end the loop with the error", async () => {
   const { server, client } = await setup();
   for (const body of ["first", "second"]) await client.send("jobs", body);
-  server.faults.push({ op: "ack", kind: "error", code: "TIMEOUT" }, { op: "ack", kind: "error", code: "FORBIDDEN", message: "not yours" });
+  // The first request that carries acks (a RECEIVE, or an ACK once they waited long enough for
+  // one) fails retryably, the second for good.
+  const faults: Fault[] = [
+    { kind: "error", code: "TIMEOUT" },
+    { kind: "error", code: "FORBIDDEN", message: "not yours" },
+  ];
+  server.faultFor = (request) => (request.op === "ack" || (request.op === "receive" && request.ack !== undefined) ? faults.shift() : undefined);
   const seen: string[] = [];
   await assert.rejects(
     async () => {

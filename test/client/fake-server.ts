@@ -50,6 +50,8 @@ export class FakeServer {
   statusLeader: "self" | string = "self";
   // Set: answers (but hello and status) carry it as leaderHint, as a follower's forwarded answers do.
   forwardedLeaderHint: string | undefined;
+  // Plays a node older than RECEIVE's `ack`: it ignores the field (and answers without `acked`).
+  ignoresReceiveAcks = false;
   connectionsAccepted = 0;
   inFlight = 0;
   inFlightMax = 0;
@@ -238,7 +240,10 @@ export class FakeServer {
   }
 
   private async receive(request: FakeRequest, socket: net.Socket): Promise<Reply> {
-    const deadline = Date.now() + Number(request.waitMs ?? 0);
+    // The acks it carries first; then it does not wait (as a node does).
+    const acks = this.ignoresReceiveAcks ? undefined : (request.ack as string[] | undefined);
+    const acked = acks === undefined ? undefined : (this.settle({ rid: request.rid, op: "ack", mailbox: request.mailbox, ids: acks }) as { count: number }).count;
+    const deadline = acked === undefined ? Date.now() + Number(request.waitMs ?? 0) : 0;
     const mailbox = this.mailbox(String(request.mailbox));
     for (;;) {
       const ready = mailbox.filter((message) => !message.leased).slice(0, Number(request.max ?? 1));
@@ -248,7 +253,7 @@ export class FakeServer {
           message.deliveries++;
         }
         const messages = ready.map(({ leased: _leased, ...message }) => message);
-        return { ok: true, messages };
+        return acked === undefined ? { ok: true, messages } : { ok: true, messages, acked };
       }
       await new Promise((resolve) => setTimeout(resolve, 5));
     }

@@ -64,6 +64,21 @@ describe("a 3-node cluster of real processes", { timeout: 180_000 }, () => {
     assert.equal(await client.ack("lib", [messages[0]!.id]), 1);
   });
 
+  test("a RECEIVE that carries acks acknowledges one batch and leases the next in one request; with nothing left it does not wait", async () => {
+    for (const body of ["a", "b", "c", "d"]) await client.send("acking", body);
+    const first = await client.receiveBatch("acking", { max: 2 });
+    assert.deepEqual(first.messages.map((m) => Buffer.from(m.body).toString()), ["a", "b"]);
+    const second = await client.receiveBatch("acking", { max: 2, ack: [...first.messages.map((m) => m.id), "never-leased"] });
+    assert.equal(second.acked, 2);
+    assert.deepEqual(second.messages.map((m) => Buffer.from(m.body).toString()), ["c", "d"]);
+    const startedMs = performance.now();
+    const last = await client.receiveBatch("acking", { max: 2, waitMs: 10_000, ack: second.messages.map((m) => m.id) });
+    assert.deepEqual(last, { messages: [], acked: 2 });
+    assert.ok(performance.now() - startedMs < 5_000, "it answered without waiting for a message");
+    assert.deepEqual((await client.list("acking")).items, []);
+    await assert.rejects(client.receiveBatch("acking", { ack: ["bad id"] }), (error: { code?: string }) => error.code === "INVALID");
+  });
+
   test("a causal token puts the new timestamp above it; a token far in the future is refused", async () => {
     const seen = (await client.send("causal", "first")).timestamp;
     const token = seen + (2_000n << 16n); // a timestamp 2 s ahead of the one the client saw

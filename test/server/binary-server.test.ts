@@ -83,6 +83,13 @@ test("invalid requests get an error with their rid; the connection goes on", asy
   const [noRid] = (await client.frames(5)).slice(4);
   assert.deepEqual([noRid!.rid, noRid!.ok, noRid!.code], [0, false, "INVALID"]);
   assert.equal((await client.request({ op: "status" })).ok, true);
+  // A RECEIVE's acks are checked as an ACK's ids are.
+  const before = service.calls.length;
+  assert.equal((await client.request({ op: "receive", mailbox: "bob", ack: [] })).code, "INVALID");
+  assert.equal((await client.request({ op: "receive", mailbox: "bob", ack: ["a b"] })).code, "INVALID");
+  assert.equal((await client.request({ op: "receive", mailbox: "bob", ack: "x" })).code, "INVALID");
+  assert.equal((await client.request({ op: "receive", mailbox: "bob", ack: Array.from({ length: 1001 }, (_, i) => `m${i}`) })).code, "TOO_LARGE");
+  assert.equal(service.calls.length, before, "bad acks must not reach the service");
   client.close();
 });
 
