@@ -130,7 +130,8 @@ async function runServer(src: string): Promise<void> {
       timestamp += 1n;
       if (request.op === "send") return { ok: true, id: request.id ?? "assigned", timestamp, duplicate: false };
       if (request.op === "status") return { ok: true, nodes: [], self: 1 };
-      if (request.op === "receive") return { ok: true, messages: deliveries(request.max) };
+      // A RECEIVE that carries acks (since session 38) answers with their count, as a leader does.
+      if (request.op === "receive") return request.ack === undefined ? { ok: true, messages: deliveries(request.max) } : { ok: true, messages: deliveries(request.max), acked: request.ack.length };
       if (request.op === "ack") return { ok: true, count: request.ids.length };
       throw new Error(`unexpected ${request.op}`);
     },

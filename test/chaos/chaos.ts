@@ -172,16 +172,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     };
 
     // One consumer per mailbox, so its receives are sequential and their order is the order the
-    // cluster leased in. Acks may fail; the message then comes back (at-least-once).
+    // cluster leased in. Acks may fail; the message then comes back (at-least-once). The second
+    // mailbox's consumer sends each batch's acks on its next RECEIVE (ReceiveOptions.ack), as
+    // consume() does; the first's go in an ACK of their own.
     let consuming = true;
-    const consumer = async (mailbox: string) => {
+    const consumer = async (mailbox: string, acksRide: boolean) => {
       const client = await open(`consumer-${mailbox}`, 5_000);
       const records: DeliveryRecord[] = [];
       history.deliveries.set(mailbox, records);
+      let acks: string[] = [];
       while (consuming) {
         let batch: Awaited<ReturnType<FerryClient["receive"]>>;
         try {
-          batch = await client.receive(mailbox, { max: 50, waitMs: 300, visibilityMs: VISIBILITY_MS });
+          const options = { max: 50, waitMs: 300, visibilityMs: VISIBILITY_MS, ...(acks.length > 0 ? { ack: acks } : {}) };
+          acks = []; // lost with the RECEIVE if it fails: those messages come back
+          batch = (await client.receiveBatch(mailbox, options)).messages;
         } catch (error) {
           receiveErrors++;
           if (error instanceof FerryError && !error.retryable && error.code !== "TIMEOUT") throw error;
@@ -190,6 +195,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         }
         for (const message of batch) records.push({ id: message.id, mailbox, timestamp: message.timestamp, deliveries: message.deliveries });
         if (batch.length === 0) continue;
+        if (acksRide) {
+          acks = batch.map((m) => m.id);
+          continue;
+        }
         await client
           .ack(
             mailbox,
@@ -199,9 +208,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             receiveErrors++;
           });
       }
+      if (acks.length > 0) await client.ack(mailbox, acks).catch(() => receiveErrors++);
     };
 
-    const workers = [...Array.from({ length: PRODUCERS }, (_, i) => producer(i)), ...MAILBOXES.map((mailbox) => consumer(mailbox))];
+    const workers = [...Array.from({ length: PRODUCERS }, (_, i) => producer(i)), ...MAILBOXES.map((mailbox, i) => consumer(mailbox, i % 2 === 1))];
     const producers = workers.slice(0, PRODUCERS);
     const consumers = workers.slice(PRODUCERS);
     // A worker that throws (a non-retryable error) ends the run with that error.
