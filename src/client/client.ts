@@ -241,8 +241,9 @@ export class FerryClient {
     checkedIds("receive", ack);
     const extra = ack.length > IDS_PER_REQUEST_MAX ? this.ack(mailbox, ack.slice(IDS_PER_REQUEST_MAX), options) : undefined;
     if (ack.length > 0) request.ack = ack.length > IDS_PER_REQUEST_MAX ? ack.slice(0, IDS_PER_REQUEST_MAX) : ack;
-    // A long poll legitimately takes waitMs before its answer: the default deadline covers it.
-    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.ack === undefined ? (request.waitMs ?? 0) : 0);
+    // A long poll legitimately takes waitMs before its answer: the default deadline covers it
+    // (also with acks, which make a node answer at once: a node older than them still waits).
+    const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.waitMs ?? 0);
     const reply = await this.call(request, "unapplied-only", { ...options, timeoutMs });
     const messages = Array.isArray(reply.messages) ? reply.messages.map((message) => toDeliveredMessage(message as Record<string, unknown>)) : [];
     let acked = 0;
