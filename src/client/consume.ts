@@ -7,10 +7,10 @@
 // - Acks are coalesced: every ack (auto or explicit) made in one event-loop turn goes out in one
 //   request, so a batch handled without waiting costs one, not one per message. They ride on the
 //   next RECEIVE (ReceiveOptions.ack: one request and one log entry command acknowledge a batch
-//   and lease the next), which goes out when the loop has no batch requested yet, or else when
-//   the batch requested arrives and the prefetch is refilled; when no RECEIVE goes out within
-//   CONSUME_ACK_HOLD_MS (a slow mailbox), or the loop ends, they go out as an ACK of their own, as
-//   do the acks of a turn in which the loop is not waiting for a batch. Each message's ack()
+//   and lease the next): the one that goes out once the batch is handed out (see prefetch), or,
+//   when none does (a short batch with more requested), the next that goes out; when none goes
+//   out within CONSUME_ACK_HOLD_MS (a slow mailbox), or the loop ends, they go out as an ACK of
+//   their own, as do the acks of a turn in which the loop is not waiting for a batch. Each message's ack()
 //   settles with the request that carried it. At most acksInFlightMax ACK requests are
 //   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
 //   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.

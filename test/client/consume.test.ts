@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Socket } from "node:net";
 import { test } from "node:test";
-import { CONSUME_ACK_HOLD_MS, connect } from "../../src/client/index.js";
+import { CONSUME_ACK_HOLD_MS, type ConsumeOptions, connect } from "../../src/client/index.js";
 import { FakeServer, type Fault } from "./fake-server.js";
 
 const fast = { reconnectMinMs: 5, reconnectMaxMs: 20 };
@@ -32,6 +32,22 @@ function countReceives(client: Awaited<ReturnType<typeof connect>>): { count: nu
 // The RECEIVE and ACK requests the server saw, in order, with the ids they acknowledged.
 function receivesAndAcks(server: FakeServer): Array<[string, unknown]> {
   return server.requests.filter((request) => request.op === "receive" || request.op === "ack").map((request) => [String(request.op), request.op === "ack" ? request.ids : request.ack]);
+}
+
+// Sends these bodies to the mailbox, one after the other; resolves with their ids.
+async function sendAll(client: Awaited<ReturnType<typeof connect>>, mailbox: string, bodies: string[]): Promise<string[]> {
+  const ids: string[] = [];
+  for (const body of bodies) ids.push((await client.send(mailbox, body)).id);
+  return ids;
+}
+
+// Consumes `count` messages with these options (auto-acked), then ends the loop.
+async function consumeCount(client: Awaited<ReturnType<typeof connect>>, mailbox: string, count: number, options: ConsumeOptions): Promise<void> {
+  const controller = new AbortController();
+  let seen = 0;
+  for await (const _message of client.consume(mailbox, { ...options, signal: controller.signal })) {
+    if (++seen === count) controller.abort();
+  }
 }
 
 async function setup() {
@@ -78,13 +94,8 @@ test("the acks of a batch handled without waiting go out as one ACK request; exp
 
 test("the acks collected ride on the next RECEIVE: one request acknowledges a batch and leases the next", async () => {
   const { server, client } = await setup();
-  const ids: string[] = [];
-  for (const body of ["one", "two", "three"]) ids.push((await client.send("jobs", body)).id);
-  const controller = new AbortController();
-  let seen = 0;
-  for await (const _message of client.consume("jobs", { max: 1, waitMs: 50, prefetch: false, signal: controller.signal })) {
-    if (++seen === 3) controller.abort();
-  }
+  const ids = await sendAll(client, "jobs", ["one", "two", "three"]);
+  await consumeCount(client, "jobs", 3, { max: 1, waitMs: 50, prefetch: false });
   // The last one's ack goes out as an ACK when the loop ends.
   assert.deepEqual(receivesAndAcks(server), [
     ["receive", undefined],
@@ -99,13 +110,8 @@ test("the acks collected ride on the next RECEIVE: one request acknowledges a ba
 
 test("with batches prefetched, a batch's acks ride on the RECEIVE that goes out once it is handed out", async () => {
   const { server, client } = await setup();
-  const ids: string[] = [];
-  for (let i = 0; i < 6; i++) ids.push((await client.send("jobs", `job ${i}`)).id);
-  const controller = new AbortController();
-  let seen = 0;
-  for await (const _message of client.consume("jobs", { max: 2, waitMs: 50, prefetch: 1, signal: controller.signal })) {
-    if (++seen === 6) controller.abort();
-  }
+  const ids = await sendAll(client, "jobs", ["job 0", "job 1", "job 2", "job 3", "job 4", "job 5"]);
+  await consumeCount(client, "jobs", 6, { max: 2, waitMs: 50, prefetch: 1 });
   assert.deepEqual(receivesAndAcks(server), [
     ["receive", undefined], // [0, 1]
     ["receive", undefined], // [2, 3], the prefetch, before 0 is handed out
@@ -138,8 +144,7 @@ test("a consumer never has more than (prefetch + 1) x max messages leased and no
 
 test("acks held for a RECEIVE that does not come within CONSUME_ACK_HOLD_MS go out as an ACK", async () => {
   const { server, client } = await setup();
-  const ids: string[] = [];
-  for (let i = 0; i < 4; i++) ids.push((await client.send("slow", `job ${i}`)).id);
+  const ids = await sendAll(client, "slow", ["job 0", "job 1", "job 2", "job 3"]);
   // The prefetched batch [2, 3] takes long to come: [0, 1]'s acks cannot wait for its refill.
   let receives = 0;
   server.delayMs = (request) => (request.op === "receive" && ++receives === 2 ? 10 * CONSUME_ACK_HOLD_MS : 0);
@@ -164,13 +169,8 @@ test("acks held for a RECEIVE that does not come within CONSUME_ACK_HOLD_MS go o
 test("a node that ignores RECEIVE's acks (older than the client) still gets them, as an ACK", async () => {
   const { server, client } = await setup();
   server.ignoresReceiveAcks = true;
-  const ids: string[] = [];
-  for (const body of ["one", "two", "three"]) ids.push((await client.send("old", body)).id);
-  const controller = new AbortController();
-  let seen = 0;
-  for await (const _message of client.consume("old", { max: 1, waitMs: 50, prefetch: false, signal: controller.signal })) {
-    if (++seen === 3) controller.abort();
-  }
+  const ids = await sendAll(client, "old", ["one", "two", "three"]);
+  await consumeCount(client, "old", 3, { max: 1, waitMs: 50, prefetch: false });
   assert.deepEqual(server.mailbox("old"), []); // nothing left leased: every ack arrived
   assert.deepEqual(
     server.requestsOf("ack").flatMap((request) => request.ids as unknown[]),
