@@ -6,7 +6,7 @@
 //   npm run bench:client -- --workload consume
 //
 // `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts's drain():
-// 2 consume() loops of 100-message batches, 3 prefetched, every message acked with ack(); the
+// 2 consume() loops of the benchmark's batches (SETTINGS_DEFAULT: 200, 1 prefetched), every message acked with ack(); the
 // service answers each RECEIVE with a full batch of 256-byte messages, built from stored message
 // records as a leader builds them (runServer), and each ACK with its
 // count); `--sends` is then the number of messages consumed and acked, the figures per message.

@@ -51,8 +51,13 @@ export const SETTINGS_DEFAULT: Settings = {
   throughputInFlightPerConnection: 256,
   throughputDurationMsMax: 60_000,
   drainConsumerCount: 2,
-  drainBatchSize: 100,
-  drainDepth: 400, // messages held and requested: the batch in hand and 3 ahead, consume()'s default prefetch
+  // Messages per RECEIVE of Ferry's consumers: 200, 1 batch ahead (consume()'s prefetch = depth /
+  // batch - 1), where until session 39 it was 100 with 3 ahead. The depth is what every system
+  // shares; within it, half as many RECEIVEs (each carrying the acks of the batch it replaces)
+  // cost the nodes less per message, and the messages requested per round trip are the same 400
+  // per consumer (docs/bench.md "Session 39"). `--drain-batch 100` runs the old split.
+  drainBatchSize: 200,
+  drainDepth: 400, // messages a consumer may hold and have requested (or leased and unacked)
   drainIdleMs: 5000,
   // 6 rounds of 50,000 (20,000 once until session 26): V8 optimizes a function after it has run
   // enough of its own bytecode, so the functions a node runs once per Raft entry or per peer

@@ -30,8 +30,8 @@ const STOP_GRACE_MS = 5000;
 const RECEIVE_WAIT_MS = 1000;
 const ADMIN_WINDOW = 4;
 const IDLE_CHECK_MS = 100;
-// Per consumer: its RECEIVEs (the prefetch, depth / batch - 1, 3 for the default 100 of 400, and
-// one more while it waits with nothing in hand), up to 4 ACK requests (consume()'s
+// Per consumer: its RECEIVEs (the prefetch, depth / batch - 1: 1 for the benchmark's 200 of 400,
+// and one more while it waits with nothing in hand), up to 4 ACK requests (consume()'s
 // acksInFlightMax), a NACK.
 const ACKS_IN_FLIGHT_PER_CONSUMER = 4;
 function requestsPerConsumer(prefetch: number): number {
@@ -219,8 +219,8 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 // Each consumer is the client library's consume() loop as users run it (docs/client.md): acks of
 // one event-loop turn coalesced into one request (the RECEIVE that replaces the batch, or an ACK,
 // at most 4 of those outstanding), batches prefetched after a full one so that the messages held
-// and requested stay within DrainOptions.depth (consume()'s default of 3 ahead for 100-message
-// batches: 3 requested while one is handled, 4 while none is), as the peers' consumers keep
+// and requested stay within DrainOptions.depth (for the benchmark's 200-message batches of 400:
+// 1 requested while one is handled, 2 while none is), as the peers' consumers keep
 // windows of the same depth, with asynchronous acks. An ack still counts only once Ferry confirms it is durable. The acks in flight
 // are counted, not kept: holding every ack's promise until the end keeps hundreds of thousands of
 // objects alive, and the collector's work on them costs the load generator ~1 µs per message of
