@@ -156,6 +156,13 @@ const TAG = { send: 1, receive: 2, ack: 3, nack: 4, extend: 5, purge: 6, delete:
 // A RECEIVE that carries acks: a tag of its own (a RECEIVE without keeps the encoding it always
 // had, so logs written before it decode as they did).
 const TAG_RECEIVE_ACKING = 9;
+
+// The sets of log commands, newest last: 1, tags 1-8; 2 (session 38), a RECEIVE that carries acks
+// (tag 9). A node applies the commands of its set and says so to its peers (HelloFrame.commands);
+// a leader proposes tag 9 only once every member applies set 2, and splits such a RECEIVE into an
+// ACK and a RECEIVE until then (docs/node.md "Upgrades"), since an older node cannot decode it.
+export const COMMAND_SET = 2;
+export const COMMAND_SET_ACKING_RECEIVE = 2;
 const CONFIG_NUMBER_FIELDS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
 
 export class CommandDecodeError extends Error {
@@ -284,7 +291,9 @@ function allRoundTrip(values: readonly string[]): boolean {
   return true;
 }
 
-export function decodeCommands(data: Uint8Array): BrokerCommand[] {
+// commandSet: the set this node applies (COMMAND_SET; lower only to stand for an older node in
+// tests): a command of a newer set is refused as that node would refuse it.
+export function decodeCommands(data: Uint8Array, commandSet = COMMAND_SET): BrokerCommand[] {
   try {
     const reader = new ByteReader(data);
     const version = reader.u8();
@@ -293,7 +302,7 @@ export function decodeCommands(data: Uint8Array): BrokerCommand[] {
     // Every command takes at least 5 bytes, so a corrupt count cannot allocate much.
     if (count * 5 > data.length) throw new CommandDecodeError(`command count ${count} exceeds the input`);
     const commands: BrokerCommand[] = [];
-    for (let i = 0; i < count; i++) commands.push(decodeCommand(reader, version));
+    for (let i = 0; i < count; i++) commands.push(decodeCommand(reader, version, commandSet));
     if (!reader.done()) throw new CommandDecodeError("trailing bytes after the commands");
     return commands;
   } catch (error) {
@@ -315,8 +324,9 @@ function readStrings(reader: ByteReader): string[] {
 
 const NO_BODY = new Uint8Array(0);
 
-function decodeCommand(reader: ByteReader, version: number): BrokerCommand {
+function decodeCommand(reader: ByteReader, version: number, commandSet: number): BrokerCommand {
   const tag = reader.u8();
+  if (tag === TAG_RECEIVE_ACKING && commandSet < COMMAND_SET_ACKING_RECEIVE) throw new CommandDecodeError(`unknown command tag ${tag}`);
   switch (tag) {
     case TAG.send: {
       const sender = reader.string();

@@ -11,11 +11,11 @@ import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult, ReceiveCommand } from "../broker/commands.js";
 import { replicatedSettings, replicatedSettingsProblem, resolveBrokerConfig } from "../broker/config.js";
-import { decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
+import { COMMAND_SET, COMMAND_SET_ACKING_RECEIVE, decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import { StoreCommitError } from "../broker/kv.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { centralOffsetMs } from "../clock/offset-estimator.js";
-import type { ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
+import type { AckReply, ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
@@ -46,6 +46,9 @@ export interface NodeDependencies {
   random?: () => number;
   peerTls?: PeerTls; // mutual TLS on the peer port (ferry start --peer-tls)
   trace?: EntryTrace; // records when each entry reached each stage here (FERRY_TRACE_DIR)
+  // The set of log commands this node applies and tells its peers (COMMAND_SET); tests give an
+  // older one to stand for a node of an earlier version in the cluster.
+  commandSet?: number;
 }
 
 type Pending = PendingRequest<BrokerCommand, BrokerResult>;
@@ -94,6 +97,7 @@ export class FerryNode {
   private unwrittenHardState: HardState | undefined; // commit-only changes not yet written
   private leader = 0;
   private role = "follower";
+  private memberIds: number[]; // the configuration's voters and learners (refreshPeers)
   private snapshotting = false;
   private snapshotThread: SnapshotThread | undefined; // started with the node
   private snapshotThreadReady = false;
@@ -117,12 +121,14 @@ export class FerryNode {
     private readonly clock: NodeTime,
     private readonly log: Logger,
     private readonly trace: EntryTrace | undefined,
+    private readonly commandSet: number,
   ) {
     this.queue = new ProposalQueue(config.pendingRequestsMax);
     // A commit the store refused in the background (its timer) is recovered from at once, not at
     // the next apply: reads fail until then.
     kv.setFailureListener((error) => setImmediate(() => this.recoverStoreWhenIdle(error)));
     this.appliedIndex = broker.appliedIndex();
+    this.memberIds = confMembers(raft.status().conf);
     // A restart counts toward the next snapshot what the log already holds above the stored one.
     this.lastSnapshotIndex = latestSnapshotIndex(storage);
     this.bytesSinceSnapshot = storage.logBytesAfter(this.lastSnapshotIndex);
@@ -176,6 +182,7 @@ export class FerryNode {
         secret: config.secret,
         settings,
         settingsProblem: (theirs) => replicatedSettingsProblem(settings, theirs),
+        commands: dependencies.commandSet ?? COMMAND_SET,
         listen,
         peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
         onMessages: (_from, messages) => node?.receive(messages),
@@ -192,7 +199,7 @@ export class FerryNode {
         log: (event, fields) => log(event === "peer-settings-refused" ? "error" : "debug", event, fields),
         ...(dependencies.peerTls === undefined ? {} : { tls: dependencies.peerTls }),
       });
-      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log, dependencies.trace);
+      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log, dependencies.trace, dependencies.commandSet ?? COMMAND_SET);
       node.startTicking();
       node.startSnapshotThread();
       return node;
@@ -320,6 +327,7 @@ export class FerryNode {
     const waitMs = Math.min(request.waitMs ?? 0, this.config.waitMsMax);
     const deadline = Date.now() + waitMs;
     const command = toBrokerCommand(request, session) as ReceiveCommand;
+    if (command.ack !== undefined && !this.membersApply(COMMAND_SET_ACKING_RECEIVE)) return this.receiveAckingSplit(command, signal, request.after);
     for (;;) {
       const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
@@ -334,6 +342,27 @@ export class FerryNode {
       // for a client that is gone.
       if (waitSignal?.aborted) return reply;
     }
+  }
+
+  // A RECEIVE that carries acks, while a member may not apply that command (an older version, see
+  // COMMAND_SET): an ACK of the ids, then, once it is applied, the RECEIVE without them and
+  // without a wait, and the ACK's count as `acked`. The same outcome in two commands; an ACK that
+  // fails (a bad id) fails the request, and then nothing is leased, as in the one command.
+  private async receiveAckingSplit(command: ReceiveCommand, signal: AbortSignal | undefined, after: bigint | undefined): Promise<ReceiveReply> {
+    const { ack, ...receive } = command;
+    const acked = (await this.propose({ op: "ack", mailbox: command.mailbox, ids: ack! }, signal, after)) as AckReply;
+    const reply = (await this.propose(receive, signal)) as ReceiveReply;
+    return { ...reply, acked: acked.count };
+  }
+
+  // Whether this node and every member of the configuration apply the command set `set`: what
+  // each peer said in the hello of its latest connection to this node (none yet: not known).
+  private membersApply(set: number): boolean {
+    if (this.commandSet < set) return false;
+    for (const id of this.memberIds) {
+      if (id !== this.config.id && (this.transport.peerCommands(id) ?? 0) < set) return false;
+    }
+    return true;
   }
 
   // LIST is linearizable by default: a ReadIndex round proves this node's state is current.
@@ -641,7 +670,7 @@ export class FerryNode {
     let results: BrokerResult[] | undefined;
     // The leader applies the commands it encoded this entry from, when they are exactly what the
     // entry decodes to (about a microsecond per SEND, and its garbage, off the busiest node).
-    const commands = this.inflight.heldCommands(entry.index, entry.term) ?? decodeCommands(decoded.payload);
+    const commands = this.inflight.heldCommands(entry.index, entry.term) ?? decodeCommands(decoded.payload, this.commandSet);
     this.clock.observe(decoded.timestamp + BigInt(commands.length));
     // Results nobody waits for (a follower's apply) are not built in full: RECEIVE then reads no
     // more of its records than the delivery state needs.
@@ -703,7 +732,7 @@ export class FerryNode {
   private reapply(entry: Entry): void {
     const decoded = entry.type === "normal" ? decodeEntry(entry.data) : undefined;
     if (decoded === undefined) this.broker.advance(entry.index);
-    else this.broker.apply(entry.index, decoded.timestamp, decodeCommands(decoded.payload), false);
+    else this.broker.apply(entry.index, decoded.timestamp, decodeCommands(decoded.payload, this.commandSet), false);
   }
 
   private changeRole(role: string, leader: number): void {
@@ -737,7 +766,7 @@ export class FerryNode {
         const decoded = entry.type === "normal" ? decodeEntry(entry.data) : undefined;
         if (!decoded) continue;
         // Command i is stamped timestamp + i (applyEntry observes the same bound).
-        const last = decoded.timestamp + BigInt(decodeCommands(decoded.payload).length);
+        const last = decoded.timestamp + BigInt(decodeCommands(decoded.payload, this.commandSet).length);
         return last > floor ? last : floor;
       }
     }
@@ -1108,7 +1137,8 @@ export class FerryNode {
   }
 
   private refreshPeers(): void {
-    this.transport.setPeers(peersToDial(this.config.id, this.book, confMembers(this.raft.status().conf)));
+    this.memberIds = confMembers(this.raft.status().conf);
+    this.transport.setPeers(peersToDial(this.config.id, this.book, this.memberIds));
   }
 
   // ---- status, metrics and shutdown ----

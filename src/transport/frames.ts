@@ -23,6 +23,9 @@ export interface HelloFrame {
   // What the dialer's TransportOptions.settings hold (absent when it has none, or before
   // settings were exchanged): the acceptor refuses a peer whose settings its check rejects.
   settings?: string;
+  // The newest set of log commands the dialer applies (a node's COMMAND_SET): a leader proposes a
+  // command only once every member said it applies it. Absent in a node before the field: 1.
+  commands?: number;
 }
 export interface WelcomeFrame {
   k: "welcome";
@@ -91,6 +94,7 @@ export function decodePeerFrame(payload: Uint8Array): PeerFrame {
       requireNodeId(frame, "nodeId");
       requireBytes(frame, "nonce");
       if (frame.settings !== undefined) requireString(frame, "settings");
+      if (frame.commands !== undefined) requireNumber(frame, "commands");
       break;
     case "welcome":
       requireString(frame, "clusterId");

@@ -31,7 +31,7 @@ export interface InboundContext {
   peerIdleTimeoutMs: number;
   now(): number;
   log(event: string, fields: Record<string, unknown>): void;
-  onAuthenticated(peer: NodeId, connection: InboundConnection): void;
+  onAuthenticated(peer: NodeId, connection: InboundConnection): void; // connection.peerCommands is set
   onClosed(connection: InboundConnection): void;
   onSilent(peer: NodeId): void; // an authenticated peer sent nothing for peerIdleTimeoutMs
   onMessages(from: NodeId, messages: Message[]): void;
@@ -88,6 +88,7 @@ export class InboundConnection {
   private delivering: Promise<void> | undefined;
   private closed = false;
   peerId: NodeId = 0;
+  peerCommands = 1; // the dialer's HelloFrame.commands
 
   constructor(
     socket: Socket,
@@ -129,6 +130,7 @@ export class InboundConnection {
       return;
     }
     this.peerId = hello.nodeId;
+    this.peerCommands = hello.commands ?? 1;
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: hello.nodeId, acceptorId: this.context.selfId, dialerNonce: hello.nonce, acceptorNonce: nonce };
     const proof = computeProof(this.context.secret, "acceptor", this.transcript);

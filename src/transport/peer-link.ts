@@ -18,6 +18,7 @@ export interface LinkContext {
   clusterId: string;
   secret: string;
   settings?: string; // sent in the hello (see TransportOptions)
+  commands?: number; // sent in the hello (see TransportOptions)
   frameBytesMax: number;
   sendQueueBytesMax: number;
   socketBufferBytesMax: number;
@@ -377,8 +378,16 @@ export class PeerLink {
     this.state = "handshaking";
     const nonce = createNonce();
     this.transcript = { clusterId: this.context.clusterId, dialerId: this.context.selfId, acceptorId: this.peerId, dialerNonce: nonce, acceptorNonce: new Uint8Array(0) };
-    const settings = this.context.settings;
-    connection.write({ k: "hello", version: PEER_PROTOCOL_VERSION, clusterId: this.context.clusterId, nodeId: this.context.selfId, nonce, ...(settings === undefined ? {} : { settings }) });
+    const { settings, commands } = this.context;
+    connection.write({
+      k: "hello",
+      version: PEER_PROTOCOL_VERSION,
+      clusterId: this.context.clusterId,
+      nodeId: this.context.selfId,
+      nonce,
+      ...(settings === undefined ? {} : { settings }),
+      ...(commands === undefined ? {} : { commands }),
+    });
   }
 
   private onFrame(connection: FramedSocket, frame: PeerFrame): void {

@@ -39,6 +39,9 @@ export interface TransportOptions {
   // settingsProblem rejects (it returns why) is refused with that reason.
   settings?: string;
   settingsProblem?: (theirs: string | undefined) => string | undefined;
+  // The newest set of log commands this node applies, sent in the hello of each connection it
+  // dials; peerCommands() tells what each authenticated dialer sent (see HelloFrame.commands).
+  commands?: number;
   listen: { host: string; port: number }; // port 0: any free port, see address()
   peers: Map<NodeId, string>; // "host:port" of each other node's peer listener
   // Mutual TLS on the peer port: every node presents `cert` (with `key`) and accepts peers whose
@@ -82,6 +85,7 @@ export class PeerTransport {
   private readonly inbound = new Set<InboundConnection>();
   private readonly echoes = new Map<NodeId, [number, number]>();
   private readonly messagesReceived = new Map<NodeId, number>();
+  private readonly commandsByPeer = new Map<NodeId, number>(); // kept after its connection closes
   private readonly linkContext: LinkContext;
   private readonly inboundContext: InboundContext;
   private readonly probeTimer: NodeJS.Timeout;
@@ -109,6 +113,7 @@ export class PeerTransport {
     this.linkContext = {
       ...common,
       ...(options.settings === undefined ? {} : { settings: options.settings }),
+      ...(options.commands === undefined ? {} : { commands: options.commands }),
       sendQueueBytesMax: options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT,
       socketBufferBytesMax: options.socketBufferBytesMax ?? SOCKET_BUFFER_BYTES_MAX_DEFAULT,
       snapshotChunkBytes,
@@ -256,7 +261,14 @@ export class PeerTransport {
     for (const other of this.inbound) {
       if (other !== connection && other.peerId === peer) other.destroy("replaced by a newer connection from the same node");
     }
-    this.options.log?.("peer-accepted", { peer });
+    this.commandsByPeer.set(peer, connection.peerCommands);
+    this.options.log?.("peer-accepted", { peer, commands: connection.peerCommands });
+  }
+
+  // The set of log commands `peer` said it applies in the hello of its latest authenticated
+  // connection to this node (1 for a node before the field); undefined: it never connected.
+  peerCommands(peer: NodeId): number | undefined {
+    return this.commandsByPeer.get(peer);
   }
 
   private takeEcho(peer: NodeId): [number, number] | undefined {

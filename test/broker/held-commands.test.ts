@@ -155,6 +155,14 @@ describe("the leader's held commands", () => {
     assert.equal(roundTripsExactly([{ op: "purge", mailbox: "a" }]), false);
   });
 
+  test("a node of command set 1 refuses a RECEIVE that carries acks, as a node before it did; other commands decode", () => {
+    const acking: BrokerCommand = { op: "receive", mailbox: "a", max: 1, ack: ["i1"] };
+    const older: BrokerCommand[] = [{ op: "receive", mailbox: "a", max: 1 }, { op: "ack", mailbox: "a", ids: ["i1"] }];
+    assert.throws(() => decodeCommands(encodeCommands([acking]), 1), /unknown command tag 9/);
+    assert.deepEqual(plain(decodeCommands(encodeCommands(older), 1)), plain(older));
+    assert.deepEqual(plain(decodeCommands(encodeCommands([acking]))), plain([acking]));
+  });
+
   test("a broker fed the held commands ends in the state and answers of one fed the decoded entry", () => {
     let held = 0;
     fc.assert(

@@ -141,6 +141,23 @@ test("a peer of another cluster id is refused, with the reason logged", async ()
   }
 });
 
+test("each node learns from its dialers' hellos which command set they apply; a hello without one means set 1", async () => {
+  const a = await startNode(1, { commands: 2 });
+  const b = await startNode(2, { commands: 5 });
+  const c = await startNode(3); // sends none, as a node before the field
+  try {
+    assert.equal(a.transport.peerCommands(2), undefined, "nothing known before a connection");
+    wire([a, b, c]);
+    await waitConnected([a, b, c]);
+    await waitFor("every hello arrived", () => [a, b, c].every((node) => [1, 2, 3].every((peer) => peer === node.id || node.transport.peerCommands(peer) !== undefined)));
+    assert.deepEqual([a.transport.peerCommands(2), a.transport.peerCommands(3)], [5, 1]);
+    assert.deepEqual([b.transport.peerCommands(1), b.transport.peerCommands(3)], [2, 1]);
+    assert.deepEqual([c.transport.peerCommands(1), c.transport.peerCommands(2)], [2, 5]);
+  } finally {
+    await closeAll([a, b, c]);
+  }
+});
+
 test("a peer whose settings the check rejects is refused with the check's reason; one without settings is checked as such", async () => {
   // Node-level meaning (broker limits) is src/broker/config.ts's; here the settings are opaque.
   const check = (ours: string) => (theirs: string | undefined) => ((theirs ?? "defaults") === ours ? undefined : `settings differ: ${ours} here, ${theirs ?? "none"} there`);
