@@ -6,10 +6,11 @@
 //   npm run bench:client -- --workload consume
 //
 // `--workload consume` measures the benchmark's drain instead (bench/systems/ferry.ts's drain():
-// 2 consume() loops of the benchmark's batches (SETTINGS_DEFAULT: 200, 1 prefetched), every message acked with ack(); the
-// service answers each RECEIVE with a full batch of 256-byte messages, built from stored message
-// records as a leader builds them (runServer), and each ACK with its
-// count); `--sends` is then the number of messages consumed and acked, the figures per message.
+// 2 consume() loops of the benchmark's batches (SETTINGS_DEFAULT: 200, 1 prefetched), every
+// message acked with ack(); the service answers each RECEIVE with a full batch of 256-byte
+// messages, built from stored message records as a leader builds them (runServer), and each ACK
+// with its count); `--sends` is then the number of messages consumed and acked, the figures per
+// message.
 //
 // Two child processes per run, so each side's CPU is its own (process.cpuUsage, all threads):
 // a server (FerryServer over a Service that answers every request at once, as a leader would

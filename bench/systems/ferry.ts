@@ -220,12 +220,12 @@ function openSender(client: FerryClient, mailbox: string): Sender {
 // one event-loop turn coalesced into one request (the RECEIVE that replaces the batch, or an ACK,
 // at most 4 of those outstanding), batches prefetched after a full one so that the messages held
 // and requested stay within DrainOptions.depth (for the benchmark's 200-message batches of 400:
-// 1 requested while one is handled, 2 while none is), as the peers' consumers keep
-// windows of the same depth, with asynchronous acks. An ack still counts only once Ferry confirms it is durable. The acks in flight
-// are counted, not kept: holding every ack's promise until the end keeps hundreds of thousands of
-// objects alive, and the collector's work on them costs the load generator ~1 µs per message of
-// the CPU the nodes share, which the peers' fire-and-forget acks never pay. (bench/client.ts runs
-// it against a fake server.)
+// 1 requested while one is handled, 2 while none is), as the peers' consumers keep windows of the
+// same depth, with asynchronous acks. An ack still counts only once Ferry confirms it is durable.
+// The acks in flight are counted, not kept: holding every ack's promise until the end keeps
+// hundreds of thousands of objects alive, and the collector's work on them costs the load
+// generator ~1 µs per message of the CPU the nodes share, which the peers' fire-and-forget acks
+// never pay. (bench/client.ts runs it against a fake server.)
 export async function drain(client: Pick<FerryClient, "consume">, options: DrainOptions): Promise<number> {
   let acked = 0;
   let received = 0;

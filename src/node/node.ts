@@ -139,6 +139,7 @@ export class FerryNode {
     const log = dependencies.log ?? silentLogger;
     const brokerConfig = resolveBrokerConfig(config.broker); // a bad value stops the start here
     const settings = replicatedSettings(brokerConfig);
+    const commandSet = dependencies.commandSet ?? COMMAND_SET;
     await mkdir(config.dataDir, { recursive: true });
     const initialConf: ConfState | undefined = config.join
       ? undefined
@@ -182,7 +183,7 @@ export class FerryNode {
         secret: config.secret,
         settings,
         settingsProblem: (theirs) => replicatedSettingsProblem(settings, theirs),
-        commands: dependencies.commandSet ?? COMMAND_SET,
+        commands: commandSet,
         listen,
         peers: peersToDial(config.id, book, confMembers(raft.status().conf)),
         onMessages: (_from, messages) => node?.receive(messages),
@@ -199,7 +200,7 @@ export class FerryNode {
         log: (event, fields) => log(event === "peer-settings-refused" ? "error" : "debug", event, fields),
         ...(dependencies.peerTls === undefined ? {} : { tls: dependencies.peerTls }),
       });
-      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log, dependencies.trace, dependencies.commandSet ?? COMMAND_SET);
+      node = new FerryNode(config, raft, storage, broker, kv, transport, book, clock, log, dependencies.trace, commandSet);
       node.startTicking();
       node.startSnapshotThread();
       return node;
