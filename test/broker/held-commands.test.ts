@@ -278,7 +278,10 @@ describe("a RECEIVE answered with stored records", () => {
       }),
       { numRuns: 200 },
     );
-    assert.ok(stored > 100, `messages were answered as records (${stored})`);
+    // 98-141 over 25 runs (session 39; the generator's RECEIVEs carry acks since session 38, which
+    // leaves fewer messages to lease): a check that the property compared record replies at all,
+    // not a count the random batches must reach (at 100 it failed one CI run in ~12).
+    assert.ok(stored > 40, `messages were answered as records (${stored})`);
   });
 
   test("is asked for by the binary protocol's sessions only", () => {
