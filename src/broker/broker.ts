@@ -19,6 +19,7 @@
 // command; a bounded sweep at the start of each entry drops or dead-letters it.
 import type { AckReply, DeliveredMessage, ErrorReply, ListItem, ListReply, ListRequest, ReceiveReply, SendReply } from "../protocol/api.js";
 import { LIST_PAGE_DEFAULT, LIST_PAGE_MAX } from "../protocol/api.js";
+import { formatLeaseName, type LeaseName, parseLeaseName } from "../protocol/leases.js";
 import { isValidName } from "../protocol/names.js";
 import { assert, unreachable } from "../util/assert.js";
 import {
@@ -109,6 +110,7 @@ import {
   idsProblem,
   integerProblem,
   isDeadLetterMailbox,
+  leaseNamesProblem,
   mailboxConfigProblem,
   mailboxProblem,
   senderTimeProblem,
@@ -979,11 +981,16 @@ export class Broker {
       const acksProblem = idsProblem(command.ack, this.config);
       if (acksProblem !== undefined) return acksProblem;
     }
+    if (command.ackLeases !== undefined) {
+      const leasesProblem = leaseNamesProblem(command.ackLeases, command.ack?.length ?? 0, this.config);
+      if (leasesProblem !== undefined) return leasesProblem;
+    }
     const mailbox = command.mailbox;
     // Acks first (as an ACK of the mailbox would), then the lease: one command, one entry.
-    const acked = command.ack === undefined ? undefined : this.ackIds(mailbox, command.ack);
+    let acked = command.ack === undefined ? undefined : this.ackIds(mailbox, command.ack);
+    if (command.ackLeases !== undefined) acked = (acked ?? 0) + this.ackLeases(mailbox, command.ackLeases);
     const meta = this.mailboxes.get(mailbox);
-    if (meta === undefined) return acked === undefined ? { ok: true, messages: [] } : { ok: true, messages: [], acked };
+    if (meta === undefined) return withAcks({ ok: true, messages: [] }, acked, command.ackLeases);
     const visibilityMs = command.visibilityMs ?? this.mailboxConfig(mailbox).visibilityMs;
     this.promote(mailbox);
     const messages: DeliveredMessage[] = [];
@@ -1065,8 +1072,12 @@ export class Broker {
       }
     }
     if (meta.freshAfter !== freshBefore) this.dirtyMailboxes.add(mailbox);
-    if (ids.length > 0) this.writePendingBatch(mailbox, visibleAtMs, ids);
-    return acked === undefined ? { ok: true, messages } : { ok: true, messages, acked };
+    const reply = withAcks({ ok: true, messages }, acked, command.ackLeases);
+    if (ids.length > 0) {
+      const lease = this.writePendingBatch(mailbox, visibleAtMs, ids);
+      if (this.replies) reply.lease = lease;
+    }
+    return reply;
   }
 
   // The caller writes the pending batch key of what it leased (writePendingBatch).
@@ -1139,10 +1150,12 @@ export class Broker {
     if (floorMs !== undefined && visibleAtMs < floorMs) this.pendingFloorMs.set(mailbox, visibleAtMs);
   }
 
-  // One pending key for the ids a command leased or moved to `visibleAtMs`.
-  private writePendingBatch(mailbox: string, visibleAtMs: number, ids: string[]): void {
+  // One pending key for the ids a command leased or moved to `visibleAtMs`; returns its lease name.
+  private writePendingBatch(mailbox: string, visibleAtMs: number, ids: string[]): string {
     this.pendingAt(mailbox, visibleAtMs);
-    this.kv.put(pendingKey(mailbox, visibleAtMs, pendingBatchTag(this.index, this.pendingBatchesInEntry++)), encodePendingIds(ids));
+    const number = this.pendingBatchesInEntry++;
+    this.kv.put(pendingKey(mailbox, visibleAtMs, pendingBatchTag(this.index, number)), encodePendingIds(ids));
+    return formatLeaseName(this.index, number, visibleAtMs);
   }
 
   private exhausted(mailbox: string, held: Held): boolean {
@@ -1222,6 +1235,37 @@ export class Broker {
       count++;
     }
     return count;
+  }
+
+  // Acks the batches of these (valid) lease names: each as an ACK of the ids its pending batch key
+  // lists, so those still leased are removed (a key gone, having come due or been acked by name
+  // before, acks nothing). A key whose messages were all removed is deleted; one with others is
+  // left, stale where they were acked, NACKed or leased again, for promote to pass over.
+  private ackLeases(mailbox: string, names: readonly string[]): number {
+    let count = 0;
+    for (const name of names) {
+      const key = leaseKey(mailbox, parseLeaseName(name)!);
+      const value = this.kv.get(key);
+      if (value === undefined) continue;
+      const ids = decodePendingIds(value);
+      const removed = this.ackIds(mailbox, ids);
+      if (removed === ids.length) this.kv.delete(key);
+      count += removed;
+    }
+    return count;
+  }
+
+  // The ids the batches of these lease names leased, as the store lists them now (none for a name
+  // that is not one or whose key is gone): what an ACK of them in place of the names acks, for a
+  // node that turns names into ids (COMMAND_SET_LEASE_ACKS). Reads the state; writes nothing.
+  leaseIds(mailbox: string, names: readonly string[]): string[] {
+    const ids: string[] = [];
+    for (const name of names) {
+      const lease = parseLeaseName(name);
+      const value = lease === undefined || mailboxProblem(mailbox) !== undefined ? undefined : this.kv.get(leaseKey(mailbox, lease));
+      if (value !== undefined) ids.push(...decodePendingIds(value));
+    }
+    return ids;
   }
 
   private nack(command: AckCommand): AckReply | ErrorReply {
@@ -1668,6 +1712,17 @@ export class Broker {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function withAcks(reply: ReceiveReply, acked: number | undefined, ackLeases: readonly string[] | undefined): ReceiveReply {
+  if (acked !== undefined) reply.acked = acked;
+  if (ackLeases !== undefined) reply.ackedLeases = ackLeases.length;
+  return reply;
+}
+
+// The pending batch key a lease name names.
+function leaseKey(mailbox: string, lease: LeaseName): string {
+  return pendingKey(mailbox, lease.visibleAtMs, pendingBatchTag(lease.index, lease.number));
+}
 
 // A message's delivery state, its id, whether its state record is stored, and the write of it
 // not yet stored that this state came from or went to (undefined: none known). A Held lives

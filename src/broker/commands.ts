@@ -123,6 +123,7 @@ export interface ReceiveCommand {
   visibilityMs?: number;
   consumer?: string; // who asked (informational; not enforced on ACK)
   ack?: string[]; // ids acknowledged first, as by an ACK of the mailbox (AckReply's count: `acked`)
+  ackLeases?: string[]; // then the batches of these lease names (ReceiveRequest.ackLeases)
   // The messages of the reply as their stored records (StoredDelivery), for a reply that is
   // written with FrameWriter (the binary protocol's). Not in the log: it changes the reply's form,
   // never the state.
@@ -156,13 +157,18 @@ const TAG = { send: 1, receive: 2, ack: 3, nack: 4, extend: 5, purge: 6, delete:
 // A RECEIVE that carries acks: a tag of its own (a RECEIVE without keeps the encoding it always
 // had, so logs written before it decode as they did).
 const TAG_RECEIVE_ACKING = 9;
+// A RECEIVE that carries lease names to ack (ackLeases), with or without ids.
+const TAG_RECEIVE_LEASE_ACKING = 10;
 
 // The sets of log commands, newest last: 1, tags 1-8; 2 (session 38), a RECEIVE that carries acks
-// (tag 9). A node applies the commands of its set and says so to its peers (HelloFrame.commands);
-// a leader proposes tag 9 only once every member applies set 2, and splits such a RECEIVE into an
-// ACK and a RECEIVE until then (docs/node.md "Upgrades"), since an older node cannot decode it.
-export const COMMAND_SET = 2;
+// (tag 9); 3 (session 41), a RECEIVE that acks batches by their lease names (tag 10). A node
+// applies the commands of its set and says so to its peers (HelloFrame.commands); a leader
+// proposes a command only once every member applies its set: until then it turns lease names
+// into the ids they leased (set 2), and splits a RECEIVE with acks into an ACK and a RECEIVE
+// (set 1) (docs/node.md "Upgrades"), since an older node cannot decode them.
+export const COMMAND_SET = 3;
 export const COMMAND_SET_ACKING_RECEIVE = 2;
+export const COMMAND_SET_LEASE_ACKS = 3;
 const CONFIG_NUMBER_FIELDS = ["visibilityMs", "deliveriesMax", "messagesMax", "bytesMax", "ttlMs"] as const;
 
 export class CommandDecodeError extends Error {
@@ -192,7 +198,7 @@ function strings(writer: ByteWriter, values: string[]): void {
 }
 
 function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
-  writer.u8(command.op === "receive" && command.ack !== undefined ? TAG_RECEIVE_ACKING : TAG[command.op]);
+  writer.u8(command.op !== "receive" ? TAG[command.op] : command.ackLeases !== undefined ? TAG_RECEIVE_LEASE_ACKING : command.ack !== undefined ? TAG_RECEIVE_ACKING : TAG.receive);
   switch (command.op) {
     case "send": {
       writer.string(command.sender);
@@ -216,7 +222,13 @@ function encodeCommand(writer: ByteWriter, command: BrokerCommand): void {
       writer.f64(command.max);
       optionalNumber(writer, command.visibilityMs);
       optionalString(writer, command.consumer);
-      if (command.ack !== undefined) strings(writer, command.ack);
+      if (command.ackLeases !== undefined) {
+        writer.u8(command.ack === undefined ? 0 : 1);
+        if (command.ack !== undefined) strings(writer, command.ack);
+        strings(writer, command.ackLeases);
+      } else if (command.ack !== undefined) {
+        strings(writer, command.ack);
+      }
       return;
     case "ack":
     case "nack":
@@ -272,6 +284,7 @@ export function roundTripsExactly(commands: readonly BrokerCommand[]): boolean {
         if (!roundTripsUtf8(command.mailbox) || command.visibilityMs === -1) return false;
         if (command.consumer !== undefined && !roundTripsUtf8(command.consumer)) return false;
         if (command.ack !== undefined && !allRoundTrip(command.ack)) return false;
+        if (command.ackLeases !== undefined && !allRoundTrip(command.ackLeases)) return false;
         break;
       case "ack":
       case "nack":
@@ -327,6 +340,7 @@ const NO_BODY = new Uint8Array(0);
 function decodeCommand(reader: ByteReader, version: number, commandSet: number): BrokerCommand {
   const tag = reader.u8();
   if (tag === TAG_RECEIVE_ACKING && commandSet < COMMAND_SET_ACKING_RECEIVE) throw new CommandDecodeError(`unknown command tag ${tag}`);
+  if (tag === TAG_RECEIVE_LEASE_ACKING && commandSet < COMMAND_SET_LEASE_ACKS) throw new CommandDecodeError(`unknown command tag ${tag}`);
   switch (tag) {
     case TAG.send: {
       const sender = reader.string();
@@ -349,13 +363,18 @@ function decodeCommand(reader: ByteReader, version: number, commandSet: number):
       return command;
     }
     case TAG.receive:
-    case TAG_RECEIVE_ACKING: {
+    case TAG_RECEIVE_ACKING:
+    case TAG_RECEIVE_LEASE_ACKING: {
       const command: ReceiveCommand = { op: "receive", mailbox: reader.string(), max: reader.f64() };
       const visibilityMs = readOptionalNumber(reader);
       const consumer = readOptionalString(reader);
       if (visibilityMs !== undefined) command.visibilityMs = visibilityMs;
       if (consumer !== undefined) command.consumer = consumer;
       if (tag === TAG_RECEIVE_ACKING) command.ack = readStrings(reader);
+      if (tag === TAG_RECEIVE_LEASE_ACKING) {
+        if (reader.u8() === 1) command.ack = readStrings(reader);
+        command.ackLeases = readStrings(reader);
+      }
       return command;
     }
     case TAG.ack:

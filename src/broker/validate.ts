@@ -3,6 +3,7 @@
 // command leaves the state byte-identical.
 import type { ErrorReply } from "../protocol/api.js";
 import type { ErrorCode } from "../protocol/errors.js";
+import { parseLeaseName } from "../protocol/leases.js";
 import { isValidName, nameProblem } from "../protocol/names.js";
 import { utf8Length } from "./bytes.js";
 import type { BrokerConfig, MailboxConfig } from "./commands.js";
@@ -73,6 +74,17 @@ export function idsProblem(ids: unknown, config: BrokerConfig): ErrorReply | und
     if (typeof id !== "string" || id.length === 0 || id.length > lengthMax || !allIn(PRINTABLE_CHAR, id)) {
       return failure("INVALID", `message id '${String(id).slice(0, 64)}' is malformed`);
     }
+  }
+  return undefined;
+}
+
+// Lease names to ack (ReceiveCommand.ackLeases): each one counts as an id toward
+// idsPerRequestMax, with the `ids` ids the same command acks.
+export function leaseNamesProblem(names: unknown, ids: number, config: BrokerConfig): ErrorReply | undefined {
+  if (!Array.isArray(names) || names.length === 0) return failure("INVALID", "no lease names given");
+  if (ids + names.length > config.idsPerRequestMax) return failure("TOO_LARGE", `${ids} ids and ${names.length} lease names; the limit is ${config.idsPerRequestMax}`);
+  for (const name of names) {
+    if (parseLeaseName(name) === undefined) return failure("INVALID", `lease name '${String(name).slice(0, 64)}' is malformed`);
   }
   return undefined;
 }

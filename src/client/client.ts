@@ -26,6 +26,7 @@ import type {
 } from "../protocol/api.js";
 import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
+import { parseLeaseName } from "../protocol/leases.js";
 import { checkedAddress, checkedNonNegative, checkedPositive, requireName, toBytes } from "./arguments.js";
 import { backoffDelayMs } from "./backoff.js";
 import { publishConnected, publishDisconnected, publishLeaderFound, publishRetry } from "./diagnostics.js";
@@ -59,11 +60,19 @@ export interface ReceiveOptions extends CallOptions {
   // Acknowledge these ids of the mailbox first, in the same request and log entry (an ACK's
   // rules). Such a RECEIVE answers at once when it leases nothing: it does not long-poll.
   ack?: string[];
+  // Acknowledge, also first, the batches of these lease names (ReceivedBatch.lease), each as an
+  // ACK of the ids its batch leased: one short name instead of a batch's ids.
+  ackLeases?: string[];
 }
-// receiveBatch()'s answer: the messages leased, and how many of `ack`'s ids were acknowledged.
+// receiveBatch()'s answer: the messages leased, how many messages `ack` and `ackLeases`
+// acknowledged, and the name of this batch's lease (when it leased something).
 export interface ReceivedBatch {
   messages: DeliveredMessage[];
   acked: number;
+  lease?: string;
+  // With ackLeases: false when the node did not take them (one older than lease names ignores
+  // them): their messages are still leased; ack them by id.
+  leasesAcked?: boolean;
 }
 export interface NackOptions extends CallOptions {
   delayMs?: number;
@@ -138,6 +147,15 @@ function checkedIds(op: string, ids: unknown): void {
   if (!Array.isArray(ids) || ids.some((id) => typeof id !== "string" || id.length === 0)) {
     throw new FerryError("INVALID", `${op}: ids must be non-empty strings`);
   }
+}
+
+// Throws FerryError INVALID unless `names` is a list of lease names (ReceivedBatch.lease) that fits
+// in one request.
+function checkedLeaseNames(names: unknown): void {
+  if (!Array.isArray(names) || names.some((name) => parseLeaseName(name) === undefined)) {
+    throw new FerryError("INVALID", "receive: ackLeases must be lease names that RECEIVEs answered with");
+  }
+  if (names.length > IDS_PER_REQUEST_MAX) throw new FerryError("INVALID", `receive: ${names.length} lease names; a request takes at most ${IDS_PER_REQUEST_MAX}`);
 }
 
 function asIs(reply: ReplyRecord): ReplyRecord {
@@ -223,9 +241,11 @@ export class FerryClient {
     return (await this.receiveBatch(mailbox, options)).messages;
   }
 
-  // receive() with the count of the acks it carried (options.ack): one round trip acknowledges a
-  // batch and leases the next. A node that does not know `ack` (older than the client) answers
-  // without a count; the ids then go out as an ACK of their own before this resolves.
+  // receive() with the count of the acks it carried (options.ack, options.ackLeases) and the name
+  // of its lease: one round trip acknowledges a batch and leases the next. A node that does not
+  // know `ack` (older than the client) answers without a count; the ids then go out as an ACK of
+  // their own before this resolves. One that does not know `ackLeases` ignores them (leasesAcked
+  // false).
   async receiveBatch(mailbox: string, options: ReceiveOptions = {}): Promise<ReceivedBatch> {
     requireName("mailbox", mailbox);
     const max = options.max ?? RECEIVE_MAX_DEFAULT;
@@ -236,20 +256,29 @@ export class FerryClient {
     if (options.waitMs !== undefined) request.waitMs = checkedNonNegative("waitMs", options.waitMs);
     if (options.visibilityMs !== undefined) request.visibilityMs = checkedPositive("visibilityMs", options.visibilityMs);
     if (options.after !== undefined) request.after = options.after;
-    // The ids past one request's worth go out as an ACK of their own, alongside.
+    // Lease names count as ids toward a request's limit; the ids past one request's worth go out
+    // as an ACK of their own, alongside.
+    const leases = options.ackLeases ?? [];
+    checkedLeaseNames(leases);
+    if (leases.length > 0) request.ackLeases = leases;
     const ack = options.ack ?? [];
     checkedIds("receive", ack);
-    const extra = ack.length > IDS_PER_REQUEST_MAX ? this.ack(mailbox, ack.slice(IDS_PER_REQUEST_MAX), options) : undefined;
-    if (ack.length > 0) request.ack = ack.length > IDS_PER_REQUEST_MAX ? ack.slice(0, IDS_PER_REQUEST_MAX) : ack;
+    const room = IDS_PER_REQUEST_MAX - leases.length;
+    const extra = ack.length > room ? this.ack(mailbox, ack.slice(room), options) : undefined;
+    if (ack.length > 0 && room > 0) request.ack = ack.length > room ? ack.slice(0, room) : ack;
     // A long poll legitimately takes waitMs before its answer: the default deadline covers it
     // (also with acks, which make a node answer at once: a node older than them still waits).
     const timeoutMs = options.timeoutMs ?? this.options.timeoutMs + (request.waitMs ?? 0);
     const reply = await this.call(request, "unapplied-only", { ...options, timeoutMs });
     const messages = Array.isArray(reply.messages) ? reply.messages.map((message) => toDeliveredMessage(message as Record<string, unknown>)) : [];
     let acked = 0;
-    if (request.ack !== undefined) acked = typeof reply.acked === "number" ? reply.acked : await this.ack(mailbox, request.ack, options);
+    if (typeof reply.acked === "number") acked = reply.acked;
+    else if (request.ack !== undefined) acked = await this.ack(mailbox, request.ack, options);
     if (extra !== undefined) acked += await extra;
-    return { messages, acked };
+    const batch: ReceivedBatch = { messages, acked };
+    if (typeof reply.lease === "string") batch.lease = reply.lease;
+    if (request.ackLeases !== undefined) batch.leasesAcked = typeof reply.ackedLeases === "number";
+    return batch;
   }
 
   async ack(mailbox: string, ids: string[], options: CallOptions = {}): Promise<number> {

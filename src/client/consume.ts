@@ -10,7 +10,10 @@
 //   and lease the next): the one that goes out once the batch is handed out (see prefetch), or,
 //   when none does (a short batch with more requested), the next that goes out; when none goes
 //   out within CONSUME_ACK_HOLD_MS (a slow mailbox), or the loop ends, they go out as an ACK of
-//   their own, as do the acks of a turn in which the loop is not waiting for a batch. Each message's ack()
+//   their own, as do the acks of a turn in which the loop is not waiting for a batch. A RECEIVE
+//   carries a batch whose every message was acked in one go as its lease name (ackLeases: one
+//   short name instead of its ids); a batch acked in parts, or with a message nacked or given
+//   back, goes by ids. Each message's ack()
 //   settles with the request that carried it. At most acksInFlightMax ACK requests are
 //   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
 //   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
@@ -90,11 +93,12 @@ class Consumed implements ConsumedMessage {
   declare headers?: Record<string, string>;
   declare senderTime?: DeliveredMessage["senderTime"];
   readonly #loop: LoopContext;
+  readonly #batch: LeasedBatch | undefined; // its batch, when that has a lease name
   #settled = false;
   #ack: (() => Promise<void>) | undefined;
   #nack: ((delayMs?: number) => Promise<void>) | undefined;
 
-  constructor(delivered: DeliveredMessage, loop: LoopContext) {
+  constructor(delivered: DeliveredMessage, loop: LoopContext, batch: LeasedBatch | undefined) {
     this.id = delivered.id;
     this.sender = delivered.sender;
     this.recipient = delivered.recipient;
@@ -104,6 +108,7 @@ class Consumed implements ConsumedMessage {
     if (delivered.headers !== undefined) this.headers = delivered.headers;
     if (delivered.senderTime !== undefined) this.senderTime = delivered.senderTime;
     this.#loop = loop;
+    this.#batch = batch;
   }
 
   get settledByBody(): boolean {
@@ -112,8 +117,9 @@ class Consumed implements ConsumedMessage {
 
   get ack(): () => Promise<void> {
     this.#ack ??= () => {
+      const first = !this.#settled;
       this.#settled = true;
-      return this.#loop.acker.ack(this.id);
+      return this.#loop.acker.ack(this.id, first ? this.#batch : undefined);
     };
     return this.#ack;
   }
@@ -145,14 +151,19 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
   // Not bound to the signal: an abort stops waiting for a RECEIVE, not the RECEIVE (see giveBack).
   // It carries the acks collected so far.
   const receive = (): Promise<Received> => {
-    const acks = acker.take();
+    const acks = acker.take(true);
     const pending = client.receiveBatch(mailbox, {
       max,
       waitMs: options.waitMs ?? CONSUME_WAIT_MS_DEFAULT,
       ...(options.visibilityMs === undefined ? {} : { visibilityMs: options.visibilityMs }),
-      ...(acks === undefined ? {} : { ack: acks.ids }),
+      ...(acks === undefined || acks.ids.length === 0 ? {} : { ack: acks.ids }),
+      ...(acks === undefined || acks.leases.length === 0 ? {} : { ackLeases: acks.leases }),
     });
-    if (acks !== undefined) acker.carried(acker.settleWith(acks, pending));
+    // A node older than lease names ignores them: their batches' ids then go out as an ACK.
+    if (acks !== undefined) {
+      const done = acks.leases.length === 0 ? pending : pending.then((batch) => (batch.leasesAcked === false ? client.ack(mailbox, acks.leaseIds) : 0));
+      acker.carried(acker.settleWith(acks, done));
+    }
     const received = pending.then(acks === undefined ? withoutAcks : withAcks);
     received.catch(noError); // its error is handled where it is awaited
     return received;
@@ -164,6 +175,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
   try {
     while (!signal?.aborted && !client.isClosed) {
       let batch: DeliveredMessage[];
+      let lease: string | undefined;
       const startedMs = performance.now();
       try {
         acker.throwIfFailed();
@@ -181,6 +193,7 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
           return;
         }
         batch = arrived.messages;
+        lease = arrived.lease;
         lastFull = batch.length === max;
         failures = 0;
         const elapsedMs = performance.now() - startedMs;
@@ -197,14 +210,15 @@ export async function* consumeMailbox(client: FerryClient, mailbox: string, opti
       // handed out. (After a short one, a prefetch would only hold back, leased here, messages
       // that arrive while this batch is handled.)
       if (lastFull) while (ahead.length < prefetch) ahead.push(receive());
-      const messages = batch.map((delivered) => new Consumed(delivered, loop));
+      const batchOf = lease === undefined ? undefined : new LeasedBatch(lease, batch.length);
+      const messages = batch.map((delivered) => new Consumed(delivered, loop, batchOf));
       let index = 0;
       try {
         for (; index < messages.length; index++) {
           if (signal?.aborted || client.isClosed) break;
           const message = messages[index]!;
           yield message;
-          if (autoAck && !message.settledByBody) acker.autoAck(message.id);
+          if (autoAck && !message.settledByBody) acker.autoAck(message.id, batchOf);
         }
       } finally {
         // index < length: the loop was left early (or aborted); give the rest back.
@@ -264,25 +278,44 @@ class SharedAck implements Settlers<void> {
 interface Received {
   messages: DeliveredMessage[];
   carriedAcks: boolean;
+  lease: string | undefined;
 }
 function withoutAcks(batch: ReceivedBatch): Received {
-  return { messages: batch.messages, carriedAcks: false };
+  return { messages: batch.messages, carriedAcks: false, lease: batch.lease };
 }
 function withAcks(batch: ReceivedBatch): Received {
-  return { messages: batch.messages, carriedAcks: true };
+  return { messages: batch.messages, carriedAcks: true, lease: batch.lease };
 }
 
-// Acks collected and taken together: their ids, and what their requests settle.
+// A batch with a lease name, and how many of its messages the acks being collected hold (split:
+// some of its acks went out already, so it goes by ids).
+class LeasedBatch {
+  collected = 0;
+  split = false;
+  constructor(
+    readonly lease: string,
+    readonly size: number,
+  ) {}
+}
+
+// Acks collected and taken together: their ids and lease names (a RECEIVE's take: the batches
+// all of whose messages are among them, by name, their ids in leaseIds), and what their
+// requests settle.
 interface Collected {
   ids: string[];
-  explicit: SharedAck | undefined; // the ack() calls among `ids`
-  autoAcks: boolean; // autoAck() calls among `ids`
+  leases: string[];
+  leaseIds: string[];
+  explicit: SharedAck | undefined; // the ack() calls among them
+  autoAcks: boolean; // autoAck() calls among them
 }
 
 // Coalesces the acks of one event-loop turn into one request: the next RECEIVE, or an ACK (see
 // the rules above).
 class Acker {
   private ids: string[] = [];
+  // The leased batch of each of `ids` (undefined: none, or acked before), and those batches.
+  private batchOfIds: Array<LeasedBatch | undefined> = [];
+  private batches: LeasedBatch[] = [];
   private explicit: SharedAck | undefined; // the ack() calls among `ids`
   private autoAcks = false; // autoAck() calls among `ids`
   private scheduled = false;
@@ -296,14 +329,14 @@ class Acker {
     private readonly mailbox: string,
   ) {}
 
-  ack(id: string): Promise<void> {
-    this.add(id);
+  ack(id: string, batch: LeasedBatch | undefined): Promise<void> {
+    this.add(id, batch);
     this.explicit ??= new SharedAck();
     return this.explicit.promise;
   }
 
-  autoAck(id: string): void {
-    this.add(id);
+  autoAck(id: string, batch: LeasedBatch | undefined): void {
+    this.add(id, batch);
     this.autoAcks = true;
   }
 
@@ -336,12 +369,34 @@ class Acker {
     }, CONSUME_ACK_HOLD_MS);
   }
 
-  // What was collected, for a RECEIVE to carry (undefined: nothing); settleWith() gets its answer.
-  take(): Collected | undefined {
+  // What was collected (undefined: nothing); settleWith() gets its answer. byLease: for a RECEIVE
+  // to carry, with every batch whose messages are all among the acks by its lease name.
+  take(byLease = false): Collected | undefined {
     this.release();
     if (this.ids.length === 0) return undefined;
-    const collected: Collected = { ids: this.ids, explicit: this.explicit, autoAcks: this.autoAcks };
+    const collected: Collected = { ids: this.ids, leases: [], leaseIds: [], explicit: this.explicit, autoAcks: this.autoAcks };
+    if (this.batches.length > 0) {
+      let whole = false;
+      for (const batch of this.batches) {
+        if (byLease && !batch.split && batch.collected === batch.size) {
+          collected.leases.push(batch.lease);
+          whole = true;
+        }
+        batch.split = true; // by name now, or some of its acks go out by id
+      }
+      if (whole) {
+        const ids: string[] = [];
+        for (let i = 0; i < this.ids.length; i++) {
+          const batch = this.batchOfIds[i];
+          if (batch !== undefined && batch.collected === batch.size) collected.leaseIds.push(this.ids[i]!);
+          else ids.push(this.ids[i]!);
+        }
+        collected.ids = ids;
+      }
+      this.batches = [];
+    }
     this.ids = [];
+    this.batchOfIds = [];
     this.explicit = undefined;
     this.autoAcks = false;
     return collected;
@@ -374,8 +429,10 @@ class Acker {
     this.holdTimer = undefined;
   }
 
-  private add(id: string): void {
+  private add(id: string, batch: LeasedBatch | undefined): void {
     this.ids.push(id);
+    this.batchOfIds.push(batch);
+    if (batch !== undefined && !batch.split && batch.collected++ === 0) this.batches.push(batch);
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {

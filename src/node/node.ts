@@ -11,11 +11,12 @@ import { join } from "node:path";
 import { Broker, StateFormatError } from "../broker/broker.js";
 import type { BrokerCommand, BrokerResult, ReceiveCommand } from "../broker/commands.js";
 import { replicatedSettings, replicatedSettingsProblem, resolveBrokerConfig } from "../broker/config.js";
-import { COMMAND_SET, COMMAND_SET_ACKING_RECEIVE, decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
+import { COMMAND_SET, COMMAND_SET_ACKING_RECEIVE, COMMAND_SET_LEASE_ACKS, decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import { StoreCommitError } from "../broker/kv.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { centralOffsetMs } from "../clock/offset-estimator.js";
-import type { AckReply, ClusterReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
+import { leaseNamesProblem } from "../broker/validate.js";
+import type { AckReply, ClusterReply, ErrorReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
@@ -328,13 +329,15 @@ export class FerryNode {
     const waitMs = Math.min(request.waitMs ?? 0, this.config.waitMsMax);
     const deadline = Date.now() + waitMs;
     const command = toBrokerCommand(request, session) as ReceiveCommand;
+    const carriesAcks = command.ack !== undefined || command.ackLeases !== undefined;
+    if (command.ackLeases !== undefined && !this.membersApply(COMMAND_SET_LEASE_ACKS)) return this.receiveLeasesAsIds(command, signal, request.after);
     if (command.ack !== undefined && !this.membersApply(COMMAND_SET_ACKING_RECEIVE)) return this.receiveAckingSplit(command, signal, request.after);
     for (;;) {
       const reply = (await this.propose(command, signal, request.after)) as ReceiveReply;
       const remaining = deadline - Date.now();
       // A RECEIVE that carried acks never waits (ReceiveRequest.ack): they were applied, and
       // proposing it again would apply them again.
-      if (reply.messages.length > 0 || command.ack !== undefined || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
+      if (reply.messages.length > 0 || carriesAcks || remaining <= 0 || signal?.aborted || waitSignal?.aborted || this.stopped) return reply;
       const nowMs = this.clock.physicalNowMs();
       const visibleAt = this.broker.nextVisibleAt(request.mailbox, nowMs + remaining);
       const untilVisible = visibleAt === undefined ? remaining : Number(visibleAt >> 16n) - nowMs + 1;
@@ -354,6 +357,34 @@ export class FerryNode {
     const acked = (await this.propose({ op: "ack", mailbox: command.mailbox, ids: ack! }, signal, after)) as AckReply;
     const reply = (await this.propose(receive, signal)) as ReceiveReply;
     return { ...reply, acked: acked.count };
+  }
+
+  // A RECEIVE that acks batches by lease name, while a member may not apply that command (an older
+  // version, see COMMAND_SET): the ids those batches leased, as this node's state lists them now,
+  // join its acks, and it goes out as a RECEIVE with acks (split as above if need be). An ACK of
+  // them acks what the names would, except a message whose lease ended and that was leased again
+  // before the command applies (then acked, as by id). Ids past one command's idsPerRequestMax go
+  // out first as ACKs of their own. It answers at once, as the one command would, and says how
+  // many names it took (ackedLeases).
+  private async receiveLeasesAsIds(command: ReceiveCommand, signal: AbortSignal | undefined, after: bigint | undefined): Promise<ReceiveReply> {
+    const { ackLeases, ...receive } = command;
+    const problem = leaseNamesProblem(ackLeases, command.ack?.length ?? 0, this.broker.config);
+    if (problem !== undefined) return problem as unknown as ReceiveReply;
+    while (this.restoring !== undefined) await this.restoring; // a snapshot is half restored
+    const ids = [...(command.ack ?? []), ...this.broker.leaseIds(command.mailbox, ackLeases!)];
+    const perCommand = this.broker.config.idsPerRequestMax;
+    let acked = 0;
+    while (ids.length > perCommand) {
+      const reply = (await this.propose({ op: "ack", mailbox: command.mailbox, ids: ids.splice(0, perCommand) }, signal, after)) as AckReply | ErrorReply;
+      if (!reply.ok) return reply as unknown as ReceiveReply;
+      acked += reply.count;
+    }
+    let reply: ReceiveReply;
+    if (ids.length === 0) reply = (await this.propose(receive, signal, after)) as ReceiveReply;
+    else if (this.membersApply(COMMAND_SET_ACKING_RECEIVE)) reply = (await this.propose({ ...receive, ack: ids }, signal, after)) as ReceiveReply;
+    else reply = await this.receiveAckingSplit({ ...receive, ack: ids }, signal, after);
+    if (!reply.ok) return reply;
+    return { ...reply, acked: acked + (reply.acked ?? 0), ackedLeases: ackLeases!.length };
   }
 
   // Whether this node and every member of the configuration apply the command set `set`: what

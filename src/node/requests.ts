@@ -43,6 +43,7 @@ export function toBrokerCommand(request: Request, session: Session): BrokerComma
         recordReplies: session.protocol === "binary",
       };
       if (request.ack !== undefined) command.ack = request.ack;
+      if (request.ackLeases !== undefined) command.ackLeases = request.ackLeases;
       return command;
     }
     case "ack":

@@ -39,6 +39,10 @@ export interface ReceiveRequest {
   // leased messages count). A RECEIVE that carries acks answers at once when it leases nothing:
   // it never long-polls, so the acks' confirmation is never held up by a wait.
   ack?: string[];
+  // Acknowledges, also first, the batches these earlier answers leased (ReceiveReply.lease), each
+  // as an ACK of the ids that batch leased would: its messages still leased are removed. Counts
+  // toward idsPerRequestMax with `ack`, one per name.
+  ackLeases?: string[];
 }
 export interface DeliveredMessage {
   id: string;
@@ -53,7 +57,11 @@ export interface DeliveredMessage {
 export interface ReceiveReply {
   ok: true;
   messages: DeliveredMessage[];
-  acked?: number; // a RECEIVE with `ack`: the leased messages it removed (ACK's count)
+  acked?: number; // a RECEIVE with `ack` or `ackLeases`: the leased messages it removed (ACK's count)
+  // A RECEIVE with `ackLeases`: how many names it carried. Its presence says the node took them (a
+  // node older than them ignores them and answers without it).
+  ackedLeases?: number;
+  lease?: string; // the name of this batch's lease (see ackLeases), when it leased something
 }
 
 export interface AckRequest {

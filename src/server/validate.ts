@@ -18,6 +18,7 @@ import type {
 import { LIST_PAGE_MAX, RECEIVE_MAX } from "../protocol/api.js";
 import { RID_MAX } from "../protocol/binary.js";
 import { FerryError } from "../protocol/errors.js";
+import { parseLeaseName } from "../protocol/leases.js";
 import { nameProblem } from "../protocol/names.js";
 import { DURATION_MS_MAX, MESSAGE_ID_LENGTH_MAX, type ServerLimits } from "./limits.js";
 
@@ -125,6 +126,16 @@ function ids(value: unknown, limits: ServerLimits): string[] {
   return value as string[];
 }
 
+// Lease names (ReceiveRequest.ackLeases): each counts as an id toward idsPerRequestMax.
+function leaseNames(value: unknown, ids: number, limits: ServerLimits): string[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalid("ackLeases must be a non-empty list");
+  if (ids + value.length > limits.idsPerRequestMax) {
+    throw tooLarge(`${ids} ids and ${value.length} lease names in one request; the limit is ${limits.idsPerRequestMax}`);
+  }
+  for (const name of value) if (parseLeaseName(name) === undefined) throw invalid(`lease name '${String(name).slice(0, 64)}' is malformed`);
+  return value as string[];
+}
+
 function body(value: unknown, limits: ServerLimits): Uint8Array {
   let bytes: Uint8Array;
   if (value instanceof Uint8Array) bytes = value;
@@ -197,6 +208,7 @@ function validateReceive(fields: Fields, limits: ServerLimits): ReceiveRequest {
   const after = timestamp(fields.after, "after");
   if (after !== undefined) receive.after = after;
   if (fields.ack !== undefined && fields.ack !== null) receive.ack = ids(fields.ack, limits);
+  if (fields.ackLeases !== undefined && fields.ackLeases !== null) receive.ackLeases = leaseNames(fields.ackLeases, receive.ack?.length ?? 0, limits);
   return receive;
 }
 

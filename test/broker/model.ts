@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import type { Broker, BrokerCommand, BrokerConfig, BrokerResult, MailboxConfig } from "../../src/broker/broker.js";
 import { assignedId, msTimestamp, DEAD_LETTER_DELIVERIES_HEADER, DEAD_LETTER_REASON_HEADER, mergeConfig, timestampMs } from "../../src/broker/broker.js";
 import type { ListItem } from "../../src/protocol/api.js";
+import { formatLeaseName, parseLeaseName } from "../../src/protocol/leases.js";
 import { isValidName } from "../../src/protocol/names.js";
 
 type State = "ready" | "leased" | "delayed";
@@ -281,7 +282,25 @@ export class Model {
       if (problem !== undefined) return problem;
       acked = (this.release({ op: "ack", mailbox: command.mailbox, ids: command.ack }) as { count: number }).count;
     }
-    const withAcked = (result: ModelResult): ModelResult => (acked === undefined ? result : { ...result, acked });
+    // Then the batches of lease names: each an ACK of the ids its hint lists (none when the hint is
+    // gone); a hint all of whose messages went is dropped.
+    if (command.ackLeases !== undefined) {
+      const names = command.ackLeases;
+      if (names.length === 0 || !names.every((name) => parseLeaseName(name) !== undefined)) return error("INVALID");
+      if ((command.ack?.length ?? 0) + names.length > this.config.idsPerRequestMax) return error("TOO_LARGE");
+      acked ??= 0;
+      for (const name of names) {
+        const lease = parseLeaseName(name)!;
+        const mailbox = this.mailboxes.get(command.mailbox);
+        const hint = mailbox?.hints.find((h) => h.batch && h.visibleAtMs === lease.visibleAtMs && compareSeq(h.tag, [lease.index, BATCH_TAG_BASE + lease.number]) === 0);
+        if (hint === undefined) continue;
+        const count = (this.release({ op: "ack", mailbox: command.mailbox, ids: hint.ids }) as { count: number }).count;
+        if (count === hint.ids.length) mailbox!.hints = mailbox!.hints.filter((h) => h !== hint);
+        acked += count;
+      }
+    }
+    const leases = command.ackLeases?.length;
+    const withAcked = (result: ModelResult): ModelResult => ({ ...result, ...(acked === undefined ? {} : { acked }), ...(leases === undefined ? {} : { ackedLeases: leases }) });
     const mailbox = this.mailboxes.get(command.mailbox);
     if (mailbox === undefined) return withAcked({ ok: true, messages: [] });
     const visibilityMs = command.visibilityMs ?? this.settings(command.mailbox).visibilityMs;
@@ -316,8 +335,10 @@ export class Model {
       if (message.senderTime !== undefined) out.senderTime = message.senderTime;
       delivered.push(out);
     }
-    if (delivered.length > 0) this.addBatch(mailbox, this.nowMs + visibilityMs, delivered.map((m) => m.id as string));
-    return withAcked({ ok: true, messages: delivered });
+    if (delivered.length === 0) return withAcked({ ok: true, messages: delivered });
+    const lease = formatLeaseName(this.index, this.batchCounter, this.nowMs + visibilityMs);
+    this.addBatch(mailbox, this.nowMs + visibilityMs, delivered.map((m) => m.id as string));
+    return { ...withAcked({ ok: true, messages: delivered }), lease };
   }
 
   private addBatch(mailbox: Mailbox, visibleAtMs: number, ids: string[]): void {

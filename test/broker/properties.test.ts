@@ -48,13 +48,16 @@ const send = fc
     senderTime: fc.oneof({ arbitrary: fc.constant(undefined), weight: 3 }, { arbitrary: senderTime, weight: 1 }),
   })
   .map((fields): BrokerCommand => defined({ op: "send", sender: "s", ...fields }));
-// A quarter of them carry acks (ReceiveCommand.ack).
+// A quarter of them carry acks (ReceiveCommand.ack), a sixth lease names (ackLeases): "$k" stands
+// for the k-th latest lease a RECEIVE answered with (resolveLeases), "1.0.1" for one that never was.
+const leaseRefs = fc.array(fc.constantFrom("$0", "$0", "$1", "$2", "$5", "1.0.1"), { minLength: 1, maxLength: 2 });
 const receive = fc
   .record({
     mailbox,
     max: fc.integer({ min: 1, max: 3 }),
     visibilityMs: optional(fc.constantFrom(500, 1000, 2500)),
     ack: fc.oneof({ arbitrary: fc.constant(undefined), weight: 3 }, { arbitrary: ids, weight: 1 }),
+    ackLeases: fc.oneof({ arbitrary: fc.constant(undefined), weight: 5 }, { arbitrary: leaseRefs, weight: 1 }),
   })
   .map((fields): BrokerCommand => defined({ op: "receive", ...fields }));
 const ack = fc.record({ mailbox, ids }).map((fields): BrokerCommand => ({ op: "ack", ...fields }));
@@ -95,6 +98,9 @@ const invalid: fc.Arbitrary<BrokerCommand> = fc.constantFrom<BrokerCommand>(
   { op: "receive", mailbox: "", max: 1 },
   { op: "receive", mailbox: "a", max: 1, ack: [] },
   { op: "receive", mailbox: "a", max: 1, ack: ["has space"] },
+  { op: "receive", mailbox: "a", max: 1, ackLeases: [] },
+  { op: "receive", mailbox: "a", max: 1, ackLeases: ["1.0"] },
+  { op: "receive", mailbox: "a", max: 1, ackLeases: ["0.0.5"] },
   { op: "ack", mailbox: "a", ids: [] },
   { op: "ack", mailbox: "a", ids: ["has space"] },
   { op: "ack", mailbox: "a", ids: ["i1"], delayMs: 5 },
@@ -127,7 +133,26 @@ const entry: fc.Arbitrary<Entry> = fc.record({
   advanceMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2000 }), fc.integer({ min: 2000, max: 4000 })),
   commands: fc.array(command, { minLength: 1, maxLength: 4 }),
 });
-const entries = fc.array(entry, { minLength: 1, maxLength: 40 });
+const entries = fc.array(entry, { minLength: 1, maxLength: 40 }).map(resolveLeases);
+
+// The entries with each "$k" lease reference replaced by the name of the k-th latest lease a
+// RECEIVE answered with before it (the model's answers, which the first property holds equal to
+// the broker's), or by a name no RECEIVE answered with while there are fewer.
+function resolveLeases(list: Entry[]): Entry[] {
+  const model = new Model(CONFIG);
+  const leases: string[] = [];
+  let nowMs = START_MS;
+  return list.map((e, i) => {
+    nowMs += e.advanceMs;
+    const commands = e.commands.map((command): BrokerCommand => {
+      if (command.op !== "receive" || command.ackLeases === undefined) return command;
+      const ackLeases = command.ackLeases.map((name) => (name.startsWith("$") ? (leases[leases.length - 1 - Number(name.slice(1))] ?? "1.1.1") : name));
+      return { ...command, ackLeases };
+    });
+    for (const result of model.apply(i + 1, msTimestamp(nowMs), commands)) if (typeof result.lease === "string") leases.push(result.lease);
+    return { ...e, commands };
+  });
+}
 
 // KVs ----------------------------------------------------------------------------------------
 
@@ -314,7 +339,7 @@ test("the generated sequences reach the interesting paths", () => {
   // Guards the properties above against a generator that stops exercising leases, dead letters,
   // expiry, dedupe and limits.
   const seen = new Set<string>();
-  for (const list of fc.sample(entries, { numRuns: 300, seed: 42 })) {
+  for (const list of fc.sample(entries, { numRuns: 1000, seed: 42 })) {
     const kv = new MemoryKv();
     const broker = new Broker(kv, CONFIG);
     let nowMs = START_MS;
@@ -327,7 +352,9 @@ test("the generated sequences reach the interesting paths", () => {
       if (blocks.some(({ value }) => new DataView(value.buffer, value.byteOffset).getUint32(0) > 1)) seen.add("block of several");
       if (blocks.some(({ key }, j) => j > 0 && key.slice(0, -4) === blocks[j - 1]!.key.slice(0, -4))) seen.add("block split");
       if (kv.scan("\x0a", "\x0b", 1).length > 0) seen.add("block partly removed");
-      for (const result of results) {
+      results.forEach((result, position) => {
+        const command = e.commands[position]!;
+        if (result.ok && command.op === "receive" && command.ackLeases !== undefined && command.ack === undefined && (("acked" in result && result.acked) || 0) > 0) seen.add("acked by lease name");
         if (!result.ok) seen.add(result.code);
         else if ("duplicate" in result && result.duplicate) seen.add("duplicate");
         else if ("messages" in result) {
@@ -336,10 +363,10 @@ test("the generated sequences reach the interesting paths", () => {
           if ((result.acked ?? 0) > 0) seen.add("acked by a RECEIVE");
         }
         else if ("count" in result && result.count > 0) seen.add("count");
-      }
+      });
     });
   }
-  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered", "block of several", "block split", "block partly removed", "acked by a RECEIVE"]) {
+  for (const expected of ["INVALID", "LIMIT", "TOO_LARGE", "CONFLICT", "duplicate", "redelivery", "max-deliveries", "expired", "delivery", "count", "sender-ordered", "block of several", "block split", "block partly removed", "acked by a RECEIVE", "acked by lease name"]) {
     assert.ok(seen.has(expected), `generator reaches ${expected}: ${[...seen].join(" ")}`);
   }
 });

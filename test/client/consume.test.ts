@@ -50,6 +50,11 @@ async function consumeCount(client: Awaited<ReturnType<typeof connect>>, mailbox
   }
 }
 
+async function waitUntil(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(condition(), "the condition came true");
+}
+
 async function setup() {
   const server = await FakeServer.start();
   const client = await connect({ seeds: [server.address], ...fast });
@@ -178,6 +183,53 @@ test("a node that ignores RECEIVE's acks (older than the client) still gets them
   );
   const batch = await client.receiveBatch("old", { ack: ["not-leased"] });
   assert.deepEqual(batch, { messages: [], acked: 0 });
+  await client.close();
+  await server.close();
+});
+
+test("a batch whose every message was acked in one go rides on the next RECEIVE as its lease name; one with a message nacked goes by ids", async () => {
+  const { server, client } = await setup();
+  server.namesLeases = true;
+  const ids = await sendAll(client, "named", ["a0", "a1", "b0", "b1", "c0", "d0"]);
+  const controller = new AbortController();
+  let seen = 0;
+  // Batches of 2: [a0 a1], [b0 b1] with b1 nacked on its first delivery, [b1 c0], [d0].
+  for await (const message of client.consume("named", { max: 2, waitMs: 50, prefetch: false, autoAck: false, signal: controller.signal })) {
+    if (message.id === ids[3] && message.deliveries === 1) await message.nack();
+    else void message.ack();
+    if (++seen === 7) controller.abort();
+  }
+  await waitUntil(() => server.mailbox("named").length === 0);
+  const byName = server.requestsOf("receive").filter((request) => request.ackLeases !== undefined);
+  assert.deepEqual(
+    byName.map((request) => [(request.ackLeases as unknown[]).length, request.ack]),
+    [
+      [1, undefined],
+      [1, undefined],
+    ],
+    "the two batches acked whole went by name, without ids",
+  );
+  assert.deepEqual(ackedIds(server), [ids[2], ids[5]], "the nacked batch's other message went by id, as did the last (an ACK as the loop ended)");
+  await client.close();
+  await server.close();
+});
+
+test("lease names a node ignores (older than them) go out again as an ACK of their batch's ids", async () => {
+  const { server, client } = await setup();
+  server.namesLeases = true;
+  server.ignoresLeaseAcks = true;
+  const ids = await sendAll(client, "moved", ["one", "two", "three", "four"]);
+  await consumeCount(client, "moved", 4, { max: 2, waitMs: 50, prefetch: false });
+  assert.ok(
+    server.requestsOf("receive").some((request) => request.ackLeases !== undefined),
+    "a batch went by name",
+  );
+  assert.deepEqual(server.mailbox("moved"), [], "nothing left leased: every ack arrived");
+  assert.deepEqual(
+    server.requestsOf("ack").flatMap((request) => request.ids as unknown[]).sort(),
+    [...ids].sort(),
+    "the named batch's ids went as an ACK, the last batch's when the loop ended",
+  );
   await client.close();
   await server.close();
 });

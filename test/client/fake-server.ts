@@ -52,6 +52,13 @@ export class FakeServer {
   forwardedLeaderHint: string | undefined;
   // Plays a node older than RECEIVE's `ack`: it ignores the field (and answers without `acked`).
   ignoresReceiveAcks = false;
+  // Names each batch's lease (ReceiveReply.lease) and takes RECEIVE's ackLeases, as a node does;
+  // with ignoresLeaseAcks it ignores ackLeases as a node older than them does (answers without
+  // ackedLeases) while still naming leases (a client that moved to it from a newer node).
+  namesLeases = false;
+  ignoresLeaseAcks = false;
+  private readonly leases = new Map<string, string[]>();
+  private leasesNamed = 0;
   connectionsAccepted = 0;
   inFlight = 0;
   inFlightMax = 0;
@@ -242,7 +249,15 @@ export class FakeServer {
   private async receive(request: FakeRequest, socket: net.Socket): Promise<Reply> {
     // The acks it carries first; then it does not wait (as a node does).
     const acks = this.ignoresReceiveAcks ? undefined : (request.ack as string[] | undefined);
-    const acked = acks === undefined ? undefined : (this.settle({ rid: request.rid, op: "ack", mailbox: request.mailbox, ids: acks }) as { count: number }).count;
+    let acked = acks === undefined ? undefined : (this.settle({ rid: request.rid, op: "ack", mailbox: request.mailbox, ids: acks }) as { count: number }).count;
+    const names = this.namesLeases && !this.ignoresLeaseAcks ? (request.ackLeases as string[] | undefined) : undefined;
+    for (const name of names ?? []) {
+      acked = (acked ?? 0) + (this.settle({ rid: request.rid, op: "ack", mailbox: request.mailbox, ids: this.leases.get(name) ?? [] }) as { count: number }).count;
+      this.leases.delete(name);
+    }
+    const extra: Record<string, unknown> = {};
+    if (acked !== undefined) extra.acked = acked;
+    if (names !== undefined) extra.ackedLeases = names.length;
     const deadline = acked === undefined ? Date.now() + Number(request.waitMs ?? 0) : 0;
     const mailbox = this.mailbox(String(request.mailbox));
     for (;;) {
@@ -253,7 +268,11 @@ export class FakeServer {
           message.deliveries++;
         }
         const messages = ready.map(({ leased: _leased, ...message }) => message);
-        return acked === undefined ? { ok: true, messages } : { ok: true, messages, acked };
+        if (this.namesLeases && messages.length > 0) {
+          extra.lease = `${++this.leasesNamed}.0.${Date.now() + 30_000}`;
+          this.leases.set(extra.lease as string, messages.map((message) => message.id));
+        }
+        return { ok: true, messages, ...extra };
       }
       await new Promise((resolve) => setTimeout(resolve, 5));
     }

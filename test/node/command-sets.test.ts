@@ -48,8 +48,35 @@ async function sendSix(leader: FerryNode): Promise<void> {
   for (let i = 0; i < 6; i++) await leader.execute({ op: "send", recipients: [MAILBOX], body: new TextEncoder().encode(`m${i}`) }, session);
 }
 
-function receive(leader: FerryNode, ack?: string[]): Promise<ReceiveReply> {
-  return leader.execute({ op: "receive", mailbox: MAILBOX, max: 3, ...(ack === undefined ? {} : { ack }) }, session) as Promise<ReceiveReply>;
+function receive(leader: FerryNode, ack?: string[], ackLeases?: string[]): Promise<ReceiveReply> {
+  return leader.execute({ op: "receive", mailbox: MAILBOX, max: 3, ...(ack === undefined ? {} : { ack }), ...(ackLeases === undefined ? {} : { ackLeases }) }, session) as Promise<ReceiveReply>;
+}
+
+// Lease names (tag 10, command set 3) while a member applies `set`: the leader turns them into
+// the ids their batches leased, proposed as one RECEIVE with acks (set 2) or an ACK and a RECEIVE
+// (set 1); the member applies every entry (withCluster).
+for (const [set, proposals] of [
+  [2, 1],
+  [1, 2],
+] as const) {
+  test(`a RECEIVE's lease names go out as their batches' ids while a member applies command set ${set}`, { timeout: 30_000 }, async () => {
+    await withCluster(
+      (id) => (id === 3 ? set : undefined),
+      async (_nodes, leader) => {
+        await sendSix(leader);
+        const first = await receive(leader);
+        assert.equal(typeof first.lease, "string", "the answer names its lease");
+        const before = await commandsProposed(leader);
+        const second = await receive(leader, undefined, [first.lease!]);
+        assert.deepEqual([second.acked, second.ackedLeases, second.messages.length], [3, 1, 3], "the batch acked by name; the next leased");
+        assert.equal(await commandsProposed(leader), before + proposals);
+        const third = await receive(leader, [second.messages[0]!.id], [second.lease!, first.lease!]);
+        assert.deepEqual([third.acked, third.ackedLeases, third.messages.length], [3, 2, 0], "an id, then the names (one acked before: nothing); answered at once");
+        const listed = (await leader.execute({ op: "list", mailbox: MAILBOX }, session)) as ListReply;
+        assert.equal(listed.items.length, 0);
+      },
+    );
+  });
 }
 
 test("a RECEIVE's acks go out as an ACK before it while a member applies the older command set; that member applies every entry", { timeout: 30_000 }, async () => {
@@ -94,7 +121,11 @@ test("once every member applies the command set, a RECEIVE and its acks are one 
             held.map((message) => message.id),
           );
           assert.equal(reply.acked, 3);
-          return (await commandsProposed(leader)) === before + 1;
+          if ((await commandsProposed(leader)) !== before + 1) return false;
+          // And lease names go out as they are, one command.
+          const named = await receive(leader, undefined, [reply.lease!]);
+          assert.deepEqual([named.acked, named.ackedLeases], [3, 1]);
+          return (await commandsProposed(leader)) === before + 2;
         },
         10_000,
       );
