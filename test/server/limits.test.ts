@@ -191,6 +191,27 @@ test("per-request bounds: ids, recipients, wait", async () => {
   await server.close();
 });
 
+test("lease names: malformed ones are INVALID; with ids they count toward idsPerRequestMax", async () => {
+  const { server, service, port } = await startServer({ limits: { idsPerRequestMax: 3 } });
+  const client = await BinaryClient.connect(port);
+  const cases: Array<[Record<string, unknown>, string, string]> = [
+    [{ ackLeases: [] }, "INVALID", "ackLeases must be a non-empty list"],
+    [{ ackLeases: ["7.0.1764000000000", "7.0"] }, "INVALID", "lease name '7.0' is malformed"],
+    [{ ackLeases: [7] }, "INVALID", "lease name '7' is malformed"],
+    [{ ack: ["a", "b"], ackLeases: ["7.0.5", "8.0.5"] }, "TOO_LARGE", "2 ids and 2 lease names in one request; the limit is 3"],
+  ];
+  for (const [fields, code, message] of cases) {
+    const reply = await client.request({ op: "receive", mailbox: "bob", max: 1, ...fields });
+    assert.deepEqual([reply.ok, reply.code, reply.message], [false, code, message]);
+  }
+  assert.equal(service.calls.length, 0, "none reached the node");
+  const fits = await client.request({ op: "receive", mailbox: "bob", max: 1, ack: ["a"], ackLeases: ["7.0.5", "8.0.5"] });
+  assert.equal(fits.ok, true);
+  assert.deepEqual((service.calls[0] as { request: { ackLeases?: unknown } }).request.ackLeases, ["7.0.5", "8.0.5"], "the names reach the node");
+  client.close();
+  await server.close();
+});
+
 test("headers bytes: TOO_LARGE over the limit", async () => {
   const { server, service, port } = await startServer({ limits: { headersBytesMax: 16 } });
   const client = await BinaryClient.connect(port);
