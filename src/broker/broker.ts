@@ -1260,9 +1260,10 @@ export class Broker {
   // node that turns names into ids (COMMAND_SET_LEASE_ACKS). Reads the state; writes nothing.
   leaseIds(mailbox: string, names: readonly string[]): string[] {
     const ids: string[] = [];
+    if (mailboxProblem(mailbox) !== undefined) return ids;
     for (const name of names) {
       const lease = parseLeaseName(name);
-      const value = lease === undefined || mailboxProblem(mailbox) !== undefined ? undefined : this.kv.get(leaseKey(mailbox, lease));
+      const value = lease === undefined ? undefined : this.kv.get(leaseKey(mailbox, lease));
       if (value !== undefined) ids.push(...decodePendingIds(value));
     }
     return ids;

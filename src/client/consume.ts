@@ -13,10 +13,10 @@
 //   their own, as do the acks of a turn in which the loop is not waiting for a batch. A RECEIVE
 //   carries a batch whose every message was acked in one go as its lease name (ackLeases: one
 //   short name instead of its ids); a batch acked in parts, or with a message nacked or given
-//   back, goes by ids. Each message's ack()
-//   settles with the request that carried it. At most acksInFlightMax ACK requests are
-//   outstanding before the next RECEIVE waits for one to finish; the loop never waits for its
-//   acks otherwise (their latency overlaps the next RECEIVE). Leaving the loop waits for them.
+//   back, goes by ids. Each message's ack() settles with the request that carried it. At most
+//   acksInFlightMax ACK requests are outstanding before the next RECEIVE waits for one to finish;
+//   the loop never waits for its acks otherwise (their latency overlaps the next RECEIVE).
+//   Leaving the loop waits for them.
 // - prefetch (default 3 batches): when a batch came back full, RECEIVEs go out before the batch
 //   is handed to the loop body until that many are outstanding, so the body's work and the
 //   round trips overlap, and a consumer whose body is quick is not held to one round trip per

@@ -13,10 +13,10 @@ import type { BrokerCommand, BrokerResult, ReceiveCommand } from "../broker/comm
 import { replicatedSettings, replicatedSettingsProblem, resolveBrokerConfig } from "../broker/config.js";
 import { COMMAND_SET, COMMAND_SET_ACKING_RECEIVE, COMMAND_SET_LEASE_ACKS, decodeCommands, encodeCommands, roundTripsExactly } from "../broker/commands.js";
 import { StoreCommitError } from "../broker/kv.js";
+import { leaseNamesProblem } from "../broker/validate.js";
 import { TimestampAheadError } from "../clock/hlc.js";
 import { centralOffsetMs } from "../clock/offset-estimator.js";
-import { leaseNamesProblem } from "../broker/validate.js";
-import type { AckReply, ClusterReply, ErrorReply, ClusterRequest, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
+import type { AckReply, ClusterReply, ClusterRequest, ErrorReply, ListRequest, ReceiveReply, ReceiveRequest, Reply, Request, StatusReply } from "../protocol/api.js";
 import { FerryError } from "../protocol/errors.js";
 import { confMembers, decodeConfChange } from "../raft/confchange.js";
 import { RaftNode } from "../raft/raft-node.js";
